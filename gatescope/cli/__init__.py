@@ -1,0 +1,68 @@
+"""The `gatescope` command line: a click group whose subcommands load lazily.
+
+Each subcommand lives in its own module of this package and is imported only when
+it runs, so `gatescope --help` starts fast and the core never pays for Textual or
+matplotlib. A `GatescopeError` (bad input) is printed as one line on stderr with
+exit status 1, never as a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from gatescope.errors import GatescopeError
+
+# command name -> (module in gatescope.cli, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "inspect": ("inspect", "inspect", "Report on a checkpoint's recurrent modules and gates."),
+    "trace": ("trace", "trace", "Record every gate of a model over some input into a trace file."),
+    "browse": ("browse", "browse", "Browse a trace file in the terminal."),
+    "agreement": ("agreement", "agreement", "Subject-verb agreement accuracy of a language model."),
+    "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
+    "samples": ("samples", "samples", "Train or list the bundled sample models."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"gatescope.cli.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gatescope")
+def cli() -> None:
+    """gatescope: gate introspection and interpretability for LSTM and GRU networks."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `gatescope` console script."""
+    try:
+        cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
+    except GatescopeError as exc:
+        click.echo(f"gatescope: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("gatescope: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
