@@ -1,0 +1,128 @@
+"""The LSTM and GRU gate equations, written once, in torch's conventions.
+
+Follows torch/nn/modules/rnn.py (rows of weight_ih / weight_hh in gate order):
+
+LSTM (i, f, g, o)::
+
+    i = σ(W_ii x + b_ii + W_hi h + b_hi)     f = σ(W_if x + b_if + W_hf h + b_hf)
+    g = tanh(W_ig x + b_ig + W_hg h + b_hg)  o = σ(W_io x + b_io + W_ho h + b_ho)
+    c' = f ⊙ c + i ⊙ g                        m = o ⊙ tanh(c')      h' = m, or W_hr m with proj_size
+
+GRU (r, z, n)::
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)     z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))                    h' = (1 - z) ⊙ n + z ⊙ h
+
+Two ways to evaluate them, with the same results:
+
+* `lstm_step` / `gru_step`: one timestep, given the input projection ``W_i* x + b`` precomputed for
+  all timesteps. Every quantity passes through ``tap(kind, value)``, which may record it and may
+  replace it (an intervention); the replacement is what the rest of the step uses.
+* `lstm_replay` / `gru_replay`: all timesteps at once, given every hidden output h_t already
+  computed by the fused native kernel (cuDNN on a GPU): the gate pre-activations for all t are two
+  batched matrix products over (x_t, h_{t-1}), and the LSTM cell state is the elementwise linear
+  recurrence c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+Tap = Callable[[str, Tensor], Tensor]
+"""``tap(kind, value) -> value``: sees every quantity of a step, returns what the step goes on with."""
+
+
+class CellWeights(NamedTuple):
+    """One layer and direction of an LSTM or GRU, in torch's names (biases and w_hr may be None)."""
+
+    weight_ih: Tensor  # (G*H, I), G = 4 (LSTM) or 3 (GRU)
+    weight_hh: Tensor  # (G*H, P), P = proj_size or H
+    bias_ih: Tensor | None  # (G*H,)
+    bias_hh: Tensor | None  # (G*H,)
+    weight_hr: Tensor | None = None  # (P, H), LSTM with proj_size only
+
+
+def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
+    """``W_ih x + b_ih`` (+ ``b_hh`` when it may be folded in) for every row of x: one GEMM."""
+    bias = w.bias_ih
+    if fold_bias_hh and w.bias_hh is not None:
+        bias = bias + w.bias_hh
+    flat = x.reshape(-1, x.shape[-1])  # (T*B, I)
+    out = flat @ w.weight_ih.t() if bias is None else torch.addmm(bias, flat, w.weight_ih.t())
+    return out.reshape(*x.shape[:-1], -1)  # (T, B, G*H)
+
+
+def _hh(h: Tensor, w: CellWeights, with_bias: bool) -> Tensor:
+    if with_bias and w.bias_hh is not None:
+        return torch.addmm(w.bias_hh, h, w.weight_hh.t())
+    return h @ w.weight_hh.t()
+
+
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: CellWeights, tap: Tap) -> tuple[Tensor, Tensor]:
+    """One LSTM step. xw: (B, 4H) from `input_projection(fold_bias_hh=True)`; h: (B, P); c: (B, H)."""
+    gates = xw + h @ w.weight_hh.t()  # (B, 4H)
+    hidden = c.shape[-1]
+    sig = gates.sigmoid()
+    i = tap("i", sig[:, :hidden])
+    f = tap("f", sig[:, hidden : 2 * hidden])
+    g = tap("g", gates[:, 2 * hidden : 3 * hidden].tanh())
+    o = tap("o", sig[:, 3 * hidden :])
+    c = tap("c", torch.addcmul(f * c, i, g))  # (B, H)
+    m = o * c.tanh()
+    if w.weight_hr is None:
+        return tap("h", m), c
+    return tap("h", tap("m", m) @ w.weight_hr.t()), c  # (B, P)
+
+
+def gru_step(xw: Tensor, h: Tensor, w: CellWeights, tap: Tap) -> Tensor:
+    """One GRU step. xw: (B, 3H) from `input_projection(fold_bias_hh=False)`; h: (B, H)."""
+    hidden = h.shape[-1]
+    gh = _hh(h, w, with_bias=True)  # (B, 3H)
+    rz = (xw[:, : 2 * hidden] + gh[:, : 2 * hidden]).sigmoid()
+    r = tap("r", rz[:, :hidden])
+    z = tap("z", rz[:, hidden:])
+    n = tap("n", torch.addcmul(xw[:, 2 * hidden :], r, gh[:, 2 * hidden :]).tanh())
+    return tap("h", torch.lerp(n, h, z))  # (1 - z) n + z h
+
+
+def lstm_replay(
+    x: Tensor, out: Tensor, h0: Tensor, c0: Tensor, w: CellWeights
+) -> dict[str, Tensor]:
+    """Every LSTM quantity for all T steps from the native outputs.
+
+    x: (T, B, I) input; out: (T, B, P) every h_t from the native kernel; h0 (B, P), c0 (B, H).
+    Returns kind -> (T, B, ·), with h = ``out``.
+    """
+    h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, P)
+    gates = input_projection(x, w, fold_bias_hh=True)  # (T, B, 4H)
+    gates = gates + (h_prev.reshape(-1, h_prev.shape[-1]) @ w.weight_hh.t()).reshape(gates.shape)
+    hidden = c0.shape[-1]
+    sig = gates.sigmoid()
+    i, f, o = sig[..., :hidden], sig[..., hidden : 2 * hidden], sig[..., 3 * hidden :]
+    g = gates[..., 2 * hidden : 3 * hidden].tanh()
+    ig = i * g  # (T, B, H)
+    c = torch.empty_like(ig)
+    c_prev = c0
+    for t in range(c.shape[0]):  # the elementwise recurrence: one fused kernel per step
+        c_prev = torch.addcmul(ig[t], f[t], c_prev, out=c[t])
+    m = o * c.tanh()
+    quantities = {"i": i, "f": f, "g": g, "o": o, "c": c}
+    if w.weight_hr is not None:
+        quantities["m"] = m
+    quantities["h"] = out
+    return quantities
+
+
+def gru_replay(x: Tensor, out: Tensor, h0: Tensor, w: CellWeights) -> dict[str, Tensor]:
+    """Every GRU quantity for all T steps from the native outputs (x (T, B, I), out (T, B, H))."""
+    h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, H)
+    gx = input_projection(x, w, fold_bias_hh=False)  # (T, B, 3H)
+    gh = _hh(h_prev.reshape(-1, h_prev.shape[-1]), w, with_bias=True).reshape(gx.shape)
+    hidden = h0.shape[-1]
+    rz = (gx[..., : 2 * hidden] + gh[..., : 2 * hidden]).sigmoid()
+    r, z = rz[..., :hidden], rz[..., hidden:]
+    n = torch.addcmul(gx[..., 2 * hidden :], r, gh[..., 2 * hidden :]).tanh()
+    return {"r": r, "z": z, "n": n, "h": out}

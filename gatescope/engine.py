@@ -1,0 +1,249 @@
+"""Runs a whole torch-style LSTM or GRU (layers, directions, packing) through gatescope.cells.
+
+The forward contract is torch.nn.LSTM / GRU's (torch/nn/modules/rnn.py): batched or unbatched
+input, batch_first, given initial states, PackedSequence in and out, dropout between layers,
+layer k > 0 reading the concatenated directions of layer k-1, proj_size for the LSTM.
+
+Two routes compute the same values:
+
+* ``step``: a Python loop over timesteps around one GEMM for the input projection; every
+  quantity passes through an `Observer`, which can record it and edit it (interventions), and
+  autograd flows through everything. On a CPU this is about as fast as torch's own kernel.
+* ``replay``: the fused native kernel (cuDNN on a GPU) computes every h_t, then the gates of all
+  timesteps are recomputed at once (see cells.lstm_replay). No edits, no autograd; the fast way
+  to record on a GPU.
+
+Timesteps given to observers are input positions: for the backward direction, step t is the
+state after reading input t. Padded positions (t >= length) are computed but never recorded, and
+the backward direction of a shorter sequence starts at its own last token.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step
+
+Route = Literal["auto", "step", "replay"]
+Edit = Callable[[Tensor, int], "Tensor | None"]
+
+
+@dataclass
+class Observer:
+    """What is attached to one layer and direction: kinds to keep, edits to apply, where to put them."""
+
+    keep: frozenset[str] = frozenset()
+    edits: dict[str, list[Edit]] = field(default_factory=dict)
+    sink: Callable[[str, Tensor, Tensor | None], None] | None = None  # (kind, (T, B, H), lengths)
+
+
+ObserverFor = Callable[[int, str], "Observer | None"]  # (layer, "fwd" | "bwd") -> Observer
+
+
+def layer_weights(module: nn.Module, layer: int, direction: str) -> CellWeights:
+    """The weights of one layer and direction of an nn.LSTM / nn.GRU, by torch's names."""
+    sfx = f"_l{layer}" + ("_reverse" if direction == "bwd" else "")
+    get = lambda name: getattr(module, name + sfx, None)  # noqa: E731
+    return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"))
+
+
+def run(
+    module: nn.LSTM | nn.GRU,
+    input: Tensor | PackedSequence,
+    hx: Tensor | tuple[Tensor, Tensor] | None = None,
+    observer_for: ObserverFor | None = None,
+    route: Route = "auto",
+):
+    """The forward of ``module`` (same arguments and results as torch's), observed layer by layer."""
+    is_lstm = isinstance(module, nn.LSTM)
+    packed = isinstance(input, PackedSequence)
+    lengths = None
+    if packed:
+        x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+        lengths = lengths.to(x.device)
+    else:
+        x = input
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{type(module).__name__}: expected 2-D or 3-D input, got {x.dim()}-D")
+        if x.dim() == 2:  # unbatched (T, I)
+            x = x.unsqueeze(1)
+        elif module.batch_first:
+            x = x.transpose(0, 1)
+    unbatched = not packed and input.dim() == 2
+    if x.shape[-1] != module.input_size:
+        raise ValueError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, got {x.shape[-1]}")
+
+    num_dir = 2 if module.bidirectional else 1
+    batch = x.shape[1]
+    out_size = module.proj_size if is_lstm and module.proj_size > 0 else module.hidden_size
+    h0, c0 = _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x)
+
+    h_n, c_n = [], []
+    layer_input = x
+    for layer in range(module.num_layers):
+        outs = []
+        for d, direction in enumerate(("fwd", "bwd")[:num_dir]):
+            k = layer * num_dir + d
+            observer = observer_for(layer, direction) if observer_for else None
+            w = layer_weights(module, layer, direction)
+            out, h_last, c_last = _run_direction(
+                is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
+                direction == "bwd", observer, _choose_route(route, observer, layer_input, w),
+            )
+            outs.append(out)
+            h_n.append(h_last)
+            c_n.append(c_last)
+        layer_input = outs[0] if num_dir == 1 else torch.cat(outs, dim=-1)  # (T, B, D*P)
+        if module.dropout and module.training and layer < module.num_layers - 1:
+            layer_input = F.dropout(layer_input, module.dropout, training=True)
+
+    output = layer_input
+    h_n = torch.stack(h_n)  # (L*D, B, P)
+    hidden = (h_n, torch.stack(c_n)) if is_lstm else h_n
+    if packed:
+        output = _repack(output, input)
+    elif unbatched:
+        output = output.squeeze(1)
+        hidden = tuple(s.squeeze(1) for s in hidden) if is_lstm else hidden.squeeze(1)
+    elif module.batch_first:
+        output = output.transpose(0, 1)
+    return output, hidden
+
+
+def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
+    num_dir = 2 if module.bidirectional else 1
+    shape_h = (module.num_layers * num_dir, batch, out_size)
+    shape_c = (module.num_layers * num_dir, batch, module.hidden_size)
+    if hx is None:
+        h0 = x.new_zeros(shape_h)
+        return h0, (x.new_zeros(shape_c) if is_lstm else None)
+    h0, c0 = hx if is_lstm else (hx, None)
+    if unbatched:
+        h0 = h0.unsqueeze(1)
+        c0 = None if c0 is None else c0.unsqueeze(1)
+    if tuple(h0.shape) != shape_h:
+        raise RuntimeError(f"Expected hidden size {shape_h}, got {tuple(h0.shape)}")
+    if c0 is not None and tuple(c0.shape) != shape_c:
+        raise RuntimeError(f"Expected hidden[1] size {shape_c}, got {tuple(c0.shape)}")
+    return h0, c0
+
+
+def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights) -> str:
+    if route == "replay" and observer is not None and observer.edits:
+        raise ValueError("the replay route cannot apply interventions; use route='step'")
+    if route != "auto":
+        return route
+    if observer is not None and observer.edits:
+        return "step"
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w))
+    return "replay" if x.is_cuda and not needs_grad else "step"
+
+
+def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
+    """One layer, one direction. x (T, B, I) -> out (T, B, P), h_n (B, P), c_n (B, H) or None."""
+    if route == "replay":
+        return _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+
+
+def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+    steps = x.shape[0]
+    xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, G*H)
+    keep = observer.keep if observer else frozenset()
+    edits = observer.edits if observer else {}
+    kept: dict[str, list] = {kind: [None] * steps for kind in keep}
+    outs: list = [None] * steps
+    cells: list = [None] * steps
+    # the backward direction of a shorter sequence waits (keeps h0, c0) until its own last token
+    masked = reverse and lengths is not None and bool((lengths < steps).any())
+    h, c = h0, c0
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+
+        def tap(kind: str, value: Tensor, t: int = t) -> Tensor:
+            for edit in edits.get(kind, ()):
+                changed = edit(value, t)
+                if changed is not None:
+                    value = changed
+            if kind in kept:
+                kept[kind][t] = value
+            return value
+
+        if is_lstm:
+            h_new, c_new = lstm_step(xw[t], h, c, w, tap)
+        else:
+            h_new, c_new = gru_step(xw[t], h, w, tap), None
+        if masked:
+            valid = (t < lengths).unsqueeze(1)  # (B, 1)
+            h_new = torch.where(valid, h_new, h)
+            c_new = None if c is None else torch.where(valid, c_new, c)
+        h, c = h_new, c_new
+        outs[t], cells[t] = h, c
+    out = torch.stack(outs)  # (T, B, P)
+    if lengths is not None and not reverse:  # final state of each sequence at its own last token
+        h = _at_last(out, lengths)
+        c = None if c is None else _at_last(torch.stack(cells), lengths)
+    if observer is not None and observer.sink is not None:
+        for kind, values in kept.items():
+            observer.sink(kind, torch.stack(values), lengths)
+    return out, h, c
+
+
+@torch.no_grad()
+def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+    if reverse:
+        x = _reverse_within(x, lengths)
+    params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]
+    has_bias = w.bias_ih is not None
+    with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
+        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        if is_lstm:
+            out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
+            quantities = lstm_replay(x, out, h0, c0, w)
+        else:
+            out, _ = torch._VF.gru(x, h0[None], params, has_bias, 1, 0.0, False, False, False)
+            quantities = gru_replay(x, out, h0, w)
+    if lengths is not None:
+        h_n = _at_last(out, lengths)
+        c_n = _at_last(quantities["c"], lengths) if is_lstm else None
+    else:
+        h_n, c_n = out[-1], (quantities["c"][-1] if is_lstm else None)
+    if reverse:
+        out = _reverse_within(out, lengths)
+    if observer is not None and observer.sink is not None:
+        for kind in observer.keep:
+            values = quantities[kind]
+            observer.sink(kind, _reverse_within(values, lengths) if reverse else values, lengths)
+    return out, h_n, c_n
+
+
+def _reverse_within(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of x (T, B, ·) within its own length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    steps = x.shape[0]
+    t = torch.arange(steps, device=x.device).unsqueeze(1)  # (T, 1)
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B), an involution
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+def _at_last(x: Tensor, lengths: Tensor) -> Tensor:
+    """x (T, B, ·) at each sequence's last valid step -> (B, ·)."""
+    return x[lengths - 1, torch.arange(x.shape[1], device=x.device)]
+
+
+def _repack(output: Tensor, like: PackedSequence) -> PackedSequence:
+    """Padded (T, B, ·) output in the caller's batch order -> a PackedSequence shaped like ``like``."""
+    batch_sizes = like.batch_sizes
+    if like.sorted_indices is not None:
+        output = output.index_select(1, like.sorted_indices)
+    steps, batch = output.shape[:2]
+    valid = torch.arange(batch).unsqueeze(0) < batch_sizes[:steps].unsqueeze(1)  # (T, B), time-major
+    data = output[valid.to(output.device)]
+    return PackedSequence(data, batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -1,0 +1,51 @@
+"""gatescope.LSTM and gatescope.GRU: drop-in replacements for torch.nn.LSTM and torch.nn.GRU.
+
+They subclass torch's modules, so constructor arguments (num_layers, bias, batch_first, dropout,
+bidirectional, proj_size), parameter names (weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0) and
+state_dicts are torch's own and load both ways. The forward runs through gatescope.engine:
+
+* ``route="auto"`` (default): torch's fused kernel when nothing needs more, except where that
+  kernel breaks autograd (cuDNN's backward refuses eval mode, captum #564): there the step route.
+* ``route="step"`` / ``"replay"``: force one of the engine's routes (tests, benchmarks).
+
+Inside ``gatescope.record`` every recurrent module, these and torch's, is recorded the same way.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from gatescope import engine
+
+
+class _Recurrent:
+    """The forward shared by LSTM and GRU: torch's kernel, or gatescope's engine when needed."""
+
+    route: engine.Route = "auto"
+
+    def forward(self, input: Tensor | PackedSequence, hx=None):
+        if self.route == "auto" and not self._native_breaks_autograd(input):
+            return super().forward(input, hx)
+        return engine.run(self, input, hx, route=self.route)
+
+    def _native_breaks_autograd(self, input) -> bool:
+        data = input.data if isinstance(input, PackedSequence) else input
+        return (
+            data.is_cuda
+            and not self.training
+            and torch.is_grad_enabled()
+            and (data.requires_grad or any(p.requires_grad for p in self.parameters()))
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.route == "auto" else f"{text}, route={self.route!r}"
+
+
+class LSTM(_Recurrent, nn.LSTM):
+    """torch.nn.LSTM whose gates gatescope can record and edit at every timestep."""
+
+
+class GRU(_Recurrent, nn.GRU):
+    """torch.nn.GRU whose gates gatescope can record and edit at every timestep."""
