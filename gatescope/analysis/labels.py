@@ -1,0 +1,134 @@
+"""Per-token labels for the analyses: from a trace's features, a .npy file or a text file.
+
+A label vector has one value per token row of the trace (NaN = not applicable: those rows are
+left out of every analysis). Labels are binary (two distinct values), categorical (a few
+integer codes, or words in a text file) or continuous; `Labels` records which.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gatescope.errors import GatescopeError
+from gatescope.trace import Trace
+
+MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Labels aligned with a trace's rows.
+
+    values: float64 [N], NaN where not applicable. kind: "binary", "categorical" or "continuous".
+    codes: int64 [N] class index per row (-1 where NaN) for binary/categorical, else None.
+    classes: the original value of each class code (binary: the larger value is class 1).
+    """
+
+    values: torch.Tensor  # (N,)
+    kind: str
+    codes: torch.Tensor | None  # (N,)
+    classes: tuple[float, ...]
+    name: str
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """Bool [N]: rows with a label."""
+        return torch.isfinite(self.values)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_labels_file(path: str | os.PathLike) -> np.ndarray:
+    """Labels from ``.npy`` (1-D, numeric; never unpickled) or text, one value a line.
+
+    Text lines that are all numbers (``nan`` or an empty line = not applicable) give numbers;
+    otherwise each distinct word is a category, coded in sorted order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GatescopeError(f"no such labels file: {path}")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise GatescopeError(f"{path} is not a readable .npy array of numbers ({exc})") from None
+        if array.ndim != 1 or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise GatescopeError(f"{path}: labels must be a 1-D numeric array, got {array.dtype} {array.shape}")
+        return array.astype(np.float64)
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines()]
+    except UnicodeDecodeError:
+        raise GatescopeError(f"{path} is neither .npy nor a text file of labels") from None
+    try:
+        return np.array([float(x) if x else np.nan for x in lines], dtype=np.float64)
+    except ValueError:
+        words = sorted({x for x in lines if x and x.lower() != "nan"})
+        code = {w: i for i, w in enumerate(words)}
+        return np.array([code[x] if x in code else np.nan for x in lines], dtype=np.float64)
+
+
+def resolve_labels(
+    trace: Trace,
+    labels: Any = None,
+    *,
+    feature: str | None = None,
+    kind: str | None = None,
+) -> Labels:
+    """Align labels with ``trace``: exactly one of ``labels`` (array-like, path) or ``feature``.
+
+    kind: force "binary", "categorical" or "continuous" (default: inferred from the values).
+    """
+    if (labels is None) == (feature is None):
+        raise GatescopeError("give exactly one of a feature name or labels")
+    if isinstance(labels, Labels):
+        return labels
+    if feature is not None:
+        if feature not in trace.features:
+            have = ", ".join(sorted(trace.features)) or "none"
+            raise GatescopeError(f"the trace has no feature {feature!r}; its features: {have}")
+        values, name = trace.features[feature], feature
+    elif isinstance(labels, (str, os.PathLike)):
+        values, name = read_labels_file(labels), Path(labels).name
+    else:
+        values, name = labels, "labels"
+    values = torch.as_tensor(np.asarray(values, dtype=np.float64)).reshape(-1)  # (N,)
+    if values.numel() != trace.num_tokens:
+        raise GatescopeError(
+            f"{name} has {values.numel()} values but the trace has {trace.num_tokens} tokens (one label a token)"
+        )
+    return make_labels(values, name=name, kind=kind)
+
+
+def make_labels(values: torch.Tensor, name: str = "labels", kind: str | None = None) -> Labels:
+    """Classify ``values`` (float [N], NaN = none) as binary, categorical or continuous."""
+    values = values.to(torch.float64)
+    valid = torch.isfinite(values)
+    if not bool(valid.any()):
+        raise GatescopeError(f"{name}: no token has a label (all NaN)")
+    distinct = torch.unique(values[valid])
+    if distinct.numel() < 2:
+        raise GatescopeError(f"{name}: every labelled token has the same value {float(distinct[0])}")
+    if kind is None:
+        integral = bool((distinct == distinct.round()).all())
+        if distinct.numel() == 2:
+            kind = "binary"
+        elif integral and distinct.numel() <= MAX_CLASSES:
+            kind = "categorical"
+        else:
+            kind = "continuous"
+    if kind not in ("binary", "categorical", "continuous"):
+        raise GatescopeError(f"unknown label kind {kind!r}: binary, categorical or continuous")
+    if kind == "continuous":
+        return Labels(values, kind, None, (), name)
+    if kind == "binary" and distinct.numel() != 2:
+        raise GatescopeError(f"{name}: binary labels need exactly two values, found {distinct.numel()}")
+    codes = torch.full(values.shape, -1, dtype=torch.int64)
+    codes[valid] = torch.searchsorted(distinct, values[valid])
+    return Labels(values, kind, codes, tuple(distinct.tolist()), name)

@@ -1,0 +1,102 @@
+"""Result tables of the analyses: rows of named values, written to CSV or JSON, read into pandas.
+
+Every analysis (unit ranking, saturation, probes, ablation sweeps) returns a `Table`: a list of
+rows (dicts with the same keys, best first where there is an order). NaN becomes ``null`` in JSON.
+pandas is not a dependency; `Table.to_pandas` imports it when asked.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gatescope.errors import GatescopeError
+
+
+class Table(Sequence[dict[str, Any]]):
+    """Rows of an analysis result; ``table[i]`` is a dict, ``table["score"]`` a column (a list)."""
+
+    def __init__(self, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+        self.rows = rows
+        self.columns = columns if columns is not None else (list(rows[0]) if rows else [])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def __getitem__(self, key):  # int -> row, slice -> Table, str -> column
+        if isinstance(key, str):
+            if key not in self.columns:
+                raise GatescopeError(f"no column {key!r}; the table has: {', '.join(self.columns)}")
+            return [row.get(key) for row in self.rows]
+        if isinstance(key, slice):
+            return Table(self.rows[key], self.columns)
+        return self.rows[key]
+
+    def head(self, k: int) -> Table:
+        """The first ``k`` rows."""
+        return Table(self.rows[:k], self.columns)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The rows as a list of plain dicts (copies)."""
+        return [{c: row.get(c) for c in self.columns} for row in self.rows]
+
+    def to_json(self, path: str | os.PathLike | None = None, indent: int | None = None) -> str:
+        """A JSON list of row objects (NaN -> null); also written atomically to ``path`` when given."""
+        records = [{k: _jsonable(v) for k, v in r.items()} for r in self.to_records()]
+        text = json.dumps(records, indent=indent)
+        if path is not None:
+            write_atomic(path, lambda f: f.write(text.encode()))
+        return text
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """CSV with a header row; also written atomically to ``path`` when given."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.to_records())
+        text = buf.getvalue()
+        if path is not None:
+            write_atomic(path, lambda f: f.write(text.encode()))
+        return text
+
+    def to_pandas(self):
+        """A pandas DataFrame of the rows (needs pandas, which gatescope does not depend on)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise GatescopeError("to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.to_records(), columns=self.columns)
+
+    def __repr__(self) -> str:
+        return f"Table({len(self)} rows: {', '.join(self.columns)})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
