@@ -1,0 +1,364 @@
+"""record(): capture every gate of every recurrent module in any nn.Module, and edit them.
+
+Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMCell / GRUCell (and
+gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine,
+which computes the same outputs as torch's kernel while handing every quantity to the recording.
+No model code changes; the originals are restored when the block ends.
+
+Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
+(``fn(value, step) -> value``): `Intervention` (set, scale, add or patch chosen units at chosen
+timesteps, as pyvene's interventions do) and plain ``hooks`` change the value during the forward,
+and the change is carried through the recurrence to every later step, layer and output.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from gatescope import engine
+from gatescope.cells import CellWeights, gru_step, input_projection, lstm_step
+from gatescope.errors import GatescopeError
+from gatescope.names import GRU_KINDS, LSTM_KINDS, LSTM_PROJ_KINDS, format_name, parse_name
+from gatescope.trace import Trace
+
+RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
+Hook = Callable[[Tensor, int], "Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Change chosen units of one recorded quantity during the forward.
+
+    name: a quantity name, e.g. ``"rnn.l1.fwd.h"``; units: unit indices (None = all);
+    op: ``set`` / ``scale`` / ``add`` with a scalar or a tensor broadcastable to [B, len(units)],
+    or ``patch`` with a tensor [B, T, len(units)] (batch-first) whose ``[:, t]`` replaces step t;
+    steps: input positions t to change (None = every step).
+    """
+
+    name: str
+    units: Sequence[int] | None = None
+    op: Literal["set", "scale", "add", "patch"] = "set"
+    value: float | Tensor = 0.0
+    steps: Iterable[int] | None = None
+
+    def __post_init__(self) -> None:
+        parse_name(self.name)
+        if self.op not in ("set", "scale", "add", "patch"):
+            raise GatescopeError(f"unknown intervention op {self.op!r}: use set, scale, add or patch")
+        if self.op == "patch" and not (isinstance(self.value, Tensor) and self.value.dim() == 3):
+            raise GatescopeError("a patch intervention needs a value tensor [batch, time, units]")
+        object.__setattr__(self, "units", None if self.units is None else tuple(int(u) for u in self.units))
+        object.__setattr__(self, "steps", None if self.steps is None else frozenset(int(s) for s in self.steps))
+
+    def __call__(self, value: Tensor, step: int) -> Tensor | None:
+        """The edited copy of ``value`` [B, H] at ``step``, or None when this step is untouched."""
+        if self.steps is not None and step not in self.steps:
+            return None
+        index = slice(None) if self.units is None else torch.tensor(self.units, device=value.device)
+        new = self.value
+        if isinstance(new, Tensor):
+            new = new.to(device=value.device, dtype=value.dtype)
+            if self.op == "patch":
+                if new.shape[0] != value.shape[0] or step >= new.shape[1]:
+                    raise GatescopeError(
+                        f"patch for {self.name}: source has shape {tuple(new.shape)}, but this run has "
+                        f"batch {value.shape[0]} and reaches step {step}"
+                    )
+                new = new[:, step]
+        if self.op == "scale":
+            new = value[:, index] * new
+        elif self.op == "add":
+            new = value[:, index] + new
+        out = value.clone()
+        out[:, index] = new
+        return out
+
+
+class Recording:
+    """What ``record()`` yields: collects rows while the block runs; ``.trace`` assembles them."""
+
+    def __init__(
+        self,
+        root: nn.Module,
+        modules: Sequence[str] | None,
+        layers: Sequence[int] | None,
+        kinds: Sequence[str] | None,
+        dtype: torch.dtype,
+        edits: Mapping[str, list[Hook]],
+        route: engine.Route,
+        meta: Mapping[str, Any] | None,
+    ) -> None:
+        self.root = root
+        self.dtype = dtype
+        self.route = route
+        self.targets = find_recurrent(root)
+        if not self.targets:
+            raise GatescopeError(f"no LSTM or GRU module found in {type(root).__name__}")
+        if modules is not None:
+            unknown = sorted(set(modules) - set(self.targets))
+            if unknown:
+                raise GatescopeError(f"no recurrent module {', '.join(unknown)}; the model has: {', '.join(self.targets)}")
+        self.modules = list(self.targets) if modules is None else [m for m in self.targets if m in modules]
+        self.layers = None if layers is None else frozenset(layers)
+        if kinds is not None:
+            bad = sorted(set(kinds) - set(LSTM_PROJ_KINDS) - set(GRU_KINDS))
+            if bad:
+                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: LSTM has i f g o c h (m with proj_size), GRU r z n h")
+        self.kinds = None if kinds is None else frozenset(kinds)
+        self.edits = dict(edits)
+        for name in self.edits:
+            self._check_name(name)
+        self.extra_meta = dict(meta or {})
+        self._rows: dict[str, list[Tensor]] = defaultdict(list)  # name -> [(n, H)] chunks
+        self._lengths: dict[str, list[Tensor]] = defaultdict(list)  # name -> [(B,)] per call
+        self._calls: dict[str, list[int]] = defaultdict(list)  # name -> root call of each chunk
+        self._ids: list[Tensor | None] = []  # root call -> its integer input, if any
+        self._cell_steps: dict[str, dict[str, list[Tensor]]] = {}  # cell path -> kind -> [(B, H)]
+        self._trace: Trace | None = None
+
+    # -- which quantities -------------------------------------------------------------
+    def kinds_of(self, path: str) -> tuple[str, ...]:
+        module = self.targets[path]
+        if isinstance(module, (nn.GRU, nn.GRUCell)):
+            return GRU_KINDS
+        return LSTM_PROJ_KINDS if getattr(module, "proj_size", 0) else LSTM_KINDS
+
+    def _check_name(self, name: str) -> None:
+        path, layer, direction, kind = parse_name(name)
+        module = self.targets.get(path)
+        if module is None:
+            raise GatescopeError(f"no recurrent module {path!r} for {name}; the model has: {', '.join(self.targets)}")
+        layers = getattr(module, "num_layers", 1)
+        if layer >= layers:
+            raise GatescopeError(f"{name}: {path} has {layers} layer(s)")
+        if direction == "bwd" and not getattr(module, "bidirectional", False):
+            raise GatescopeError(f"{name}: {path} is not bidirectional")
+        if kind not in self.kinds_of(path):
+            raise GatescopeError(f"{name}: {type(module).__name__} has no kind {kind!r} (it has {' '.join(self.kinds_of(path))})")
+
+    def _observer(self, path: str, layer: int, direction: str) -> engine.Observer:
+        keep: frozenset[str] = frozenset()
+        if path in self.modules and (self.layers is None or layer in self.layers):
+            keep = frozenset(k for k in self.kinds_of(path) if self.kinds is None or k in self.kinds)
+        edits = {}
+        for kind in self.kinds_of(path):
+            hooks = self.edits.get(format_name(path, layer, direction, kind))
+            if hooks:
+                edits[kind] = hooks
+        return engine.Observer(keep, edits, functools.partial(self._sink, path, layer, direction))
+
+    def _sink(self, path: str, layer: int, direction: str, kind: str, values: Tensor, lengths: Tensor | None) -> None:
+        """Store (T, B, H) values as rows: sequences in batch order, tokens in time order."""
+        name = format_name(path, layer, direction, kind)
+        steps, batch = values.shape[:2]
+        by_sequence = values.transpose(0, 1)  # (B, T, H)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.int64)
+            rows = by_sequence.reshape(batch * steps, -1)
+        else:
+            valid = torch.arange(steps, device=values.device) < lengths.to(values.device).unsqueeze(1)  # (B, T)
+            rows = by_sequence[valid]
+        self._rows[name].append(rows.to(self.dtype))
+        self._lengths[name].append(lengths.cpu())
+        self._calls[name].append(len(self._ids) - 1)
+        self._trace = None
+
+    # -- the patched forwards ---------------------------------------------------------------
+    def _run_rnn(self, path: str, module: nn.Module, input, hx=None):
+        return engine.run(module, input, hx, lambda layer, d: self._observer(path, layer, d), self.route)
+
+    def _run_cell(self, path: str, module: nn.Module, input: Tensor, hx=None):
+        is_lstm = isinstance(module, nn.LSTMCell)
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input  # (B, I)
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], module.hidden_size)
+            hx = (zeros, zeros) if is_lstm else zeros
+        elif unbatched:
+            hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
+        steps = self._cell_steps.setdefault(path, defaultdict(list))
+        step = len(steps["h"])
+        observer = self._observer(path, 0, "fwd")
+
+        def tap(kind: str, value: Tensor) -> Tensor:
+            for edit in observer.edits.get(kind, ()):
+                changed = edit(value, step)
+                if changed is not None:
+                    value = changed
+            steps[kind].append(value)
+            return value
+
+        w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+        xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (B, G*H)
+        if is_lstm:
+            out = lstm_step(xw, hx[0], hx[1], w, tap)
+        else:
+            out = gru_step(xw, hx, w, tap)
+        if unbatched:
+            out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
+        return out
+
+    def _flush_cells(self) -> None:
+        """Turn the steps of cells called in a loop into sequences (one per batch row)."""
+        for path, steps in self._cell_steps.items():
+            observer = self._observer(path, 0, "fwd")
+            for kind in observer.keep:
+                if steps.get(kind):
+                    self._sink(path, 0, "fwd", kind, torch.stack(steps[kind]), None)
+        self._cell_steps = {}
+
+    def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        integer = isinstance(first, Tensor) and not first.is_floating_point() and not first.is_complex()
+        self._ids.append(first.detach() if integer else None)
+
+    def _after_root(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if not _is_cell(self.root):  # a cell recorded on its own: the whole block is one sequence
+            self._flush_cells()
+
+    # -- the result ------------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        """Everything recorded so far, as a Trace (assembled once, then cached)."""
+        if self._trace is None:
+            self._trace = self._assemble()
+        return self._trace
+
+    def _assemble(self) -> Trace:
+        names = [
+            format_name(path, layer, d, kind)
+            for path in self.modules
+            for layer in range(getattr(self.targets[path], "num_layers", 1))
+            for d in (("fwd", "bwd") if getattr(self.targets[path], "bidirectional", False) else ("fwd",))
+            for kind in self.kinds_of(path)
+        ]
+        names = [n for n in names if self._rows.get(n)]
+        meta = {"modules": [module_info(p, self.targets[p]) for p in self.modules], **self._vocab_meta(), **self.extra_meta}
+        if not names:
+            return Trace({}, [0], meta=meta)
+        lengths = torch.cat(self._lengths[names[0]])
+        for name in names[1:]:
+            other = torch.cat(self._lengths[name])
+            if not torch.equal(other, lengths):
+                raise GatescopeError(
+                    f"{names[0]} and {name} saw sequences of different lengths (an encoder and a decoder?); "
+                    "record them separately with modules=[...]"
+                )
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        tensors = {name: torch.cat(self._rows[name]) for name in names}
+        return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
+
+    def _token_ids(self, name: str) -> Tensor | None:
+        """The integer inputs of the root's calls, cut to each sequence's length, if they fit."""
+        pieces = []
+        for call, lengths in zip(self._calls[name], self._lengths[name]):
+            ids = self._ids[call] if 0 <= call < len(self._ids) else None
+            if ids is None:
+                return None
+            longest = int(lengths.max()) if lengths.numel() else 0
+            if ids.dim() == 1 and lengths.numel() == 1 and ids.shape[0] >= longest:
+                ids = ids.unsqueeze(0)
+            elif ids.dim() != 2:
+                return None
+            elif not (ids.shape[0] == lengths.numel() and ids.shape[1] >= longest):
+                if ids.shape[1] == lengths.numel() and ids.shape[0] >= longest:
+                    ids = ids.t()
+                else:
+                    return None
+            pieces += [ids[b, : int(n)].cpu() for b, n in enumerate(lengths)]
+        return torch.cat(pieces).to(torch.int64) if pieces else None
+
+    def _vocab_meta(self) -> dict[str, Any]:
+        vocab = getattr(self.root, "vocab", None)
+        tokens = getattr(vocab, "tokens", None)
+        if tokens is None:
+            return {}
+        return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
+
+
+def _root_name(root: nn.Module) -> str:
+    return type(root).__name__.lower()
+
+
+def _is_cell(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LSTMCell, nn.GRUCell))
+
+
+def find_recurrent(root: nn.Module) -> dict[str, nn.Module]:
+    """Every recurrent module in ``root`` by its record path (``lstm`` etc. for the root itself)."""
+    found = {}
+    for name, module in root.named_modules():
+        if isinstance(module, RECURRENT_TYPES):
+            found[name or _root_name(module)] = module
+    return found
+
+
+def module_info(path: str, module: nn.Module) -> dict[str, Any]:
+    """The architecture of one recurrent module, as the trace metadata and `inspect --json` give it."""
+    cell = next(t.__name__ for t in RECURRENT_TYPES if isinstance(module, t))
+    return {
+        "name": path,
+        "cell": cell,
+        "input_size": module.input_size,
+        "hidden_size": module.hidden_size,
+        "num_layers": getattr(module, "num_layers", 1),
+        "bidirectional": bool(getattr(module, "bidirectional", False)),
+        "proj_size": getattr(module, "proj_size", 0),
+        "bias": bool(module.bias),
+    }
+
+
+@contextmanager
+def record(
+    model: nn.Module,
+    *,
+    modules: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    interventions: Iterable[Intervention] = (),
+    hooks: Mapping[str, Hook | Sequence[Hook]] | None = None,
+    route: engine.Route = "auto",
+    meta: Mapping[str, Any] | None = None,
+) -> Iterator[Recording]:
+    """Record (and optionally edit) every gate of every recurrent module of ``model``.
+
+    modules / layers / kinds: what to keep (default: everything); dtype: storage dtype of the
+    recorded values (float16 / bfloat16 halve the memory); interventions / hooks: edits applied at
+    every step, keyed by quantity name (hooks are ``fn(value [B, H], step) -> Tensor | None``);
+    route: the engine route (``auto`` picks ``replay`` on CUDA when nothing needs the step loop);
+    meta: extra entries for the trace's metadata. After the block, ``rec.trace`` is the Trace.
+    """
+    edits: dict[str, list[Hook]] = defaultdict(list)
+    for intervention in interventions:
+        edits[intervention.name].append(intervention)
+    for name, fns in (hooks or {}).items():
+        edits[name].extend([fns] if callable(fns) else fns)
+    recording = Recording(model, modules, layers, kinds, dtype, edits, route, meta)
+    patched = []
+    for path, module in recording.targets.items():
+        run = recording._run_cell if _is_cell(module) else recording._run_rnn
+        patched.append((module, module.__dict__.get("forward")))
+        module.forward = functools.partial(run, path, module)
+    handles = [
+        model.register_forward_pre_hook(recording._before_root, with_kwargs=True),
+        model.register_forward_hook(recording._after_root, with_kwargs=True),
+    ]
+    try:
+        yield recording
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, previous in patched:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+        recording._flush_cells()
