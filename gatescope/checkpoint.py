@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatescope.errors import GatescopeError
+from gatescope.modules import GRU, LSTM
 from gatescope.vocab import Vocabulary
 
 META_KEY = "gatescope"
@@ -180,10 +181,10 @@ def _check_shapes(spec: RecurrentSpec, keys: set[str], shapes: Shapes) -> None:
         if tuple(shapes[key]) != shape:
             raise GatescopeError(
                 f"inconsistent shapes: {key} has shape {list(shapes[key])}; expected {list(shape)} "
-                f"for a {spec.cell} with input {spec.input_size}, hidden {spec.hidden_size}"
+                f"for {spec.cell} with input {spec.input_size}, hidden {spec.hidden_size}"
             )
     if extra := sorted(keys - expected.keys()):
-        raise GatescopeError(f"inconsistent recurrent weights: {', '.join(extra)} do not fit {spec.name}")
+        raise GatescopeError(f"inconsistent recurrent weights: {spec.name} has unexpected keys {', '.join(extra)}")
 
 
 # -- roles: embedding, recurrent chain, decoder ------------------------------------------------
@@ -317,15 +318,16 @@ def _check_chain(chain: list[RecurrentSpec], shapes: Shapes, embedding: str | No
 
 # -- the runnable model ----------------------------------------------------------------------
 def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
-    """A fresh torch module with the spec's sizes (same parameter names as the checkpoint)."""
+    """A fresh module with the spec's sizes and the checkpoint's parameter names: gatescope's
+    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell."""
     if spec.cell == "LSTMCell":
         return nn.LSTMCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     if spec.cell == "GRUCell":
         return nn.GRUCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     kwargs = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
     if spec.cell == "LSTM":
-        return nn.LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kwargs)
-    return nn.GRU(spec.input_size, spec.hidden_size, **kwargs)
+        return LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kwargs)
+    return GRU(spec.input_size, spec.hidden_size, **kwargs)
 
 
 class LoadedModel(nn.Module):
@@ -351,10 +353,10 @@ class LoadedModel(nn.Module):
         self.modules_info = [spec.info() for spec in specs]
         self.recurrent_names = [spec.name for spec in roles.recurrent]
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
-        self._embedding_path = roles.embedding.removesuffix(".weight") if roles.embedding else None
-        self._decoder_path = roles.decoder
+        self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
+        self.decoder_name = roles.decoder
         if roles.embedding:
-            self._place(self._embedding_path, nn.Embedding(*shapes[roles.embedding]))
+            self._place(self.embedding_name, nn.Embedding(*shapes[roles.embedding]))
         for spec in specs:
             self._place(spec.name, _build_recurrent(spec))
         if roles.decoder:
@@ -387,11 +389,11 @@ class LoadedModel(nn.Module):
 
     @property
     def embedding(self) -> nn.Embedding | None:
-        return self.get_submodule(self._embedding_path) if self._embedding_path else None
+        return self.get_submodule(self.embedding_name) if self.embedding_name else None
 
     @property
     def decoder(self) -> nn.Linear | None:
-        return self.get_submodule(self._decoder_path) if self._decoder_path else None
+        return self.get_submodule(self.decoder_name) if self.decoder_name else None
 
     @property
     def input_size(self) -> int:
@@ -512,14 +514,14 @@ def load(
 
 def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     """Tensor shapes and the parsed gatescope metadata of a safetensors file, without reading data."""
+    if path.is_dir():
+        raise GatescopeError(f"{path} is a folder, not a checkpoint file")
     try:
         with safe_open(path, framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             raw = (f.metadata() or {}).get(META_KEY)
     except FileNotFoundError:
         raise GatescopeError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise GatescopeError(f"{path} is a folder, not a checkpoint file") from None
     except PermissionError:
         raise GatescopeError(f"cannot read {path}: permission denied") from None
     except SafetensorError as exc:

@@ -1,0 +1,153 @@
+"""The `gatescope inspect` report as data: a JSON-able dict about a loaded checkpoint.
+
+From the weights alone: each recurrent module and layer, per gate the weight norms and
+bias statistics (torch's gate order: LSTM i f g o, GRU r z n), and the timescale of each
+unit's memory at zero input, 1/(1 - sigmoid(b)) with b the summed bias of the LSTM forget
+gate f (the "chrono" reading of Tallec & Ollivier 2018) or of the GRU update gate z (which
+weights the previous state). Warnings flag non-finite weights and recurrent matrices whose
+spectral radius is far above 1. From a trace: gate saturation as in Karpathy, Johnson &
+Fei-Fei 2015, the fraction of time a gate is left-saturated (< 0.1) or right-saturated (> 0.9).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gatescope.checkpoint import LoadedModel
+from gatescope.names import SIGMOID_KINDS, parse_name
+from gatescope.trace import Trace
+
+GATE_ORDER = {"LSTM": "ifgo", "GRU": "rzn"}
+MEMORY_GATE = {"LSTM": "f", "GRU": "z"}  # the gate whose bias sets how long a unit remembers
+SPECTRAL_RADIUS_WARNING = 4.0  # "far above 1": the recurrence can saturate or explode
+SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy et al. 2015
+
+
+def weight_report(model: LoadedModel) -> dict[str, Any]:
+    """Architecture, per-layer gate statistics, timescales and warnings, from the weights alone."""
+    modules = [_module_report(model, info) for info in model.modules_info]
+    embedding, decoder = model.embedding, model.decoder
+    warnings = [w for module in modules for layer in module["layers"] for w in layer.pop("warnings")]
+    warnings += _non_finite(model)
+    return {
+        "modules": modules,
+        "embedding": None if embedding is None else {
+            "name": model.embedding_name,
+            "num_embeddings": embedding.num_embeddings,
+            "embedding_dim": embedding.embedding_dim,
+        },
+        "decoder": None if decoder is None else {
+            "name": model.decoder_name,
+            "in_features": decoder.in_features,
+            "out_features": decoder.out_features,
+            "bias": decoder.bias is not None,
+        },
+        "recurrent": list(model.recurrent_names),
+        "vocab": None if model.vocab is None else {"size": len(model.vocab), "tokenizer": model.vocab.tokenizer},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "warnings": warnings,
+    }
+
+
+def _module_report(model: LoadedModel, info: dict[str, Any]) -> dict[str, Any]:
+    module = model.get_submodule(info["name"])
+    cell = info["cell"].removesuffix("Cell")
+    layers = []
+    for layer in range(info["num_layers"]):
+        for direction in ("fwd", "bwd")[: 1 + info["bidirectional"]]:
+            suffix = "" if info["cell"].endswith("Cell") else f"_l{layer}" + ("_reverse" if direction == "bwd" else "")
+            params = {
+                kind: getattr(module, f"{kind}{suffix}")
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                if hasattr(module, f"{kind}{suffix}")
+            }
+            layers.append(_layer_report(info, cell, layer, direction, params))
+    return {**info, "parameters": sum(p.numel() for p in module.parameters()), "layers": layers}
+
+
+@torch.no_grad()
+def _layer_report(
+    info: dict[str, Any], cell: str, layer: int, direction: str, params: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """One layer and direction: gate norms, bias statistics, memory timescale, spectral radii."""
+    hidden = info["hidden_size"]
+    w_ih = params["weight_ih"].double()  # (G*H, in)
+    w_hh = params["weight_hh"].double()  # (G*H, P)
+    bias = torch.zeros(w_ih.shape[0], dtype=torch.float64)  # (G*H,)
+    if "bias_ih" in params:
+        bias = params["bias_ih"].double() + params["bias_hh"].double()
+    w_hr = params["weight_hr"].double() if "weight_hr" in params else None  # (P, H)
+    where = f"{info['name']} l{layer} {direction}"
+    gates, warnings = {}, []
+    for g, gate in enumerate(GATE_ORDER[cell]):
+        rows = slice(g * hidden, (g + 1) * hidden)
+        b = bias[rows]  # (H,)
+        recurrent = w_hh[rows] if w_hr is None else w_hh[rows] @ w_hr  # (H, H): h_{t-1} -> gate
+        radius = _spectral_radius(recurrent)
+        gates[gate] = {
+            "weight_ih_norm": float(w_ih[rows].norm()),
+            "weight_hh_norm": float(w_hh[rows].norm()),
+            "bias_mean": float(b.mean()),
+            "bias_std": float(b.std(correction=0)),
+            "bias_min": float(b.min()),
+            "bias_max": float(b.max()),
+            "spectral_radius": radius,
+        }
+        if radius > SPECTRAL_RADIUS_WARNING:
+            warnings.append(
+                f"{where}: the recurrent matrix of gate {gate} has spectral radius {radius:.2f} (far above 1)"
+            )
+    memory = MEMORY_GATE[cell]
+    m = GATE_ORDER[cell].index(memory)
+    timescale = 1.0 / (1.0 - torch.sigmoid(bias[m * hidden:(m + 1) * hidden]))  # (H,) steps
+    return {
+        "layer": layer,
+        "direction": direction,
+        "input_size": w_ih.shape[1],
+        "parameters": sum(p.numel() for p in params.values()),
+        "gates": gates,
+        "timescale": {
+            "gate": memory,
+            "min": float(timescale.min()),
+            "median": float(timescale.median()),
+            "max": float(timescale.max()),
+        },
+        "warnings": warnings,
+    }
+
+
+def _spectral_radius(matrix: torch.Tensor) -> float:
+    """Largest |eigenvalue| of a square matrix; NaN when it holds non-finite values."""
+    if not bool(torch.isfinite(matrix).all()):
+        return float("nan")
+    return float(torch.linalg.eigvals(matrix).abs().max())
+
+
+def _non_finite(model: LoadedModel) -> list[str]:
+    warnings = []
+    for name, param in model.state_dict().items():
+        nan, inf = int(torch.isnan(param).sum()), int(torch.isinf(param).sum())
+        if nan or inf:
+            warnings.append(f"{name} holds {nan} NaN and {inf} infinite values")
+    return warnings
+
+
+def saturation_report(trace: Trace) -> dict[str, dict[str, float | int]]:
+    """Per recorded sigmoid gate: the mean fraction of time a unit is < 0.1 ("left") and > 0.9
+    ("right"), and how many units are left- or right-saturated more than half the time."""
+    report = {}
+    for name in trace.names:
+        if parse_name(name).kind not in SIGMOID_KINDS:
+            continue
+        values = trace[name].float()  # (N, H)
+        left = (values < SATURATION_LOW).float().mean(0)  # (H,)
+        right = (values > SATURATION_HIGH).float().mean(0)  # (H,)
+        report[name] = {
+            "left": float(left.mean()),
+            "right": float(right.mean()),
+            "units": values.shape[1],
+            "units_mostly_left": int((left > 0.5).sum()),
+            "units_mostly_right": int((right > 0.5).sum()),
+        }
+    return report
