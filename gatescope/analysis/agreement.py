@@ -1,0 +1,147 @@
+"""Subject-verb agreement accuracy of a language model (Linzen et al. 2016; Lakretz et al. 2019).
+
+An item is a prefix and two forms of the next verb. The model gets the item right when it gives
+the correct form a higher probability than the wrong one after the prefix; since both come from
+the same softmax, that is comparing their logits. Accuracy is reported overall and per condition.
+
+Stimuli files are tab-separated, without a header, one item a line::
+
+    prefix<TAB>correct verb<TAB>wrong verb<TAB>condition
+
+Interventions (`gatescope.Intervention`, e.g. holding units at zero as Lakretz et al. did by
+zeroing their outgoing weights) are applied through `gatescope.record` at every batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from gatescope.errors import GatescopeError
+
+
+class AgreementItem(NamedTuple):
+    """One stimulus: after `prefix` the model should prefer `correct` to `wrong`."""
+
+    prefix: str
+    correct: str
+    wrong: str
+    condition: str
+
+
+def read_stimuli(path: str | Path) -> list[AgreementItem]:
+    """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GatescopeError(f"{path}: no such stimuli file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatescopeError(f"{path}: cannot read the stimuli file ({exc})") from None
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise GatescopeError(
+                f"{path}:{number}: expected 4 tab-separated fields "
+                f"(prefix, correct verb, wrong verb, condition), found {len(fields)}"
+            )
+        prefix, correct, wrong, condition = (field.strip() for field in fields)
+        if not prefix or not condition:
+            raise GatescopeError(f"{path}:{number}: the prefix and the condition must not be empty")
+        for verb in (correct, wrong):
+            if len(verb.split()) != 1:
+                raise GatescopeError(f"{path}:{number}: a verb must be one word, found {verb!r}")
+        if correct == wrong:
+            raise GatescopeError(f"{path}:{number}: the correct and the wrong verb are both {correct!r}")
+        items.append(AgreementItem(prefix, correct, wrong, condition))
+    if not items:
+        raise GatescopeError(f"{path}: the stimuli file has no items")
+    return items
+
+
+def _encode(vocab, items: Sequence[AgreementItem]) -> list[tuple[list[int], int, int]]:
+    """(prefix ids, correct id, wrong id) per item; words outside the vocabulary raise GatescopeError."""
+    unknown: dict[str, None] = {}
+    encoded = []
+    for item in items:
+        words = vocab.split(item.prefix)
+        verbs = vocab.split(item.correct) + vocab.split(item.wrong)
+        for word in words + verbs:
+            if word not in vocab.index:
+                unknown[word] = None
+        if not unknown:
+            encoded.append(([vocab.index[w] for w in words], vocab.index[verbs[0]], vocab.index[verbs[1]]))
+    if unknown:
+        shown = ", ".join(repr(word) for word in list(unknown)[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise GatescopeError(f"words not in the model's vocabulary: {shown}{more}")
+    return encoded
+
+
+def _logit_differences(model: torch.nn.Module, encoded, batch_size: int, interventions) -> torch.Tensor:
+    """logit(correct) - logit(wrong) after each prefix, items batched by prefix length (no padding)."""
+    diffs = torch.empty(len(encoded))
+    by_length: dict[int, list[int]] = {}
+    for i, (prefix, _, _) in enumerate(encoded):
+        by_length.setdefault(len(prefix), []).append(i)
+    device = next(model.parameters()).device
+    for _, indices in sorted(by_length.items()):
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start:start + batch_size]
+            ids = torch.tensor([encoded[i][0] for i in batch], device=device)  # (B, T)
+            logits = _run(model, ids, interventions)[:, -1].float().cpu()  # (B, V)
+            if logits.shape[-1] <= max(max(encoded[i][1], encoded[i][2]) for i in batch):
+                raise GatescopeError("the model's output is not a distribution over its vocabulary "
+                                     "(is it a language model with a decoder?)")
+            rows = torch.arange(len(batch))
+            correct = torch.tensor([encoded[i][1] for i in batch])
+            wrong = torch.tensor([encoded[i][2] for i in batch])
+            diffs[batch] = logits[rows, correct] - logits[rows, wrong]
+    return diffs
+
+
+def _run(model: torch.nn.Module, ids: torch.Tensor, interventions) -> torch.Tensor:
+    """The model's logits (B, T, V) for ids (B, T), with interventions applied when given."""
+    if not interventions:
+        return model(ids)
+    import gatescope
+
+    with gatescope.record(model, interventions=list(interventions)):
+        return model(ids)
+
+
+def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem], interventions=None,
+                       batch_size: int = 256, vocab=None) -> dict[str, Any]:
+    """Agreement accuracy of `model` (ids (B, T) -> logits (B, T, V)) on `items`.
+
+    `vocab` defaults to ``model.vocab`` (a `gatescope.vocab.Vocabulary`). `interventions` are
+    applied to every batch (their values must not depend on the batch: use set, scale or add).
+    Returns ``{"accuracy", "n", "mean_logit_diff", "by_condition": {condition: {"accuracy", "n",
+    "mean_logit_diff"}}}``, conditions in order of first appearance.
+    """
+    vocab = vocab if vocab is not None else getattr(model, "vocab", None)
+    if vocab is None:
+        raise GatescopeError("the model has no vocabulary, so words cannot be turned into ids")
+    if not items:
+        raise GatescopeError("no agreement items to evaluate")
+    encoded = _encode(vocab, items)
+    with torch.no_grad():
+        diffs = _logit_differences(model, encoded, batch_size, interventions)
+    conditions = list(dict.fromkeys(item.condition for item in items))
+    by_condition = {}
+    for condition in conditions:
+        mask = torch.tensor([item.condition == condition for item in items])
+        by_condition[condition] = _summary(diffs[mask])
+    return {**_summary(diffs), "by_condition": by_condition}
+
+
+def _summary(diffs: torch.Tensor) -> dict[str, Any]:
+    return {
+        "accuracy": float((diffs > 0).float().mean()),
+        "n": int(diffs.numel()),
+        "mean_logit_diff": float(diffs.mean()),
+    }

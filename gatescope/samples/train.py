@@ -1,0 +1,236 @@
+"""Training of the bundled sample models, reproducibly from fixed seeds.
+
+Each sample is a `SampleConfig`; `train_sample` trains one from scratch (torch seeded, a fixed
+thread count, a seeded data order) and writes a gatescope checkpoint: safetensors tensors named
+``embedding.weight``, ``rnn.*``, ``decoder.*`` and the ``__metadata__["gatescope"]`` JSON of
+docs/architecture.md (vocabulary, roles, lexicon, training settings, measured metrics). The
+tensors are the same on every run on the same machine; only the recorded training time differs.
+
+Word models follow PyTorch's word_language_model example; the char model is trained with
+truncated backpropagation through time over contiguous streams (Karpathy et al. 2015).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
+from gatescope.errors import GatescopeError
+from gatescope.samples import data
+from gatescope.samples.model import LanguageModel
+from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, LEXICON, bundled_stimuli_path, training_corpus
+from gatescope.vocab import Vocabulary
+
+Progress = Callable[[int, int], None]  # (steps done, total steps)
+
+AGREEMENT_SAMPLE_TEXT = [
+    "the boy near the cars greets",
+    "the boys near the car greet",
+    "the boy that the cars see greets",
+    "the boys probably greet",
+]
+PYSOURCE_SAMPLE_TEXT = [
+    'def greet(name):\n    """Say hello."""\n    return f"hello, {name}!"  # a greeting\n',
+    "for i in range(len(items)):\n    if items[i] > (limit * 2):\n        print('big', i)\n",
+    "data = {'key': [1, 2, (3, 4)], \"other\": None}\n",
+]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How one sample model is trained."""
+
+    name: str             # file stem in sample_models/
+    corpus: str           # "agreement" (word grammar) or "pysource" (stdlib chars)
+    cell: str             # "LSTM" or "GRU"
+    embedding_size: int
+    hidden_size: int
+    num_layers: int
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    bptt: int = 0         # char models: truncated-BPTT length
+    threads: int = 1      # torch.set_num_threads, fixed for bitwise reproducibility
+
+
+SAMPLES: dict[str, SampleConfig] = {
+    c.name: c
+    for c in (
+        SampleConfig("agreement_lstm", "agreement", "LSTM", 32, 128, 1, steps=3000, batch_size=64,
+                     lr=3e-3, seed=1),
+        SampleConfig("agreement_gru", "agreement", "GRU", 32, 64, 1, steps=3000, batch_size=64,
+                     lr=3e-3, seed=2),
+        SampleConfig("pysource_lstm", "pysource", "LSTM", 32, 256, 1, steps=4000, batch_size=32,
+                     lr=3e-3, seed=3, bptt=128),
+    )
+}
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    """Cosine decay from 1 to 0.1 over the run."""
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, steps)))
+
+
+def _optimise(model: nn.Module, config: SampleConfig, batches, progress: Progress | None) -> None:
+    """Adam with cosine decay and gradient clipping; `batches` yields (loss_fn) closures' inputs."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, config.steps))
+    model.train()
+    for step in range(config.steps):
+        loss = next(batches)()
+        optimiser.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if progress is not None:
+            progress(step + 1, config.steps)
+    model.eval()
+
+
+def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[LanguageModel, dict, dict]:
+    vocab = data.word_vocabulary()
+    model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
+    stream = data.word_batches(vocab, config.batch_size, config.seed)
+
+    def closures():
+        while True:
+            inputs, targets = next(stream)
+            yield lambda: nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+
+    _optimise(model, config, closures(), progress)
+    model.vocab = vocab
+    heldout = data.pad_sentences(vocab, training_corpus(2000, seed=config.seed + 1000))
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(model(heldout[0]).flatten(0, 1), heldout[1].flatten())
+    result = evaluate_agreement(model, read_stimuli(bundled_stimuli_path()))
+    metrics = {
+        "heldout_loss": round(float(loss), 4),
+        "agreement_accuracy": round(result["accuracy"], 4),
+        "agreement_by_condition": {c: round(r["accuracy"], 4) for c, r in result["by_condition"].items()},
+        "nounpp_incongruent_accuracy": round(
+            sum(result["by_condition"][c]["accuracy"] for c in INCONGRUENT_NOUNPP) / len(INCONGRUENT_NOUNPP), 4),
+        "stimuli": "gatescope/stimuli/agreement_stimuli.tsv",
+    }
+    extra = {"lexicon": {k: list(v) for k, v in LEXICON.items()}, "sample_text": AGREEMENT_SAMPLE_TEXT}
+    return model, metrics, {**vocab.to_metadata(), **extra}
+
+
+def _train_pysource(config: SampleConfig, progress: Progress | None) -> tuple[LanguageModel, dict, dict]:
+    text = "".join(data.read_source(p) for p in data.stdlib_files())
+    vocab = data.char_vocabulary(text)
+    streams = data.char_streams(torch.tensor(vocab.encode(text)), config.batch_size)  # (B, L)
+    model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
+    chunks = (streams.shape[1] - 1) // config.bptt
+
+    def closures():
+        state, chunk = None, 0
+        while True:
+            if chunk == chunks:
+                state, chunk = None, 0
+            start = chunk * config.bptt
+            inputs = streams[:, start:start + config.bptt]
+            targets = streams[:, start + 1:start + config.bptt + 1]
+
+            def loss_fn(inputs=inputs, targets=targets):
+                nonlocal state
+                logits, new_state = model.forward_with_state(inputs, state)
+                state = tuple(s.detach() for s in new_state) if isinstance(new_state, tuple) else new_state.detach()
+                return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+            yield loss_fn
+            chunk += 1
+
+    _optimise(model, config, closures(), progress)
+    nats = _heldout_char_loss(model, vocab)
+    metrics = {
+        "heldout_loss_nats_per_char": round(nats, 4),
+        "heldout_loss_bits_per_char": round(nats / math.log(2), 4),
+        "train_chars": len(text),
+        "chars_seen": config.steps * config.batch_size * config.bptt,
+    }
+    extra = {"heldout_files": list(data.HELDOUT_FILES), "sample_text": PYSOURCE_SAMPLE_TEXT}
+    return model, metrics, {**vocab.to_metadata(), **extra}
+
+
+def _heldout_char_loss(model: LanguageModel, vocab: Vocabulary, chunk: int = 1024) -> float:
+    """Mean cross-entropy (nats per char) over the held-out files, each read from a zero state."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for path in data.stdlib_files(heldout=True):
+            ids = torch.tensor(vocab.encode(data.read_source(path)))[None]  # (1, N)
+            state = None
+            for start in range(0, ids.shape[1] - 1, chunk):
+                inputs = ids[:, start:start + chunk]
+                targets = ids[:, start + 1:start + chunk + 1]
+                logits, state = model.forward_with_state(inputs[:, :targets.shape[1]], state)
+                total += float(nn.functional.cross_entropy(logits[0], targets[0], reduction="sum"))
+                count += targets.shape[1]
+    return total / count
+
+
+TRAINERS = {"agreement": _train_agreement, "pysource": _train_pysource}
+
+
+def train_sample(config: SampleConfig, out_dir: str | Path, progress: Progress | None = None) -> Path:
+    """Train `config` from scratch and write ``{out_dir}/{name}.safetensors`` atomically."""
+    torch.manual_seed(config.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        started = time.perf_counter()
+        model, metrics, meta = TRAINERS[config.corpus](config, progress)
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+    metadata = {
+        "format": "gatescope.model", "version": 1,
+        **meta,
+        "roles": {"embedding": "embedding.weight", "recurrent": ["rnn"], "decoder": "decoder"},
+        "training": {**asdict(config), "torch": torch.__version__, "time_s": round(seconds, 1)},
+        "metrics": metrics,
+    }
+    out = Path(out_dir) / f"{config.name}.safetensors"
+    save_checkpoint(model, out, metadata)
+    return out
+
+
+def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> None:
+    """Write the model's tensors and metadata to `path` via a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"gatescope": json.dumps(metadata)})
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shared file
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def train_all(out_dir: str | Path, only: list[str] | None = None,
+              progress: Callable[[str], Progress | None] | None = None,
+              **overrides) -> list[Path]:
+    """Retrain the sample models (all, or those named in `only`) into `out_dir`.
+
+    `progress(name)` may return a per-model progress callback; `overrides` replace config fields
+    (e.g. ``steps=5, hidden_size=8`` for a smoke run)."""
+    names = list(SAMPLES) if not only else only
+    unknown = [n for n in names if n not in SAMPLES]
+    if unknown:
+        raise GatescopeError(f"unknown sample model {unknown[0]!r} (known: {', '.join(SAMPLES)})")
+    return [train_sample(replace(SAMPLES[n], **overrides), out_dir, progress(n) if progress else None)
+            for n in names]

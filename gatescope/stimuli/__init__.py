@@ -1,0 +1,3 @@
+"""Stimuli for gatescope's analyses: agreement sentences with per-token labels
+(`gatescope.stimuli.agreement`) and per-character features of Python source
+(`gatescope.stimuli.code_features`)."""
