@@ -41,7 +41,9 @@ class Observer:
 
     keep: frozenset[str] = frozenset()
     edits: dict[str, list[Edit]] = field(default_factory=dict)
-    sink: Callable[[str, Tensor, Tensor | None], None] | None = None  # (kind, (T, B, H), lengths)
+    # sink(kind, values, lengths): values are T tensors (B, H) in time order (step route: the very
+    # tensors the forward used, so gradients can be taken with respect to them) or one (T, B, H)
+    sink: Callable[[str, "list[Tensor] | Tensor", Tensor | None], None] | None = None
 
 
 ObserverFor = Callable[[int, str], "Observer | None"]  # (layer, "fwd" | "bwd") -> Observer
@@ -191,7 +193,7 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
         c = None if c is None else _at_last(torch.stack(cells), lengths)
     if observer is not None and observer.sink is not None:
         for kind, values in kept.items():
-            observer.sink(kind, torch.stack(values), lengths)
+            observer.sink(kind, values, lengths)
     return out, h, c
 
 

@@ -121,6 +121,7 @@ class Recording:
         self._calls: dict[str, list[int]] = defaultdict(list)  # name -> root call of each chunk
         self._ids: list[Tensor | None] = []  # root call -> its integer input, if any
         self._cell_steps: dict[str, dict[str, list[Tensor]]] = {}  # cell path -> kind -> [(B, H)]
+        self._used: dict[str, list[list[Tensor]]] = defaultdict(list)  # name -> per call, T x (B, H) in the graph
         self._trace: Trace | None = None
 
     # -- which quantities -------------------------------------------------------------
@@ -154,18 +155,17 @@ class Recording:
                 edits[kind] = hooks
         return engine.Observer(keep, edits, functools.partial(self._sink, path, layer, direction))
 
-    def _sink(self, path: str, layer: int, direction: str, kind: str, values: Tensor, lengths: Tensor | None) -> None:
-        """Store (T, B, H) values as rows: sequences in batch order, tokens in time order."""
+    def _sink(self, path: str, layer: int, direction: str, kind: str, values, lengths: Tensor | None) -> None:
+        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order."""
         name = format_name(path, layer, direction, kind)
+        if isinstance(values, list):
+            if torch.is_grad_enabled() and values[0].requires_grad:
+                self._used[name].append(values)  # the forward's own tensors, for gradients()
+            values = torch.stack(values)
         steps, batch = values.shape[:2]
-        by_sequence = values.transpose(0, 1)  # (B, T, H)
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.int64)
-            rows = by_sequence.reshape(batch * steps, -1)
-        else:
-            valid = torch.arange(steps, device=values.device) < lengths.to(values.device).unsqueeze(1)  # (B, T)
-            rows = by_sequence[valid]
-        self._rows[name].append(rows.to(self.dtype))
+        self._rows[name].append(_to_rows(values, lengths).to(self.dtype))
         self._lengths[name].append(lengths.cpu())
         self._calls[name].append(len(self._ids) - 1)
         self._trace = None
@@ -211,7 +211,7 @@ class Recording:
             observer = self._observer(path, 0, "fwd")
             for kind in observer.keep:
                 if steps.get(kind):
-                    self._sink(path, 0, "fwd", kind, torch.stack(steps[kind]), None)
+                    self._sink(path, 0, "fwd", kind, steps[kind], None)
         self._cell_steps = {}
 
     def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -255,6 +255,28 @@ class Recording:
         tensors = {name: torch.cat(self._rows[name]) for name in names}
         return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
 
+    def gradients(self, output: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """d output / d (each recorded value), laid out like the trace: name -> (N, H).
+
+        ``output`` is a scalar computed inside the block with grad enabled (e.g. a logit difference).
+        The gradient is taken with respect to the very tensors the forward used, after any edits.
+        """
+        names = self.trace.names if names is None else list(names)
+        missing = [n for n in names if not self._used.get(n)]
+        if missing:
+            raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled (not under no_grad)")
+        flat = [t for n in names for call in self._used[n] for t in call]
+        grads = torch.autograd.grad(output, flat, allow_unused=True, retain_graph=True)
+        out, k = {}, 0
+        for name in names:
+            chunks = []
+            for call, lengths in zip(self._used[name], self._lengths[name]):
+                g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
+                k += len(call)
+                chunks.append(_to_rows(torch.stack(g), lengths))
+            out[name] = torch.cat(chunks)
+        return out
+
     def _token_ids(self, name: str) -> Tensor | None:
         """The integer inputs of the root's calls, cut to each sequence's length, if they fit."""
         pieces = []
@@ -281,6 +303,13 @@ class Recording:
         if tokens is None:
             return {}
         return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
+
+
+def _to_rows(values: Tensor, lengths: Tensor) -> Tensor:
+    """(T, B, H) time-major values -> (sum of lengths, H) rows, sequence by sequence."""
+    by_sequence = values.transpose(0, 1)  # (B, T, H)
+    valid = torch.arange(values.shape[0], device=values.device) < lengths.to(values.device).unsqueeze(1)  # (B, T)
+    return by_sequence[valid]
 
 
 def _root_name(root: nn.Module) -> str:

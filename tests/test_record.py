@@ -1,0 +1,285 @@
+"""record(): recorded gates equal an independent reference computation (tests/reference.py),
+interventions change later steps exactly as the reference loop does, gradients flow."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import gatescope
+from gatescope import GatescopeError, Intervention, record
+from tests.reference import reference_run
+
+ATOL = 1e-5
+
+
+class TinyLM(nn.Module):
+    def __init__(self, cell="LSTM", **kwargs):
+        super().__init__()
+        self.embedding = nn.Embedding(11, 4)
+        self.rnn = getattr(nn, cell)(4, 5, batch_first=True, **kwargs)
+        out = (kwargs.get("proj_size") or 5) * (2 if kwargs.get("bidirectional") else 1)
+        self.decoder = nn.Linear(out, 11)
+
+    def forward(self, ids, lengths=None):
+        x = self.embedding(ids)
+        if lengths is not None:
+            x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(x)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        else:
+            out, _ = self.rnn(x)
+        return self.decoder(out)
+
+
+CONFIGS = [
+    ("LSTM", {}),
+    ("LSTM", {"num_layers": 2, "bidirectional": True}),
+    ("LSTM", {"proj_size": 3, "num_layers": 2}),
+    ("LSTM", {"bias": False}),
+    ("GRU", {}),
+    ("GRU", {"num_layers": 2, "bidirectional": True}),
+]
+
+
+@pytest.mark.parametrize("route", ["step", "replay"])
+@pytest.mark.parametrize("cell,kwargs", CONFIGS)
+def test_recorded_values_equal_reference(cell, kwargs, route):
+    torch.manual_seed(0)
+    model = TinyLM(cell, **kwargs).eval()
+    ids = torch.randint(0, 11, (3, 7))
+    lengths = torch.tensor([7, 4, 6])
+    with torch.no_grad():
+        plain = model(ids, lengths)
+        with record(model, route=route) as rec:
+            recorded = model(ids, lengths)
+    assert torch.allclose(recorded, plain, atol=ATOL)  # recording does not change outputs
+    trace = rec.trace
+    assert trace.offsets.tolist() == [0, 7, 11, 17]
+    for b in range(3):
+        n = int(lengths[b])
+        expected, _ = reference_run(model.rnn, model.embedding(ids[b, :n]).detach())
+        assert set(expected) == set(trace.names)
+        for name, values in expected.items():
+            got = trace[name][trace.sequence(b)]
+            assert torch.allclose(got, values, atol=ATOL), (name, b, (got - values).abs().max())
+    assert trace.token_ids.tolist() == torch.cat([ids[b, : int(n)] for b, n in enumerate(lengths)]).tolist()
+
+
+def test_names_follow_the_contract_and_root_module_naming():
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    with record(lstm) as rec:
+        lstm(torch.randn(5, 2, 3))
+    assert rec.trace.names[:7] == [f"lstm.l0.fwd.{k}" for k in "ifgocmh"]
+    assert rec.trace["lstm.l1.bwd.h"].shape == (10, 2)
+    assert rec.trace["lstm.l1.bwd.m"].shape == (10, 4)
+    gru = gatescope.GRU(3, 4)
+    with record(gru) as rec:
+        gru(torch.randn(5, 3))  # unbatched
+    assert rec.trace.names == ["gru.l0.fwd.r", "gru.l0.fwd.z", "gru.l0.fwd.n", "gru.l0.fwd.h"]
+    assert rec.trace.num_sequences == 1
+
+
+def test_successive_calls_append_sequences_and_filters_apply():
+    torch.manual_seed(0)
+    model = TinyLM("LSTM", num_layers=2).eval()
+    with torch.no_grad(), record(model, layers=[1], kinds=["f", "h"], dtype=torch.float16) as rec:
+        model(torch.randint(0, 11, (2, 5)))
+        model(torch.randint(0, 11, (1, 3)))
+    trace = rec.trace
+    assert trace.names == ["rnn.l1.fwd.f", "rnn.l1.fwd.h"]
+    assert trace.offsets.tolist() == [0, 5, 10, 13]
+    assert trace["rnn.l1.fwd.f"].dtype == torch.float16
+    assert trace.meta["modules"][0] == {
+        "name": "rnn", "cell": "LSTM", "input_size": 4, "hidden_size": 5, "num_layers": 2,
+        "bidirectional": False, "proj_size": 0, "bias": True,
+    }
+
+
+def test_recording_restores_the_model():
+    model = TinyLM("GRU")
+    with record(model):
+        pass
+    assert "forward" not in model.rnn.__dict__
+
+
+@pytest.mark.parametrize("cell,kwargs", CONFIGS)
+def test_interventions_match_reference_loop(cell, kwargs):
+    torch.manual_seed(3)
+    model = TinyLM(cell, **kwargs).eval()
+    ids = torch.randint(0, 11, (1, 6))
+    last = "bwd" if kwargs.get("bidirectional") else "fwd"
+    kinds = ("f", "c") if cell == "LSTM" else ("z", "n")
+    edits = [
+        Intervention(f"rnn.l0.fwd.{kinds[0]}", units=[1, 3], op="set", value=0.0),
+        Intervention(f"rnn.l0.{last}.{kinds[1]}", units=[0], op="scale", value=2.5, steps=[2, 3]),
+        Intervention("rnn.l0.fwd.h", units=[2], op="add", value=0.7, steps=range(4, 6)),
+    ]
+
+    def edit(name, t, value):
+        for iv in edits:
+            if iv.name == name and (iv.steps is None or t in iv.steps):
+                value = value.clone()
+                for u in iv.units:
+                    value[u] = {"set": iv.value, "scale": value[u] * iv.value, "add": value[u] + iv.value}[iv.op]
+        return value
+
+    with torch.no_grad(), record(model, interventions=edits) as rec:
+        model(ids)
+    expected, _ = reference_run(model.rnn, model.embedding(ids[0]).detach(), edit=edit)
+    for name, values in expected.items():
+        assert torch.allclose(rec.trace[name], values, atol=ATOL), name
+    # and the edit really changed later steps
+    with torch.no_grad(), record(model) as clean:
+        model(ids)
+    assert not torch.allclose(clean.trace["rnn.l0.fwd.h"][5], rec.trace["rnn.l0.fwd.h"][5])
+
+
+def test_patch_copies_counterfactual_values_and_hooks_see_every_step():
+    torch.manual_seed(4)
+    model = TinyLM("LSTM").eval()
+    a, b = torch.randint(0, 11, (2, 1, 6))
+    with torch.no_grad(), record(model) as source:
+        model(b)
+    donor = source.trace["rnn.l0.fwd.c"][:, [1, 4]].unsqueeze(0)  # (1, T, 2)
+    seen = []
+    with torch.no_grad(), record(model, interventions=[Intervention("rnn.l0.fwd.c", units=[1, 4], op="patch", value=donor)],
+                                 hooks={"rnn.l0.fwd.o": lambda v, t: seen.append(t)}) as rec:
+        model(a)
+    assert seen == list(range(6))
+    assert torch.allclose(rec.trace["rnn.l0.fwd.c"][:, [1, 4]], donor[0])
+    # patching every unit of c and h reproduces the donor run's output exactly
+    full = [Intervention(f"rnn.l0.fwd.{k}", op="patch", value=source.trace[f"rnn.l0.fwd.{k}"].unsqueeze(0)) for k in "ch"]
+    with torch.no_grad(), record(model, interventions=full):
+        out = model(a)
+    assert torch.allclose(out, model(b), atol=ATOL)
+
+
+def test_gradients_flow_through_recorded_values():
+    torch.manual_seed(5)
+    model = TinyLM("GRU").eval()
+    ids = torch.randint(0, 11, (2, 5))
+    with record(model) as rec:
+        logits = model(ids)
+    assert rec.trace["rnn.l0.fwd.z"].requires_grad
+    grads = rec.gradients(logits[0, -1, 3])
+    grad = grads["rnn.l0.fwd.z"]
+    assert grad.shape == (10, 5) and grad[:5].abs().sum() > 0
+    assert grad[5:].abs().sum() == 0  # the second sequence does not affect the first's logit
+    # the gradient with respect to h at the last step is the decoder row: logit = W h + b
+    assert torch.allclose(grads["rnn.l0.fwd.h"][4], model.decoder.weight[3], atol=1e-6)
+    # a differentiable intervention: the gradient with respect to a scale equals finite differences
+    scale = torch.ones(1, requires_grad=True)
+    with record(model, interventions=[Intervention("rnn.l0.fwd.h", units=[2], op="scale", value=scale)]):
+        y = model(ids)[0, -1, 3]
+    (dscale,) = torch.autograd.grad(y, scale)
+    eps = 1e-3
+    with torch.no_grad():
+        ys = []
+        for s in (1 + eps, 1 - eps):
+            with record(model, interventions=[Intervention("rnn.l0.fwd.h", units=[2], op="scale", value=s)]):
+                ys.append(model(ids)[0, -1, 3])
+    assert torch.allclose(dscale, (ys[0] - ys[1]) / (2 * eps), atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTMCell, nn.GRUCell])
+def test_cells_called_in_a_loop(cls):
+    torch.manual_seed(6)
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cls(3, 4)
+
+        def forward(self, x):  # x (T, B, 3)
+            h = None
+            outs = []
+            for xt in x:
+                h = self.cell(xt, h)
+                outs.append(h[0] if isinstance(h, tuple) else h)
+            return torch.stack(outs)
+
+    model = Loop()
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        expected = model(x)
+        with record(model, interventions=[Intervention("cell.l0.fwd.h", units=[0], op="set", value=0.0, steps=[4])]) as rec:
+            got = model(x)
+    assert torch.allclose(got[:4], expected[:4]) and got[4, :, 0].abs().max() == 0
+    trace = rec.trace
+    assert trace.offsets.tolist() == [0, 5, 10]
+    # the cell's recorded h of sequence 1 is its outputs for batch row 1
+    assert torch.allclose(trace["cell.l0.fwd.h"][5:], got[:, 1])
+    ref = getattr(nn, cls.__name__.replace("Cell", ""))(3, 4)
+    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(ref, n + "_l0").data.copy_(getattr(model.cell, n))
+    expected_q, _ = reference_run(ref, x[:, 0], path="cell")
+    for name, values in expected_q.items():
+        if not name.endswith(".h"):
+            assert torch.allclose(trace[name][:4], values[:4], atol=ATOL), name
+
+
+def test_bad_names_are_clear_errors():
+    model = TinyLM("GRU")
+    with pytest.raises(GatescopeError, match="has no kind 'c'"):
+        with record(model, interventions=[Intervention("rnn.l0.fwd.c", units=[0])]):
+            pass
+    with pytest.raises(GatescopeError, match="no recurrent module 'enc'"):
+        with record(model, hooks={"enc.l0.fwd.h": lambda v, t: None}):
+            pass
+    with pytest.raises(GatescopeError, match="not bidirectional"):
+        with record(model, hooks={"rnn.l0.bwd.h": lambda v, t: None}):
+            pass
+    with pytest.raises(GatescopeError, match="no recurrent module decoder"):
+        with record(model, modules=["decoder"]):
+            pass
+    with pytest.raises(GatescopeError, match="not a quantity name"):
+        Intervention("rnn.h", units=[0])
+    with pytest.raises(GatescopeError, match="no LSTM or GRU"):
+        with record(nn.Linear(2, 2)):
+            pass
+
+
+def test_modules_with_different_sequence_lengths_must_be_recorded_separately():
+    class EncDec(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.GRU(3, 4)
+            self.decoder = nn.GRU(3, 4)
+
+        def forward(self, src, tgt):
+            _, h = self.encoder(src)
+            return self.decoder(tgt, h)[0]
+
+    model = EncDec()
+    with record(model) as rec:
+        model(torch.randn(6, 1, 3), torch.randn(4, 1, 3))
+    with pytest.raises(GatescopeError, match="modules="):
+        rec.trace
+    with record(model, modules=["decoder"]) as rec:
+        model(torch.randn(6, 1, 3), torch.randn(4, 1, 3))
+    assert rec.trace.num_tokens == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("route", ["step", "replay", "auto"])
+def test_cuda_recording_matches_cpu(route):
+    torch.manual_seed(7)
+    model = TinyLM("LSTM", num_layers=2, bidirectional=True).eval()
+    ids = torch.randint(0, 11, (3, 9))
+    lengths = torch.tensor([9, 5, 2])
+    with torch.no_grad(), record(model, route="step") as cpu:
+        model(ids, lengths)
+    model.cuda()
+    with torch.no_grad(), record(model, route=route) as gpu:
+        model(ids.cuda(), lengths)
+    for name in cpu.trace.names:
+        assert gpu.trace[name].is_cuda
+        assert torch.allclose(gpu.trace[name].cpu(), cpu.trace[name], atol=1e-4), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_eval_mode_backward_works_with_gatescope_modules():
+    lstm = gatescope.LSTM(3, 4).cuda().eval()
+    x = torch.randn(5, 2, 3, device="cuda", requires_grad=True)
+    lstm(x)[0].sum().backward()  # stock nn.LSTM raises: cudnn RNN backward can only be called in training mode
+    assert x.grad is not None
