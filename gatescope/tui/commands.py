@@ -1,0 +1,58 @@
+"""The browser's actions in Textual's command palette (Ctrl+P): kinds, layers, modules, go-tos, ranking, exports."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from gatescope.tui.app import GatescopeApp
+
+KIND_NAMES = {
+    "i": "input gate", "f": "forget gate", "g": "cell candidate", "o": "output gate", "c": "cell state",
+    "m": "unprojected output o*tanh(c)", "h": "hidden state", "r": "reset gate", "z": "update gate",
+    "n": "new gate",
+}
+
+
+class BrowserCommands(Provider):
+    """Every browser action, searchable by name."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
+        app: GatescopeApp = self.app  # type: ignore[assignment]
+        layer = app.layer
+        found = [
+            (f"Show {k}: {KIND_NAMES[k]}", partial(app.action_kind, k), f"heatmap of {layer.name(k)}")
+            for k in layer.kinds
+        ]
+        found += [
+            (f"Show {other.path} layer {other.layer} {other.direction}", partial(app.select_layer, other),
+             f"{len(other.kinds)} kinds, {other.hidden} units")
+            for other in app.source.layers if other != layer
+        ]
+        found += [
+            ("Search tokens", app.action_search, "find a word, characters or token ids"),
+            ("Go to unit", app.action_goto_unit, "by index or full name, e.g. rnn.l1.fwd.h:37"),
+            ("Go to sequence", app.action_goto_sequence, "by number"),
+            ("Export screen as SVG", app.action_export_svg, "a screenshot of the current view"),
+            ("Export heatmap as PNG", app.action_export_png, "the visible units x tokens, with matplotlib"),
+            ("Help", app.action_help, "keys and colours"),
+        ]
+        found += [
+            (f"Rank units by {criterion}", partial(app.action_rank, criterion), f"ranked units of {app.name_shown}")
+            for criterion in [*app.source.trace.features, "saturation"]
+        ]
+        return found
+
+    async def discover(self) -> Hits:
+        for title, callback, help_text in self._commands():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, callback, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)

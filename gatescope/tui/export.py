@@ -1,0 +1,72 @@
+"""Exports from the browser: the screen as SVG, a heatmap selection as a PNG figure.
+
+The SVG is Textual's own screenshot (`App.export_screenshot`); the PNG is drawn with
+matplotlib (imported here, lazily, only when a figure is asked for) on the same scales as
+the terminal (viridis 0..1 for gates, RdBu -1..1 for tanh-range values, tanh(c) for c).
+Both are written atomically: a temporary file in the same folder, then `os.replace`.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gatescope.errors import GatescopeError
+from gatescope.tui.colors import Scale
+
+MAX_TICKS = 60  # token labels on the x axis
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_svg(svg: str, path: Path) -> Path:
+    """Write an SVG screenshot (the text of `App.export_screenshot()`) to ``path``."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+
+
+def save_heatmap_png(
+    path: Path,
+    values: np.ndarray,  # (T, U) rows x units, as recorded
+    kind: str,
+    first_unit: int,
+    tokens: list[str],
+    title: str,
+) -> Path:
+    """Draw units (y) x tokens (x) of one quantity on the browser's colour scale and save it as PNG."""
+    from matplotlib.figure import Figure
+
+    if values.size == 0:
+        raise GatescopeError("nothing to export: the selection is empty")
+    scale = Scale(kind)
+    rows, units = values.shape
+    fig = Figure(figsize=(min(max(rows * 0.18, 4), 24), min(max(units * 0.12, 2.5), 16)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(
+        scale.transform(values.T),  # (U, T)
+        cmap="viridis" if scale.sequential else "RdBu_r",
+        vmin=scale.low, vmax=scale.high, aspect="auto", interpolation="nearest",
+        extent=(-0.5, rows - 0.5, first_unit + units - 0.5, first_unit - 0.5),
+    )
+    step = max(1, -(-rows // MAX_TICKS))
+    ax.set_xticks(range(0, rows, step), [t.replace("\n", "↵") for t in tokens[::step]], rotation=90, fontsize=7)
+    ax.set_ylabel("unit")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="tanh(c)" if kind == "c" else kind)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))

@@ -1,0 +1,57 @@
+"""The help screen (`?`): every key of the browser and what the colours mean."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# gatescope browse
+
+The **heatmap** shows units (rows, two per line: upper and lower half of each cell) against
+token rows (columns) for one quantity `PATH.lLAYER.DIR.KIND`. Gates `i f o r z` use a
+sequential scale (0 dark violet .. 1 yellow); `g m n h` a diverging one (-1 blue .. 0 white
+.. +1 red); the cell state `c` is coloured by tanh(c). Grey means NaN. The cursor's half cell
+is magenta. The **text view** colours each token of the sequence by the cursor's unit; the
+**unit detail** shows every kind of that unit over the visible columns and its exact values.
+
+| key | action |
+| --- | --- |
+| ← → | previous / next token row |
+| ↑ ↓ | previous / next unit |
+| PgUp PgDn | scroll one screen of tokens |
+| Ctrl+↑ Ctrl+↓ | scroll one screen of units |
+| Home End | start / end of the sequence |
+| + - | wider / narrower columns |
+| i f g o c m h, r z n | show that kind |
+| k | next kind |
+| L | next layer |
+| D | other direction (bidirectional modules) |
+| M | next module |
+| / | search the tokens (words, characters, or ids) |
+| N | next match |
+| u | go to a unit (`37` or `rnn.l1.fwd.h:37`) |
+| # | go to a sequence by number |
+| Tab | move between heatmap, sequences and ranked units |
+| Enter | (sequences, ranked units) go to the selected one |
+| e | save the screen as SVG |
+| E | save the visible heatmap as PNG |
+| Ctrl+P | command palette |
+| ? | this help |
+| q | quit |
+
+Mouse: a click on a cell selects its upper unit, a second click its lower unit; a click on a
+token in the text view moves the cursor there.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and colours, dismissed with Escape, q or ?."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(HELP)

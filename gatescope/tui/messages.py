@@ -1,0 +1,39 @@
+"""Messages the browser's widgets send up to the app (Textual's "attributes down, messages up").
+
+The app owns the selection (quantity, unit, token row); widgets report what the user
+picked with these messages and the app moves every view to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class CursorMoved(Message):
+    """The heatmap cursor now sits on ``unit`` at token row ``row``."""
+
+    unit: int
+    row: int
+
+
+@dataclass
+class SequenceChosen(Message):
+    """The user picked sequence ``index`` in the sequence list."""
+
+    index: int
+
+
+@dataclass
+class UnitChosen(Message):
+    """The user picked ``unit`` (of the current quantity) in the ranked-units table."""
+
+    unit: int
+
+
+@dataclass
+class RowChosen(Message):
+    """The user clicked the token at ``row`` in the text view."""
+
+    row: int

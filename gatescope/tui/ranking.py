@@ -1,0 +1,69 @@
+"""Unit scores for the ranked-units table, streamed over a trace in blocks of rows.
+
+Two scores per unit of one quantity, computed without materialising it (a loaded trace is
+memory-mapped; a block of rows is read, reduced to running sums, and dropped):
+- `correlation`: Pearson's r between the unit's value and a per-token feature, over the rows
+  where both are finite (the probeless "correlation with a label" ranking used by Karpathy
+  et al. 2015 and Lakretz et al. 2019 to find cells that track a property);
+- `saturation`: the fraction of rows where the unit is saturated, Karpathy et al. 2015's
+  left/right saturation for gates (< 0.1 or > 0.9); for tanh-range kinds |value| > 0.9
+  (|tanh c| for the cell state).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from gatescope.names import SIGMOID_KINDS, parse_name
+from gatescope.trace import Trace
+
+CHUNK = 16384  # rows per read: CHUNK x H float32 at a time
+Progress = Callable[[float], bool]  # called with the fraction done; returns False to stop
+
+
+def _chunks(trace: Trace, name: str, progress: Progress | None):
+    n = trace.num_tokens
+    for start in range(0, n, CHUNK):
+        if progress is not None and not progress(start / n):
+            return
+        yield start, trace[name][start:start + CHUNK].double().numpy()  # (C, H)
+
+
+def correlation(trace: Trace, name: str, feature: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """Pearson r of every unit of ``name`` with ``feature`` [N] (NaN rows skipped): (H,), NaN if undefined."""
+    feature = np.asarray(feature, dtype=np.float64)
+    hidden = int(trace[name].shape[1])
+    n, sx, sy, sxx, syy, sxy = (np.zeros(hidden) for _ in range(6))
+    for start, x in _chunks(trace, name, progress):
+        y = feature[start:start + len(x), None]  # (C, 1)
+        valid = np.isfinite(x) & np.isfinite(y)  # (C, H)
+        x = np.where(valid, x, 0.0)
+        y = np.where(valid, y, 0.0)  # (C, H)
+        n += valid.sum(0)
+        sx += x.sum(0)
+        sy += y.sum(0)
+        sxx += (x * x).sum(0)
+        syy += (y * y).sum(0)
+        sxy += (x * y).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = n * sxy - sx * sy
+        r = cov / np.sqrt((n * sxx - sx * sx) * (n * syy - sy * sy))
+    return np.where(n > 1, r, np.nan)
+
+
+def saturation(trace: Trace, name: str, progress: Progress | None = None) -> np.ndarray:
+    """Fraction of finite rows where each unit of ``name`` is saturated (see the module docstring): (H,)."""
+    kind = parse_name(name).kind
+    hidden = int(trace[name].shape[1])
+    count, total = np.zeros(hidden), np.zeros(hidden)
+    for _, x in _chunks(trace, name, progress):
+        with np.errstate(invalid="ignore"):
+            if kind in SIGMOID_KINDS:
+                saturated = (x < 0.1) | (x > 0.9)
+            else:
+                saturated = np.abs(np.tanh(x) if kind == "c" else x) > 0.9
+        count += saturated.sum(0)
+        total += np.isfinite(x).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, count / total, np.nan)

@@ -1,0 +1,161 @@
+"""What the browser reads from a trace: the quantity tree, and cached blocks of rows.
+
+A loaded trace is memory-mapped (gatescope.trace.load_trace), so the browser never
+materialises a quantity: it reads aligned blocks of rows around the visible window
+(the idea of Toolong's line index: read only what is on screen) and keeps the last few
+blocks, as float32 and as colour levels, in an LRU cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from textual.cache import LRUCache
+
+from gatescope.errors import GatescopeError
+from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
+from gatescope.trace import Trace
+from gatescope.tui.colors import Scale
+
+BLOCK = 256  # rows per cached block
+
+
+class Block(NamedTuple):
+    values: np.ndarray  # (BLOCK, H) float32
+    levels: np.ndarray  # (BLOCK, H) uint8 colour levels
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One module, layer and direction: the kinds recorded for it and its hidden size."""
+
+    path: str
+    layer: int
+    direction: str
+    kinds: tuple[str, ...]
+    hidden: int
+
+    def name(self, kind: str) -> str:
+        return format_name(self.path, self.layer, self.direction, kind)
+
+    @property
+    def label(self) -> str:
+        """``rnn.l0.fwd``: the quantity names without the kind."""
+        return self.name("")[:-1]
+
+
+class TraceSource:
+    """A trace seen by the browser: its layers, token strings and cached row blocks."""
+
+    def __init__(self, trace: Trace, cache_blocks: int = 96) -> None:
+        if trace.num_tokens == 0:
+            raise GatescopeError("the trace is empty: it has no tokens")
+        if len(trace) == 0:
+            raise GatescopeError("the trace records no quantities")
+        self.trace = trace
+        self.num_tokens = trace.num_tokens
+        self.offsets = trace.offsets.numpy()  # (S+1,)
+        kinds: dict[tuple[str, int, str], list[str]] = {}
+        for name in trace.names:
+            q: QuantityName = parse_name(name)
+            kinds.setdefault((q.path, q.layer, q.direction), []).append(q.kind)
+        self.layers = [
+            Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)),
+                  int(trace[format_name(path, layer, direction, ks[0])].shape[1]))
+            for (path, layer, direction), ks in kinds.items()
+        ]
+        self.layers.sort(key=lambda l: (l.path, l.layer, l.direction))
+        self.tokenizer = trace.meta.get("tokenizer", "word")
+        self.scales = {kind: Scale(kind) for kind in ALL_KINDS}
+        self._blocks: LRUCache[tuple[str, int], Block] = LRUCache(cache_blocks)
+        self._token_ids = None if trace.token_ids is None else trace.token_ids.numpy()
+
+    # -- rows --------------------------------------------------------------------------
+    def block(self, name: str, index: int) -> Block:
+        """Rows ``index*BLOCK`` up to ``(index+1)*BLOCK`` of quantity ``name`` (the last block is padded with NaN)."""
+        key = (name, index)
+        cached = self._blocks.get(key)
+        if cached is not None:
+            return cached
+        start = index * BLOCK
+        rows = self.trace[name][start:start + BLOCK].float().numpy()  # (<=BLOCK, H)
+        if rows.shape[0] < BLOCK:
+            pad = np.full((BLOCK - rows.shape[0], rows.shape[1]), np.nan, dtype=np.float32)
+            rows = np.concatenate([rows, pad])
+        block = Block(rows, self.scales[parse_name(name).kind].levels(rows))
+        self._blocks.set(key, block)
+        return block
+
+    def window(self, name: str, start: int, stop: int, levels: bool = False) -> np.ndarray:
+        """Rows start:stop (clipped to the trace) as float32 values or uint8 levels, (stop-start, H)."""
+        start, stop = max(start, 0), min(stop, self.num_tokens)
+        if stop <= start:
+            hidden = int(self.trace[name].shape[1])
+            return np.empty((0, hidden), dtype=np.uint8 if levels else np.float32)
+        first, last = start // BLOCK, (stop - 1) // BLOCK
+        parts = [self.block(name, b)[1 if levels else 0] for b in range(first, last + 1)]
+        joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        base = first * BLOCK
+        return joined[start - base:stop - base]
+
+    def value(self, name: str, row: int, unit: int) -> float:
+        """The exact recorded value of one unit at one row."""
+        return float(self.block(name, row // BLOCK).values[row % BLOCK, unit])
+
+    # -- tokens and sequences ----------------------------------------------------------
+    @property
+    def num_sequences(self) -> int:
+        return len(self.offsets) - 1
+
+    def sequence_of(self, row: int) -> int:
+        return int(np.searchsorted(self.offsets, row, side="right")) - 1
+
+    def sequence_rows(self, s: int) -> tuple[int, int]:
+        return int(self.offsets[s]), int(self.offsets[s + 1])
+
+    def tokens(self, start: int, stop: int) -> list[str]:
+        """Token strings of rows start:stop (ids as text when the trace has no vocabulary)."""
+        start, stop = max(start, 0), min(stop, self.num_tokens)
+        return self.trace.tokens(start, stop) if stop > start else []
+
+    def join(self, tokens: list[str]) -> str:
+        """Tokens as running text: characters joined, words separated by spaces; newlines shown as ↵."""
+        text = "".join(tokens) if self.tokenizer == "char" else " ".join(tokens)
+        return text.replace("\n", "↵")
+
+    def search(self, query: str, after: int) -> int | None:
+        """The first row > ``after`` (wrapping around) where the tokens of ``query`` start, or None."""
+        pattern = self._query_ids(query)
+        if pattern is None or self._token_ids is None:
+            return None
+        ids = self._token_ids
+        n = len(pattern)
+        if n > len(ids):
+            return None
+        hits = np.flatnonzero(ids[: len(ids) - n + 1] == pattern[0])
+        for k in range(1, n):
+            hits = hits[ids[hits + k] == pattern[k]]
+        if hits.size == 0:
+            return None
+        later = hits[hits > after]
+        return int(later[0] if later.size else hits[0])
+
+    def _query_ids(self, query: str) -> np.ndarray | None:
+        """Token ids of a query: vocabulary entries (words, or characters for a char model), else integers."""
+        vocab = self.trace.vocab
+        if vocab is None:
+            parts = query.split()
+            if not parts or not all(p.isdigit() for p in parts):
+                raise GatescopeError("this trace has no vocabulary: search for token ids, e.g. 12 7")
+            return np.array([int(p) for p in parts])
+        index = {token: i for i, token in enumerate(vocab)}
+        pieces = list(query) if self.tokenizer == "char" else query.split()
+        if not pieces:
+            return None
+        if self.tokenizer != "char" and all(t == t.lower() for t in vocab):
+            pieces = [p.lower() for p in pieces]
+        missing = [p for p in pieces if p not in index]
+        if missing:
+            raise GatescopeError(f"not in the vocabulary: {' '.join(missing)}")
+        return np.array([index[p] for p in pieces])
