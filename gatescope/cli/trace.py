@@ -1,0 +1,250 @@
+"""`gatescope trace MODEL -o TRACE`: record every gate of a checkpoint over some input into a trace file.
+
+Input is token ids (``--text`` tokenised with the model's vocabulary, ``--ids``, or ``--file``
+with one sequence a line) or float vectors (``--input``, for models without an embedding).
+A corpus streams through the model in batches inside one `gatescope.record` block, so the
+trace keeps the input's order while only one batch of inputs is held at a time; the file is
+written atomically (see gatescope.trace). The input helpers here are shared with `inspect`.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+
+from gatescope.errors import GatescopeError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Inputs:
+    """The sequences to run: how many, and a re-iterable source of 1-D ids or [T, input] floats."""
+
+    count: int
+    sequences: Callable[[], Iterator[torch.Tensor]]
+    description: str
+
+
+def parse_ids(text: str) -> torch.Tensor:
+    """``"3 17 4"`` (spaces or commas) -> LongTensor [3]."""
+    pieces = text.replace(",", " ").split()
+    if not pieces:
+        raise GatescopeError("empty input: --ids needs at least one token id")
+    try:
+        return torch.tensor([int(p) for p in pieces], dtype=torch.int64)
+    except ValueError:
+        raise GatescopeError(f"--ids {text!r} is not a list of integers") from None
+
+
+def gather_inputs(
+    model,
+    texts: Iterable[str] = (),
+    ids: Iterable[str] = (),
+    file: str | None = None,
+    input_path: str | None = None,
+) -> Inputs | None:
+    """The sequences the options give (texts, then ids, then the file's lines), validated up front;
+    None when no option gives any."""
+    texts, ids = list(texts), list(ids)
+    if input_path is not None:
+        if texts or ids or file:
+            raise GatescopeError("--input (float vectors) cannot be combined with --text, --ids or --file")
+        return _float_inputs(model, Path(input_path))
+    given = [model.encode(t) for t in texts] + [parse_ids(i) for i in ids]
+    for sequence in given:
+        model.check_input(torch.as_tensor(sequence).unsqueeze(0))
+    if file is None:
+        if not given:
+            return None
+        return Inputs(len(given), lambda: (torch.as_tensor(s) for s in given), f"{len(given)} sequences")
+    path = Path(file)
+    count = sum(1 for _ in _file_sequences(model, path))  # every line checked before any work
+    if count == 0:
+        raise GatescopeError(f"empty input: {path} has no non-blank lines")
+
+    def sequences() -> Iterator[torch.Tensor]:
+        yield from (torch.as_tensor(s) for s in given)
+        yield from _file_sequences(model, path)
+
+    return Inputs(len(given) + count, sequences, f"{path}")
+
+
+def _file_sequences(model, path: Path) -> Iterator[torch.Tensor]:
+    """Token ids of each non-blank line of a text file, read lazily."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    ids = torch.tensor(model.encode(line), dtype=torch.int64)
+                except GatescopeError as exc:
+                    raise GatescopeError(f"{path} line {number}: {exc}") from None
+                yield ids
+    except FileNotFoundError:
+        raise GatescopeError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise GatescopeError(f"{path} is a folder, not a text file") from None
+    except UnicodeDecodeError:
+        raise GatescopeError(f"{path} is not UTF-8 text") from None
+    except PermissionError:
+        raise GatescopeError(f"cannot read {path}: permission denied") from None
+
+
+def _float_inputs(model, path: Path) -> Inputs:
+    """The one tensor of a safetensors file, [S, T, input_size] or [T, input_size], one sequence a row."""
+    from safetensors import SafetensorError, safe_open
+
+    if model.embedding is not None:
+        raise GatescopeError("this model has an embedding and takes token ids; use --text, --ids or --file")
+    if path.is_dir():
+        raise GatescopeError(f"{path} is a folder, not a safetensors file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+            if len(keys) != 1:
+                raise GatescopeError(f"--input {path} must hold exactly one tensor; it has {len(keys)}")
+            x = f.get_tensor(keys[0])
+    except FileNotFoundError:
+        raise GatescopeError(f"no such file: {path}") from None
+    except SafetensorError as exc:
+        raise GatescopeError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    if x.dim() == 2:
+        x = x.unsqueeze(0)  # (1, T, I)
+    if not x.is_floating_point() or x.dim() != 3 or x.shape[0] == 0:
+        raise GatescopeError(
+            f"--input tensor {keys[0]} is {x.dtype} {list(x.shape)}; expected floats [sequences, time, "
+            f"{model.input_size}] or [time, {model.input_size}]"
+        )
+    model.check_input(x[:1])
+    return Inputs(x.shape[0], lambda: iter(x), f"{path} ({x.shape[0]} sequences)")
+
+
+def _batches(sequences: Iterable[torch.Tensor], size: int, equal_lengths: bool) -> Iterator[list[torch.Tensor]]:
+    """Consecutive sequences in groups of `size` (cut where the length changes, if `equal_lengths`)."""
+    batch: list[torch.Tensor] = []
+    for sequence in sequences:
+        if batch and (len(batch) == size or (equal_lengths and len(sequence) != len(batch[0]))):
+            yield batch
+            batch = []
+        batch.append(sequence)
+    if batch:
+        yield batch
+
+
+def _pad(batch: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sequences -> a padded batch [B, T(, I)] and lengths [B] (None when all are equally long)."""
+    lengths = torch.tensor([len(s) for s in batch])
+    padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)  # (B, T) or (B, T, I)
+    return padded.to(device), None if bool((lengths == lengths[0]).all()) else lengths
+
+
+def record_inputs(
+    model,
+    inputs: Inputs,
+    batch_size: int = 64,
+    modules: list[str] | None = None,
+    kinds: list[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    meta: dict | None = None,
+    progress: bool = True,
+):
+    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace.
+
+    Sequences of different lengths are packed, so padding is never recorded; a model with an
+    LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gatescope.record import record
+
+    device = next(model.parameters()).device
+    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
+    columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
+    with (
+        torch.no_grad(),
+        record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec,
+        Progress(*columns, console=Console(stderr=True), disable=not progress) as bar,
+    ):
+        task = bar.add_task("trace", total=inputs.count)
+        for batch in _batches(inputs.sequences(), batch_size, equal_lengths=has_cells):
+            x, lengths = _pad(batch, device)
+            model(x, lengths)
+            bar.advance(task, len(batch))
+    return rec.trace
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, before any work, if `path` cannot be written (folder missing, read-only, a folder)."""
+    if path.is_dir():
+        raise GatescopeError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise GatescopeError(f"cannot write {path}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def split_list(values: tuple[str, ...]) -> list[str] | None:
+    """Repeatable, comma-separated option values -> a list (None when none given)."""
+    items = [item for value in values for item in value.replace(",", " ").split()]
+    return items or None
+
+
+@click.command("trace")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The trace file to write.")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="A sequence, tokenised with the model's vocabulary (repeatable).")
+@click.option("--file", "file", metavar="FILE",
+              help="A text corpus, one sequence a line (blank lines skipped); streamed in batches.")
+@click.option("--ids", "ids", multiple=True, metavar='"3 17 4"',
+              help="A sequence of token ids, for models without a vocabulary (repeatable).")
+@click.option("--input", "input_path", metavar="X.safetensors",
+              help="Float inputs for a model without an embedding: a safetensors file holding one tensor, "
+                   "[sequences, time, input_size] (or [time, input_size] for one sequence).")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
+              help="Storage dtype of the recorded values (float16/bfloat16 halve the file).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Sequences run together.")
+@click.option("--modules", multiple=True, metavar="NAMES",
+              help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
+@click.option("--kinds", multiple=True, metavar="KINDS",
+              help="Quantities to record, e.g. i,f,c,h (LSTM i f g o c h m; GRU r z n h; default all).")
+def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype, batch_size, modules, kinds) -> None:
+    """Record every gate and state of MODEL (a safetensors checkpoint) over some input into a trace file.
+
+    \b
+    Examples:
+      gatescope trace model.safetensors --text "the boy near the cars greets" -o run.safetensors
+      gatescope trace model.safetensors --file corpus.txt --batch-size 128 -o corpus.trace.safetensors
+      gatescope trace bare_lstm.safetensors --input x.safetensors -o run.safetensors
+    """
+    from gatescope.checkpoint import load
+
+    check_writable(output)
+    loaded = load(model, device=device)
+    inputs = gather_inputs(loaded, texts, ids, file, input_path)
+    if inputs is None:
+        raise GatescopeError("empty input: give --text, --file, --ids or --input")
+    result = record_inputs(
+        loaded, inputs, batch_size=batch_size, modules=split_list(modules), kinds=split_list(kinds),
+        dtype=DTYPES[dtype], meta={"model": str(model), "input": inputs.description},
+    )
+    result.save(output)
+    click.echo(
+        f"wrote {output}: {result.num_sequences} sequences, {result.num_tokens} tokens, {len(result)} quantities"
+    )
