@@ -1,0 +1,270 @@
+"""Causal tests: ablate or patch units through gatescope.record's interventions, and measure.
+
+Ablation holds units of any recorded quantity (h, c or a gate) at zero, at their mean over a
+trace, or at a given value, at every step or from a step on (Lakretz et al. 2019 held number
+units at zero by zeroing their outgoing weights, which is holding h at zero). Activation
+patching (Vig et al. 2020; pyvene's interchange interventions) copies the values of chosen units
+from a counterfactual run, e.g. the plural-subject version of a sentence, into the original run.
+Either is carried through the recurrence by the recorded modules.
+
+An experiment compares a metric (agreement accuracy, loss, logit difference) with and without
+the intervention, against random unit sets of the same size from the same quantities (mean and
+spread over seeded draws), because number information is redundant in small models: single
+units rarely matter, sets do. `sweep` ablates units one at a time, `greedy_search` grows the set
+that hurts most one unit at a time, `top_k` tests the first k units of a ranking.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatescope.analysis.table import Table
+from gatescope.errors import GatescopeError
+from gatescope.names import UnitName, format_name, format_unit, parse_name, parse_unit
+from gatescope.record import Intervention, find_recurrent, record
+from gatescope.trace import Trace
+
+HORIZON = 4096  # ``start=`` ablations cover steps start..HORIZON-1
+
+Edit = Callable[[Sequence[str]], list[Intervention]]  # units -> interventions
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score of the model under a list of interventions; ``higher_is_better`` orients 'harm'."""
+
+    name: str
+    fn: Callable[[list[Intervention]], float]
+    higher_is_better: bool = True
+
+    def __call__(self, interventions: list[Intervention]) -> float:
+        return float(self.fn(interventions))
+
+    def harm(self, baseline: float, value: float) -> float:
+        """How much worse ``value`` is than ``baseline`` (positive = the intervention hurts)."""
+        return baseline - value if self.higher_is_better else value - baseline
+
+
+def agreement_metric(model: nn.Module, items: Sequence[Any], conditions: Sequence[str] | None = None,
+                     measure: str = "accuracy") -> Metric:
+    """Agreement accuracy (or ``measure="mean_logit_diff"``: logit of the correct minus the wrong
+    verb) of ``model`` on the items of ``conditions`` (default all), via evaluate_agreement."""
+    from gatescope.analysis.agreement import evaluate_agreement
+
+    if conditions is not None:
+        items = [it for it in items if it.condition in set(conditions)]
+        if not items:
+            raise GatescopeError(f"no stimuli of condition(s) {', '.join(conditions)}")
+    if measure not in ("accuracy", "mean_logit_diff"):
+        raise GatescopeError(f"unknown agreement measure {measure!r}: accuracy or mean_logit_diff")
+    model.eval()
+    return Metric(f"agreement {measure}", lambda iv: evaluate_agreement(model, items, iv)[measure])
+
+
+def loss_metric(model: nn.Module, ids: torch.Tensor) -> Metric:
+    """Mean next-token cross-entropy of a language model on ids [B, T] (lower is better)."""
+    if ids.dim() != 2 or ids.shape[1] < 2:
+        raise GatescopeError(f"loss needs token ids [batch, time >= 2], got {list(ids.shape)}")
+    model.eval()
+
+    def fn(interventions: list[Intervention]) -> float:
+        with torch.no_grad(), record(model, interventions=interventions, kinds=[]):
+            logits = model(ids)  # (B, T, V)
+        return float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()))
+
+    return Metric("loss", fn, higher_is_better=False)
+
+
+def unit_widths(model: nn.Module) -> dict[str, int]:
+    """Every quantity a recording of ``model`` has, with its number of units."""
+    widths = {}
+    for path, module in find_recurrent(model).items():
+        lstm = isinstance(module, (nn.LSTM, nn.LSTMCell))
+        proj = getattr(module, "proj_size", 0)
+        kinds = ("i", "f", "g", "o", "c", "m", "h") if proj else ("i", "f", "g", "o", "c", "h")
+        for layer in range(getattr(module, "num_layers", 1)):
+            for d in ("fwd", "bwd") if getattr(module, "bidirectional", False) else ("fwd",):
+                for kind in kinds if lstm else ("r", "z", "n", "h"):
+                    widths[format_name(path, layer, d, kind)] = proj if kind == "h" and proj else module.hidden_size
+    return widths
+
+
+def check_units(model: nn.Module, units: Iterable[str]) -> list[UnitName]:
+    """Parse unit names and check them against ``model``; unknown ones raise GatescopeError."""
+    widths = unit_widths(model)
+    out = []
+    for unit in units:
+        parsed = parse_unit(unit) if isinstance(unit, str) else unit
+        if parsed.name not in widths:
+            raise GatescopeError(f"unknown unit {unit}: the model has no quantity {parsed.name}")
+        if parsed.index >= widths[parsed.name]:
+            raise GatescopeError(f"unknown unit {unit}: {parsed.name} has {widths[parsed.name]} units")
+        out.append(parsed)
+    if not out:
+        raise GatescopeError("no units given")
+    return out
+
+
+def _by_quantity(units: Iterable[str | UnitName]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for unit in units:
+        parsed = parse_unit(unit) if isinstance(unit, str) else unit
+        grouped[parsed.name].append(parsed.index)
+    return dict(grouped)
+
+
+def ablate(
+    units: Iterable[str | UnitName],
+    value: str | float = "zero",
+    *,
+    trace: Trace | None = None,
+    steps: Iterable[int] | None = None,
+    start: int | None = None,
+) -> list[Intervention]:
+    """Interventions holding ``units`` at ``value``: "zero", "mean" (their mean over ``trace``) or a
+    number; at every step, at ``steps``, or from step ``start`` on."""
+    if start is not None:
+        if steps is not None:
+            raise GatescopeError("give steps or start, not both")
+        steps = range(start, HORIZON)
+    out = []
+    for name, indices in _by_quantity(units).items():
+        if value == "zero":
+            held: float | torch.Tensor = 0.0
+        elif value == "mean":
+            if trace is None:
+                raise GatescopeError("mean ablation needs a trace to take the means from")
+            held = trace[name][:, indices].to(torch.float64).mean(0).to(torch.float32)  # (k,)
+        elif isinstance(value, (int, float)):
+            held = float(value)
+        else:
+            raise GatescopeError(f"unknown ablation value {value!r}: zero, mean or a number")
+        out.append(Intervention(name, indices, "set", held, steps))
+    return out
+
+
+def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tensor,
+          steps: Iterable[int] | None = None) -> list[Intervention]:
+    """Interventions copying ``units``' values from a run of ``model`` on ``source`` (the
+    counterfactual inputs [B, T], same shape as the run they are patched into)."""
+    grouped = _by_quantity(units)
+    check_units(model, [format_unit(n, i) for n, ii in grouped.items() for i in ii])
+    batch, steps_n = source.shape[:2]
+    with torch.no_grad(), record(model, kinds=sorted({parse_name(n).kind for n in grouped})) as rec:
+        model(source)
+    trace = rec.trace
+    if trace.num_tokens != batch * steps_n:
+        raise GatescopeError("patching needs a source batch of equal-length sequences [B, T]")
+    return [Intervention(name, idx, "patch", trace[name][:, idx].reshape(batch, steps_n, len(idx)), steps)
+            for name, idx in grouped.items()]
+
+
+def random_sets(pool: Sequence[str], k: int, draws: int, seed: int = 0) -> list[list[str]]:
+    """``draws`` random sets of ``k`` distinct units from ``pool`` (seeded, reproducible)."""
+    if k > len(pool):
+        raise GatescopeError(f"cannot draw {k} units from a pool of {len(pool)}")
+    rng = random.Random(seed)
+    return [rng.sample(list(pool), k) for _ in range(draws)]
+
+
+def pool_of(model: nn.Module, units: Iterable[str | UnitName]) -> list[str]:
+    """All units of the quantities ``units`` belong to, except ``units`` themselves."""
+    widths = unit_widths(model)
+    chosen = {str(parse_unit(u) if isinstance(u, str) else u) for u in units}
+    names = list(dict.fromkeys(parse_unit(u).name for u in chosen))
+    return [format_unit(n, i) for n in names for i in range(widths[n]) if format_unit(n, i) not in chosen]
+
+
+@dataclass
+class SetEffect:
+    """The metric under an intervention on ``units``, and under random sets of the same size."""
+
+    units: list[str]
+    metric: str
+    baseline: float
+    value: float
+    harm: float
+    random_mean: float = float("nan")
+    random_std: float = float("nan")
+    random_harms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def set_effect(metric: Metric, units: Sequence[str], *, pool: Sequence[str] | None = None,
+             model: nn.Module | None = None, draws: int = 20, seed: int = 0, edit: Edit = ablate,
+             baseline: float | None = None) -> SetEffect:
+    """Effect of ``edit(units)`` on ``metric`` vs ``draws`` random sets of as many units from
+    ``pool`` (default: the other units of the same quantities of ``model``)."""
+    units = [str(u) for u in units]
+    baseline = metric([]) if baseline is None else baseline
+    value = metric(edit(units))
+    effect = SetEffect(units, metric.name, baseline, value, metric.harm(baseline, value))
+    if draws:
+        if pool is None:
+            if model is None:
+                raise GatescopeError("random baselines need a pool of units or the model")
+            pool = pool_of(model, units)
+        harms = [metric.harm(baseline, metric(edit(s))) for s in random_sets(pool, len(units), draws, seed)]
+        effect.random_harms = harms
+        effect.random_mean = statistics.fmean(harms)
+        effect.random_std = statistics.stdev(harms) if len(harms) > 1 else 0.0
+    return effect
+
+
+def sweep(metric: Metric, units: Sequence[str], *, edit: Edit = ablate, baseline: float | None = None,
+          progress: bool = False) -> Table:
+    """Ablate (``edit``) each unit alone; rows unit, value, harm, most harmful first."""
+    from gatescope.analysis.progress import track
+
+    baseline = metric([]) if baseline is None else baseline
+    rows = []
+    for unit in track(units, "single-unit sweep", total=len(units), enabled=progress):
+        value = metric(edit([unit]))
+        rows.append({"unit": str(unit), "metric": metric.name, "baseline": baseline, "value": value,
+                     "harm": metric.harm(baseline, value)})
+    rows.sort(key=lambda r: -r["harm"])
+    return Table(rows, ["unit", "metric", "baseline", "value", "harm"])
+
+
+def greedy_search(metric: Metric, candidates: Sequence[str], k: int, *, edit: Edit = ablate,
+                  baseline: float | None = None, progress: bool = False) -> Table:
+    """Grow a set one unit at a time, each time adding the candidate whose addition hurts most.
+
+    Rows per step: size, added, units (the set so far), value, harm."""
+    from gatescope.analysis.progress import track
+
+    if not 1 <= k <= len(candidates):
+        raise GatescopeError(f"k must be between 1 and the {len(candidates)} candidates")
+    baseline = metric([]) if baseline is None else baseline
+    chosen: list[str] = []
+    rows = []
+    for size in track(range(1, k + 1), "greedy set search", total=k, enabled=progress):
+        best = None
+        for unit in candidates:
+            if unit in chosen:
+                continue
+            value = metric(edit(chosen + [unit]))
+            if best is None or metric.harm(baseline, value) > metric.harm(baseline, best[1]):
+                best = (unit, value)
+        chosen.append(best[0])
+        rows.append({"size": size, "added": best[0], "units": list(chosen), "value": best[1],
+                     "harm": metric.harm(baseline, best[1])})
+    return Table(rows, ["size", "added", "units", "value", "harm"])
+
+
+def top_k(ranking: Table, k: int) -> list[str]:
+    """The first ``k`` units of a ranking table (best first)."""
+    units = ranking["unit"][:k]
+    if len(units) < k:
+        raise GatescopeError(f"the ranking has only {len(units)} units")
+    return units

@@ -1,0 +1,175 @@
+"""Gate dynamics: saturation, forget-gate timescales, and per-timestep gate profiles of units.
+
+- Saturation (Karpathy, Johnson & Fei-Fei 2015, "Visualizing and understanding recurrent
+  networks", Fig. 3): per unit and gate, the fraction of steps it is left-saturated (< 0.1) and
+  right-saturated (> 0.9). tanh quantities (g, n, h, m) are mapped to 0..1 as (x + 1) / 2 first.
+- Timescales: a unit that keeps a fraction f of its cell per step forgets with time constant
+  1 / (1 - f) steps (the LSTM forget gate f; for a GRU, the update gate z weighs the previous
+  state). From a trace: the mean gate per unit; from weights: the gate at zero input and state,
+  sigmoid(b_i + b_h) (the bias alone, as in chrono initialisation, Tallec & Ollivier 2018).
+- Gate profile: the values of one unit's gates and states along chosen sentences, one panel per
+  kind, one line per sentence; the picture of Lakretz et al. 2019 Fig. 1 (c~ = g, i, f, c, o of
+  the number units across "the boy(s) near the car(s) greet(s)"). Saved as PNG or SVG with
+  matplotlib (Agg backend, imported only here).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gatescope.analysis.selection import iter_rows, parse_kinds, resolve_unit, select_quantities
+from gatescope.analysis.table import Table, write_atomic
+from gatescope.engine import layer_weights
+from gatescope.errors import GatescopeError
+from gatescope.names import SIGMOID_KINDS, format_name, format_unit, parse_name
+from gatescope.trace import Trace
+
+GATE_KINDS = ("i", "f", "o", "r", "z")
+TANH_KINDS = frozenset("gnhm")
+TIMESCALE_KINDS = ("f", "z")
+PROFILE_KINDS = {"lstm": ("g", "i", "f", "c", "o", "h"), "gru": ("r", "z", "n", "h")}
+
+
+def _unit_row(name: str, index: int) -> dict:
+    qn = parse_name(name)
+    return {"unit": format_unit(name, index), "name": name, "layer": qn.layer,
+            "direction": qn.direction, "kind": qn.kind, "index": index}
+
+
+def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = 0.1, high: float = 0.9) -> Table:
+    """Per unit: ``left`` (fraction of steps < low), ``right`` (> high), ``mean``, in trace order.
+
+    kinds: default the sigmoid gates present (i f o, r z); c is unbounded and refused.
+    """
+    if kinds is None:
+        present = {parse_name(n).kind for n in trace.names}
+        kinds = [k for k in GATE_KINDS if k in present] or None
+    kinds = parse_kinds(kinds) if kinds is not None else None
+    if kinds is not None and "c" in kinds:
+        raise GatescopeError("the cell state c is unbounded; saturation applies to gates and tanh outputs")
+    names = select_quantities(trace, kinds)
+    rows = []
+    n = trace.num_tokens
+    if n == 0:
+        raise GatescopeError("the trace has no tokens")
+    for name in names:
+        tanh = parse_name(name).kind in TANH_KINDS
+        left = right = total = None
+        for _, block in iter_rows(trace, name):
+            x = (block + 1) / 2 if tanh else block  # (rows, H)
+            parts = ((x < low).sum(0), (x > high).sum(0), block.sum(0))
+            left, right, total = parts if left is None else (left + parts[0], right + parts[1], total + parts[2])
+        for j in range(left.numel()):
+            rows.append(_unit_row(name, j) | {"left": float(left[j]) / n, "right": float(right[j]) / n,
+                                             "mean": float(total[j]) / n})
+    return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "left", "right", "mean"])
+
+
+def timescales(trace: Trace) -> Table:
+    """Per unit of every f (LSTM) and z (GRU) in the trace: mean gate and timescale 1 / (1 - mean)."""
+    names = select_quantities(trace, [k for k in TIMESCALE_KINDS])
+    rows = []
+    for name in names:
+        total = sum(block.sum(0) for _, block in iter_rows(trace, name))
+        mean = total / max(1, trace.num_tokens)
+        for j, m in enumerate(mean.tolist()):
+            rows.append(_unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
+    return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
+
+
+def _timescale(keep: float) -> float:
+    return float("inf") if keep >= 1 else 1 / (1 - keep)
+
+
+def weight_timescales(model: nn.Module) -> Table:
+    """Per unit of every recurrent module of ``model``: forget (LSTM) or update (GRU) gate at zero
+    input and state, sigmoid(b_ih + b_hh) of its rows, and the timescale 1 / (1 - that)."""
+    rows = []
+    for path, module in model.named_modules():
+        if not isinstance(module, (nn.LSTM, nn.GRU)):
+            continue
+        path = path or ("lstm" if isinstance(module, nn.LSTM) else "gru")
+        kind = "f" if isinstance(module, nn.LSTM) else "z"
+        h = module.hidden_size
+        for layer in range(module.num_layers):
+            for direction in ("fwd", "bwd") if module.bidirectional else ("fwd",):
+                w = layer_weights(module, layer, direction)
+                bias = torch.zeros(h)
+                for b in (w.bias_ih, w.bias_hh):
+                    if b is not None:
+                        bias = bias + b.detach().float().cpu()[h : 2 * h]  # rows of f (LSTM) / z (GRU)
+                keep = torch.sigmoid(bias)
+                name = format_name(path, layer, direction, kind)
+                for j, m in enumerate(keep.tolist()):
+                    rows.append(_unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
+    if not rows:
+        raise GatescopeError("the model has no LSTM or GRU module")
+    return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
+
+
+def gate_profile(trace: Trace, unit: str, sequences: Sequence[int], kinds: Sequence[str] | None = None
+                 ) -> dict[str, list[torch.Tensor]]:
+    """{kind: [values along each sequence]} for unit index ``unit`` of every kind of its layer."""
+    parsed = resolve_unit(trace, unit)
+    qn = parse_name(parsed.name)
+    if kinds is None:
+        family = "lstm" if any(parse_name(n).kind == "f" for n in trace.names) else "gru"
+        kinds = PROFILE_KINDS[family]
+    out: dict[str, list[torch.Tensor]] = {}
+    for kind in kinds:
+        name = format_name(qn.path, qn.layer, qn.direction, kind)
+        if name not in trace.names:
+            continue
+        resolve_unit(trace, format_unit(name, parsed.index))
+        out[kind] = [trace[name][trace.sequence(s), parsed.index].to(torch.float64) for s in sequences]
+    if not out:
+        raise GatescopeError(f"the trace has none of the kinds {','.join(kinds)} for {parsed.name}")
+    return out
+
+
+def plot_gate_profile(
+    trace: Trace,
+    unit: str,
+    sequences: Sequence[int],
+    path: str | os.PathLike,
+    kinds: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw `gate_profile` (one panel per kind, one line per sequence) and save it to ``path``
+    (.png or .svg, written atomically). labels: a legend entry per sequence (default: its text)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg", "pdf"):
+        raise GatescopeError(f"cannot save a figure as {path.name}: use .png, .svg or .pdf")
+    if not sequences:
+        raise GatescopeError("choose at least one sequence to plot")
+    profile = gate_profile(trace, unit, sequences, kinds)
+    texts = [trace.tokens(trace.sequence(s).start, trace.sequence(s).stop) for s in sequences]
+    if labels is None:
+        labels = [" ".join(t) for t in texts]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2.4 * len(profile), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(profile), squeeze=False)[0]
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    for ax, (kind, series) in zip(axes, profile.items()):
+        for values, label in zip(series, labels):
+            ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=label)
+        ax.set_title({"g": "g (c~)"}.get(kind, kind))
+        ax.set_xticks(range(len(texts[longest])))
+        ax.set_xticklabels(texts[longest], rotation=60, fontsize=7)
+        if kind in SIGMOID_KINDS:
+            ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle(title or unit, fontsize=9)
+    write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=150))
+    return path

@@ -1,0 +1,235 @@
+"""Diagnostic classifiers: linear probes per layer and kind, unit rankings by weight, control tasks.
+
+Follows Hupkes et al. 2018 and Giulianelli et al. 2018 (diagnostic classifiers on an RNN's
+states), NeuroX's Linguistic Correlation Analysis (Dalvi et al. 2019: an elastic-net probe, units
+ranked by the mass of their weights, accuracy of a probe retrained on the top-k units) and Hewitt
+& Liang 2019 (a control task: each token type gets a random label drawn from the label
+distribution; selectivity = accuracy - control accuracy).
+
+A probe is a multinomial logistic regression (binary and categorical labels) or a linear
+regression (continuous labels; scored by R²) on standardised units, trained with torch by
+minibatches read from the trace chunk by chunk, so a trace larger than memory can be probed;
+the loss adds ``l1 * |W|_1 + l2 * |W|²`` (elastic net). Training and evaluation rows are whole
+sequences (`heldout_rows`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gatescope.analysis.labels import Labels, make_labels, resolve_labels
+from gatescope.analysis.progress import track
+from gatescope.analysis.selection import CHUNK_ROWS, heldout_rows, select_quantities, width
+from gatescope.analysis.table import Table
+from gatescope.errors import GatescopeError
+from gatescope.names import format_unit, parse_name
+from gatescope.trace import Trace
+
+
+@dataclass
+class Probe:
+    """A trained linear probe on ``units`` of quantity ``name`` (weights on standardised inputs)."""
+
+    name: str
+    units: torch.Tensor  # (k,) unit indices
+    weight: torch.Tensor  # (C, k); C = classes, or 1 for a regression
+    bias: torch.Tensor  # (C,)
+    mean: torch.Tensor  # (k,)
+    std: torch.Tensor  # (k,)
+    kind: str  # label kind
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class codes (or regression values) for rows ``x`` [n, k] of the probed units."""
+        out = ((x - self.mean) / self.std) @ self.weight.T + self.bias  # (n, C)
+        return out[:, 0] if self.kind == "continuous" else out.argmax(1)
+
+    def unit_ranking(self) -> list[int]:
+        """Unit indices by weight mass sum_c |W[c, u]|, largest first (NeuroX's ranking)."""
+        mass = self.weight.abs().sum(0)
+        return self.units[torch.argsort(mass, descending=True, stable=True)].tolist()
+
+
+def _batches(trace: Trace, name: str, units: torch.Tensor, rows: torch.Tensor, target: torch.Tensor,
+             batch_size: int, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Minibatches (x [b, k] float32, target [b]) of the rows where ``rows`` holds, one chunk at a time."""
+    tensor = trace[name]
+    for a in range(0, tensor.shape[0], CHUNK_ROWS):
+        keep = rows[a : a + CHUNK_ROWS]
+        if not bool(keep.any()):
+            continue
+        x = tensor[a : a + CHUNK_ROWS][keep][:, units].to(torch.float32)  # (rows, k)
+        t = target[a : a + CHUNK_ROWS][keep]
+        order = torch.randperm(x.shape[0], generator=gen) if gen is not None else torch.arange(x.shape[0])
+        for b in range(0, x.shape[0], batch_size):
+            idx = order[b : b + batch_size]
+            yield x[idx], t[idx]
+
+
+def fit_probe(
+    trace: Trace,
+    name: str,
+    labels: Labels,
+    rows: torch.Tensor,
+    units: Sequence[int] | None = None,
+    *,
+    l1: float = 1e-3,
+    l2: float = 1e-4,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> Probe:
+    """Train a probe on ``units`` (default all) of ``name`` over the rows where ``rows`` [N] holds."""
+    units_t = torch.arange(width(trace, name)) if units is None else torch.as_tensor(list(units), dtype=torch.int64)
+    rows = rows & labels.valid
+    if int(rows.sum()) < 2:
+        raise GatescopeError(f"too few labelled training rows to fit a probe on {name}")
+    regression = labels.kind == "continuous"
+    target = labels.values.to(torch.float32) if regression else labels.codes
+    # standardise units (and a regression target) with statistics of the training rows
+    count, total, sq = 0, torch.zeros(len(units_t), dtype=torch.float64), torch.zeros(len(units_t), dtype=torch.float64)
+    for x, _ in _batches(trace, name, units_t, rows, target, CHUNK_ROWS, None):
+        count += x.shape[0]
+        total += x.sum(0, dtype=torch.float64)
+        sq += (x.to(torch.float64) ** 2).sum(0)
+    mean = total / count
+    std = (sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    ys = target[rows]
+    y_mean, y_std = (float(ys.mean()), float(ys.std().clamp_min(1e-6))) if regression else (0.0, 1.0)
+    mean, std = mean.to(torch.float32), std.to(torch.float32)
+
+    torch.manual_seed(seed)
+    outputs = 1 if regression else labels.num_classes
+    linear = torch.nn.Linear(len(units_t), outputs)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    opt = torch.optim.Adam(linear.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for x, t in _batches(trace, name, units_t, rows, target, batch_size, gen):
+                out = linear((x - mean) / std)  # (b, C)
+                if regression:
+                    loss = F.mse_loss(out[:, 0], (t - y_mean) / y_std)
+                else:
+                    loss = F.cross_entropy(out, t)
+                w = linear.weight
+                loss = loss + l1 * w.abs().sum() / len(units_t) + l2 * (w**2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    weight, bias = linear.weight.detach(), linear.bias.detach()
+    if regression:  # fold the target's standardisation back in
+        weight, bias = weight * y_std, bias * y_std + y_mean
+    return Probe(name, units_t, weight, bias, mean, std, labels.kind)
+
+
+def evaluate_probe(trace: Trace, probe: Probe, labels: Labels, rows: torch.Tensor) -> float:
+    """Accuracy (classes) or R² (continuous) of ``probe`` on the labelled rows where ``rows`` holds."""
+    rows = rows & labels.valid
+    target = labels.values.to(torch.float32) if probe.kind == "continuous" else labels.codes
+    correct, n, sse, values = 0, 0, 0.0, []
+    for x, t in _batches(trace, probe.name, probe.units, rows, target, CHUNK_ROWS, None):
+        pred = probe.predict(x)
+        n += t.numel()
+        if probe.kind == "continuous":
+            sse += float(((pred - t) ** 2).sum())
+            values.append(t)
+        else:
+            correct += int((pred == t).sum())
+    if n == 0:
+        raise GatescopeError(f"no labelled held-out rows to evaluate the probe on {probe.name}")
+    if probe.kind != "continuous":
+        return correct / n
+    y = torch.cat(values).to(torch.float64)
+    return 1 - sse / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
+
+
+def control_labels(trace: Trace, labels: Labels, seed: int = 0) -> Labels:
+    """Hewitt & Liang's control task: every token type gets one label, drawn at random from the
+    labels' empirical distribution; rows keep the task's NaNs. Needs the trace's token ids."""
+    if trace.token_ids is None:
+        raise GatescopeError("a control task needs the trace's token ids; this trace has none")
+    gen = torch.Generator().manual_seed(seed)
+    valid = labels.valid
+    pool = labels.values[valid]
+    types = int(trace.token_ids.max()) + 1
+    per_type = pool[torch.randint(pool.numel(), (types,), generator=gen)]  # (types,)
+    values = torch.where(valid, per_type[trace.token_ids], torch.full_like(labels.values, float("nan")))
+    return make_labels(values, name=f"control({labels.name})", kind=labels.kind)
+
+
+def default_ks(h: int) -> list[int]:
+    """1, 2, 4, ... up to h (h included)."""
+    ks, k = [], 1
+    while k < h:
+        ks.append(k)
+        k *= 2
+    return ks + [h]
+
+
+def probe_units(
+    trace: Trace,
+    labels=None,
+    *,
+    feature: str | None = None,
+    kinds: str | Iterable[str] | None = None,
+    ks: Sequence[int] | None = None,
+    control: bool = True,
+    l1: float = 1e-3,
+    l2: float = 1e-4,
+    epochs: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> Table:
+    """One probe per quantity (layer and kind): held-out score, control score, selectivity,
+    the units ranked by weight mass, the top-k curve, and ``k95``: the fewest top units whose probe
+    reaches 95% of the full probe's gain over the majority (or mean) baseline.
+
+    Rows: name, layer, direction, kind, units, n_train, n_test, baseline, score, control,
+    selectivity, top_units (unit names, best first, up to 10), curve ({k: score}), k95.
+    """
+    lab = resolve_labels(trace, labels, feature=feature)
+    held = heldout_rows(trace)
+    train, test = ~held & lab.valid, held & lab.valid
+    if not bool(train.any()) or not bool(test.any()):
+        raise GatescopeError("probes need labelled tokens in both training and held-out sequences")
+    baseline = _baseline(lab, train, test)
+    ctrl = control_labels(trace, lab, seed) if control and trace.token_ids is not None else None
+    opts = dict(l1=l1, l2=l2, epochs=epochs, seed=seed)
+    rows = []
+    names = select_quantities(trace, kinds)
+    for name in track(names, "training probes", total=len(names), enabled=progress):
+        qn = parse_name(name)
+        h = width(trace, name)
+        probe = fit_probe(trace, name, lab, train, **opts)
+        score = evaluate_probe(trace, probe, lab, test)
+        ranking = probe.unit_ranking()
+        curve = {}
+        for k in ks or default_ks(h):
+            k = min(int(k), h)
+            curve[k] = score if k == h else evaluate_probe(
+                trace, fit_probe(trace, name, lab, train, ranking[:k], **opts), lab, test)
+        ctrl_score = float("nan")
+        if ctrl is not None:
+            ctrl_score = evaluate_probe(trace, fit_probe(trace, name, ctrl, train, **opts), ctrl, test)
+        target = baseline + 0.95 * (score - baseline)
+        k95 = next((k for k in sorted(curve) if curve[k] >= target), h)
+        rows.append({
+            "name": name, "layer": qn.layer, "direction": qn.direction, "kind": qn.kind, "units": h,
+            "n_train": int(train.sum()), "n_test": int(test.sum()), "baseline": baseline, "score": score,
+            "control": ctrl_score, "selectivity": score - ctrl_score,
+            "top_units": [format_unit(name, u) for u in ranking[:10]], "curve": curve, "k95": k95,
+        })
+    return Table(rows)
+
+
+def _baseline(lab: Labels, train: torch.Tensor, test: torch.Tensor) -> float:
+    """Majority-class accuracy (classes) or 0.0 (R² of predicting the training mean, about 0)."""
+    if lab.kind == "continuous":
+        return 0.0
+    majority = torch.bincount(lab.codes[train], minlength=lab.num_classes).argmax()
+    return float((lab.codes[test] == majority).to(torch.float64).mean())
