@@ -108,10 +108,33 @@ def _run(model: torch.nn.Module, ids: torch.Tensor, interventions) -> torch.Tens
     """The model's logits (B, T, V) for ids (B, T), with interventions applied when given."""
     if not interventions:
         return model(ids)
-    import gatescope
+    from gatescope.record import record
 
-    with gatescope.record(model, interventions=list(interventions)):
+    with record(model, kinds=(), interventions=list(interventions)):  # kinds=(): edit, keep nothing
         return model(ids)
+
+
+def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list:
+    """`gatescope.Intervention`s that hold each unit (``"rnn.l0.fwd.h:37"``) at zero at every step,
+    one per quantity. A malformed name or an index outside its module raises GatescopeError; a name
+    the model lacks is reported by `gatescope.record` when the interventions are applied."""
+    from gatescope.names import parse_name, parse_unit
+    from gatescope.record import Intervention, find_recurrent
+
+    if not units:
+        raise GatescopeError("no units to ablate")
+    modules = find_recurrent(model)
+    by_name: dict[str, list[int]] = {}
+    for unit in units:
+        name, index = parse_unit(unit)
+        module = modules.get(parse_name(name).path)
+        if module is not None:
+            width = module.proj_size if parse_name(name).kind == "h" and getattr(module, "proj_size", 0) \
+                else module.hidden_size
+            if index >= width:
+                raise GatescopeError(f"unit {unit}: index {index} is out of range ({name} has {width} units)")
+        by_name.setdefault(name, []).append(index)
+    return [Intervention(name, units=indices, op="set", value=0.0) for name, indices in by_name.items()]
 
 
 def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem], interventions=None,

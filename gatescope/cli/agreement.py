@@ -1,0 +1,63 @@
+"""`gatescope agreement MODEL`: subject-verb agreement accuracy of a language model checkpoint.
+
+Overall and per condition, on the bundled held-out stimuli or a user's TSV file
+(``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``); ``--ablate`` holds units at zero at
+every step (Lakretz et al. 2019's ablation) through `gatescope.record`'s interventions.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("agreement")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--stimuli", "stimuli_path", type=click.Path(dir_okay=False), default=None,
+              help="Stimuli TSV: prefix<TAB>correct verb<TAB>wrong verb<TAB>condition, no header "
+                   "(default: the bundled held-out stimuli).")
+@click.option("--ablate", default=None, metavar="UNIT[,UNIT...]",
+              help="Hold these units at zero at every step, e.g. rnn.l0.fwd.h:37,rnn.l0.fwd.h:12.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Items run through the model at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_size: int, as_json: bool) -> None:
+    """Agreement accuracy of MODEL: the fraction of items where the correct verb form is more
+    probable than the wrong one after the prefix, overall and per condition."""
+    import gatescope
+    from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement, read_stimuli
+    from gatescope.stimuli.agreement import bundled_stimuli_path
+
+    items = read_stimuli(stimuli_path or bundled_stimuli_path())
+    lm = gatescope.load(model)
+    units = [u for u in (ablate or "").split(",") if u.strip()]
+    if ablate is not None and not units:
+        raise gatescope.GatescopeError("--ablate needs at least one unit, e.g. rnn.l0.fwd.h:37")
+    interventions = ablation_interventions(lm, units) if units else None
+    result = evaluate_agreement(lm, items, interventions, batch_size=batch_size)
+    if units:
+        result["ablated"] = [u.strip() for u in units]
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_table(result, model)
+
+
+def _print_table(result: dict, model: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"Agreement accuracy of {model}"
+    if "ablated" in result:
+        title += f" (ablated: {', '.join(result['ablated'])})"
+    table = Table(title=title)
+    table.add_column("condition")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("mean logit diff", justify="right")
+    for condition, row in result["by_condition"].items():
+        table.add_row(condition, str(row["n"]), f"{row['accuracy']:.3f}", f"{row['mean_logit_diff']:+.2f}")
+    table.add_section()
+    table.add_row("all", str(result["n"]), f"{result['accuracy']:.3f}", f"{result['mean_logit_diff']:+.2f}",
+                  style="bold")
+    Console().print(table)
