@@ -10,6 +10,7 @@ Fei-Fei 2015, the fraction of time a gate is left-saturated (< 0.1) or right-sat
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from gatescope.trace import Trace
 
 GATE_ORDER = {"LSTM": "ifgo", "GRU": "rzn"}
 MEMORY_GATE = {"LSTM": "f", "GRU": "z"}  # the gate whose bias sets how long a unit remembers
-SPECTRAL_RADIUS_WARNING = 4.0  # "far above 1": the recurrence can saturate or explode
+SPECTRAL_RADIUS_WARNING = 10.0  # "far above 1" (an untrained gate has about 0.6): it may saturate or explode
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy et al. 2015
 
 
@@ -86,15 +87,15 @@ def _layer_report(
         recurrent = w_hh[rows] if w_hr is None else w_hh[rows] @ w_hr  # (H, H): h_{t-1} -> gate
         radius = _spectral_radius(recurrent)
         gates[gate] = {
-            "weight_ih_norm": float(w_ih[rows].norm()),
-            "weight_hh_norm": float(w_hh[rows].norm()),
-            "bias_mean": float(b.mean()),
-            "bias_std": float(b.std(correction=0)),
-            "bias_min": float(b.min()),
-            "bias_max": float(b.max()),
+            "weight_ih_norm": _finite(w_ih[rows].norm()),
+            "weight_hh_norm": _finite(w_hh[rows].norm()),
+            "bias_mean": _finite(b.mean()),
+            "bias_std": _finite(b.std(correction=0)),
+            "bias_min": _finite(b.min()),
+            "bias_max": _finite(b.max()),
             "spectral_radius": radius,
         }
-        if radius > SPECTRAL_RADIUS_WARNING:
+        if radius is not None and radius > SPECTRAL_RADIUS_WARNING:
             warnings.append(
                 f"{where}: the recurrent matrix of gate {gate} has spectral radius {radius:.2f} (far above 1)"
             )
@@ -109,18 +110,24 @@ def _layer_report(
         "gates": gates,
         "timescale": {
             "gate": memory,
-            "min": float(timescale.min()),
-            "median": float(timescale.median()),
-            "max": float(timescale.max()),
+            "min": _finite(timescale.min()),
+            "median": _finite(timescale.median()),
+            "max": _finite(timescale.max()),
         },
         "warnings": warnings,
     }
 
 
-def _spectral_radius(matrix: torch.Tensor) -> float:
-    """Largest |eigenvalue| of a square matrix; NaN when it holds non-finite values."""
+def _finite(value: torch.Tensor) -> float | None:
+    """A statistic as a JSON-able float; None where non-finite weights make it meaningless."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _spectral_radius(matrix: torch.Tensor) -> float | None:
+    """Largest |eigenvalue| of a square matrix; None when it holds non-finite values."""
     if not bool(torch.isfinite(matrix).all()):
-        return float("nan")
+        return None
     return float(torch.linalg.eigvals(matrix).abs().max())
 
 

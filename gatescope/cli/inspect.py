@@ -1,0 +1,180 @@
+"""`gatescope inspect [MODEL]`: a report on a checkpoint's recurrent modules, gates and saturation.
+
+The report itself is data (gatescope.inspect_report); this module prints it with rich tables or
+as JSON, and on a terminal opens the trace browser. Gate saturation follows Karpathy, Johnson &
+Fei-Fei 2015 (fraction of time a gate is < 0.1 or > 0.9).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gatescope.cli.trace import gather_inputs, record_inputs
+from gatescope.errors import GatescopeError
+
+DEFAULT_WORDS = 8  # words of the vocabulary run when the metadata has no sample_text
+
+
+def default_model() -> Path:
+    """The bundled sample model that `inspect` opens without a MODEL argument."""
+    from gatescope import sample_models
+
+    path = sample_models.path()
+    if not path.is_file():
+        raise GatescopeError(
+            f"the bundled default model {path.name} is not there (train it with `gatescope samples train`); "
+            "give a MODEL path"
+        )
+    return path
+
+
+def sample_inputs(model):
+    """What to run a model with a vocabulary on when no input is given: its metadata's
+    "sample_text", else a few words of its vocabulary (special tokens like <unk> left out)."""
+    texts = model.metadata.get("sample_text")
+    if texts is not None:
+        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+            raise GatescopeError("metadata 'sample_text' must be a non-empty list of strings")
+        return gather_inputs(model, texts=texts)
+    vocab = model.vocab
+    specials = {vocab.unk, vocab.eos}
+    words = [t for t in vocab.tokens if t not in specials and not (t.startswith("<") and t.endswith(">"))]
+    ids = [str(vocab.index[w]) for w in words[:DEFAULT_WORDS]] or [str(vocab.index[vocab.tokens[0]])]
+    return gather_inputs(model, ids=[" ".join(ids)])
+
+
+def build_report(model_path: Path, texts=(), ids=(), input_path=None, device="cpu") -> tuple[dict[str, Any], Any]:
+    """The full report (weights, and saturation when the model can be run) and the trace, if any."""
+    from gatescope.checkpoint import load
+    from gatescope.inspect_report import saturation_report, weight_report
+
+    model = load(model_path, device=device)
+    report = {"file": str(model_path), **weight_report(model)}
+    inputs = gather_inputs(model, texts, ids, None, input_path)
+    if inputs is None and model.vocab is not None:
+        inputs = sample_inputs(model)
+    trace = None
+    if inputs is not None:
+        trace = record_inputs(model, inputs, meta={"model": str(model_path), "input": inputs.description},
+                              progress=False)
+        report["trace"] = {"sequences": trace.num_sequences, "tokens": trace.num_tokens}
+        report["saturation"] = saturation_report(trace)
+    else:
+        report["trace"] = report["saturation"] = None
+    return report, trace
+
+
+# -- printing ---------------------------------------------------------------------------------
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report as rich tables on stdout."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    def table(title: str, *columns: str) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i, column in enumerate(columns):
+            t.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 0)
+        return t
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{report['file']}[/]: {report['parameters']:,} parameters")
+    emb, dec, vocab = report["embedding"], report["decoder"], report["vocab"]
+    parts = [
+        f"embedding {emb['name']} ({emb['num_embeddings']} x {emb['embedding_dim']})" if emb else "no embedding",
+        *report["recurrent"],
+        f"decoder {dec['name']} ({dec['in_features']} -> {dec['out_features']})" if dec else "no decoder",
+    ]
+    console.print(" -> ".join(parts) + (f"; vocabulary of {vocab['size']} {vocab['tokenizer']} tokens" if vocab else ""))
+
+    modules = table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
+                    "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
+    for module in report["modules"]:
+        for layer in module["layers"]:
+            ts = layer["timescale"]
+            modules.add_row(
+                f"{module['name']} l{layer['layer']} {layer['direction']}", module["cell"],
+                f"{layer['input_size']}->{module['hidden_size']}", str(module["proj_size"] or "-"),
+                "yes" if module["bias"] else "no", f"{layer['parameters']:,}",
+                _num(ts["min"]), _num(ts["median"]), _num(ts["max"]),
+            )
+    console.print(modules)
+
+    gates = table("Gates (bias = b_ih + b_hh; radius = spectral radius of the gate's recurrent matrix)",
+                  "module", "gate", "|W_ih|", "|W_hh|", "bias", "std", "min", "max", "radius")
+    for module in report["modules"]:
+        for layer in module["layers"]:
+            for gate, s in layer["gates"].items():
+                gates.add_row(
+                    f"{module['name']} l{layer['layer']} {layer['direction']}", gate,
+                    *(_num(s[k]) for k in ("weight_ih_norm", "weight_hh_norm", "bias_mean", "bias_std", "bias_min",
+                                          "bias_max", "spectral_radius")),
+                )
+    console.print(gates)
+
+    if report["saturation"]:
+        trace = report["trace"]
+        saturation = table(
+            f"Gate saturation over {trace['sequences']} sequences, {trace['tokens']} tokens: "
+            "fraction of time < 0.1 (left) or > 0.9 (right), and units saturated more than half the time",
+            "quantity", "left", "right", "units left", "units right",
+        )
+        for name, s in report["saturation"].items():
+            saturation.add_row(name, f"{s['left']:.3f}", f"{s['right']:.3f}",
+                               f"{s['units_mostly_left']}/{s['units']}", f"{s['units_mostly_right']}/{s['units']}")
+        console.print(saturation)
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def open_browser(trace) -> None:
+    """Open the trace browser, when gatescope.tui.app is there to open."""
+    if importlib.util.find_spec("gatescope.tui.app") is None:
+        return
+    from gatescope.tui.app import run_browser
+
+    run_browser(trace)
+
+
+@click.command("inspect")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (and nothing else).")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Run the model on this text and report gate saturation (repeatable).")
+@click.option("--ids", "ids", multiple=True, metavar='"3 17 4"', help="Run the model on these token ids (repeatable).")
+@click.option("--input", "input_path", metavar="X.safetensors",
+              help="Float inputs for a model without an embedding: one tensor [sequences, time, input_size].")
+@click.option("--no-tui", is_flag=True, help="Do not open the trace browser, even on a terminal.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
+def inspect(model: Path | None, as_json: bool, texts, ids, input_path, no_tui: bool, device: str) -> None:
+    """Report on MODEL, a safetensors checkpoint (default: the bundled agreement LSTM).
+
+    From the weights: each recurrent module and layer, per-gate weight norms and bias statistics,
+    each unit's memory timescale 1/(1 - sigmoid(b)) from the forget-gate bias (LSTM) or the
+    update-gate bias (GRU), and warnings (NaN/Inf weights, spectral radius far above 1). When the
+    model can run (a vocabulary in its metadata, or --text/--ids/--input), it traces the input and
+    reports gate saturation; on a terminal it then opens the trace browser.
+
+    \b
+    Examples:
+      gatescope inspect
+      gatescope inspect model.safetensors --json
+      gatescope inspect model.safetensors --text "the boys near the car greet" --no-tui
+    """
+    path = model if model is not None else default_model()
+    report, trace = build_report(path, texts, ids, input_path, device)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, allow_nan=False))
+        return
+    print_report(report)
+    if trace is not None and not no_tui and sys.stdout.isatty():
+        open_browser(trace)
