@@ -49,3 +49,37 @@ def language_model(tmp_path: Path, metadata: dict | None = None, name: str = "lm
 def word_metadata(**extra) -> dict:
     return {"format": "gatescope.model", "version": 1, "tokenizer": "word", "vocab": WORDS,
             "unk": "<unk>", "eos": "<eos>", **extra}
+
+
+def lstm_reference(rnn: nn.LSTM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Layer 0, forward direction of an LSTM over one sequence x [T, I], written out step by step."""
+    w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
+    b = rnn.bias_ih_l0 + rnn.bias_hh_l0
+    hidden = rnn.hidden_size
+    h, c = torch.zeros(hidden), torch.zeros(hidden)
+    out = {k: [] for k in "ifgoch"}
+    for x_t in x:
+        z = w_ih @ x_t + w_hh @ h + b
+        i, f, g, o = (z[k * hidden:(k + 1) * hidden] for k in range(4))
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        for k, v in zip("ifgoch", (i, f, g, o, c, h)):
+            out[k].append(v)
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def gru_reference(w_ih, w_hh, b_ih, b_hh, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A GRU (torch's equations: b_hn inside the reset product) over x [T, I], step by step."""
+    hidden = w_hh.shape[1]
+    h = torch.zeros(hidden)
+    out = {k: [] for k in "rznh"}
+    for x_t in x:
+        gi, gh = w_ih @ x_t + b_ih, w_hh @ h + b_hh
+        r = torch.sigmoid(gi[:hidden] + gh[:hidden])
+        z = torch.sigmoid(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])
+        n = torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:])
+        h = (1 - z) * n + z * h
+        for k, v in zip("rznh", (r, z, n, h)):
+            out[k].append(v)
+    return {k: torch.stack(v) for k, v in out.items()}
