@@ -1,0 +1,94 @@
+"""`gatescope samples train|list`: retrain the bundled sample models, or list them with their metrics.
+
+Training is reproducible (fixed seeds, thread count and data order; see gatescope.samples.train):
+retraining writes the same tensors, only the recorded training time differs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _default_dir() -> Path:
+    from gatescope import sample_models
+
+    return sample_models.path().parent  # the folder holding the default model
+
+
+@click.group("samples")
+def samples() -> None:
+    """Train or list the bundled sample models."""
+
+
+@samples.command("train")
+@click.option("--only", "only", multiple=True, metavar="NAME",
+              help="Train only this model (repeatable): agreement_lstm, agreement_gru, pysource_lstm.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder to write the checkpoints to (default: the bundled sample_models folder).")
+def train(only: tuple[str, ...], out_dir: str | None) -> None:
+    """Retrain sample models from scratch with fixed seeds (minutes each, on the CPU)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gatescope.samples.train import train_all
+
+    out = Path(out_dir) if out_dir else _default_dir()
+    names = [n.strip() for name in only for n in name.split(",") if n.strip()]
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+
+        def callback(name: str):
+            task = progress.add_task(name, total=None)
+            return lambda done, total: progress.update(task, completed=done, total=total)
+
+        paths = train_all(out, names or None, progress=callback)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+@samples.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the models' metadata summaries as JSON.")
+def list_(as_json: bool) -> None:
+    """Show the bundled sample models with their training settings and metrics."""
+    from gatescope.checkpoint import read_header
+
+    rows = []
+    for path in sorted(_default_dir().glob("*.safetensors")):
+        _, meta = read_header(path)
+        training = meta.get("training", {})
+        rows.append({
+            "name": path.stem, "file": str(path), "size_bytes": path.stat().st_size,
+            "tokenizer": meta.get("tokenizer"), "cell": training.get("cell"),
+            "hidden_size": training.get("hidden_size"), "num_layers": training.get("num_layers"),
+            "train_time_s": training.get("time_s"), "metrics": meta.get("metrics", {}),
+        })
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Bundled sample models")
+    for column in ("model", "cell", "tokenizer", "size", "train time"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("metrics")
+    for row in rows:
+        table.add_row(row["name"], f"{row['cell']} {row['num_layers']}x{row['hidden_size']}", row["tokenizer"],
+                      f"{row['size_bytes'] / 1024:.0f} KiB", f"{row['train_time_s']} s", _headline(row["metrics"]))
+    Console().print(table)
+
+
+HEADLINE = {  # metric key -> short label
+    "agreement_accuracy": "agreement",
+    "nounpp_incongruent_accuracy": "NounPP SP/PS",
+    "heldout_loss": "held-out loss",
+    "heldout_loss_bits_per_char": "held-out bits/char",
+}
+
+
+def _headline(metrics: dict) -> str:
+    """The metrics worth a glance: agreement accuracies, or held-out loss."""
+    return ", ".join(f"{label} {metrics[key]}" for key, label in HEADLINE.items() if key in metrics)
