@@ -175,6 +175,13 @@ def random_sets(pool: Sequence[str], k: int, draws: int, seed: int = 0) -> list[
     return [rng.sample(list(pool), k) for _ in range(draws)]
 
 
+def units_of(model: nn.Module, kinds: Iterable[str] | None = None) -> list[str]:
+    """Every unit of ``model`` whose quantity is of one of ``kinds`` (default all), in order."""
+    kinds = None if kinds is None else set(kinds)
+    return [format_unit(name, i) for name, w in unit_widths(model).items()
+            if kinds is None or parse_name(name).kind in kinds for i in range(w)]
+
+
 def pool_of(model: nn.Module, units: Iterable[str | UnitName]) -> list[str]:
     """All units of the quantities ``units`` belong to, except ``units`` themselves."""
     widths = unit_widths(model)

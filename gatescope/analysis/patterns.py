@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gatescope.analysis.selection import CHUNK_ROWS, resolve_unit, width
+from gatescope.analysis import selection
+from gatescope.analysis.selection import resolve_unit, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.names import UnitName
@@ -67,13 +68,14 @@ def select(
     return Selection(name, tuple(units), start, stop, threshold)
 
 
-def on_counts(trace: Trace, selection: Selection, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+def on_counts(trace: Trace, chosen: Selection) -> torch.Tensor:
     """Int64 [N]: how many of the selected units are on at each row (one pass over the trace)."""
-    tensor, cols = trace[selection.name], torch.tensor(selection.units)
+    tensor, cols = trace[chosen.name], torch.tensor(chosen.units)
+    chunk_rows = selection.CHUNK_ROWS
     counts = torch.empty(tensor.shape[0], dtype=torch.int64)
     for a in range(0, tensor.shape[0], chunk_rows):
         block = tensor[a : a + chunk_rows][:, cols]  # (rows, k)
-        counts[a : a + chunk_rows] = (block > selection.threshold).sum(1)
+        counts[a : a + chunk_rows] = (block > chosen.threshold).sum(1)
     return counts
 
 

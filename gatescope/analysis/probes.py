@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from gatescope.analysis.labels import Labels, make_labels, resolve_labels
 from gatescope.analysis.progress import track
-from gatescope.analysis.selection import CHUNK_ROWS, heldout_rows, select_quantities, width
+from gatescope.analysis import selection
+from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.names import format_unit, parse_name
@@ -55,13 +56,13 @@ class Probe:
 def _batches(trace: Trace, name: str, units: torch.Tensor, rows: torch.Tensor, target: torch.Tensor,
              batch_size: int, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Minibatches (x [b, k] float32, target [b]) of the rows where ``rows`` holds, one chunk at a time."""
-    tensor = trace[name]
-    for a in range(0, tensor.shape[0], CHUNK_ROWS):
-        keep = rows[a : a + CHUNK_ROWS]
+    tensor, chunk = trace[name], selection.CHUNK_ROWS
+    for a in range(0, tensor.shape[0], chunk):
+        keep = rows[a : a + chunk]
         if not bool(keep.any()):
             continue
-        x = tensor[a : a + CHUNK_ROWS][keep][:, units].to(torch.float32)  # (rows, k)
-        t = target[a : a + CHUNK_ROWS][keep]
+        x = tensor[a : a + chunk][keep][:, units].to(torch.float32)  # (rows, k)
+        t = target[a : a + chunk][keep]
         order = torch.randperm(x.shape[0], generator=gen) if gen is not None else torch.arange(x.shape[0])
         for b in range(0, x.shape[0], batch_size):
             idx = order[b : b + batch_size]
@@ -91,7 +92,7 @@ def fit_probe(
     target = labels.values.to(torch.float32) if regression else labels.codes
     # standardise units (and a regression target) with statistics of the training rows
     count, total, sq = 0, torch.zeros(len(units_t), dtype=torch.float64), torch.zeros(len(units_t), dtype=torch.float64)
-    for x, _ in _batches(trace, name, units_t, rows, target, CHUNK_ROWS, None):
+    for x, _ in _batches(trace, name, units_t, rows, target, 1 << 30, None):
         count += x.shape[0]
         total += x.sum(0, dtype=torch.float64)
         sq += (x.to(torch.float64) ** 2).sum(0)
@@ -132,7 +133,7 @@ def evaluate_probe(trace: Trace, probe: Probe, labels: Labels, rows: torch.Tenso
     rows = rows & labels.valid
     target = labels.values.to(torch.float32) if probe.kind == "continuous" else labels.codes
     correct, n, sse, values = 0, 0, 0.0, []
-    for x, t in _batches(trace, probe.name, probe.units, rows, target, CHUNK_ROWS, None):
+    for x, t in _batches(trace, probe.name, probe.units, rows, target, 1 << 30, None):
         pred = probe.predict(x)
         n += t.numel()
         if probe.kind == "continuous":

@@ -29,8 +29,8 @@ import torch
 
 from gatescope.analysis.labels import Labels, resolve_labels
 from gatescope.analysis.progress import track
+from gatescope.analysis import selection
 from gatescope.analysis.selection import (
-    BUDGET,
     column_blocks,
     heldout_rows,
     read_columns,
@@ -161,8 +161,8 @@ class _Scorer:
         self.ybins = self.codes if self.codes is not None else _quantile_bins(midranks(self.y[:, None])[:, 0], bins)
         self.permutations, self.seed = permutations, seed
         per_perm = self.n * self.design.shape[1]
-        self.perm_block = max(1, min(permutations, BUDGET // max(1, per_perm)))
-        self._cached = None if permutations * per_perm > BUDGET else list(self._perm_designs())
+        self.perm_block = max(1, min(permutations, selection.BUDGET // max(1, per_perm)))
+        self._cached = None if permutations * per_perm > selection.BUDGET else list(self._perm_designs())
         self.max_stat = torch.zeros(permutations, dtype=torch.float64)  # (P,)
 
     def _perm_designs(self):

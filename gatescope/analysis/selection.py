@@ -13,7 +13,7 @@ from gatescope.errors import GatescopeError
 from gatescope.names import ALL_KINDS, UnitName, parse_name, parse_unit
 from gatescope.trace import Trace
 
-CHUNK_ROWS = 65536  # rows read from a trace at once
+CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)
 BUDGET = 1 << 24  # elements of a working block (float64: 128 MiB)
 
 
@@ -57,18 +57,20 @@ def resolve_unit(trace: Trace, unit: str | UnitName) -> UnitName:
     return parsed
 
 
-def iter_rows(trace: Trace, name: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, torch.Tensor]]:
+def iter_rows(trace: Trace, name: str, chunk_rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """(start row, float64 block [rows, H]) over the whole quantity, ``chunk_rows`` at a time."""
     tensor = trace[name]
+    chunk_rows = chunk_rows or CHUNK_ROWS
     for start in range(0, tensor.shape[0], chunk_rows):
         yield start, tensor[start : start + chunk_rows].to(torch.float64)
 
 
 def read_columns(
-    trace: Trace, name: str, columns: slice, rows: torch.Tensor | None = None, chunk_rows: int = CHUNK_ROWS
+    trace: Trace, name: str, columns: slice, rows: torch.Tensor | None = None, chunk_rows: int | None = None
 ) -> torch.Tensor:
     """float64 [n, len(columns)]: the given columns of ``name``, only the rows where ``rows`` (bool [N]) holds."""
     tensor = trace[name]
+    chunk_rows = chunk_rows or CHUNK_ROWS
     parts = []
     for start in range(0, tensor.shape[0], chunk_rows):
         block = tensor[start : start + chunk_rows, columns].to(torch.float64)
@@ -76,8 +78,9 @@ def read_columns(
     return torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64)
 
 
-def column_blocks(num_rows: int, num_columns: int, budget: int = BUDGET) -> Iterator[slice]:
+def column_blocks(num_rows: int, num_columns: int, budget: int | None = None) -> Iterator[slice]:
     """Column slices small enough that a [num_rows, block] float64 array fits the working budget."""
+    budget = budget or BUDGET
     step = max(1, min(num_columns, budget // max(1, num_rows)))
     for start in range(0, num_columns, step):
         yield slice(start, min(num_columns, start + step))

@@ -1,0 +1,308 @@
+"""`gatescope analyze`: find the units that track a feature, and test them causally.
+
+Subcommands: ``units`` (rank units against a label), ``probe`` (diagnostic classifiers per
+layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ablation sweeps
+and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
+gates along sentences, as a figure). The work is done by gatescope.analysis; this module parses
+options and prints: rich tables on stdout, or with ``--json`` JSON alone on stdout.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import click
+
+from gatescope.errors import GatescopeError
+
+TRACE = click.Path(dir_okay=False)
+
+
+def _labels_options(f):
+    f = click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+                     help="Labels file: .npy, or text with one value a line, one per token of the trace.")(f)
+    f = click.option("--feature", help="A per-token feature stored in the trace (e.g. subject_number).")(f)
+    return f
+
+
+def _kinds_option(default: str | None, help_: str):
+    return click.option("--kinds", default=default, show_default=default is not None, help=help_)
+
+
+def _labels(feature: str | None, labels_file: str | None) -> dict[str, Any]:
+    if (feature is None) == (labels_file is None):
+        raise GatescopeError("give exactly one of --feature NAME or --labels FILE")
+    return {"feature": feature} if feature is not None else {"labels": labels_file}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def analyze() -> None:
+    """Find and test the units that track a feature."""
+
+
+@analyze.command()
+@click.argument("trace", type=TRACE)
+@_labels_options
+@_kinds_option(None, "Comma-separated kinds to rank (h,c,i,f,g,o / r,z,n); default all recorded.")
+@click.option("--metric", type=click.Choice(["auto", "corr", "auc", "mi", "probe"]), default="auto", show_default=True,
+              help="Ranking metric; auto = auc (binary labels), mi (categorical), corr (continuous).")
+@click.option("--top", type=int, default=20, show_default=True, help="Units to report (0 = all).")
+@click.option("--permutations", type=int, default=1000, show_default=True, help="Label shuffles for p-values.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the full ranking as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
+def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json):
+    """Rank every unit of TRACE by its association with a per-token label."""
+    from gatescope.analysis.ranking import rank_units
+    from gatescope.trace import load_trace
+
+    table = rank_units(load_trace(trace), kinds=kinds, metric=metric, permutations=permutations, seed=seed,
+                       progress=not as_json, **_labels(feature, labels_file))
+    if csv_path:
+        table.to_csv(csv_path)
+    shown = table if top == 0 else table.head(top)
+    if as_json:
+        click.echo(shown.to_json())
+        return
+    value_cols = [c for c in ("corr", "eta2", "auc") if c in table.columns]
+    _show(shown.rows, ["unit", "score", *value_cols, "mi", "probe", "p_value", "p_fwer"],
+          f"units by {table[0]['metric']} ({table[0]['n']} labelled tokens)")
+
+
+@analyze.command()
+@click.argument("trace", type=TRACE)
+@_labels_options
+@_kinds_option(None, "Comma-separated kinds to probe; default all recorded.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--l1", type=float, default=1e-3, show_default=True, help="L1 penalty (elastic net with --l2).")
+@click.option("--l2", type=float, default=1e-4, show_default=True)
+@click.option("--control/--no-control", default=True, show_default=True,
+              help="Train on a control task (random label per token type) and report selectivity.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
+def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json):
+    """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves."""
+    from gatescope.analysis.probes import probe_units
+    from gatescope.trace import load_trace
+
+    table = probe_units(load_trace(trace), kinds=kinds, epochs=epochs, l1=l1, l2=l2, control=control, seed=seed,
+                        progress=not as_json, **_labels(feature, labels_file))
+    if as_json:
+        click.echo(table.to_json())
+        return
+    _show(table.rows, ["name", "baseline", "score", "control", "selectivity", "k95", "curve", "top_units"],
+          "probes (held-out accuracy, or R² for continuous labels)")
+
+
+@analyze.command()
+@click.argument("trace", type=TRACE)
+@_kinds_option(None, "Comma-separated kinds; default the sigmoid gates (i,f,o / r,z).")
+@click.option("--low", type=float, default=0.1, show_default=True, help="Left-saturated below this.")
+@click.option("--high", type=float, default=0.9, show_default=True, help="Right-saturated above this.")
+@click.option("--top", type=int, default=20, show_default=True, help="Most saturated units to list (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
+def saturation(trace, kinds, low, high, top, as_json):
+    """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales."""
+    from gatescope.analysis.dynamics import saturation as saturation_table, timescales
+    from gatescope.names import parse_name
+    from gatescope.trace import load_trace
+
+    tr = load_trace(trace)
+    table = saturation_table(tr, kinds=kinds, low=low, high=high)
+    has_timescales = any(parse_name(n).kind in ("f", "z") for n in tr.names)
+    scales = timescales(tr) if has_timescales else None
+    rows = sorted(table.rows, key=lambda r: -(r["left"] + r["right"]))
+    rows = rows if top == 0 else rows[:top]
+    if as_json:
+        _emit_json({"saturation": rows, "timescales": scales.to_records() if scales is not None else []})
+        return
+    summary = {}
+    for r in table.rows:
+        s = summary.setdefault(r["name"], {"name": r["name"], "units": 0, "left": 0.0, "right": 0.0})
+        s["units"] += 1
+        s["left"] += r["left"]
+        s["right"] += r["right"]
+    for s in summary.values():
+        s["left"] /= s["units"]
+        s["right"] /= s["units"]
+    _show(list(summary.values()), ["name", "units", "left", "right"], f"mean saturation (< {low}, > {high})")
+    _show(rows, ["unit", "left", "right", "mean"], "most saturated units")
+    if scales is not None:
+        longest = sorted(scales.rows, key=lambda r: -r["timescale"])[: top or None]
+        _show(longest, ["unit", "mean", "timescale"], "longest timescales 1/(1 - mean gate), in steps")
+
+
+@analyze.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--stimuli", type=click.Path(dir_okay=False), help="Agreement stimuli TSV (default: the bundled ones).")
+@click.option("--conditions", default="nounpp_SP,nounpp_PS", show_default=True,
+              help="Conditions whose accuracy is the metric ('all' for every item).")
+@click.option("--units", "unit_list", help="Comma-separated units to test as a set, e.g. rnn.l0.fwd.h:3,rnn.l0.fwd.h:9.")
+@click.option("--top-from", "top_from", type=TRACE, help="Test the top --k units of a ranking over this trace.")
+@click.option("--feature", help="The trace feature to rank by (with --top-from).")
+@_kinds_option("h", "Kinds to rank (--top-from) or sweep.")
+@click.option("--k", type=int, default=4, show_default=True, help="Set size for --top-from and --greedy.")
+@click.option("--value", default="zero", show_default=True,
+              help="Hold units at: zero, mean (means over the --top-from trace) or a number.")
+@click.option("--draws", type=int, default=20, show_default=True, help="Random sets for the baseline.")
+@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Also ablate units one at a time.")
+@click.option("--greedy", is_flag=True, help="Also grow the most harmful set of --k units greedily.")
+@click.option("--top", type=int, default=10, show_default=True, help="Sweep results to report.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: baseline, set, sweep, greedy.")
+def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds, k, value, draws, sweep, greedy,
+           top, seed, as_json):
+    """Ablate units of MODEL and measure agreement accuracy, against random sets of the same size."""
+    import functools
+
+    import gatescope
+    from gatescope.analysis import causal
+    from gatescope.analysis.agreement import read_stimuli
+    from gatescope.analysis.selection import parse_kinds
+    from gatescope.stimuli.agreement import bundled_stimuli_path
+
+    if unit_list and top_from:
+        raise GatescopeError("give --units or --top-from, not both")
+    if top_from and not feature:
+        raise GatescopeError("--top-from needs --feature NAME (the label to rank units by)")
+    model = gatescope.load(model_path)
+    items = read_stimuli(stimuli or bundled_stimuli_path())
+    wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
+    metric = causal.agreement_metric(model, items, wanted)
+    trace = None
+    if top_from:
+        from gatescope.analysis.ranking import rank_units
+        from gatescope.trace import load_trace
+
+        trace = load_trace(top_from)
+        ranking = rank_units(trace, feature=feature, kinds=kinds, permutations=0)
+        chosen = causal.top_k(ranking, k)
+    else:
+        chosen = [u.strip() for u in unit_list.split(",") if u.strip()] if unit_list else []
+    if value not in ("zero", "mean"):
+        try:
+            value = float(value)
+        except ValueError:
+            raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
+    if value == "mean" and trace is None:
+        raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
+    edit = functools.partial(causal.ablate, value=value, trace=trace)
+    baseline = metric([])
+    result: dict[str, Any] = {"metric": metric.name, "conditions": wanted or "all", "baseline": baseline,
+                              "set": None, "sweep": [], "greedy": None}
+    if chosen:
+        causal.check_units(model, chosen)
+        result["set"] = causal.set_effect(metric, chosen, model=model, draws=draws, seed=seed, edit=edit,
+                                          baseline=baseline).to_dict()
+    every = causal.units_of(model, parse_kinds(kinds))
+    candidates = chosen or every
+    if not candidates:
+        raise GatescopeError(f"the model has no units of kind {kinds}")
+    if sweep:
+        table = causal.sweep(metric, candidates, edit=edit, baseline=baseline, progress=not as_json)
+        result["sweep"] = table.head(top).to_records()
+    if greedy:
+        result["greedy"] = causal.greedy_search(metric, every, k, edit=edit, baseline=baseline,
+                                                progress=not as_json).to_records()
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo(f"{metric.name} on {', '.join(wanted) if wanted else 'all items'}: {baseline:.3f} unablated")
+    if result["set"]:
+        s = result["set"]
+        click.echo(f"set {', '.join(s['units'])}: {s['value']:.3f} (drop {s['harm']:+.3f}); "
+                   f"{len(s['random_harms'])} random sets of {len(s['units'])}: drop {s['random_mean']:+.3f} "
+                   f"± {s['random_std']:.3f}")
+    if result["sweep"]:
+        _show(result["sweep"], ["unit", "value", "harm"], "single units, most harmful first")
+    if result["greedy"]:
+        _show(result["greedy"], ["size", "added", "value", "harm"], "greedy set search")
+
+
+@analyze.command()
+@click.argument("trace", type=TRACE)
+@click.option("--name", "quantity", required=True, help="The quantity to select in, e.g. rnn.l0.fwd.h.")
+@click.option("--start", type=int, required=True, help="First row of the selected span.")
+@click.option("--stop", type=int, required=True, help="Row after the span's last.")
+@click.option("--sequence", type=int, help="Count --start/--stop within this sequence instead of the whole trace.")
+@click.option("--threshold", type=float, default=0.3, show_default=True, help="A unit is on above this.")
+@click.option("--units", "unit_list", help="Comma-separated unit indices to match (default: those on over the span).")
+@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--include-self", is_flag=True, help="Allow matches overlapping the selection.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the selection and the matches, best first.")
+def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, include_self, as_json):
+    """Select units that are on over a span of TRACE; find where else they are on (LSTMVis)."""
+    from gatescope.analysis.patterns import match as match_spans, select
+    from gatescope.trace import load_trace
+
+    tr = load_trace(trace)
+    if sequence is not None:
+        rows = tr.sequence(sequence)
+        start, stop = rows.start + start, rows.start + stop
+    units_given = None
+    if unit_list:
+        try:
+            units_given = [int(u) for u in unit_list.split(",") if u.strip()]
+        except ValueError:
+            raise GatescopeError(f"--units takes unit indices such as 3,17; got {unit_list!r}") from None
+    selection = select(tr, quantity, start, stop, threshold, units_given)
+    table = match_spans(tr, selection, top=top, include_self=include_self)
+    if as_json:
+        _emit_json({"selection": {"name": selection.name, "units": list(selection.units), "start": selection.start,
+                                  "stop": selection.stop, "threshold": selection.threshold},
+                    "matches": table.to_records()})
+        return
+    click.echo(f"selected {len(selection.units)} unit(s) of {quantity} on over rows {selection.start}:{selection.stop}: "
+               f"{', '.join(map(str, selection.units))}")
+    _show(table.rows, ["rank", "start", "sequence", "position", "matched", "score", "text"], "matches")
+
+
+@analyze.command()
+@click.argument("trace", type=TRACE)
+@click.option("--unit", required=True, help="Unit whose gates to draw, e.g. rnn.l0.fwd.h:96 (its index in every kind).")
+@click.option("--sequences", default="0", show_default=True, help="Comma-separated sequence numbers, one line each.")
+@click.option("--kinds", help="Kinds to draw, one panel each (default g,i,f,c,o,h for an LSTM; r,z,n,h for a GRU).")
+@click.option("--title", help="Figure title (default: the unit).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output figure: .png, .svg or .pdf.")
+def profile(trace, unit, sequences, kinds, title, out):
+    """Draw a unit's gates and states along chosen sentences (Lakretz et al. 2019, Fig. 1)."""
+    from gatescope.analysis.dynamics import plot_gate_profile
+    from gatescope.analysis.selection import parse_kinds
+    from gatescope.trace import load_trace
+
+    try:
+        seqs = [int(s) for s in sequences.split(",") if s.strip()]
+    except ValueError:
+        raise GatescopeError(f"--sequences takes sequence numbers such as 0,1,2; got {sequences!r}") from None
+    path = plot_gate_profile(load_trace(trace), unit, seqs, out, kinds=parse_kinds(kinds) if kinds else None,
+                             title=title)
+    click.echo(f"wrote {path}", err=True)
