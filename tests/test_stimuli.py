@@ -1,0 +1,223 @@
+"""Agreement stimuli (labels, conditions, hold-out) and per-character code features (tokenize)."""
+from __future__ import annotations
+
+import ast
+import math
+import random
+
+import numpy as np
+import pytest
+
+from gatescope.analysis.agreement import read_stimuli
+from gatescope.errors import GatescopeError
+from gatescope.stimuli.agreement import (
+    CONDITIONS, LEXICON, NOUN_PL, NOUN_SG, VERB_PL, VERB_SG, bundled_stimuli_path, generate_stimuli,
+    is_heldout_pair, make_stimulus, training_corpus, write_stimuli,
+)
+from gatescope.stimuli.code_features import FEATURES, code_features
+
+NAN = math.nan
+
+
+def same(a, b):
+    """Tuples equal, NaN equal to NaN."""
+    return len(a) == len(b) and all((x != x and y != y) or x == y for x, y in zip(a, b))
+
+
+# --- agreement stimuli -----------------------------------------------------------------------------
+
+def test_conditions_cover_the_issue():
+    for structure in ("simple", "adv", "namepp"):
+        assert {f"{structure}_S", f"{structure}_P"} <= set(CONDITIONS)
+    for structure in ("nounpp", "objrc"):
+        assert {f"{structure}_{n}" for n in ("SS", "SP", "PS", "PP")} <= set(CONDITIONS)
+
+
+def test_lexicon_is_aligned_by_lemma_and_unambiguous():
+    assert len(NOUN_SG) == len(NOUN_PL) and len(VERB_SG) == len(VERB_PL)
+    assert ("boy", "boys") in zip(NOUN_SG, NOUN_PL) and ("child", "children") in zip(NOUN_SG, NOUN_PL)
+    assert ("greets", "greet") in zip(VERB_SG, VERB_PL)
+    words = [w for category in LEXICON.values() for w in category]
+    assert len(words) == len(set(words)), "a word in two categories would make its number ambiguous"
+
+
+def test_nounpp_labels_hand_checked():
+    item = make_stimulus("nounpp", NOUN_SG.index("boy"), VERB_SG.index("greets"), "SP", random.Random(0))
+    prep = item.tokens[2]
+    assert item.tokens == ("the", "boy", prep, "the", item.tokens[4], "greets")
+    assert item.tokens[4] in NOUN_PL and item.tokens[4] != "boys"
+    assert item.prefix == f"the boy {prep} the {item.tokens[4]}" and item.correct == "greets"
+    assert item.wrong == "greet" and item.condition == "nounpp_SP"
+    assert same(item.subject_number, (NAN, 0, 0, 0, 0, 0))
+    assert item.in_attractor == (0, 0, 1, 1, 1, 0)
+    assert item.is_verb == (0, 0, 0, 0, 0, 1)
+
+
+def test_objrc_and_plural_labels_hand_checked():
+    item = make_stimulus("objrc", NOUN_SG.index("boy"), VERB_SG.index("greets"), "PS", random.Random(1))
+    the, boys, that, the2, attractor, embedded, verb = item.tokens
+    assert (the, boys, that, the2, verb, item.wrong) == ("the", "boys", "that", "the", "greet", "greets")
+    assert attractor in NOUN_SG and embedded in VERB_SG  # the embedded verb agrees with the attractor
+    assert same(item.subject_number, (NAN, 1, 1, 1, 1, 1, 1))
+    assert item.in_attractor == (0, 0, 1, 1, 1, 1, 0)
+    assert item.is_verb == (0, 0, 0, 0, 0, 0, 1)
+    adv = make_stimulus("adv", 0, 0, "P", random.Random(2))
+    assert adv.tokens[:2] == ("the", "boys") and adv.tokens[2] in LEXICON["adv"] and adv.correct == "greet"
+    assert adv.in_attractor == (0, 0, 0, 0)
+    namepp = make_stimulus("namepp", 0, 0, "S", random.Random(3))
+    assert namepp.tokens[3] in LEXICON["name"] and namepp.in_attractor == (0, 0, 1, 1, 0)
+
+
+def test_every_generated_item_is_consistent():
+    items = generate_stimuli(per_condition=30, seed=7)
+    assert {item.condition for item in items} == set(CONDITIONS)
+    for item in items:
+        n = len(item.tokens)
+        assert len(item.subject_number) == len(item.in_attractor) == len(item.is_verb) == n
+        plural = item.tokens[1] in NOUN_PL
+        assert item.condition.split("_")[1][0] == ("P" if plural else "S")
+        assert same(item.subject_number, (NAN,) + (float(plural),) * (n - 1))
+        assert item.is_verb == (0,) * (n - 1) + (1,)
+        verbs, others = (VERB_PL, VERB_SG) if plural else (VERB_SG, VERB_PL)
+        assert others[verbs.index(item.correct)] == item.wrong
+        if item.condition.startswith(("nounpp", "objrc")):
+            attractor = item.tokens[4]
+            assert item.condition[-1] == ("P" if attractor in NOUN_PL else "S")
+
+
+def test_evaluation_pairs_are_held_out_of_the_training_corpus():
+    items = generate_stimuli()
+    for item in items:
+        verbs = VERB_SG if item.correct in VERB_SG else VERB_PL
+        nouns = NOUN_SG if item.tokens[1] in NOUN_SG else NOUN_PL
+        assert is_heldout_pair(nouns.index(item.tokens[1]), verbs.index(item.correct))
+    evaluation = {item.tokens for item in items}
+    lengths = sorted({len(t) for t in evaluation})
+    corpus = training_corpus(20000, seed=1)
+    for sentence in corpus:
+        assert not any(tuple(sentence[:n]) in evaluation for n in lengths), sentence
+    # the grammar does produce every structure, with attractors of both numbers
+    joined = [" ".join(s) for s in corpus]
+    assert any(" that the " in s for s in joined) and any(" near the " in s for s in joined)
+
+
+def test_training_corpus_is_deterministic_and_agrees():
+    assert training_corpus(50, seed=3) == training_corpus(50, seed=3)
+    assert training_corpus(50, seed=3) != training_corpus(50, seed=4)
+    for sentence in training_corpus(2000, seed=5):
+        if sentence[0] != "the" or sentence[2] not in LEXICON["prep"]:
+            continue
+        verb = next(w for w in sentence[3:] if w in VERB_SG or w in VERB_PL)  # after "P the N" / "P NAME"
+        assert (verb in VERB_PL) == (sentence[1] in NOUN_PL), sentence
+
+
+def test_bundled_stimuli_are_the_generator_output(tmp_path):
+    written = tmp_path / "stimuli.tsv"
+    write_stimuli(generate_stimuli(), written)
+    assert written.read_bytes() == bundled_stimuli_path().read_bytes()
+    items = read_stimuli(written)
+    assert [(i.prefix, i.correct, i.wrong, i.condition) for i in items] == [
+        (s.prefix, s.correct, s.wrong, s.condition) for s in generate_stimuli()
+    ]
+
+
+# --- code features ---------------------------------------------------------------------------------
+
+TRICKY = (
+    'def f(a, b=[1, (2)]):  # comment (with brackets [\n'
+    '\tx = """multi\nline ( string"""\n'
+    "\tif x:\n"
+    "\t\treturn f\"{a!r} {{b}} {x['k']}\" + 'q' + rb'\\d'\n"
+    "\n"
+    "    # a comment line at another indentation\n"
+    "y = {\n"
+    "  1: (2,\n"
+    "      [3])}  # end\n"
+    "s = 'caf\u00e9 \u2603'  # non-ASCII: columns count characters\n"
+    "z = 1 + \\\n"
+    "    2"
+)
+
+
+def _ast_string_spans(source: str) -> np.ndarray:
+    """Reference in_string from the AST (string constants and f-strings); ASCII offsets per line."""
+    lines = source.split("\n")
+    starts = np.cumsum([0] + [len(line) + 1 for line in lines])
+    mask = np.zeros(len(source), np.float32)
+
+    def offset(row, col):  # ast columns count UTF-8 bytes
+        return int(starts[row - 1]) + len(lines[row - 1].encode()[:col].decode())
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))):
+            mask[offset(node.lineno, node.col_offset):offset(node.end_lineno, node.end_col_offset)] = 1
+    return mask
+
+
+def _reference(source: str) -> dict[str, np.ndarray]:
+    """in_comment and bracket_depth by scanning characters outside the AST's strings."""
+    in_string = _ast_string_spans(source)
+    in_comment = np.zeros(len(source), np.float32)
+    depth = np.zeros(len(source), np.float32)
+    level, comment = 0, False
+    for i, ch in enumerate(source):
+        if ch in "\r\n":  # the line ending is not part of the comment
+            comment = False
+        elif ch == "#" and not in_string[i]:
+            comment = True
+        in_comment[i] = comment
+        code = not (in_string[i] or comment)
+        if code and ch in "([{":
+            level += 1
+        depth[i] = level
+        if code and ch in ")]}":
+            level -= 1
+    return {"in_string": in_string, "in_comment": in_comment, "bracket_depth": depth}
+
+
+@pytest.mark.parametrize("source", [
+    TRICKY,
+    TRICKY.replace("\n", "\r\n"),
+    "x = ('a' 'b')  # implicit concatenation\n",
+    'print(f"{ {1: [2]}[1][0] }")\n',
+    "",
+    "pass",
+])
+def test_code_features_match_an_ast_reference_one_value_per_character(source):
+    features = code_features(source)
+    assert list(features) == list(FEATURES)
+    for name, values in features.items():
+        assert values.shape == (len(source),) and values.dtype == np.float32, name
+    reference = _reference(source)
+    if "'a' 'b'" in source:  # the AST joins implicit concatenation into one constant, tokenize does not
+        reference["in_string"][source.index("' '") + 1] = 0
+    for name, expected in reference.items():
+        np.testing.assert_array_equal(features[name], expected, err_msg=name)
+
+
+def test_indent_level_hand_checked():
+    levels = code_features(TRICKY)["indent_level"]
+    lines = TRICKY.split("\n")
+    starts = np.cumsum([0] + [len(line) + 1 for line in lines])
+    per_line = [set(levels[starts[r]:starts[r] + len(lines[r]) + (r < len(lines) - 1)].tolist())
+                for r in range(len(lines))]
+    # def, x = """, line ( string""", if, return, blank, comment, y = {, 1: (2,, [3])}, s =, z =, 2
+    assert per_line == [{0}, {1}, {1}, {1}, {2}, {2}, {2}, {0}, {0}, {0}, {0}, {0}, {0}]
+
+
+def test_char_features_align_with_the_char_tokenizer():
+    from gatescope.vocab import Vocabulary
+
+    vocab = Vocabulary(["<unk>"] + sorted(set(TRICKY)), "char", "<unk>")
+    assert len(vocab.encode(TRICKY)) == len(code_features(TRICKY)["in_string"])
+
+
+@pytest.mark.parametrize("source, line, what", [
+    ('x = """never closed\n\n', 1, "EOF in multi-line string"),
+    ("x = (1,\n  2\n", 3, "EOF in multi-line statement"),  # tokenize reports the end of file
+    ("if x:\n    a = 1\n  b = 2\n", 3, "unindent does not match"),
+])
+def test_source_that_does_not_tokenize_is_a_clear_error(source, line, what):
+    with pytest.raises(GatescopeError, match=rf"^broken\.py:{line}: cannot tokenize the source: .*{what}") as info:
+        code_features(source, "broken.py")
+    assert "\n" not in str(info.value)
