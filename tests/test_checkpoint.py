@@ -177,6 +177,18 @@ def test_encoder_decoder_lists_both_modules_and_chains_them_by_size(tmp_path):
         torch.testing.assert_close(model(ids), reference(ids), rtol=0, atol=1e-6)
 
 
+def test_recorded_names_carry_the_checkpoint_prefixes(tmp_path):
+    import gatescope
+
+    torch.manual_seed(3)
+    model = load(save(tmp_path / "ed.safetensors", {"": EncoderDecoder()}))
+    with torch.no_grad(), gatescope.record(model, kinds=["h"]) as rec:
+        out = model(torch.randint(0, len(WORDS), (2, 5)), torch.tensor([5, 3]))
+    assert out.shape == (2, 5, len(WORDS))
+    assert sorted(rec.trace.names) == ["decoder.rnn.l0.fwd.h", "encoder.rnn.l0.fwd.h"]
+    assert rec.trace.offsets.tolist() == [0, 5, 8]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_weights_load_as_float32_on_the_cpu(tmp_path, dtype):
     torch.manual_seed(4)

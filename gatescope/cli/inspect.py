@@ -6,7 +6,6 @@ Fei-Fei 2015 (fraction of time a gate is < 0.1 or > 0.9).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -137,9 +136,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def open_browser(trace) -> None:
-    """Open the trace browser, when gatescope.tui.app is there to open."""
-    if importlib.util.find_spec("gatescope.tui.app") is None:
-        return
+    """Open the trace browser (Textual, imported only here) on the trace."""
     from gatescope.tui.app import run_browser
 
     run_browser(trace)
