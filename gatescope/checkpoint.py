@@ -211,6 +211,8 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
 
     if "recurrent" in roles:
         names = roles["recurrent"] if isinstance(roles["recurrent"], list) else [roles["recurrent"]]
+        if not names or not all(isinstance(n, str) for n in names):
+            raise GatescopeError(f"metadata role 'recurrent' must list module names, not {roles['recurrent']!r}")
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise GatescopeError(
