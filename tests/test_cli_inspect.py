@@ -167,7 +167,7 @@ def test_tables_are_printed_and_the_browser_opens_only_on_a_terminal(tmp_path, c
     _, path = language_model(tmp_path, metadata=word_metadata(sample_text=["the boy greets"]))
     main(["inspect", str(path)])
     out = capsys.readouterr().out
-    for heading in ("Recurrent modules", "Gates", "Gate saturation over 1 sequences, 3 tokens", "rnn.l0.fwd.f"):
+    for heading in ("Recurrent modules", "Gates", "Gate saturation over 1 sequence, 3 tokens", "rnn.l0.fwd.f"):
         assert heading in out
     assert browsed == []  # stdout is not a terminal here
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from gatescope.cli.trace import gather_inputs, record_inputs
+from gatescope.cli.trace import counted, gather_inputs, record_inputs
 from gatescope.errors import GatescopeError
 
 DEFAULT_WORDS = 8  # words of the vocabulary run when the metadata has no sample_text
@@ -123,7 +123,7 @@ def print_report(report: dict[str, Any]) -> None:
     if report["saturation"]:
         trace = report["trace"]
         saturation = table(
-            f"Gate saturation over {trace['sequences']} sequences, {trace['tokens']} tokens: "
+            f"Gate saturation over {counted(trace['sequences'], 'sequence')}, {counted(trace['tokens'], 'token')}: "
             "fraction of time < 0.1 (left) or > 0.9 (right), and units saturated more than half the time",
             "quantity", "left", "right", "units left", "units right",
         )
@@ -149,7 +149,8 @@ def open_browser(trace) -> None:
               help="Run the model on this text and report gate saturation (repeatable).")
 @click.option("--ids", "ids", multiple=True, metavar='"3 17 4"', help="Run the model on these token ids (repeatable).")
 @click.option("--input", "input_path", metavar="X.safetensors",
-              help="Float inputs for a model without an embedding: one tensor [sequences, time, input_size].")
+              help="Float inputs for a model without an embedding: one tensor [sequences, time, input_size] "
+                   "or [time, input_size].")
 @click.option("--no-tui", is_flag=True, help="Do not open the trace browser, even on a terminal.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
 def inspect(model: Path | None, as_json: bool, texts, ids, input_path, no_tui: bool, device: str) -> None:

@@ -197,6 +197,13 @@ def check_writable(path: Path) -> None:
     os.unlink(probe)
 
 
+def counted(n: int, noun: str) -> str:
+    """``counted(1, "sequence") == "1 sequence"``, ``counted(2, "quantity") == "2 quantities"``."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
+
+
 def split_list(values: tuple[str, ...]) -> list[str] | None:
     """Repeatable, comma-separated option values -> a list (None when none given)."""
     items = [item for value in values for item in value.replace(",", " ").split()]
@@ -245,6 +252,5 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
         dtype=DTYPES[dtype], meta={"model": str(model), "input": inputs.description},
     )
     result.save(output)
-    click.echo(
-        f"wrote {output}: {result.num_sequences} sequences, {result.num_tokens} tokens, {len(result)} quantities"
-    )
+    click.echo(f"wrote {output}: {counted(result.num_sequences, 'sequence')}, "
+               f"{counted(result.num_tokens, 'token')}, {counted(len(result), 'quantity')}")
