@@ -80,7 +80,7 @@ def fit_probe(
     l2: float = 1e-4,
     epochs: int = 10,
     batch_size: int = 256,
-    lr: float = 1e-2,
+    lr: float = 0.05,
     seed: int = 0,
 ) -> Probe:
     """Train a probe on ``units`` (default all) of ``name`` over the rows where ``rows`` [N] holds."""
