@@ -25,7 +25,7 @@ from gatescope.tui import export
 from gatescope.tui.commands import BrowserCommands
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.help_screen import HelpScreen
-from gatescope.tui.messages import CursorMoved, RowChosen, SequenceChosen, UnitChosen
+from gatescope.tui.messages import RowChosen, SequenceChosen, UnitChosen
 from gatescope.tui.prompt import Prompt
 from gatescope.tui.ranked_units import RankedUnits
 from gatescope.tui.sequence_list import SequenceList
@@ -96,15 +96,19 @@ class GatescopeApp(App[None]):
         self.heatmap.focus()
         self.heatmap.show(self.layer, self.kind)
         self.query_one(RankedUnits).show(self.name_shown)
+        self.watch(self.heatmap, "cursor", self._update_views, init=False)
         self.watch(self.heatmap, "scroll_x", self._window_moved, init=False)
 
     # -- keeping the views together ------------------------------------------------------------
-    @on(CursorMoved)
-    def _cursor_moved(self, event: CursorMoved) -> None:
-        self._update_views()
-
     def _window_moved(self) -> None:
-        self.call_after_refresh(self._update_views)
+        """The heatmap scrolled (mouse, scrollbar): realign the unit detail once it has settled."""
+
+        def realign() -> None:
+            detail = self.query_one(UnitDetail)
+            if (detail.start, detail.stop) != self.heatmap.visible_rows():
+                self._update_views()
+
+        self.call_after_refresh(realign)
 
     def _update_views(self) -> None:
         heatmap = self.heatmap
@@ -115,7 +119,7 @@ class GatescopeApp(App[None]):
         self.query_one(TextView).show(self.name_shown, unit, row)
         sequence = self.source.sequence_of(row)
         self.query_one(SequenceList).highlight(sequence)
-        self.query_one("#status", Static).update(self._status(unit, row, sequence))
+        self.query_one("#status", Static).update(self._status(unit, row, sequence), layout=False)
 
     def _status(self, unit: int, row: int, sequence: int) -> Text:
         start, _ = self.source.sequence_rows(sequence)

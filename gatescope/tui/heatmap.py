@@ -16,11 +16,11 @@ from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
+from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gatescope.tui.colors import PairStyles
-from gatescope.tui.messages import CursorMoved
 from gatescope.tui.source import Layer, TraceSource
 
 HALF = "▀"
@@ -51,6 +51,9 @@ class Heatmap(ScrollView, can_focus=True):
         Binding("plus", "zoom(1)", "wider", show=False),
         Binding("minus", "zoom(-1)", "narrower", show=False),
     ]
+
+    cursor: reactive[tuple[int, int]] = reactive((0, 0), repaint=False, init=False)
+    """(unit, row) under the cursor; the app watches it to move the other views in the same frame."""
 
     def __init__(self, source: TraceSource, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -111,7 +114,7 @@ class Heatmap(ScrollView, can_focus=True):
         self.move_to(min(self.unit, layer.hidden - 1), self.row)
 
     def move_to(self, unit: int, row: int) -> None:
-        """Put the cursor on (unit, row), scroll it into view and tell the app."""
+        """Put the cursor on (unit, row), scroll it into view and set `cursor` (which the app watches)."""
         unit = min(max(unit, 0), self.rnn_layer.hidden - 1)
         row = min(max(row, 0), self.source.num_tokens - 1)
         old_line = self.unit // 2
@@ -120,7 +123,7 @@ class Heatmap(ScrollView, can_focus=True):
         self.refresh_lines(old_line + 1)
         self.refresh_lines(unit // 2 + 1)
         self.refresh(Region(0, 0, self.size.width, 1))  # the ruler marks the cursor's token
-        self.post_message(CursorMoved(unit, row))
+        self.cursor = (unit, row)
 
     def _scroll_into_view(self) -> None:
         x, y = self.scroll_offset

@@ -1,21 +1,14 @@
 """Messages the browser's widgets send up to the app (Textual's "attributes down, messages up").
 
 The app owns the selection (quantity, unit, token row); widgets report what the user
-picked with these messages and the app moves every view to it.
+picked with these messages and the app moves every view to it. (The heatmap's own cursor
+is a reactive the app watches, so all views follow it within the same frame.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from textual.message import Message
-
-
-@dataclass
-class CursorMoved(Message):
-    """The heatmap cursor now sits on ``unit`` at token row ``row``."""
-
-    unit: int
-    row: int
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Label, Select
+from textual.widgets import Button, DataTable, Label, Select
 from textual.worker import get_current_worker
 
 from gatescope.tui import ranking
@@ -22,6 +22,7 @@ from gatescope.tui.source import TraceSource
 
 SATURATION = "saturation"
 TOP = 100  # rows shown
+AUTO_LIMIT = 2**25  # values (rows x units): rank larger quantities only when asked (it streams the whole quantity)
 
 
 class RankedUnits(Vertical):
@@ -38,6 +39,7 @@ class RankedUnits(Vertical):
         options = [(f"feature: {f}", f) for f in self.source.trace.features] + [("saturation", SATURATION)]
         yield Select(options, value=options[0][1], allow_blank=False, id="rank-by")
         yield Label("", id="rank-status")
+        yield Button("rank", id="rank-now", compact=True)
         table = DataTable(cursor_type="row", zebra_stripes=True, id="rank-table")
         table.add_columns("#", "unit", "score")
         yield table
@@ -47,21 +49,36 @@ class RankedUnits(Vertical):
         return str(self.query_one("#rank-by", Select).value)
 
     def choose(self, criterion: str) -> None:
-        """Rank by ``criterion`` (a feature name or "saturation")."""
-        self.query_one("#rank-by", Select).value = criterion
+        """Rank by ``criterion`` (a feature name or "saturation"), now."""
+        select = self.query_one("#rank-by", Select)
+        if select.value == criterion:
+            self.rank()
+        else:
+            select.value = criterion  # -> Select.Changed -> rank()
 
     def show(self, name: str) -> None:
-        """Rank the units of quantity ``name`` (again) if it changed."""
-        if name != self.quantity:
-            self.quantity = name
+        """Show quantity ``name``: rank its units now if it is small, else offer the rank button."""
+        if name == self.quantity:
+            return
+        self.quantity = name
+        if self.source.num_tokens * int(self.source.trace[name].shape[1]) <= AUTO_LIMIT:
             self.rank()
+            return
+        self.scores = None
+        self.query_one("#rank-table", DataTable).clear()
+        gigabytes = self.source.trace[name].nbytes / 1e9
+        self.query_one("#rank-status", Label).update(f"{name}: {gigabytes:.1f} GB to read; press rank")
+        self.query_one("#rank-now", Button).display = True
 
     @on(Select.Changed, "#rank-by")
-    def _criterion_changed(self) -> None:
+    @on(Button.Pressed, "#rank-now")
+    def _asked(self) -> None:
         if self.quantity:
             self.rank()
 
     def rank(self) -> None:
+        """Rank the units of the current quantity by the chosen criterion, in a worker."""
+        self.query_one("#rank-now", Button).display = False
         self.scores = None
         self.query_one("#rank-table", DataTable).clear()
         self.query_one("#rank-status", Label).update(f"ranking {self.quantity} by {self.criterion} …")

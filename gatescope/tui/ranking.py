@@ -18,7 +18,7 @@ import numpy as np
 from gatescope.names import SIGMOID_KINDS, parse_name
 from gatescope.trace import Trace
 
-CHUNK = 16384  # rows per read: CHUNK x H float32 at a time
+CHUNK = 4096  # rows per read: a few CHUNK x H float64 arrays at a time
 Progress = Callable[[float], bool]  # called with the fraction done; returns False to stop
 
 

@@ -87,17 +87,26 @@ class TraceSource:
         self._blocks.set(key, block)
         return block
 
-    def window(self, name: str, start: int, stop: int, levels: bool = False) -> np.ndarray:
-        """Rows start:stop (clipped to the trace) as float32 values or uint8 levels, (stop-start, H)."""
+    def window(
+        self, name: str, start: int, stop: int, levels: bool = False, units: slice | int = slice(None)
+    ) -> np.ndarray:
+        """Rows start:stop (clipped to the trace) of some units, as float32 values or uint8 levels.
+
+        (stop-start, U) for a slice of units, (stop-start,) for one unit.
+        """
         start, stop = max(start, 0), min(stop, self.num_tokens)
         if stop <= start:
             hidden = int(self.trace[name].shape[1])
-            return np.empty((0, hidden), dtype=np.uint8 if levels else np.float32)
+            return np.empty((0, hidden), dtype=np.uint8 if levels else np.float32)[:, units]
         first, last = start // BLOCK, (stop - 1) // BLOCK
-        parts = [self.block(name, b)[1 if levels else 0] for b in range(first, last + 1)]
+        parts = [self.block(name, b)[1 if levels else 0][:, units] for b in range(first, last + 1)]
         joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
         base = first * BLOCK
         return joined[start - base:stop - base]
+
+    def column(self, name: str, start: int, stop: int, unit: int) -> np.ndarray:
+        """One unit's values over rows start:stop: (stop-start,) float32."""
+        return self.window(name, start, stop, units=unit)
 
     def value(self, name: str, row: int, unit: int) -> float:
         """The exact recorded value of one unit at one row."""

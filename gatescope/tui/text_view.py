@@ -2,20 +2,36 @@
 
 The display of Karpathy, Johnson & Fei-Fei 2015 ("Visualizing and understanding recurrent
 networks", Fig. 2): the characters or words of the input, each with its background set
-by the selected unit's value at that step, wrapping like text. For long sequences only
-the stretch around the cursor that fits the widget is shown; clicking a token moves the
-cursor to it.
+by the selected unit's value at that step, wrapping like text. Only the stretch of the
+sequence around the cursor that fits is laid out (a sequence may be a whole corpus); the
+widget wraps the tokens itself and draws with the Line API, so it also knows which token a
+click lands on and moves the cursor there.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from textual import events
+from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.names import parse_name
 from gatescope.tui.messages import RowChosen
 from gatescope.tui.source import TraceSource
 
 CURSOR = Style(underline=True, bold=True, reverse=True)
+MORE = Style(color="#8a8a8a")
+
+
+class Placed(NamedTuple):
+    """A token laid out on a line: its first cell, its text and its trace row (-1: an ellipsis)."""
+
+    x: int
+    text: str
+    row: int
 
 
 class TextView(Widget):
@@ -27,46 +43,97 @@ class TextView(Widget):
         self.quantity = ""
         self.unit = 0
         self.row = 0
+        self._lines: list[list[Placed]] = []
+        self._styles: dict[int, Style] = {}
+        self._key: tuple | None = None
 
-    def show(self, name: str, unit: int, row: int) -> None:
-        self.quantity, self.unit, self.row = name, unit, row
+    def show(self, quantity: str, unit: int, row: int) -> None:
+        self.quantity, self.unit, self.row = quantity, unit, row
         self.refresh()
 
-    def window(self) -> tuple[int, int]:
-        """The rows shown: the cursor's sequence, cut to about what fits around the cursor."""
+    def lines(self) -> list[list[Placed]]:
+        """The laid-out lines for the current quantity, unit, cursor and size (recomputed when they change)."""
+        key = (self.quantity, self.unit, self.row, self.size.width, self.size.height)
+        if key != self._key and self.quantity:
+            self._key = key
+            self._layout()
+        return self._lines
+
+    def _layout(self) -> None:
+        width, height = max(self.size.width, 1), max(self.size.height, 1)
         start, stop = self.source.sequence_rows(self.source.sequence_of(self.row))
-        per_token = 2 if self.source.tokenizer == "char" else 7  # cells, a rough guess for words
-        budget = max(self.size.width * max(self.size.height, 1) // per_token, 8)
-        before = budget * 2 // 5
-        first = max(start, self.row - before)
-        return first, min(stop, first + budget)
+        per_token = 1 if self.source.tokenizer == "char" else 4
+        first = max(start, self.row - width * height // (2 * per_token))
+        lines = self._wrap(first, start, stop, width, height)
+        cursor_line = next((i for i, line in enumerate(lines) for p in line if p.row == self.row), None)
+        if cursor_line is None or cursor_line >= height:  # too far down: start closer to the cursor
+            back = (height - 1) // 2
+            first = max(start, self.row - width * back // (per_token + 1) - 1)
+            lines = self._wrap(first, start, stop, width, height)
+        self._lines = lines[:height]
+        rows = [p.row for line in self._lines for p in line if p.row >= 0]
+        if rows:
+            levels = self.source.scales[parse_name(self.quantity).kind].levels(
+                self.source.column(self.quantity, rows[0], rows[-1] + 1, self.unit)
+            )
+            styles = self.source.scales[parse_name(self.quantity).kind].text_styles
+            self._styles = {row: styles[levels[row - rows[0]]] for row in rows}
 
-    def render(self) -> Text:
-        if not self.quantity:
-            return Text("")
-        first, last = self.window()
-        tokens = self.source.tokens(first, last)
-        values = self.source.window(self.quantity, first, last)[:, self.unit]  # (W,)
-        scale = self.source.scales[self.quantity.rsplit(".", 1)[1]]
-        levels = scale.levels(values)
+    def _wrap(self, first: int, start: int, stop: int, width: int, height: int) -> list[list[Placed]]:
+        """Lay tokens from row ``first`` out in lines of ``width`` cells until ``2 * height`` lines."""
         char = self.source.tokenizer == "char"
-        text = Text(no_wrap=False, overflow="fold")
-        sequence_start, _ = self.source.sequence_rows(self.source.sequence_of(self.row))
-        if first > sequence_start:
-            text.append("… ")
-        for i, token in enumerate(tokens):
-            row = first + i
-            style = scale.text_styles[int(levels[i])] + Style(meta={"@click": f"pick({row})"})
-            if row == self.row:
-                style += CURSOR
-            if char and token == "\n":
-                text.append("↵", style)
-                text.append("\n")
-                continue
-            text.append(token, style)
-            if not char:
-                text.append(" ")
-        return text
+        lines: list[list[Placed]] = [[]]
+        x = 0
+        if first > start:
+            lines[0].append(Placed(0, "… ", -1))
+            x = 2
+        row = first
+        batch = max(width * height, 64)
+        while row < stop and len(lines) <= 2 * height:
+            for token in self.source.tokens(row, min(stop, row + batch)):
+                text = token.replace("\n", "↵")
+                if not char:
+                    text = text[:width]
+                cells = cell_len(text)
+                if x + cells > width and x > 0:
+                    lines.append([])
+                    x = 0
+                lines[-1].append(Placed(x, text, row))
+                x += cells + (0 if char else 1)  # words are followed by a space
+                if char and token == "\n":
+                    lines.append([])
+                    x = 0
+                row += 1
+                if len(lines) > 2 * height:
+                    break
+        return lines
 
-    def action_pick(self, row: int) -> None:
-        self.post_message(RowChosen(row))
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        lines = self.lines()
+        if y >= len(lines):
+            return Strip.blank(width)
+        segments = []
+        x = 0
+        for placed in lines[y]:
+            if placed.x > x:
+                segments.append(Segment(" " * (placed.x - x)))
+            if placed.row < 0:
+                style = MORE
+            else:
+                style = self._styles.get(placed.row, MORE)
+                if placed.row == self.row:
+                    style += CURSOR
+            segments.append(Segment(placed.text, style))
+            x = placed.x + cell_len(placed.text)
+        return Strip(segments).crop_extend(0, width, None)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        lines = self.lines()
+        if offset is None or offset.y >= len(lines):
+            return
+        for placed in lines[offset.y]:
+            if placed.row >= 0 and placed.x <= offset.x <= placed.x + cell_len(placed.text):
+                self.post_message(RowChosen(placed.row))
+                return

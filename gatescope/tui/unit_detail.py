@@ -3,21 +3,24 @@
 One sparkline per kind (i f g o c h for an LSTM, r z n h for a GRU), on the heatmap's time
 axis (same columns, same cell width), so a gate and the state it drives read together:
 the view of Lakretz et al. 2019, Fig. 1 (c~, i, f, c, o of one unit across a sentence).
-The first line gives the exact recorded values at the cursor.
+The first line gives the exact recorded values at the cursor. Drawn with the Line API
+(`render_line` -> `Strip`), one run-length segment per run of equal glyph and colour.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 from gatescope.tui.colors import SPARK
 from gatescope.tui.source import Layer, TraceSource
 
 LABEL = Style(color="#8a8a8a")
+VALUE = Style(color="#e4e4e4", bold=True)
 CURSOR = Style(reverse=True)
 
 
@@ -33,10 +36,11 @@ class UnitDetail(Widget):
         self.indent = 0
 
     def show(self, layer: Layer, unit: int, row: int, window: tuple[int, int], cell_width: int, indent: int) -> None:
+        relayout = layer != self.rnn_layer  # the height is one line per kind
         self.rnn_layer, self.unit, self.row = layer, unit, row
         self.start, self.stop = window
         self.cell_width, self.indent = cell_width, indent
-        self.refresh(layout=True)
+        self.refresh(layout=relayout)
 
     def values_at_cursor(self) -> dict[str, float]:
         """kind -> the exact value of the unit at the cursor's row."""
@@ -46,32 +50,39 @@ class UnitDetail(Widget):
     def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001 (Textual's signature)
         return 1 + (len(self.rnn_layer.kinds) if self.rnn_layer else 0)
 
-    def render(self) -> Text:
-        if self.rnn_layer is None:
-            return Text("")
-        exact = "  ".join(f"{k} {_format(v)}" for k, v in self.values_at_cursor().items())
-        token = self.source.tokens(self.row, self.row + 1)[0]
-        text = Text(no_wrap=True, overflow="crop")
-        text.append(f"unit {self.unit}  row {self.row} {token!r}   ", LABEL)
-        text.append(exact)
-        for kind in self.rnn_layer.kinds:
-            text.append("\n")
-            text.append(f"{kind:>{self.indent - 1}} ", LABEL)
-            self._sparkline(text, kind)
-        return text
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self.rnn_layer is None or y > len(self.rnn_layer.kinds):
+            return Strip.blank(width)
+        if y == 0:
+            token = self.source.tokens(self.row, self.row + 1)[0]
+            segments = [Segment(f"unit {self.unit} {token!r} ", LABEL)]
+            for kind, value in self.values_at_cursor().items():
+                segments += [Segment(f" {kind} ", LABEL), Segment(_format(value), VALUE)]
+        else:
+            kind = self.rnn_layer.kinds[y - 1]
+            segments = [Segment(f"{kind:>{self.indent - 1}} ", LABEL), *self._sparkline(kind)]
+        return Strip(segments).crop_extend(0, width, None)
 
-    def _sparkline(self, text: Text, kind: str) -> None:
+    def _sparkline(self, kind: str) -> list[Segment]:
         scale = self.source.scales[kind]
-        values = self.source.window(self.rnn_layer.name(kind), self.start, self.stop)[:, self.unit]  # (W,)
+        values = self.source.column(self.rnn_layer.name(kind), self.start, self.stop, self.unit)  # (W,)
         with np.errstate(invalid="ignore"):
             heights = np.minimum(scale.unit_interval(values) * len(SPARK), len(SPARK) - 1)
+        heights = np.where(np.isnan(heights), -1, heights).astype(np.int64)  # -1: NaN, drawn blank
         levels = scale.levels(values)
-        for i, height in enumerate(heights.tolist()):
-            glyph = " " if math.isnan(height) else SPARK[int(height)]
-            style = scale.fg_styles[levels[i]]
-            if self.start + i == self.row:
-                style += CURSOR
-            text.append(glyph * self.cell_width, style)
+        code = heights * 256 + levels  # (W,) equal code -> equal glyph and colour
+        cursor = self.row - self.start
+        if 0 <= cursor < len(code):
+            code[cursor] = -2  # a run of its own
+        starts = np.flatnonzero(np.diff(code, prepend=-3))
+        ends = np.append(starts[1:], len(code))
+        segments = []
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            glyph = " " if heights[s] < 0 else SPARK[heights[s]]
+            style = scale.fg_styles[levels[s]] + (CURSOR if s == cursor else Style())
+            segments.append(Segment(glyph * ((e - s) * self.cell_width), style))
+        return segments
 
 
 def _format(value: float) -> str:

@@ -1,0 +1,160 @@
+"""Benchmark the trace browser on a big trace: first screen, key latency, resident memory.
+
+Drives `GatescopeApp` headless (Textual's Pilot, at a given terminal size) on TRACE and, as
+the baseline of the same run, on a 10,000-token trace of the same shape written by
+make_big_trace.py, and prints each figure for both with their ratio (about 1 means the
+cost does not grow with the trace). A key's latency is the time from the key press until
+the last frame it caused has been rendered and encoded for the terminal (the app's
+`_display` is wrapped to print each frame, as escape codes, into a buffer and note the time).
+TRACE's pages are dropped from the page cache first (posix_fadvise DONTNEED), so the first
+screen is read from disk. Targets (issue 5): first screen < 2 s, a key < 50 ms, RSS < 1 GB.
+
+    python benchmarks/make_big_trace.py /tmp/big.safetensors     # 1M tokens x 2 x 650, 15.6 GB
+    python benchmarks/bench_browser.py /tmp/big.safetensors [--rank]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def drop_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def import_seconds() -> float:
+    """Seconds a fresh interpreter takes to import the browser (torch included)."""
+    code = "import time; t = time.perf_counter(); import gatescope.tui.app; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> dict[str, float]:
+    from gatescope.trace import load_trace
+    from gatescope.tui.app import GatescopeApp
+    from gatescope.tui.messages import SequenceChosen
+
+    from rich.console import Console
+
+    drop_cache(path)
+    began = time.perf_counter()
+    app = GatescopeApp(load_trace(path))
+    figures: dict[str, float] = {}
+    terminal = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor", width=size[0])
+    frames: list[float] = []
+    display = app._display
+
+    def display_and_time(screen, renderable) -> None:  # noqa: ANN001
+        display(screen, renderable)
+        if renderable is not None:
+            terminal.file = io.StringIO()
+            terminal.print(renderable, end="")  # what a real terminal would be sent
+            frames.append(time.perf_counter())
+
+    app._display = display_and_time
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        app.screen._compositor.render_update(full=True)  # the whole first frame, heatmap lines included
+        figures["first screen (load + mount + paint), s"] = time.perf_counter() - began
+
+        async def latency(action, count: int) -> list[float]:
+            times = []
+            for _ in range(count):
+                frames.clear()
+                start = time.perf_counter()
+                await action()
+                await pilot.pause()  # until idle: every frame the key caused is in `frames`
+                times.append(frames[-1] - start if frames else math.nan)
+            return sorted(times)
+
+        def press(key: str):
+            return lambda: pilot.press(key)
+
+        rng = random.Random(0)
+        sequences = app.source.num_sequences
+
+        async def jump() -> None:
+            app.post_message(SequenceChosen(rng.randrange(sequences)))
+
+        for label, action, count in [
+            ("cursor right", press("right"), keys),
+            ("cursor down", press("down"), keys // 2),
+            ("page scroll (PgDn)", press("pagedown"), keys // 4),
+            ("page back (PgUp)", press("pageup"), keys // 8),
+            ("jump to a random sequence", jump, keys // 8),
+            ("switch kind (k)", press("k"), 12),
+        ]:
+            times = await latency(action, count)
+            figures[f"{label}: median, ms"] = statistics.median(times) * 1e3
+            figures[f"{label}: p95, ms"] = times[int(0.95 * (len(times) - 1))] * 1e3
+        figures["resident memory after browsing, MB"] = rss_mb()
+        if rank:
+            start = time.perf_counter()
+            app.action_rank("number")
+            await app.workers.wait_for_complete()
+            figures["rank one quantity by a feature, s"] = time.perf_counter() - start
+            figures["resident memory after ranking, MB"] = rss_mb()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace", type=Path)
+    parser.add_argument("--size", default="200x50", help="terminal WIDTHxHEIGHT")
+    parser.add_argument("--keys", type=int, default=200, help="cursor moves to time")
+    parser.add_argument("--rank", action="store_true", help="also time ranking one quantity (streams it all)")
+    parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    if args.run_one:  # a fresh process per trace, so memory figures do not mix
+        for name, value in asyncio.run(measure(args.trace, size, args.keys, args.rank)).items():
+            print(f"{name}\t{value}")
+        return
+
+    def run(path: Path) -> dict[str, float]:
+        cmd = [sys.executable, __file__, str(path), "--size", args.size, "--keys", str(args.keys), "--run-one"]
+        out = subprocess.run(cmd + (["--rank"] if args.rank else []), capture_output=True, text=True, check=True)
+        return {k: float(v) for k, v in (line.split("\t") for line in out.stdout.splitlines())}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "small.safetensors"
+        subprocess.run([sys.executable, str(HERE / "make_big_trace.py"), str(small), "--tokens", "10000"],
+                       check=True, capture_output=True)
+        baseline = run(small)
+    figures = run(args.trace)
+    imports = import_seconds()
+    print(f"trace: {args.trace} ({args.trace.stat().st_size / 1e9:.1f} GB); baseline: a 10,000-token trace of the "
+          f"same shape; terminal {args.size}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'figure':<48}{'big':>10}{'baseline':>10}{'ratio':>8}")
+    for name, value in figures.items():
+        print(f"{name:<48}{value:>10.2f}{baseline[name]:>10.2f}{value / baseline[name]:>8.2f}")
+    print(f"{'import gatescope.tui.app (fresh interpreter), s':<48}{imports:>10.2f}")
+    print(f"{'first screen from launch (import + first screen), s':<48}"
+          f"{imports + figures['first screen (load + mount + paint), s']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
