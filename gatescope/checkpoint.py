@@ -500,7 +500,8 @@ def load(
         vocab = Vocabulary.from_metadata(metadata)
     except GatescopeError as exc:
         raise GatescopeError(f"{path}: {exc}") from None
-    model = LoadedModel(specs, roles, shapes, metadata, vocab)
+    with torch.device("meta"):  # no random initialisation: every parameter comes from the file
+        model = LoadedModel(specs, roles, shapes, metadata, vocab)
     if vocab is not None and model.embedding is not None and len(vocab) != model.embedding.num_embeddings:
         raise GatescopeError(
             f"{path}: the vocabulary has {len(vocab)} tokens but the embedding has {model.embedding.num_embeddings} rows"
@@ -510,7 +511,7 @@ def load(
     if dtype is None:
         half = stored in (torch.float16, torch.bfloat16)
         dtype = torch.float32 if half and device.type == "cpu" else stored
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
