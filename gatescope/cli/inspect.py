@@ -80,7 +80,7 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     def table(title: str, *columns: str) -> Table:
-        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for i, column in enumerate(columns):
             t.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 0)
         return t
