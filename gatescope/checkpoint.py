@@ -237,11 +237,10 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
                 f"inconsistent shapes: decoder {decoder}.weight has shape {list(weight)}; expected "
                 f"[vocabulary, {chain[-1].output_size}] after {chain[-1].name}"
             )
-        decoder_bias = f"{decoder}.bias" in shapes
-        if decoder_bias and tuple(shapes[f"{decoder}.bias"]) != (weight[0],):
-            raise GatescopeError(
-                f"inconsistent shapes: {decoder}.bias has shape {list(shapes[f'{decoder}.bias'])}; expected [{weight[0]}]"
-            )
+        bias = shapes.get(f"{decoder}.bias")
+        decoder_bias = bias is not None
+        if decoder_bias and tuple(bias) != (weight[0],):
+            raise GatescopeError(f"inconsistent shapes: {decoder}.bias has shape {list(bias)}; expected [{weight[0]}]")
     return Roles(embedding, chain, decoder, decoder_bias)
 
 
@@ -504,7 +503,8 @@ def load(
         model = LoadedModel(specs, roles, shapes, metadata, vocab)
     if vocab is not None and model.embedding is not None and len(vocab) != model.embedding.num_embeddings:
         raise GatescopeError(
-            f"{path}: the vocabulary has {len(vocab)} tokens but the embedding has {model.embedding.num_embeddings} rows"
+            f"{path}: the vocabulary has {len(vocab)} tokens "
+            f"but the embedding has {model.embedding.num_embeddings} rows"
         )
     state = _read_tensors(path, model, specs)
     stored = _common_dtype(state.values())

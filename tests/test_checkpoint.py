@@ -295,6 +295,9 @@ def test_chain_and_decoder_shape_errors(tmp_path):
     save_file(tensors_of(nn.LSTM(3, 4)) | {"out.weight": torch.zeros(5, 7)}, str(tmp_path / "dec.safetensors"),
               metadata={"gatescope": json.dumps({"roles": {"decoder": "out"}})})
     one_line_error(tmp_path / "dec.safetensors", r"decoder out\.weight has shape \[5, 7\]; expected \[vocabulary, 4\]")
+    save_file(tensors_of(nn.LSTM(3, 4)) | {"out.weight": torch.zeros(5, 4), "out.bias": torch.zeros(3)},
+              str(tmp_path / "bias.safetensors"))
+    one_line_error(tmp_path / "bias.safetensors", r"out\.bias has shape \[3\]; expected \[5\]")
 
 
 @pytest.mark.parametrize(
@@ -304,7 +307,8 @@ def test_chain_and_decoder_shape_errors(tmp_path):
         ("[1, 2]", "must be a JSON object"),
         (json.dumps({"format": "gatescope.trace"}), "is a gatescope.trace file, not a model"),
         (json.dumps({"version": 99}), "version 99"),
-        (json.dumps({"roles": {"recurrent": ["lstm"]}}), r"recurrent modules \['lstm'\] not in the file \(found: \['rnn'\]\)"),
+        (json.dumps({"roles": {"recurrent": ["lstm"]}}),
+         r"recurrent modules \['lstm'\] not in the file \(found: \['rnn'\]\)"),
         (json.dumps({"roles": {"recurrent": [["rnn"]]}}), r"role 'recurrent' must list module names"),
         (json.dumps({"roles": {"embedding": "missing.weight"}}), "names 'missing.weight', which is not in the file"),
         (json.dumps({"vocab": ["a", "b"]}), "vocabulary has 2 tokens but the embedding has 10 rows"),

@@ -115,7 +115,8 @@ def no_output_left(tmp_path):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--text", "the dog and the cat greet"], "tokens not in the vocabulary (which has no unknown token): 'dog', 'and', 'cat'"),
+        (["--text", "the dog and the cat greet"],
+         "tokens not in the vocabulary (which has no unknown token): 'dog', 'and', 'cat'"),
         ([], "empty input: give --text, --file, --ids or --input"),
         (["--text", "  "], "no tokens in the input text"),
         (["--ids", ""], "empty input: --ids needs at least one token id"),
@@ -163,7 +164,8 @@ def test_bad_float_inputs(tmp_path, capsys):
     model = save(tmp_path / "bare.safetensors", {"rnn": nn.GRU(3, 2)})
     out = tmp_path / "out.st"
     save_file({"x": torch.zeros(2, 4, 5)}, str(tmp_path / "wide.safetensors"))
-    fails(capsys, model, "--input", tmp_path / "wide.safetensors", "-o", out, match="takes float inputs [batch, time, 3]; got [1, 4, 5]")
+    fails(capsys, model, "--input", tmp_path / "wide.safetensors", "-o", out,
+          match="takes float inputs [batch, time, 3]; got [1, 4, 5]")
     save_file({"x": torch.zeros(2, 4, 3), "y": torch.zeros(1)}, str(tmp_path / "two.safetensors"))
     fails(capsys, model, "--input", tmp_path / "two.safetensors", "-o", out, match="exactly one tensor; it has 2")
     save_file({"x": torch.zeros(2, 4, 3, dtype=torch.int64)}, str(tmp_path / "int.safetensors"))

@@ -93,7 +93,9 @@ def print_report(report: dict[str, Any]) -> None:
         *report["recurrent"],
         f"decoder {dec['name']} ({dec['in_features']} -> {dec['out_features']})" if dec else "no decoder",
     ]
-    console.print(" -> ".join(parts) + (f"; vocabulary of {vocab['size']} {vocab['tokenizer']} tokens" if vocab else ""))
+    if vocab:
+        parts[-1] += f"; vocabulary of {vocab['size']} {vocab['tokenizer']} tokens"
+    console.print(" -> ".join(parts))
 
     modules = table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
                     "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
