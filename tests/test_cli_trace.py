@@ -184,3 +184,16 @@ def test_help_documents_the_input_convention():
     result = CliRunner().invoke(cli, ["trace", "--help"])
     assert result.exit_code == 0
     assert "[sequences, time, input_size]" in " ".join(result.output.split())
+
+
+def test_cuda_device_matches_the_cpu_or_is_a_clear_error(tmp_path, capsys, lm):
+    cpu, gpu = tmp_path / "cpu.safetensors", tmp_path / "gpu.safetensors"
+    if not torch.cuda.is_available():
+        fails(capsys, lm, "--ids", "1 2", "--device", "cuda", "-o", gpu, match="CUDA is not available")
+        return
+    run_cli(lm, "--text", "the boys near the car greet", "--ids", "3 4", "-o", cpu)
+    run_cli(lm, "--text", "the boys near the car greet", "--ids", "3 4", "--device", "cuda", "-o", gpu)
+    on_cpu, on_gpu = load_trace(cpu), load_trace(gpu)
+    assert on_gpu.offsets.tolist() == on_cpu.offsets.tolist()
+    for name in on_cpu.names:
+        torch.testing.assert_close(on_gpu[name], on_cpu[name], rtol=0, atol=1e-4)
