@@ -9,7 +9,8 @@ and sizes follow from the shapes (torch/nn/modules/rnn.py): weight_hh is (4H, H)
 (3H, H) for a GRU, (4H, proj) with a projection. The input embedding and the output decoder
 are guessed as in PyTorch's word_language_model example (``encoder.weight`` / ``decoder``), and
 the optional metadata JSON (``__metadata__['gatescope']``, see docs/architecture.md) overrides
-the guesses and carries the vocabulary.
+the guesses and carries the vocabulary. A model with a vocabulary but no embedding, whose input
+is as wide as the vocabulary, takes one-hot token ids (the char-rnn of Karpathy et al. 2015).
 """
 from __future__ import annotations
 
@@ -407,16 +408,20 @@ class LoadedModel(nn.Module):
             raise GatescopeError("this model has no vocabulary in its metadata; give token ids instead of text")
         return self.vocab.encode(text, add_eos=add_eos)
 
+    @property
+    def takes_ids(self) -> bool:
+        """True when `forward` takes token ids: through the embedding, or one-hot when there is none
+        and the vocabulary is as large as the input (a char-rnn as in Karpathy et al. 2015)."""
+        return self.embedding is not None or (self.vocab is not None and len(self.vocab) == self.input_size)
+
     def check_input(self, ids: torch.Tensor) -> None:
         """Raise GatescopeError unless `ids` is what `forward` takes: ids [B, T] or floats [B, T, input]."""
-        embedding = self.embedding
-        if embedding is not None:
+        if self.takes_ids:
+            size = self.embedding.num_embeddings if self.embedding is not None else len(self.vocab)
             if ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
                 raise GatescopeError(f"this model takes token ids [batch, time]; got {ids.dtype} {list(ids.shape)}")
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= embedding.num_embeddings):
-                raise GatescopeError(
-                    f"token ids must lie in 0..{embedding.num_embeddings - 1}; got {int(ids.min())}..{int(ids.max())}"
-                )
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise GatescopeError(f"token ids must lie in 0..{size - 1}; got {int(ids.min())}..{int(ids.max())}")
         elif ids.dim() != 3 or ids.shape[-1] != self.input_size:
             raise GatescopeError(
                 f"this model has no embedding and takes float inputs [batch, time, {self.input_size}]; "
@@ -429,7 +434,12 @@ class LoadedModel(nn.Module):
         """ids [B, T] (or floats [B, T, input_size] without an embedding), lengths [B] -> logits [B, T, V]
         (or the last recurrent output [B, T, D*H] without a decoder). Padded positions are not run."""
         embedding = self.embedding
-        x = embedding(ids) if embedding is not None else ids.to(self._dtype())  # (B, T, E)
+        if embedding is not None:
+            x = embedding(ids)  # (B, T, E)
+        elif self.takes_ids:
+            x = nn.functional.one_hot(ids, self.input_size).to(self._dtype())  # (B, T, V)
+        else:
+            x = ids.to(self._dtype())  # (B, T, I)
         for name in self.recurrent_names:
             module = self.get_submodule(name)
             x = _step_cell(module, x, lengths) if self._is_cell[name] else _run_layered(module, x, lengths)

@@ -221,6 +221,19 @@ def test_metadata_gives_vocabulary_and_roles_override_guesses(tmp_path):
     assert guessed.embedding_name == "emb_aux" and guessed.decoder_name == "head"
 
 
+def test_a_vocabulary_as_wide_as_the_input_without_embedding_means_one_hot_inputs(tmp_path):
+    torch.manual_seed(11)
+    rnn, head = nn.LSTM(len(WORDS), 5, batch_first=True), nn.Linear(5, len(WORDS))
+    model = load(save(tmp_path / "charrnn.safetensors", {"rnn": rnn, "head": head}, word_metadata()))
+    assert model.embedding is None and model.takes_ids
+    ids = torch.tensor([model.encode("the boys greet"), model.encode("near the car")])
+    with torch.no_grad():
+        expected = head(rnn(nn.functional.one_hot(ids, len(WORDS)).float())[0])
+        torch.testing.assert_close(model(ids), expected, rtol=0, atol=1e-6)
+    with pytest.raises(GatescopeError, match=r"token ids must lie in 0\.\.9"):
+        model.check_input(torch.tensor([[10]]))
+
+
 def test_linear_with_bias_is_not_mistaken_for_an_embedding(tmp_path):
     rnn, head = nn.LSTM(4, 4, batch_first=True), nn.Linear(4, 3)
     model = load(save(tmp_path / "m.safetensors", {"rnn": rnn, "head": head}))

@@ -125,7 +125,7 @@ def no_output_left(tmp_path):
         (["--ids", "3", "--kinds", "q"], "unknown kind(s) q"),
         (["--ids", "3", "--modules", "lstm"], "no recurrent module lstm; the model has: rnn"),
         (["--ids", "3", "--device", "gpu0"], "unknown device 'gpu0'"),
-        (["--input", "x.safetensors"], "this model has an embedding and takes token ids"),
+        (["--input", "x.safetensors"], "this model takes token ids; use --text, --ids or --file"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, lm, args, match):

@@ -102,8 +102,8 @@ def _float_inputs(model, path: Path) -> Inputs:
     """The one tensor of a safetensors file, [S, T, input_size] or [T, input_size], one sequence a row."""
     from safetensors import SafetensorError, safe_open
 
-    if model.embedding is not None:
-        raise GatescopeError("this model has an embedding and takes token ids; use --text, --ids or --file")
+    if model.takes_ids:
+        raise GatescopeError("this model takes token ids; use --text, --ids or --file")
     if path.is_dir():
         raise GatescopeError(f"{path} is a folder, not a safetensors file")
     try:
