@@ -159,13 +159,13 @@ def plot_gate_profile(
 
     fig = Figure(figsize=(2.4 * len(profile), 3.2), layout="constrained")
     axes = fig.subplots(1, len(profile), squeeze=False)[0]
-    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    ticks = _merged_tokens(texts)
     for ax, (kind, series) in zip(axes, profile.items()):
         for values, label in zip(series, labels):
             ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=label)
         ax.set_title({"g": "g (c~)"}.get(kind, kind))
-        ax.set_xticks(range(len(texts[longest])))
-        ax.set_xticklabels(texts[longest], rotation=60, fontsize=7)
+        ax.set_xticks(range(len(ticks)))
+        ax.set_xticklabels(ticks, rotation=60, fontsize=7)
         if kind in SIGMOID_KINDS:
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
@@ -173,3 +173,9 @@ def plot_gate_profile(
     fig.suptitle(title or unit, fontsize=9)
     write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=150))
     return path
+
+
+def _merged_tokens(texts: Sequence[list[str]]) -> list[str]:
+    """Per position, the sequences' distinct tokens joined by "/" ("car/cars")."""
+    width = max(len(t) for t in texts)
+    return ["/".join(dict.fromkeys(t[i] for t in texts if i < len(t))) for i in range(width)]
