@@ -148,6 +148,7 @@ def test_bad_corpus_files(tmp_path, capsys, lm):
 
 
 def test_bad_model_files_and_output_paths(tmp_path, capsys, lm):
+    before = lm.read_bytes()
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"this is not a checkpoint")
     fails(capsys, junk, "--ids", "1", "-o", tmp_path / "out.st", match="not a readable safetensors file")
@@ -157,7 +158,8 @@ def test_bad_model_files_and_output_paths(tmp_path, capsys, lm):
     fails(capsys, truncated, "--ids", "1", "-o", tmp_path / "out.st", match="not a readable safetensors file")
     fails(capsys, lm, "--ids", "1", "-o", tmp_path / "missing" / "out.st", match="folder")
     fails(capsys, lm, "--ids", "1", "-o", tmp_path, match="it is a folder")
-    assert no_output_left(tmp_path)
+    fails(capsys, lm, "--ids", "1", "-o", lm, match="is the model file; choose another path")
+    assert no_output_left(tmp_path) and lm.read_bytes() == before
 
 
 def test_bad_float_inputs(tmp_path, capsys):

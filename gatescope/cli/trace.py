@@ -243,6 +243,9 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
     from gatescope.checkpoint import load
 
     check_writable(output)
+    for role, given in (("model", model), ("--file", file), ("--input", input_path)):
+        if given is not None and Path(given).resolve() == output.resolve():
+            raise GatescopeError(f"the output {output} is the {role} file; choose another path")
     loaded = load(model, device=device)
     inputs = gather_inputs(loaded, texts, ids, file, input_path)
     if inputs is None:
