@@ -31,6 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from gatescope.gemm import Linear, linear
+
 Tap = Callable[[str, Tensor], Tensor]
 """``tap(kind, value) -> value``: sees every quantity of a step, returns what the step goes on with."""
 
@@ -45,25 +47,30 @@ class CellWeights(NamedTuple):
     weight_hr: Tensor | None = None  # (P, H), LSTM with proj_size only
 
 
+class StepWeights(NamedTuple):
+    """The products a step needs, prepared once per layer (see gatescope.gemm)."""
+
+    hh: Linear  # h -> W_hh h (+ b_hh for the GRU, whose b_hn sits inside the reset product)
+    hr: Linear | None  # m -> W_hr m, LSTM with proj_size only
+
+
+def step_weights(w: CellWeights, is_lstm: bool) -> StepWeights:
+    hr = None if w.weight_hr is None else linear(w.weight_hr)
+    return StepWeights(linear(w.weight_hh, None if is_lstm else w.bias_hh), hr)
+
+
 def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
     """``W_ih x + b_ih`` (+ ``b_hh`` when it may be folded in) for every row of x: one GEMM."""
     bias = w.bias_ih
     if fold_bias_hh and w.bias_hh is not None:
         bias = bias + w.bias_hh
-    flat = x.reshape(-1, x.shape[-1])  # (T*B, I)
-    out = flat @ w.weight_ih.t() if bias is None else torch.addmm(bias, flat, w.weight_ih.t())
+    out = linear(w.weight_ih, bias)(x.reshape(-1, x.shape[-1]))  # (T*B, G*H)
     return out.reshape(*x.shape[:-1], -1)  # (T, B, G*H)
 
 
-def _hh(h: Tensor, w: CellWeights, with_bias: bool) -> Tensor:
-    if with_bias and w.bias_hh is not None:
-        return torch.addmm(w.bias_hh, h, w.weight_hh.t())
-    return h @ w.weight_hh.t()
-
-
-def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: CellWeights, tap: Tap) -> tuple[Tensor, Tensor]:
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:
     """One LSTM step. xw: (B, 4H) from `input_projection(fold_bias_hh=True)`; h: (B, P); c: (B, H)."""
-    gates = xw + h @ w.weight_hh.t()  # (B, 4H)
+    gates = xw + w.hh(h)  # (B, 4H)
     hidden = c.shape[-1]
     sig = gates.sigmoid()
     i = tap("i", sig[:, :hidden])
@@ -72,15 +79,15 @@ def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: CellWeights, tap: Tap) -> tup
     o = tap("o", sig[:, 3 * hidden :])
     c = tap("c", torch.addcmul(f * c, i, g))  # (B, H)
     m = o * c.tanh()
-    if w.weight_hr is None:
+    if w.hr is None:
         return tap("h", m), c
-    return tap("h", tap("m", m) @ w.weight_hr.t()), c  # (B, P)
+    return tap("h", w.hr(tap("m", m))), c  # (B, P)
 
 
-def gru_step(xw: Tensor, h: Tensor, w: CellWeights, tap: Tap) -> Tensor:
+def gru_step(xw: Tensor, h: Tensor, w: StepWeights, tap: Tap) -> Tensor:
     """One GRU step. xw: (B, 3H) from `input_projection(fold_bias_hh=False)`; h: (B, H)."""
     hidden = h.shape[-1]
-    gh = _hh(h, w, with_bias=True)  # (B, 3H)
+    gh = w.hh(h)  # (B, 3H)
     rz = (xw[:, : 2 * hidden] + gh[:, : 2 * hidden]).sigmoid()
     r = tap("r", rz[:, :hidden])
     z = tap("z", rz[:, hidden:])
@@ -98,7 +105,7 @@ def lstm_replay(
     """
     h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, P)
     gates = input_projection(x, w, fold_bias_hh=True)  # (T, B, 4H)
-    gates = gates + (h_prev.reshape(-1, h_prev.shape[-1]) @ w.weight_hh.t()).reshape(gates.shape)
+    gates = gates + linear(w.weight_hh)(h_prev.reshape(-1, h_prev.shape[-1])).reshape(gates.shape)
     hidden = c0.shape[-1]
     sig = gates.sigmoid()
     i, f, o = sig[..., :hidden], sig[..., hidden : 2 * hidden], sig[..., 3 * hidden :]
@@ -120,7 +127,7 @@ def gru_replay(x: Tensor, out: Tensor, h0: Tensor, w: CellWeights) -> dict[str, 
     """Every GRU quantity for all T steps from the native outputs (x (T, B, I), out (T, B, H))."""
     h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, H)
     gx = input_projection(x, w, fold_bias_hh=False)  # (T, B, 3H)
-    gh = _hh(h_prev.reshape(-1, h_prev.shape[-1]), w, with_bias=True).reshape(gx.shape)
+    gh = linear(w.weight_hh, w.bias_hh)(h_prev.reshape(-1, h_prev.shape[-1])).reshape(gx.shape)
     hidden = h0.shape[-1]
     rz = (gx[..., : 2 * hidden] + gh[..., : 2 * hidden]).sigmoid()
     r, z = rz[..., :hidden], rz[..., hidden:]

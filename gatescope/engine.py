@@ -11,7 +11,7 @@ Two routes compute the same values:
   autograd flows through everything. On a CPU this is about as fast as torch's own kernel.
 * ``replay``: the fused native kernel (cuDNN on a GPU) computes every h_t, then the gates of all
   timesteps are recomputed at once (see cells.lstm_replay). No edits, no autograd; the fast way
-  to record on a GPU.
+  to record on a GPU, and on a CPU when each step is too small to pay for a Python loop.
 
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step
+from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
 
 Route = Literal["auto", "step", "replay"]
 Edit = Callable[[Tensor, int], "Tensor | None"]
@@ -137,6 +137,11 @@ def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
     return h0, c0
 
 
+# Below this many (batch x hidden) elements per step, a CPU step loop is dominated by per-step
+# overhead, and letting the native kernel run the recurrence (replay) is cheaper (benchmarks/).
+SMALL_STEP = 4096
+
+
 def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights) -> str:
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
@@ -144,8 +149,10 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
         return route
     if observer is not None and observer.edits:
         return "step"
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w))
-    return "replay" if x.is_cuda and not needs_grad else "step"
+    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w)):
+        return "step"
+    small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
+    return "replay" if x.is_cuda or small else "step"
 
 
 def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
@@ -158,6 +165,7 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
 def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
     steps = x.shape[0]
     xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, G*H)
+    sw = step_weights(w, is_lstm)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
     kept: dict[str, list] = {kind: [None] * steps for kind in keep}
@@ -178,9 +186,9 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
             return value
 
         if is_lstm:
-            h_new, c_new = lstm_step(xw[t], h, c, w, tap)
+            h_new, c_new = lstm_step(xw[t], h, c, sw, tap)
         else:
-            h_new, c_new = gru_step(xw[t], h, w, tap), None
+            h_new, c_new = gru_step(xw[t], h, sw, tap), None
         if masked:
             valid = (t < lengths).unsqueeze(1)  # (B, 1)
             h_new = torch.where(valid, h_new, h)

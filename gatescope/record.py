@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from gatescope import engine
-from gatescope.cells import CellWeights, gru_step, input_projection, lstm_step
+from gatescope.cells import CellWeights, gru_step, input_projection, lstm_step, step_weights
 from gatescope.errors import GatescopeError
 from gatescope.names import GRU_KINDS, LSTM_KINDS, LSTM_PROJ_KINDS, format_name, parse_name
 from gatescope.trace import Trace
@@ -61,7 +61,7 @@ class Intervention:
         """The edited copy of ``value`` [B, H] at ``step``, or None when this step is untouched."""
         if self.steps is not None and step not in self.steps:
             return None
-        index = slice(None) if self.units is None else torch.tensor(self.units, device=value.device)
+        index = slice(None) if self.units is None else list(self.units)
         new = self.value
         if isinstance(new, Tensor):
             new = new.to(device=value.device, dtype=value.dtype)
@@ -198,9 +198,9 @@ class Recording:
         w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
         xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (B, G*H)
         if is_lstm:
-            out = lstm_step(xw, hx[0], hx[1], w, tap)
+            out = lstm_step(xw, hx[0], hx[1], step_weights(w, True), tap)
         else:
-            out = gru_step(xw, hx, w, tap)
+            out = gru_step(xw, hx, step_weights(w, False), tap)
         if unbatched:
             out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
         return out

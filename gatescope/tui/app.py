@@ -17,6 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Static
+from textual.worker import get_current_worker
 
 from gatescope.errors import GatescopeError
 from gatescope.names import parse_unit
@@ -120,6 +121,22 @@ class GatescopeApp(App[None]):
         sequence = self.source.sequence_of(row)
         self.query_one(SequenceList).highlight(sequence)
         self.query_one("#status", Static).update(self._status(unit, row, sequence), layout=False)
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        """Read the pages before and after the visible window (every kind) in the background."""
+        start, stop = self.heatmap.visible_rows()
+        page = stop - start
+        keys = self.source.missing([self.layer.name(k) for k in self.layer.kinds], start - page, stop + page)
+        if keys:
+            self._read_ahead(keys)
+
+    @work(thread=True, exclusive=True, group="prefetch")
+    def _read_ahead(self, keys: list[tuple[str, int]]) -> None:
+        worker = get_current_worker()
+        blocks = self.source.read_blocks(keys, lambda: worker.is_cancelled)
+        if blocks is not None:
+            self.call_from_thread(self.source.store, keys, blocks)
 
     def _status(self, unit: int, row: int, sequence: int) -> Text:
         start, _ = self.source.sequence_rows(sequence)

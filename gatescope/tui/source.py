@@ -3,10 +3,12 @@
 A loaded trace is memory-mapped (gatescope.trace.load_trace), so the browser never
 materialises a quantity: it reads aligned blocks of rows around the visible window
 (the idea of Toolong's line index: read only what is on screen) and keeps the last few
-blocks, as float32 and as colour levels, in an LRU cache.
+blocks, as float32 and as colour levels, in an LRU cache. The cache belongs to the app's
+thread; workers read blocks with `read_block` and hand them back through `store`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -73,19 +75,46 @@ class TraceSource:
 
     # -- rows --------------------------------------------------------------------------
     def block(self, name: str, index: int) -> Block:
-        """Rows ``index*BLOCK`` up to ``(index+1)*BLOCK`` of quantity ``name`` (the last block is padded with NaN)."""
+        """Rows ``index*BLOCK`` up to ``(index+1)*BLOCK`` of quantity ``name``, from the cache or the trace."""
         key = (name, index)
         cached = self._blocks.get(key)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self.read_block(key)
+            self._blocks.set(key, cached)
+        return cached
+
+    def read_block(self, key: tuple[str, int]) -> Block:
+        """Read one block from the trace, bypassing the cache (safe in a worker thread).
+
+        The last block is padded with NaN to BLOCK rows.
+        """
+        name, index = key
         start = index * BLOCK
         rows = self.trace[name][start:start + BLOCK].float().numpy()  # (<=BLOCK, H)
         if rows.shape[0] < BLOCK:
             pad = np.full((BLOCK - rows.shape[0], rows.shape[1]), np.nan, dtype=np.float32)
             rows = np.concatenate([rows, pad])
-        block = Block(rows, self.scales[parse_name(name).kind].levels(rows))
-        self._blocks.set(key, block)
-        return block
+        return Block(rows, self.scales[parse_name(name).kind].levels(rows))
+
+    def read_blocks(self, keys: list[tuple[str, int]], cancelled: Callable[[], bool]) -> list[Block] | None:
+        """`read_block` for each key (in a worker thread); None as soon as ``cancelled()``."""
+        blocks = []
+        for key in keys:
+            if cancelled():
+                return None
+            blocks.append(self.read_block(key))
+        return blocks
+
+    def missing(self, names: list[str], start: int, stop: int) -> list[tuple[str, int]]:
+        """The blocks of ``names`` over rows start:stop that are not cached yet."""
+        start, stop = max(start, 0), min(stop, self.num_tokens)
+        indices = range(start // BLOCK, (stop - 1) // BLOCK + 1) if stop > start else range(0)
+        return [(name, i) for name in names for i in indices if (name, i) not in self._blocks]
+
+    def store(self, keys: list[tuple[str, int]], blocks: list[Block]) -> None:
+        """Put blocks read by `read_block` (in a worker) into the cache (on the app's thread)."""
+        for key, block in zip(keys, blocks):
+            self._blocks.set(key, block)
 
     def window(
         self, name: str, start: int, stop: int, levels: bool = False, units: slice | int = slice(None)

@@ -5,6 +5,8 @@ axis (same columns, same cell width), so a gate and the state it drives read tog
 the view of Lakretz et al. 2019, Fig. 1 (c~, i, f, c, o of one unit across a sentence).
 The first line gives the exact recorded values at the cursor. Drawn with the Line API
 (`render_line` -> `Strip`), one run-length segment per run of equal glyph and colour.
+Kinds whose rows are not cached yet are read in a worker (a jump across a memory-mapped
+trace reads from disk) and drawn when they arrive, so the heatmap never waits for them.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import math
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from textual import work
 from textual.strip import Strip
 from textual.widget import Widget
+from textual.worker import get_current_worker
 
 from gatescope.tui.colors import SPARK
 from gatescope.tui.source import Layer, TraceSource
@@ -40,12 +44,34 @@ class UnitDetail(Widget):
         self.rnn_layer, self.unit, self.row = layer, unit, row
         self.start, self.stop = window
         self.cell_width, self.indent = cell_width, indent
+        names = [layer.name(k) for k in layer.kinds]
+        missing = self.source.missing(names, self.start, self.stop) + self.source.missing(names, row, row + 1)
+        if missing:
+            self._load(missing)
         self.refresh(layout=relayout)
 
-    def values_at_cursor(self) -> dict[str, float]:
-        """kind -> the exact value of the unit at the cursor's row."""
+    @work(thread=True, exclusive=True, group="detail")
+    def _load(self, keys: list[tuple[str, int]]) -> None:
+        worker = get_current_worker()
+        blocks = self.source.read_blocks(keys, lambda: worker.is_cancelled)
+        if blocks is not None:
+            self.app.call_from_thread(self._loaded, keys, blocks)
+
+    def _loaded(self, keys: list[tuple[str, int]], blocks: list) -> None:  # noqa: ANN001
+        self.source.store(keys, blocks)
+        self.refresh()
+
+    def _ready(self, kind: str, start: int, stop: int) -> bool:
+        return not self.source.missing([self.rnn_layer.name(kind)], start, stop)
+
+    def values_at_cursor(self) -> dict[str, float | None]:
+        """kind -> the exact value of the unit at the cursor's row (None while it is being read)."""
         assert self.rnn_layer is not None
-        return {k: self.source.value(self.rnn_layer.name(k), self.row, self.unit) for k in self.rnn_layer.kinds}
+        return {
+            k: self.source.value(self.rnn_layer.name(k), self.row, self.unit)
+            if self._ready(k, self.row, self.row + 1) else None
+            for k in self.rnn_layer.kinds
+        }
 
     def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001 (Textual's signature)
         return 1 + (len(self.rnn_layer.kinds) if self.rnn_layer else 0)
@@ -61,7 +87,8 @@ class UnitDetail(Widget):
                 segments += [Segment(f" {kind} ", LABEL), Segment(_format(value), VALUE)]
         else:
             kind = self.rnn_layer.kinds[y - 1]
-            segments = [Segment(f"{kind:>{self.indent - 1}} ", LABEL), *self._sparkline(kind)]
+            segments = [Segment(f"{kind:>{self.indent - 1}} ", LABEL)]
+            segments += self._sparkline(kind) if self._ready(kind, self.start, self.stop) else [Segment("…", LABEL)]
         return Strip(segments).crop_extend(0, width, None)
 
     def _sparkline(self, kind: str) -> list[Segment]:
@@ -85,5 +112,7 @@ class UnitDetail(Widget):
         return segments
 
 
-def _format(value: float) -> str:
+def _format(value: float | None) -> str:
+    if value is None:
+        return "…"
     return "nan" if math.isnan(value) else f"{value:+.4f}"
