@@ -14,20 +14,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from gatescope.names import SIGMOID_KINDS, parse_name
 from gatescope.trace import Trace
+from gatescope.tui.pages import file_backed, release
 
 CHUNK = 4096  # rows per read: a few CHUNK x H float64 arrays at a time
 Progress = Callable[[float], bool]  # called with the fraction done; returns False to stop
 
 
 def _chunks(trace: Trace, name: str, progress: Progress | None):
+    """(first row, rows as float64 (C, H)) for each chunk; mapped pages are released once copied."""
     n = trace.num_tokens
+    mapped = file_backed(trace[name])
     for start in range(0, n, CHUNK):
         if progress is not None and not progress(start / n):
             return
-        yield start, trace[name][start:start + CHUNK].double().numpy()  # (C, H)
+        view = trace[name][start:start + CHUNK]
+        rows = view.to(torch.float64, copy=True).numpy()  # (C, H)
+        if mapped:
+            release(view)
+        yield start, rows
 
 
 def correlation(trace: Trace, name: str, feature: np.ndarray, progress: Progress | None = None) -> np.ndarray:

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
 from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
 from gatescope.trace import Trace
 from gatescope.tui.colors import Scale
+from gatescope.tui.pages import file_backed, release
 
 BLOCK = 256  # rows per cached block
 
@@ -72,6 +74,7 @@ class TraceSource:
         self.scales = {kind: Scale(kind) for kind in ALL_KINDS}
         self._blocks: LRUCache[tuple[str, int], Block] = LRUCache(cache_blocks)
         self._token_ids = None if trace.token_ids is None else trace.token_ids.numpy()
+        self._mapped = {name: file_backed(trace[name]) for name in trace.names}  # release pages once read
 
     # -- rows --------------------------------------------------------------------------
     def block(self, name: str, index: int) -> Block:
@@ -90,7 +93,10 @@ class TraceSource:
         """
         name, index = key
         start = index * BLOCK
-        rows = self.trace[name][start:start + BLOCK].float().numpy()  # (<=BLOCK, H)
+        view = self.trace[name][start:start + BLOCK]
+        rows = view.to(torch.float32, copy=True).numpy()  # (<=BLOCK, H)
+        if self._mapped[name]:
+            release(view)
         if rows.shape[0] < BLOCK:
             pad = np.full((BLOCK - rows.shape[0], rows.shape[1]), np.nan, dtype=np.float32)
             rows = np.concatenate([rows, pad])
