@@ -74,8 +74,8 @@ def on_counts(trace: Trace, chosen: Selection) -> torch.Tensor:
     chunk_rows = selection.CHUNK_ROWS
     counts = torch.empty(tensor.shape[0], dtype=torch.int64)
     for a in range(0, tensor.shape[0], chunk_rows):
-        block = tensor[a : a + chunk_rows][:, cols]  # (rows, k)
-        counts[a : a + chunk_rows] = (block > chosen.threshold).sum(1)
+        block = tensor[a : a + chunk_rows].index_select(1, cols)  # (rows, k)
+        counts[a : a + chunk_rows] = (block > chosen.threshold).to(torch.int32).sum(1)
     return counts
 
 
@@ -95,27 +95,29 @@ def match(trace: Trace, selection: Selection, top: int = 20, include_self: bool 
     cum = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(on_counts(trace, selection), 0, out=cum[1:])
     windows = cum[length:] - cum[:-length]  # (N-L+1,) on cells of the window starting at each row
-    seq = torch.repeat_interleave(torch.arange(trace.num_sequences), trace.offsets.diff())  # (N,)
-    ok = seq[: n - length + 1] == seq[length - 1 :]  # the window lies in one sequence
+    ok = torch.ones_like(windows, dtype=torch.bool)
+    inner = trace.offsets[1:-1]  # windows starting within L-1 rows before a boundary cross it
+    crossing = (inner[:, None] - torch.arange(1, length)[None, :]).flatten()
+    ok[crossing[(crossing >= 0) & (crossing < ok.numel())]] = False
     if not include_self:
-        lo, hi = max(0, selection.start - length + 1), selection.start + length
-        ok[lo:hi] = False
-    ok &= windows > 0
-    starts = torch.nonzero(ok).flatten()
-    order = starts[torch.argsort(windows[starts], descending=True, stable=True)]
+        ok[max(0, selection.start - length + 1) : selection.start + length] = False
     taken = torch.zeros(n, dtype=torch.bool)
     picked: list[int] = []
-    for s in order.tolist():
-        if not bool(taken[s : s + length].any()):
-            picked.append(s)
-            taken[s : s + length] = True
-            if len(picked) == top:
-                break
+    ok &= windows > 0
+    for value in torch.unique(windows[ok]).flip(0).tolist():  # best first, one score at a time
+        for s in torch.nonzero(ok & (windows == value)).flatten().tolist():
+            if not bool(taken[s : s + length].any()):
+                picked.append(s)
+                taken[s : s + length] = True
+                if len(picked) == top:
+                    break
+        if len(picked) == top:
+            break
     joiner = "" if trace.meta.get("tokenizer") == "char" else " "
     cells = length * k
     rows = []
     for rank, s in enumerate(picked, 1):
-        sequence = int(seq[s])
+        sequence = trace.sequence_of(s)
         matched = int(windows[s])
         rows.append({
             "rank": rank, "start": s, "stop": s + length, "sequence": sequence,
