@@ -22,7 +22,6 @@ from gatescope.trace import Trace
 GATE_ORDER = {"LSTM": "ifgo", "GRU": "rzn"}
 MEMORY_GATE = {"LSTM": "f", "GRU": "z"}  # the gate whose bias sets how long a unit remembers
 SPECTRAL_RADIUS_WARNING = 10.0  # "far above 1" (an untrained gate has about 0.6): it may saturate or explode
-SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy et al. 2015
 
 
 def weight_report(model: LoadedModel) -> dict[str, Any]:
@@ -141,19 +140,22 @@ def _non_finite(model: LoadedModel) -> list[str]:
 
 
 def saturation_report(trace: Trace) -> dict[str, dict[str, float | int]]:
-    """Per recorded sigmoid gate: the mean fraction of time a unit is < 0.1 ("left") and > 0.9
-    ("right"), and how many units are left- or right-saturated more than half the time."""
+    """Per recorded sigmoid gate: the mean over units of the fraction of time a unit is < 0.1
+    ("left") and > 0.9 ("right"), and how many units are left- or right-saturated more than half
+    the time (summarising gatescope.analysis.dynamics.saturation's per-unit table)."""
+    from gatescope.analysis.dynamics import saturation
+
+    units: dict[str, list[dict]] = {}
+    for row in saturation(trace, kinds=sorted({parse_name(n).kind for n in trace.names} & SIGMOID_KINDS)):
+        units.setdefault(row["name"], []).append(row)
     report = {}
-    for name in trace.names:
-        if parse_name(name).kind not in SIGMOID_KINDS:
-            continue
-        values = trace[name].float()  # (N, H)
-        left = (values < SATURATION_LOW).float().mean(0)  # (H,)
-        right = (values > SATURATION_HIGH).float().mean(0)  # (H,)
+    for name, rows in units.items():
+        left = torch.tensor([row["left"] for row in rows])  # (H,)
+        right = torch.tensor([row["right"] for row in rows])  # (H,)
         report[name] = {
             "left": float(left.mean()),
             "right": float(right.mean()),
-            "units": values.shape[1],
+            "units": len(rows),
             "units_mostly_left": int((left > 0.5).sum()),
             "units_mostly_right": int((right > 0.5).sum()),
         }
