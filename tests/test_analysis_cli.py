@@ -120,3 +120,16 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
     assert f"has {width} units" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units",
                                           f"rnn.l0.fwd.h:{width}"], capsys)
     assert "--top-from needs --feature" in fails(["analyze", "ablate", str(model), "--top-from", "x"], capsys)
+
+
+def test_attribute_on_the_sample_lstm(capsys):
+    model = sample_models.path("agreement_lstm.safetensors")
+    if not model.exists():
+        pytest.skip("sample model agreement_lstm.safetensors not trained yet")
+    out = json.loads(run(["analyze", "attribute", str(model), "--text", "the boys near the car", "--correct", "greet",
+                          "--wrong", "greets", "--steps", "32", "--json"], capsys).out)
+    assert [t["token"] for t in out["tokens"]] == ["the", "boys", "near", "the", "car"]
+    assert abs(out["token_delta"]) < 1e-3 and abs(out["unit_delta"]) < 1e-3
+    assert out["name"] == "rnn.l0.fwd.h" and len(out["units"]) == 10
+    assert "not in the model's vocabulary" in fails(["analyze", "attribute", str(model), "--text", "the boys",
+                                                      "--correct", "zzz", "--wrong", "greets"], capsys)

@@ -67,15 +67,22 @@ def token_attributions(model: nn.Module, ids: Tensor, target: Target, baseline_i
     return attr.sum(-1).detach(), delta.detach()  # (B, T), (B,)
 
 
-def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str, width: int,
+def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str, width: int | None = None,
                       n_steps: int = 50) -> tuple[Tensor, Tensor]:
     """Integrated gradients of ``target`` over a scale on each unit and step of quantity ``name``.
 
-    ids: [B, T]; width: the quantity's number of units. Returns (attributions [B, T, width],
-    convergence delta [B]); ``attributions.sum((1, 2))`` = target(model) - target(name zeroed).
+    ids: [B, T]; width: the quantity's number of units (default: from the model). Returns
+    (attributions [B, T, width], convergence delta [B]); ``attributions.sum((1, 2))`` =
+    target(model) - target(name zeroed).
     """
     from captum.attr import IntegratedGradients
 
+    from gatescope.analysis.causal import unit_widths
+
+    widths = unit_widths(model)
+    if name not in widths:
+        raise GatescopeError(f"the model has no quantity {name}; it has: {', '.join(widths)}")
+    width = widths[name] if width is None else width
     model.eval()
 
     def forward(scale: Tensor, x: Tensor) -> Tensor:

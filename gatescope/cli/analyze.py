@@ -3,7 +3,7 @@
 Subcommands: ``units`` (rank units against a label), ``probe`` (diagnostic classifiers per
 layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ablation sweeps
 and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
-gates along sentences, as a figure). The work is done by gatescope.analysis; this module parses
+gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units). The work is done by gatescope.analysis; this module parses
 options and prints: rich tables on stdout, or with ``--json`` JSON alone on stdout.
 """
 from __future__ import annotations
@@ -306,3 +306,55 @@ def profile(trace, unit, sequences, kinds, title, out):
     path = plot_gate_profile(load_trace(trace), unit, seqs, out, kinds=parse_kinds(kinds) if kinds else None,
                              title=title)
     click.echo(f"wrote {path}", err=True)
+
+
+@analyze.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--text", required=True, help="The prefix, e.g. 'the boys near the car'.")
+@click.option("--correct", required=True, help="The token the model should predict next (e.g. greet).")
+@click.option("--wrong", required=True, help="The competing token (e.g. greets).")
+@click.option("--name", "quantity", help="Quantity whose units to attribute to (default: h of the last layer).")
+@click.option("--steps", type=int, default=50, show_default=True, help="Integration steps.")
+@click.option("--top", type=int, default=10, show_default=True, help="Units to report.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: target, tokens, units.")
+def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
+    """Attribute logit(CORRECT) - logit(WRONG) after TEXT to its tokens and to units (integrated gradients)."""
+    import torch
+
+    import gatescope
+    from gatescope.analysis.attribution import logit_difference, token_attributions, unit_attributions
+    from gatescope.analysis.causal import unit_widths
+    from gatescope.names import format_name
+
+    model = gatescope.load(model_path)
+    ids = torch.tensor([model.encode(text)])
+    if ids.shape[1] == 0:
+        raise GatescopeError("--text is empty")
+    vocab = model.vocab
+    for word in (correct, wrong):
+        if word not in vocab.index:
+            raise GatescopeError(f"{word!r} is not in the model's vocabulary")
+    if quantity is None:
+        info = model.modules_info[-1]
+        quantity = format_name(info["name"], info["num_layers"] - 1, "fwd", "h")
+    if quantity not in unit_widths(model):
+        raise GatescopeError(f"the model has no quantity {quantity}; it has: {', '.join(unit_widths(model))}")
+    target = logit_difference(-1, [vocab.index[correct]], [vocab.index[wrong]])
+    with torch.no_grad():
+        value = float(target(model(ids))[0])
+    tokens, token_delta = token_attributions(model, ids, target, n_steps=steps)
+    units_attr, unit_delta = unit_attributions(model, ids, target, quantity, n_steps=steps)
+    per_unit = units_attr[0].sum(0)  # (H,)
+    order = torch.argsort(per_unit.abs(), descending=True)[:top].tolist()
+    result = {
+        "target": value, "tokens": [{"token": t, "attribution": float(a)} for t, a in zip(vocab.split(text), tokens[0])],
+        "token_delta": float(token_delta[0]), "name": quantity,
+        "units": [{"unit": f"{quantity}:{i}", "attribution": float(per_unit[i])} for i in order],
+        "unit_total": float(per_unit.sum()), "unit_delta": float(unit_delta[0]),
+    }
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo(f"logit({correct}) - logit({wrong}) after {text!r}: {value:.3f}")
+    _show(result["tokens"], ["token", "attribution"], f"tokens vs token id 0 (sum {float(tokens[0].sum()):.3f})")
+    _show(result["units"], ["unit", "attribution"], f"units of {quantity} (all: {result['unit_total']:.3f})")
