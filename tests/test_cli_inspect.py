@@ -76,6 +76,20 @@ def test_gru_timescale_comes_from_the_update_gate_and_proj_radius_from_w_hh_w_hr
     assert report["modules"][0]["proj_size"] == 2 and report["modules"][0]["bias"] is False
 
 
+def test_cells_report_one_layer_with_their_gates(tmp_path, capsys):
+    torch.manual_seed(12)
+    cell = nn.LSTMCell(3, 4)
+    report = inspect_json(capsys, save(tmp_path / "cell.safetensors", {"step": cell}))
+    module = report["modules"][0]
+    assert (module["name"], module["cell"], module["parameters"]) == ("step", "LSTMCell", 4 * 4 * (3 + 4 + 2))
+    [layer] = module["layers"]
+    bias = (cell.bias_ih + cell.bias_hh).detach().double().numpy()
+    assert list(layer["gates"]) == ["i", "f", "g", "o"]
+    assert layer["timescale"] == pytest.approx({"gate": "f", **timescale(bias[4:8])})
+    w_hh = cell.weight_hh.detach().double().numpy()
+    assert layer["gates"]["o"]["spectral_radius"] == pytest.approx(np.abs(np.linalg.eigvals(w_hh[12:16])).max())
+
+
 def test_warnings_for_non_finite_weights_and_a_large_spectral_radius(tmp_path, capsys):
     rnn = nn.GRU(2, 4)
     tensors = {k: v.detach().clone() for k, v in rnn.state_dict().items()}
