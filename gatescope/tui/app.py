@@ -94,11 +94,15 @@ class GatescopeApp(App[None]):
         return self.query_one(Heatmap)
 
     def on_mount(self) -> None:
+        self.watch(self.heatmap, "cursor", self._update_views, init=False)
+        self.watch(self.heatmap, "scroll_x", self._window_moved, init=False)
         self.heatmap.focus()
         self.heatmap.show(self.layer, self.kind)
         self.query_one(RankedUnits).show(self.name_shown)
-        self.watch(self.heatmap, "cursor", self._update_views, init=False)
-        self.watch(self.heatmap, "scroll_x", self._window_moved, init=False)
+        self.call_after_refresh(self._update_views)  # once the heatmap knows its size
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._update_views)
 
     # -- keeping the views together ------------------------------------------------------------
     def _window_moved(self) -> None:

@@ -52,8 +52,9 @@ class Heatmap(ScrollView, can_focus=True):
         Binding("minus", "zoom(-1)", "narrower", show=False),
     ]
 
-    cursor: reactive[tuple[int, int]] = reactive((0, 0), repaint=False, init=False)
-    """(unit, row) under the cursor; the app watches it to move the other views in the same frame."""
+    cursor: reactive[tuple[int, int]] = reactive((0, 0), repaint=False, init=False, always_update=True)
+    """(unit, row) under the cursor, set on every move or switch; the app watches it to move the other views
+    in the same frame."""
 
     def __init__(self, source: TraceSource, *, id: str | None = None) -> None:
         super().__init__(id=id)

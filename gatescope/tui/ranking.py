@@ -6,8 +6,13 @@ memory-mapped; a block of rows is read, reduced to running sums, and dropped):
   where both are finite (the probeless "correlation with a label" ranking used by Karpathy
   et al. 2015 and Lakretz et al. 2019 to find cells that track a property);
 - `saturation`: the fraction of rows where the unit is saturated, Karpathy et al. 2015's
-  left/right saturation for gates (< 0.1 or > 0.9); for tanh-range kinds |value| > 0.9
-  (|tanh c| for the cell state).
+  left + right saturation (< 0.1 or > 0.9), with tanh-range kinds mapped to 0..1 as (x + 1) / 2
+  first, as gatescope.analysis.dynamics.saturation does; the unbounded cell state is taken
+  as tanh(c), the value the browser colours.
+
+gatescope.analysis.ranking ranks every layer of a kind with permutation tests, which is the
+tool for a finding; this module is the interactive, single-quantity, cancellable version
+that keeps memory flat on a memory-mapped trace (mapped pages are released as it goes).
 """
 from __future__ import annotations
 
@@ -66,11 +71,10 @@ def saturation(trace: Trace, name: str, progress: Progress | None = None) -> np.
     hidden = int(trace[name].shape[1])
     count, total = np.zeros(hidden), np.zeros(hidden)
     for _, x in _chunks(trace, name, progress):
+        if kind not in SIGMOID_KINDS:
+            x = ((np.tanh(x) if kind == "c" else x) + 1) / 2  # (C, H) on 0..1
         with np.errstate(invalid="ignore"):
-            if kind in SIGMOID_KINDS:
-                saturated = (x < 0.1) | (x > 0.9)
-            else:
-                saturated = np.abs(np.tanh(x) if kind == "c" else x) > 0.9
+            saturated = (x < 0.1) | (x > 0.9)
         count += saturated.sum(0)
         total += np.isfinite(x).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
