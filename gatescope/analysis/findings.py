@@ -82,12 +82,14 @@ def code_trace(model: torch.nn.Module, paths: Sequence[Path], chunk: int = 4000,
 
 
 def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
-                       permutations: int = 1000, seed: int = 0) -> dict[str, Any]:
+                       permutations: int = 1000, seed: int = 0, save_trace: Path | None = None) -> dict[str, Any]:
     """Ranking, top-k ablations vs random sets, probes, saturation and the number unit's profile."""
     from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, bundled_stimuli_path, generate_stimuli
 
     model = gatescope.load(model_path).eval()
     trace = agreement_trace(model, generate_stimuli(seed=1))
+    if save_trace is not None:
+        trace.save(save_trace)
     ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=permutations,
                          seed=seed)
     items = read_stimuli(bundled_stimuli_path())
@@ -133,7 +135,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
     }
 
 
-def code_findings(model_path: Path, train_chars: int = 60000, permutations: int = 200) -> dict[str, Any]:
+def code_findings(model_path: Path, train_chars: int = 60000, permutations: int = 200,
+                  save_trace: Path | None = None) -> dict[str, Any]:
     """The best in_string unit chosen on training files, its AUC on the held-out stdlib files."""
     from gatescope.samples.data import stdlib_files
 
@@ -146,13 +149,21 @@ def code_findings(model_path: Path, train_chars: int = 60000, permutations: int 
         total += len(path.read_text(encoding="utf-8"))
     chosen = rank_units(code_trace(model, train_paths), feature="in_string", metric="auc", permutations=0)
     held = code_trace(model, stdlib_files(heldout=True))
+    if save_trace is not None:
+        held.save(save_trace)
     scored = {r["unit"]: r for r in rank_units(held, feature="in_string", metric="auc", permutations=permutations)}
     best_held = max(scored.values(), key=lambda r: r["score"])
-    top = [{"unit": r["unit"], "train_auc": r["auc"], "heldout_auc": scored[r["unit"]]["auc"],
+    # a unit that is low inside strings separates them as well: AUCs are oriented by the training files
+    top = [{"unit": r["unit"], "direction": "high" if r["auc"] >= 0.5 else "low", "train_auc": r["score"],
+            "heldout_auc": _oriented(scored[r["unit"]]["auc"], r["auc"] >= 0.5),
             "heldout_p_fwer": scored[r["unit"]]["p_fwer"]} for r in chosen.head(5)]
     return {"model": model_path.name, "train_files": [p.name for p in train_paths],
             "heldout_files": [p.name for p in stdlib_files(heldout=True)], "heldout_tokens": held.num_tokens,
-            "top_units": top, "best_heldout_unit": {"unit": best_held["unit"], "auc": best_held["auc"]}}
+            "top_units": top, "best_heldout_unit": {"unit": best_held["unit"], "auc": best_held["score"]}}
+
+
+def _oriented(auc: float, high: bool) -> float:
+    return auc if high else 1 - auc
 
 
 def report(results: dict[str, Any]) -> str:
@@ -181,7 +192,8 @@ def report(results: dict[str, Any]) -> str:
     if code:
         b = code["top_units"][0]
         lines += [f"### {code['model']}", "",
-                  f"Best in_string unit on training files: {b['unit']} (AUC {b['train_auc']:.3f}); on the held-out "
+                  f"Best in_string unit on training files: {b['unit']} ({b['direction']} inside strings, "
+                  f"AUC {b['train_auc']:.3f}); on the held-out "
                   f"files ({', '.join(code['heldout_files'])}; {code['heldout_tokens']} characters): "
                   f"AUC {b['heldout_auc']:.3f}.", ""]
     return "\n".join(lines)
@@ -195,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--draws", type=int, default=20, help="random sets per k")
     parser.add_argument("--only", choices=["agreement", "code"], help="run one part")
+    parser.add_argument("--traces", type=Path, help="also save the traces analysed (with their features) here")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if args.only in (None, "agreement"):
@@ -202,10 +215,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         for stem, fig in (("agreement_lstm", "number_unit.png"), ("agreement_gru", "number_unit_gru.png")):
             path = sample_models.path(f"{stem}.safetensors")
             if path.exists():
-                results["agreement"].append(agreement_findings(path, args.figures / fig, draws=args.draws))
+                save = args.traces / f"{stem}.trace.safetensors" if args.traces else None
+                results["agreement"].append(agreement_findings(path, args.figures / fig, draws=args.draws,
+                                                               save_trace=save))
     code_model = sample_models.path("pysource_lstm.safetensors")
     if args.only in (None, "code") and code_model.exists():
-        results["code"] = code_findings(code_model)
+        save = args.traces / "pysource_heldout.trace.safetensors" if args.traces else None
+        results["code"] = code_findings(code_model, save_trace=save)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(report(results))
