@@ -8,6 +8,7 @@ has a projection (m_t in Sak et al. 2014); GRU kinds follow torch's r, z, n then
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from gatescope.errors import GatescopeError
@@ -57,6 +58,20 @@ def parse_name(name: str) -> QuantityName:
             f"not a quantity name: {name!r} (expected PATH.lLAYER.fwd|bwd.KIND, e.g. rnn.l0.fwd.h)"
         )
     return QuantityName(match["path"], int(match["layer"]), match["direction"], match["kind"])
+
+
+def canonical_order(names: Iterable[str], paths: Sequence[str] = ()) -> list[str]:
+    """Quantity names in module, layer, direction and kind order (modules in ``paths`` order first)."""
+    rank = {path: k for k, path in enumerate(paths)}
+
+    def key(name: str) -> tuple:
+        path, layer, direction, kind = parse_name(name)
+        return (rank.get(path, len(rank)), path, layer, DIRECTIONS.index(direction), _KIND_ORDER.index(kind))
+
+    return sorted(names, key=key)
+
+
+_KIND_ORDER = ("i", "f", "g", "o", "c", "m", "r", "z", "n", "h")
 
 
 def format_unit(name: str, index: int) -> str:

@@ -206,12 +206,17 @@ class Recording:
         return out
 
     def _flush_cells(self) -> None:
-        """Turn the steps of cells called in a loop into sequences (one per batch row)."""
+        """Turn the steps of cells called in a loop into sequences (one per batch row).
+
+        The batch may shrink from step to step as sequences end, as in a PackedSequence: each step
+        then holds the rows still running, a prefix of the rows of the step before.
+        """
         for path, steps in self._cell_steps.items():
             observer = self._observer(path, 0, "fwd")
             for kind in observer.keep:
                 if steps.get(kind):
-                    self._sink(path, 0, "fwd", kind, steps[kind], None)
+                    values, lengths = _pad_shrinking(steps[kind], f"{path} ({kind})")
+                    self._sink(path, 0, "fwd", kind, values, lengths)
         self._cell_steps = {}
 
     def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -303,6 +308,25 @@ class Recording:
         if tokens is None:
             return {}
         return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
+
+
+def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tensor", Tensor | None]:
+    """Steps [(B_t, H)] with B_t never growing -> the steps themselves (equal batches) or a padded
+    (T, B, H) tensor and each row's length."""
+    sizes = [s.shape[0] for s in steps]
+    if len(set(sizes)) == 1:
+        return steps, None
+    if any(b > a for a, b in zip(sizes, sizes[1:])):
+        raise GatescopeError(
+            f"{what}: the batch grew from one step to the next ({sizes}); record a cell whose batch only "
+            "shrinks as sequences end (rows still running first), or one sequence at a time"
+        )
+    batch = torch.tensor(sizes)
+    lengths = (batch.unsqueeze(0) > torch.arange(sizes[0]).unsqueeze(1)).sum(1)  # (B,)
+    padded = steps[0].new_zeros(len(steps), sizes[0], steps[0].shape[1])
+    for t, value in enumerate(steps):
+        padded[t, : value.shape[0]] = value
+    return padded, lengths
 
 
 def _to_rows(values: Tensor, lengths: Tensor) -> Tensor:

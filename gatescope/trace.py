@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.names import parse_name
+from gatescope.names import canonical_order, parse_name
 
 FORMAT = "gatescope.trace"
 FORMAT_VERSION = 1
@@ -170,6 +170,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -199,6 +202,9 @@ def load_trace(path: str | os.PathLike) -> Trace:
     offsets = tensors.pop("offsets").clone()
     token_ids = tensors.pop("token_ids", None)
     features = {k[len(FEATURE_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(FEATURE_PREFIX)}
+    # safetensors stores tensors in its own order; give them back in the recorded one
+    paths = [m.get("name") for m in meta.get("modules", []) if isinstance(m, dict)]
+    tensors = {name: tensors[name] for name in canonical_order(tensors, paths)}
     return Trace(tensors, offsets, token_ids=token_ids, features=features, meta=meta)
 
 

@@ -283,3 +283,34 @@ def test_cuda_eval_mode_backward_works_with_gatescope_modules():
     x = torch.randn(5, 2, 3, device="cuda", requires_grad=True)
     lstm(x)[0].sum().backward()  # stock nn.LSTM raises: cudnn RNN backward can only be called in training mode
     assert x.grad is not None
+
+
+def test_cells_with_a_shrinking_batch_record_each_sequence_to_its_length():
+    torch.manual_seed(8)
+    cell = nn.GRUCell(3, 4)
+    x = torch.randn(4, 3, 3)  # (T, B, I), lengths 4, 2, 1: rows still running come first
+    lengths = [4, 2, 1]
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x):
+            h = torch.zeros(3, 4)
+            for t in range(4):
+                active = sum(n > t for n in lengths)
+                h = h.clone()
+                h[:active] = self.cell(x[t, :active], h[:active])
+            return h
+
+    model = Loop()
+    with torch.no_grad(), record(model) as rec:
+        model(x)
+    assert rec.trace.offsets.tolist() == [0, 4, 6, 7]
+    for b, n in enumerate(lengths):
+        h = torch.zeros(4)
+        with torch.no_grad():
+            for t in range(n):
+                h = cell(x[t, b], h)
+        assert torch.allclose(rec.trace["cell.l0.fwd.h"][rec.trace.sequence(b)][-1], h, atol=ATOL)

@@ -134,3 +134,18 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["t.safetensors"]
     with pytest.raises(GatescopeError, match="does not exist"):
         _trace().save(tmp_path / "no" / "t.safetensors")
+
+
+def test_loaded_names_keep_the_recorded_order_and_files_get_the_usual_mode(tmp_path):
+    from torch import nn
+
+    from gatescope import record
+
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    with torch.no_grad(), record(lstm) as rec:
+        lstm(torch.randn(5, 1, 3))
+    rec.trace.save(tmp_path / "t.safetensors")
+    assert load_trace(tmp_path / "t.safetensors").names == rec.trace.names
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
