@@ -123,6 +123,7 @@ class Recording:
         self._cell_steps: dict[str, dict[str, list[Tensor]]] = {}  # cell path -> kind -> [(B, H)]
         self._used: dict[str, list[list[Tensor]]] = defaultdict(list)  # name -> per call, T x (B, H) in the graph
         self._trace: Trace | None = None
+        self._unaligned = False  # a cell's batch shrank: rows may not follow the input's batch order
 
     # -- which quantities -------------------------------------------------------------
     def kinds_of(self, path: str) -> tuple[str, ...]:
@@ -216,6 +217,8 @@ class Recording:
             for kind in observer.keep:
                 if steps.get(kind):
                     values, lengths = _pad_shrinking(steps[kind], f"{path} ({kind})")
+                    # rows are in the order the cell saw them, which need not be the input's
+                    self._unaligned |= lengths is not None
                     self._sink(path, 0, "fwd", kind, values, lengths)
         self._cell_steps = {}
 
@@ -284,6 +287,8 @@ class Recording:
 
     def _token_ids(self, name: str) -> Tensor | None:
         """The integer inputs of the root's calls, cut to each sequence's length, if they fit."""
+        if self._unaligned:
+            return None
         pieces = []
         for call, lengths in zip(self._calls[name], self._lengths[name]):
             ids = self._ids[call] if 0 <= call < len(self._ids) else None
