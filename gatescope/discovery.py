@@ -1,0 +1,301 @@
+"""Discovery of a checkpoint's recurrent modules, embedding and decoder from tensor shapes alone.
+
+Recurrent modules are found by torch.nn's parameter names under any key prefix: nn.LSTM / nn.GRU
+store ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for
+the backward direction, ``weight_hr_l{k}`` for an LSTM with proj_size, Sak et al. 2014), and
+nn.LSTMCell / nn.GRUCell store the same names without the ``_l{k}`` suffix. The cell type and
+sizes follow from the shapes (torch/nn/modules/rnn.py): weight_hh is (4H, H) for an LSTM, (3H, H)
+for a GRU, (4H, proj) with a projection. The input embedding and the output decoder are guessed
+as in PyTorch's word_language_model example (``encoder.weight`` / ``decoder``); explicit roles
+from the checkpoint's metadata override the guesses. Nothing here reads tensor data.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gatescope.errors import GatescopeError
+
+_LAYER_KEY = re.compile(
+    r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$"
+)
+_CELL_KEY = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$")
+_GATES = {4: "LSTM", 3: "GRU"}  # rows of weight_hh per hidden unit -> cell
+_DECODER_HINTS = ("dec", "out", "fc", "head", "linear", "classifier", "proj")
+
+Shapes = dict[str, tuple[int, ...]]  # tensor name -> shape
+
+
+@dataclass(frozen=True)
+class RecurrentSpec:
+    """One recurrent module found in a checkpoint: its name in the model, key prefix and sizes."""
+
+    name: str  # submodule path in the LoadedModel, e.g. "encoder.rnn" ("lstm" for a bare state dict)
+    prefix: str  # key prefix in the file, e.g. "encoder.rnn." ("" for a bare state dict)
+    cell: str  # LSTM, GRU, LSTMCell or GRUCell
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    proj_size: int
+    bias: bool
+
+    @property
+    def output_size(self) -> int:
+        """Width of the module's output: directions x (proj_size or hidden_size)."""
+        return (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
+
+    @property
+    def is_cell(self) -> bool:
+        return self.cell.endswith("Cell")
+
+    def info(self) -> dict[str, Any]:
+        """The public description (docs/architecture.md, `inspect --json` "modules" entries)."""
+        info = asdict(self)
+        del info["prefix"]
+        return info
+
+    def expected_shapes(self) -> Shapes:
+        """Every parameter key of this module in the file, with the shape torch gives it."""
+        gates = 4 if self.cell.startswith("LSTM") else 3
+        rows, state = gates * self.hidden_size, self.proj_size or self.hidden_size
+        if self.is_cell:
+            shapes = {"weight_ih": (rows, self.input_size), "weight_hh": (rows, state)}
+            if self.bias:
+                shapes |= {"bias_ih": (rows,), "bias_hh": (rows,)}
+            return {self.prefix + k: v for k, v in shapes.items()}
+        shapes = {}
+        for layer in range(self.num_layers):
+            width = self.input_size if layer == 0 else self.output_size
+            for suffix in ("", "_reverse")[: 1 + self.bidirectional]:
+                end = f"_l{layer}{suffix}"
+                shapes[f"weight_ih{end}"] = (rows, width)
+                shapes[f"weight_hh{end}"] = (rows, state)
+                if self.bias:
+                    shapes[f"bias_ih{end}"] = (rows,)
+                    shapes[f"bias_hh{end}"] = (rows,)
+                if self.proj_size:
+                    shapes[f"weight_hr{end}"] = (self.proj_size, self.hidden_size)
+        return {self.prefix + k: v for k, v in shapes.items()}
+
+
+# -- discovery from shapes alone -------------------------------------------------------------
+def discover_recurrent(shapes: Shapes) -> list[RecurrentSpec]:
+    """Every recurrent module among the checkpoint's keys, validated against torch's shapes."""
+    layered: dict[str, set[str]] = {}
+    cells: dict[str, set[str]] = {}
+    for key in shapes:
+        if match := _LAYER_KEY.match(key):
+            layered.setdefault(match["prefix"] or "", set()).add(key)
+        elif match := _CELL_KEY.match(key):
+            cells.setdefault(match["prefix"] or "", set()).add(key)
+    specs = [_layered_spec(prefix, keys, shapes) for prefix, keys in layered.items()]
+    specs += [_cell_spec(prefix, keys, shapes) for prefix, keys in cells.items()]
+    return sorted(specs, key=lambda spec: spec.prefix)
+
+
+def _shape(shapes: Shapes, key: str, dims: int) -> tuple[int, ...]:
+    if key not in shapes:
+        raise GatescopeError(f"inconsistent recurrent weights: {key} is missing")
+    if len(shapes[key]) != dims or 0 in shapes[key]:
+        raise GatescopeError(f"inconsistent shapes: {key} has shape {list(shapes[key])}; expected {dims} dimensions")
+    return shapes[key]
+
+
+def _gates(key: str, rows: int, hidden: int, allowed: tuple[int, ...] = (4, 3)) -> int:
+    if hidden == 0 or rows % hidden or rows // hidden not in allowed:
+        raise GatescopeError(
+            f"inconsistent shapes: {key} has {rows} rows for hidden size {hidden}; "
+            f"expected {' or '.join(f'{g}x{hidden}' for g in allowed)}"
+        )
+    return rows // hidden
+
+
+def _layered_spec(prefix: str, keys: set[str], shapes: Shapes) -> RecurrentSpec:
+    base = f"{prefix}." if prefix else ""
+    rows, state = _shape(shapes, f"{base}weight_hh_l0", 2)
+    if f"{base}weight_hr_l0" in keys:
+        proj, hidden = _shape(shapes, f"{base}weight_hr_l0", 2)
+        _gates(f"{base}weight_hh_l0", rows, hidden, allowed=(4,))
+        cell = "LSTM"
+    else:
+        proj, hidden = 0, state
+        cell = _GATES[_gates(f"{base}weight_hh_l0", rows, hidden)]
+    layers = 1 + max(int(_LAYER_KEY.match(k)["layer"]) for k in keys)
+    spec = RecurrentSpec(
+        name=prefix or cell.lower(),
+        prefix=base,
+        cell=cell,
+        input_size=_shape(shapes, f"{base}weight_ih_l0", 2)[1],
+        hidden_size=hidden,
+        num_layers=layers,
+        bidirectional=any(k.endswith("_reverse") for k in keys),
+        proj_size=proj,
+        bias=any("bias_" in k for k in keys),
+    )
+    _check_shapes(spec, keys, shapes)
+    return spec
+
+
+def _cell_spec(prefix: str, keys: set[str], shapes: Shapes) -> RecurrentSpec:
+    base = f"{prefix}." if prefix else ""
+    rows, hidden = _shape(shapes, f"{base}weight_hh", 2)
+    cell = _GATES[_gates(f"{base}weight_hh", rows, hidden)] + "Cell"
+    spec = RecurrentSpec(
+        name=prefix or cell.lower(),
+        prefix=base,
+        cell=cell,
+        input_size=_shape(shapes, f"{base}weight_ih", 2)[1],
+        hidden_size=hidden,
+        num_layers=1,
+        bidirectional=False,
+        proj_size=0,
+        bias=any("bias_" in k for k in keys),
+    )
+    _check_shapes(spec, keys, shapes)
+    return spec
+
+
+def _check_shapes(spec: RecurrentSpec, keys: set[str], shapes: Shapes) -> None:
+    expected = spec.expected_shapes()
+    for key, shape in expected.items():
+        if key not in shapes:
+            raise GatescopeError(f"inconsistent recurrent weights: {spec.name} has no {key}")
+        if tuple(shapes[key]) != shape:
+            raise GatescopeError(
+                f"inconsistent shapes: {key} has shape {list(shapes[key])}; expected {list(shape)} "
+                f"for {spec.cell} with input {spec.input_size}, hidden {spec.hidden_size}"
+            )
+    if extra := sorted(keys - expected.keys()):
+        raise GatescopeError(f"inconsistent recurrent weights: {spec.name} has unexpected keys {', '.join(extra)}")
+
+
+# -- roles: embedding, recurrent chain, decoder ------------------------------------------------
+@dataclass(frozen=True)
+class Roles:
+    """Which tensors the runnable model uses: embedding key, recurrent chain, decoder path."""
+
+    embedding: str | None  # key of the embedding matrix [V, E], e.g. "encoder.weight"
+    recurrent: list[RecurrentSpec]  # run in this order
+    decoder: str | None  # module path of the output Linear, e.g. "decoder"
+    decoder_bias: bool
+
+
+def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, Any]) -> Roles:
+    """The embedding, recurrent chain and decoder: explicit metadata roles first, else guesses."""
+    used = {key for spec in specs for key in spec.expected_shapes()}
+    free = [k for k in shapes if k not in used and k.endswith(".weight") and len(shapes[k]) == 2]
+    by_name = {spec.name: spec for spec in specs}
+
+    if "embedding" in roles:
+        embedding = _role_key(shapes, roles["embedding"], "embedding")
+    else:
+        embedding = _guess_embedding(shapes, free, {spec.input_size for spec in specs})
+
+    if "recurrent" in roles:
+        names = roles["recurrent"] if isinstance(roles["recurrent"], list) else [roles["recurrent"]]
+        if not names or not all(isinstance(n, str) for n in names):
+            raise GatescopeError(f"metadata role 'recurrent' must list module names, not {roles['recurrent']!r}")
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise GatescopeError(
+                f"metadata roles name recurrent modules {unknown} not in the file (found: {sorted(by_name)})"
+            )
+        chain = [by_name[n] for n in names]
+    else:
+        chain = _guess_chain(specs, shapes[embedding][1] if embedding else None)
+    _check_chain(chain, shapes, embedding)
+
+    if "decoder" in roles:
+        decoder = _role_key(shapes, roles["decoder"], "decoder")
+        decoder = decoder.removesuffix(".weight") if decoder else None
+    else:
+        candidates = [k for k in free if k != embedding and shapes[k][1] == chain[-1].output_size]
+        decoder = _guess_decoder(shapes, candidates)
+    decoder_bias = False
+    if decoder is not None:
+        weight = shapes[f"{decoder}.weight"]
+        if len(weight) != 2 or weight[1] != chain[-1].output_size:
+            raise GatescopeError(
+                f"inconsistent shapes: decoder {decoder}.weight has shape {list(weight)}; expected "
+                f"[vocabulary, {chain[-1].output_size}] after {chain[-1].name}"
+            )
+        bias = shapes.get(f"{decoder}.bias")
+        decoder_bias = bias is not None
+        if decoder_bias and tuple(bias) != (weight[0],):
+            raise GatescopeError(f"inconsistent shapes: {decoder}.bias has shape {list(bias)}; expected [{weight[0]}]")
+    return Roles(embedding, chain, decoder, decoder_bias)
+
+
+def _role_key(shapes: Shapes, value: Any, role: str) -> str | None:
+    """The tensor key a metadata role names (``"decoder"`` or ``"decoder.weight"``); None = absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise GatescopeError(f"metadata role {role!r} must be a tensor or module name, not {value!r}")
+    key = value if value.endswith(".weight") else f"{value}.weight"
+    if key not in shapes:
+        raise GatescopeError(f"metadata role {role!r} names {value!r}, which is not in the file")
+    if len(shapes[key]) != 2:
+        raise GatescopeError(f"inconsistent shapes: {role} {key} has shape {list(shapes[key])}; expected 2-D")
+    return key
+
+
+def _has_bias(shapes: Shapes, weight_key: str) -> bool:
+    return weight_key.removesuffix("weight") + "bias" in shapes
+
+
+def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str | None:
+    """A 2-D weight as wide as some module's input, named like one (emb, encoder.weight) if possible.
+
+    A weight with a bias, or named like an output layer, is a Linear, not an nn.Embedding.
+    """
+    def named(k: str) -> bool:
+        return "emb" in k.lower() or k.endswith("encoder.weight")
+
+    candidates = [
+        k for k in free
+        if shapes[k][1] in widths
+        and (named(k) or not (_has_bias(shapes, k) or any(h in k.lower() for h in _DECODER_HINTS)))
+    ]
+    return min(candidates, key=lambda k: not named(k), default=None)
+
+
+def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
+    """The output Linear: named like one (decoder, out, fc, ...) and with a bias if possible."""
+    def rank(k: str) -> tuple[bool, bool]:
+        return (not any(h in k.lower() for h in _DECODER_HINTS), not _has_bias(shapes, k))
+
+    best = min(candidates, key=rank, default=None)
+    return best.removesuffix(".weight") if best else None
+
+
+def _guess_chain(specs: list[RecurrentSpec], width: int | None) -> list[RecurrentSpec]:
+    """The modules to run in order: from the one fed by the embedding (or by no other module),
+    each next one the first whose input is as wide as the previous output."""
+    outputs = {spec.output_size for spec in specs}
+    if width is not None:
+        starts = [s for s in specs if s.input_size == width] or specs
+    else:
+        starts = [s for s in specs if s.input_size not in outputs] or specs
+    chain = [starts[0]]
+    while nxt := next(
+        (s for s in specs if s not in chain and s.input_size == chain[-1].output_size), None
+    ):
+        chain.append(nxt)
+    return chain
+
+
+def _check_chain(chain: list[RecurrentSpec], shapes: Shapes, embedding: str | None) -> None:
+    if embedding is not None and shapes[embedding][1] != chain[0].input_size:
+        raise GatescopeError(
+            f"inconsistent shapes: embedding {embedding} has width {shapes[embedding][1]}; "
+            f"{chain[0].name} takes inputs of size {chain[0].input_size}"
+        )
+    for prev, spec in zip(chain, chain[1:]):
+        if spec.input_size != prev.output_size:
+            raise GatescopeError(
+                f"inconsistent shapes: {spec.name} takes inputs of size {spec.input_size}, "
+                f"but {prev.name} gives {prev.output_size}"
+            )
