@@ -1,0 +1,71 @@
+"""`gatescope browse`: bad files give one line and exit 1; a saved (memory-mapped) trace browses like one in memory."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from gatescope.cli import main
+from gatescope.trace import load_trace
+from gatescope.tui.app import GatescopeApp
+from gatescope.tui.heatmap import Heatmap
+from gatescope.tui.unit_detail import UnitDetail
+
+from test_tui import LSTM_KINDS, SIZE, word_trace
+
+
+def browse(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(["browse", *args])
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys):
+    code, err = browse(capsys, str(tmp_path / "nope.safetensors"))
+    assert code == 1 and err == f"gatescope: error: no such file: {tmp_path / 'nope.safetensors'}\n"
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\xff" * 64)
+    code, err = browse(capsys, str(corrupt))
+    assert code == 1 and err.startswith("gatescope: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    word_trace().save(tmp_path / "ok.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((tmp_path / "ok.safetensors").read_bytes()[:-100])
+    code, err = browse(capsys, str(truncated))
+    assert code == 1 and "truncated or corrupt" in err and err.count("\n") == 1
+    code, err = browse(capsys, str(tmp_path / "ok.safetensors"), "--export-dir", str(tmp_path / "no-such-folder"))
+    assert code == 1 and "is not a folder" in err
+
+
+def test_help_names_the_keys():
+    result = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", "browse", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "Usage: gatescope browse [OPTIONS] TRACE" in result.stdout
+    assert "--export-dir" in result.stdout and "Press ? for the keys" in result.stdout
+
+
+def test_importing_the_package_does_not_load_textual():
+    code = "import sys, gatescope, gatescope.tui; print('textual' in sys.modules, 'matplotlib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_a_saved_trace_browses_like_the_one_in_memory(tmp_path):
+    trace = word_trace(hidden=600)  # rows of 600 units: several pages, released as they are read
+    trace.save(tmp_path / "run.safetensors")
+    loaded = load_trace(tmp_path / "run.safetensors")
+
+    async def scenario() -> None:
+        app = GatescopeApp(loaded)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("right", "right", "down", "down", "down", "L", "pagedown", "left")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            heatmap = app.query_one(Heatmap)
+            unit, row = heatmap.unit, heatmap.row
+            assert app.name_shown == "rnn.l1.fwd.i" and unit == 3
+            expected = {k: float(trace[f"rnn.l1.fwd.{k}"][row, unit]) for k in LSTM_KINDS}
+            assert app.query_one(UnitDetail).values_at_cursor() == expected
+
+    asyncio.run(scenario())

@@ -1,0 +1,208 @@
+"""What the browser reads and computes, against independent references: rows, colours, search, scores, pages.
+
+No Textual app runs here; these are the numbers behind the views.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gatescope.analysis.dynamics import saturation as analysis_saturation
+from gatescope.errors import GatescopeError
+from gatescope.trace import Trace, load_trace
+from gatescope.tui import ranking
+from gatescope.tui.colors import DIVERGING, NAN_COLOR, SEQUENTIAL, PairStyles, Scale
+from gatescope.tui.heatmap import HALF
+from gatescope.tui.pages import file_backed, release
+from gatescope.tui.source import BLOCK, TraceSource
+
+from test_tui import VOCAB, word_trace
+
+
+def big_trace(n: int = 3 * BLOCK + 17, hidden: int = 5, dtype=torch.float16) -> Trace:
+    """A trace whose rows cross several cache blocks, sequences of varied length, a NaN."""
+    g = torch.Generator().manual_seed(1)
+    lengths = [1, 40, 300, 2, 250, n - 593]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = torch.randn(n, hidden, generator=g).to(dtype)
+    values[5, 3] = math.nan
+    ids = torch.randint(2, len(VOCAB), (n,), generator=g)
+    return Trace({"rnn.l0.fwd.h": values, "rnn.l0.fwd.f": torch.sigmoid(values.float()).to(dtype)}, offsets,
+                 token_ids=ids, meta={"vocab": VOCAB, "tokenizer": "word"})
+
+
+def test_windows_and_values_are_the_recorded_rows():
+    trace = big_trace()
+    source = TraceSource(trace)
+    for start, stop in [(0, 1), (250, 270), (BLOCK - 3, 2 * BLOCK + 4), (trace.num_tokens - 9, trace.num_tokens + 50)]:
+        expected = trace["rnn.l0.fwd.h"][start:stop].float().numpy()
+        got = source.window("rnn.l0.fwd.h", start, stop)
+        np.testing.assert_array_equal(got, expected)  # float16 -> float32 is exact; NaN == NaN here
+        np.testing.assert_array_equal(source.column("rnn.l0.fwd.h", start, stop, 3), expected[:, 3])
+    assert source.window("rnn.l0.fwd.h", 10, 10).shape == (0, 5)
+    assert math.isnan(source.value("rnn.l0.fwd.h", 5, 3))
+    assert source.value("rnn.l0.fwd.f", 700, 2) == float(trace["rnn.l0.fwd.f"][700, 2])
+
+
+def test_blocks_read_in_workers_fill_the_same_cache():
+    trace = big_trace()
+    source = TraceSource(trace)
+    keys = source.missing(["rnn.l0.fwd.h", "rnn.l0.fwd.f"], 200, 600)
+    assert keys == [(n, b) for n in ("rnn.l0.fwd.h", "rnn.l0.fwd.f") for b in (0, 1, 2)]
+    assert source.read_blocks(keys, lambda: True) is None  # cancelled before the first read
+    blocks = source.read_blocks(keys, lambda: False)
+    source.store(keys, blocks)
+    assert source.missing(["rnn.l0.fwd.h", "rnn.l0.fwd.f"], 200, 600) == []
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.f", 200, 600), trace["rnn.l0.fwd.f"][200:600].float().numpy())
+
+
+def test_sequences_tokens_and_layers():
+    trace = word_trace(layers=2, directions=("fwd", "bwd"))
+    source = TraceSource(trace)
+    assert [l.label for l in source.layers] == ["rnn.l0.fwd", "rnn.l0.bwd", "rnn.l1.fwd", "rnn.l1.bwd"]
+    assert source.layers[0].kinds == tuple("ifgoch") and source.layers[0].hidden == 9
+    for row in range(trace.num_tokens):
+        assert source.sequence_of(row) == trace.sequence_of(row)
+    assert source.sequence_rows(2) == (trace.sequence(2).start, trace.sequence(2).stop)
+    assert source.join(source.tokens(*source.sequence_rows(0))) == "the boy near the car greets <eos>"
+
+
+def test_search_matches_a_brute_force_scan():
+    trace = big_trace()
+    source = TraceSource(trace)
+    tokens = trace.tokens()
+    for query in ["boy", "the car", "near the boys", "greet greet"]:
+        words = query.split()
+        hits = [i for i in range(len(tokens) - len(words) + 1) if tokens[i:i + len(words)] == words]
+        for after in [-1, 0, 100, 500, len(tokens)]:
+            later = [h for h in hits if h > after]
+            expected = later[0] if later else (hits[0] if hits else None)
+            assert source.search(query, after) == expected, (query, after)
+    with pytest.raises(GatescopeError, match="not in the vocabulary: zebra"):
+        source.search("the zebra", 0)
+
+
+def test_search_without_a_vocabulary_takes_token_ids():
+    trace = Trace({"gru.l0.fwd.h": torch.zeros(6, 2)}, [0, 3, 6], token_ids=torch.tensor([5, 7, 5, 7, 5, 9]))
+    source = TraceSource(trace)
+    assert source.search("5 7", -1) == 0 and source.search("5 7", 0) == 2 and source.search("5 9", 0) == 4
+    with pytest.raises(GatescopeError, match="token ids"):
+        source.search("boy", 0)
+
+
+def test_char_trace_search_and_text():
+    text = "def f(x):\n    return x\n"
+    vocab = sorted(set(text))
+    trace = Trace({"rnn.l0.fwd.c": torch.zeros(len(text), 3)}, [0, len(text)],
+                  token_ids=torch.tensor([vocab.index(c) for c in text]), meta={"vocab": vocab, "tokenizer": "char"})
+    source = TraceSource(trace)
+    assert source.search("return", -1) == text.index("return")
+    assert source.join(source.tokens(0, 10)) == "def f(x):↵"
+
+
+@pytest.mark.parametrize("kind, value, color", [
+    ("f", 0.0, SEQUENTIAL[0]), ("f", 0.0624, SEQUENTIAL[0]), ("f", 0.0626, SEQUENTIAL[1]),
+    ("f", 0.5, SEQUENTIAL[8]), ("f", 1.0, SEQUENTIAL[15]), ("i", 7.0, SEQUENTIAL[15]), ("o", -3.0, SEQUENTIAL[0]),
+    ("h", -1.0, DIVERGING[0]), ("h", 0.0, DIVERGING[8]), ("h", 1.0, DIVERGING[16]), ("g", 0.06, DIVERGING[8]),
+    ("g", 0.07, DIVERGING[9]), ("n", -5.0, DIVERGING[0]),
+    ("c", 0.0, DIVERGING[8]), ("c", 3.0, DIVERGING[16]), ("c", math.atanh(-0.5), DIVERGING[4]),
+    ("f", math.nan, NAN_COLOR), ("h", math.nan, NAN_COLOR),
+])
+def test_colour_scales(kind, value, color):
+    """Gates: 16 equal bins of 0..1 (viridis); g m n h: 17 levels over -1..1, 0 in the middle (RdBu); c: tanh(c)."""
+    scale = Scale(kind)
+    level = int(scale.levels(np.array([value], dtype=np.float32))[0])
+    assert scale.colors[level] == color
+
+
+def test_heatmap_cells_pair_two_units(monkeypatch):
+    """One heatmap line: '▀' cells whose foreground is the upper unit and background the lower unit."""
+    values = torch.tensor([[0.0, 1.0, 0.5], [1.0, math.nan, 0.0]])  # rows x units (3 units: odd)
+    trace = Trace({"rnn.l0.fwd.f": values}, [0, 2], token_ids=torch.tensor([2, 3]), meta={"vocab": VOCAB})
+    from gatescope.tui.heatmap import Heatmap
+
+    heatmap = Heatmap(TraceSource(trace))
+    heatmap.unit, heatmap.row = 2, 1  # cursor away from line 0
+    strip = heatmap._line(0, 0, 2)  # units 0 (upper) and 1 (lower), rows 0..1
+    cells = [(seg.style.color.triplet.hex, seg.style.bgcolor.triplet.hex)
+             for seg in strip for _ in range(seg.cell_length)]
+    assert {seg.text.strip(HALF) for seg in strip} == {""}
+    width = heatmap.cell_width
+    assert cells == [(SEQUENTIAL[0], SEQUENTIAL[15])] * width + [(SEQUENTIAL[15], NAN_COLOR)] * width
+    last = heatmap._line(1, 0, 2)  # unit 2 alone; the cursor (row 1) is magenta in the upper half
+    cells = [(seg.style.color.triplet.hex, seg.style.bgcolor.triplet.hex) for seg in last for _ in range(seg.cell_length)]
+    assert cells == [(SEQUENTIAL[8], "#000000")] * width + [("#ff00ff", "#000000")] * width
+
+
+def test_pair_styles_cover_every_level():
+    for kind in "fh":
+        styles = PairStyles(Scale(kind))
+        assert len(styles.table) == styles.size == len(Scale(kind).colors) + 2
+
+
+def test_correlation_matches_numpy(tmp_path):
+    trace = word_trace(hidden=7)
+    feature = trace.features["number"].numpy()
+    x = trace["rnn.l1.fwd.h"].numpy().astype(np.float64)
+    keep = np.isfinite(feature)
+    expected = [np.corrcoef(x[keep, u], feature[keep])[0, 1] for u in range(7)]
+    np.testing.assert_allclose(ranking.correlation(trace, "rnn.l1.fwd.h", feature), expected, rtol=1e-10)
+    constant = np.where(keep, 1.0, np.nan)
+    assert np.isnan(ranking.correlation(trace, "rnn.l1.fwd.h", constant)).all()  # r undefined, not 0
+
+
+def test_correlation_streams_in_chunks_and_skips_nan_values(monkeypatch):
+    monkeypatch.setattr(ranking, "CHUNK", 100)
+    trace = big_trace(dtype=torch.float32)
+    feature = np.sin(np.arange(trace.num_tokens) / 7.0)
+    feature[::11] = np.nan
+    x = trace["rnn.l0.fwd.h"].numpy().astype(np.float64)
+    r = ranking.correlation(trace, "rnn.l0.fwd.h", feature)
+    for u in range(5):
+        keep = np.isfinite(feature) & np.isfinite(x[:, u])
+        np.testing.assert_allclose(r[u], np.corrcoef(x[keep, u], feature[keep])[0, 1], rtol=1e-9)
+    calls = []
+    ranking.correlation(trace, "rnn.l0.fwd.h", feature, lambda done: calls.append(done) or len(calls) < 3)
+    assert calls == [0.0, 100 / trace.num_tokens, 200 / trace.num_tokens]  # stopped when asked
+
+
+@pytest.mark.parametrize("kind", ["i", "f", "z", "h", "g"])
+def test_saturation_agrees_with_the_analysis_layer(kind):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(500, 6, generator=g) * 3
+    values = torch.sigmoid(x) if kind in "ifz" else torch.tanh(x)
+    trace = Trace({f"rnn.l0.fwd.{kind}": values}, [0, 200, 500])
+    table = analysis_saturation(trace, kinds=[kind])
+    expected = np.array([row["left"] + row["right"] for row in table.rows])
+    np.testing.assert_allclose(ranking.saturation(trace, f"rnn.l0.fwd.{kind}"), expected)
+
+
+def test_saturation_of_the_cell_state_uses_tanh():
+    c = torch.tensor([[0.0, 3.0], [-3.0, 0.5], [2.0, math.nan]])
+    trace = Trace({"rnn.l0.fwd.c": c}, [0, 3])
+    # (tanh(c) + 1) / 2 outside 0.1..0.9 <=> |c| > atanh(0.8) = 1.0986
+    np.testing.assert_allclose(ranking.saturation(trace, "rnn.l0.fwd.c"), [2 / 3, 1 / 2])
+
+
+def test_released_pages_read_back_the_same(tmp_path):
+    trace = big_trace(n=4000, hidden=300)
+    path = tmp_path / "t.safetensors"
+    trace.save(path)
+    loaded = load_trace(path)
+    assert file_backed(loaded["rnn.l0.fwd.h"]) and not file_backed(trace["rnn.l0.fwd.h"])
+    before = loaded["rnn.l0.fwd.h"][1000:3000].float().clone()
+    release(loaded["rnn.l0.fwd.h"][1000:3000])
+    assert torch.equal(loaded["rnn.l0.fwd.h"][1000:3000].float().nan_to_num(7), before.nan_to_num(7))
+    source = TraceSource(loaded)
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), trace["rnn.l0.fwd.h"].float().numpy())
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), trace["rnn.l0.fwd.h"].float().numpy())
+
+
+def test_unusable_traces_are_refused():
+    with pytest.raises(GatescopeError, match="no tokens"):
+        TraceSource(Trace({"rnn.l0.fwd.h": torch.zeros(0, 3)}, [0]))
+    with pytest.raises(GatescopeError, match="no quantities"):
+        TraceSource(Trace({}, [0, 2]))
