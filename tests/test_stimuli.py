@@ -221,3 +221,8 @@ def test_source_that_does_not_tokenize_is_a_clear_error(source, line, what):
     with pytest.raises(GatescopeError, match=rf"^broken\.py:{line}: cannot tokenize the source: .*{what}") as info:
         code_features(source, "broken.py")
     assert "\n" not in str(info.value)
+
+
+def test_unknown_condition_is_a_clear_error():
+    with pytest.raises(GatescopeError, match="unknown agreement condition 'nounpp_XY'"):
+        generate_stimuli(conditions=("nounpp_XY",))

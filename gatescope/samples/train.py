@@ -82,13 +82,14 @@ def _lr_factor(step: int, steps: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, steps)))
 
 
-def _optimise(model: nn.Module, config: SampleConfig, batches, progress: Progress | None) -> None:
-    """Adam with cosine decay and gradient clipping; `batches` yields (loss_fn) closures' inputs."""
+def _optimise(model: nn.Module, config: SampleConfig, losses, progress: Progress | None) -> None:
+    """`config.steps` steps of Adam (cosine decay, gradients clipped at norm 1); `losses` yields
+    functions of no argument, each computing the loss of the next batch."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, config.steps))
     model.train()
     for step in range(config.steps):
-        loss = next(batches)()
+        loss = next(losses)()
         optimiser.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -110,11 +111,10 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
             yield lambda: nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
 
     _optimise(model, config, closures(), progress)
-    model.vocab = vocab
     heldout = data.pad_sentences(vocab, training_corpus(2000, seed=config.seed + 1000))
     with torch.no_grad():
         loss = nn.functional.cross_entropy(model(heldout[0]).flatten(0, 1), heldout[1].flatten())
-    result = evaluate_agreement(model, read_stimuli(bundled_stimuli_path()))
+    result = evaluate_agreement(model, read_stimuli(bundled_stimuli_path()), vocab=vocab)
     metrics = {
         "heldout_loss": round(float(loss), 4),
         "agreement_accuracy": round(result["accuracy"], 4),

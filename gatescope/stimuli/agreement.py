@@ -29,6 +29,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatescope.errors import GatescopeError
+
 NOUN_SG = ("boy", "girl", "man", "woman", "child", "teacher", "doctor", "farmer", "student", "friend",
            "pilot", "lawyer", "dog", "cat", "car", "house", "tree", "table", "book", "singer")
 NOUN_PL = ("boys", "girls", "men", "women", "children", "teachers", "doctors", "farmers", "students",
@@ -129,7 +131,7 @@ def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, r
         v = rng.choice([i for i in range(len(VERB_SG)) if i != verb_lemma])
         parts += [("that", "attr"), ("the", "attr"), (noun(a, numbers[1]), "attr"), (verb(v, numbers[1]), "attr")]
     elif structure != "simple":
-        raise ValueError(f"unknown structure {structure!r}")
+        raise GatescopeError(f"unknown agreement structure {structure!r} (known: {', '.join(STRUCTURES)})")
     parts.append((verb(verb_lemma, s_num), "verb"))
     return _build(parts, s_num == "P", verb(verb_lemma, other(s_num)), f"{structure}_{numbers}")
 
@@ -143,6 +145,8 @@ def generate_stimuli(per_condition: int = 200, seed: int = 0,
     pairs = [(n, v) for n in range(len(NOUN_SG)) for v in range(len(VERB_SG)) if is_heldout_pair(n, v)]
     items: list[Stimulus] = []
     for condition in conditions:
+        if condition not in CONDITIONS:
+            raise GatescopeError(f"unknown agreement condition {condition!r} (known: {', '.join(CONDITIONS)})")
         structure, numbers = condition.split("_")
         seen: set[tuple[str, ...]] = set()
         for _ in range(per_condition * 50):
