@@ -7,6 +7,7 @@ every step (Lakretz et al. 2019's ablation) through `gatescope.record`'s interve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -47,7 +48,7 @@ def _print_table(result: dict, model: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"Agreement accuracy of {model}"
+    title = f"Agreement accuracy of {Path(model).name}"
     if "ablated" in result:
         title += f" (ablated: {', '.join(result['ablated'])})"
     table = Table(title=title)
