@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -278,6 +279,9 @@ async def test_export_svg_and_png(trace, tmp_path):
         pngs = list(tmp_path.glob("*.png"))
         assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+        umask = os.umask(0)
+        os.umask(umask)
+        assert {p.stat().st_mode & 0o777 for p in svgs + pngs} == {0o666 & ~umask}
 
 
 @sync

@@ -284,7 +284,7 @@ class GatescopeApp(App[None]):
     def action_export_svg(self) -> None:
         path = self.export_dir / f"gatescope-{self.name_shown}-u{self.heatmap.unit}-r{self.heatmap.row}.svg"
         try:
-            self.last_export = export.save_svg(self.export_screenshot(), path)
+            self.last_export = export.save_svg(self.export_screenshot(simplify=True), path)
         except (GatescopeError, OSError) as exc:
             self.notify(f"cannot save the screenshot: {exc}", severity="error")
             return

@@ -18,6 +18,8 @@ from gatescope.errors import GatescopeError
 from gatescope.tui.colors import Scale
 
 MAX_TICKS = 60  # token labels on the x axis
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once (at import, on the app's thread): exports get the usual 0o666 & ~umask
 
 
 def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
@@ -25,10 +27,11 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # mode 0o600
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
