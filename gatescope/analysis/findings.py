@@ -157,7 +157,10 @@ def code_findings(model_path: Path, train_chars: int = 60000, permutations: int 
     top = [{"unit": r["unit"], "direction": "high" if r["auc"] >= 0.5 else "low", "train_auc": r["score"],
             "heldout_auc": _oriented(scored[r["unit"]]["auc"], r["auc"] >= 0.5),
             "heldout_p_fwer": scored[r["unit"]]["p_fwer"]} for r in chosen.head(5)]
+    probes = probe_units(held, feature="in_string", kinds="c", ks=(1, 4, 16, 64), epochs=3)
     return {"model": model_path.name, "train_files": [p.name for p in train_paths],
+            "probes": [{k: r[k] for k in ("name", "baseline", "score", "control", "selectivity", "k95", "curve")}
+                       for r in probes],
             "heldout_files": [p.name for p in stdlib_files(heldout=True)], "heldout_tokens": held.num_tokens,
             "top_units": top, "best_heldout_unit": {"unit": best_held["unit"], "auc": best_held["score"]}}
 
@@ -195,7 +198,13 @@ def report(results: dict[str, Any]) -> str:
                   f"Best in_string unit on training files: {b['unit']} ({b['direction']} inside strings, "
                   f"AUC {b['train_auc']:.3f}); on the held-out "
                   f"files ({', '.join(code['heldout_files'])}; {code['heldout_tokens']} characters): "
-                  f"AUC {b['heldout_auc']:.3f}.", ""]
+                  f"AUC {b['heldout_auc']:.3f}. Best unit chosen on the held-out files themselves: "
+                  f"{code['best_heldout_unit']['unit']} (AUC {code['best_heldout_unit']['auc']:.3f}).", ""]
+        for p in code["probes"]:
+            lines.append(f"Linear probe on all of {p['name']} (held-out chunks): accuracy {p['score']:.3f} "
+                         f"(majority {p['baseline']:.3f}, control task {p['control']:.3f}); top-k curve "
+                         + ", ".join(f"{k}: {v:.3f}" for k, v in p["curve"].items()) + ".")
+        lines.append("")
     return "\n".join(lines)
 
 
