@@ -31,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def rss_mb(field: str = "VmRSS") -> float:
-    """Resident memory from /proc/self/status: VmRSS (all), RssAnon (heap), RssFile (mapped file pages)."""
+    """Resident memory from /proc/self/status: VmRSS (all), RssAnon (heap), RssFile (mapped files:
+    the shared libraries, torch's included, and any trace pages still mapped)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -54,11 +55,11 @@ def import_seconds() -> float:
 
 
 async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> dict[str, float]:
+    from rich.console import Console
+
     from gatescope.trace import load_trace
     from gatescope.tui.app import GatescopeApp
     from gatescope.tui.messages import SequenceChosen
-
-    from rich.console import Console
 
     drop_cache(path)
     began = time.perf_counter()
@@ -68,7 +69,7 @@ async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> d
     frames: list[float] = []
     display = app._display
 
-    def display_and_time(screen, renderable) -> None:  # noqa: ANN001
+    def display_and_time(screen, renderable) -> None:
         display(screen, renderable)
         if renderable is not None:
             terminal.file = io.StringIO()
@@ -117,7 +118,7 @@ async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> d
             figures[f"{label}: all views p95, ms"] = last[int(0.95 * (len(last) - 1))] * 1e3
         figures["resident memory after browsing, MB"] = rss_mb()
         figures["  of which heap (RssAnon), MB"] = rss_mb("RssAnon")
-        figures["  of which mapped trace pages (RssFile), MB"] = rss_mb("RssFile")
+        figures["  of which mapped files: libraries + trace (RssFile), MB"] = rss_mb("RssFile")
         if rank:
             start = time.perf_counter()
             app.action_rank("number")
@@ -125,7 +126,7 @@ async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> d
             await app.workers.wait_for_complete()
             figures["rank one quantity by a feature, s"] = time.perf_counter() - start
             figures["resident memory after ranking, MB"] = rss_mb()
-            figures["  of which mapped trace pages after ranking, MB"] = rss_mb("RssFile")
+            figures["  of which mapped files after ranking, MB"] = rss_mb("RssFile")
     return figures
 
 
@@ -157,11 +158,11 @@ def main() -> None:
     imports = import_seconds()
     print(f"trace: {args.trace} ({args.trace.stat().st_size / 1e9:.1f} GB); baseline: a 10,000-token trace of the "
           f"same shape; terminal {args.size}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"{'figure':<58}{'big':>10}{'baseline':>10}{'ratio':>8}")
+    print(f"{'figure':<60}{'big':>10}{'baseline':>10}{'ratio':>8}")
     for name, value in figures.items():
-        print(f"{name:<58}{value:>10.2f}{baseline[name]:>10.2f}{value / baseline[name]:>8.2f}")
-    print(f"{'import gatescope.tui.app (fresh interpreter), s':<58}{imports:>10.2f}")
-    print(f"{'first screen from launch (import + first screen), s':<58}"
+        print(f"{name:<60}{value:>10.2f}{baseline[name]:>10.2f}{value / baseline[name]:>8.2f}")
+    print(f"{'import gatescope.tui.app (fresh interpreter), s':<60}{imports:>10.2f}")
+    print(f"{'first screen from launch (import + first screen), s':<60}"
           f"{imports + figures['first screen (load + mount + paint), s']:>10.2f}")
 
 

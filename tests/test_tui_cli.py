@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from test_tui import LSTM_KINDS, SIZE, word_trace
 
 from gatescope.cli import main
 from gatescope.trace import load_trace
 from gatescope.tui.app import GatescopeApp
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.unit_detail import UnitDetail
-
-from test_tui import LSTM_KINDS, SIZE, word_trace
 
 
 def browse(capsys, *args: str) -> tuple[int, str]:
@@ -40,7 +39,7 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys)
 
 def test_help_names_the_keys():
     result = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", "browse", "--help"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "Usage: gatescope browse [OPTIONS] TRACE" in result.stdout
     assert "--export-dir" in result.stdout and "Press ? for the keys" in result.stdout
 

@@ -6,11 +6,10 @@ look at the SVGs in tests/__snapshots__/ before committing them.
 from __future__ import annotations
 
 import torch
+from test_tui import SIZE, word_trace
 
 from gatescope.trace import Trace
 from gatescope.tui.app import GatescopeApp
-
-from test_tui import SIZE, word_trace
 
 
 async def settled(pilot) -> None:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_tui import VOCAB, word_trace
 
 from gatescope.analysis.dynamics import saturation as analysis_saturation
 from gatescope.errors import GatescopeError
@@ -18,8 +19,6 @@ from gatescope.tui.colors import DIVERGING, NAN_COLOR, SEQUENTIAL, PairStyles, S
 from gatescope.tui.heatmap import HALF
 from gatescope.tui.pages import file_backed, release
 from gatescope.tui.source import BLOCK, TraceSource
-
-from test_tui import VOCAB, word_trace
 
 
 def big_trace(n: int = 3 * BLOCK + 17, hidden: int = 5, dtype=torch.float16) -> Trace:

@@ -8,13 +8,16 @@ trace is read lazily (gatescope.tui.source), so a million-token file opens at on
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import ClassVar
 
+import numpy as np
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, Static
 from textual.worker import get_current_worker
@@ -43,8 +46,8 @@ class GatescopeApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "gatescope"
     COMMANDS = App.COMMANDS | {BrowserCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
-    BINDINGS = [
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "help"),
         Binding("slash", "search", "search"),
         Binding("N", "search_next", "next match", show=False),
@@ -68,7 +71,6 @@ class GatescopeApp(App[None]):
         self.layer: Layer = self.source.layers[0]
         self.kind = self.layer.kinds[0]
         self.last_search = ""
-        self.last_export: Path | None = None
 
     @property
     def name_shown(self) -> str:
@@ -149,7 +151,7 @@ class GatescopeApp(App[None]):
         text = Text.assemble(
             (f"{self.name_shown}:{unit}", "bold"),
             f"  row {row}  seq {sequence} pos {row - start}  token {token!r}  ",
-            ("value ", "dim"), (f"{value:+.4f}" if value == value else "nan", "bold"), "   ",
+            ("value ", "dim"), ("nan" if math.isnan(value) else f"{value:+.4f}", "bold"), "   ",
         )
         scale = self.source.scales[self.kind]
         text.append(f"{'tanh c ' if self.kind == 'c' else ''}{scale.low:g} ", "dim")
@@ -284,7 +286,7 @@ class GatescopeApp(App[None]):
     def action_export_svg(self) -> None:
         path = self.export_dir / f"gatescope-{self.name_shown}-u{self.heatmap.unit}-r{self.heatmap.row}.svg"
         try:
-            self.last_export = export.save_svg(self.export_screenshot(simplify=True), path)
+            export.save_svg(self.export_screenshot(simplify=True), path)
         except (GatescopeError, OSError) as exc:
             self.notify(f"cannot save the screenshot: {exc}", severity="error")
             return
@@ -299,13 +301,12 @@ class GatescopeApp(App[None]):
         self._export_png(path, values.copy(), first, self.source.tokens(start, stop), title)
 
     @work(thread=True, group="export")
-    def _export_png(self, path: Path, values, first: int, tokens: list[str], title: str) -> None:  # noqa: ANN001
+    def _export_png(self, path: Path, values: np.ndarray, first: int, tokens: list[str], title: str) -> None:
         try:
             export.save_heatmap_png(path, values, self.kind, first, tokens, title)
         except (GatescopeError, OSError) as exc:
             self.call_from_thread(self.notify, f"cannot save the figure: {exc}", severity="error")
             return
-        self.last_export = path
         self.call_from_thread(self.notify, f"saved {path}")
 
 

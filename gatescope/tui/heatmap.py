@@ -9,11 +9,13 @@ Line 0 is a sticky ruler of the tokens; the left gutter (unit numbers) is sticky
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.reactive import reactive
@@ -37,7 +39,7 @@ class Heatmap(ScrollView, can_focus=True):
     The ruler alternates two shades per token; a sequence's first token is bold cyan.
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "move(0, -1)", "step", show=False),
         Binding("right", "move(0, 1)", "step", show=False),
         Binding("up", "move(-1, 0)", "unit", show=False),
@@ -164,7 +166,7 @@ class Heatmap(ScrollView, can_focus=True):
             self._strips.clear()
             self._update_virtual_size()
             self.refresh()
-            self.call_after_refresh(self._scroll_into_view)
+            self.call_after_refresh(self.move_to, self.unit, self.row)  # scroll back to the cursor
 
     def on_click(self, event: events.Click) -> None:
         """A click picks the upper unit of a cell; a second click on it picks the lower one."""

@@ -1,8 +1,10 @@
 """The help screen (`?`): every key of the browser and what the colours mean."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
@@ -50,7 +52,7 @@ token in the text view moves the cursor there.
 class HelpScreen(ModalScreen[None]):
     """Keys and colours, dismissed with Escape, q or ?."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):

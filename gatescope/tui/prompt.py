@@ -4,8 +4,10 @@ Dismisses with the text typed (Enter) or None (Escape); the app acts in the call
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
@@ -14,7 +16,7 @@ from textual.widgets import Input, Label
 class Prompt(ModalScreen[str | None]):
     """Ask for one line of text."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "cancel")]
 
     def __init__(self, question: str, placeholder: str = "") -> None:
         super().__init__()

@@ -6,10 +6,12 @@ fit the width, and kept in a small strip cache. Enter or a click picks a sequenc
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -26,7 +28,7 @@ HIGHLIGHT = Style(bgcolor="#005f87", color="white", bold=True)
 class SequenceList(ScrollView, can_focus=True):
     """All sequences of the trace; the highlighted one follows the heatmap cursor."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
         Binding("pageup", "move(-10)", show=False),

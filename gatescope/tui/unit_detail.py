@@ -57,7 +57,7 @@ class UnitDetail(Widget):
         if blocks is not None:
             self.app.call_from_thread(self._loaded, keys, blocks)
 
-    def _loaded(self, keys: list[tuple[str, int]], blocks: list) -> None:  # noqa: ANN001
+    def _loaded(self, keys: list[tuple[str, int]], blocks: list) -> None:
         self.source.store(keys, blocks)
         self.refresh()
 
@@ -73,7 +73,7 @@ class UnitDetail(Widget):
             for k in self.rnn_layer.kinds
         }
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001 (Textual's signature)
+    def get_content_height(self, container, viewport, width: int) -> int:
         return 1 + (len(self.rnn_layer.kinds) if self.rnn_layer else 0)
 
     def render_line(self, y: int) -> Strip:
