@@ -130,7 +130,7 @@ def ablate(
     start: int | None = None,
 ) -> list[Intervention]:
     """Interventions holding ``units`` at ``value``: "zero", "mean" (their mean over ``trace``) or a
-    number; at every step, at ``steps``, or from step ``start`` on."""
+    number; at every step, at ``steps``, or from step ``start`` on (up to step HORIZON - 1)."""
     if start is not None:
         if steps is not None:
             raise GatescopeError("give steps or start, not both")

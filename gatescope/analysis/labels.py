@@ -88,6 +88,10 @@ def resolve_labels(
     if (labels is None) == (feature is None):
         raise GatescopeError("give exactly one of a feature name or labels")
     if isinstance(labels, Labels):
+        if labels.values.numel() != trace.num_tokens:
+            raise GatescopeError(
+                f"{labels.name} has {labels.values.numel()} values but the trace has {trace.num_tokens} tokens"
+            )
         return labels
     if feature is not None:
         if feature not in trace.features:
