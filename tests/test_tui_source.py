@@ -205,3 +205,21 @@ def test_unusable_traces_are_refused():
         TraceSource(Trace({"rnn.l0.fwd.h": torch.zeros(0, 3)}, [0]))
     with pytest.raises(GatescopeError, match="no quantities"):
         TraceSource(Trace({}, [0, 2]))
+
+
+@pytest.mark.parametrize("kind", ["f", "h", "c"])
+def test_png_figure_draws_the_values_on_the_browser_scale(kind):
+    from gatescope.tui.export import heatmap_figure
+
+    values = np.array([[0.1, -0.5, 2.0], [0.9, 0.0, -3.0]], dtype=np.float32)  # (T=2, U=3)
+    fig = heatmap_figure(values, kind, 10, ["the", "boy"], "a title")
+    ax = fig.axes[0]
+    image = ax.images[0]
+    expected = np.tanh(values.T) if kind == "c" else values.T  # (U, T): units down, tokens across
+    np.testing.assert_allclose(np.asarray(image.get_array()), expected, rtol=1e-6)
+    assert image.get_clim() == ((0.0, 1.0) if kind == "f" else (-1.0, 1.0))
+    assert image.get_cmap().name == ("viridis" if kind == "f" else "RdBu_r")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["the", "boy"]
+    assert image.get_extent() == [-0.5, 1.5, 12.5, 9.5]  # units 10..12, top to bottom
+    with pytest.raises(GatescopeError, match="empty"):
+        heatmap_figure(np.empty((0, 3)), kind, 0, [], "")

@@ -44,15 +44,14 @@ def save_svg(svg: str, path: Path) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
 
 
-def save_heatmap_png(
-    path: Path,
+def heatmap_figure(
     values: np.ndarray,  # (T, U) rows x units, as recorded
     kind: str,
     first_unit: int,
     tokens: list[str],
     title: str,
-) -> Path:
-    """Draw units (y) x tokens (x) of one quantity on the browser's colour scale and save it as PNG."""
+):  # -> matplotlib.figure.Figure (imported lazily)
+    """Units (y) x tokens (x) of one quantity on the browser's colour scale, as a matplotlib Figure."""
     from matplotlib.figure import Figure
 
     if values.size == 0:
@@ -72,4 +71,10 @@ def save_heatmap_png(
     ax.set_ylabel("unit")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="tanh(c)" if kind == "c" else kind)
+    return fig
+
+
+def save_heatmap_png(path: Path, values: np.ndarray, kind: str, first_unit: int, tokens: list[str], title: str) -> Path:
+    """`heatmap_figure` written to ``path`` as PNG (150 dpi), atomically."""
+    fig = heatmap_figure(values, kind, first_unit, tokens, title)
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))

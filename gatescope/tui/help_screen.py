@@ -46,6 +46,11 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 
 Mouse: a click on a cell selects its upper unit, a second click its lower unit; a click on a
 token in the text view moves the cursor there.
+
+**Ranked units** (right, below the sequences): the units of the quantity shown, ranked by
+|Pearson r| with a trace feature, or by saturation (fraction of steps < 0.1 or > 0.9). On a
+large trace, ranking reads the whole quantity: press the *rank* button (or pick a criterion).
+Enter on a row moves the heatmap and the text to that unit.
 """
 
 
