@@ -86,6 +86,6 @@ def test_attribution_on_cuda_in_eval_mode():
     # captum #564: cuDNN's RNN backward refuses eval mode; gatescope's record path does not use it
     model, ids, target = setup(nn.LSTM, "cuda")
     attr, delta = unit_attributions(model, ids, target, "rnn.l0.fwd.c", width=6, n_steps=32)
-    tok, tdelta = token_attributions(model, ids, target, n_steps=32)
+    _, tdelta = token_attributions(model, ids, target, n_steps=32)
     assert attr.is_cuda and delta.abs().max() < 1e-3 and tdelta.abs().max() < 1e-3
     assert not model.training

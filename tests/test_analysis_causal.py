@@ -4,12 +4,12 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import reference_run
 from torch import nn
 
 from gatescope.analysis import causal
 from gatescope.errors import GatescopeError
 from gatescope.record import record
-from reference import reference_run
 
 torch.manual_seed(0)
 

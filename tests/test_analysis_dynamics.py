@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from gatescope.analysis.dynamics import gate_profile, plot_gate_profile, saturation, timescales, weight_timescales
+from gatescope.analysis.dynamics import (
+    gate_profile,
+    plot_gate_profile,
+    saturation,
+    timescales,
+    weight_timescales,
+)
 from gatescope.errors import GatescopeError
 from gatescope.record import record
 from gatescope.trace import Trace

@@ -1,4 +1,6 @@
 """Select-and-match: planted repeats are found, windows respect sequences, counts match brute force."""
+import itertools
+
 import pytest
 import torch
 
@@ -37,7 +39,7 @@ def test_select_finds_the_units_on_over_the_span():
 
 
 def test_match_finds_planted_repeats_first():
-    trace, h = planted_trace()
+    trace, _ = planted_trace()
     table = match(trace, select(trace, NAME, 3, 7), top=5)
     assert sorted(r["start"] for r in table.rows[:3]) == [250, 611, 1000]
     assert all(r["matched"] == 12 and r["distance"] == 0 and r["score"] == 1.0 for r in table.rows[:3])
@@ -57,7 +59,7 @@ def test_match_counts_agree_with_brute_force_and_never_overlap(monkeypatch):
         assert row["matched"] == ref[row["start"]]  # also: every result lies within one sequence
     assert table[0]["matched"] == max(ref.values())
     spans = sorted((r["start"], r["stop"]) for r in table)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
     assert [r["matched"] for r in table] == sorted((r["matched"] for r in table), reverse=True)
     assert 38 not in [r["start"] for r in table]  # a window crossing rows 39/40 is never considered
     assert torch.equal(on_counts(trace, sel), (h[:, [1, 4, 7]] > 0.3).sum(1))

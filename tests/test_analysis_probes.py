@@ -6,7 +6,12 @@ import torch
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import make_labels
-from gatescope.analysis.probes import control_labels, evaluate_probe, fit_probe, probe_units
+from gatescope.analysis.probes import (
+    control_labels,
+    evaluate_probe,
+    fit_probe,
+    probe_units,
+)
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace
 
@@ -29,7 +34,7 @@ def planted(seed=0, token_ids=True):
 
 
 def test_probe_recovers_planted_units_and_is_selective():
-    trace, h, w, score = planted()
+    trace, _, _, score = planted()
     table = probe_units(trace, (score > 0).numpy(), epochs=8)
     hrow, crow = table[0], table[1]
     assert hrow["name"] == "rnn.l0.fwd.h"
@@ -58,7 +63,7 @@ def test_probe_weights_follow_planted_weights_and_streaming(monkeypatch):
 
 
 def test_control_task_labels_are_a_function_of_the_token_type():
-    trace, h, w, score = planted()
+    trace, _, _, score = planted()
     labels = make_labels((score > 0).double())
     ctrl = control_labels(trace, labels, seed=4)
     ids, values = trace.token_ids, ctrl.values
@@ -73,7 +78,7 @@ def test_control_task_labels_are_a_function_of_the_token_type():
 
 
 def test_probe_bad_input():
-    trace, h, w, score = planted()
+    trace, h, _, score = planted()
     with pytest.raises(GatescopeError, match="has 5 values"):
         probe_units(trace, [0, 1, 0, 1, 1])
     with pytest.raises(GatescopeError, match="no quantity of kind z"):

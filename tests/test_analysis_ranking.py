@@ -53,13 +53,13 @@ def test_planted_unit_ranks_first_and_is_significant():
     assert table[0]["unit"] == "rnn.l0.fwd.h:3"
     assert table[0]["metric"] == "auc" and table[0]["score"] > 0.95
     assert table[0]["p_fwer"] < 0.01 and table[0]["p_adjusted"] < 0.05
-    noise = [r for r in table if r["unit"] == "rnn.l0.fwd.c:2"][0]
+    noise = next(r for r in table if r["unit"] == "rnn.l0.fwd.c:2")
     assert noise["p_fwer"] > 0.05 and noise["p_adjusted"] > 0.05
     assert len(table) == 2 * H
 
 
 def test_metrics_match_brute_force_references():
-    trace, y, h, c = planted()
+    trace, y, _, _ = planted()
     table = rank_units(trace, feature="label", permutations=50, bins=8)
     yn = y.numpy()
     for row in table:
@@ -108,11 +108,11 @@ def test_midranks_share_ties():
 
 def test_single_unit_probe_is_the_held_out_threshold_rule():
     # separable on training rows with a margin: the only best rule is x > (largest negative)
-    trace, y, h, c = planted()
+    trace, y, h, _ = planted()
     h[:, 3] = torch.where(y == 1, 5 + torch.rand(N), -torch.rand(N))
     held = selection.heldout_rows(trace)
     table = rank_units(trace, feature="label", metric="probe", permutations=0)
-    row = [r for r in table if r["unit"] == "rnn.l0.fwd.h:3"][0]
+    row = next(r for r in table if r["unit"] == "rnn.l0.fwd.h:3")
     x = h[:, 3]
     t = x[~held & (y == 0)].max()
     assert row["probe"] == pytest.approx(float(((x[held] > t).float() == y[held]).float().mean()))
@@ -140,13 +140,13 @@ def test_categorical_and_continuous_labels():
 
 
 def test_nan_rows_are_dropped():
-    trace, y, h, c = planted()
+    trace, y, _, c = planted()
     labels = y.clone()
     labels[::3] = float("nan")
     table = rank_units(trace, labels.numpy(), permutations=10)
     keep = ~torch.isnan(labels)
     assert table[0]["n"] == int(keep.sum())
-    row = [r for r in table if r["unit"] == "rnn.l0.fwd.c:5"][0]
+    row = next(r for r in table if r["unit"] == "rnn.l0.fwd.c:5")
     assert row["corr"] == pytest.approx(np.corrcoef(c[keep, 5].double().numpy(), y[keep].numpy())[0, 1], abs=1e-10)
 
 

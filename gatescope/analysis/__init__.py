@@ -31,10 +31,22 @@ from gatescope.analysis.causal import (
     sweep,
     top_k,
 )
-from gatescope.analysis.dynamics import gate_profile, plot_gate_profile, saturation, timescales, weight_timescales
+from gatescope.analysis.dynamics import (
+    gate_profile,
+    plot_gate_profile,
+    saturation,
+    timescales,
+    weight_timescales,
+)
 from gatescope.analysis.labels import Labels, read_labels_file, resolve_labels
 from gatescope.analysis.patterns import Selection, match, select
-from gatescope.analysis.probes import Probe, control_labels, evaluate_probe, fit_probe, probe_units
+from gatescope.analysis.probes import (
+    Probe,
+    control_labels,
+    evaluate_probe,
+    fit_probe,
+    probe_units,
+)
 from gatescope.analysis.ranking import rank_units
 from gatescope.analysis.table import Table
 

@@ -21,7 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gatescope.analysis.selection import iter_rows, parse_kinds, resolve_unit, select_quantities
+from gatescope.analysis.selection import (
+    iter_rows,
+    parse_kinds,
+    resolve_unit,
+    select_quantities,
+)
 from gatescope.analysis.table import Table, write_atomic
 from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError

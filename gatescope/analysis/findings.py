@@ -84,7 +84,11 @@ def code_trace(model: torch.nn.Module, paths: Sequence[Path], chunk: int = 4000,
 def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
                        permutations: int = 1000, seed: int = 0, save_trace: Path | None = None) -> dict[str, Any]:
     """Ranking, top-k ablations vs random sets, probes, saturation and the number unit's profile."""
-    from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, bundled_stimuli_path, generate_stimuli
+    from gatescope.stimuli.agreement import (
+        INCONGRUENT_NOUNPP,
+        bundled_stimuli_path,
+        generate_stimuli,
+    )
 
     model = gatescope.load(model_path).eval()
     trace = agreement_trace(model, generate_stimuli(seed=1))
@@ -173,12 +177,12 @@ def report(results: dict[str, Any]) -> str:
     """The findings as Markdown."""
     lines = []
     for res in results.get("agreement", []):
-        lines += [f"### {res['model']} ({res['cell']}, {res['hidden_size']} units)", "",
-                  f"Unablated incongruent NounPP accuracy (SP, PS): {res['baseline_incongruent_nounpp']:.3f} "
-                  f"({', '.join(f'{c} {v:.3f}' for c, v in res['baseline_by_condition'].items())}). "
-                  f"{res['significant_units']} of {res['units_ranked']} h units track subject number "
-                  f"(max-statistic permutation p < 0.01); {res['units_auc_90']} separate singular from plural "
-                  f"with AUC >= 0.9 on their own.", "",
+        by_condition = ", ".join(f"{c} {v:.3f}" for c, v in res["baseline_by_condition"].items())
+        summary = (f"Unablated incongruent NounPP accuracy (SP, PS): {res['baseline_incongruent_nounpp']:.3f} "
+                   f"({by_condition}). {res['significant_units']} of {res['units_ranked']} h units track subject "
+                   f"number (max-statistic permutation p < 0.01); {res['units_auc_90']} separate singular from "
+                   f"plural with AUC >= 0.9 on their own.")
+        lines += [f"### {res['model']} ({res['cell']}, {res['hidden_size']} units)", "", summary, "",
                   "| k | ablated units (top by AUC) | accuracy | drop | random k units: drop (mean ± sd) |",
                   "| --- | --- | --- | --- | --- |"]
         for a in res["ablations"]:
@@ -194,12 +198,12 @@ def report(results: dict[str, Any]) -> str:
     code = results.get("code")
     if code:
         b = code["top_units"][0]
-        lines += [f"### {code['model']}", "",
-                  f"Best in_string unit on training files: {b['unit']} ({b['direction']} inside strings, "
-                  f"AUC {b['train_auc']:.3f}); on the held-out "
-                  f"files ({', '.join(code['heldout_files'])}; {code['heldout_tokens']} characters): "
-                  f"AUC {b['heldout_auc']:.3f}. Best unit chosen on the held-out files themselves: "
-                  f"{code['best_heldout_unit']['unit']} (AUC {code['best_heldout_unit']['auc']:.3f}).", ""]
+        summary = (f"Best in_string unit on training files: {b['unit']} ({b['direction']} inside strings, "
+                   f"AUC {b['train_auc']:.3f}); on the held-out files ({', '.join(code['heldout_files'])}; "
+                   f"{code['heldout_tokens']} characters): AUC {b['heldout_auc']:.3f}. Best unit chosen on the "
+                   f"held-out files themselves: {code['best_heldout_unit']['unit']} "
+                   f"(AUC {code['best_heldout_unit']['auc']:.3f}).")
+        lines += [f"### {code['model']}", "", summary, ""]
         for p in code["probes"]:
             lines.append(f"Linear probe on all of {p['name']} (held-out chunks): accuracy {p['score']:.3f} "
                          f"(majority {p['baseline']:.3f}, control task {p['control']:.3f}); top-k curve "

@@ -71,7 +71,7 @@ def read_labels_file(path: str | os.PathLike) -> np.ndarray:
     except ValueError:
         words = sorted({x for x in lines if x and x.lower() != "nan"})
         code = {w: i for i, w in enumerate(words)}
-        return np.array([code[x] if x in code else np.nan for x in lines], dtype=np.float64)
+        return np.array([code.get(x, np.nan) for x in lines], dtype=np.float64)
 
 
 def resolve_labels(

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, make_labels, resolve_labels
 from gatescope.analysis.progress import track
-from gatescope.analysis import selection
 from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
@@ -200,7 +200,7 @@ def probe_units(
         raise GatescopeError("probes need labelled tokens in both training and held-out sequences")
     baseline = _baseline(lab, train, test)
     ctrl = control_labels(trace, lab, seed) if control and trace.token_ids is not None else None
-    opts = dict(l1=l1, l2=l2, epochs=epochs, seed=seed)
+    opts = {"l1": l1, "l2": l2, "epochs": epochs, "seed": seed}
     rows = []
     names = select_quantities(trace, kinds)
     for name in track(names, "training probes", total=len(names), enabled=progress):

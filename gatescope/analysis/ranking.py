@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
+from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, resolve_labels
 from gatescope.analysis.progress import track
-from gatescope.analysis import selection
 from gatescope.analysis.selection import (
     column_blocks,
     heldout_rows,

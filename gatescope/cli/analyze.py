@@ -132,7 +132,8 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
 def saturation(trace, kinds, low, high, top, as_json):
     """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales."""
-    from gatescope.analysis.dynamics import saturation as saturation_table, timescales
+    from gatescope.analysis.dynamics import saturation as saturation_table
+    from gatescope.analysis.dynamics import timescales
     from gatescope.names import parse_name
     from gatescope.trace import load_trace
 
@@ -261,7 +262,8 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: the selection and the matches, best first.")
 def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, include_self, as_json):
     """Select units that are on over a span of TRACE; find where else they are on (LSTMVis)."""
-    from gatescope.analysis.patterns import match as match_spans, select
+    from gatescope.analysis.patterns import match as match_spans
+    from gatescope.analysis.patterns import select
     from gatescope.trace import load_trace
 
     tr = load_trace(trace)
@@ -322,7 +324,11 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     import torch
 
     import gatescope
-    from gatescope.analysis.attribution import logit_difference, token_attributions, unit_attributions
+    from gatescope.analysis.attribution import (
+        logit_difference,
+        token_attributions,
+        unit_attributions,
+    )
     from gatescope.analysis.causal import unit_widths
     from gatescope.names import format_name
 
