@@ -40,7 +40,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+        return f"{value:.2g}" if abs(value) < 1e-2 and value != 0 else f"{value:.3f}"
     if isinstance(value, list):
         return ", ".join(map(str, value))
     if isinstance(value, dict):
@@ -54,7 +54,7 @@ def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
 
     table = RichTable(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("unit", "name", "token"))
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     Console().print(table)
