@@ -132,7 +132,9 @@ async def test_single_keys_switch_kind_layer_direction_and_module():
     app = GatescopeApp(both)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        assert app.name_shown == "enc.l0.fwd.i"  # modules in name order
+        assert app.name_shown == "rnn.l0.fwd.i"  # modules in the trace's order
+        await pilot.press("M")
+        assert app.name_shown == "enc.l0.fwd.i"
         await pilot.press("M")
         assert app.name_shown == "rnn.l0.fwd.i"
         await pilot.press("g")
@@ -334,3 +336,20 @@ async def test_tiny_terminal_and_resizing(trace):
         await pilot.resize_terminal(60, 20)
         await settle(pilot)
         assert app.screen.has_class("-narrow")
+
+
+@sync
+async def test_large_quantities_rank_only_when_asked(trace, monkeypatch):
+    from gatescope.tui import ranked_units
+
+    monkeypatch.setattr(ranked_units, "AUTO_LIMIT", 0)  # every quantity counts as large
+    app = GatescopeApp(trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        ranked = app.query_one(RankedUnits)
+        assert ranked.scores is None and ranked.query_one("#rank-now").display
+        assert "press rank" in str(ranked.query_one("#rank-status").render())
+        await pilot.click("#rank-now")
+        await settle(pilot)
+        assert ranked.scores is not None and not ranked.query_one("#rank-now").display
+        assert ranked.order[0] == int(np.nanargmax(np.abs(ranked.scores)))

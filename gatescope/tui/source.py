@@ -17,7 +17,7 @@ import torch
 from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
-from gatescope.names import ALL_KINDS, DIRECTIONS, QuantityName, format_name, parse_name
+from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
 from gatescope.trace import Trace
 from gatescope.tui.colors import Scale
 from gatescope.tui.pages import file_backed, release
@@ -61,7 +61,7 @@ class TraceSource:
         self.num_tokens = trace.num_tokens
         self.offsets = trace.offsets.numpy()  # (S+1,)
         kinds: dict[tuple[str, int, str], list[str]] = {}
-        for name in trace.names:
+        for name in trace.names:  # in module, layer, direction order (the model's module order)
             q: QuantityName = parse_name(name)
             kinds.setdefault((q.path, q.layer, q.direction), []).append(q.kind)
         self.layers = [
@@ -69,7 +69,6 @@ class TraceSource:
                   int(trace[format_name(path, layer, direction, ks[0])].shape[1]))
             for (path, layer, direction), ks in kinds.items()
         ]
-        self.layers.sort(key=lambda l: (l.path, l.layer, DIRECTIONS.index(l.direction)))
         self.tokenizer = trace.meta.get("tokenizer", "word")
         self.scales = {kind: Scale(kind) for kind in ALL_KINDS}
         self._blocks: LRUCache[tuple[str, int], Block] = LRUCache(cache_blocks)
