@@ -119,8 +119,12 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
     if as_json:
         click.echo(table.to_json())
         return
-    _show(table.rows, ["name", "baseline", "score", "control", "selectivity", "k95", "curve", "top_units"],
+    rows = [r | {"curve": " ".join(f"{k}:{v:.2f}" for k, v in r["curve"].items()), "top_units": r["top_units"][:3]}
+            for r in table.rows]
+    _show(rows, ["name", "baseline", "score", "control", "selectivity", "k95"],
           "probes (held-out accuracy, or R² for continuous labels)")
+    for r in rows:
+        click.echo(f"{r['name']}: top-k curve {r['curve']}; top units {', '.join(r['top_units'])}")
 
 
 @analyze.command()
