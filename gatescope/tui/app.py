@@ -33,7 +33,7 @@ from gatescope.tui.messages import RowChosen, SequenceChosen, UnitChosen
 from gatescope.tui.prompt import Prompt
 from gatescope.tui.ranked_units import RankedUnits
 from gatescope.tui.sequence_list import SequenceList
-from gatescope.tui.source import Layer, TraceSource
+from gatescope.tui.source import Block, Layer, TraceSource
 from gatescope.tui.text_view import TextView
 from gatescope.tui.unit_detail import UnitDetail
 
@@ -130,19 +130,30 @@ class GatescopeApp(App[None]):
         self._prefetch()
 
     def _prefetch(self) -> None:
-        """Read the pages before and after the visible window (every kind) in the background."""
+        """Read what the unit detail lacks (every kind, visible rows), then the pages around, in a thread."""
         start, stop = self.heatmap.visible_rows()
         page = stop - start
-        keys = self.source.missing([self.layer.name(k) for k in self.layer.kinds], start - page, stop + page)
-        if keys:
-            self._read_ahead(keys)
+        names = [self.layer.name(k) for k in self.layer.kinds]
+        row = self.heatmap.row
+        now = list(dict.fromkeys(self.source.missing(names, start, stop) + self.source.missing(names, row, row + 1)))
+        later = [key for key in self.source.missing(names, start - page, stop + page) if key not in now]
+        if now or later:
+            self._read_blocks(now, later)
 
-    @work(thread=True, exclusive=True, group="prefetch")
-    def _read_ahead(self, keys: list[tuple[str, int]]) -> None:
+    @work(thread=True, exclusive=True, group="read")
+    def _read_blocks(self, now: list[tuple[str, int]], later: list[tuple[str, int]]) -> None:
+        """One reader, so blocks are read once and the visible ones first; a newer request cancels it."""
         worker = get_current_worker()
-        blocks = self.source.read_blocks(keys, lambda: worker.is_cancelled)
-        if blocks is not None:
-            self.call_from_thread(self.source.store, keys, blocks)
+        for keys in (now, later):
+            blocks = self.source.read_blocks(keys, lambda: worker.is_cancelled)
+            if blocks is None:
+                return
+            if keys:
+                self.call_from_thread(self._stored, keys, blocks)
+
+    def _stored(self, keys: list[tuple[str, int]], blocks: list[Block]) -> None:
+        self.source.store(keys, blocks)
+        self.query_one(UnitDetail).refresh()
 
     def _status(self, unit: int, row: int, sequence: int) -> Text:
         start, _ = self.source.sequence_rows(sequence)

@@ -5,8 +5,9 @@ axis (same columns, same cell width), so a gate and the state it drives read tog
 the view of Lakretz et al. 2019, Fig. 1 (c~, i, f, c, o of one unit across a sentence).
 The first line gives the exact recorded values at the cursor. Drawn with the Line API
 (`render_line` -> `Strip`), one run-length segment per run of equal glyph and colour.
-Kinds whose rows are not cached yet are read in a worker (a jump across a memory-mapped
-trace reads from disk) and drawn when they arrive, so the heatmap never waits for them.
+Kinds whose rows are not cached yet are drawn as "…" until the app's reader thread has
+fetched them (a jump across a memory-mapped trace reads from disk), so the heatmap never
+waits for them.
 """
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ import math
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
-from textual import work
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.worker import get_current_worker
 
 from gatescope.tui.colors import SPARK
 from gatescope.tui.source import Layer, TraceSource
@@ -44,22 +43,7 @@ class UnitDetail(Widget):
         self.rnn_layer, self.unit, self.row = layer, unit, row
         self.start, self.stop = window
         self.cell_width, self.indent = cell_width, indent
-        names = [layer.name(k) for k in layer.kinds]
-        missing = self.source.missing(names, self.start, self.stop) + self.source.missing(names, row, row + 1)
-        if missing:
-            self._load(missing)
         self.refresh(layout=relayout)
-
-    @work(thread=True, exclusive=True, group="detail")
-    def _load(self, keys: list[tuple[str, int]]) -> None:
-        worker = get_current_worker()
-        blocks = self.source.read_blocks(keys, lambda: worker.is_cancelled)
-        if blocks is not None:
-            self.app.call_from_thread(self._loaded, keys, blocks)
-
-    def _loaded(self, keys: list[tuple[str, int]], blocks: list) -> None:
-        self.source.store(keys, blocks)
-        self.refresh()
 
     def _ready(self, kind: str, start: int, stop: int) -> bool:
         return not self.source.missing([self.rnn_layer.name(kind)], start, stop)
