@@ -1,4 +1,6 @@
 """Gate dynamics: saturation and timescales against numpy, weight timescales, profile figures."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,9 @@ def test_gate_profile_and_figures(lstm_trace, tmp_path):
     svg = plot_gate_profile(trace, "lstm.l0.fwd.c:2", [0], tmp_path / "p.svg", kinds=["f", "c"], labels=["s0"])
     assert b"<svg" in svg.read_bytes()[:500]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "p.svg"]  # no temporary files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert png.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it, not mkstemp's 0600
     with pytest.raises(GatescopeError, match="use .png"):
         plot_gate_profile(trace, "lstm.l0.fwd.h:2", [0], tmp_path / "p.txt")
     with pytest.raises(GatescopeError, match="unknown unit"):

@@ -45,7 +45,7 @@ def _fmt(value: Any) -> str:
         return ", ".join(map(str, value))
     if isinstance(value, dict):
         return " ".join(f"{k}:{_fmt(v)}" for k, v in value.items())
-    return str(value)
+    return str(value).replace("\n", "\\n").replace("\t", "\\t")  # char traces: keep rows on one line
 
 
 def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
