@@ -1,6 +1,7 @@
 """gatescope's terminal trace browser (Textual): `run_browser(trace_or_path)`, `gatescope browse TRACE`.
 
-Nothing outside this package imports it; Textual is loaded only when the browser runs.
+Only `gatescope browse` (gatescope/cli/browse.py) imports it; the core and the analysis layer
+never do, and Textual is loaded only when the browser runs.
 """
 from __future__ import annotations
 
