@@ -114,6 +114,10 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
     assert out["set"]["units"] == ["rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"] and len(out["set"]["random_harms"]) == 2
     assert {r["unit"] for r in out["sweep"]} == {"rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"}
     assert 0 <= out["baseline"] <= 1 and out["greedy"] is None
+    greedy = json.loads(run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--no-sweep", "--greedy",
+                             "--k", "1", "--json"], capsys).out)
+    assert greedy["set"] is None and greedy["sweep"] == [] and greedy["greedy"][0]["size"] == 1
+    assert greedy["greedy"][0]["harm"] == pytest.approx(out["baseline"] - greedy["greedy"][0]["value"])
     import gatescope
 
     width = gatescope.load(model).modules_info[0]["hidden_size"]
