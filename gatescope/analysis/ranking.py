@@ -16,7 +16,9 @@ recomputed as one matrix product per block of permutations. The statistic tested
 association |r| (or the correlation ratio eta² for categorical labels), because refitting those per
 permutation would cost a model per permutation. Reported: ``p_value`` per unit,
 ``p_adjusted`` (Benjamini-Hochberg false discovery rate over all units) and ``p_fwer``
-(max-statistic family-wise correction, Westfall & Young 1993). Shuffling tokens ignores the
+(max-statistic family-wise correction, Westfall & Young 1993). With P permutations no p-value is
+below 1/(P+1), so over m units ``p_adjusted`` cannot go below m/(P+1): with thousands of units,
+read ``p_fwer`` (or raise ``permutations``). Shuffling tokens ignores the
 dependence between neighbouring tokens of a sentence, so p-values are optimistic on strongly
 autocorrelated units; compare against the ranking of a control label when in doubt.
 """
@@ -97,7 +99,8 @@ def rank_units(
                 )
     stat_all, exceed_all = torch.cat(stats), torch.cat(exceed)
     p_value = (1 + exceed_all) / (1 + permutations)
-    beaten = (scorer.max_stat[None, :] >= stat_all[:, None] - 1e-12).sum(1).to(torch.float64)
+    maxima = torch.sort(scorer.max_stat).values  # (P,)
+    beaten = (permutations - torch.searchsorted(maxima, stat_all - 1e-12)).to(torch.float64)  # maxima >= stat
     p_fwer = (1 + beaten) / (1 + permutations)
     value_cols = ["eta2" if lab.kind == "categorical" else "corr"] + (["auc"] if lab.kind == "binary" else [])
     columns = ["unit", "score", "metric", "name", "layer", "direction", "kind", "index",
