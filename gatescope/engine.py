@@ -164,7 +164,7 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
 
 def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
     steps = x.shape[0]
-    xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, G*H)
+    xs = x if is_lstm else input_projection(x, w, fold_bias_hh=False)  # (T, B, I) or (T, B, 3H)
     sw = step_weights(w, is_lstm)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
@@ -186,9 +186,9 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
             return value
 
         if is_lstm:
-            h_new, c_new = lstm_step(xw[t], h, c, sw, tap)
+            h_new, c_new = lstm_step(xs[t], h, c, sw, tap)
         else:
-            h_new, c_new = gru_step(xw[t], h, sw, tap), None
+            h_new, c_new = gru_step(xs[t], h, sw, tap), None
         if masked:
             valid = (t < lengths).unsqueeze(1)  # (B, 1)
             h_new = torch.where(valid, h_new, h)

@@ -162,11 +162,13 @@ class Recording:
         if isinstance(values, list):
             if torch.is_grad_enabled() and values[0].requires_grad:
                 self._used[name].append(values)  # the forward's own tensors, for gradients()
-            values = torch.stack(values)
-        steps, batch = values.shape[:2]
+            by_sequence = torch.stack(values, dim=1)  # (B, T, H): one copy, already in row order
+        else:
+            by_sequence = values.transpose(0, 1)  # (B, T, H)
+        batch, steps = by_sequence.shape[:2]
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.int64)
-        self._rows[name].append(_to_rows(values, lengths).to(self.dtype))
+        self._rows[name].append(_to_rows(by_sequence, lengths).to(self.dtype))
         self._lengths[name].append(lengths.cpu())
         self._calls[name].append(len(self._ids) - 1)
         self._trace = None
@@ -197,11 +199,10 @@ class Recording:
             return value
 
         w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
-        xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (B, G*H)
         if is_lstm:
-            out = lstm_step(xw, hx[0], hx[1], step_weights(w, True), tap)
+            out = lstm_step(x, hx[0], hx[1], step_weights(w, True), tap)
         else:
-            out = gru_step(xw, hx, step_weights(w, False), tap)
+            out = gru_step(input_projection(x, w, fold_bias_hh=False), hx, step_weights(w, False), tap)
         if unbatched:
             out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
         return out
@@ -281,7 +282,7 @@ class Recording:
             for call, lengths in zip(self._used[name], self._lengths[name]):
                 g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
                 k += len(call)
-                chunks.append(_to_rows(torch.stack(g), lengths))
+                chunks.append(_to_rows(torch.stack(g, dim=1), lengths))
             out[name] = torch.cat(chunks)
         return out
 
@@ -334,11 +335,12 @@ def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tens
     return padded, lengths
 
 
-def _to_rows(values: Tensor, lengths: Tensor) -> Tensor:
-    """(T, B, H) time-major values -> (sum of lengths, H) rows, sequence by sequence."""
-    by_sequence = values.transpose(0, 1)  # (B, T, H)
-    valid = torch.arange(values.shape[0], device=values.device) < lengths.to(values.device).unsqueeze(1)  # (B, T)
-    return by_sequence[valid]
+def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
+    """(B, T, H) values -> (sum of lengths, H) rows, sequence by sequence (padding dropped)."""
+    batch, steps = by_sequence.shape[:2]
+    if bool((lengths == steps).all()):
+        return by_sequence.reshape(batch * steps, -1)
+    return torch.cat([by_sequence[b, : int(n)] for b, n in enumerate(lengths.tolist())])
 
 
 def _root_name(root: nn.Module) -> str:
