@@ -101,6 +101,7 @@ def _optimise(model: nn.Module, config: SampleConfig, losses, progress: Progress
 
 
 def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[LanguageModel, dict, dict]:
+    """A word LM on the agreement grammar; metrics on held-out grammar sentences and bundled stimuli."""
     vocab = data.word_vocabulary()
     model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
     stream = data.word_batches(vocab, config.batch_size, config.seed)
@@ -128,6 +129,7 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
 
 
 def _train_pysource(config: SampleConfig, progress: Progress | None) -> tuple[LanguageModel, dict, dict]:
+    """A char LM on the stdlib's source; metrics on the held-out files."""
     text = "".join(data.read_source(p) for p in data.stdlib_files())
     vocab = data.char_vocabulary(text)
     streams = data.char_streams(torch.tensor(vocab.encode(text)), config.batch_size)  # (B, L)
