@@ -133,13 +133,25 @@ def benjamini_hochberg(p: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _tie_groups(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For rows ``s`` [u, n] sorted ascending: each element's tie group (ids unique across rows),
+    and per group the mean and the last of the 1-based positions its elements hold."""
+    u, n = s.shape
+    starts = torch.ones(u, n, dtype=torch.bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    group = torch.cumsum(starts.flatten(), 0) - 1  # (u*n,)
+    groups = int(group[-1]) + 1
+    pos = torch.arange(1, n + 1, dtype=torch.float64).repeat(u)  # (u*n,)
+    mean = torch.zeros(groups, dtype=torch.float64).index_add_(0, group, pos) / torch.bincount(group, minlength=groups)
+    last = torch.zeros(groups, dtype=torch.float64).scatter_reduce_(0, group, pos, "amax")
+    return group.view(u, n), mean, last
+
+
 def midranks(x: torch.Tensor) -> torch.Tensor:
     """Per-column ranks 1..n of ``x`` [n, u], ties sharing their average rank."""
-    xt = x.T.contiguous()  # (u, n)
-    s = torch.sort(xt, dim=1).values
-    lo = torch.searchsorted(s, xt, right=False)
-    hi = torch.searchsorted(s, xt, right=True)
-    return ((lo + hi + 1).to(torch.float64) / 2).T  # (n, u)
+    s, order = torch.sort(x.T.contiguous(), dim=1)  # (u, n)
+    group, mean, _ = _tie_groups(s)
+    return torch.empty_like(s).scatter_(1, order, mean[group]).T  # (n, u)
 
 
 class _Scorer:
@@ -255,10 +267,10 @@ def _mutual_information(xbins: torch.Tensor, ybins: torch.Tensor) -> torch.Tenso
 def _threshold_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> torch.Tensor:
     """Fit 'class 1 iff x > t' or 'iff x <= t' per column on train; held-out accuracy."""
     ntr = xtr.shape[0]
-    s, order = torch.sort(xtr.T, dim=1)  # (u, ntr)
-    s = s.contiguous()
+    s, order = torch.sort(xtr.T.contiguous(), dim=1)  # (u, ntr)
     cumpos = torch.cumsum(ytr[order].to(torch.float64), 1)  # (u, ntr)
-    le = torch.searchsorted(s, s, right=True)  # rows <= each candidate threshold
+    group, _, last = _tie_groups(s)
+    le = last[group].to(torch.int64)  # rows <= each candidate threshold
     pos_le = torch.gather(cumpos, 1, le - 1)
     total_pos = float(ytr.sum())
     acc_gt = ((le - pos_le) + (total_pos - pos_le)) / ntr  # rule x > t
@@ -276,7 +288,7 @@ def _threshold_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yt
 def _binned_probe(xtr, ytr, xte, yte, bins: int, classes: int) -> torch.Tensor:
     """Majority class per train-quantile bin of the unit; held-out accuracy."""
     ntr, u = xtr.shape
-    s = torch.sort(xtr.T, dim=1).values  # (u, ntr)
+    s = torch.sort(xtr.T.contiguous(), dim=1).values  # (u, ntr)
     cut = (torch.arange(1, bins) * ntr // bins).clamp(max=ntr - 1)
     edges = s[:, cut].contiguous()  # (u, bins-1)
     btr = torch.searchsorted(edges, xtr.T.contiguous(), right=True)  # (u, ntr)
