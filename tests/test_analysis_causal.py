@@ -9,7 +9,7 @@ from torch import nn
 
 from gatescope.analysis import causal
 from gatescope.errors import GatescopeError
-from gatescope.record import record
+from gatescope.recording import record
 
 torch.manual_seed(0)
 
@@ -171,15 +171,29 @@ def test_sweep_greedy_and_top_k():
         causal.greedy_search(metric, units, 9)
 
 
+class LM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding, self.rnn, self.decoder = nn.Embedding(7, 4), nn.GRU(4, 5, batch_first=True), nn.Linear(5, 7)
+
+    def forward(self, ids):
+        return self.decoder(self.rnn(self.embedding(ids))[0])
+
+
+def test_logit_difference_under_a_full_patch():
+    lm, ids, source = LM(), torch.randint(0, 7, (3, 6)), torch.randint(0, 7, (3, 6))
+    correct, wrong = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    with torch.no_grad():
+        plain, counterfactual = lm(ids)[:, -1], lm(source)[:, -1]
+    rows = torch.arange(3)
+    assert torch.allclose(causal.logit_difference(lm, ids, correct, wrong),
+                          plain[rows, correct] - plain[rows, wrong], atol=1e-6)
+    every = causal.units_of(lm, ["h"])
+    patched = causal.logit_difference(lm, ids, correct, wrong, causal.patch(lm, every, source))
+    assert torch.allclose(patched, counterfactual[rows, correct] - counterfactual[rows, wrong], atol=1e-5)
+
+
 def test_loss_metric_and_lower_is_better():
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embedding, self.rnn, self.decoder = nn.Embedding(7, 4), nn.GRU(4, 5, batch_first=True), nn.Linear(5, 7)
-
-        def forward(self, ids):
-            return self.decoder(self.rnn(self.embedding(ids))[0])
-
     lm, ids = LM(), torch.randint(0, 7, (3, 6))
     metric = causal.loss_metric(lm, ids)
     with torch.no_grad():

@@ -29,7 +29,7 @@ from torch import nn
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.names import UnitName, format_name, format_unit, parse_name, parse_unit
-from gatescope.record import Intervention, find_recurrent, record
+from gatescope.recording import Intervention, find_recurrent, record
 from gatescope.trace import Trace
 
 HORIZON = 4096  # ``start=`` ablations cover steps start..HORIZON-1
@@ -165,6 +165,15 @@ def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tenso
         raise GatescopeError("patching needs a source batch of equal-length sequences [B, T]")
     return [Intervention(name, idx, "patch", trace[name][:, idx].reshape(batch, steps_n, len(idx)), steps)
             for name, idx in grouped.items()]
+
+
+def logit_difference(model: nn.Module, ids: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor,
+                     interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+    """logit(correct[b]) - logit(wrong[b]) after each sequence of ids [B, T], under interventions -> [B]."""
+    with torch.no_grad(), record(model, interventions=list(interventions), kinds=[]):
+        last = model(ids)[:, -1]  # (B, V)
+    rows = torch.arange(ids.shape[0])
+    return (last[rows, correct] - last[rows, wrong]).float().cpu()
 
 
 def random_sets(pool: Sequence[str], k: int, draws: int, seed: int = 0) -> list[list[str]]:

@@ -81,6 +81,31 @@ def code_trace(model: torch.nn.Module, paths: Sequence[Path], chunk: int = 4000,
     return trace
 
 
+def patching_flips(model: torch.nn.Module, items: Sequence[Any], sets: dict[str, list[str]]) -> dict[str, float]:
+    """Activation patching: copy each unit set's values from the run on the counterfactual prefix
+    (the subject noun in the other number: "the boys near the car") into the run on the original
+    prefix; the fraction of items whose verb preference flips, per named set."""
+    from gatescope.stimuli.agreement import NOUN_PL, NOUN_SG
+
+    other = dict(zip(NOUN_SG, NOUN_PL)) | dict(zip(NOUN_PL, NOUN_SG))
+    vocab = model.vocab
+    by_length: dict[int, list[Any]] = {}
+    for item in items:
+        by_length.setdefault(len(vocab.split(item.prefix)), []).append(item)
+    flips = dict.fromkeys(sets, 0)
+    for group in by_length.values():
+        words = [vocab.split(item.prefix) for item in group]
+        ids = torch.tensor([model.encode(" ".join(w)) for w in words])  # (B, T)
+        source = torch.tensor([model.encode(" ".join([w[0], other[w[1]], *w[2:]])) for w in words])
+        correct = torch.tensor([vocab.index[item.correct] for item in group])
+        wrong = torch.tensor([vocab.index[item.wrong] for item in group])
+        before = causal.logit_difference(model, ids, correct, wrong) > 0
+        for name, units in sets.items():
+            after = causal.logit_difference(model, ids, correct, wrong, causal.patch(model, units, source)) > 0
+            flips[name] += int((before & ~after).sum())
+    return {name: count / len(items) for name, count in flips.items()}
+
+
 def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
                        permutations: int = 1000, seed: int = 0, save_trace: Path | None = None) -> dict[str, Any]:
     """Ranking, top-k ablations vs random sets, probes, saturation and the number unit's profile."""
@@ -109,6 +134,15 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
             "random_drop_mean": effect.random_mean, "random_drop_std": effect.random_std,
             "by_condition": {c: m(causal.ablate(units)) for c, m in per_condition.items()},
         })
+    k = ks[-1]
+    nounpp = [it for it in items if it.condition in INCONGRUENT_NOUNPP]
+    patch_sets = {"top": causal.top_k(ranking, k), "all": causal.units_of(model, ["h"])}
+    pool = causal.pool_of(model, patch_sets["top"])
+    patch_sets |= {f"random{i}": s for i, s in enumerate(causal.random_sets(pool, k, draws, seed))}
+    flipped = patching_flips(model, nounpp, patch_sets)
+    random_flips = [v for name, v in flipped.items() if name.startswith("random")]
+    patching = {"k": k, "units": patch_sets["top"], "flipped": flipped["top"], "all_h_flipped": flipped["all"],
+                "random_flipped_mean": float(np.mean(random_flips)), "random_flipped_std": float(np.std(random_flips))}
     probes = probe_units(trace, feature="subject_number", kinds="h,c", seed=seed)
     sat = saturation(trace)
     gates = {}
@@ -132,6 +166,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "baseline_incongruent_nounpp": baseline,
         "baseline_by_condition": {c: m([]) for c, m in per_condition.items()},
         "ablations": ablations,
+        "patching": patching,
         "probes": [{k: r[k] for k in ("name", "baseline", "score", "control", "selectivity", "k95", "curve")}
                    for r in probes],
         "saturation": {kind: {"left": v[0] / v[2], "right": v[1] / v[2]} for kind, v in gates.items()},
@@ -188,6 +223,12 @@ def report(results: dict[str, Any]) -> str:
         for a in res["ablations"]:
             lines.append(f"| {a['k']} | {', '.join(a['units'])} | {a['accuracy']:.3f} | {100 * a['drop']:.1f} pts | "
                          f"{100 * a['random_drop_mean']:.1f} ± {100 * a['random_drop_std']:.1f} pts |")
+        pt = res["patching"]
+        patched = (f"Patching the top {pt['k']} units' h from the run on the prefix with the subject in the other "
+                   f"number flips the verb preference on {100 * pt['flipped']:.1f}% of incongruent NounPP items "
+                   f"(random sets of {pt['k']}: {100 * pt['random_flipped_mean']:.1f} ± "
+                   f"{100 * pt['random_flipped_std']:.1f}%; all h units: {100 * pt['all_h_flipped']:.1f}%).")
+        lines += ["", patched]
         lines += ["", "| probe | majority | accuracy | control task | selectivity | units for 95% |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for p in res["probes"]:
