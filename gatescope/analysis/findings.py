@@ -263,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", choices=["agreement", "code"], help="run one part")
     parser.add_argument("--traces", type=Path, help="also save the traces analysed (with their features) here")
     args = parser.parse_args(argv)
+    for folder in (args.figures, args.traces):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     if args.only in (None, "agreement"):
         results["agreement"] = []
