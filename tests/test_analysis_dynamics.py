@@ -14,7 +14,7 @@ from gatescope.analysis.dynamics import (
     weight_timescales,
 )
 from gatescope.errors import GatescopeError
-from gatescope.record import record
+from gatescope.recording import record
 from gatescope.trace import Trace
 
 

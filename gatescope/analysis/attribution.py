@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from gatescope.errors import GatescopeError
-from gatescope.record import record
+from gatescope.recording import record
 
 Target = Callable[[Tensor], Tensor]  # logits (B, T, V) -> one score per sequence (B,)
 
