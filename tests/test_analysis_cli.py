@@ -21,7 +21,8 @@ def trace_file(tmp_path_factory):
     f = torch.rand(N, H, generator=g)
     f[100:104, [1, 3]] = 0.95
     f[300:304, [1, 3]] = 0.95
-    tensors = {"rnn.l0.fwd.i": torch.rand(N, H, generator=g), "rnn.l0.fwd.f": f, "rnn.l0.fwd.g": torch.rand(N, H) * 2 - 1,
+    tensors = {"rnn.l0.fwd.i": torch.rand(N, H, generator=g), "rnn.l0.fwd.f": f,
+               "rnn.l0.fwd.g": torch.rand(N, H) * 2 - 1,
                "rnn.l0.fwd.o": torch.rand(N, H), "rnn.l0.fwd.c": torch.randn(N, H), "rnn.l0.fwd.h": h}
     ids = torch.randint(0, 5, (N,), generator=g)
     trace = Trace(tensors, torch.arange(0, N + 1, LEN), token_ids=ids, features={"label": y.numpy()},

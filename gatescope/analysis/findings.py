@@ -142,7 +142,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
     flipped = patching_flips(model, nounpp, patch_sets)
     random_flips = [v for name, v in flipped.items() if name.startswith("random")]
     patching = {"k": k, "units": patch_sets["top"], "flipped": flipped["top"], "all_h_flipped": flipped["all"],
-                "random_flipped_mean": float(np.mean(random_flips)), "random_flipped_std": float(np.std(random_flips, ddof=1))}
+                "random_flipped_mean": float(np.mean(random_flips)),
+                "random_flipped_std": float(np.std(random_flips, ddof=1))}
     probes = probe_units(trace, feature="subject_number", kinds="h,c", seed=seed)
     sat = saturation(trace)
     gates = {}

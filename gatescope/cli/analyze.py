@@ -3,8 +3,9 @@
 Subcommands: ``units`` (rank units against a label), ``probe`` (diagnostic classifiers per
 layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ablation sweeps
 and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
-gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units). The work is done by gatescope.analysis; this module parses
-options and prints: rich tables on stdout, or with ``--json`` JSON alone on stdout.
+gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units).
+The work is done by gatescope.analysis; this module parses options and prints: rich tables on
+stdout, or with ``--json`` JSON alone on stdout.
 """
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def saturation(trace, kinds, low, high, top, as_json):
 @click.option("--stimuli", type=click.Path(dir_okay=False), help="Agreement stimuli TSV (default: the bundled ones).")
 @click.option("--conditions", default="nounpp_SP,nounpp_PS", show_default=True,
               help="Conditions whose accuracy is the metric ('all' for every item).")
-@click.option("--units", "unit_list", help="Comma-separated units to test as a set, e.g. rnn.l0.fwd.h:3,rnn.l0.fwd.h:9.")
+@click.option("--units", "unit_list", help="Comma-separated units to test as a set, e.g. rnn.l0.fwd.h:3,rnn.l0.fwd.h:9")
 @click.option("--top-from", "top_from", type=TRACE, help="Test the top --k units of a ranking over this trace.")
 @click.option("--feature", help="The trace feature to rank by (with --top-from).")
 @_kinds_option("h", "Kinds to rank (--top-from) or sweep.")
@@ -287,7 +288,8 @@ def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, inc
                                   "stop": selection.stop, "threshold": selection.threshold},
                     "matches": table.to_records()})
         return
-    click.echo(f"selected {len(selection.units)} unit(s) of {quantity} on over rows {selection.start}:{selection.stop}: "
+    span = f"{selection.start}:{selection.stop}"
+    click.echo(f"selected {len(selection.units)} unit(s) of {quantity} on over rows {span}: "
                f"{', '.join(map(str, selection.units))}")
     _show(table.rows, ["rank", "start", "sequence", "position", "matched", "score", "text"], "matches")
 
@@ -357,7 +359,8 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     per_unit = units_attr[0].sum(0)  # (H,)
     order = torch.argsort(per_unit.abs(), descending=True)[:top].tolist()
     result = {
-        "target": value, "tokens": [{"token": t, "attribution": float(a)} for t, a in zip(vocab.split(text), tokens[0])],
+        "target": value,
+        "tokens": [{"token": t, "attribution": float(a)} for t, a in zip(vocab.split(text), tokens[0])],
         "token_delta": float(token_delta[0]), "name": quantity,
         "units": [{"unit": f"{quantity}:{i}", "attribution": float(per_unit[i])} for i in order],
         "unit_total": float(per_unit.sum()), "unit_delta": float(unit_delta[0]),
