@@ -6,20 +6,45 @@ The public API; everything here is re-exported from the module that holds it::
         model(x)
     rec.trace["rnn.l0.fwd.f"]                 # (tokens, hidden)
     rec.trace.save("run.safetensors"); gatescope.load_trace("run.safetensors")
-"""
-from gatescope.errors import GatescopeError
-from gatescope.modules import GRU, LSTM
-from gatescope.record import Intervention, Recording, record
-from gatescope.trace import Trace, load_trace
 
-__all__ = ["GRU", "LSTM", "GatescopeError", "Intervention", "Recording", "Trace", "load", "load_trace", "record"]
+Names are imported on first use (PEP 562), so ``import gatescope`` and the command line's
+``--help`` do not pay for importing torch until something needs it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from gatescope.errors import GatescopeError
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "LSTM": "gatescope.modules",
+    "GRU": "gatescope.modules",
+    "record": "gatescope.recording",
+    "Recording": "gatescope.recording",
+    "Intervention": "gatescope.recording",
+    "Trace": "gatescope.trace",
+    "load_trace": "gatescope.trace",
+    "load": "gatescope.checkpoint",
+}
+__all__ = ["GatescopeError", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from gatescope.checkpoint import load
+    from gatescope.modules import GRU, LSTM
+    from gatescope.recording import Intervention, Recording, record
+    from gatescope.trace import Trace, load_trace
 
 
 def __getattr__(name: str):
-    # gatescope.load lives in checkpoint.py, imported on first use
-    if name == "load":
-        from gatescope.checkpoint import load
-
-        return load
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'gatescope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

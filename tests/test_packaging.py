@@ -21,7 +21,7 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 def test_core_imports_stay_light():
     code = (
-        "import sys, gatescope, gatescope.checkpoint, gatescope.record, gatescope.trace, gatescope.modules; "
+        "import sys, gatescope, gatescope.checkpoint, gatescope.recording, gatescope.trace, gatescope.modules; "
         "heavy = [m for m in ('textual', 'matplotlib', 'gatescope.analysis', 'gatescope.tui', 'captum') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

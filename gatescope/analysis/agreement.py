@@ -108,7 +108,7 @@ def _run(model: torch.nn.Module, ids: torch.Tensor, interventions) -> torch.Tens
     """The model's logits (B, T, V) for ids (B, T), with interventions applied when given."""
     if not interventions:
         return model(ids)
-    from gatescope.record import record
+    from gatescope.recording import record
 
     with record(model, kinds=(), interventions=list(interventions)):  # kinds=(): edit, keep nothing
         return model(ids)
@@ -119,7 +119,7 @@ def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list
     one per quantity. A malformed name or an index outside its module raises GatescopeError; a name
     the model lacks is reported by `gatescope.record` when the interventions are applied."""
     from gatescope.names import parse_name, parse_unit
-    from gatescope.record import Intervention, find_recurrent
+    from gatescope.recording import Intervention, find_recurrent
 
     if not units:
         raise GatescopeError("no units to ablate")

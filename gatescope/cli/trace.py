@@ -164,7 +164,7 @@ def record_inputs(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gatescope.record import record
+    from gatescope.recording import record
 
     device = next(model.parameters()).device
     has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
