@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_trace": "gatescope.trace",
     "load": "gatescope.checkpoint",
 }
-__all__ = ["GatescopeError", *_EXPORTS]
+__all__ = ["GRU", "LSTM", "GatescopeError", "Intervention", "Recording", "Trace", "load", "load_trace", "record"]
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import load

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,22 +22,9 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.names import canonical_order, parse_name
+from gatescope.names import parse_name
+from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, read_trace_file
 
-FORMAT = "gatescope.trace"
-FORMAT_VERSION = 1
-META_KEY = "gatescope"
-FEATURE_PREFIX = "feature."
-RESERVED = ("offsets", "token_ids")
-
-_NUMPY_DTYPES = {  # safetensors dtype -> (numpy storage dtype, torch dtype)
-    "F64": (np.float64, torch.float64),
-    "F32": (np.float32, torch.float32),
-    "F16": (np.float16, torch.float16),
-    "BF16": (np.uint16, torch.bfloat16),
-    "I64": (np.int64, torch.int64),
-    "I32": (np.int32, torch.int32),
-}
 
 
 class Trace(Mapping[str, torch.Tensor]):
@@ -181,79 +167,13 @@ def _atomic_write(path: Path, write) -> None:
 
 def load_trace(path: str | os.PathLike) -> Trace:
     """Open a trace file lazily: tensors are memory-mapped and read only where indexed."""
-    path = Path(path)
-    header, data_start = _read_header(path)
-    meta_json = (header.pop("__metadata__", None) or {}).get(META_KEY)
-    if meta_json is None:
-        raise GatescopeError(f"{path} is a safetensors file but not a gatescope trace (no '{META_KEY}' metadata)")
-    try:
-        meta = json.loads(meta_json)
-    except json.JSONDecodeError:
-        raise GatescopeError(f"{path}: the '{META_KEY}' metadata is not valid JSON") from None
-    if meta.get("format") != FORMAT:
-        raise GatescopeError(f"{path} is not a gatescope trace (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise GatescopeError(
-            f"{path} is trace format version {meta['format_version']}; this gatescope reads up to {FORMAT_VERSION}"
-        )
-    if "offsets" not in header:
-        raise GatescopeError(f"{path} is not a gatescope trace: it has no 'offsets' tensor")
-    tensors = {name: _map_tensor(path, name, info, data_start) for name, info in header.items()}
-    offsets = tensors.pop("offsets").clone()
-    token_ids = tensors.pop("token_ids", None)
-    features = {k[len(FEATURE_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(FEATURE_PREFIX)}
-    # safetensors stores tensors in its own order; give them back in the recorded one
-    paths = [m.get("name") for m in meta.get("modules", []) if isinstance(m, dict)]
-    tensors = {name: tensors[name] for name in canonical_order(tensors, paths)}
-    return Trace(tensors, offsets, token_ids=token_ids, features=features, meta=meta)
+    file = read_trace_file(path)
 
+    def tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        return t.view(torch.bfloat16) if dtype == "BF16" else t
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The safetensors JSON header of ``path`` and where its data section starts, validated."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise GatescopeError(f"{path} is not a safetensors file (too short)")
-            (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > min(size - 8, 100_000_000):
-                raise GatescopeError(f"{path} is not a safetensors file, or its header is truncated")
-            header = json.loads(f.read(header_len))
-    except FileNotFoundError:
-        raise GatescopeError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise GatescopeError(f"{path} is a folder, not a trace file") from None
-    except PermissionError:
-        raise GatescopeError(f"cannot read {path}: permission denied") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)") from None
-    if not isinstance(header, dict):
-        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)")
-    data_start = 8 + header_len
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            shape, dtype = info["shape"], info["dtype"]
-        except (TypeError, KeyError, ValueError):
-            raise GatescopeError(f"{path}: corrupt entry for tensor {name!r} in the header") from None
-        if dtype not in _NUMPY_DTYPES:
-            raise GatescopeError(f"{path}: tensor {name!r} has dtype {dtype}, which traces do not use")
-        itemsize = np.dtype(_NUMPY_DTYPES[dtype][0]).itemsize
-        if end - begin != itemsize * int(np.prod(shape)) or data_start + end > size:
-            raise GatescopeError(f"{path} is truncated or corrupt (tensor {name!r} lies outside the file)")
-    return header, data_start
-
-
-def _map_tensor(path: Path, name: str, info: dict[str, Any], data_start: int) -> torch.Tensor:
-    np_dtype, torch_dtype = _NUMPY_DTYPES[info["dtype"]]
-    shape = tuple(info["shape"])
-    begin = info["data_offsets"][0]
-    if 0 in shape:
-        return torch.empty(shape, dtype=torch_dtype)
-    # copy-on-write map: pages are read from disk only when touched, and the tensor is writable
-    array = np.memmap(path, dtype=np_dtype, mode="c", offset=data_start + begin, shape=shape)
-    tensor = torch.from_numpy(array)
-    return tensor.view(torch_dtype) if torch_dtype == torch.bfloat16 else tensor
+    tensors = {name: tensor(array, file.dtypes[name]) for name, array in file.arrays.items()}
+    token_ids = None if file.token_ids is None else torch.from_numpy(file.token_ids)
+    features = {name: torch.from_numpy(values) for name, values in file.features.items()}
+    return Trace(tensors, torch.from_numpy(file.offsets), token_ids=token_ids, features=features, meta=file.meta)

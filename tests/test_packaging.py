@@ -29,6 +29,31 @@ def test_core_imports_stay_light():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_import_gatescope_is_light_and_record_stays_the_function():
+    code = (
+        "import sys, gatescope; assert 'torch' not in sys.modules, 'import gatescope imported torch'; "
+        "import gatescope.recording; assert callable(gatescope.record), gatescope.record; "
+        "assert sorted(gatescope.__all__) == sorted(n for n in gatescope.__all__ if getattr(gatescope, n, None))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_reading_a_trace_file_needs_no_torch(tmp_path):
+    import torch
+
+    from gatescope import Trace
+
+    Trace({"rnn.l0.fwd.h": torch.zeros(3, 2)}, [0, 3]).save(tmp_path / "t.safetensors")
+    code = (
+        "import sys; from gatescope.tracefile import read_trace_file; "
+        f"f = read_trace_file({str(tmp_path / 't.safetensors')!r}); "
+        "assert f.rows('rnn.l0.fwd.h', 0, 3).shape == (3, 2); assert 'torch' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_wheel_carries_sample_models_and_data(tmp_path):
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
     subprocess.run(

@@ -35,6 +35,16 @@ def test_round_trip_is_exact(tmp_path, dtype):
     assert back.meta["format_version"] == 1 and back.meta["vocab"] == ["the", "cat", "cats"]
 
 
+def test_bfloat16_rows_widen_exactly_without_torch(tmp_path):
+    from gatescope.tracefile import read_trace_file
+
+    trace = _trace(torch.bfloat16)
+    trace.save(tmp_path / "t.safetensors")
+    rows = read_trace_file(tmp_path / "t.safetensors").rows("rnn.l0.fwd.h", 2, 6)
+    assert rows.dtype.name == "float32"
+    assert torch.equal(torch.from_numpy(rows), trace["rnn.l0.fwd.h"][2:6].float())
+
+
 def test_the_file_is_plain_safetensors_with_the_documented_names(tmp_path):
     from safetensors import safe_open
 

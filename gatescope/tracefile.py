@@ -1,0 +1,130 @@
+"""The trace file, read without torch: a safetensors header, memory-mapped numpy arrays, metadata.
+
+The format is in docs/trace-format.md. This module is what `gatescope.trace.load_trace` builds
+on, and what the terminal browser reads directly, so that it opens a trace without paying for
+importing torch. Arrays are copy-on-write memory maps: a page is read from disk only when a
+row on it is touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatescope.errors import GatescopeError
+from gatescope.names import canonical_order
+
+FORMAT = "gatescope.trace"
+FORMAT_VERSION = 1
+META_KEY = "gatescope"
+FEATURE_PREFIX = "feature."
+
+# safetensors dtype -> numpy storage dtype (bfloat16 has none: its 16 bits are kept as uint16)
+STORAGE = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32}
+
+
+@dataclass
+class TraceFile:
+    """A trace file's contents as numpy arrays (memory maps), in the recorded order."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]  # quantity name -> (N, H), in module/layer/direction/kind order
+    dtypes: dict[str, str]  # tensor name -> safetensors dtype (F32, F16, BF16, ...)
+    offsets: np.ndarray  # (S+1,) int64
+    token_ids: np.ndarray | None  # (N,) int64
+    features: dict[str, np.ndarray]  # name -> (N,) float32
+    meta: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.arrays)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of quantity ``name`` as float32 (a copy; bfloat16 widened exactly)."""
+        block = self.arrays[name][start:stop]
+        if self.dtypes[name] == "BF16":
+            return (block.astype(np.uint32) << 16).view(np.float32)
+        return block.astype(np.float32)
+
+
+def read_trace_file(path: str | os.PathLike) -> TraceFile:
+    """Validate and memory-map a trace file; every problem is a one-line GatescopeError."""
+    path = Path(path)
+    header, data_start = _read_header(path)
+    meta_json = (header.pop("__metadata__", None) or {}).get(META_KEY)
+    if meta_json is None:
+        raise GatescopeError(f"{path} is a safetensors file but not a gatescope trace (no '{META_KEY}' metadata)")
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError:
+        raise GatescopeError(f"{path}: the '{META_KEY}' metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GatescopeError(f"{path} is not a gatescope trace (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise GatescopeError(
+            f"{path} is trace format version {meta['format_version']}; this gatescope reads up to {FORMAT_VERSION}"
+        )
+    if "offsets" not in header:
+        raise GatescopeError(f"{path} is not a gatescope trace: it has no 'offsets' tensor")
+    arrays = {name: _map(path, info, data_start) for name, info in header.items()}
+    dtypes = {name: info["dtype"] for name, info in header.items()}
+    offsets = np.array(arrays.pop("offsets"), dtype=np.int64)
+    token_ids = arrays.pop("token_ids", None)
+    features = {k[len(FEATURE_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(FEATURE_PREFIX)}
+    # safetensors stores tensors in its own order; give them back in the recorded one
+    paths = [m.get("name") for m in meta.get("modules", []) if isinstance(m, dict)]
+    arrays = {name: arrays[name] for name in canonical_order(arrays, paths)}
+    return TraceFile(path, arrays, dtypes, offsets, token_ids, features, meta)
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The safetensors JSON header of ``path`` and where its data section starts, validated."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise GatescopeError(f"{path} is not a safetensors file (too short)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(size - 8, 100_000_000):
+                raise GatescopeError(f"{path} is not a safetensors file, or its header is truncated")
+            header = json.loads(f.read(header_len))
+    except FileNotFoundError:
+        raise GatescopeError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise GatescopeError(f"{path} is a folder, not a trace file") from None
+    except PermissionError:
+        raise GatescopeError(f"cannot read {path}: permission denied") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)") from None
+    if not isinstance(header, dict):
+        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)")
+    data_start = 8 + header_len
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = info["data_offsets"]
+            shape, dtype = info["shape"], info["dtype"]
+        except (TypeError, KeyError, ValueError):
+            raise GatescopeError(f"{path}: corrupt entry for tensor {name!r} in the header") from None
+        if dtype not in STORAGE:
+            raise GatescopeError(f"{path}: tensor {name!r} has dtype {dtype}, which traces do not use")
+        itemsize = np.dtype(STORAGE[dtype]).itemsize
+        if end - begin != itemsize * int(np.prod(shape)) or data_start + end > size:
+            raise GatescopeError(f"{path} is truncated or corrupt (tensor {name!r} lies outside the file)")
+    return header, data_start
+
+
+def _map(path: Path, info: dict[str, Any], data_start: int) -> np.ndarray:
+    shape = tuple(info["shape"])
+    dtype = STORAGE[info["dtype"]]
+    if 0 in shape:
+        return np.empty(shape, dtype=dtype)
+    # copy-on-write: pages are read only when touched, and the array is writable (torch wants that)
+    return np.memmap(path, dtype=dtype, mode="c", offset=data_start + info["data_offsets"][0], shape=shape)
