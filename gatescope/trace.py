@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 from gatescope.names import parse_name
 from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, read_trace_file
 
@@ -141,28 +141,7 @@ class Trace(Mapping[str, torch.Tensor]):
         for fname, values in self.features.items():
             tensors[FEATURE_PREFIX + fname] = values.to("cpu").contiguous()
         metadata = {META_KEY: json.dumps(self.meta)}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise GatescopeError(f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved file gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_trace(path: str | os.PathLike) -> Trace:

@@ -8,8 +8,6 @@ written atomically (see gatescope.trace). The input helpers here are shared with
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import click
 import torch
 
 from gatescope.errors import GatescopeError
+from gatescope.files import check_writable
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -180,21 +179,6 @@ def record_inputs(
             model(x, lengths)
             bar.advance(task, len(batch))
     return rec.trace
-
-
-def check_writable(path: Path) -> None:
-    """Fail now, before any work, if `path` cannot be written (folder missing, read-only, a folder)."""
-    if path.is_dir():
-        raise GatescopeError(f"cannot write {path}: it is a folder")
-    folder = path.parent
-    if not folder.is_dir():
-        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-    except OSError as exc:
-        raise GatescopeError(f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def counted(n: int, noun: str) -> str:
