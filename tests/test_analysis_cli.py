@@ -75,6 +75,8 @@ def test_units_errors(trace_file, capsys):
     assert "no such file" in fails(["analyze", "units", str(trace_file / "none.safetensors"), "--feature", "x"],
                                    capsys)
     assert "no feature 'x'" in fails(["analyze", "units", t, "--feature", "x"], capsys)
+    missing = trace_file / "no" / "r.csv"
+    assert "does not exist" in fails(["analyze", "units", t, "--feature", "label", "--csv", str(missing)], capsys)
 
 
 def test_probe_saturation_match_profile(trace_file, capsys):

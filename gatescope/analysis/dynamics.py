@@ -27,9 +27,10 @@ from gatescope.analysis.selection import (
     resolve_unit,
     select_quantities,
 )
-from gatescope.analysis.table import Table, write_atomic
+from gatescope.analysis.table import Table
 from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 from gatescope.names import SIGMOID_KINDS, format_name, format_unit, parse_name
 from gatescope.trace import Trace
 
@@ -176,7 +177,7 @@ def plot_gate_profile(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="best")
     fig.suptitle(title or unit, fontsize=9)
-    write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=150))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
     return path
 
 

@@ -11,12 +11,12 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 
 
 class Table(Sequence[dict[str, Any]]):
@@ -54,7 +54,7 @@ class Table(Sequence[dict[str, Any]]):
         records = [{k: _jsonable(v) for k, v in r.items()} for r in self.to_records()]
         text = json.dumps(records, indent=indent)
         if path is not None:
-            write_atomic(path, lambda f: f.write(text.encode()))
+            atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         return text
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -65,7 +65,7 @@ class Table(Sequence[dict[str, Any]]):
         writer.writerows(self.to_records())
         text = buf.getvalue()
         if path is not None:
-            write_atomic(path, lambda f: f.write(text.encode()))
+            atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         return text
 
     def to_pandas(self):
@@ -84,22 +84,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -84,8 +84,11 @@ def analyze() -> None:
 def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json):
     """Rank every unit of TRACE by its association with a per-token label."""
     from gatescope.analysis.ranking import rank_units
+    from gatescope.files import check_writable
     from gatescope.trace import load_trace
 
+    if csv_path:
+        check_writable(csv_path)  # before the work, not after
     table = rank_units(load_trace(trace), kinds=kinds, metric=metric, permutations=permutations, seed=seed,
                        progress=not as_json, **_labels(feature, labels_file))
     if csv_path:
@@ -305,8 +308,10 @@ def profile(trace, unit, sequences, kinds, title, out):
     """Draw a unit's gates and states along chosen sentences (Lakretz et al. 2019, Fig. 1)."""
     from gatescope.analysis.dynamics import plot_gate_profile
     from gatescope.analysis.selection import parse_kinds
+    from gatescope.files import check_writable
     from gatescope.trace import load_trace
 
+    check_writable(out)
     try:
         seqs = [int(s) for s in sequences.split(",") if s.strip()]
     except ValueError:
