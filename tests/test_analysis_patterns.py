@@ -50,7 +50,7 @@ def test_match_finds_planted_repeats_first():
 
 def test_match_counts_agree_with_brute_force_and_never_overlap(monkeypatch):
     trace, h = planted_trace(starts=(3, 250, 611, 1000, 38))  # 38: crosses a sequence boundary
-    monkeypatch.setattr(selection, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(selection, "BUDGET", 50 * H)  # rows read 50 at a time
     sel = select(trace, NAME, 3, 7)
     table = match(trace, sel, top=40)
     ref = brute_force(h, [1, 4, 7], 4, 0.3, trace.offsets)

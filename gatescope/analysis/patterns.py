@@ -71,7 +71,7 @@ def select(
 def on_counts(trace: Trace, chosen: Selection) -> torch.Tensor:
     """Int64 [N]: how many of the selected units are on at each row (one pass over the trace)."""
     tensor, cols = trace[chosen.name], torch.tensor(chosen.units)
-    chunk_rows = selection.CHUNK_ROWS
+    chunk_rows = max(1, selection.BUDGET // tensor.shape[1])  # few, large reads: one op per chunk
     counts = torch.empty(tensor.shape[0], dtype=torch.int64)
     for a in range(0, tensor.shape[0], chunk_rows):
         block = tensor[a : a + chunk_rows].index_select(1, cols)  # (rows, k)
