@@ -118,7 +118,7 @@ def fit_probe(
                 else:
                     loss = F.cross_entropy(out, t)
                 w = linear.weight
-                loss = loss + l1 * w.abs().sum() / len(units_t) + l2 * (w**2).sum()
+                loss = loss + l1 * w.abs().sum() + l2 * (w**2).sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
