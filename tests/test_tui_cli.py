@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from test_tui import LSTM_KINDS, SIZE, word_trace
 
 from gatescope.cli import main
-from gatescope.trace import load_trace
 from gatescope.tui.app import GatescopeApp
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.unit_detail import UnitDetail
@@ -37,6 +38,42 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys)
     assert code == 1 and "is not a folder" in err
 
 
+def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):
+    """Shapes are checked by the browser, which reads the file without gatescope.trace."""
+    from safetensors.numpy import save_file
+
+    meta = {"gatescope": json.dumps({"format": "gatescope.trace", "format_version": 1})}
+    tensors = {"rnn.l0.fwd.h": np.zeros((4, 3), np.float32), "offsets": np.array([0, 5])}
+    save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
+    code, err = browse(capsys, str(tmp_path / "short.safetensors"))
+    assert (code, err) == (1, "gatescope: error: trace tensor rnn.l0.fwd.h has shape (4, 3); expected [5, hidden]\n")
+
+
+def test_browsing_a_trace_file_never_imports_torch(tmp_path):
+    """`gatescope browse FILE` reads the file with numpy (gatescope.tracefile): no 2 s `import torch` first."""
+    word_trace().save(tmp_path / "t.safetensors")
+    code = f"""
+import asyncio, sys
+from gatescope.cli import browse  # the command's module, then what it runs
+from gatescope.tui.app import GatescopeApp
+
+async def scenario():
+    app = GatescopeApp({str(tmp_path / "t.safetensors")!r})
+    async with app.run_test(size={SIZE}) as pilot:
+        await pilot.press("right", "pagedown", "k", "L", "slash", *"the car", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        print(app.name_shown, app.heatmap.row, app.query_one("#rank-status").content)
+
+asyncio.run(scenario())
+print("torch" in sys.modules, "gatescope.trace" in sys.modules, "gatescope.analysis" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    shown, torch_loaded = result.stdout.splitlines()
+    assert shown == "rnn.l1.fwd.f 3 rnn.l1.fwd.f: Pearson r with number"  # the views ran: search and ranking
+    assert torch_loaded == "False False False"
+
+
 def test_help_names_the_keys():
     result = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", "browse", "--help"],
                             capture_output=True, text=True, check=False)
@@ -53,10 +90,9 @@ def test_importing_the_package_does_not_load_textual():
 def test_a_saved_trace_browses_like_the_one_in_memory(tmp_path):
     trace = word_trace(hidden=600)  # rows of 600 units: several pages, released as they are read
     trace.save(tmp_path / "run.safetensors")
-    loaded = load_trace(tmp_path / "run.safetensors")
 
     async def scenario() -> None:
-        app = GatescopeApp(loaded)
+        app = GatescopeApp(tmp_path / "run.safetensors")  # what `gatescope browse` opens: numpy memory maps
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("right", "right", "down", "down", "down", "L", "pagedown", "left")
             await app.workers.wait_for_complete()

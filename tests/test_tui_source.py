@@ -17,6 +17,8 @@ from gatescope.trace import Trace, load_trace
 from gatescope.tui import ranking
 from gatescope.tui.colors import DIVERGING, NAN_COLOR, SEQUENTIAL, PairStyles, Scale
 from gatescope.tui.heatmap import HALF
+from gatescope.tracefile import read_trace_file
+from gatescope.tui.arrays import trace_file
 from gatescope.tui.pages import file_backed, release
 from gatescope.tui.source import BLOCK, TraceSource
 
@@ -35,7 +37,7 @@ def big_trace(n: int = 3 * BLOCK + 17, hidden: int = 5, dtype=torch.float16) -> 
 
 def test_windows_and_values_are_the_recorded_rows():
     trace = big_trace()
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     for start, stop in [(0, 1), (250, 270), (BLOCK - 3, 2 * BLOCK + 4), (trace.num_tokens - 9, trace.num_tokens + 50)]:
         expected = trace["rnn.l0.fwd.h"][start:stop].float().numpy()
         got = source.window("rnn.l0.fwd.h", start, stop)
@@ -48,7 +50,7 @@ def test_windows_and_values_are_the_recorded_rows():
 
 def test_blocks_read_in_workers_fill_the_same_cache():
     trace = big_trace()
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     keys = source.missing(["rnn.l0.fwd.h", "rnn.l0.fwd.f"], 200, 600)
     assert keys == [(n, b) for n in ("rnn.l0.fwd.h", "rnn.l0.fwd.f") for b in (0, 1, 2)]
     assert source.read_blocks(keys, lambda: True) is None  # cancelled before the first read
@@ -60,7 +62,7 @@ def test_blocks_read_in_workers_fill_the_same_cache():
 
 def test_sequences_tokens_and_layers():
     trace = word_trace(layers=2, directions=("fwd", "bwd"))
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     assert [l.label for l in source.layers] == ["rnn.l0.fwd", "rnn.l0.bwd", "rnn.l1.fwd", "rnn.l1.bwd"]
     assert source.layers[0].kinds == tuple("ifgoch") and source.layers[0].hidden == 9
     for row in range(trace.num_tokens):
@@ -71,7 +73,7 @@ def test_sequences_tokens_and_layers():
 
 def test_search_matches_a_brute_force_scan():
     trace = big_trace()
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     tokens = trace.tokens()
     for query in ["boy", "the car", "near the boys", "greet greet"]:
         words = query.split()
@@ -86,7 +88,7 @@ def test_search_matches_a_brute_force_scan():
 
 def test_search_without_a_vocabulary_takes_token_ids():
     trace = Trace({"gru.l0.fwd.h": torch.zeros(6, 2)}, [0, 3, 6], token_ids=torch.tensor([5, 7, 5, 7, 5, 9]))
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     assert source.search("5 7", -1) == 0 and source.search("5 7", 0) == 2 and source.search("5 9", 0) == 4
     with pytest.raises(GatescopeError, match="token ids"):
         source.search("boy", 0)
@@ -97,7 +99,7 @@ def test_char_trace_search_and_text():
     vocab = sorted(set(text))
     trace = Trace({"rnn.l0.fwd.c": torch.zeros(len(text), 3)}, [0, len(text)],
                   token_ids=torch.tensor([vocab.index(c) for c in text]), meta={"vocab": vocab, "tokenizer": "char"})
-    source = TraceSource(trace)
+    source = TraceSource(trace_file(trace))
     assert source.search("return", -1) == text.index("return")
     assert source.join(source.tokens(0, 10)) == "def f(x):↵"
 
@@ -123,7 +125,7 @@ def test_heatmap_cells_pair_two_units(monkeypatch):
     trace = Trace({"rnn.l0.fwd.f": values}, [0, 2], token_ids=torch.tensor([2, 3]), meta={"vocab": VOCAB})
     from gatescope.tui.heatmap import Heatmap
 
-    heatmap = Heatmap(TraceSource(trace))
+    heatmap = Heatmap(TraceSource(trace_file(trace)))
     heatmap.unit, heatmap.row = 2, 1  # cursor away from line 0
     strip = heatmap._line(0, 0, 2)  # units 0 (upper) and 1 (lower), rows 0..1
     cells = [(seg.style.color.triplet.hex, seg.style.bgcolor.triplet.hex)
@@ -148,9 +150,9 @@ def test_correlation_matches_numpy(tmp_path):
     x = trace["rnn.l1.fwd.h"].numpy().astype(np.float64)
     keep = np.isfinite(feature)
     expected = [np.corrcoef(x[keep, u], feature[keep])[0, 1] for u in range(7)]
-    np.testing.assert_allclose(ranking.correlation(trace, "rnn.l1.fwd.h", feature), expected, rtol=1e-10)
+    np.testing.assert_allclose(ranking.correlation(trace_file(trace), "rnn.l1.fwd.h", feature), expected, rtol=1e-10)
     constant = np.where(keep, 1.0, np.nan)
-    assert np.isnan(ranking.correlation(trace, "rnn.l1.fwd.h", constant)).all()  # r undefined, not 0
+    assert np.isnan(ranking.correlation(trace_file(trace), "rnn.l1.fwd.h", constant)).all()  # r undefined, not 0
 
 
 def test_correlation_streams_in_chunks_and_skips_nan_values(monkeypatch):
@@ -159,12 +161,12 @@ def test_correlation_streams_in_chunks_and_skips_nan_values(monkeypatch):
     feature = np.sin(np.arange(trace.num_tokens) / 7.0)
     feature[::11] = np.nan
     x = trace["rnn.l0.fwd.h"].numpy().astype(np.float64)
-    r = ranking.correlation(trace, "rnn.l0.fwd.h", feature)
+    r = ranking.correlation(trace_file(trace), "rnn.l0.fwd.h", feature)
     for u in range(5):
         keep = np.isfinite(feature) & np.isfinite(x[:, u])
         np.testing.assert_allclose(r[u], np.corrcoef(x[keep, u], feature[keep])[0, 1], rtol=1e-9)
     calls = []
-    ranking.correlation(trace, "rnn.l0.fwd.h", feature, lambda done: calls.append(done) or len(calls) < 3)
+    ranking.correlation(trace_file(trace), "rnn.l0.fwd.h", feature, lambda done: calls.append(done) or len(calls) < 3)
     assert calls == [0.0, 100 / trace.num_tokens, 200 / trace.num_tokens]  # stopped when asked
 
 
@@ -176,35 +178,59 @@ def test_saturation_agrees_with_the_analysis_layer(kind):
     trace = Trace({f"rnn.l0.fwd.{kind}": values}, [0, 200, 500])
     table = analysis_saturation(trace, kinds=[kind])
     expected = np.array([row["left"] + row["right"] for row in table.rows])
-    np.testing.assert_allclose(ranking.saturation(trace, f"rnn.l0.fwd.{kind}"), expected)
+    np.testing.assert_allclose(ranking.saturation(trace_file(trace), f"rnn.l0.fwd.{kind}"), expected)
 
 
 def test_saturation_of_the_cell_state_uses_tanh():
     c = torch.tensor([[0.0, 3.0], [-3.0, 0.5], [2.0, math.nan]])
     trace = Trace({"rnn.l0.fwd.c": c}, [0, 3])
     # (tanh(c) + 1) / 2 outside 0.1..0.9 <=> |c| > atanh(0.8) = 1.0986
-    np.testing.assert_allclose(ranking.saturation(trace, "rnn.l0.fwd.c"), [2 / 3, 1 / 2])
+    np.testing.assert_allclose(ranking.saturation(trace_file(trace), "rnn.l0.fwd.c"), [2 / 3, 1 / 2])
 
 
 def test_released_pages_read_back_the_same(tmp_path):
     trace = big_trace(n=4000, hidden=300)
     path = tmp_path / "t.safetensors"
     trace.save(path)
-    loaded = load_trace(path)
-    assert file_backed(loaded["rnn.l0.fwd.h"]) and not file_backed(trace["rnn.l0.fwd.h"])
-    before = loaded["rnn.l0.fwd.h"][1000:3000].float().clone()
-    release(loaded["rnn.l0.fwd.h"][1000:3000])
-    assert torch.equal(loaded["rnn.l0.fwd.h"][1000:3000].float().nan_to_num(7), before.nan_to_num(7))
-    source = TraceSource(loaded)
-    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), trace["rnn.l0.fwd.h"].float().numpy())
-    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), trace["rnn.l0.fwd.h"].float().numpy())
+    data = read_trace_file(path)
+    array = data.arrays["rnn.l0.fwd.h"]  # a numpy memory map of the file
+    assert file_backed(array) and file_backed(trace_file(load_trace(path)).arrays["rnn.l0.fwd.h"])
+    assert not file_backed(trace_file(trace).arrays["rnn.l0.fwd.h"])  # in memory: never released
+    before = array[1000:3000].astype(np.float32)
+    release(array[1000:3000])
+    np.testing.assert_array_equal(array[1000:3000].astype(np.float32), before)  # NaN == NaN here
+    source = TraceSource(data)
+    expected = trace["rnn.l0.fwd.h"].float().numpy()
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), expected)
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.h", 0, 4000), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_a_file_and_the_trace_in_memory_show_the_same_values(tmp_path, dtype):
+    """Read without torch or wrapped from a Trace, rows are the recorded values widened exactly to float32."""
+    trace = big_trace(dtype=dtype)
+    trace.save(tmp_path / "t.safetensors")
+    expected = trace["rnn.l0.fwd.f"].float().numpy()
+    for data in (read_trace_file(tmp_path / "t.safetensors"), trace_file(trace), trace_file(tmp_path / "t.safetensors")):
+        source = TraceSource(data)
+        np.testing.assert_array_equal(source.window("rnn.l0.fwd.f", 0, trace.num_tokens), expected)
+        assert source.tokens(0, trace.num_tokens) == trace.tokens()
+        assert [l.label for l in source.layers] == ["rnn.l0.fwd"] and source.layers[0].kinds == ("f", "h")
+    assert trace_file(data) is data
+
+
+def test_token_positions_stand_in_for_missing_token_ids():
+    trace = Trace({"gru.l0.fwd.h": torch.zeros(7, 2)}, [0, 3, 3, 7])  # an empty sequence in the middle
+    source = TraceSource(trace_file(trace))
+    assert source.tokens(-5, 50) == trace.tokens() == ["0", "1", "2", "0", "1", "2", "3"]
+    assert source.tokens(2, 5) == ["2", "0", "1"] and source.tokens(4, 4) == []
 
 
 def test_unusable_traces_are_refused():
     with pytest.raises(GatescopeError, match="no tokens"):
-        TraceSource(Trace({"rnn.l0.fwd.h": torch.zeros(0, 3)}, [0]))
+        TraceSource(trace_file(Trace({"rnn.l0.fwd.h": torch.zeros(0, 3)}, [0])))
     with pytest.raises(GatescopeError, match="no quantities"):
-        TraceSource(Trace({}, [0, 2]))
+        TraceSource(trace_file(Trace({}, [0, 2])))
 
 
 @pytest.mark.parametrize("kind", ["f", "h", "c"])
@@ -223,3 +249,25 @@ def test_png_figure_draws_the_values_on_the_browser_scale(kind):
     assert image.get_extent() == [-0.5, 1.5, 12.5, 9.5]  # units 10..12, top to bottom
     with pytest.raises(GatescopeError, match="empty"):
         heatmap_figure(np.empty((0, 3)), kind, 0, [], "")
+
+
+@pytest.mark.parametrize("label, message", [
+    ("rows", r"rnn.l0.fwd.h has shape \(30, 9\); expected \[31, hidden\]"),
+    ("name", "rnn.layer0.h"),
+    ("ids", "token_ids has shape"),
+    ("offsets", "offsets must start at 0 and never decrease"),
+])
+def test_malformed_trace_files_are_refused_in_one_line(tmp_path, label, message):
+    """A file is read without gatescope.trace's checks, so the browser checks what it shows."""
+    word_trace(layers=1).save(tmp_path / "t.safetensors")
+    data = read_trace_file(tmp_path / "t.safetensors")
+    if label == "rows":
+        data.arrays["rnn.l0.fwd.h"] = data.arrays["rnn.l0.fwd.h"][:-1]
+    elif label == "name":
+        data.arrays["rnn.layer0.h"] = data.arrays.pop("rnn.l0.fwd.h")
+    elif label == "ids":
+        data.token_ids = data.token_ids[:3]
+    else:
+        data.offsets = np.array([0, 20, 10, 31])
+    with pytest.raises(GatescopeError, match=message):
+        TraceSource(data)

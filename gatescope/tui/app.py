@@ -4,14 +4,15 @@ The app owns the selection (module/layer/direction, kind, unit, token row) and m
 view to it; widgets report the user's picks with messages (gatescope.tui.messages). The
 views: the heatmap (units x tokens, Line API), the unit detail (every kind of the cursor's
 unit), the text view (Karpathy et al. 2015), the sequence list and the ranked units. The
-trace is read lazily (gatescope.tui.source), so a million-token file opens at once.
+trace is read lazily (gatescope.tui.source) as numpy arrays (gatescope.tui.arrays): a file is
+memory-mapped without importing torch, so a million-token file opens at once.
 """
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from rich.text import Text
@@ -24,8 +25,8 @@ from textual.worker import get_current_worker
 
 from gatescope.errors import GatescopeError
 from gatescope.names import parse_unit
-from gatescope.trace import Trace, load_trace
 from gatescope.tui import export
+from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.help_screen import HelpScreen
@@ -36,6 +37,10 @@ from gatescope.tui.sequence_list import SequenceList
 from gatescope.tui.source import Block, Layer, TraceSource
 from gatescope.tui.text_view import TextView
 from gatescope.tui.unit_detail import UnitDetail
+
+if TYPE_CHECKING:
+    from gatescope.trace import Trace
+    from gatescope.tracefile import TraceFile
 
 KIND_KEYS = "ifgocmhrzn"
 
@@ -63,8 +68,10 @@ class GatescopeApp(App[None]):
         *(Binding(k, f"kind('{k}')", f"kind {k}", show=False) for k in KIND_KEYS),
     ]
 
-    def __init__(self, trace: Trace, *, title: str = "", export_dir: str | os.PathLike | None = None) -> None:
-        self.source = TraceSource(trace)  # raises GatescopeError on an unusable trace, before the UI starts
+    def __init__(
+        self, trace: Trace | TraceFile | str | os.PathLike, *, title: str = "", export_dir: str | os.PathLike | None = None
+    ) -> None:
+        self.source = TraceSource(trace_file(trace))  # GatescopeError on an unusable trace, before the UI starts
         super().__init__()
         self.sub_title = title
         self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
@@ -230,7 +237,7 @@ class GatescopeApp(App[None]):
 
     # -- go to, search -----------------------------------------------------------------------------
     def action_search(self) -> None:
-        hint = "token ids, e.g. 12 7" if self.source.trace.vocab is None else (
+        hint = "token ids, e.g. 12 7" if self.source.vocab is None else (
             "characters" if self.source.tokenizer == "char" else "words")
         self.push_screen(Prompt("Search the tokens", hint), self._search)
 
@@ -265,7 +272,7 @@ class GatescopeApp(App[None]):
                 unit = int(answer)
             else:
                 name, unit = parse_unit(answer)
-                if name not in self.source.trace:
+                if name not in self.source.data.arrays:
                     raise GatescopeError(f"the trace has no quantity {name}")
                 layer = next(l for l in self.source.layers if name.rsplit(".", 1)[0] == l.label)
                 self.select_layer(layer, name.rsplit(".", 1)[1])
@@ -322,9 +329,6 @@ class GatescopeApp(App[None]):
 
 
 def run_browser(trace_or_path: Trace | str | os.PathLike, export_dir: str | os.PathLike | None = None) -> None:
-    """Open the browser on a Trace or a trace file (loaded lazily; GatescopeError if it cannot be read)."""
-    if isinstance(trace_or_path, Trace):
-        trace, title = trace_or_path, ""
-    else:
-        trace, title = load_trace(trace_or_path), str(trace_or_path)
-    GatescopeApp(trace, title=title, export_dir=export_dir).run()
+    """Open the browser on a Trace or a trace file (read lazily, without torch; GatescopeError if it cannot be read)."""
+    title = str(trace_or_path) if isinstance(trace_or_path, (str, os.PathLike)) else ""
+    GatescopeApp(trace_or_path, title=title, export_dir=export_dir).run()

@@ -42,7 +42,7 @@ class BrowserCommands(Provider):
         ]
         found += [
             (f"Rank units by {criterion}", partial(app.action_rank, criterion), f"ranked units of {app.name_shown}")
-            for criterion in [*app.source.trace.features, "saturation"]
+            for criterion in [*app.source.data.features, "saturation"]
         ]
         return found
 

@@ -1,7 +1,7 @@
 """Give back the pages of a memory-mapped trace once the browser has copied the rows it read.
 
-A loaded trace is a copy-on-write file mapping (gatescope.trace.load_trace). Every page the
-browser touches stays in its resident set until the kernel needs the memory, so browsing
+A trace file is a copy-on-write file mapping (gatescope.tracefile.read_trace_file). Every page
+the browser touches stays in its resident set until the kernel needs the memory, so browsing
 or ranking across a 15 GB trace would show gigabytes of RSS that are only cache. After
 a block of rows has been copied out, `release` tells the kernel (madvise MADV_DONTNEED,
 Linux) that this process is done with those pages: they leave its resident set and stay
@@ -14,18 +14,25 @@ import ctypes
 import mmap
 import sys
 
-import torch
+import numpy as np
+
+from gatescope.tracefile import TraceFile
 
 MADV_DONTNEED = 4
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def file_backed(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor``'s memory lies in a mapping of a file (per /proc/self/maps; Linux only)."""
-    if _LIBC is None or tensor.numel() == 0 or tensor.device.type != "cpu":
+def _span(array: np.ndarray) -> tuple[int, int]:
+    """The addresses of the first byte and one past the last of a C-contiguous array."""
+    start = array.__array_interface__["data"][0]
+    return start, start + array.nbytes
+
+
+def file_backed(array: np.ndarray) -> bool:
+    """Whether ``array``'s memory lies in a mapping of a file (per /proc/self/maps; Linux only)."""
+    if _LIBC is None or array.size == 0:
         return False
-    start = tensor.data_ptr()
-    end = start + tensor.numel() * tensor.element_size()
+    start, end = _span(array)
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split()
@@ -35,13 +42,20 @@ def file_backed(tensor: torch.Tensor) -> bool:
     return False
 
 
-def release(view: torch.Tensor) -> None:
-    """Drop the whole pages under ``view`` (a slice of a file-backed tensor) from this process."""
-    if _LIBC is None or view.numel() == 0:
+def release(view: np.ndarray) -> None:
+    """Drop the whole pages under ``view`` (rows of a file-backed array) from this process."""
+    if _LIBC is None or view.size == 0:
         return
-    start = view.data_ptr()
-    end = start + view.numel() * view.element_size()
+    start, end = _span(view)
     first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages only: neighbours keep theirs
     last = end // mmap.PAGESIZE * mmap.PAGESIZE
     if last > first:
         _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED)
+
+
+def copy_rows(data: TraceFile, name: str, start: int, stop: int, mapped: bool) -> np.ndarray:
+    """Rows start:stop of ``name`` as float32 (`TraceFile.rows`), their pages released when ``mapped``."""
+    rows = data.rows(name, start, stop)  # (stop-start, H)
+    if mapped:
+        release(data.arrays[name][start:stop])
+    return rows

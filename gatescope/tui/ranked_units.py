@@ -36,7 +36,7 @@ class RankedUnits(Vertical):
         self.order: list[int] = []
 
     def compose(self) -> ComposeResult:
-        options = [(f"feature: {f}", f) for f in self.source.trace.features] + [("saturation", SATURATION)]
+        options = [(f"feature: {f}", f) for f in self.source.data.features] + [("saturation", SATURATION)]
         yield Select(options, value=options[0][1], allow_blank=False, id="rank-by")
         yield Label("", id="rank-status")
         yield Button("rank", id="rank-now", compact=True)
@@ -61,12 +61,12 @@ class RankedUnits(Vertical):
         if name == self.quantity:
             return
         self.quantity = name
-        if self.source.num_tokens * int(self.source.trace[name].shape[1]) <= AUTO_LIMIT:
+        if self.source.num_tokens * int(self.source.data.arrays[name].shape[1]) <= AUTO_LIMIT:
             self.rank()
             return
         self.scores = None
         self.query_one("#rank-table", DataTable).clear()
-        gigabytes = self.source.trace[name].nbytes / 1e9
+        gigabytes = self.source.data.arrays[name].nbytes / 1e9
         self.query_one("#rank-status", Label).update(f"{name}: {gigabytes:.1f} GB to read; press rank")
         self.query_one("#rank-now", Button).display = True
 
@@ -87,16 +87,16 @@ class RankedUnits(Vertical):
     @work(thread=True, exclusive=True, group="rank")
     def _rank(self, name: str, criterion: str) -> None:
         worker = get_current_worker()
-        trace = self.source.trace
+        data = self.source.data
 
         def progress(done: float) -> bool:
             return not worker.is_cancelled
 
         if criterion == SATURATION:
-            scores = ranking.saturation(trace, name, progress)
+            scores = ranking.saturation(data, name, progress)
             key = scores
         else:
-            scores = ranking.correlation(trace, name, trace.features[criterion].numpy(), progress)
+            scores = ranking.correlation(data, name, data.features[criterion], progress)
             key = np.abs(scores)
         if worker.is_cancelled:
             return

@@ -1,7 +1,7 @@
 """Unit scores for the ranked-units table, streamed over a trace in blocks of rows.
 
-Two scores per unit of one quantity, computed without materialising it (a loaded trace is
-memory-mapped; a block of rows is read, reduced to running sums, and dropped):
+Two scores per unit of one quantity, computed without materialising it (a trace file is
+memory-mapped, gatescope.tracefile; a block of rows is read, reduced to running sums, and dropped):
 - `correlation`: Pearson's r between the unit's value and a per-token feature, over the rows
   where both are finite (the probeless "correlation with a label" ranking used by Karpathy
   et al. 2015 and Lakretz et al. 2019 to find cells that track a property);
@@ -19,36 +19,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from gatescope.names import SIGMOID_KINDS, parse_name
-from gatescope.trace import Trace
-from gatescope.tui.pages import file_backed, release
+from gatescope.tracefile import TraceFile
+from gatescope.tui.pages import copy_rows, file_backed
 
 CHUNK = 4096  # rows per read: a few CHUNK x H float64 arrays at a time
 Progress = Callable[[float], bool]  # called with the fraction done; returns False to stop
 
 
-def _chunks(trace: Trace, name: str, progress: Progress | None):
+def _chunks(data: TraceFile, name: str, progress: Progress | None):
     """(first row, rows as float64 (C, H)) for each chunk; mapped pages are released once copied."""
-    n = trace.num_tokens
-    mapped = file_backed(trace[name])
+    n = data.arrays[name].shape[0]
+    mapped = file_backed(data.arrays[name])
     for start in range(0, n, CHUNK):
         if progress is not None and not progress(start / n):
             return
-        view = trace[name][start:start + CHUNK]
-        rows = view.to(torch.float64, copy=True).numpy()  # (C, H)
-        if mapped:
-            release(view)
-        yield start, rows
+        yield start, copy_rows(data, name, start, start + CHUNK, mapped).astype(np.float64)  # (C, H)
 
 
-def correlation(trace: Trace, name: str, feature: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+def correlation(data: TraceFile, name: str, feature: np.ndarray, progress: Progress | None = None) -> np.ndarray:
     """Pearson r of every unit of ``name`` with ``feature`` [N] (NaN rows skipped): (H,), NaN if undefined."""
     feature = np.asarray(feature, dtype=np.float64)
-    hidden = int(trace[name].shape[1])
+    hidden = int(data.arrays[name].shape[1])
     n, sx, sy, sxx, syy, sxy = (np.zeros(hidden) for _ in range(6))
-    for start, x in _chunks(trace, name, progress):
+    for start, x in _chunks(data, name, progress):
         y = feature[start:start + len(x), None]  # (C, 1)
         valid = np.isfinite(x) & np.isfinite(y)  # (C, H)
         x = np.where(valid, x, 0.0)
@@ -65,12 +60,12 @@ def correlation(trace: Trace, name: str, feature: np.ndarray, progress: Progress
     return np.where(n > 1, r, np.nan)
 
 
-def saturation(trace: Trace, name: str, progress: Progress | None = None) -> np.ndarray:
+def saturation(data: TraceFile, name: str, progress: Progress | None = None) -> np.ndarray:
     """Fraction of finite rows where each unit of ``name`` is saturated (see the module docstring): (H,)."""
     kind = parse_name(name).kind
-    hidden = int(trace[name].shape[1])
+    hidden = int(data.arrays[name].shape[1])
     count, total = np.zeros(hidden), np.zeros(hidden)
-    for _, x in _chunks(trace, name, progress):
+    for _, x in _chunks(data, name, progress):
         if kind not in SIGMOID_KINDS:
             x = ((np.tanh(x) if kind == "c" else x) + 1) / 2  # (C, H) on 0..1
         with np.errstate(invalid="ignore"):

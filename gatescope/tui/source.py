@@ -1,10 +1,11 @@
 """What the browser reads from a trace: the quantity tree, and cached blocks of rows.
 
-A loaded trace is memory-mapped (gatescope.trace.load_trace), so the browser never
-materialises a quantity: it reads aligned blocks of rows around the visible window
-(the idea of Toolong's line index: read only what is on screen) and keeps the last few
-blocks, as float32 and as colour levels, in an LRU cache. The cache belongs to the app's
-thread; workers read blocks with `read_block` and hand them back through `store`.
+The trace comes as numpy arrays (gatescope.tui.arrays; a file is memory-mapped by
+gatescope.tracefile, without torch), so the browser never materialises a quantity: it
+reads aligned blocks of rows around the visible window (the idea of Toolong's line index:
+read only what is on screen) and keeps the last few blocks, as float32 and as colour
+levels, in an LRU cache. The cache belongs to the app's thread; workers read blocks with
+`read_block` and hand them back through `store`.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
 from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
-from gatescope.trace import Trace
+from gatescope.tracefile import TraceFile
 from gatescope.tui.colors import Scale
-from gatescope.tui.pages import file_backed, release
+from gatescope.tui.pages import copy_rows, file_backed
 
 BLOCK = 256  # rows per cached block
 
@@ -52,28 +52,25 @@ class Layer:
 class TraceSource:
     """A trace seen by the browser: its layers, token strings and cached row blocks."""
 
-    def __init__(self, trace: Trace, cache_blocks: int = 96) -> None:
-        if trace.num_tokens == 0:
-            raise GatescopeError("the trace is empty: it has no tokens")
-        if len(trace) == 0:
-            raise GatescopeError("the trace records no quantities")
-        self.trace = trace
-        self.num_tokens = trace.num_tokens
-        self.offsets = trace.offsets.numpy()  # (S+1,)
+    def __init__(self, data: TraceFile, cache_blocks: int = 96) -> None:
+        self.data = data
+        self.offsets = data.offsets  # (S+1,)
+        self.num_tokens = int(self.offsets[-1]) if len(self.offsets) else 0
+        _check(data, self.num_tokens)
         kinds: dict[tuple[str, int, str], list[str]] = {}
-        for name in trace.names:  # in module, layer, direction order (the model's module order)
+        for name in data.names:  # in module, layer, direction order (the model's module order)
             q: QuantityName = parse_name(name)
             kinds.setdefault((q.path, q.layer, q.direction), []).append(q.kind)
         self.layers = [
             Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)),
-                  int(trace[format_name(path, layer, direction, ks[0])].shape[1]))
+                  int(data.arrays[format_name(path, layer, direction, ks[0])].shape[1]))
             for (path, layer, direction), ks in kinds.items()
         ]
-        self.tokenizer = trace.meta.get("tokenizer", "word")
+        self.vocab: list[str] | None = data.meta.get("vocab")
+        self.tokenizer = data.meta.get("tokenizer", "word")
         self.scales = {kind: Scale(kind) for kind in ALL_KINDS}
         self._blocks: LRUCache[tuple[str, int], Block] = LRUCache(cache_blocks)
-        self._token_ids = None if trace.token_ids is None else trace.token_ids.numpy()
-        self._mapped = {name: file_backed(trace[name]) for name in trace.names}  # release pages once read
+        self._mapped = {name: file_backed(array) for name, array in data.arrays.items()}  # release pages once read
 
     # -- rows --------------------------------------------------------------------------
     def block(self, name: str, index: int) -> Block:
@@ -92,10 +89,7 @@ class TraceSource:
         """
         name, index = key
         start = index * BLOCK
-        view = self.trace[name][start:start + BLOCK]
-        rows = view.to(torch.float32, copy=True).numpy()  # (<=BLOCK, H)
-        if self._mapped[name]:
-            release(view)
+        rows = copy_rows(self.data, name, start, start + BLOCK, self._mapped[name])  # (<=BLOCK, H)
         if rows.shape[0] < BLOCK:
             pad = np.full((BLOCK - rows.shape[0], rows.shape[1]), np.nan, dtype=np.float32)
             rows = np.concatenate([rows, pad])
@@ -130,7 +124,7 @@ class TraceSource:
         """
         start, stop = max(start, 0), min(stop, self.num_tokens)
         if stop <= start:
-            hidden = int(self.trace[name].shape[1])
+            hidden = int(self.data.arrays[name].shape[1])
             return np.empty((0, hidden), dtype=np.uint8 if levels else np.float32)[:, units]
         first, last = start // BLOCK, (stop - 1) // BLOCK
         parts = [self.block(name, b)[1 if levels else 0][:, units] for b in range(first, last + 1)]
@@ -160,7 +154,16 @@ class TraceSource:
     def tokens(self, start: int, stop: int) -> list[str]:
         """Token strings of rows start:stop (ids as text when the trace has no vocabulary)."""
         start, stop = max(start, 0), min(stop, self.num_tokens)
-        return self.trace.tokens(start, stop) if stop > start else []
+        if stop <= start:
+            return []
+        if self.data.token_ids is None:  # no tokens recorded: positions in the sequence
+            rows = np.arange(start, stop)
+            starts = self.offsets[np.searchsorted(self.offsets, rows, side="right") - 1]  # (stop-start,)
+            return [str(p) for p in (rows - starts).tolist()]
+        ids = self.data.token_ids[start:stop].tolist()
+        if self.vocab is None:
+            return [str(i) for i in ids]
+        return [self.vocab[i] if 0 <= i < len(self.vocab) else f"<{i}>" for i in ids]
 
     def join(self, tokens: list[str]) -> str:
         """Tokens as running text: characters joined, words separated by spaces; newlines shown as ↵."""
@@ -170,9 +173,9 @@ class TraceSource:
     def search(self, query: str, after: int) -> int | None:
         """The first row > ``after`` (wrapping around) where the tokens of ``query`` start, or None."""
         pattern = self._query_ids(query)
-        if pattern is None or self._token_ids is None:
+        if pattern is None or self.data.token_ids is None:
             return None
-        ids = self._token_ids
+        ids = self.data.token_ids
         n = len(pattern)
         if n > len(ids):
             return None
@@ -186,7 +189,7 @@ class TraceSource:
 
     def _query_ids(self, query: str) -> np.ndarray | None:
         """Token ids of a query: vocabulary entries (words, or characters for a char model), else integers."""
-        vocab = self.trace.vocab
+        vocab = self.vocab
         if vocab is None:
             parts = query.split()
             if not parts or not all(p.isdigit() for p in parts):
@@ -202,3 +205,21 @@ class TraceSource:
         if missing:
             raise GatescopeError(f"not in the vocabulary: {' '.join(missing)}")
         return np.array([index[p] for p in pieces])
+
+
+def _check(data: TraceFile, num_tokens: int) -> None:
+    """Refuse a trace the browser cannot show, in one line (a file is read without gatescope.trace's checks)."""
+    offsets = data.offsets
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        raise GatescopeError("trace offsets must start at 0 and never decrease")
+    if num_tokens == 0:
+        raise GatescopeError("the trace is empty: it has no tokens")
+    if not data.arrays:
+        raise GatescopeError("the trace records no quantities")
+    for name, array in data.arrays.items():
+        parse_name(name)
+        if array.ndim != 2 or array.shape[0] != num_tokens:
+            raise GatescopeError(f"trace tensor {name} has shape {tuple(array.shape)}; expected [{num_tokens}, hidden]")
+    for label, values in [("token_ids", data.token_ids), *((f"feature {f!r}", v) for f, v in data.features.items())]:
+        if values is not None and values.shape != (num_tokens,):
+            raise GatescopeError(f"{label} has shape {tuple(values.shape)}; the trace has {num_tokens} tokens")
