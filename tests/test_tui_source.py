@@ -14,11 +14,11 @@ from test_tui import VOCAB, word_trace
 from gatescope.analysis.dynamics import saturation as analysis_saturation
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace, load_trace
+from gatescope.tracefile import read_trace_file
 from gatescope.tui import ranking
+from gatescope.tui.arrays import trace_file
 from gatescope.tui.colors import DIVERGING, NAN_COLOR, SEQUENTIAL, PairStyles, Scale
 from gatescope.tui.heatmap import HALF
-from gatescope.tracefile import read_trace_file
-from gatescope.tui.arrays import trace_file
 from gatescope.tui.pages import file_backed, release
 from gatescope.tui.source import BLOCK, TraceSource
 
@@ -231,6 +231,8 @@ def test_unusable_traces_are_refused():
         TraceSource(trace_file(Trace({"rnn.l0.fwd.h": torch.zeros(0, 3)}, [0])))
     with pytest.raises(GatescopeError, match="no quantities"):
         TraceSource(trace_file(Trace({}, [0, 2])))
+    with pytest.raises(GatescopeError, match="rnn.l0.fwd.h has dtype torch.int8, which the browser cannot show"):
+        trace_file(Trace({"rnn.l0.fwd.h": torch.zeros(2, 3, dtype=torch.int8)}, [0, 2]))
 
 
 @pytest.mark.parametrize("kind", ["f", "h", "c"])

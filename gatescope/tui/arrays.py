@@ -39,7 +39,8 @@ def trace_file(trace: Trace | TraceFile | str | os.PathLike) -> TraceFile:
         dtypes[name] = DTYPE_NAMES[array.dtype]
     token_ids = None if trace.token_ids is None else _numpy(trace.token_ids)
     features = {name: _numpy(values) for name, values in trace.features.items()}
-    return TraceFile(None, arrays, dtypes, _numpy(trace.offsets), token_ids, features, dict(trace.meta))
+    path = None  # no file: the trace is in memory
+    return TraceFile(path, arrays, dtypes, _numpy(trace.offsets), token_ids, features, dict(trace.meta))
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
