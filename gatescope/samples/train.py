@@ -71,8 +71,8 @@ SAMPLES: dict[str, SampleConfig] = {
                      lr=3e-3, seed=1),
         SampleConfig("agreement_gru", "agreement", "GRU", 32, 64, 1, steps=3000, batch_size=64,
                      lr=3e-3, seed=2),
-        SampleConfig("pysource_lstm", "pysource", "LSTM", 32, 256, 1, steps=7000, batch_size=32,
-                     lr=3e-3, seed=3, bptt=128),
+        SampleConfig("pysource_lstm", "pysource", "LSTM", 32, 192, 1, steps=6000, batch_size=16,
+                     lr=3e-3, seed=3, bptt=512),
     )
 }
 
