@@ -258,6 +258,7 @@ def test_png_figure_draws_the_values_on_the_browser_scale(kind):
     ("name", "rnn.layer0.h"),
     ("ids", "token_ids has shape"),
     ("offsets", "offsets must start at 0 and never decrease"),
+    ("2-D offsets", "offsets must start at 0 and never decrease"),
 ])
 def test_malformed_trace_files_are_refused_in_one_line(tmp_path, label, message):
     """A file is read without gatescope.trace's checks, so the browser checks what it shows."""
@@ -269,7 +270,9 @@ def test_malformed_trace_files_are_refused_in_one_line(tmp_path, label, message)
         data.arrays["rnn.layer0.h"] = data.arrays.pop("rnn.l0.fwd.h")
     elif label == "ids":
         data.token_ids = data.token_ids[:3]
-    else:
+    elif label == "offsets":
         data.offsets = np.array([0, 20, 10, 31])
+    else:
+        data.offsets = np.array([[0, 31]])
     with pytest.raises(GatescopeError, match=message):
         TraceSource(data)

@@ -54,9 +54,9 @@ class TraceSource:
 
     def __init__(self, data: TraceFile, cache_blocks: int = 96) -> None:
         self.data = data
+        _check(data)
         self.offsets = data.offsets  # (S+1,)
-        self.num_tokens = int(self.offsets[-1]) if len(self.offsets) else 0
-        _check(data, self.num_tokens)
+        self.num_tokens = int(self.offsets[-1])
         kinds: dict[tuple[str, int, str], list[str]] = {}
         for name in data.names:  # in module, layer, direction order (the model's module order)
             q: QuantityName = parse_name(name)
@@ -207,11 +207,12 @@ class TraceSource:
         return np.array([index[p] for p in pieces])
 
 
-def _check(data: TraceFile, num_tokens: int) -> None:
+def _check(data: TraceFile) -> None:
     """Refuse a trace the browser cannot show, in one line (a file is read without gatescope.trace's checks)."""
     offsets = data.offsets
     if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
         raise GatescopeError("trace offsets must start at 0 and never decrease")
+    num_tokens = int(offsets[-1])
     if num_tokens == 0:
         raise GatescopeError("the trace is empty: it has no tokens")
     if not data.arrays:
