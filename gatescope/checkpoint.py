@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
 from gatescope.errors import GatescopeError
+from gatescope.files import reading
 from gatescope.modules import GRU, LSTM
 from gatescope.vocab import Vocabulary
 
@@ -241,17 +242,11 @@ def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     if path.is_dir():
         raise GatescopeError(f"{path} is a folder, not a checkpoint file")
     try:
-        with safe_open(path, framework="pt") as f:
+        with reading(path, "checkpoint file"), safe_open(path, framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             raw = (f.metadata() or {}).get(META_KEY)
-    except FileNotFoundError:
-        raise GatescopeError(f"no such file: {path}") from None
-    except PermissionError:
-        raise GatescopeError(f"cannot read {path}: permission denied") from None
     except SafetensorError as exc:
         raise GatescopeError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
-    except OSError as exc:
-        raise GatescopeError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
     return shapes, _parse_metadata(path, raw)
 
 

@@ -1,14 +1,16 @@
-"""Writing output files safely: all or nothing, with the permissions a plain open() would give.
+"""Reading and writing users' files: one-line errors, and writes that are all or nothing.
 
 Every file gatescope writes (traces, checkpoints, tables, figures) goes to a temporary file in
 the destination's folder and is renamed into place only once complete, so an error or an
-interrupt never leaves a half-written file behind.
+interrupt never leaves a half-written file behind. Reading errors from the operating system
+become one-line GatescopeErrors naming the file.
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gatescope.errors import GatescopeError
@@ -46,3 +48,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
+    """Turn the operating system's errors on reading ``path`` (a ``what``) into one-line errors."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise GatescopeError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise GatescopeError(f"{path} is a folder, not a {what}") from None
+    except PermissionError:
+        raise GatescopeError(f"cannot read {path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise GatescopeError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise GatescopeError(f"cannot read {path}: {exc.strerror or exc}") from None

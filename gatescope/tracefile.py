@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gatescope.errors import GatescopeError
+from gatescope.files import reading
 from gatescope.names import canonical_order
 
 FORMAT = "gatescope.trace"
@@ -84,22 +85,17 @@ def read_trace_file(path: str | os.PathLike) -> TraceFile:
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """The safetensors JSON header of ``path`` and where its data section starts, validated."""
+    with reading(path, "trace file"), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise GatescopeError(f"{path} is not a safetensors file (too short)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, 100_000_000):
+            raise GatescopeError(f"{path} is not a safetensors file, or its header is truncated")
+        raw = f.read(header_len)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise GatescopeError(f"{path} is not a safetensors file (too short)")
-            (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > min(size - 8, 100_000_000):
-                raise GatescopeError(f"{path} is not a safetensors file, or its header is truncated")
-            header = json.loads(f.read(header_len))
-    except FileNotFoundError:
-        raise GatescopeError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise GatescopeError(f"{path} is a folder, not a trace file") from None
-    except PermissionError:
-        raise GatescopeError(f"cannot read {path}: permission denied") from None
+        header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise GatescopeError(f"{path} is not a safetensors file (corrupt header)") from None
     if not isinstance(header, dict):

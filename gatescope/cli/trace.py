@@ -16,7 +16,7 @@ import click
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.files import check_writable
+from gatescope.files import check_writable, reading
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -76,25 +76,16 @@ def gather_inputs(
 
 def _file_sequences(model, path: Path) -> Iterator[torch.Tensor]:
     """Token ids of each non-blank line of a text file, read lazily."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                try:
-                    ids = torch.tensor(model.encode(line), dtype=torch.int64)
-                except GatescopeError as exc:
-                    raise GatescopeError(f"{path} line {number}: {exc}") from None
-                yield ids
-    except FileNotFoundError:
-        raise GatescopeError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise GatescopeError(f"{path} is a folder, not a text file") from None
-    except UnicodeDecodeError:
-        raise GatescopeError(f"{path} is not UTF-8 text") from None
-    except PermissionError:
-        raise GatescopeError(f"cannot read {path}: permission denied") from None
+    with reading(path, "text file"), open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                ids = torch.tensor(model.encode(line), dtype=torch.int64)
+            except GatescopeError as exc:
+                raise GatescopeError(f"{path} line {number}: {exc}") from None
+            yield ids
 
 
 def _float_inputs(model, path: Path) -> Inputs:
@@ -106,13 +97,11 @@ def _float_inputs(model, path: Path) -> Inputs:
     if path.is_dir():
         raise GatescopeError(f"{path} is a folder, not a safetensors file")
     try:
-        with safe_open(path, framework="pt") as f:
+        with reading(path, "safetensors file"), safe_open(path, framework="pt") as f:
             keys = list(f.keys())
             if len(keys) != 1:
                 raise GatescopeError(f"--input {path} must hold exactly one tensor; it has {len(keys)}")
             x = f.get_tensor(keys[0])
-    except FileNotFoundError:
-        raise GatescopeError(f"no such file: {path}") from None
     except SafetensorError as exc:
         raise GatescopeError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
     if x.dim() == 2:
