@@ -4,6 +4,7 @@ shipped sample models; the stimuli reader and its errors."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -14,11 +15,19 @@ from safetensors.torch import load_file
 import gatescope
 from gatescope import sample_models
 from gatescope.analysis.agreement import (
-    AgreementItem, ablation_interventions, evaluate_agreement, read_stimuli,
+    AgreementItem,
+    ablation_interventions,
+    evaluate_agreement,
+    read_stimuli,
 )
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
-from gatescope.stimuli.agreement import CONDITIONS, INCONGRUENT_NOUNPP, generate_stimuli, write_stimuli
+from gatescope.stimuli.agreement import (
+    CONDITIONS,
+    INCONGRUENT_NOUNPP,
+    generate_stimuli,
+    write_stimuli,
+)
 
 MODELS = ["agreement_lstm", "agreement_gru"]
 
@@ -138,7 +147,7 @@ def test_few_number_units_carry_agreement_and_random_units_do_not(name, items):
     hs, labels = [], []
     for item in labelled:
         h = reference.hidden_states([list(item.tokens)])[0]  # (T, H)
-        keep = [t for t, v in enumerate(item.subject_number) if v == v]
+        keep = [t for t, v in enumerate(item.subject_number) if not math.isnan(v)]
         hs.append(h[keep])
         labels += [item.subject_number[t] for t in keep]
     h, y = torch.cat(hs), torch.tensor(labels)

@@ -138,8 +138,8 @@ def test_char_model_has_a_string_unit_on_heldout_source(pysource):
         text = data.read_source(path)
         with gatescope.record(pysource, kinds=["h", "c"]) as rec:
             pysource(torch.tensor([pysource.encode(text)]))
-        for name in values:
-            values[name].append(rec.trace[name].float())
+        for name, chunks in values.items():
+            chunks.append(rec.trace[name].float())
         labels.append(torch.from_numpy(code_features(text, path.name)["in_string"]))
     aucs = torch.cat([_auc(torch.cat(v), torch.cat(labels)) for v in values.values()])  # (2H,)
     assert aucs.numel() == 2 * pysource.modules_info[0]["hidden_size"] and 0 <= aucs.min() and aucs.max() <= 1

@@ -11,8 +11,18 @@ import pytest
 from gatescope.analysis.agreement import read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import (
-    CONDITIONS, LEXICON, NOUN_PL, NOUN_SG, VERB_PL, VERB_SG, bundled_stimuli_path, generate_stimuli,
-    is_heldout_pair, make_stimulus, training_corpus, write_stimuli,
+    CONDITIONS,
+    LEXICON,
+    NOUN_PL,
+    NOUN_SG,
+    VERB_PL,
+    VERB_SG,
+    bundled_stimuli_path,
+    generate_stimuli,
+    is_heldout_pair,
+    make_stimulus,
+    training_corpus,
+    write_stimuli,
 )
 from gatescope.stimuli.code_features import FEATURES, code_features
 
@@ -21,7 +31,7 @@ NAN = math.nan
 
 def same(a, b):
     """Tuples equal, NaN equal to NaN."""
-    return len(a) == len(b) and all((x != x and y != y) or x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b))
 
 
 # --- agreement stimuli -----------------------------------------------------------------------------

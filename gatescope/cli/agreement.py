@@ -26,7 +26,11 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
     """Agreement accuracy of MODEL: the fraction of items where the correct verb form is more
     probable than the wrong one after the prefix, overall and per condition."""
     import gatescope
-    from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement, read_stimuli
+    from gatescope.analysis.agreement import (
+        ablation_interventions,
+        evaluate_agreement,
+        read_stimuli,
+    )
     from gatescope.stimuli.agreement import bundled_stimuli_path
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())

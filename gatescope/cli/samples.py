@@ -30,7 +30,13 @@ def samples() -> None:
 def train(only: tuple[str, ...], out_dir: str | None) -> None:
     """Retrain sample models from scratch with fixed seeds (minutes each, on the CPU)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from gatescope.samples.train import train_all
 

@@ -28,7 +28,12 @@ from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
-from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, LEXICON, bundled_stimuli_path, training_corpus
+from gatescope.stimuli.agreement import (
+    INCONGRUENT_NOUNPP,
+    LEXICON,
+    bundled_stimuli_path,
+    training_corpus,
+)
 from gatescope.vocab import Vocabulary
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
@@ -109,7 +114,7 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
     def closures():
         while True:
             inputs, targets = next(stream)
-            yield lambda: nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+            yield lambda x=inputs, y=targets: nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
     _optimise(model, config, closures(), progress)
     heldout = data.pad_sentences(vocab, training_corpus(2000, seed=config.seed + 1000))
