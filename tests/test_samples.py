@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.nn.utils.rnn import pad_sequence
 
 import gatescope
 from gatescope import sample_models
@@ -107,7 +108,7 @@ def test_char_model_traces_a_heldout_file_with_aligned_features(pysource):
     path = data.stdlib_dir() / "netrc.py"
     text = data.read_source(path)
     ids = torch.tensor([pysource.encode(text)])  # (1, N)
-    with gatescope.record(pysource, kinds=["h"]) as rec:
+    with torch.no_grad(), gatescope.record(pysource, kinds=["h"]) as rec:
         logits = pysource(ids)
     trace = rec.trace
     assert trace.num_tokens == len(text) == ids.shape[1]
@@ -132,15 +133,12 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def test_char_model_has_a_string_unit_on_heldout_source(pysource):
     """The property the analysis issue relies on: one unit of h or c separates "inside a string
     literal" from the rest with AUC >= 0.9 over the held-out files, which the model never saw."""
-    values: dict[str, list[torch.Tensor]] = {"rnn.l0.fwd.h": [], "rnn.l0.fwd.c": []}
-    labels = []
-    for path in data.stdlib_files(heldout=True):
-        text = data.read_source(path)
-        with gatescope.record(pysource, kinds=["h", "c"]) as rec:
-            pysource(torch.tensor([pysource.encode(text)]))
-        for name, chunks in values.items():
-            chunks.append(rec.trace[name].float())
-        labels.append(torch.from_numpy(code_features(text, path.name)["in_string"]))
-    aucs = torch.cat([_auc(torch.cat(v), torch.cat(labels)) for v in values.values()])  # (2H,)
+    texts = [data.read_source(path) for path in data.stdlib_files(heldout=True)]
+    ids = [torch.tensor(pysource.encode(text)) for text in texts]
+    with torch.no_grad(), gatescope.record(pysource, kinds=["h", "c"]) as rec:  # the files as one padded batch
+        pysource(pad_sequence(ids, batch_first=True), lengths=torch.tensor([len(i) for i in ids]))
+    assert rec.trace.num_tokens == sum(len(text) for text in texts)
+    labels = torch.cat([torch.from_numpy(code_features(text)["in_string"]) for text in texts])
+    aucs = torch.cat([_auc(rec.trace[name].float(), labels) for name in ("rnn.l0.fwd.h", "rnn.l0.fwd.c")])  # (2H,)
     assert aucs.numel() == 2 * pysource.modules_info[0]["hidden_size"] and 0 <= aucs.min() and aucs.max() <= 1
     assert torch.maximum(aucs, 1 - aucs).max() >= 0.9
