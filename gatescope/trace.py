@@ -22,8 +22,7 @@ import torch
 
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.names import parse_name
-from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, read_trace_file
+from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout, read_trace_file
 
 
 
@@ -39,21 +38,14 @@ class Trace(Mapping[str, torch.Tensor]):
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         self.offsets = torch.as_tensor(offsets, dtype=torch.int64).reshape(-1)  # (S+1,)
-        if self.offsets.numel() < 1 or int(self.offsets[0]) != 0 or bool((self.offsets.diff() < 0).any()):
-            raise GatescopeError("trace offsets must start at 0 and never decrease")
-        n = int(self.offsets[-1])
-        self._tensors: dict[str, torch.Tensor] = {}
-        for name, tensor in tensors.items():
-            parse_name(name)
-            if tensor.dim() != 2 or tensor.shape[0] != n:
-                raise GatescopeError(
-                    f"trace tensor {name} has shape {tuple(tensor.shape)}; expected [{n}, hidden]"
-                )
-            self._tensors[name] = tensor
         if token_ids is not None:
             token_ids = torch.as_tensor(token_ids, dtype=torch.int64).reshape(-1)
-            if token_ids.numel() != n:
-                raise GatescopeError(f"token_ids has {token_ids.numel()} entries for {n} tokens")
+        check_layout(
+            self.offsets.numpy(),
+            {name: tuple(t.shape) for name, t in tensors.items()},
+            None if token_ids is None else token_ids.numel(),
+        )
+        self._tensors: dict[str, torch.Tensor] = dict(tensors)
         self.token_ids = token_ids
         self.features: dict[str, torch.Tensor] = {}
         for fname, values in (features or {}).items():

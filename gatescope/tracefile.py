@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 
 from gatescope.errors import GatescopeError
 from gatescope.files import reading
-from gatescope.names import canonical_order
+from gatescope.names import canonical_order, parse_name
 
 FORMAT = "gatescope.trace"
 FORMAT_VERSION = 1
@@ -33,7 +34,7 @@ STORAGE = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.u
 class TraceFile:
     """A trace file's contents as numpy arrays (memory maps), in the recorded order."""
 
-    path: Path
+    path: Path | None  # None for a trace held in memory (the browser's view of a Trace)
     arrays: dict[str, np.ndarray]  # quantity name -> (N, H), in module/layer/direction/kind order
     dtypes: dict[str, str]  # tensor name -> safetensors dtype (F32, F16, BF16, ...)
     offsets: np.ndarray  # (S+1,) int64
@@ -51,6 +52,32 @@ class TraceFile:
         if self.dtypes[name] == "BF16":
             return (block.astype(np.uint32) << 16).view(np.float32)
         return block.astype(np.float32)
+
+
+def check_layout(
+    offsets: np.ndarray,
+    shapes: Mapping[str, tuple[int, ...]],
+    token_ids: int | None = None,
+    features: Mapping[str, int] | None = None,
+) -> int:
+    """Check that quantities, token ids and features all have one row per token -> that count.
+
+    offsets (S+1,) must start at 0 and never decrease; shapes: quantity name -> shape, each
+    [N, hidden]; token_ids / features: their lengths. Anything else is a one-line GatescopeError.
+    """
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        raise GatescopeError("trace offsets must start at 0 and never decrease")
+    n = int(offsets[-1])
+    for name, shape in shapes.items():
+        parse_name(name)
+        if len(shape) != 2 or shape[0] != n:
+            raise GatescopeError(f"trace tensor {name} has shape {tuple(shape)}; expected [{n}, hidden]")
+    if token_ids is not None and token_ids != n:
+        raise GatescopeError(f"token_ids has {token_ids} entries for {n} tokens")
+    for name, count in (features or {}).items():
+        if count != n:
+            raise GatescopeError(f"feature {name!r} has {count} values; the trace has {n} tokens")
+    return n
 
 
 def read_trace_file(path: str | os.PathLike) -> TraceFile:
@@ -80,6 +107,15 @@ def read_trace_file(path: str | os.PathLike) -> TraceFile:
     # safetensors stores tensors in its own order; give them back in the recorded one
     paths = [m.get("name") for m in meta.get("modules", []) if isinstance(m, dict)]
     arrays = {name: arrays[name] for name in canonical_order(arrays, paths)}
+    try:
+        check_layout(
+            offsets,
+            {name: a.shape for name, a in arrays.items()},
+            None if token_ids is None else int(np.prod(token_ids.shape)),
+            {name: int(np.prod(v.shape)) for name, v in features.items()},
+        )
+    except GatescopeError as exc:
+        raise GatescopeError(f"{path} is not a valid trace: {exc}") from None
     return TraceFile(path, arrays, dtypes, offsets, token_ids, features, meta)
 
 

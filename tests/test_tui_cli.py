@@ -39,14 +39,16 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys)
 
 
 def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):
-    """Shapes are checked by the browser, which reads the file without gatescope.trace."""
+    """Shapes are checked when the file is read (gatescope.tracefile), and the message names the file."""
     from safetensors.numpy import save_file
 
     meta = {"gatescope": json.dumps({"format": "gatescope.trace", "format_version": 1})}
     tensors = {"rnn.l0.fwd.h": np.zeros((4, 3), np.float32), "offsets": np.array([0, 5])}
     save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
     code, err = browse(capsys, str(tmp_path / "short.safetensors"))
-    assert (code, err) == (1, "gatescope: error: trace tensor rnn.l0.fwd.h has shape (4, 3); expected [5, hidden]\n")
+    path = tmp_path / "short.safetensors"
+    expected = f"gatescope: error: {path} is not a valid trace: trace tensor rnn.l0.fwd.h has shape (4, 3); expected [5, hidden]\n"
+    assert (code, err) == (1, expected)
 
 
 def test_browsing_a_trace_file_never_imports_torch(tmp_path):

@@ -256,12 +256,12 @@ def test_png_figure_draws_the_values_on_the_browser_scale(kind):
 @pytest.mark.parametrize("label, message", [
     ("rows", r"rnn.l0.fwd.h has shape \(30, 9\); expected \[31, hidden\]"),
     ("name", "rnn.layer0.h"),
-    ("ids", "token_ids has shape"),
+    ("ids", "token_ids has 3 entries for 31 tokens"),
     ("offsets", "offsets must start at 0 and never decrease"),
     ("2-D offsets", "offsets must start at 0 and never decrease"),
 ])
 def test_malformed_trace_files_are_refused_in_one_line(tmp_path, label, message):
-    """A file is read without gatescope.trace's checks, so the browser checks what it shows."""
+    """A TraceFile edited by hand after reading is checked again before the browser shows it."""
     word_trace(layers=1).save(tmp_path / "t.safetensors")
     data = read_trace_file(tmp_path / "t.safetensors")
     if label == "rows":

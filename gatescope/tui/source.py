@@ -18,7 +18,7 @@ from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
 from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
-from gatescope.tracefile import TraceFile
+from gatescope.tracefile import TraceFile, check_layout
 from gatescope.tui.colors import Scale
 from gatescope.tui.pages import copy_rows, file_backed
 
@@ -208,19 +208,14 @@ class TraceSource:
 
 
 def _check(data: TraceFile) -> None:
-    """Refuse a trace the browser cannot show, in one line (a file is read without gatescope.trace's checks)."""
-    offsets = data.offsets
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
-        raise GatescopeError("trace offsets must start at 0 and never decrease")
-    num_tokens = int(offsets[-1])
+    """Refuse a trace the browser cannot show, in one line (also one built by hand, unchecked)."""
+    num_tokens = check_layout(
+        data.offsets,
+        {name: array.shape for name, array in data.arrays.items()},
+        None if data.token_ids is None else len(data.token_ids),
+        {name: len(values) for name, values in data.features.items()},
+    )
     if num_tokens == 0:
         raise GatescopeError("the trace is empty: it has no tokens")
     if not data.arrays:
         raise GatescopeError("the trace records no quantities")
-    for name, array in data.arrays.items():
-        parse_name(name)
-        if array.ndim != 2 or array.shape[0] != num_tokens:
-            raise GatescopeError(f"trace tensor {name} has shape {tuple(array.shape)}; expected [{num_tokens}, hidden]")
-    for label, values in [("token_ids", data.token_ids), *((f"feature {f!r}", v) for f, v in data.features.items())]:
-        if values is not None and values.shape != (num_tokens,):
-            raise GatescopeError(f"{label} has shape {tuple(values.shape)}; the trace has {num_tokens} tokens")
