@@ -28,7 +28,9 @@ def samples() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder to write the checkpoints to (default: the bundled sample_models folder).")
 def train(only: tuple[str, ...], out_dir: str | None) -> None:
-    """Retrain sample models from scratch with fixed seeds (minutes each, on the CPU)."""
+    """Retrain sample models from scratch, reproducibly.
+
+    Seeds, thread count and data order are fixed; the full set takes about 10 minutes on a CPU."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -58,7 +60,7 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
 @samples.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the models' metadata summaries as JSON.")
 def list_(as_json: bool) -> None:
-    """Show the bundled sample models with their training settings and metrics."""
+    """Show the bundled sample models and their metrics."""
     from gatescope.checkpoint import read_header
 
     rows = []
