@@ -15,6 +15,11 @@ from pathlib import Path
 
 from gatescope.errors import GatescopeError
 
+# Read once, at import: os.umask can only be read by setting it, which is not thread-safe, and
+# exports are written from worker threads. Saved files get the usual 0o666 & ~umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_writable(path: str | os.PathLike) -> Path:
     """Fail now, before any work, if ``path`` cannot be written (folder missing, read-only, a folder)."""
@@ -40,9 +45,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved file gets the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

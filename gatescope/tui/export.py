@@ -3,45 +3,24 @@
 The SVG is Textual's own screenshot (`App.export_screenshot`); the PNG is drawn with
 matplotlib (imported here, lazily, only when a figure is asked for) on the same scales as
 the terminal (viridis 0..1 for gates, RdBu -1..1 for tanh-range values, tanh(c) for c).
-Both are written atomically: a temporary file in the same folder, then `os.replace`.
+Both are written all or nothing (gatescope.files.atomic_write).
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 from gatescope.tui.colors import Scale
 
 MAX_TICKS = 60  # token labels on the x axis
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once (at import, on the app's thread): exports get the usual 0o666 & ~umask
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # mode 0o600
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_svg(svg: str, path: Path) -> Path:
     """Write an SVG screenshot (the text of `App.export_screenshot()`) to ``path``."""
-    return write_atomic(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
 
 
 def heatmap_figure(
@@ -77,4 +56,4 @@ def heatmap_figure(
 def save_heatmap_png(path: Path, values: np.ndarray, kind: str, first_unit: int, tokens: list[str], title: str) -> Path:
     """`heatmap_figure` written to ``path`` as PNG (150 dpi), atomically."""
     fig = heatmap_figure(values, kind, first_unit, tokens, title)
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
