@@ -207,10 +207,11 @@ def test_malformed_stimuli_files(tmp_path, capsys, content, match):
 
 def test_unreadable_and_missing_stimuli_files(tmp_path, capsys):
     model = sample_models.path("agreement_lstm.safetensors")
-    fails(capsys, model, "--stimuli", tmp_path / "nope.tsv", match="no such stimuli file")
+    fails(capsys, model, "--stimuli", tmp_path / "nope.tsv", match=f"no such file: {tmp_path / 'nope.tsv'}")
     binary = tmp_path / "binary.tsv"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    fails(capsys, model, "--stimuli", binary, match="cannot read the stimuli file")
+    fails(capsys, model, "--stimuli", binary, match="binary.tsv is not UTF-8 text")
+    fails(capsys, model, "--stimuli", tmp_path, match="is a folder, not a stimuli file")
 
 
 def test_words_outside_the_vocabulary_are_named(tmp_path, capsys):

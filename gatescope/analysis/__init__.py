@@ -8,11 +8,11 @@ Re-exports only; each concept lives in its own module:
 - causal (`ablate`, `patch`, `set_effect`, `sweep`, `greedy_search`, metrics);
 - attribution (`token_attributions`, `unit_attributions`, `gradient_x_activation`; captum);
 - patterns (`select`, `match`): LSTMVis's select-and-match;
-- agreement (`read_stimuli`, `evaluate_agreement`): subject-verb agreement accuracy.
+- agreement (`read_stimuli`, `evaluate_agreement`, `ablation_interventions`): agreement accuracy.
 
 Nothing here imports matplotlib or captum until a function that needs it runs.
 """
-from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
+from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement, read_stimuli
 from gatescope.analysis.attribution import (
     gradient_x_activation,
     logit_difference,
@@ -51,7 +51,7 @@ from gatescope.analysis.ranking import rank_units
 from gatescope.analysis.table import Table
 
 __all__ = [
-    "Labels", "Metric", "Probe", "Selection", "SetEffect", "Table", "ablate", "agreement_metric",
+    "Labels", "Metric", "Probe", "Selection", "SetEffect", "Table", "ablate", "ablation_interventions", "agreement_metric",
     "control_labels", "evaluate_agreement", "evaluate_probe", "fit_probe", "gate_profile", "gradient_x_activation",
     "greedy_search", "logit_difference", "loss_metric", "match", "patch", "plot_gate_profile", "probe_units",
     "rank_units", "read_labels_file", "read_stimuli", "resolve_labels", "saturation", "select", "set_effect",

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from gatescope.errors import GatescopeError
+from gatescope.files import reading
 
 
 class AgreementItem(NamedTuple):
@@ -33,12 +34,8 @@ class AgreementItem(NamedTuple):
 
 def read_stimuli(path: str | Path) -> list[AgreementItem]:
     """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
-    try:
+    with reading(path, "stimuli file"):
         text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GatescopeError(f"{path}: no such stimuli file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GatescopeError(f"{path}: cannot read the stimuli file ({exc})") from None
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

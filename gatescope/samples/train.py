@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +24,7 @@ from torch import nn
 
 from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
 from gatescope.stimuli.agreement import (
@@ -214,18 +213,10 @@ def train_sample(config: SampleConfig, out_dir: str | Path, progress: Progress |
 
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> None:
-    """Write the model's tensors and metadata to `path` via a temporary file in the same folder."""
+    """Write the model's tensors and metadata to `path`, all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"gatescope": json.dumps(metadata)})
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"gatescope": json.dumps(metadata)}))
 
 
 def train_all(out_dir: str | Path, only: list[str] | None = None,
