@@ -6,10 +6,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from checkpoint_fixtures import (
+    WORDS,
+    gru_reference,
+    language_model,
+    lstm_reference,
+    save,
+    word_metadata,
+)
 from safetensors.torch import save_file
 from torch import nn
 
-from checkpoint_fixtures import WORDS, gru_reference, language_model, lstm_reference, save, word_metadata
 from gatescope.cli import inspect as inspect_cli
 from gatescope.cli import main
 

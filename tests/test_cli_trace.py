@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from checkpoint_fixtures import (
+    WORDS,
+    gru_reference,
+    language_model,
+    lstm_reference,
+    save,
+    word_metadata,
+)
 from safetensors.torch import save_file
 from torch import nn
 
-from checkpoint_fixtures import WORDS, gru_reference, language_model, lstm_reference, save, word_metadata
 from gatescope.cli import main
 from gatescope.trace import load_trace
 

@@ -2,9 +2,10 @@
 
 Input is token ids (``--text`` tokenised with the model's vocabulary, ``--ids``, or ``--file``
 with one sequence a line) or float vectors (``--input``, for models without an embedding).
-A corpus streams through the model in batches inside one `gatescope.record` block, so the
-trace keeps the input's order while only one batch of inputs is held at a time; the file is
-written atomically (see gatescope.trace). The input helpers here are shared with `inspect`.
+A corpus streams through the model in batches, and each batch's recording goes straight to its
+place in the trace file (gatescope.tracefile.TraceWriter), so memory stays bounded by one batch
+whatever the corpus's length; the file keeps the input's order and is renamed into place only
+once complete (gatescope.files.atomic_write). The input helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.files import check_writable, reading
+from gatescope.files import atomic_write, check_writable, reading
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -134,6 +136,32 @@ def _pad(batch: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor,
     return padded.to(device), None if bool((lengths == lengths[0]).all()) else lengths
 
 
+def _padded_batches(model, inputs: Inputs, batch_size: int, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, int]]:
+    """(padded batch, lengths or None, number of sequences) in the inputs' order, with a progress bar.
+
+    Sequences of different lengths are packed by the model, so padding is never recorded; a model
+    with an LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    device = next(model.parameters()).device
+    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
+    columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("trace", total=inputs.count)
+        for batch in _batches(inputs.sequences(), batch_size, equal_lengths=has_cells):
+            x, lengths = _pad(batch, device)
+            yield x, lengths, len(batch)
+            bar.advance(task, len(batch))
+
+
 def record_inputs(
     model,
     inputs: Inputs,
@@ -144,30 +172,65 @@ def record_inputs(
     meta: dict | None = None,
     progress: bool = True,
 ):
-    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace.
-
-    Sequences of different lengths are packed, so padding is never recorded; a model with an
-    LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace (in memory)."""
     from gatescope.recording import record
 
-    device = next(model.parameters()).device
-    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
-    columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
-    with (
-        torch.no_grad(),
-        record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec,
-        Progress(*columns, console=Console(stderr=True), disable=not progress) as bar,
-    ):
-        task = bar.add_task("trace", total=inputs.count)
-        for batch in _batches(inputs.sequences(), batch_size, equal_lengths=has_cells):
-            x, lengths = _pad(batch, device)
+    with torch.no_grad(), record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec:
+        for x, lengths, _ in _padded_batches(model, inputs, batch_size, progress):
             model(x, lengths)
-            bar.advance(task, len(batch))
     return rec.trace
+
+
+def write_inputs(
+    path: str,
+    model,
+    inputs: Inputs,
+    batch_size: int = 64,
+    modules: list[str] | None = None,
+    kinds: list[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    meta: dict | None = None,
+    progress: bool = True,
+) -> tuple[int, int, int]:
+    """Trace `inputs` straight into the trace file `path`, one batch at a time, in bounded memory.
+
+    Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
+    widths) and by every sequence's length, counted before any work.
+    """
+    from gatescope.recording import record
+    from gatescope.tracefile import TraceWriter
+
+    with record(model, modules=modules, kinds=kinds):  # unknown modules or kinds fail before any work
+        pass
+    lengths = [len(s) for s in inputs.sequences()]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (S+1,)
+    writer, row, widths = None, 0, {}
+    try:
+        for x, batch_lengths, _ in _padded_batches(model, inputs, batch_size, progress):
+            with torch.no_grad(), record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec:
+                model(x, batch_lengths)
+            part = rec.trace
+            if writer is None:
+                widths = {name: part[name].shape[1] for name in part.names}
+                writer = TraceWriter(path, widths, STORAGE_NAMES[dtype], offsets, part.token_ids is not None, part.meta)
+            for name in part.names:
+                writer.write(name, row, _storage(part[name]))
+            if part.token_ids is not None:
+                writer.write("token_ids", row, part.token_ids.numpy())
+            row += part.num_tokens
+    finally:
+        if writer is not None:
+            writer.close()
+    return len(lengths), row, len(widths)
+
+
+STORAGE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _storage(values: torch.Tensor) -> np.ndarray:
+    """A recorded tensor's bytes as numpy (bfloat16 kept as its 16 raw bits)."""
+    values = values.detach().cpu()
+    return values.view(torch.int16).numpy() if values.dtype == torch.bfloat16 else values.numpy()
 
 
 def counted(n: int, noun: str) -> str:
@@ -223,10 +286,11 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
     inputs = gather_inputs(loaded, texts, ids, file, input_path)
     if inputs is None:
         raise GatescopeError("empty input: give --text, --file, --ids or --input")
-    result = record_inputs(
-        loaded, inputs, batch_size=batch_size, modules=split_list(modules), kinds=split_list(kinds),
+    counts: list[tuple[int, int, int]] = []
+    atomic_write(output, lambda tmp: counts.append(write_inputs(
+        tmp, loaded, inputs, batch_size=batch_size, modules=split_list(modules), kinds=split_list(kinds),
         dtype=DTYPES[dtype], meta={"model": str(model), "input": inputs.description},
-    )
-    result.save(output)
-    click.echo(f"wrote {output}: {counted(result.num_sequences, 'sequence')}, "
-               f"{counted(result.num_tokens, 'token')}, {counted(len(result), 'quantity')}")
+    )))
+    sequences, tokens, quantities = counts[0]
+    click.echo(f"wrote {output}: {counted(sequences, 'sequence')}, "
+               f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}")
