@@ -12,7 +12,11 @@ Re-exports only; each concept lives in its own module:
 
 Nothing here imports matplotlib or captum until a function that needs it runs.
 """
-from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement, read_stimuli
+from gatescope.analysis.agreement import (
+    ablation_interventions,
+    evaluate_agreement,
+    read_stimuli,
+)
 from gatescope.analysis.attribution import (
     gradient_x_activation,
     logit_difference,
