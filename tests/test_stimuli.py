@@ -131,6 +131,18 @@ def test_bundled_stimuli_are_the_generator_output(tmp_path):
     ]
 
 
+def test_write_stimuli_is_all_or_nothing(tmp_path):
+    target = tmp_path / "stimuli.tsv"
+    target.write_text("old\n")
+    broken = generate_stimuli(per_condition=2)[:3] + [None]  # the writer fails on the fourth item
+    with pytest.raises(AttributeError):
+        write_stimuli(broken, target)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["stimuli.tsv"]  # no temporary file left
+    with pytest.raises(GatescopeError, match="does not exist"):
+        write_stimuli(generate_stimuli(per_condition=1), tmp_path / "missing" / "stimuli.tsv")
+
+
 # --- code features ---------------------------------------------------------------------------------
 
 TRICKY = (

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 
 NOUN_SG = ("boy", "girl", "man", "woman", "child", "teacher", "doctor", "farmer", "student", "friend",
            "pilot", "lawyer", "dog", "cat", "car", "house", "tree", "table", "book", "singer")
@@ -161,11 +162,15 @@ def generate_stimuli(per_condition: int = 200, seed: int = 0,
 
 
 def write_stimuli(items: list[Stimulus], path: str | Path) -> None:
-    """Write items as TSV lines ``prefix<TAB>correct<TAB>wrong<TAB>condition`` (no header)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        for item in items:
-            writer.writerow([item.prefix, item.correct, item.wrong, item.condition])
+    """Write items as TSV lines ``prefix<TAB>correct<TAB>wrong<TAB>condition`` (no header), all or nothing."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            for item in items:
+                writer.writerow([item.prefix, item.correct, item.wrong, item.condition])
+
+    atomic_write(path, write)
 
 
 def bundled_stimuli_path() -> Path:
