@@ -160,3 +160,61 @@ def _map(path: Path, info: dict[str, Any], data_start: int) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     # copy-on-write: pages are read only when touched, and the array is writable (torch wants that)
     return np.memmap(path, dtype=dtype, mode="c", offset=data_start + info["data_offsets"][0], shape=shape)
+
+
+class TraceWriter:
+    """Writes a trace file whose size is known in advance, a block of rows at a time.
+
+    The header (every tensor's dtype, shape and place) is written first and the data section is
+    filled in as rows arrive, so a corpus of any length is traced in bounded memory. Write to a
+    temporary path inside `gatescope.files.atomic_write`, which renames it only once complete.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        widths: Mapping[str, int],
+        dtype: str,
+        offsets: np.ndarray,
+        token_ids: bool,
+        meta: Mapping[str, Any],
+    ) -> None:
+        """widths: quantity name -> hidden size; dtype: F32, F16 or BF16; offsets: (S+1,) int."""
+        n = int(offsets[-1])
+        header: dict[str, Any] = {}
+        self._places: dict[str, tuple[int, int, int]] = {}  # tensor -> (start, end in the data, bytes per row)
+        cursor = 0
+
+        def place(name: str, dtype: str, shape: list[int]) -> None:
+            nonlocal cursor
+            row_bytes = np.dtype(STORAGE[dtype]).itemsize * (shape[1] if len(shape) == 2 else 1)
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [cursor, cursor + row_bytes * shape[0]]}
+            self._places[name] = (cursor, cursor + row_bytes * shape[0], row_bytes)
+            cursor += row_bytes * shape[0]
+
+        for name, width in widths.items():
+            place(name, dtype, [n, width])
+        place("offsets", "I64", [len(offsets)])
+        if token_ids:
+            place("token_ids", "I64", [n])
+        header["__metadata__"] = {META_KEY: json.dumps({**meta, "format": FORMAT, "format_version": FORMAT_VERSION})}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes
+        self._file = open(path, "wb")
+        self._file.write(struct.pack("<Q", len(raw)) + raw)
+        self._data_start = 8 + len(raw)
+        self._file.truncate(self._data_start + cursor)
+        self.write("offsets", 0, np.asarray(offsets, dtype="<i8"))
+
+    def write(self, name: str, start: int, rows: np.ndarray) -> None:
+        """Put ``rows`` (in the tensor's storage dtype) at row ``start`` of tensor ``name``."""
+        begin, end, row_bytes = self._places[name]
+        data = np.ascontiguousarray(rows).tobytes()
+        at = begin + start * row_bytes
+        if len(data) % row_bytes or at + len(data) > end:
+            raise ValueError(f"{name}: {len(data)} bytes at row {start} do not fit the tensor")
+        self._file.seek(self._data_start + at)
+        self._file.write(data)
+
+    def close(self) -> None:
+        self._file.close()

@@ -159,3 +159,39 @@ def test_loaded_names_keep_the_recorded_order_and_files_get_the_usual_mode(tmp_p
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_trace_file_equals_the_trace_saved_from_memory(tmp_path, dtype):
+    """`gatescope trace` writes batch by batch (TraceWriter); the file must be the one save() writes."""
+    import gatescope
+    from gatescope import sample_models
+    from gatescope.cli.trace import Inputs, record_inputs, write_inputs
+
+    model = gatescope.load(sample_models.path("agreement_lstm.safetensors"))
+    texts = ["the boy near the cars greets", "the boys greet", "the girl that the dogs like sleeps", "mary sleeps"]
+    sequences = [torch.tensor(model.encode(t)) for t in texts]
+    inputs = Inputs(len(sequences), lambda: iter(sequences), "test")
+    in_memory = record_inputs(model, inputs, batch_size=3, dtype=dtype, progress=False)
+    assert write_inputs(str(tmp_path / "s.safetensors"), model, inputs, batch_size=3, dtype=dtype, progress=False) == (4, 18, 6)
+    streamed = load_trace(tmp_path / "s.safetensors")
+    assert streamed.names == in_memory.names
+    for name in in_memory.names:
+        assert streamed[name].dtype == dtype and torch.equal(streamed[name], in_memory[name]), name
+    assert torch.equal(streamed.offsets, in_memory.offsets) and torch.equal(streamed.token_ids, in_memory.token_ids)
+    assert streamed.tokens(0, 6) == texts[0].split()
+    assert streamed.meta["modules"] == in_memory.meta["modules"] and streamed.meta["vocab"] == in_memory.meta["vocab"]
+
+
+def test_trace_writer_refuses_rows_that_do_not_fit(tmp_path):
+    import numpy as np
+
+    from gatescope.tracefile import TraceWriter
+
+    writer = TraceWriter(tmp_path / "w.safetensors", {"rnn.l0.fwd.h": 2}, "F32", np.array([0, 3]), False, {})
+    writer.write("rnn.l0.fwd.h", 1, np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="do not fit"):
+        writer.write("rnn.l0.fwd.h", 2, np.ones((2, 2), np.float32))
+    writer.close()
+    back = load_trace(tmp_path / "w.safetensors")
+    assert back["rnn.l0.fwd.h"].tolist() == [[0, 0], [1, 1], [1, 1]]
