@@ -140,3 +140,18 @@ def test_attribute_on_the_sample_lstm(capsys):
     assert out["name"] == "rnn.l0.fwd.h" and len(out["units"]) == 10
     assert "not in the model's vocabulary" in fails(["analyze", "attribute", str(model), "--text", "the boys",
                                                       "--correct", "zzz", "--wrong", "greets"], capsys)
+
+
+@pytest.mark.parametrize("args", [
+    ["units", "--feature", "label", "--top", "-2"],
+    ["units", "--feature", "label", "--permutations", "-1"],
+    ["saturation", "--top", "-1"],
+    ["probe", "--feature", "label", "--epochs", "0"],
+    ["match", "--name", "rnn.l0.fwd.f", "--start", "100", "--stop", "104", "--top", "0"],
+])
+def test_negative_counts_are_usage_errors(trace_file, capsys, args):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", args[0], str(trace_file / "t.safetensors"), *args[1:]])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Invalid value for '--" in err and "Traceback" not in err

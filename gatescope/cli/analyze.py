@@ -18,6 +18,8 @@ import click
 from gatescope.errors import GatescopeError
 
 TRACE = click.Path(dir_okay=False)
+COUNT = click.IntRange(min=0)  # --top, --draws, --permutations: a negative count is a usage error
+POSITIVE = click.IntRange(min=1)
 
 
 def _labels_options(f):
@@ -76,8 +78,8 @@ def analyze() -> None:
 @_kinds_option(None, "Comma-separated kinds to rank (h,c,i,f,g,o / r,z,n); default all recorded.")
 @click.option("--metric", type=click.Choice(["auto", "corr", "auc", "mi", "probe"]), default="auto", show_default=True,
               help="Ranking metric; auto = auc (binary labels), mi (categorical), corr (continuous).")
-@click.option("--top", type=int, default=20, show_default=True, help="Units to report (0 = all).")
-@click.option("--permutations", type=int, default=1000, show_default=True, help="Label shuffles for p-values.")
+@click.option("--top", type=COUNT, default=20, show_default=True, help="Units to report (0 = all).")
+@click.option("--permutations", type=COUNT, default=1000, show_default=True, help="Label shuffles for p-values.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the full ranking as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
@@ -106,7 +108,7 @@ def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, c
 @click.argument("trace", type=TRACE)
 @_labels_options
 @_kinds_option(None, "Comma-separated kinds to probe; default all recorded.")
-@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=10, show_default=True)
 @click.option("--l1", type=float, default=1e-3, show_default=True, help="L1 penalty (elastic net with --l2).")
 @click.option("--l2", type=float, default=1e-4, show_default=True)
 @click.option("--control/--no-control", default=True, show_default=True,
@@ -136,7 +138,7 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
 @_kinds_option(None, "Comma-separated kinds; default the sigmoid gates (i,f,o / r,z).")
 @click.option("--low", type=float, default=0.1, show_default=True, help="Left-saturated below this.")
 @click.option("--high", type=float, default=0.9, show_default=True, help="Right-saturated above this.")
-@click.option("--top", type=int, default=20, show_default=True, help="Most saturated units to list (0 = all).")
+@click.option("--top", type=COUNT, default=20, show_default=True, help="Most saturated units to list (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
 def saturation(trace, kinds, low, high, top, as_json):
     """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales."""
@@ -179,13 +181,13 @@ def saturation(trace, kinds, low, high, top, as_json):
 @click.option("--top-from", "top_from", type=TRACE, help="Test the top --k units of a ranking over this trace.")
 @click.option("--feature", help="The trace feature to rank by (with --top-from).")
 @_kinds_option("h", "Kinds to rank (--top-from) or sweep.")
-@click.option("--k", type=int, default=4, show_default=True, help="Set size for --top-from and --greedy.")
+@click.option("--k", type=POSITIVE, default=4, show_default=True, help="Set size for --top-from and --greedy.")
 @click.option("--value", default="zero", show_default=True,
               help="Hold units at: zero, mean (means over the --top-from trace) or a number.")
-@click.option("--draws", type=int, default=20, show_default=True, help="Random sets for the baseline.")
+@click.option("--draws", type=COUNT, default=20, show_default=True, help="Random sets for the baseline.")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Also ablate units one at a time.")
 @click.option("--greedy", is_flag=True, help="Also grow the most harmful set of --k units greedily.")
-@click.option("--top", type=int, default=10, show_default=True, help="Sweep results to report.")
+@click.option("--top", type=COUNT, default=10, show_default=True, help="Sweep results to report (0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: baseline, set, sweep, greedy.")
 def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds, k, value, draws, sweep, greedy,
@@ -238,7 +240,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
         raise GatescopeError(f"the model has no units of kind {kinds}")
     if sweep:
         table = causal.sweep(metric, candidates, edit=edit, baseline=baseline, progress=not as_json)
-        result["sweep"] = table.head(top).to_records()
+        result["sweep"] = (table if top == 0 else table.head(top)).to_records()
     if greedy:
         result["greedy"] = causal.greedy_search(metric, every, k, edit=edit, baseline=baseline,
                                                 progress=not as_json).to_records()
@@ -265,7 +267,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
 @click.option("--sequence", type=int, help="Count --start/--stop within this sequence instead of the whole trace.")
 @click.option("--threshold", type=float, default=0.3, show_default=True, help="A unit is on above this.")
 @click.option("--units", "unit_list", help="Comma-separated unit indices to match (default: those on over the span).")
-@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--top", type=POSITIVE, default=20, show_default=True, help="Matches to report.")
 @click.option("--include-self", is_flag=True, help="Allow matches overlapping the selection.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: the selection and the matches, best first.")
 def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, include_self, as_json):
@@ -327,8 +329,8 @@ def profile(trace, unit, sequences, kinds, title, out):
 @click.option("--correct", required=True, help="The token the model should predict next (e.g. greet).")
 @click.option("--wrong", required=True, help="The competing token (e.g. greets).")
 @click.option("--name", "quantity", help="Quantity whose units to attribute to (default: h of the last layer).")
-@click.option("--steps", type=int, default=50, show_default=True, help="Integration steps.")
-@click.option("--top", type=int, default=10, show_default=True, help="Units to report.")
+@click.option("--steps", type=POSITIVE, default=50, show_default=True, help="Integration steps.")
+@click.option("--top", type=POSITIVE, default=10, show_default=True, help="Units to report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: target, tokens, units.")
 def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     """Attribute logit(CORRECT) - logit(WRONG) after TEXT to its tokens and to units (integrated gradients)."""
