@@ -65,6 +65,23 @@ def test_samples_train_command(tmp_path, monkeypatch, capsys):
     assert "unknown sample model 'nope'" in capsys.readouterr().err
 
 
+def test_samples_train_refuses_an_unwritable_folder_before_training(tmp_path, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output folder")
+
+    monkeypatch.setattr(train, "train_sample", no_training)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        main(["samples", "train", "--only", "agreement_gru", "--out", str(blocker / "sub")])
+    assert info.value.code == 1
+    assert "cannot create the folder" in capsys.readouterr().err
+    (tmp_path / "taken" / "agreement_gru.safetensors").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        main(["samples", "train", "--only", "agreement_gru", "--out", str(tmp_path / "taken")])
+    assert "it is a folder" in capsys.readouterr().err
+
+
 def test_samples_list_shows_the_bundled_models(capsys):
     main(["samples", "list", "--json"])
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

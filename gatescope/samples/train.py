@@ -24,7 +24,7 @@ from torch import nn
 
 from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write
+from gatescope.files import atomic_write, check_writable
 from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
 from gatescope.stimuli.agreement import (
@@ -214,7 +214,6 @@ def train_sample(config: SampleConfig, out_dir: str | Path, progress: Progress |
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> None:
     """Write the model's tensors and metadata to `path`, all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"gatescope": json.dumps(metadata)}))
 
@@ -230,5 +229,12 @@ def train_all(out_dir: str | Path, only: list[str] | None = None,
     unknown = [n for n in names if n not in SAMPLES]
     if unknown:
         raise GatescopeError(f"unknown sample model {unknown[0]!r} (known: {', '.join(SAMPLES)})")
-    return [train_sample(replace(SAMPLES[n], **overrides), out_dir, progress(n) if progress else None)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GatescopeError(f"cannot create the folder {out}: {exc.strerror or exc}") from None
+    for n in names:  # fail before minutes of training, not after
+        check_writable(out / f"{n}.safetensors")
+    return [train_sample(replace(SAMPLES[n], **overrides), out, progress(n) if progress else None)
             for n in names]
