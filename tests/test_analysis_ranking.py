@@ -189,6 +189,17 @@ def test_labels_files(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(GatescopeError, match="not a readable .npy"):
         read_labels_file(tmp_path / "obj.npy")
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(GatescopeError, match="not a readable .npy"):
+        read_labels_file(tmp_path / "bad.npy")
+    (tmp_path / "latin1.txt").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(GatescopeError, match="not UTF-8 text"):
+        read_labels_file(tmp_path / "latin1.txt")
+    for missing in ("none.npy", "none.txt"):
+        with pytest.raises(GatescopeError, match=f"no such file: .*{missing}"):
+            read_labels_file(tmp_path / missing)
+    with pytest.raises(GatescopeError, match="is a folder"):
+        read_labels_file(tmp_path)
 
 
 def test_bad_input_is_a_clear_error():
@@ -205,6 +216,10 @@ def test_bad_input_is_a_clear_error():
         rank_units(trace)
     with pytest.raises(GatescopeError, match="same value"):
         rank_units(trace, np.ones(N))
+    with pytest.raises(GatescopeError, match=r"1-D array; got shape \(2, 300\)"):
+        rank_units(trace, y.numpy().reshape(2, N // 2))  # as many values as tokens, but not one a token
+    with pytest.raises(GatescopeError, match="labels must be numbers"):
+        rank_units(trace, ["sg"] * N)
     with pytest.raises(GatescopeError, match="all NaN"):
         resolve_labels(trace, np.full(N, np.nan))
     with pytest.raises(GatescopeError, match="auc needs binary"):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
+from gatescope.files import reading
 from gatescope.trace import Trace
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous
@@ -52,20 +53,17 @@ def read_labels_file(path: str | os.PathLike) -> np.ndarray:
     otherwise each distinct word is a category, coded in sorted order.
     """
     path = Path(path)
-    if not path.is_file():
-        raise GatescopeError(f"no such labels file: {path}")
     if path.suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise GatescopeError(f"{path} is not a readable .npy array of numbers ({exc})") from None
+        with reading(path, "labels file"):
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, EOFError) as exc:
+                raise GatescopeError(f"{path} is not a readable .npy array of numbers ({exc})") from None
         if array.ndim != 1 or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise GatescopeError(f"{path}: labels must be a 1-D numeric array, got {array.dtype} {array.shape}")
         return array.astype(np.float64)
-    try:
-        lines = [line.strip() for line in path.read_text().splitlines()]
-    except UnicodeDecodeError:
-        raise GatescopeError(f"{path} is neither .npy nor a text file of labels") from None
+    with reading(path, "labels file"):
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     try:
         return np.array([float(x) if x else np.nan for x in lines], dtype=np.float64)
     except ValueError:
@@ -102,7 +100,13 @@ def resolve_labels(
         values, name = read_labels_file(labels), Path(labels).name
     else:
         values, name = labels, "labels"
-    values = torch.as_tensor(np.asarray(values, dtype=np.float64)).reshape(-1)  # (N,)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GatescopeError(f"{name}: labels must be numbers (NaN = not applicable)") from None
+    if array.ndim != 1:
+        raise GatescopeError(f"{name}: labels must be one value per token, a 1-D array; got shape {array.shape}")
+    values = torch.as_tensor(array)  # (N,)
     if values.numel() != trace.num_tokens:
         raise GatescopeError(
             f"{name} has {values.numel()} values but the trace has {trace.num_tokens} tokens (one label a token)"
