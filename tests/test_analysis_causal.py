@@ -219,5 +219,11 @@ def test_unknown_units_are_clear_errors(lstm):
         causal.ablate(["rnn.l0.fwd.h:0"], value="half")
     with pytest.raises(GatescopeError, match="cannot draw 3"):
         causal.random_sets(["a", "b"], 3, 1)
+    with pytest.raises(GatescopeError, match="has 6 units"):
+        causal.patch(model, ["rnn.l0.fwd.h:6"], torch.randn(1, 4, 3))
+    with pytest.raises(GatescopeError, match=r"\[B, T, \.\.\.\]; got shape \[3\]"):
+        causal.patch(model, ["rnn.l0.fwd.h:0"], torch.randn(3))
+    with pytest.raises(GatescopeError, match="draws must be >= 0"):
+        causal.set_effect(additive_metric({}), ["rnn.l0.fwd.h:0"], pool=["rnn.l0.fwd.h:1"], draws=-1)
     assert "rnn.l0.fwd.h:2" not in causal.pool_of(model, ["rnn.l0.fwd.h:2"])
     assert len(causal.pool_of(model, ["rnn.l0.fwd.h:2"])) == 5

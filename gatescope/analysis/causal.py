@@ -155,8 +155,9 @@ def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tenso
           steps: Iterable[int] | None = None) -> list[Intervention]:
     """Interventions copying ``units``' values from a run of ``model`` on ``source`` (the
     counterfactual inputs [B, T], same shape as the run they are patched into)."""
-    grouped = _by_quantity(units)
-    check_units(model, [format_unit(n, i) for n, ii in grouped.items() for i in ii])
+    if source.dim() < 2:
+        raise GatescopeError(f"a patching source is a batch of sequences [B, T, ...]; got shape {list(source.shape)}")
+    grouped = _by_quantity(check_units(model, units))
     batch, steps_n = source.shape[:2]
     with torch.no_grad(), record(model, kinds=sorted({parse_name(n).kind for n in grouped})) as rec:
         model(source)
@@ -221,6 +222,8 @@ def set_effect(metric: Metric, units: Sequence[str], *, pool: Sequence[str] | No
              baseline: float | None = None) -> SetEffect:
     """Effect of ``edit(units)`` on ``metric`` vs ``draws`` random sets of as many units from
     ``pool`` (default: the other units of the same quantities of ``model``)."""
+    if draws < 0:
+        raise GatescopeError(f"draws must be >= 0, not {draws}")
     units = [str(u) for u in units]
     baseline = metric([]) if baseline is None else baseline
     value = metric(edit(units))
