@@ -83,6 +83,9 @@ def test_probe_bad_input():
         probe_units(trace, [0, 1, 0, 1, 1])
     with pytest.raises(GatescopeError, match="no quantity of kind z"):
         probe_units(trace, (score > 0).numpy(), kinds="z")
+    for ks in ([0], [-1, 4], []):  # ks=[-1] probed all units but one, under the name -1
+        with pytest.raises(GatescopeError, match="at least 1"):
+            probe_units(trace, (score > 0).numpy(), kinds="h", ks=ks)
     one = Trace({"rnn.l0.fwd.h": h[:T]}, [0, T], token_ids=trace.token_ids[:T])
     with pytest.raises(GatescopeError, match="both training and held-out"):
         probe_units(one, [0, 1, 0, 1, 1, 1, 0, float("nan")])  # held out: the last row, unlabelled

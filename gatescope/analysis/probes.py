@@ -193,6 +193,8 @@ def probe_units(
     Rows: name, layer, direction, kind, units, n_train, n_test, baseline, score, control,
     selectivity, top_units (unit names, best first, up to 10), curve ({k: score}), k95.
     """
+    if ks is not None and (not ks or min(ks) < 1):
+        raise GatescopeError(f"ks are numbers of top units, each at least 1; got {list(ks)}")
     lab = resolve_labels(trace, labels, feature=feature)
     held = heldout_rows(trace)
     train, test = ~held & lab.valid, held & lab.valid
