@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gatescope.analysis import selection
-from gatescope.analysis.patterns import match, on_counts, select
+from gatescope.analysis.patterns import Selection, match, on_counts, select
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace
 
@@ -86,3 +86,9 @@ def test_bad_selections():
         select(trace, NAME, 7, 3)
     with pytest.raises(GatescopeError, match="unknown unit"):
         select(trace, NAME, 3, 7, units=[99])
+    with pytest.raises(GatescopeError, match="at least one unit"):
+        match(trace, Selection(NAME, (), 3, 7))
+    with pytest.raises(GatescopeError, match="a span of 1 to 1200 rows"):
+        match(trace, Selection(NAME, (1,), 0, 2000))
+    with pytest.raises(GatescopeError, match="not in this trace"):
+        match(trace, Selection("rnn.l0.fwd.c", (1,), 3, 7))

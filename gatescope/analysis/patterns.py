@@ -90,6 +90,8 @@ def match(trace: Trace, selection: Selection, top: int = 20, include_self: bool 
         raise GatescopeError("top must be at least 1")
     length, k = selection.length, len(selection.units)
     n = trace.num_tokens
+    if not selection.units or not 0 < length <= n:
+        raise GatescopeError(f"the selection needs at least one unit and a span of 1 to {n} rows")
     if selection.name not in trace.names or max(selection.units) >= width(trace, selection.name):
         raise GatescopeError(f"the selection's units are not in this trace ({selection.name})")
     cum = torch.zeros(n + 1, dtype=torch.int64)
