@@ -185,6 +185,8 @@ async def test_go_to_unit_and_sequence(trace):
         assert (app.name_shown, app.query_one(Heatmap).unit) == ("rnn.l1.fwd.h", 3)
         await pilot.press("u", *"99", "enter")  # out of range: nothing changes
         assert app.query_one(Heatmap).unit == 3
+        await pilot.press("u", *"rnn.l0.fwd.c:99", "enter")  # out of range in another quantity: nothing changes
+        assert (app.name_shown, app.query_one(Heatmap).unit) == ("rnn.l1.fwd.h", 3)
         await pilot.press("number_sign", "3", "enter")
         await settle(pilot)
         assert app.query_one(Heatmap).row == int(trace.offsets[3])

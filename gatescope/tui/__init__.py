@@ -1,7 +1,7 @@
 """gatescope's terminal trace browser (Textual): `run_browser(trace_or_path)`, `gatescope browse TRACE`.
 
-Only `gatescope browse` (gatescope/cli/browse.py) imports it; the core and the analysis layer
-never do, and Textual is loaded only when the browser runs.
+Only the commands that open it import it (`gatescope browse`, and `gatescope inspect` on a
+terminal); the core and the analysis layer never do, and Textual is loaded only when it runs.
 """
 from __future__ import annotations
 

@@ -267,6 +267,7 @@ class GatescopeApp(App[None]):
     def _goto_unit(self, answer: str | None) -> None:
         if not answer:
             return
+        layer, kind = self.layer, self.kind
         try:
             if answer.isdigit():
                 unit = int(answer)
@@ -274,13 +275,15 @@ class GatescopeApp(App[None]):
                 name, unit = parse_unit(answer)
                 if name not in self.source.data.arrays:
                     raise GatescopeError(f"the trace has no quantity {name}")
-                layer = next(l for l in self.source.layers if name.rsplit(".", 1)[0] == l.label)
-                self.select_layer(layer, name.rsplit(".", 1)[1])
-            if unit >= self.layer.hidden:
-                raise GatescopeError(f"no unit {unit}: {self.name_shown} has {self.layer.hidden} units")
+                label, kind = name.rsplit(".", 1)
+                layer = next(l for l in self.source.layers if l.label == label)
+            if unit >= layer.hidden:
+                raise GatescopeError(f"no unit {unit}: {layer.name(kind)} has {layer.hidden} units")
         except GatescopeError as exc:
             self.notify(str(exc), severity="error")
             return
+        if (layer, kind) != (self.layer, self.kind):
+            self.select_layer(layer, kind)
         self.heatmap.move_to(unit, self.heatmap.row)
 
     def action_goto_sequence(self) -> None:
