@@ -26,6 +26,7 @@ from gatescope.analysis.selection import (
     parse_kinds,
     resolve_unit,
     select_quantities,
+    unit_row,
 )
 from gatescope.analysis.table import Table
 from gatescope.engine import layer_weights
@@ -38,12 +39,6 @@ GATE_KINDS = ("i", "f", "o", "r", "z")
 TANH_KINDS = frozenset("gnhm")
 TIMESCALE_KINDS = ("f", "z")
 PROFILE_KINDS = {"lstm": ("g", "i", "f", "c", "o", "h"), "gru": ("r", "z", "n", "h")}
-
-
-def _unit_row(name: str, index: int) -> dict:
-    qn = parse_name(name)
-    return {"unit": format_unit(name, index), "name": name, "layer": qn.layer,
-            "direction": qn.direction, "kind": qn.kind, "index": index}
 
 
 def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = 0.1, high: float = 0.9) -> Table:
@@ -70,7 +65,7 @@ def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: floa
             parts = ((x < low).sum(0), (x > high).sum(0), block.sum(0))
             left, right, total = parts if left is None else (left + parts[0], right + parts[1], total + parts[2])
         for j in range(left.numel()):
-            rows.append(_unit_row(name, j) | {"left": float(left[j]) / n, "right": float(right[j]) / n,
+            rows.append(unit_row(name, j) | {"left": float(left[j]) / n, "right": float(right[j]) / n,
                                              "mean": float(total[j]) / n})
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "left", "right", "mean"])
 
@@ -83,7 +78,7 @@ def timescales(trace: Trace) -> Table:
         total = sum(block.sum(0) for _, block in iter_rows(trace, name))
         mean = total / max(1, trace.num_tokens)
         for j, m in enumerate(mean.tolist()):
-            rows.append(_unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
+            rows.append(unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
 
 
@@ -111,7 +106,7 @@ def weight_timescales(model: nn.Module) -> Table:
                 keep = torch.sigmoid(bias)
                 name = format_name(path, layer, direction, kind)
                 for j, m in enumerate(keep.tolist()):
-                    rows.append(_unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
+                    rows.append(unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
     if not rows:
         raise GatescopeError("the model has no LSTM or GRU module")
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])

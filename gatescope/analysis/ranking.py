@@ -37,11 +37,11 @@ from gatescope.analysis.selection import (
     heldout_rows,
     read_columns,
     select_quantities,
+    unit_row,
     width,
 )
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
-from gatescope.names import format_unit, parse_name
 from gatescope.trace import Trace
 
 METRICS = ("corr", "auc", "mi", "probe")
@@ -85,18 +85,13 @@ def rank_units(
     stats: list[torch.Tensor] = []  # per block: (u,) observed statistic
     exceed: list[torch.Tensor] = []  # per block: (u,) permutations at least as extreme
     for name in track(names, "ranking units", total=len(names), enabled=progress):
-        qn = parse_name(name)
         for cols in column_blocks(scorer.n, width(trace, name)):
             x = read_columns(trace, name, cols, valid)  # (n, u)
             block, stat, count = scorer.score(x)
             stats.append(stat)
             exceed.append(count)
             for j, index in enumerate(range(cols.start, cols.stop)):
-                rows.append(
-                    {"unit": format_unit(name, index), "name": name, "layer": qn.layer,
-                     "direction": qn.direction, "kind": qn.kind, "index": index}
-                    | {k: float(v[j]) for k, v in block.items()}
-                )
+                rows.append(unit_row(name, index) | {k: float(v[j]) for k, v in block.items()})
     stat_all, exceed_all = torch.cat(stats), torch.cat(exceed)
     p_value = (1 + exceed_all) / (1 + permutations)
     maxima = torch.sort(scorer.max_stat).values  # (P,)

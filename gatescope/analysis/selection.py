@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.names import ALL_KINDS, UnitName, parse_name, parse_unit
+from gatescope.names import ALL_KINDS, UnitName, format_unit, parse_name, parse_unit
 from gatescope.trace import Trace
 
 CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)
@@ -45,6 +45,13 @@ def select_quantities(trace: Trace, kinds: str | Iterable[str] | None = None) ->
 def width(trace: Trace, name: str) -> int:
     """Number of units of quantity ``name``."""
     return int(trace[name].shape[1])
+
+
+def unit_row(name: str, index: int) -> dict[str, str | int]:
+    """The columns that name a unit in every analysis table: unit, name, layer, direction, kind, index."""
+    qn = parse_name(name)
+    return {"unit": format_unit(name, index), "name": name, "layer": qn.layer,
+            "direction": qn.direction, "kind": qn.kind, "index": index}
 
 
 def resolve_unit(trace: Trace, unit: str | UnitName) -> UnitName:
