@@ -35,13 +35,13 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())
     lm = gatescope.load(model)
-    units = [u for u in (ablate or "").split(",") if u.strip()]
+    units = [u.strip() for u in (ablate or "").split(",") if u.strip()]
     if ablate is not None and not units:
         raise gatescope.GatescopeError("--ablate needs at least one unit, e.g. rnn.l0.fwd.h:37")
     interventions = ablation_interventions(lm, units) if units else None
     result = evaluate_agreement(lm, items, interventions, batch_size=batch_size)
     if units:
-        result["ablated"] = [u.strip() for u in units]
+        result["ablated"] = units
     if as_json:
         click.echo(json.dumps(result))
     else:
