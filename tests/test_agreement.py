@@ -131,7 +131,7 @@ def test_ablate_equals_zeroing_h_by_hand(name, items, stimuli_file, capsys):
     model_path = sample_models.path(f"{name}.safetensors")
     units = [3, 17, 30]
     result = run_json(capsys, model_path, "--stimuli", stimuli_file,
-                      "--ablate", ",".join(f"rnn.l0.fwd.h:{u}" for u in units))
+                      "--ablate", ", ".join(f"rnn.l0.fwd.h:{u}" for u in units))
     assert result["ablated"] == [f"rnn.l0.fwd.h:{u}" for u in units]
     assert_matches(result, Reference(name).evaluate(items, zero=units))
     unablated = run_json(capsys, model_path, "--stimuli", stimuli_file)
