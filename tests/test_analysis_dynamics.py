@@ -10,6 +10,7 @@ from gatescope.analysis.dynamics import (
     gate_profile,
     plot_gate_profile,
     saturation,
+    saturation_summary,
     timescales,
     weight_timescales,
 )
@@ -41,6 +42,11 @@ def test_saturation_matches_numpy(lstm_trace):
     assert g[2]["left"] == pytest.approx(((x + 1) / 2 < 0.2).mean())
     with pytest.raises(GatescopeError, match="unbounded"):
         saturation(trace, kinds="c")
+    by_kind = saturation_summary(table, "kind")
+    assert by_kind["kind"] == ["i", "f", "o"] and by_kind["units"] == [5, 5, 5]
+    for row in by_kind:
+        x = trace[f"lstm.l0.fwd.{row['kind']}"].numpy()  # (N, 5)
+        assert row["left"] == pytest.approx((x < 0.1).mean()) and row["right"] == pytest.approx((x > 0.9).mean())
 
 
 def test_timescales_from_trace_and_weights(lstm_trace):

@@ -70,9 +70,21 @@ def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: floa
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "left", "right", "mean"])
 
 
+def saturation_summary(table: Table, by: str = "name") -> Table:
+    """Mean ``left`` and ``right`` over the units of each ``by`` (name, kind, layer) of a `saturation` table."""
+    groups: dict[object, dict[str, float]] = {}
+    for row in table:
+        g = groups.setdefault(row[by], {by: row[by], "units": 0, "left": 0.0, "right": 0.0})
+        g["units"] += 1
+        g["left"] += row["left"]
+        g["right"] += row["right"]
+    rows = [g | {"left": g["left"] / g["units"], "right": g["right"] / g["units"]} for g in groups.values()]
+    return Table(rows, [by, "units", "left", "right"])
+
+
 def timescales(trace: Trace) -> Table:
     """Per unit of every f (LSTM) and z (GRU) in the trace: mean gate and timescale 1 / (1 - mean)."""
-    names = select_quantities(trace, [k for k in TIMESCALE_KINDS])
+    names = select_quantities(trace, TIMESCALE_KINDS)
     rows = []
     for name in names:
         total = sum(block.sum(0) for _, block in iter_rows(trace, name))

@@ -26,7 +26,11 @@ import torch
 import gatescope
 from gatescope.analysis import causal
 from gatescope.analysis.agreement import read_stimuli
-from gatescope.analysis.dynamics import plot_gate_profile, saturation
+from gatescope.analysis.dynamics import (
+    plot_gate_profile,
+    saturation,
+    saturation_summary,
+)
 from gatescope.analysis.probes import probe_units
 from gatescope.analysis.ranking import rank_units
 from gatescope.errors import GatescopeError
@@ -145,13 +149,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
                 "random_flipped_mean": float(np.mean(random_flips)),
                 "random_flipped_std": float(np.std(random_flips, ddof=1))}
     probes = probe_units(trace, feature="subject_number", kinds="h,c", seed=seed)
-    sat = saturation(trace)
-    gates = {}
-    for row in sat:
-        g = gates.setdefault(row["kind"], [0.0, 0.0, 0])
-        g[0] += row["left"]
-        g[1] += row["right"]
-        g[2] += 1
+    sat = saturation_summary(saturation(trace), "kind")
     top = ranking[0]
     if figure is not None:
         plot_gate_profile(sentences_trace(model, LAKRETZ), top["unit"], range(len(LAKRETZ)), figure,
@@ -170,7 +168,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "patching": patching,
         "probes": [{k: r[k] for k in ("name", "baseline", "score", "control", "selectivity", "k95", "curve")}
                    for r in probes],
-        "saturation": {kind: {"left": v[0] / v[2], "right": v[1] / v[2]} for kind, v in gates.items()},
+        "saturation": {r["kind"]: {"left": r["left"], "right": r["right"]} for r in sat},
         "figure": str(figure) if figure else None,
     }
 

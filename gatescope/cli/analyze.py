@@ -142,30 +142,26 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
 def saturation(trace, kinds, low, high, top, as_json):
     """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales."""
+    from gatescope.analysis.dynamics import (
+        TIMESCALE_KINDS,
+        saturation_summary,
+        timescales,
+    )
     from gatescope.analysis.dynamics import saturation as saturation_table
-    from gatescope.analysis.dynamics import timescales
     from gatescope.names import parse_name
     from gatescope.trace import load_trace
 
     tr = load_trace(trace)
     table = saturation_table(tr, kinds=kinds, low=low, high=high)
-    has_timescales = any(parse_name(n).kind in ("f", "z") for n in tr.names)
+    has_timescales = any(parse_name(n).kind in TIMESCALE_KINDS for n in tr.names)
     scales = timescales(tr) if has_timescales else None
     rows = sorted(table.rows, key=lambda r: -(r["left"] + r["right"]))
     rows = rows if top == 0 else rows[:top]
     if as_json:
         _emit_json({"saturation": rows, "timescales": scales.to_records() if scales is not None else []})
         return
-    summary = {}
-    for r in table.rows:
-        s = summary.setdefault(r["name"], {"name": r["name"], "units": 0, "left": 0.0, "right": 0.0})
-        s["units"] += 1
-        s["left"] += r["left"]
-        s["right"] += r["right"]
-    for s in summary.values():
-        s["left"] /= s["units"]
-        s["right"] /= s["units"]
-    _show(list(summary.values()), ["name", "units", "left", "right"], f"mean saturation (< {low}, > {high})")
+    summary = saturation_summary(table, "name")
+    _show(summary.rows, summary.columns, f"mean saturation (< {low}, > {high})")
     _show(rows, ["unit", "left", "right", "mean"], "most saturated units")
     if scales is not None:
         longest = sorted(scales.rows, key=lambda r: -r["timescale"])[: top or None]
