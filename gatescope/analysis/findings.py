@@ -34,6 +34,7 @@ from gatescope.analysis.dynamics import (
 from gatescope.analysis.probes import probe_units
 from gatescope.analysis.ranking import rank_units
 from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
 from gatescope.trace import Trace
 
 LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
@@ -279,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         save = args.traces / "pysource_heldout.trace.safetensors" if args.traces else None
         results["code"] = code_findings(code_model, save_trace=save)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        text = json.dumps(results, indent=1)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     print(report(results))
 
 
