@@ -45,7 +45,7 @@ def test_token_attributions_are_complete(cell):
 @pytest.mark.parametrize("cell,name", [(nn.LSTM, "rnn.l0.fwd.f"), (nn.LSTM, "rnn.l0.fwd.h"), (nn.GRU, "rnn.l0.fwd.z")])
 def test_unit_attributions_are_complete(cell, name):
     model, ids, target = setup(cell)
-    attr, delta = unit_attributions(model, ids, target, name, width=6, n_steps=64)
+    attr, delta = unit_attributions(model, ids, target, name, n_steps=64)
     with torch.no_grad(), record(model, interventions=[Intervention(name, None, "set", 0.0)]):
         zeroed = target(model(ids))
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_stock_lstm_tuple_output_breaks_captum_where_gatescope_works():
     lig = LayerIntegratedGradients(lambda x: target(model(x)), model.rnn)
     with pytest.raises(AttributeError, match="tuple"):
         lig.attribute(ids, baselines=torch.zeros_like(ids))
-    attr, _ = unit_attributions(model, ids, target, "rnn.l0.fwd.h", width=6)  # the same question, answered
+    attr, _ = unit_attributions(model, ids, target, "rnn.l0.fwd.h")  # the same question, answered
     assert torch.isfinite(attr).all() and attr.abs().sum() > 0
 
 
@@ -85,7 +85,7 @@ def test_stock_lstm_tuple_output_breaks_captum_where_gatescope_works():
 def test_attribution_on_cuda_in_eval_mode():
     # captum #564: cuDNN's RNN backward refuses eval mode; gatescope's record path does not use it
     model, ids, target = setup(nn.LSTM, "cuda")
-    attr, delta = unit_attributions(model, ids, target, "rnn.l0.fwd.c", width=6, n_steps=32)
+    attr, delta = unit_attributions(model, ids, target, "rnn.l0.fwd.c", n_steps=32)
     _, tdelta = token_attributions(model, ids, target, n_steps=32)
     assert attr.is_cuda and delta.abs().max() < 1e-3 and tdelta.abs().max() < 1e-3
     assert not model.training

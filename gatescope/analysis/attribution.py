@@ -67,13 +67,12 @@ def token_attributions(model: nn.Module, ids: Tensor, target: Target, baseline_i
     return attr.sum(-1).detach(), delta.detach()  # (B, T), (B,)
 
 
-def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str, width: int | None = None,
+def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str,
                       n_steps: int = 50) -> tuple[Tensor, Tensor]:
     """Integrated gradients of ``target`` over a scale on each unit and step of quantity ``name``.
 
-    ids: [B, T]; width: the quantity's number of units (default: from the model). Returns
-    (attributions [B, T, width], convergence delta [B]); ``attributions.sum((1, 2))`` =
-    target(model) - target(name zeroed).
+    ids: [B, T]. Returns (attributions [B, T, H], convergence delta [B]), H the quantity's units;
+    ``attributions.sum((1, 2))`` = target(model) - target(name zeroed).
     """
     from captum.attr import IntegratedGradients
 
@@ -82,7 +81,6 @@ def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str, 
     widths = unit_widths(model)
     if name not in widths:
         raise GatescopeError(f"the model has no quantity {name}; it has: {', '.join(widths)}")
-    width = widths[name] if width is None else width
     model.eval()
 
     def forward(scale: Tensor, x: Tensor) -> Tensor:
@@ -91,7 +89,7 @@ def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str, 
 
         return target(_forward(model, x, {name: hook}))
 
-    ones = torch.ones(ids.shape[0], ids.shape[1], width, device=ids.device)  # (B, T, H)
+    ones = torch.ones(ids.shape[0], ids.shape[1], widths[name], device=ids.device)  # (B, T, H)
     ig = IntegratedGradients(forward)
     attr, delta = ig.attribute(ones, baselines=torch.zeros_like(ones), additional_forward_args=(ids,),
                                n_steps=n_steps, return_convergence_delta=True)
