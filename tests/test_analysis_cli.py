@@ -133,13 +133,15 @@ def test_attribute_on_the_sample_lstm(capsys):
     model = sample_models.path("agreement_lstm.safetensors")
     if not model.exists():
         pytest.skip("sample model agreement_lstm.safetensors not trained yet")
-    out = json.loads(run(["analyze", "attribute", str(model), "--text", "the boys near the car", "--correct", "greet",
+    out = json.loads(run(["analyze", "attribute", str(model), "--text", "the boys near the car", "--correct", "Greet",
                           "--wrong", "greets", "--steps", "32", "--json"], capsys).out)
     assert [t["token"] for t in out["tokens"]] == ["the", "boys", "near", "the", "car"]
     assert abs(out["token_delta"]) < 1e-2 and abs(out["unit_delta"]) < 1e-2  # completeness, 32 steps
     assert out["name"] == "rnn.l0.fwd.h" and len(out["units"]) == 10
     assert "not in the model's vocabulary" in fails(["analyze", "attribute", str(model), "--text", "the boys",
                                                       "--correct", "zzz", "--wrong", "greets"], capsys)
+    assert "is 2 tokens for this model" in fails(["analyze", "attribute", str(model), "--text", "the boys",
+                                                  "--correct", "greet", "--wrong", "greets now"], capsys)
 
 
 @pytest.mark.parametrize("args", [

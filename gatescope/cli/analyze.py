@@ -67,6 +67,16 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data))
 
 
+def _token_id(vocab, word: str) -> int:
+    """The id of ``word`` as the model's tokenizer reads it (lower-cased where the vocabulary is)."""
+    tokens = vocab.split(word)
+    if len(tokens) != 1:
+        raise GatescopeError(f"{word!r} is {len(tokens)} tokens for this model; give one")
+    if tokens[0] not in vocab.index:
+        raise GatescopeError(f"{word!r} is not in the model's vocabulary")
+    return vocab.index[tokens[0]]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def analyze() -> None:
     """Find and test the units that track a feature."""
@@ -342,19 +352,15 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     from gatescope.names import format_name
 
     model = gatescope.load(model_path)
-    ids = torch.tensor([model.encode(text)])
-    if ids.shape[1] == 0:
-        raise GatescopeError("--text is empty")
+    ids = torch.tensor([model.encode(text)])  # (1, T); empty text or no vocabulary: a GatescopeError
     vocab = model.vocab
-    for word in (correct, wrong):
-        if word not in vocab.index:
-            raise GatescopeError(f"{word!r} is not in the model's vocabulary")
+    correct_id, wrong_id = _token_id(vocab, correct), _token_id(vocab, wrong)
     if quantity is None:
         info = model.modules_info[-1]
         quantity = format_name(info["name"], info["num_layers"] - 1, "fwd", "h")
     if quantity not in unit_widths(model):
         raise GatescopeError(f"the model has no quantity {quantity}; it has: {', '.join(unit_widths(model))}")
-    target = logit_difference(-1, [vocab.index[correct]], [vocab.index[wrong]])
+    target = logit_difference(-1, [correct_id], [wrong_id])
     with torch.no_grad():
         value = float(target(model(ids))[0])
     tokens, token_delta = token_attributions(model, ids, target, n_steps=steps)
