@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from gatescope.analysis.causal import run
 from gatescope.errors import GatescopeError
 from gatescope.files import reading
 
@@ -90,7 +91,7 @@ def _logit_differences(model: torch.nn.Module, encoded, batch_size: int, interve
         for start in range(0, len(indices), batch_size):
             batch = indices[start:start + batch_size]
             ids = torch.tensor([encoded[i][0] for i in batch], device=device)  # (B, T)
-            logits = _run(model, ids, interventions)[:, -1].float().cpu()  # (B, V)
+            logits = run(model, ids, interventions or ())[:, -1].float().cpu()  # (B, V)
             if logits.shape[-1] <= max(max(encoded[i][1], encoded[i][2]) for i in batch):
                 raise GatescopeError("the model's output is not a distribution over its vocabulary "
                                      "(is it a language model with a decoder?)")
@@ -99,16 +100,6 @@ def _logit_differences(model: torch.nn.Module, encoded, batch_size: int, interve
             wrong = torch.tensor([encoded[i][2] for i in batch])
             diffs[batch] = logits[rows, correct] - logits[rows, wrong]
     return diffs
-
-
-def _run(model: torch.nn.Module, ids: torch.Tensor, interventions) -> torch.Tensor:
-    """The model's logits (B, T, V) for ids (B, T), with interventions applied when given."""
-    if not interventions:
-        return model(ids)
-    from gatescope.recording import record
-
-    with record(model, kinds=(), interventions=list(interventions)):  # kinds=(): edit, keep nothing
-        return model(ids)
 
 
 def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list:

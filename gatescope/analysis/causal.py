@@ -37,6 +37,15 @@ HORIZON = 4096  # ``start=`` ablations cover steps start..HORIZON-1
 Edit = Callable[[Sequence[str]], list[Intervention]]  # units -> interventions
 
 
+def run(model: nn.Module, ids: torch.Tensor, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+    """The model's output for ``ids`` under ``interventions``; without any, the plain forward (torch's
+    fused kernels), else through gatescope.record, recording nothing (kinds=())."""
+    if not interventions:
+        return model(ids)
+    with record(model, interventions=list(interventions), kinds=()):
+        return model(ids)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A score of the model under a list of interventions; ``higher_is_better`` orients 'harm'."""
@@ -76,8 +85,8 @@ def loss_metric(model: nn.Module, ids: torch.Tensor) -> Metric:
     model.eval()
 
     def fn(interventions: list[Intervention]) -> float:
-        with torch.no_grad(), record(model, interventions=interventions, kinds=[]):
-            logits = model(ids)  # (B, T, V)
+        with torch.no_grad():
+            logits = run(model, ids, interventions)  # (B, T, V)
         return float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()))
 
     return Metric("loss", fn, higher_is_better=False)
@@ -171,8 +180,8 @@ def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tenso
 def logit_difference(model: nn.Module, ids: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor,
                      interventions: Sequence[Intervention] = ()) -> torch.Tensor:
     """logit(correct[b]) - logit(wrong[b]) after each sequence of ids [B, T], under interventions -> [B]."""
-    with torch.no_grad(), record(model, interventions=list(interventions), kinds=[]):
-        last = model(ids)[:, -1]  # (B, V)
+    with torch.no_grad():
+        last = run(model, ids, interventions)[:, -1]  # (B, V)
     rows = torch.arange(ids.shape[0])
     return (last[rows, correct] - last[rows, wrong]).float().cpu()
 
