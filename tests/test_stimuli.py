@@ -131,6 +131,15 @@ def test_bundled_stimuli_are_the_generator_output(tmp_path):
     ]
 
 
+def test_each_condition_has_its_items_and_simple_one_per_heldout_pair():
+    heldout = sum(is_heldout_pair(n, v) for n in range(len(NOUN_SG)) for v in range(len(VERB_SG)))
+    counts = {c: 0 for c in CONDITIONS}
+    for item in generate_stimuli():
+        counts[item.condition] += 1
+    assert counts == {c: heldout if c.startswith("simple") else 200 for c in CONDITIONS}
+    assert heldout == 60
+
+
 def test_write_stimuli_is_all_or_nothing(tmp_path):
     target = tmp_path / "stimuli.tsv"
     target.write_text("old\n")

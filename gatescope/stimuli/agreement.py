@@ -139,9 +139,10 @@ def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, r
 
 def generate_stimuli(per_condition: int = 200, seed: int = 0,
                      conditions: tuple[str, ...] = CONDITIONS) -> list[Stimulus]:
-    """`per_condition` distinct held-out items for each condition, deterministic in `seed`.
+    """Up to `per_condition` distinct held-out items for each condition, deterministic in `seed`.
 
-    Subject and verb lemmas come only from held-out pairs (`is_heldout_pair`)."""
+    Subject and verb lemmas come only from held-out pairs (`is_heldout_pair`), so a condition
+    with no other free word has at most one item per pair: Simple has at most 60."""
     rng = random.Random(seed)
     pairs = [(n, v) for n in range(len(NOUN_SG)) for v in range(len(VERB_SG)) if is_heldout_pair(n, v)]
     items: list[Stimulus] = []
