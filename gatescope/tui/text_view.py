@@ -73,11 +73,9 @@ class TextView(Widget):
         self._lines = lines[:height]
         rows = [p.row for line in self._lines for p in line if p.row >= 0]
         if rows:
-            levels = self.source.scales[parse_name(self.quantity).kind].levels(
-                self.source.column(self.quantity, rows[0], rows[-1] + 1, self.unit)
-            )
-            styles = self.source.scales[parse_name(self.quantity).kind].text_styles
-            self._styles = {row: styles[levels[row - rows[0]]] for row in rows}
+            scale = self.source.scales[parse_name(self.quantity).kind]
+            levels = scale.levels(self.source.column(self.quantity, rows[0], rows[-1] + 1, self.unit))
+            self._styles = {row: scale.text_styles[levels[row - rows[0]]] for row in rows}
 
     def _wrap(self, first: int, start: int, stop: int, width: int, height: int) -> list[list[Placed]]:
         """Lay tokens from row ``first`` out in lines of ``width`` cells until ``2 * height`` lines."""
