@@ -19,9 +19,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from gatescope.analysis.causal import run
+from gatescope.analysis.causal import ablate, run, unit_widths
 from gatescope.errors import GatescopeError
 from gatescope.files import reading
+from gatescope.names import parse_unit
+from gatescope.recording import Intervention
 
 
 class AgreementItem(NamedTuple):
@@ -102,27 +104,18 @@ def _logit_differences(model: torch.nn.Module, encoded, batch_size: int, interve
     return diffs
 
 
-def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list:
+def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list[Intervention]:
     """`gatescope.Intervention`s that hold each unit (``"rnn.l0.fwd.h:37"``) at zero at every step,
     one per quantity. A malformed name or an index outside its module raises GatescopeError; a name
     the model lacks is reported by `gatescope.record` when the interventions are applied."""
-    from gatescope.names import parse_name, parse_unit
-    from gatescope.recording import Intervention, find_recurrent
-
     if not units:
         raise GatescopeError("no units to ablate")
-    modules = find_recurrent(model)
-    by_name: dict[str, list[int]] = {}
+    widths = unit_widths(model)
     for unit in units:
         name, index = parse_unit(unit)
-        module = modules.get(parse_name(name).path)
-        if module is not None:
-            width = module.proj_size if parse_name(name).kind == "h" and getattr(module, "proj_size", 0) \
-                else module.hidden_size
-            if index >= width:
-                raise GatescopeError(f"unit {unit}: index {index} is out of range ({name} has {width} units)")
-        by_name.setdefault(name, []).append(index)
-    return [Intervention(name, units=indices, op="set", value=0.0) for name, indices in by_name.items()]
+        if name in widths and index >= widths[name]:
+            raise GatescopeError(f"unit {unit}: index {index} is out of range ({name} has {widths[name]} units)")
+    return ablate(units)
 
 
 def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem], interventions=None,
