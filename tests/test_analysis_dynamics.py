@@ -94,4 +94,9 @@ def test_saturation_of_a_synthetic_gate():
     x = torch.tensor([[0.05], [0.5], [0.95], [0.99]])
     table = saturation(Trace({"rnn.l0.fwd.z": x}, [0, 4]))
     assert (table[0]["left"], table[0]["right"]) == (0.25, 0.5)
+    states = Trace({"rnn.l0.fwd.c": 5 * x, "rnn.l0.fwd.h": 2 * x - 1}, [0, 4])  # recorded with kinds c,h
+    assert saturation(states)["unit"] == ["rnn.l0.fwd.h:0"]  # never the unbounded c
+    assert (saturation(states)[0]["left"], saturation(states)[0]["right"]) == (0.25, 0.5)
+    with pytest.raises(GatescopeError, match="only c"):
+        saturation(Trace({"rnn.l0.fwd.c": x}, [0, 4]))
     assert np.isinf(timescales(Trace({"rnn.l0.fwd.z": torch.ones(2, 1)}, [0, 2]))[0]["timescale"])

@@ -44,13 +44,16 @@ PROFILE_KINDS = {"lstm": ("g", "i", "f", "c", "o", "h"), "gru": ("r", "z", "n", 
 def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = 0.1, high: float = 0.9) -> Table:
     """Per unit: ``left`` (fraction of steps < low), ``right`` (> high), ``mean``, in trace order.
 
-    kinds: default the sigmoid gates present (i f o, r z); c is unbounded and refused.
+    kinds: default the sigmoid gates present (i f o, r z), else the tanh outputs present (g n h m);
+    c is unbounded and refused.
     """
     if kinds is None:
         present = {parse_name(n).kind for n in trace.names}
-        kinds = [k for k in GATE_KINDS if k in present] or None
-    kinds = parse_kinds(kinds) if kinds is not None else None
-    if kinds is not None and "c" in kinds:
+        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS)
+        if not kinds:
+            raise GatescopeError("the trace holds no gate or tanh output to measure saturation on (only c)")
+    kinds = parse_kinds(kinds)
+    if "c" in kinds:
         raise GatescopeError("the cell state c is unbounded; saturation applies to gates and tanh outputs")
     names = select_quantities(trace, kinds)
     rows = []
