@@ -72,6 +72,9 @@ def test_gate_profile_and_figures(lstm_trace, tmp_path):
     _, trace = lstm_trace
     prof = gate_profile(trace, "lstm.l0.fwd.h:2", [0, 3])
     assert list(prof) == ["g", "i", "f", "c", "o", "h"]
+    both = Trace({name: trace[name] for name in trace.names} | {"dec.l0.fwd.z": trace["lstm.l0.fwd.f"],
+                                                                 "dec.l0.fwd.h": trace["lstm.l0.fwd.h"]}, trace.offsets)
+    assert list(gate_profile(both, "dec.l0.fwd.h:2", [0])) == ["z", "h"]  # a GRU's kinds, beside an LSTM
     assert torch.equal(prof["f"][1], trace["lstm.l0.fwd.f"][trace.sequence(3), 2].double())
     png = plot_gate_profile(trace, "lstm.l0.fwd.h:2", [0, 1], tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

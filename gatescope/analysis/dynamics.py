@@ -132,9 +132,9 @@ def gate_profile(trace: Trace, unit: str, sequences: Sequence[int], kinds: Seque
     """{kind: [values along each sequence]} for unit index ``unit`` of every kind of its layer."""
     parsed = resolve_unit(trace, unit)
     qn = parse_name(parsed.name)
-    if kinds is None:
-        family = "lstm" if any(parse_name(n).kind == "f" for n in trace.names) else "gru"
-        kinds = PROFILE_KINDS[family]
+    if kinds is None:  # the unit's own module decides: an LSTM records f, a GRU z
+        lstm = format_name(qn.path, qn.layer, qn.direction, "f") in trace.names
+        kinds = PROFILE_KINDS["lstm" if lstm else "gru"]
     out: dict[str, list[torch.Tensor]] = {}
     for kind in kinds:
         name = format_name(qn.path, qn.layer, qn.direction, kind)
