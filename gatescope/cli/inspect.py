@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from gatescope.cli.trace import counted, gather_inputs, record_inputs
+from gatescope.cli.trace import Inputs, counted, gather_inputs, record_inputs
 from gatescope.errors import GatescopeError
+
+if TYPE_CHECKING:
+    from gatescope.checkpoint import LoadedModel
+    from gatescope.trace import Trace
 
 DEFAULT_WORDS = 8  # words of the vocabulary run when the metadata has no sample_text
 
@@ -32,7 +37,7 @@ def default_model() -> Path:
     return path
 
 
-def sample_inputs(model):
+def sample_inputs(model: LoadedModel) -> Inputs:
     """What to run a model with a vocabulary on when no input is given: its metadata's
     "sample_text", else a few words of its vocabulary (special tokens like <unk> left out)."""
     texts = model.metadata.get("sample_text")
@@ -47,7 +52,13 @@ def sample_inputs(model):
     return gather_inputs(model, ids=[" ".join(ids)])
 
 
-def build_report(model_path: Path, texts=(), ids=(), input_path=None, device="cpu") -> tuple[dict[str, Any], Any]:
+def build_report(
+    model_path: Path,
+    texts: Iterable[str] = (),
+    ids: Iterable[str] = (),
+    input_path: str | None = None,
+    device: str = "cpu",
+) -> tuple[dict[str, Any], Trace | None]:
     """The full report (weights, and saturation when the model can be run) and the trace, if any."""
     from gatescope.checkpoint import load
     from gatescope.inspect_report import saturation_report, weight_report
@@ -137,7 +148,7 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"[yellow]warning:[/] {warning}")
 
 
-def open_browser(trace) -> None:
+def open_browser(trace: Trace) -> None:
     """Open the trace browser (Textual, imported only here) on the trace."""
     from gatescope.tui.app import run_browser
 
@@ -155,7 +166,10 @@ def open_browser(trace) -> None:
                    "or [time, input_size].")
 @click.option("--no-tui", is_flag=True, help="Do not open the trace browser, even on a terminal.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
-def inspect(model: Path | None, as_json: bool, texts, ids, input_path, no_tui: bool, device: str) -> None:
+def inspect(
+    model: Path | None, as_json: bool, texts: tuple[str, ...], ids: tuple[str, ...], input_path: str | None,
+    no_tui: bool, device: str,
+) -> None:
     """Report on MODEL, a safetensors checkpoint (default: the bundled agreement LSTM).
 
     From the weights: each recurrent module and layer, per-gate weight norms and bias statistics,

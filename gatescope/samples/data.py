@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sysconfig
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ def word_vocabulary() -> Vocabulary:
     return Vocabulary([UNK, EOS] + list(dict.fromkeys(words)), "word", UNK, EOS)
 
 
-def word_batches(vocab: Vocabulary, batch_size: int, seed: int):
+def word_batches(vocab: Vocabulary, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless batches of grammar sentences, each closed by <eos>, as (inputs, targets) (B, T):
     inputs padded with <eos>, targets padded with -100 (ignored by the loss)."""
     rng = random.Random(seed)

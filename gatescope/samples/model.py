@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 CELLS = {"LSTM": nn.LSTM, "GRU": nn.GRU}
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU h, or LSTM (h, c): each (layers, B, H)
 
 
 class LanguageModel(nn.Module):
@@ -26,7 +27,7 @@ class LanguageModel(nn.Module):
         """ids (B, T) -> logits (B, T, V), from a zero initial state."""
         return self.forward_with_state(ids)[0]
 
-    def forward_with_state(self, ids: torch.Tensor, state=None):
+    def forward_with_state(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (B, T) and an initial state (or None) -> (logits (B, T, V), final state)."""
         output, state = self.rnn(self.embedding(ids), state)  # (B, T, H)
         return self.decoder(output), state

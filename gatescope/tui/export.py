@@ -8,12 +8,16 @@ Both are written all or nothing (gatescope.files.atomic_write).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.tui.colors import Scale
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_TICKS = 60  # token labels on the x axis
 
@@ -29,7 +33,7 @@ def heatmap_figure(
     first_unit: int,
     tokens: list[str],
     title: str,
-):  # -> matplotlib.figure.Figure (imported lazily)
+) -> Figure:
     """Units (y) x tokens (x) of one quantity on the browser's colour scale, as a matplotlib Figure."""
     from matplotlib.figure import Figure
 
