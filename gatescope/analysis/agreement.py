@@ -24,6 +24,7 @@ from gatescope.errors import GatescopeError
 from gatescope.files import reading
 from gatescope.names import parse_unit
 from gatescope.recording import Intervention
+from gatescope.vocab import Vocabulary
 
 
 class AgreementItem(NamedTuple):
@@ -63,7 +64,7 @@ def read_stimuli(path: str | Path) -> list[AgreementItem]:
     return items
 
 
-def _encode(vocab, items: Sequence[AgreementItem]) -> list[tuple[list[int], int, int]]:
+def _encode(vocab: Vocabulary, items: Sequence[AgreementItem]) -> list[tuple[list[int], int, int]]:
     """(prefix ids, correct id, wrong id) per item; words outside the vocabulary raise GatescopeError."""
     unknown: dict[str, None] = {}
     encoded = []
@@ -118,8 +119,9 @@ def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list
     return ablate(units)
 
 
-def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem], interventions=None,
-                       batch_size: int = 256, vocab=None) -> dict[str, Any]:
+def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
+                       interventions: Sequence[Intervention] | None = None, batch_size: int = 256,
+                       vocab: Vocabulary | None = None) -> dict[str, Any]:
     """Agreement accuracy of `model` (ids (B, T) -> logits (B, T, V)) on `items`.
 
     `vocab` defaults to ``model.vocab`` (a `gatescope.vocab.Vocabulary`). `interventions` are

@@ -101,7 +101,7 @@ def gradient_x_activation(model: nn.Module, ids: Tensor, target: Target, names: 
     model.eval()
     seen: dict[str, list[Tensor]] = {name: [] for name in names}
 
-    def keeper(name: str):
+    def keeper(name: str) -> Callable[[Tensor, int], Tensor]:
         def hook(value: Tensor, step: int) -> Tensor:
             value = value if value.requires_grad else value.detach().requires_grad_(True)
             seen[name].append(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +175,7 @@ def default_ks(h: int) -> list[int]:
 
 def probe_units(
     trace: Trace,
-    labels=None,
+    labels: Any = None,
     *,
     feature: str | None = None,
     kinds: str | Iterable[str] | None = None,

@@ -32,7 +32,7 @@ class Table(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows)
 
-    def __getitem__(self, key):  # int -> row, slice -> Table, str -> column
+    def __getitem__(self, key: int | slice | str) -> Any:  # int -> row, slice -> Table, str -> column
         if isinstance(key, str):
             if key not in self.columns:
                 raise GatescopeError(f"no column {key!r}; the table has: {', '.join(self.columns)}")
@@ -68,7 +68,7 @@ class Table(Sequence[dict[str, Any]]):
             atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         return text
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         """A pandas DataFrame of the rows (needs pandas, which gatescope does not depend on)."""
         try:
             import pandas as pd
