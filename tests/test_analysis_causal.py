@@ -225,5 +225,10 @@ def test_unknown_units_are_clear_errors(lstm):
         causal.patch(model, ["rnn.l0.fwd.h:0"], torch.randn(3))
     with pytest.raises(GatescopeError, match="draws must be >= 0"):
         causal.set_effect(additive_metric({}), ["rnn.l0.fwd.h:0"], pool=["rnn.l0.fwd.h:1"], draws=-1)
+    with pytest.raises(GatescopeError, match="no quantity rnn.l2.fwd.h"):
+        causal.pool_of(model, ["rnn.l2.fwd.h:0"])
+    pool = causal.pool_of(model, ["rnn.l0.fwd.h:2", "rnn.l0.fwd.c:0", "rnn.l0.fwd.f:5"])
+    assert pool == ([f"rnn.l0.fwd.h:{i}" for i in (0, 1, 3, 4, 5)] + [f"rnn.l0.fwd.c:{i}" for i in range(1, 6)]
+                    + [f"rnn.l0.fwd.f:{i}" for i in range(5)])  # the order given: seeded draws repeat across runs
     assert "rnn.l0.fwd.h:2" not in causal.pool_of(model, ["rnn.l0.fwd.h:2"])
     assert len(causal.pool_of(model, ["rnn.l0.fwd.h:2"])) == 5

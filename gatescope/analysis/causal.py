@@ -202,10 +202,11 @@ def units_of(model: nn.Module, kinds: Iterable[str] | None = None) -> list[str]:
 
 
 def pool_of(model: nn.Module, units: Iterable[str | UnitName]) -> list[str]:
-    """All units of the quantities ``units`` belong to, except ``units`` themselves."""
+    """All units of the quantities ``units`` belong to (in the order given), except ``units`` themselves."""
+    parsed = check_units(model, units)
     widths = unit_widths(model)
-    chosen = {str(parse_unit(u) if isinstance(u, str) else u) for u in units}
-    names = list(dict.fromkeys(parse_unit(u).name for u in chosen))
+    chosen = {str(u) for u in parsed}
+    names = dict.fromkeys(u.name for u in parsed)  # ordered: a set's order changes with PYTHONHASHSEED
     return [format_unit(n, i) for n in names for i in range(widths[n]) if format_unit(n, i) not in chosen]
 
 
