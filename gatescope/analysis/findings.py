@@ -34,7 +34,7 @@ from gatescope.analysis.dynamics import (
 from gatescope.analysis.probes import probe_units
 from gatescope.analysis.ranking import rank_units
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write
+from gatescope.files import atomic_write, check_writable
 from gatescope.trace import Trace
 
 LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
@@ -266,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for folder in (args.figures, args.traces):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+    if args.json:
+        check_writable(args.json)  # before minutes of work, not after
     results: dict[str, Any] = {}
     if args.only in (None, "agreement"):
         results["agreement"] = []
@@ -286,4 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GatescopeError as exc:  # bad input: one line, as the gatescope command prints it
+        raise SystemExit(f"findings: error: {exc}") from None
