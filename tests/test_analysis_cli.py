@@ -127,6 +127,12 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
     assert f"has {width} units" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units",
                                           f"rnn.l0.fwd.h:{width}"], capsys)
     assert "--top-from needs --feature" in fails(["analyze", "ablate", str(model), "--top-from", "x"], capsys)
+    assert "no units given" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units", ","],
+                                     capsys)
+    assert f"more than the model's {width} units" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli),
+                                                            "--greedy", "--k", str(width + 1)], capsys)
+    assert "--value must be zero, mean or a number" in fails(["analyze", "ablate", str(model), "--value", "half"],
+                                                             capsys)
 
 
 def test_attribute_on_the_sample_lstm(capsys):

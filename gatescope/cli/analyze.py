@@ -207,10 +207,17 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     from gatescope.analysis.selection import parse_kinds
     from gatescope.stimuli.agreement import bundled_stimuli_path
 
-    if unit_list and top_from:
+    if unit_list is not None and top_from:
         raise GatescopeError("give --units or --top-from, not both")
     if top_from and not feature:
         raise GatescopeError("--top-from needs --feature NAME (the label to rank units by)")
+    if value not in ("zero", "mean"):
+        try:
+            value = float(value)
+        except ValueError:
+            raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
+    if value == "mean" and not top_from:
+        raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
     model = gatescope.load(model_path)
     items = read_stimuli(stimuli or bundled_stimuli_path())
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
@@ -224,26 +231,22 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
         ranking = rank_units(trace, feature=feature, kinds=kinds, permutations=0)
         chosen = causal.top_k(ranking, k)
     else:
-        chosen = [u.strip() for u in unit_list.split(",") if u.strip()] if unit_list else []
-    if value not in ("zero", "mean"):
-        try:
-            value = float(value)
-        except ValueError:
-            raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
-    if value == "mean" and trace is None:
-        raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
+        chosen = [u.strip() for u in unit_list.split(",") if u.strip()] if unit_list is not None else []
+    if unit_list is not None or top_from:
+        causal.check_units(model, chosen)  # before the work; an empty --units is "no units given"
+    every = causal.units_of(model, parse_kinds(kinds))
+    candidates = chosen or every
+    if not candidates or (greedy and not every):
+        raise GatescopeError(f"the model has no units of kind {kinds}")
+    if greedy and k > len(every):
+        raise GatescopeError(f"--k {k} is more than the model's {len(every)} units of kind {kinds}")
     edit = functools.partial(causal.ablate, value=value, trace=trace)
     baseline = metric([])
     result: dict[str, Any] = {"metric": metric.name, "conditions": wanted or "all", "baseline": baseline,
                               "set": None, "sweep": [], "greedy": None}
     if chosen:
-        causal.check_units(model, chosen)
         result["set"] = causal.set_effect(metric, chosen, model=model, draws=draws, seed=seed, edit=edit,
                                           baseline=baseline).to_dict()
-    every = causal.units_of(model, parse_kinds(kinds))
-    candidates = chosen or every
-    if not candidates:
-        raise GatescopeError(f"the model has no units of kind {kinds}")
     if sweep:
         table = causal.sweep(metric, candidates, edit=edit, baseline=baseline, progress=not as_json)
         result["sweep"] = (table if top == 0 else table.head(top)).to_records()
