@@ -69,7 +69,8 @@ def agreement_metric(model: nn.Module, items: Sequence[Any], conditions: Sequenc
     from gatescope.analysis.agreement import evaluate_agreement
 
     if conditions is not None:
-        items = [it for it in items if it.condition in set(conditions)]
+        wanted = set(conditions)
+        items = [it for it in items if it.condition in wanted]
         if not items:
             raise GatescopeError(f"no stimuli of condition(s) {', '.join(conditions)}")
     if measure not in ("accuracy", "mean_logit_diff"):
