@@ -117,6 +117,10 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
     assert out["set"]["units"] == ["rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"] and len(out["set"]["random_harms"]) == 2
     assert {r["unit"] for r in out["sweep"]} == {"rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"}
     assert 0 <= out["baseline"] <= 1 and out["greedy"] is None
+    alone = run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units", "rnn.l0.fwd.h:1", "--draws", "0",
+                 "--no-sweep", "--json"], capsys).out
+    strict = json.loads(alone, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert strict["set"]["random_mean"] is None and strict["set"]["random_harms"] == []
     greedy = json.loads(run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--no-sweep", "--greedy",
                              "--k", "1", "--json"], capsys).out)
     assert greedy["set"] is None and greedy["sweep"] == [] and greedy["greedy"][0]["size"] == 1

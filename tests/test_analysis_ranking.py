@@ -8,6 +8,7 @@ import torch
 from gatescope.analysis import selection
 from gatescope.analysis.labels import make_labels, read_labels_file, resolve_labels
 from gatescope.analysis.ranking import benjamini_hochberg, midranks, rank_units
+from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace, load_trace
 
@@ -177,6 +178,8 @@ def test_table_outputs(tmp_path):
     assert csv_text.splitlines()[0].startswith("unit,score,metric")
     assert len(csv_text.splitlines()) == len(table) + 1
     assert table["unit"][0] == "rnn.l0.fwd.h:3" and table.to_records()[0]["unit"] == "rnn.l0.fwd.h:3"
+    nested = Table([{"a": float("nan"), "b": {1: float("inf")}, "c": [1.0, float("-inf")]}])
+    assert nested.to_json() == '[{"a": null, "b": {"1": null}, "c": [1.0, null]}]'  # strict JSON at any depth
 
 
 def test_labels_files(tmp_path):

@@ -51,8 +51,7 @@ class Table(Sequence[dict[str, Any]]):
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int | None = None) -> str:
         """A JSON list of row objects (NaN -> null); also written atomically to ``path`` when given."""
-        records = [{k: _jsonable(v) for k, v in r.items()} for r in self.to_records()]
-        text = json.dumps(records, indent=indent)
+        text = json.dumps(jsonable(self.to_records()), indent=indent, allow_nan=False)
         if path is not None:
             atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         return text
@@ -80,7 +79,12 @@ class Table(Sequence[dict[str, Any]]):
         return f"Table({len(self)} rows: {', '.join(self.columns)})"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth of lists and dicts, replaced by None (JSON null)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
     return value

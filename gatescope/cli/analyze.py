@@ -64,7 +64,10 @@ def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
 
 
 def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data))
+    """Print ``data`` as strict JSON (NaN, e.g. no random draws, as null)."""
+    from gatescope.analysis.table import jsonable
+
+    click.echo(json.dumps(jsonable(data), allow_nan=False))
 
 
 def _token_id(vocab, word: str) -> int:
