@@ -33,6 +33,7 @@ from gatescope.analysis.dynamics import (
 )
 from gatescope.analysis.probes import probe_units
 from gatescope.analysis.ranking import rank_units
+from gatescope.analysis.table import jsonable
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable
 from gatescope.trace import Trace
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         save = args.traces / "pysource_heldout.trace.safetensors" if args.traces else None
         results["code"] = code_findings(code_model, save_trace=save)
     if args.json:
-        text = json.dumps(results, indent=1)
+        text = json.dumps(jsonable(results), indent=1, allow_nan=False)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     print(report(results))
 
