@@ -85,7 +85,7 @@ def analyze() -> None:
     """Find and test the units that track a feature."""
 
 
-@analyze.command()
+@analyze.command(short_help="Rank units by association with a per-token label.")
 @click.argument("trace", type=TRACE)
 @_labels_options
 @_kinds_option(None, "Comma-separated kinds to rank (h,c,i,f,g,o / r,z,n); default all recorded.")
@@ -93,7 +93,7 @@ def analyze() -> None:
               help="Ranking metric; auto = auc (binary labels), mi (categorical), corr (continuous).")
 @click.option("--top", type=COUNT, default=20, show_default=True, help="Units to report (0 = all).")
 @click.option("--permutations", type=COUNT, default=1000, show_default=True, help="Label shuffles for p-values.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the full ranking as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
 def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json):
@@ -117,7 +117,7 @@ def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, c
           f"units by {table[0]['metric']} ({table[0]['n']} labelled tokens)")
 
 
-@analyze.command()
+@analyze.command(short_help="Linear probes per layer and kind; top-k curves.")
 @click.argument("trace", type=TRACE)
 @_labels_options
 @_kinds_option(None, "Comma-separated kinds to probe; default all recorded.")
@@ -126,7 +126,7 @@ def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, c
 @click.option("--l2", type=float, default=1e-4, show_default=True)
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Train on a control task (random label per token type) and report selectivity.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
 def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json):
     """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves."""
@@ -146,7 +146,7 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
         click.echo(f"{r['name']}: top-k curve {r['curve']}; top units {', '.join(r['top_units'])}")
 
 
-@analyze.command()
+@analyze.command(short_help="Gate saturation per unit and forget-gate timescales.")
 @click.argument("trace", type=TRACE)
 @_kinds_option(None, "Comma-separated kinds; default the sigmoid gates (i,f,o / r,z).")
 @click.option("--low", type=float, default=0.1, show_default=True, help="Left-saturated below this.")
@@ -181,7 +181,7 @@ def saturation(trace, kinds, low, high, top, as_json):
         _show(longest, ["unit", "mean", "timescale"], "longest timescales 1/(1 - mean gate), in steps")
 
 
-@analyze.command()
+@analyze.command(short_help="Ablate units; agreement accuracy vs random sets.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--stimuli", type=click.Path(dir_okay=False), help="Agreement stimuli TSV (default: the bundled ones).")
 @click.option("--conditions", default="nounpp_SP,nounpp_PS", show_default=True,
@@ -197,7 +197,7 @@ def saturation(trace, kinds, low, high, top, as_json):
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Also ablate units one at a time.")
 @click.option("--greedy", is_flag=True, help="Also grow the most harmful set of --k units greedily.")
 @click.option("--top", type=COUNT, default=10, show_default=True, help="Sweep results to report (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: baseline, set, sweep, greedy.")
 def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds, k, value, draws, sweep, greedy,
            top, seed, as_json):
@@ -271,7 +271,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
         _show(result["greedy"], ["size", "added", "value", "harm"], "greedy set search")
 
 
-@analyze.command()
+@analyze.command(short_help="Find spans where selected units are on (LSTMVis).")
 @click.argument("trace", type=TRACE)
 @click.option("--name", "quantity", required=True, help="The quantity to select in, e.g. rnn.l0.fwd.h.")
 @click.option("--start", type=int, required=True, help="First row of the selected span.")
@@ -311,7 +311,7 @@ def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, inc
     _show(table.rows, ["rank", "start", "sequence", "position", "matched", "score", "text"], "matches")
 
 
-@analyze.command()
+@analyze.command(short_help="Draw a unit's gates along sentences (PNG/SVG).")
 @click.argument("trace", type=TRACE)
 @click.option("--unit", required=True, help="Unit whose gates to draw, e.g. rnn.l0.fwd.h:96 (its index in every kind).")
 @click.option("--sequences", default="0", show_default=True, help="Comma-separated sequence numbers, one line each.")
@@ -335,7 +335,7 @@ def profile(trace, unit, sequences, kinds, title, out):
     click.echo(f"wrote {path}", err=True)
 
 
-@analyze.command()
+@analyze.command(short_help="Integrated gradients to tokens and units.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--text", required=True, help="The prefix, e.g. 'the boys near the car'.")
 @click.option("--correct", required=True, help="The token the model should predict next (e.g. greet).")
