@@ -80,7 +80,7 @@ def test_bad_selections():
         select(trace, NAME, 38, 42)
     with pytest.raises(GatescopeError, match="no unit of"):
         select(trace, NAME, 100, 101, threshold=0.99)
-    with pytest.raises(GatescopeError, match="no quantity"):
+    with pytest.raises(GatescopeError, match="no quantity 'rnn.l0.fwd.c' in this trace; it has: rnn.l0.fwd.h"):
         select(trace, "rnn.l0.fwd.c", 3, 7)
     with pytest.raises(GatescopeError, match="not a non-empty span"):
         select(trace, NAME, 7, 3)

@@ -51,7 +51,7 @@ def select(
 
     units: use these unit indices instead of those found on (they need not be on).
     """
-    resolve_unit(trace, UnitName(name, 0))
+    width(trace, name)  # an unknown quantity: the trace's own error, which lists the quantities it has
     if not 0 <= start < stop <= trace.num_tokens:
         raise GatescopeError(f"span {start}:{stop} is not a non-empty span of the trace's {trace.num_tokens} rows")
     if trace.sequence_of(start) != trace.sequence_of(stop - 1):
