@@ -84,6 +84,8 @@ def test_gate_profile_and_figures(lstm_trace, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert png.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it, not mkstemp's 0600
+    with pytest.raises(GatescopeError, match="1 legend labels for 2 sequences"):
+        plot_gate_profile(trace, "lstm.l0.fwd.h:2", [0, 1], tmp_path / "q.png", labels=["s0"])
     with pytest.raises(GatescopeError, match="use .png"):
         plot_gate_profile(trace, "lstm.l0.fwd.h:2", [0], tmp_path / "p.txt")
     with pytest.raises(GatescopeError, match="unknown unit"):

@@ -164,6 +164,8 @@ def plot_gate_profile(
         raise GatescopeError(f"cannot save a figure as {path.name}: use .png, .svg or .pdf")
     if not sequences:
         raise GatescopeError("choose at least one sequence to plot")
+    if labels is not None and len(labels) != len(sequences):
+        raise GatescopeError(f"{len(labels)} legend labels for {len(sequences)} sequences; give one a sequence")
     profile = gate_profile(trace, unit, sequences, kinds)
     texts = [trace.tokens(trace.sequence(s).start, trace.sequence(s).stop) for s in sequences]
     if labels is None:
