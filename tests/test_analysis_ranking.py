@@ -225,6 +225,8 @@ def test_bad_input_is_a_clear_error():
         rank_units(trace, ["sg"] * N)
     with pytest.raises(GatescopeError, match="all NaN"):
         resolve_labels(trace, np.full(N, np.nan))
+    with pytest.raises(GatescopeError, match="bins must be at least 2"):
+        rank_units(trace, feature="label", bins=0)
     with pytest.raises(GatescopeError, match="auc needs binary"):
         rank_units(trace, np.arange(N) % 3, metric="auc")
     with pytest.raises(GatescopeError, match="binary labels need exactly two"):

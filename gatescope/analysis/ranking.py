@@ -77,6 +77,8 @@ def rank_units(
         raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
     if permutations < 0:
         raise GatescopeError("permutations must be >= 0")
+    if bins < 2:
+        raise GatescopeError(f"bins must be at least 2, not {bins}")
     names = select_quantities(trace, kinds)
     valid = lab.valid
     scorer = _Scorer(lab, valid, heldout_rows(trace)[valid], metric, permutations, bins, seed)
