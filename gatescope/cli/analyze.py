@@ -70,6 +70,14 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(jsonable(data), allow_nan=False))
 
 
+def _numbers(text: str, option: str, what: str) -> list[int]:
+    """A comma-separated list of integers; anything else is a one-line error naming the option."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GatescopeError(f"{option} takes {what}; got {text!r}") from None
+
+
 def _token_id(vocab, word: str) -> int:
     """The id of ``word`` as the model's tokenizer reads it (lower-cased where the vocabulary is)."""
     tokens = vocab.split(word)
@@ -292,12 +300,7 @@ def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, inc
     if sequence is not None:
         rows = tr.sequence(sequence)
         start, stop = rows.start + start, rows.start + stop
-    units_given = None
-    if unit_list:
-        try:
-            units_given = [int(u) for u in unit_list.split(",") if u.strip()]
-        except ValueError:
-            raise GatescopeError(f"--units takes unit indices such as 3,17; got {unit_list!r}") from None
+    units_given = _numbers(unit_list, "--units", "unit indices such as 3,17") if unit_list else None
     selection = select(tr, quantity, start, stop, threshold, units_given)
     table = match_spans(tr, selection, top=top, include_self=include_self)
     if as_json:
@@ -326,10 +329,7 @@ def profile(trace, unit, sequences, kinds, title, out):
     from gatescope.trace import load_trace
 
     check_writable(out)
-    try:
-        seqs = [int(s) for s in sequences.split(",") if s.strip()]
-    except ValueError:
-        raise GatescopeError(f"--sequences takes sequence numbers such as 0,1,2; got {sequences!r}") from None
+    seqs = _numbers(sequences, "--sequences", "sequence numbers such as 0,1,2")
     path = plot_gate_profile(load_trace(trace), unit, seqs, out, kinds=parse_kinds(kinds) if kinds else None,
                              title=title)
     click.echo(f"wrote {path}", err=True)
