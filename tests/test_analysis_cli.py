@@ -101,6 +101,10 @@ def test_probe_saturation_match_profile(trace_file, capsys):
     assert "crosses a sequence boundary" in fails(
         ["analyze", "match", t, "--name", "rnn.l0.fwd.f", "--start", "8", "--stop", "12"], capsys)
     assert "unknown unit" in fails(["analyze", "profile", t, "--unit", "rnn.l0.fwd.h:99", "-o", str(out)], capsys)
+    assert "--units takes unit indices such as 3,17; got '1,x'" in fails(
+        ["analyze", "match", t, "--name", "rnn.l0.fwd.f", "--start", "0", "--stop", "2", "--units", "1,x"], capsys)
+    assert "--sequences takes sequence numbers" in fails(
+        ["analyze", "profile", t, "--unit", "rnn.l0.fwd.h:2", "--sequences", "first", "-o", str(out)], capsys)
 
 
 def test_ablate_on_the_sample_lstm(tmp_path, capsys):
