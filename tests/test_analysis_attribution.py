@@ -1,6 +1,7 @@
 """captum attribution through gatescope's recorded modules: completeness on CPU (and CUDA)."""
 import pytest
 import torch
+from reference import reference_run
 from torch import nn
 
 from gatescope import Intervention, record
@@ -66,6 +67,30 @@ def test_gradient_x_activation_against_autograd_by_hand():
     grad = w[[1, 2, 3]] - w[[4, 5, 6]]
     assert torch.allclose(gxa[:, -1], grad * h_last, atol=1e-5)
     assert gxa.shape == (3, 5, 6)
+
+
+def test_gradient_x_activation_at_every_step_against_the_reference_loop():
+    # the gradient with respect to a value at step t is that of a zero added to it there (tests/reference.py)
+    model, ids, target = setup(nn.LSTM)
+    names = ["rnn.l0.fwd.h", "rnn.l0.fwd.f"]
+    gxa = gradient_x_activation(model, ids, target, names)
+    correct, wrong = [1, 2, 3], [4, 5, 6]
+    for b in range(ids.shape[0]):
+        zeros = {name: torch.zeros(5, 6, requires_grad=True) for name in names}  # (T, H)
+        seen = {name: [None] * 5 for name in names}
+
+        def edit(name, t, v, zeros=zeros, seen=seen):
+            if name in zeros:
+                v = v + zeros[name][t]
+                seen[name][t] = v.detach()
+            return v
+
+        out = reference_run(model.rnn, model.embedding(ids[b]), "rnn", edit)[1]  # (T, H)
+        logits = model.decoder(out[-1])
+        (logits[correct[b]] - logits[wrong[b]]).backward()
+        for name in names:
+            expected = zeros[name].grad * torch.stack(seen[name])  # (T, H)
+            assert expected.abs().sum() > 0 and torch.allclose(gxa[name][b], expected, atol=1e-5), name
 
 
 def test_stock_lstm_tuple_output_breaks_captum_where_gatescope_works():
