@@ -88,6 +88,16 @@ def test_probe_saturation_match_profile(trace_file, capsys):
     sat = json.loads(run(["analyze", "saturation", t, "--top", "0", "--json"], capsys).out)
     assert {r["kind"] for r in sat["saturation"]} == {"i", "f", "o"} and len(sat["saturation"]) == 3 * H
     assert len(sat["timescales"]) == H
+    from gatescope.trace import load_trace
+
+    tr = load_trace(t)
+    for row in sat["saturation"]:
+        x = tr[row["name"]][:, row["index"]].numpy()
+        assert (row["left"], row["right"]) == (pytest.approx((x < 0.1).mean()), pytest.approx((x > 0.9).mean()))
+    f = tr["rnn.l0.fwd.f"].double().mean(0).numpy()
+    assert [r["mean"] for r in sat["timescales"]] == pytest.approx(f.tolist())
+    assert [r["left"] + r["right"] for r in sat["saturation"]] == sorted(
+        (r["left"] + r["right"] for r in sat["saturation"]), reverse=True)  # most saturated first
     assert "mean saturation" in run(["analyze", "saturation", t], capsys).out
     found = json.loads(run(["analyze", "match", t, "--name", "rnn.l0.fwd.f", "--start", "100", "--stop", "104",
                             "--threshold", "0.9", "--top", "1", "--json"], capsys).out)
