@@ -1,9 +1,9 @@
 """Benchmark the trace browser on a big trace: first screen, key latency, resident memory.
 
 Drives `GatescopeApp` headless (Textual's Pilot, at a given terminal size) on TRACE and, as
-the baseline of the same run, on a 10,000-token trace of the same shape written by
-make_big_trace.py, and prints each figure for both with their ratio (about 1 means the
-cost does not grow with the trace). A key's latency is the time from the key press until
+the baseline of the same run, on a 10,000-token trace written by make_big_trace.py with
+TRACE's layers and units, and prints each figure for both with their ratio (about 1 means
+the cost does not grow with the trace). A key's latency is the time from the key press until
 the last frame it caused has been rendered and encoded for the terminal (the app's
 `_display` is wrapped to print each frame, as escape codes, into a buffer and note the time).
 TRACE's pages are dropped from the page cache first (posix_fadvise DONTNEED), so the first
@@ -49,6 +49,16 @@ def drop_cache(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def trace_shape(path: Path) -> tuple[int, int]:
+    """(layers, units) of a trace file, read from its header, for a baseline of the same shape."""
+    from gatescope.names import parse_name
+    from gatescope.tracefile import read_trace_file
+
+    data = read_trace_file(path)
+    layers = {(q.path, q.layer) for q in map(parse_name, data.names)}
+    return len(layers), max(int(array.shape[1]) for array in data.arrays.values())
 
 
 def import_seconds() -> float:
@@ -153,10 +163,11 @@ def main() -> None:
         out = subprocess.run(cmd + (["--rank"] if args.rank else []), capture_output=True, text=True, check=True)
         return {k: float(v) for k, v in (line.split("\t") for line in out.stdout.splitlines())}
 
+    layers, hidden = trace_shape(args.trace)
     with tempfile.TemporaryDirectory() as tmp:
         small = Path(tmp) / "small.safetensors"
-        subprocess.run([sys.executable, str(HERE / "make_big_trace.py"), str(small), "--tokens", "10000"],
-                       check=True, capture_output=True)
+        subprocess.run([sys.executable, str(HERE / "make_big_trace.py"), str(small), "--tokens", "10000",
+                        "--layers", str(layers), "--hidden", str(hidden)], check=True, capture_output=True)
         baseline = run(small)
     figures = run(args.trace)
     imports = import_seconds()
