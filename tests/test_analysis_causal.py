@@ -232,3 +232,18 @@ def test_unknown_units_are_clear_errors(lstm):
                     + [f"rnn.l0.fwd.f:{i}" for i in range(5)])  # the order given: seeded draws repeat across runs
     assert "rnn.l0.fwd.h:2" not in causal.pool_of(model, ["rnn.l0.fwd.h:2"])
     assert len(causal.pool_of(model, ["rnn.l0.fwd.h:2"])) == 5
+
+
+def test_agreement_items_need_a_prefix_and_one_token_verbs():
+    from gatescope.analysis.agreement import AgreementItem, evaluate_agreement
+    from gatescope.vocab import Vocabulary
+
+    lm, vocab = LM().eval(), Vocabulary(["the", "boy", "boys", "greets", "greet", "not", "near"])
+    good = AgreementItem("the boy", "greets", "greet", "simple")
+    with torch.no_grad():
+        last = lm(torch.tensor([[0, 1]]))[0, -1]
+    result = evaluate_agreement(lm, [good], vocab=vocab)
+    assert result["mean_logit_diff"] == pytest.approx(float(last[3] - last[4]), abs=1e-5)
+    for bad in (good._replace(correct="greets not"), good._replace(prefix=" ")):  # verbs were misaligned
+        with pytest.raises(GatescopeError, match="a prefix and two one-token verbs"):
+            evaluate_agreement(lm, [bad], vocab=vocab)

@@ -71,6 +71,8 @@ def _encode(vocab: Vocabulary, items: Sequence[AgreementItem]) -> list[tuple[lis
     for item in items:
         words = vocab.split(item.prefix)
         verbs = vocab.split(item.correct) + vocab.split(item.wrong)
+        if not words or len(verbs) != 2:
+            raise GatescopeError(f"an item needs a prefix and two one-token verbs: {item}")
         for word in words + verbs:
             if word not in vocab.index:
                 unknown[word] = None
