@@ -164,6 +164,9 @@ def test_attribute_on_the_sample_lstm(capsys):
     assert out["name"] == "rnn.l0.fwd.h" and len(out["units"]) == 10
     assert "not in the model's vocabulary" in fails(["analyze", "attribute", str(model), "--text", "the boys",
                                                       "--correct", "zzz", "--wrong", "greets"], capsys)
+    assert "the model has no quantity rnn.l0.fwd.z; it has: rnn.l0.fwd.i" in fails(
+        ["analyze", "attribute", str(model), "--text", "the boys", "--correct", "greet", "--wrong", "greets",
+         "--name", "rnn.l0.fwd.z"], capsys)
     assert "is 2 tokens for this model" in fails(["analyze", "attribute", str(model), "--text", "the boys",
                                                   "--correct", "greet", "--wrong", "greets now"], capsys)
 

@@ -354,7 +354,6 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
         token_attributions,
         unit_attributions,
     )
-    from gatescope.analysis.causal import unit_widths
     from gatescope.names import format_name
 
     model = gatescope.load(model_path)
@@ -364,13 +363,11 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     if quantity is None:
         info = model.modules_info[-1]
         quantity = format_name(info["name"], info["num_layers"] - 1, "fwd", "h")
-    if quantity not in unit_widths(model):
-        raise GatescopeError(f"the model has no quantity {quantity}; it has: {', '.join(unit_widths(model))}")
     target = logit_difference(-1, [correct_id], [wrong_id])
+    units_attr, unit_delta = unit_attributions(model, ids, target, quantity, n_steps=steps)  # checks --name first
+    tokens, token_delta = token_attributions(model, ids, target, n_steps=steps)
     with torch.no_grad():
         value = float(target(model(ids))[0])
-    tokens, token_delta = token_attributions(model, ids, target, n_steps=steps)
-    units_attr, unit_delta = unit_attributions(model, ids, target, quantity, n_steps=steps)
     per_unit = units_attr[0].sum(0)  # (H,)
     order = torch.argsort(per_unit.abs(), descending=True)[:top].tolist()
     result = {
