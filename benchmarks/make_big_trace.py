@@ -29,7 +29,7 @@ POOL = 8  # distinct blocks per kind, cycled
 
 def vocabulary(size: int, rng: np.random.Generator) -> list[str]:
     """Pronounceable made-up words (plus <unk>, <eos>), all distinct."""
-    onsets, vowels, codas = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z"], ["a", "e", "i", "o", "u"], ["", "n", "s", "r", "t"]
+    onsets, vowels, codas = list("bcdfghklmnprstvwz"), list("aeiou"), ["", "n", "s", "r", "t"]
     words = {"<unk>", "<eos>"}
     out = ["<unk>", "<eos>"]
     while len(out) < size:

@@ -47,7 +47,8 @@ def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):
     save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
     code, err = browse(capsys, str(tmp_path / "short.safetensors"))
     path = tmp_path / "short.safetensors"
-    expected = f"gatescope: error: {path} is not a valid trace: trace tensor rnn.l0.fwd.h has shape (4, 3); expected [5, hidden]\n"
+    expected = (f"gatescope: error: {path} is not a valid trace: "
+                "trace tensor rnn.l0.fwd.h has shape (4, 3); expected [5, hidden]\n")
     assert (code, err) == (1, expected)
 
 

@@ -57,7 +57,8 @@ def test_blocks_read_in_workers_fill_the_same_cache():
     blocks = source.read_blocks(keys, lambda: False)
     source.store(keys, blocks)
     assert source.missing(["rnn.l0.fwd.h", "rnn.l0.fwd.f"], 200, 600) == []
-    np.testing.assert_array_equal(source.window("rnn.l0.fwd.f", 200, 600), trace["rnn.l0.fwd.f"][200:600].float().numpy())
+    expected = trace["rnn.l0.fwd.f"][200:600].float().numpy()
+    np.testing.assert_array_equal(source.window("rnn.l0.fwd.f", 200, 600), expected)
 
 
 def test_sequences_tokens_and_layers():
@@ -134,7 +135,8 @@ def test_heatmap_cells_pair_two_units(monkeypatch):
     width = heatmap.cell_width
     assert cells == [(SEQUENTIAL[0], SEQUENTIAL[15])] * width + [(SEQUENTIAL[15], NAN_COLOR)] * width
     last = heatmap._line(1, 0, 2)  # unit 2 alone; the cursor (row 1) is magenta in the upper half
-    cells = [(seg.style.color.triplet.hex, seg.style.bgcolor.triplet.hex) for seg in last for _ in range(seg.cell_length)]
+    cells = [(seg.style.color.triplet.hex, seg.style.bgcolor.triplet.hex)
+             for seg in last for _ in range(seg.cell_length)]
     assert cells == [(SEQUENTIAL[8], "#000000")] * width + [("#ff00ff", "#000000")] * width
 
 
@@ -211,7 +213,8 @@ def test_a_file_and_the_trace_in_memory_show_the_same_values(tmp_path, dtype):
     trace = big_trace(dtype=dtype)
     trace.save(tmp_path / "t.safetensors")
     expected = trace["rnn.l0.fwd.f"].float().numpy()
-    for data in (read_trace_file(tmp_path / "t.safetensors"), trace_file(trace), trace_file(tmp_path / "t.safetensors")):
+    path = tmp_path / "t.safetensors"
+    for data in (read_trace_file(path), trace_file(trace), trace_file(path)):
         source = TraceSource(data)
         np.testing.assert_array_equal(source.window("rnn.l0.fwd.f", 0, trace.num_tokens), expected)
         assert source.tokens(0, trace.num_tokens) == trace.tokens()

@@ -69,7 +69,11 @@ class GatescopeApp(App[None]):
     ]
 
     def __init__(
-        self, trace: Trace | TraceFile | str | os.PathLike, *, title: str = "", export_dir: str | os.PathLike | None = None
+        self,
+        trace: Trace | TraceFile | str | os.PathLike,
+        *,
+        title: str = "",
+        export_dir: str | os.PathLike | None = None,
     ) -> None:
         self.source = TraceSource(trace_file(trace))  # GatescopeError on an unusable trace, before the UI starts
         super().__init__()
