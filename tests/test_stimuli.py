@@ -245,6 +245,7 @@ def test_char_features_align_with_the_char_tokenizer():
 
 @pytest.mark.parametrize("source, line, what", [
     ('x = """never closed\n\n', 1, "EOF in multi-line string"),
+    ("x = 1\ny = 'never closed\n", 2, "unterminated string literal"),  # 3.11 tokenizes it as a lone quote
     ("x = (1,\n  2\n", 3, "EOF in multi-line statement"),  # tokenize reports the end of file
     ("if x:\n    a = 1\n  b = 2\n", 3, "unindent does not match"),
 ])

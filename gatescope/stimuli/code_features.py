@@ -77,6 +77,9 @@ def code_features(source: str, name: str = "<source>") -> dict[str, np.ndarray]:
                 in_string[fstring_start:end] = 1.0
         elif fstrings:
             continue  # inside an f-string's replacement fields: part of the literal
+        elif token.type == tokenize.ERRORTOKEN and token.string[:1] in ("'", '"'):
+            # Python < 3.12 emits a lone quote for a string left open on its line; 3.12 raises
+            raise GatescopeError(f"{name}:{token.start[0]}: cannot tokenize the source: unterminated string literal")
         elif token.type == tokenize.STRING:
             in_string[start:end] = 1.0
         elif token.type == tokenize.COMMENT:
