@@ -166,14 +166,15 @@ def test_streamed_trace_file_equals_the_trace_saved_from_memory(tmp_path, dtype)
     """`gatescope trace` writes batch by batch (TraceWriter); the file must be the one save() writes."""
     import gatescope
     from gatescope import sample_models
-    from gatescope.cli.trace import Inputs, record_inputs, write_inputs
+    from gatescope.cli.trace import Inputs, RunOptions, record_inputs, write_inputs
 
     model = gatescope.load(sample_models.path("agreement_lstm.safetensors"))
     texts = ["the boy near the cars greets", "the boys greet", "the girl that the dogs like sleeps", "mary sleeps"]
     sequences = [torch.tensor(model.encode(t)) for t in texts]
     inputs = Inputs(len(sequences), lambda: iter(sequences), "test")
-    in_memory = record_inputs(model, inputs, batch_size=3, dtype=dtype, progress=False)
-    assert write_inputs(str(tmp_path / "s.safetensors"), model, inputs, batch_size=3, dtype=dtype, progress=False) == (4, 18, 6)
+    options = RunOptions(batch_size=3, dtype=dtype, progress=False)
+    in_memory = record_inputs(model, inputs, options)
+    assert write_inputs(str(tmp_path / "s.safetensors"), model, inputs, options) == (4, 18, 6)
     streamed = load_trace(tmp_path / "s.safetensors")
     assert streamed.names == in_memory.names
     for name in in_memory.names:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gatescope.cli.trace import Inputs, counted, gather_inputs, record_inputs
+from gatescope.cli.trace import Inputs, RunOptions, counted, gather_inputs, record_inputs
 from gatescope.errors import GatescopeError
 
 if TYPE_CHECKING:
@@ -70,8 +70,8 @@ def build_report(
         inputs = sample_inputs(model)
     trace = None
     if inputs is not None:
-        trace = record_inputs(model, inputs, meta={"model": str(model_path), "input": inputs.description},
-                              progress=False)
+        meta = {"model": str(model_path), "input": inputs.description}
+        trace = record_inputs(model, inputs, RunOptions(meta=meta, progress=False))
         report["trace"] = {"sequences": trace.num_sequences, "tokens": trace.num_tokens}
         report["saturation"] = saturation_report(trace)
     else:

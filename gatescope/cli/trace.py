@@ -162,57 +162,53 @@ def _padded_batches(model, inputs: Inputs, batch_size: int, progress: bool) -> I
             bar.advance(task, len(batch))
 
 
-def record_inputs(
-    model,
-    inputs: Inputs,
-    batch_size: int = 64,
-    modules: list[str] | None = None,
-    kinds: list[str] | None = None,
-    dtype: torch.dtype = torch.float32,
-    meta: dict | None = None,
-    progress: bool = True,
-):
-    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace (in memory)."""
-    from gatescope.recording import record
+@dataclass(frozen=True)
+class RunOptions:
+    """How inputs are run and recorded: batch size, what to keep, storage dtype, extra metadata."""
 
-    with torch.no_grad(), record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec:
-        for x, lengths, _ in _padded_batches(model, inputs, batch_size, progress):
+    batch_size: int = 64
+    modules: list[str] | None = None
+    kinds: list[str] | None = None
+    dtype: torch.dtype = torch.float32
+    meta: dict | None = None
+    progress: bool = True
+
+    def record(self, model):
+        """A `gatescope.record` block over ``model`` with these options."""
+        from gatescope.recording import record
+
+        return record(model, modules=self.modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
+
+
+def record_inputs(model, inputs: Inputs, options: RunOptions = RunOptions()):
+    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace (in memory)."""
+    with torch.no_grad(), options.record(model) as rec:
+        for x, lengths, _ in _padded_batches(model, inputs, options.batch_size, options.progress):
             model(x, lengths)
     return rec.trace
 
 
-def write_inputs(
-    path: str,
-    model,
-    inputs: Inputs,
-    batch_size: int = 64,
-    modules: list[str] | None = None,
-    kinds: list[str] | None = None,
-    dtype: torch.dtype = torch.float32,
-    meta: dict | None = None,
-    progress: bool = True,
-) -> tuple[int, int, int]:
+def write_inputs(path: str, model, inputs: Inputs, options: RunOptions = RunOptions()) -> tuple[int, int, int]:
     """Trace `inputs` straight into the trace file `path`, one batch at a time, in bounded memory.
 
     Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
     widths) and by every sequence's length, counted before any work.
     """
-    from gatescope.recording import record
     from gatescope.tracefile import TraceWriter
 
-    with record(model, modules=modules, kinds=kinds):  # unknown modules or kinds fail before any work
+    with options.record(model):  # unknown modules or kinds fail before any work
         pass
     lengths = [len(s) for s in inputs.sequences()]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (S+1,)
     writer, row, widths = None, 0, {}
     try:
-        for x, batch_lengths, _ in _padded_batches(model, inputs, batch_size, progress):
-            with torch.no_grad(), record(model, modules=modules, kinds=kinds, dtype=dtype, meta=meta) as rec:
+        for x, batch_lengths, _ in _padded_batches(model, inputs, options.batch_size, options.progress):
+            with torch.no_grad(), options.record(model) as rec:
                 model(x, batch_lengths)
             part = rec.trace
             if writer is None:
                 widths = {name: part[name].shape[1] for name in part.names}
-                writer = TraceWriter(path, widths, STORAGE_NAMES[dtype], offsets, part.token_ids is not None, part.meta)
+                writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], offsets, part.token_ids is not None, part.meta)
             for name in part.names:
                 writer.write(name, row, _storage(part[name]))
             if part.token_ids is not None:
@@ -287,10 +283,9 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
     if inputs is None:
         raise GatescopeError("empty input: give --text, --file, --ids or --input")
     counts: list[tuple[int, int, int]] = []
-    atomic_write(output, lambda tmp: counts.append(write_inputs(
-        tmp, loaded, inputs, batch_size=batch_size, modules=split_list(modules), kinds=split_list(kinds),
-        dtype=DTYPES[dtype], meta={"model": str(model), "input": inputs.description},
-    )))
+    options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
+                         meta={"model": str(model), "input": inputs.description})
+    atomic_write(output, lambda tmp: counts.append(write_inputs(tmp, loaded, inputs, options)))
     sequences, tokens, quantities = counts[0]
     click.echo(f"wrote {output}: {counted(sequences, 'sequence')}, "
                f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}")
