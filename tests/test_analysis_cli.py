@@ -130,6 +130,13 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
                           "rnn.l0.fwd.h:1,rnn.l0.fwd.h:2", "--draws", "2", "--json"], capsys).out)
     assert out["set"]["units"] == ["rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"] and len(out["set"]["random_harms"]) == 2
     assert {r["unit"] for r in out["sweep"]} == {"rnn.l0.fwd.h:1", "rnn.l0.fwd.h:2"}
+    import gatescope
+    from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement, read_stimuli
+
+    lm, items = gatescope.load(model).eval(), read_stimuli(stimuli)
+    assert out["baseline"] == pytest.approx(evaluate_agreement(lm, items)["accuracy"])
+    held = evaluate_agreement(lm, items, ablation_interventions(lm, out["set"]["units"]))["accuracy"]
+    assert out["set"]["value"] == pytest.approx(held) and out["set"]["harm"] == pytest.approx(out["baseline"] - held)
     assert 0 <= out["baseline"] <= 1 and out["greedy"] is None
     alone = run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units", "rnn.l0.fwd.h:1", "--draws", "0",
                  "--no-sweep", "--json"], capsys).out
@@ -139,9 +146,7 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
                              "--k", "1", "--json"], capsys).out)
     assert greedy["set"] is None and greedy["sweep"] == [] and greedy["greedy"][0]["size"] == 1
     assert greedy["greedy"][0]["harm"] == pytest.approx(out["baseline"] - greedy["greedy"][0]["value"])
-    import gatescope
-
-    width = gatescope.load(model).modules_info[0]["hidden_size"]
+    width = lm.modules_info[0]["hidden_size"]
     assert f"has {width} units" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units",
                                           f"rnn.l0.fwd.h:{width}"], capsys)
     assert "--top-from needs --feature" in fails(["analyze", "ablate", str(model), "--top-from", "x"], capsys)
