@@ -39,14 +39,15 @@ class Intervention:
     name: a quantity name, e.g. ``"rnn.l1.fwd.h"``; units: unit indices (None = all);
     op: ``set`` / ``scale`` / ``add`` with a scalar or a tensor broadcastable to [B, len(units)],
     or ``patch`` with a tensor [B, T, len(units)] (batch-first) whose ``[:, t]`` replaces step t;
-    steps: input positions t to change (None = every step).
+    steps: input positions t to change: any iterable of ints, or a slice such as ``slice(5, None)``
+    for "from step 5 on" (None = every step).
     """
 
     name: str
     units: Sequence[int] | None = None
     op: Literal["set", "scale", "add", "patch"] = "set"
     value: float | Tensor = 0.0
-    steps: Iterable[int] | None = None
+    steps: Iterable[int] | slice | None = None
 
     def __post_init__(self) -> None:
         parse_name(self.name)
@@ -55,11 +56,15 @@ class Intervention:
         if self.op == "patch" and not (isinstance(self.value, Tensor) and self.value.dim() == 3):
             raise GatescopeError("a patch intervention needs a value tensor [batch, time, units]")
         object.__setattr__(self, "units", None if self.units is None else tuple(int(u) for u in self.units))
-        object.__setattr__(self, "steps", None if self.steps is None else frozenset(int(s) for s in self.steps))
+        if isinstance(self.steps, slice):
+            if self.steps.step not in (None, 1):
+                raise GatescopeError("a slice of steps takes no stride: use a list of steps instead")
+        elif self.steps is not None:
+            object.__setattr__(self, "steps", frozenset(int(s) for s in self.steps))
 
     def __call__(self, value: Tensor, step: int) -> Tensor | None:
         """The edited copy of ``value`` [B, H] at ``step``, or None when this step is untouched."""
-        if self.steps is not None and step not in self.steps:
+        if not self._applies(step):
             return None
         index = slice(None) if self.units is None else list(self.units)
         new = self.value
@@ -79,6 +84,12 @@ class Intervention:
         out = value.clone()
         out[:, index] = new
         return out
+
+    def _applies(self, step: int) -> bool:
+        if isinstance(self.steps, slice):
+            start, stop = self.steps.start, self.steps.stop
+            return (start is None or step >= start) and (stop is None or step < stop)
+        return self.steps is None or step in self.steps
 
 
 class Recording:

@@ -314,3 +314,20 @@ def test_cells_with_a_shrinking_batch_record_each_sequence_to_its_length():
             for t in range(n):
                 h = cell(x[t, b], h)
         assert torch.allclose(rec.trace["cell.l0.fwd.h"][rec.trace.sequence(b)][-1], h, atol=ATOL)
+
+
+def test_steps_from_a_start_on_have_no_horizon():
+    torch.manual_seed(9)
+    model = TinyLM("GRU").eval()
+    ids = torch.randint(0, 11, (1, 9))
+    with torch.no_grad(), record(model, interventions=[Intervention("rnn.l0.fwd.h", units=[1], op="set", value=0.0,
+                                                                    steps=slice(6, None))]) as rec:
+        model(ids)
+    with torch.no_grad(), record(model, interventions=[Intervention("rnn.l0.fwd.h", units=[1], op="set", value=0.0,
+                                                                    steps=range(6, 9))]) as listed:
+        model(ids)
+    h = rec.trace["rnn.l0.fwd.h"]
+    assert h[6:, 1].abs().max() == 0 and h[:6, 1].abs().min() > 0
+    assert torch.equal(h, listed.trace["rnn.l0.fwd.h"])
+    with pytest.raises(GatescopeError, match="stride"):
+        Intervention("rnn.l0.fwd.h", units=[1], steps=slice(0, 9, 2))

@@ -32,8 +32,6 @@ from gatescope.names import UnitName, format_name, format_unit, parse_name, pars
 from gatescope.recording import Intervention, find_recurrent, record
 from gatescope.trace import Trace
 
-HORIZON = 4096  # ``start=`` ablations cover steps start..HORIZON-1
-
 Edit = Callable[[Sequence[str]], list[Intervention]]  # units -> interventions
 
 
@@ -140,11 +138,11 @@ def ablate(
     start: int | None = None,
 ) -> list[Intervention]:
     """Interventions holding ``units`` at ``value``: "zero", "mean" (their mean over ``trace``) or a
-    number; at every step, at ``steps``, or from step ``start`` on (up to step HORIZON - 1)."""
+    number; at every step, at ``steps``, or from step ``start`` on."""
     if start is not None:
         if steps is not None:
             raise GatescopeError("give steps or start, not both")
-        steps = range(start, HORIZON)
+        steps = slice(start, None)
     out = []
     for name, indices in _by_quantity(units).items():
         if value == "zero":
