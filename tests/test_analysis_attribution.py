@@ -7,7 +7,7 @@ from torch import nn
 from gatescope import Intervention, record
 from gatescope.analysis.attribution import (
     gradient_x_activation,
-    logit_difference,
+    logit_difference_target,
     token_attributions,
     unit_attributions,
 )
@@ -28,7 +28,7 @@ def setup(cell, device="cpu"):
     torch.manual_seed(0)
     model = LM(cell).to(device).eval()
     ids = torch.randint(1, 11, (3, 5), device=device)
-    target = logit_difference(-1, [1, 2, 3], [4, 5, 6])
+    target = logit_difference_target(-1, [1, 2, 3], [4, 5, 6])
     return model, ids, target
 
 

@@ -19,7 +19,7 @@ from gatescope.analysis.agreement import (
 )
 from gatescope.analysis.attribution import (
     gradient_x_activation,
-    logit_difference,
+    logit_difference_target,
     token_attributions,
     unit_attributions,
 )
@@ -57,7 +57,7 @@ from gatescope.analysis.table import Table
 __all__ = [
     "Labels", "Metric", "Probe", "Selection", "SetEffect", "Table", "ablate", "ablation_interventions", "agreement_metric",
     "control_labels", "evaluate_agreement", "evaluate_probe", "fit_probe", "gate_profile", "gradient_x_activation",
-    "greedy_search", "logit_difference", "loss_metric", "match", "patch", "plot_gate_profile", "probe_units",
+    "greedy_search", "logit_difference_target", "loss_metric", "match", "patch", "plot_gate_profile", "probe_units",
     "rank_units", "read_labels_file", "read_stimuli", "resolve_labels", "saturation", "select", "set_effect",
     "sweep", "timescales", "token_attributions", "top_k", "unit_attributions", "weight_timescales",
 ]

@@ -27,7 +27,7 @@ from gatescope.recording import record
 Target = Callable[[Tensor], Tensor]  # logits (B, T, V) -> one score per sequence (B,)
 
 
-def logit_difference(position: int, correct: Tensor | Sequence[int], wrong: Tensor | Sequence[int]) -> Target:
+def logit_difference_target(position: int, correct: Tensor | Sequence[int], wrong: Tensor | Sequence[int]) -> Target:
     """Target: logit of ``correct[b]`` minus logit of ``wrong[b]`` at ``position`` (e.g. the verb's)."""
     correct_t, wrong_t = torch.as_tensor(correct), torch.as_tensor(wrong)
 

@@ -350,7 +350,7 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
 
     import gatescope
     from gatescope.analysis.attribution import (
-        logit_difference,
+        logit_difference_target,
         token_attributions,
         unit_attributions,
     )
@@ -363,7 +363,7 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     if quantity is None:
         info = model.modules_info[-1]
         quantity = format_name(info["name"], info["num_layers"] - 1, "fwd", "h")
-    target = logit_difference(-1, [correct_id], [wrong_id])
+    target = logit_difference_target(-1, [correct_id], [wrong_id])
     units_attr, unit_delta = unit_attributions(model, ids, target, quantity, n_steps=steps)  # checks --name first
     tokens, token_delta = token_attributions(model, ids, target, n_steps=steps)
     with torch.no_grad():
