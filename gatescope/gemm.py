@@ -24,13 +24,22 @@ def _onednn_usable(weight: Tensor) -> bool:
     )
 
 
+# Below this many rows, converting to and from oneDNN's layout costs more than it saves.
+ONEDNN_MIN_ROWS = 8
+
+
 def linear(weight: Tensor, bias: Tensor | None = None) -> Linear:
     """``x -> x @ weight.T + bias`` for 2-D x, with the weight prepared for repeated calls."""
-    if _onednn_usable(weight):
-        w = weight.detach().contiguous().to_mkldnn()
-        b = None if bias is None else bias.detach().contiguous().to_mkldnn()
-        return lambda x: torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), w, b).to_dense()
     wt = weight.t()
-    if bias is None:
-        return lambda x: x @ wt
-    return lambda x: torch.addmm(bias, x, wt)
+    plain = (lambda x: x @ wt) if bias is None else (lambda x: torch.addmm(bias, x, wt))
+    if not _onednn_usable(weight):
+        return plain
+    w = weight.detach().contiguous().to_mkldnn()
+    b = None if bias is None else bias.detach().contiguous().to_mkldnn()
+
+    def onednn(x: Tensor) -> Tensor:
+        if x.shape[0] < ONEDNN_MIN_ROWS:
+            return plain(x)
+        return torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), w, b).to_dense()
+
+    return onednn

@@ -16,7 +16,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -48,6 +48,7 @@ class Intervention:
     op: Literal["set", "scale", "add", "patch"] = "set"
     value: float | Tensor = 0.0
     steps: Iterable[int] | slice | None = None
+    _indices: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> units
 
     def __post_init__(self) -> None:
         parse_name(self.name)
@@ -66,7 +67,7 @@ class Intervention:
         """The edited copy of ``value`` [B, H] at ``step``, or None when this step is untouched."""
         if not self._applies(step):
             return None
-        index = slice(None) if self.units is None else list(self.units)
+        index = self._index(value.device)
         new = self.value
         if isinstance(new, Tensor):
             new = new.to(device=value.device, dtype=value.dtype)
@@ -84,6 +85,17 @@ class Intervention:
         out = value.clone()
         out[:, index] = new
         return out
+
+    def _index(self, device: torch.device) -> slice | Tensor:
+        """The units as an index into [B, H] columns: a slice when they are a run, else a tensor."""
+        if self.units is None:
+            return slice(None)
+        first = self.units[0]
+        if self.units == tuple(range(first, first + len(self.units))):
+            return slice(first, first + len(self.units))
+        if device not in self._indices:
+            self._indices[device] = torch.tensor(self.units, device=device)
+        return self._indices[device]
 
     def _applies(self, step: int) -> bool:
         if isinstance(self.steps, slice):
