@@ -19,14 +19,19 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert found == listed
 
 
+def run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (so imports start from nothing); it must exit 0."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_core_imports_stay_light():
     code = (
         "import sys, gatescope, gatescope.checkpoint, gatescope.recording, gatescope.trace, gatescope.modules; "
         "heavy = [m for m in ('textual', 'matplotlib', 'gatescope.analysis', 'gatescope.tui', 'captum') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_python(code)
 
 
 def test_import_gatescope_is_light_and_record_stays_the_function():
@@ -35,8 +40,7 @@ def test_import_gatescope_is_light_and_record_stays_the_function():
         "import gatescope.recording; assert callable(gatescope.record), gatescope.record; "
         "assert sorted(gatescope.__all__) == sorted(n for n in gatescope.__all__ if getattr(gatescope, n, None))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    run_python(code)
 
 
 def test_reading_a_trace_file_needs_no_torch(tmp_path):
@@ -50,8 +54,7 @@ def test_reading_a_trace_file_needs_no_torch(tmp_path):
         f"f = read_trace_file({str(tmp_path / 't.safetensors')!r}); "
         "assert f.rows('rnn.l0.fwd.h', 0, 3).shape == (3, 2); assert 'torch' not in sys.modules"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    run_python(code)
 
 
 def test_wheel_carries_sample_models_and_data(tmp_path):
