@@ -13,12 +13,15 @@ from typing import NamedTuple
 
 from gatescope.errors import GatescopeError
 
-LSTM_KINDS = ("i", "f", "g", "o", "c", "h")
-LSTM_PROJ_KINDS = ("i", "f", "g", "o", "c", "m", "h")
-GRU_KINDS = ("r", "z", "n", "h")
-ALL_KINDS = ("i", "f", "g", "o", "c", "m", "r", "z", "n", "h")
-SIGMOID_KINDS = frozenset("ifozr")  # gates in 0..1; the rest (g c m n h) lie in -1..1 (c is unbounded)
-DIRECTIONS = ("fwd", "bwd")
+# The kind lists live in gatescope.kinds; they are re-exported here for the code that names quantities.
+from gatescope.kinds import (  # noqa: E402,F401
+    ALL_KINDS,
+    DIRECTIONS,
+    GRU_KINDS,
+    LSTM_KINDS,
+    LSTM_PROJ_KINDS,
+    SIGMOID_KINDS,
+)
 
 _NAME = re.compile(r"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>fwd|bwd)\.(?P<kind>[a-z])$")
 
@@ -66,12 +69,9 @@ def canonical_order(names: Iterable[str], paths: Sequence[str] = ()) -> list[str
 
     def key(name: str) -> tuple:
         path, layer, direction, kind = parse_name(name)
-        return (rank.get(path, len(rank)), path, layer, DIRECTIONS.index(direction), _KIND_ORDER.index(kind))
+        return (rank.get(path, len(rank)), path, layer, DIRECTIONS.index(direction), ALL_KINDS.index(kind))
 
     return sorted(names, key=key)
-
-
-_KIND_ORDER = ("i", "f", "g", "o", "c", "m", "r", "z", "n", "h")
 
 
 def format_unit(name: str, index: int) -> str:
