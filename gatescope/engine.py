@@ -16,6 +16,9 @@ Two routes compute the same values:
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
 the backward direction of a shorter sequence starts at its own last token.
+
+A GRU module whose ``reset_after`` attribute is False (gatescope.reset_before.ResetBeforeGRU, the
+original GRU of Cho et al. 2014) always takes the step route: no native kernel computes it.
 """
 from __future__ import annotations
 
@@ -29,7 +32,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
+from gatescope.cells import (
+    CellWeights,
+    gru_replay,
+    gru_reset_before_step,
+    gru_step,
+    input_projection,
+    lstm_replay,
+    lstm_step,
+    reset_before_weights,
+    step_weights,
+)
 
 Route = Literal["auto", "step", "replay"]
 Edit = Callable[[Tensor, int], "Tensor | None"]
@@ -65,6 +78,7 @@ def run(
 ):
     """The forward of ``module`` (same arguments and results as torch's), observed layer by layer."""
     is_lstm = isinstance(module, nn.LSTM)
+    reset_after = getattr(module, "reset_after", True)
     packed = isinstance(input, PackedSequence)
     lengths = None
     if packed:
@@ -95,9 +109,10 @@ def run(
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
+            chosen = _choose_route(route, observer, layer_input, w) if reset_after else "step"
             out, h_last, c_last = _run_direction(
                 is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
-                direction == "bwd", observer, _choose_route(route, observer, layer_input, w),
+                direction == "bwd", observer, chosen, reset_after,
             )
             outs.append(out)
             h_n.append(h_last)
@@ -155,17 +170,17 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
     return "replay" if x.is_cuda or small else "step"
 
 
-def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
+def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route, reset_after=True):
     """One layer, one direction. x (T, B, I) -> out (T, B, P), h_n (B, P), c_n (B, H) or None."""
     if route == "replay":
         return _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
-    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
 
 
-def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
     steps = x.shape[0]
     xs = x if is_lstm else input_projection(x, w, fold_bias_hh=False)  # (T, B, I) or (T, B, 3H)
-    sw = step_weights(w, is_lstm)
+    sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
     kept: dict[str, list] = {kind: [None] * steps for kind in keep}
@@ -187,8 +202,10 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
 
         if is_lstm:
             h_new, c_new = lstm_step(xs[t], h, c, sw, tap)
-        else:
+        elif reset_after:
             h_new, c_new = gru_step(xs[t], h, sw, tap), None
+        else:
+            h_new, c_new = gru_reset_before_step(xs[t], h, sw, tap), None
         if masked:
             valid = (t < lengths).unsqueeze(1)  # (B, 1)
             h_new = torch.where(valid, h_new, h)
