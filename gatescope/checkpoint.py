@@ -1,6 +1,8 @@
 """Loading a safetensors checkpoint as a runnable model: embedding -> recurrent modules -> decoder.
 
-The checkpoint is read with safetensors' own API, never unpickled. What it holds is found from
+The checkpoint is read with safetensors' own API, never unpickled; files in other formats (torch
+state dicts, Keras, ONNX) are converted to torch's names by gatescope.formats, at one dispatch
+point (`_open`). What it holds is found from
 the shapes by gatescope.discovery (recurrent modules by torch.nn's parameter names, the embedding
 and decoder as in PyTorch's word_language_model example), and the optional metadata JSON
 (``__metadata__['gatescope']``, see docs/architecture.md) overrides the guesses and carries the
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -23,6 +25,7 @@ from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent
 from gatescope.errors import GatescopeError
 from gatescope.files import reading
 from gatescope.modules import GRU, LSTM
+from gatescope.reset_before import ResetBeforeGRU, reset_before_names, variant_info
 from gatescope.vocab import Vocabulary
 
 META_KEY = "gatescope"
@@ -31,9 +34,10 @@ MODEL_FORMAT_VERSION = 1
 
 
 # -- the runnable model ----------------------------------------------------------------------
-def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
+def _build_recurrent(spec: RecurrentSpec, reset_after: bool = True) -> nn.Module:
     """A fresh module with the spec's sizes and the checkpoint's parameter names: gatescope's
-    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell."""
+    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell,
+    the reset-before GRU where the metadata says so."""
     if spec.cell == "LSTMCell":
         return nn.LSTMCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     if spec.cell == "GRUCell":
@@ -41,7 +45,7 @@ def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     kwargs = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
     if spec.cell == "LSTM":
         return LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kwargs)
-    return GRU(spec.input_size, spec.hidden_size, **kwargs)
+    return (GRU if reset_after else ResetBeforeGRU)(spec.input_size, spec.hidden_size, **kwargs)
 
 
 class LoadedModel(nn.Module):
@@ -64,7 +68,8 @@ class LoadedModel(nn.Module):
         # plain attributes first: the checkpoint's module names may be anything, even "vocab"
         self.metadata = metadata
         self.vocab = vocab
-        self.modules_info = [spec.info() for spec in specs]
+        reset_before = reset_before_names(metadata, {spec.name: spec.cell for spec in specs})
+        self.modules_info = [spec.info() | variant_info(reset_before, spec.name) for spec in specs]
         self.recurrent_names = [spec.name for spec in roles.recurrent]
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
@@ -72,7 +77,7 @@ class LoadedModel(nn.Module):
         if roles.embedding:
             self._place(self.embedding_name, nn.Embedding(*shapes[roles.embedding]))
         for spec in specs:
-            self._place(spec.name, _build_recurrent(spec))
+            self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
         if roles.decoder:
             out_features, in_features = shapes[f"{roles.decoder}.weight"]
             self._place(roles.decoder, nn.Linear(in_features, out_features, bias=roles.decoder_bias))
@@ -242,12 +247,20 @@ def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     if path.is_dir():
         raise GatescopeError(f"{path} is a folder, not a checkpoint file")
     try:
-        with reading(path, "checkpoint file"), safe_open(path, framework="pt") as f:
+        with reading(path, "checkpoint file"), _open(path) as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             raw = (f.metadata() or {}).get(META_KEY)
     except SafetensorError as exc:
         raise GatescopeError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
     return shapes, _parse_metadata(path, raw)
+
+
+def _open(path: Path):
+    """The one dispatch point by file type: a safetensors file read lazily with ``safe_open``, any other
+    format (by suffix or magic bytes) converted to torch names by gatescope.formats, behind the same API."""
+    from gatescope.formats import open_checkpoint
+
+    return open_checkpoint(path)
 
 
 def _parse_metadata(path: Path, raw: str | None) -> dict[str, Any]:
@@ -275,7 +288,7 @@ def _read_tensors(path: Path, model: LoadedModel, specs: list[RecurrentSpec]) ->
     rename = {spec.prefix: f"{spec.name}." for spec in specs}
     state = {}
     try:
-        with safe_open(path, framework="pt") as f:
+        with _open(path) as f:
             for spec in specs:
                 for key in spec.expected_shapes():
                     state[rename[spec.prefix] + key.removeprefix(spec.prefix)] = f.get_tensor(key)

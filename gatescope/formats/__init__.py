@@ -1,0 +1,171 @@
+"""Checkpoints in other formats, read as torch-named tensors plus gatescope metadata.
+
+Every reader here returns the same thing, a `Converted`: the tensors under the names torch.nn
+gives them (``rnn.weight_ih_l0``, ``decoder.weight``; docs/architecture.md), the gatescope metadata
+(docs/architecture.md "Checkpoint metadata": ``roles``, and ``reset_before`` for GRUs that torch
+cannot compute, see gatescope.reset_before), and notes on what was changed on the way. So the loader
+(gatescope.checkpoint, through `open_checkpoint`) and `gatescope convert` treat every format alike.
+
+One module per format:
+
+- `torch_state`: ``.pt`` / ``.pth`` / ``.bin`` state dicts, read with ``torch.load(weights_only=True)``
+  (torch's restricted unpickler, which builds only tensors and plain containers, never user code);
+  fastai's AWD-LSTM layout is recognised there (`awd_lstm`).
+- `keras`: Keras 3 ``.keras`` archives and ``.weights.h5`` files, read with h5py.
+- `onnx`: ONNX graphs with LSTM / GRU nodes, read with the onnx package.
+
+A safetensors file is not converted: `read` returns None for it and the loader reads it lazily.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatescope.errors import GatescopeError
+from gatescope.files import reading
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+META_KEY = "gatescope"  # the safetensors metadata key (gatescope.checkpoint.META_KEY)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+ONNX_SUFFIXES = (".onnx",)
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class Converted:
+    """A checkpoint as torch-named tensors, its gatescope metadata, and what the reading changed."""
+
+    tensors: dict[str, Tensor]  # torch names -> tensors (each its own storage, contiguous)
+    metadata: dict[str, Any]  # the gatescope metadata JSON object (roles, reset_before, vocab, ...)
+    source: str  # the format read, e.g. "torch state dict", "Keras 3 (.keras)"
+    notes: list[str] = field(default_factory=list)  # what was renamed, dropped or assumed, one line each
+
+    def module_classes(self) -> dict[str, type[nn.Module]]:
+        """Recurrent modules that need a class other than torch's: name -> class (ResetBeforeGRU)."""
+        from gatescope.reset_before import METADATA_KEY, ResetBeforeGRU
+
+        return {name: ResetBeforeGRU for name in self.metadata.get(METADATA_KEY, [])}
+
+    def open(self) -> TensorSource:
+        return TensorSource(self)
+
+
+class _Slice:
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self._shape = shape
+
+    def get_shape(self) -> list[int]:
+        return list(self._shape)
+
+
+class TensorSource:
+    """A `Converted` behind the part of safetensors' ``safe_open`` interface the loader uses."""
+
+    def __init__(self, converted: Converted) -> None:
+        self._converted = converted
+
+    def __enter__(self) -> TensorSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def keys(self) -> list[str]:
+        return list(self._converted.tensors)
+
+    def get_slice(self, key: str) -> _Slice:
+        return _Slice(tuple(self._converted.tensors[key].shape))
+
+    def get_tensor(self, key: str) -> Tensor:
+        return self._converted.tensors[key]
+
+    def metadata(self) -> dict[str, str]:
+        return {META_KEY: json.dumps(self._converted.metadata)}
+
+
+def kind_of(path: Path) -> str | None:
+    """``torch``, ``keras`` or ``onnx`` for a file in another format; None for safetensors (or unknown)."""
+    name = path.name.lower()
+    if name.endswith(TORCH_SUFFIXES):
+        return "torch"
+    if name.endswith(KERAS_SUFFIXES):
+        return "keras"
+    if name.endswith(ONNX_SUFFIXES):
+        return "onnx"
+    if name.endswith(".safetensors") or not path.is_file():
+        return None
+    with reading(path, "checkpoint file"), open(path, "rb") as f:
+        head = f.read(8)
+    if head == _HDF5_MAGIC:
+        return "keras"
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return "keras" if "config.json" in archive.namelist() else "torch"
+    if head[:1] == b"\x80":  # a pickle protocol opcode: torch's legacy (pre-1.6) format
+        return "torch"
+    return None
+
+
+def read(path: str | os.PathLike) -> Converted | None:
+    """The checkpoint at ``path`` converted to torch names, or None when it is a safetensors file."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind is None:
+        return None
+    with reading(path, "checkpoint file"):
+        stat = path.stat()
+    return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, kind)
+
+
+@functools.lru_cache(maxsize=2)  # the loader reads a file's header, then its tensors: convert once
+def _read_cached(path: str, mtime_ns: int, size: int, kind: str) -> Converted:
+    if kind == "torch":
+        from gatescope.formats import torch_state as reader
+    elif kind == "keras":
+        from gatescope.formats import keras as reader
+    else:
+        from gatescope.formats import onnx as reader
+    with reading(path, "checkpoint file"):
+        return reader.read(Path(path))
+
+
+def open_checkpoint(path: str | os.PathLike):
+    """The one entry point of the loader: safetensors' ``safe_open`` for a safetensors file, else the
+    converted tensors behind the same interface (keys, get_slice(k).get_shape(), get_tensor, metadata)."""
+    from safetensors import safe_open
+
+    converted = read(path)
+    return safe_open(path, framework="pt") if converted is None else converted.open()
+
+
+def need(module: str, what: str) -> Any:
+    """Import an optional dependency of the ``formats`` extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise GatescopeError(
+            f"reading {what} needs the {module} package: pip install 'gatescope[formats]' (or pip install {module})"
+        ) from None
+
+
+def from_numpy(arrays: dict[str, Any]) -> dict[str, Tensor]:
+    """numpy arrays (views, read-only buffers) as torch tensors that own their data."""
+    import numpy as np
+    import torch
+
+    return {k: torch.from_numpy(np.array(v, copy=True, order="C")) for k, v in arrays.items()}
+
+
+def owned(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each tensor contiguous and in its own storage (tied weights come apart, as safetensors requires)."""
+    return {k: v.detach().clone().contiguous() for k, v in tensors.items()}
