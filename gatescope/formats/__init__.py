@@ -103,7 +103,10 @@ def kind_of(path: Path) -> str | None:
     if name.endswith(".safetensors") or not path.is_file():
         return None
     with reading(path, "checkpoint file"), open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") > 1:  # safetensors' header
+        return None
+    head = head[:8]
     if head == _HDF5_MAGIC:
         return "keras"
     if head.startswith(b"PK") and zipfile.is_zipfile(path):

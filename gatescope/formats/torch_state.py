@@ -14,6 +14,7 @@ fastai's AWD-LSTM layout is renamed by gatescope.formats.awd_lstm.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ WRAPPER_PREFIX = "module."  # DataParallel / DistributedDataParallel
 COMPILED_SEGMENT = "_orig_mod."  # torch.compile's OptimizedModule
 
 WHOLE_MODEL = (
-    "{path} holds a pickled Python object (e.g. a whole model saved with torch.save(model)), which "
+    "{path} holds a pickled {what} (e.g. a whole model saved with torch.save(model)), which "
     "torch.load(weights_only=True) refuses to unpickle because that would run code from the file; "
     "convert it where the model's code is installed, then use the .safetensors file:\n"
     "  import torch, safetensors.torch\n"
@@ -41,10 +42,12 @@ def read(path: Path) -> Converted:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        reason = _unpickler_reason(exc)
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", reason):
             out = str(path.with_suffix(".safetensors"))
-            raise GatescopeError(WHOLE_MODEL.format(path=path, path_repr=repr(str(path)), out_repr=repr(out))) from None
-        raise GatescopeError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+            raise GatescopeError(WHOLE_MODEL.format(
+                path=path, what=found[1], path_repr=repr(str(path)), out_repr=repr(out))) from None
+        raise GatescopeError(f"{path} is not a readable torch checkpoint ({reason})") from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
         raise GatescopeError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
     state, notes = _state_dict(path, obj)
@@ -93,6 +96,14 @@ def _strip_wrappers(path: Path, state: dict[str, Any], notes: list[str]) -> dict
     if compiled:
         notes.append(f"removed '{COMPILED_SEGMENT}' from the keys (torch.compile)")
     return dict(zip(keys, state.values()))
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's restricted unpickler refused, from its long message ("Unsupported global: ...")."""
+    text = str(exc)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest if found else text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:
