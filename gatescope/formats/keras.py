@@ -14,14 +14,16 @@ keras/src/layers/rnn/lstm.py and gru.py:
 - Bidirectional (merge_mode "concat"): forward_layer -> ``_l0``, backward_layer -> ``_l0_reverse``.
 - Embedding: embeddings (V, E) -> ``weight``; Dense: kernel (I, O) -> ``weight`` (O, I), ``bias``.
 
-Each Keras layer becomes one torch module named like the layer (``lstm``, ``gru_1``); the roles
-give the layer order of the config. A ``.weights.h5`` file has no config: cells and variants are
+Each Keras layer becomes one torch module named like the layer in the config; its variables are
+found under the name Keras' saving gives it (the class in snake case, numbered in layer order:
+``gru``, ``gru_1``). The roles give the layer order of the config. A ``.weights.h5`` file has no config: cells and variants are
 read from the shapes, Keras' default activations are assumed, and the order is left to discovery.
 """
 from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ def _from_config(path: Path, config: dict[str, Any], layers_h5) -> Converted:
     reset_before: list[str] = []
     notes: list[str] = []
     seen_dense = False
+    stored = _stored_names(layers)
     for index, layer in enumerate(layers):
         kind, cfg = layer.get("class_name"), layer.get("config", {})
         name = cfg.get("name", f"layer{index}")
@@ -101,7 +104,7 @@ def _from_config(path: Path, config: dict[str, Any], layers_h5) -> Converted:
         if seen_dense:
             raise GatescopeError(f"{path}: layer {name} ({kind}) follows the Dense layer; gatescope runs "
                                  "embedding -> recurrent layers -> one Dense decoder")
-        group = _layer_group(path, layers_h5, name)
+        group = _layer_group(path, layers_h5, stored[index], name)
         if kind == "Embedding":
             if cfg.get("mask_zero"):
                 raise GatescopeError(f"{path}: Embedding {name} has mask_zero=True (Keras skips the steps of "
@@ -158,10 +161,28 @@ def _inbound_layers(node: Any) -> list[Any]:
     return list(node) if isinstance(node, list) else []
 
 
-def _layer_group(path: Path, layers_h5, name: str):
-    if name not in layers_h5:
-        raise GatescopeError(f"{path}: the weights hold no layer {name} (found: {', '.join(layers_h5)})")
-    return layers_h5[name]
+def _stored_names(layers: list[dict[str, Any]]) -> list[str | None]:
+    """The group each layer's variables are saved under: Keras 3's saving_lib names them by class, in
+    layer order (``lstm``, ``lstm_1``, ...), whatever the layers' own names (InputLayer: none)."""
+    seen: dict[str, int] = {}
+    names: list[str | None] = []
+    for layer in layers:
+        if layer.get("class_name") == "InputLayer":
+            names.append(None)
+            continue
+        base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", str(layer.get("class_name"))).lower()
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        names.append(base if count == 0 else f"{base}_{count}")
+    return names
+
+
+def _layer_group(path: Path, layers_h5, stored: str | None, name: str):
+    for candidate in (stored, name):
+        if candidate is not None and candidate in layers_h5:
+            return layers_h5[candidate]
+    raise GatescopeError(f"{path}: the weights hold no layer {name} (looked for {stored}; "
+                         f"found: {', '.join(layers_h5)})")
 
 
 def _cell_vars(path: Path, group, name: str) -> list[np.ndarray]:

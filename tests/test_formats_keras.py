@@ -1,0 +1,103 @@
+"""Keras 3 .keras and .weights.h5 files, against the Keras model's own outputs (KERAS_BACKEND=torch)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from format_fixtures import cli_trace, convert_round_trip, fails, inspect_json, modules
+
+IDS = [1, 2, 3, 4, 5, 6, 7]
+TOL = dict(atol=1e-5, rtol=0)
+RECURRENT = ["lstm", "gru_before", "bidirectional", "gru_after"]
+# a .weights.h5 file has no config, so no layer names: Keras saves layers by class, numbered in order
+STORED = {"lstm": "lstm", "gru_before": "gru", "bidirectional": "bidirectional", "gru_after": "gru_1"}
+
+
+@pytest.fixture(scope="module")
+def keras_model(tmp_path_factory):
+    """One Keras model with every layer the reader converts, saved both ways, and its per-layer outputs."""
+    os.environ["KERAS_BACKEND"] = "torch"
+    keras = pytest.importorskip("keras", reason="keras is not installed (pip install 'gatescope[formats]')")
+    pytest.importorskip("h5py", reason="h5py is not installed (pip install 'gatescope[formats]')")
+    if keras.backend.backend() != "torch":
+        pytest.skip(f"keras was imported with the {keras.backend.backend()} backend before this test")
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        layers.Embedding(12, 6, name="embedding"),
+        layers.LSTM(8, return_sequences=True, name="lstm"),
+        layers.GRU(5, return_sequences=True, reset_after=False, name="gru_before"),
+        layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bidirectional"),
+        layers.GRU(3, return_sequences=True, reset_after=True, name="gru_after"),
+        layers.Dropout(0.5, name="dropout"),
+        layers.Dense(12, name="dense"),
+    ])
+    folder = tmp_path_factory.mktemp("keras")
+    model.save(folder / "model.keras")
+    model.save_weights(folder / "model.weights.h5")
+    outputs, x = {}, np.array([IDS])
+    for layer in model.layers:
+        x = layer(x)
+        outputs[layer.name] = x.detach().cpu().numpy()[0]
+    cell, state = model.get_layer("lstm").cell, None  # the LSTM's cell state c, step by step
+    emb = torch.as_tensor(outputs["embedding"])
+    state = [torch.zeros(1, 8), torch.zeros(1, 8)]
+    cells = []
+    for t in range(len(IDS)):
+        _, state = cell(emb[t : t + 1], state)
+        cells.append(state[1].detach().numpy()[0])
+    outputs["lstm.c"] = np.stack(cells)
+    return folder, outputs
+
+
+def check(trace, outputs, names=None) -> None:
+    for layer in RECURRENT:
+        name = (names or {}).get(layer, layer)
+        h = trace[f"{name}.l0.fwd.h"]
+        if name == "bidirectional":
+            h = torch.cat([h, trace[f"{name}.l0.bwd.h"]], dim=-1)
+        torch.testing.assert_close(h, torch.as_tensor(outputs[layer]), **TOL, msg=name)
+    torch.testing.assert_close(trace["lstm.l0.fwd.c"], torch.as_tensor(outputs["lstm.c"]), **TOL)
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+def test_keras_file_traced_directly_matches_keras(keras_model, tmp_path, capsys, name):
+    folder, outputs = keras_model
+    names = None if name == "model.keras" else STORED
+    check(cli_trace(tmp_path, folder / name, "--ids", " ".join(map(str, IDS))), outputs, names)
+    report = inspect_json(capsys, folder / name)
+    reset_after = {"bidirectional": True, "gru_after": True, "gru_before": False, "lstm": True}
+    assert {m["name"]: m.get("reset_after", True) for m in report["modules"]} == {
+        (names or {}).get(k, k): v for k, v in reset_after.items()}
+    assert report["decoder"]["name"] == "dense" and report["embedding"]["name"] == "embedding"
+    if name == "model.keras":  # the config gives the order; the weights alone are ordered by their shapes
+        assert report["recurrent"] == RECURRENT
+
+
+def test_keras_logits_and_convert_round_trip(keras_model, tmp_path, capsys):
+    import gatescope
+
+    folder, outputs = keras_model
+    out, direct, converted = convert_round_trip(tmp_path, capsys, folder / "model.keras")
+    assert modules(direct) == modules(converted)
+    assert [m.get("reset_after", True) for m in converted["modules"]] == [True, True, False, True]
+    check(cli_trace(tmp_path, out, "--ids", " ".join(map(str, IDS))), outputs)
+    with torch.no_grad():
+        logits = gatescope.load(out)(torch.tensor([IDS]))[0]
+    torch.testing.assert_close(logits, torch.as_tensor(outputs["dense"]), **TOL)
+
+
+def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(4, 2, name="conv"),
+                              keras.layers.LSTM(2, name="lstm")])
+    model.save(tmp_path / "conv.keras")
+    err = fails(capsys, "inspect", tmp_path / "conv.keras", "--json")
+    assert "layer conv is a Keras Conv1D, which gatescope does not convert" in err and err.count("\n") == 1
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(2, activation="relu", name="lstm")])
+    model.save(tmp_path / "relu.keras")
+    assert "activation='relu'" in fails(capsys, "inspect", tmp_path / "relu.keras", "--json")
