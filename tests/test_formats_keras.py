@@ -10,9 +10,10 @@ from format_fixtures import cli_trace, convert_round_trip, fails, inspect_json, 
 
 IDS = [1, 2, 3, 4, 5, 6, 7]
 TOL = dict(atol=1e-5, rtol=0)
-RECURRENT = ["lstm", "gru_before", "bidirectional", "gru_after"]
+RECURRENT = ["lstm", "gru_before", "bidirectional", "gru_after", "bigru"]
 # a .weights.h5 file has no config, so no layer names: Keras saves layers by class, numbered in order
-STORED = {"lstm": "lstm", "gru_before": "gru", "bidirectional": "bidirectional", "gru_after": "gru_1"}
+STORED = {"lstm": "lstm", "gru_before": "gru", "bidirectional": "bidirectional", "gru_after": "gru_1",
+          "bigru": "bidirectional_1"}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def keras_model(tmp_path_factory):
         layers.GRU(5, return_sequences=True, reset_after=False, name="gru_before"),
         layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bidirectional"),
         layers.GRU(3, return_sequences=True, reset_after=True, name="gru_after"),
+        layers.Bidirectional(layers.GRU(3, return_sequences=True, reset_after=False), name="bigru"),
         layers.Dropout(0.5, name="dropout"),
         layers.Dense(12, name="dense"),
     ])
@@ -57,7 +59,7 @@ def check(trace, outputs, names=None) -> None:
     for layer in RECURRENT:
         name = (names or {}).get(layer, layer)
         h = trace[f"{name}.l0.fwd.h"]
-        if name == "bidirectional":
+        if layer in ("bidirectional", "bigru"):
             h = torch.cat([h, trace[f"{name}.l0.bwd.h"]], dim=-1)
         torch.testing.assert_close(h, torch.as_tensor(outputs[layer]), **TOL, msg=name)
     torch.testing.assert_close(trace["lstm.l0.fwd.c"], torch.as_tensor(outputs["lstm.c"]), **TOL)
@@ -69,7 +71,7 @@ def test_keras_file_traced_directly_matches_keras(keras_model, tmp_path, capsys,
     names = None if name == "model.keras" else STORED
     check(cli_trace(tmp_path, folder / name, "--ids", " ".join(map(str, IDS))), outputs, names)
     report = inspect_json(capsys, folder / name)
-    reset_after = {"bidirectional": True, "gru_after": True, "gru_before": False, "lstm": True}
+    reset_after = {"bidirectional": True, "gru_after": True, "gru_before": False, "lstm": True, "bigru": False}
     assert {m["name"]: m.get("reset_after", True) for m in report["modules"]} == {
         (names or {}).get(k, k): v for k, v in reset_after.items()}
     assert report["decoder"]["name"] == "dense" and report["embedding"]["name"] == "embedding"
@@ -83,7 +85,7 @@ def test_keras_logits_and_convert_round_trip(keras_model, tmp_path, capsys):
     folder, outputs = keras_model
     out, direct, converted = convert_round_trip(tmp_path, capsys, folder / "model.keras")
     assert modules(direct) == modules(converted)
-    assert [m.get("reset_after", True) for m in converted["modules"]] == [True, True, False, True]
+    assert [m["name"] for m in converted["modules"] if m.get("reset_after") is False] == ["bigru", "gru_before"]
     check(cli_trace(tmp_path, out, "--ids", " ".join(map(str, IDS))), outputs)
     with torch.no_grad():
         logits = gatescope.load(out)(torch.tensor([IDS]))[0]

@@ -147,8 +147,6 @@ def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str 
     vocab = read_vocab(vocab_path) if vocab_path is not None else None
     tensors, metadata, read_as, notes = read_source(source)
     metadata = converted_metadata(metadata, vocab, tokenizer, unk, eos, roles)
-    if read_as != "safetensors":
-        metadata["converted"] = {"from": read_as, "file": source.name, "notes": notes}
 
     def write(tmp: str) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={META_KEY: json.dumps(metadata)})

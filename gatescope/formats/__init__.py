@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 META_KEY = "gatescope"  # the safetensors metadata key (gatescope.checkpoint.META_KEY)
+CONVERTED_KEY = "converted"  # metadata: {"from": format, "file": name, "notes": [...]}, as the loader saw it
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 ONNX_SUFFIXES = (".onnx",)
@@ -92,28 +93,29 @@ class TensorSource:
 
 
 def kind_of(path: Path) -> str | None:
-    """``torch``, ``keras`` or ``onnx`` for a file in another format; None for safetensors (or unknown)."""
+    """``torch``, ``keras`` or ``onnx`` for a file in another format; None for safetensors (or no file).
+
+    The first bytes decide where they can (safetensors' header length and ``{``, HDF5's signature, a
+    zip archive: Keras' holds config.json, torch's does not; a pickle opcode: torch's legacy format),
+    so a misnamed file is still read right; else the suffix (ONNX's protobuf has no signature)."""
+    if not path.is_file():
+        return None
+    with reading(path, "checkpoint file"), open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return None
+    if head[:8] == _HDF5_MAGIC:
+        return "keras"
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return "keras" if "config.json" in archive.namelist() else "torch"
     name = path.name.lower()
-    if name.endswith(TORCH_SUFFIXES):
+    if name.endswith(TORCH_SUFFIXES) or head[:1] == b"\x80":
         return "torch"
     if name.endswith(KERAS_SUFFIXES):
         return "keras"
     if name.endswith(ONNX_SUFFIXES):
         return "onnx"
-    if name.endswith(".safetensors") or not path.is_file():
-        return None
-    with reading(path, "checkpoint file"), open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") > 1:  # safetensors' header
-        return None
-    head = head[:8]
-    if head == _HDF5_MAGIC:
-        return "keras"
-    if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return "keras" if "config.json" in archive.namelist() else "torch"
-    if head[:1] == b"\x80":  # a pickle protocol opcode: torch's legacy (pre-1.6) format
-        return "torch"
     return None
 
 
@@ -137,7 +139,9 @@ def _read_cached(path: str, mtime_ns: int, size: int, kind: str) -> Converted:
     else:
         from gatescope.formats import onnx as reader
     with reading(path, "checkpoint file"):
-        return reader.read(Path(path))
+        converted = reader.read(Path(path))
+    converted.metadata[CONVERTED_KEY] = {"from": converted.source, "file": Path(path).name, "notes": converted.notes}
+    return converted
 
 
 def open_checkpoint(path: str | os.PathLike):
