@@ -48,3 +48,27 @@ def convert_round_trip(tmp_path: Path, capsys, source: Path, *argv: str) -> tupl
     main(["convert", str(source), "-o", str(out), *argv])
     capsys.readouterr()
     return out, direct, inspect_json(capsys, out)
+
+
+def each_truncation(path: Path, tmp_path: Path, cuts: int = 12):
+    """Copies of ``path`` cut short at ``cuts`` points (and one with a flipped byte midway), same suffix."""
+    data = path.read_bytes()
+    for i, cut in enumerate(sorted({max(1, len(data) * k // cuts) for k in range(cuts)})):
+        damaged = tmp_path / f"cut{i}{''.join(path.suffixes)}"
+        damaged.write_bytes(data[:cut])
+        yield damaged
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    damaged = tmp_path / f"flipped{''.join(path.suffixes)}"
+    damaged.write_bytes(bytes(flipped))
+    yield damaged
+
+
+def assert_loads_or_one_line(path: Path) -> None:
+    """A damaged checkpoint either still loads (a flipped byte may land in a weight) or is a one-line error."""
+    import gatescope
+
+    try:
+        gatescope.load(path)
+    except gatescope.GatescopeError as exc:
+        assert str(exc) and "\n" not in str(exc), str(exc)

@@ -6,7 +6,15 @@ import json
 import pytest
 import torch
 from checkpoint_fixtures import WORDS, LanguageModel
-from format_fixtures import cli_trace, convert_round_trip, fails, inspect_json, modules
+from format_fixtures import (
+    assert_loads_or_one_line,
+    cli_trace,
+    convert_round_trip,
+    each_truncation,
+    fails,
+    inspect_json,
+    modules,
+)
 from reference import reference_run
 from safetensors import safe_open
 from torch import nn
@@ -186,3 +194,10 @@ def test_convert_refuses_bad_options_and_writes_nothing(tmp_path, capsys):
     vocab.write_text("a\nb\n")  # 2 tokens for a 10-row embedding
     assert "2 tokens but the embedding has 10 rows" in fails(capsys, "convert", path, "-o", out, "--vocab", vocab)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lm.pt", "vocab.txt"]
+
+
+def test_a_damaged_pt_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "lm.pt"
+    torch.save(tied_model().state_dict(), path)
+    for damaged in each_truncation(path, tmp_path):
+        assert_loads_or_one_line(damaged)

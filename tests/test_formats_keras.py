@@ -6,7 +6,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from format_fixtures import cli_trace, convert_round_trip, fails, inspect_json, modules
+from format_fixtures import (
+    assert_loads_or_one_line,
+    cli_trace,
+    convert_round_trip,
+    each_truncation,
+    fails,
+    inspect_json,
+    modules,
+)
 
 IDS = [1, 2, 3, 4, 5, 6, 7]
 TOL = dict(atol=1e-5, rtol=0)
@@ -103,3 +111,9 @@ def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
     model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(2, activation="relu", name="lstm")])
     model.save(tmp_path / "relu.keras")
     assert "activation='relu'" in fails(capsys, "inspect", tmp_path / "relu.keras", "--json")
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+def test_a_damaged_keras_file_is_a_one_line_error(keras_model, tmp_path, name):
+    for damaged in each_truncation(keras_model[0] / name, tmp_path):
+        assert_loads_or_one_line(damaged)

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_fixtures import LanguageModel
-from format_fixtures import cli_trace, convert_round_trip, fails, inspect_json, modules
+from format_fixtures import (
+    assert_loads_or_one_line,
+    cli_trace,
+    convert_round_trip,
+    each_truncation,
+    fails,
+    inspect_json,
+    modules,
+)
 
 import gatescope
 
@@ -108,3 +116,8 @@ def test_what_gatescope_does_not_compute_is_refused(tmp_path, capsys):
     assert "gatescope does not implement peepholes" in fails(capsys, "inspect", tmp_path / "peep.onnx", "--json")
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
     assert "is not a readable ONNX model" in fails(capsys, "inspect", tmp_path / "bad.onnx", "--json")
+
+
+def test_a_damaged_onnx_file_is_a_one_line_error(tmp_path):
+    for damaged in each_truncation(gru_graph(tmp_path / "gru.onnx", 0), tmp_path):
+        assert_loads_or_one_line(damaged)

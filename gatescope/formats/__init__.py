@@ -2,8 +2,8 @@
 
 Every reader here returns the same thing, a `Converted`: the tensors under the names torch.nn
 gives them (``rnn.weight_ih_l0``, ``decoder.weight``; docs/architecture.md), the gatescope metadata
-(docs/architecture.md "Checkpoint metadata": ``roles``, and ``reset_before`` for GRUs that torch
-cannot compute, see gatescope.reset_before), and notes on what was changed on the way. So the loader
+(docs/architecture.md "Checkpoint metadata": ``roles``, and ``reset_before``, which names the GRUs
+that need gatescope.reset_before.ResetBeforeGRU rather than torch's class), and notes on what was changed on the way. So the loader
 (gatescope.checkpoint, through `open_checkpoint`) and `gatescope convert` treat every format alike.
 
 One module per format:
@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from gatescope.errors import GatescopeError
 from gatescope.files import reading
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import Tensor
 
 META_KEY = "gatescope"  # the safetensors metadata key (gatescope.checkpoint.META_KEY)
 CONVERTED_KEY = "converted"  # metadata: {"from": format, "file": name, "notes": [...]}, as the loader saw it
@@ -48,12 +49,6 @@ class Converted:
     metadata: dict[str, Any]  # the gatescope metadata JSON object (roles, reset_before, vocab, ...)
     source: str  # the format read, e.g. "torch state dict", "Keras 3 (.keras)"
     notes: list[str] = field(default_factory=list)  # what was renamed, dropped or assumed, one line each
-
-    def module_classes(self) -> dict[str, type[nn.Module]]:
-        """Recurrent modules that need a class other than torch's: name -> class (ResetBeforeGRU)."""
-        from gatescope.reset_before import METADATA_KEY, ResetBeforeGRU
-
-        return {name: ResetBeforeGRU for name in self.metadata.get(METADATA_KEY, [])}
 
     def open(self) -> TensorSource:
         return TensorSource(self)
@@ -98,7 +93,8 @@ def kind_of(path: Path) -> str | None:
     The first bytes decide where they can (safetensors' header length and ``{``, HDF5's signature, a
     zip archive: Keras' holds config.json, torch's does not; a pickle opcode: torch's legacy format),
     so a misnamed file is still read right; else the suffix (ONNX's protobuf has no signature)."""
-    if not path.is_file():
+    name = path.name.lower()
+    if not path.is_file() or name.endswith(".safetensors"):  # safetensors' own reader says what is wrong
         return None
     with reading(path, "checkpoint file"), open(path, "rb") as f:
         head = f.read(9)
@@ -107,9 +103,11 @@ def kind_of(path: Path) -> str | None:
     if head[:8] == _HDF5_MAGIC:
         return "keras"
     if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return "keras" if "config.json" in archive.namelist() else "torch"
-    name = path.name.lower()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return "keras" if "config.json" in archive.namelist() else "torch"
+        except zipfile.BadZipFile:
+            raise GatescopeError(f"{path} is a damaged zip archive (neither a torch nor a Keras file can be read)") from None
     if name.endswith(TORCH_SUFFIXES) or head[:1] == b"\x80":
         return "torch"
     if name.endswith(KERAS_SUFFIXES):
@@ -130,7 +128,7 @@ def read(path: str | os.PathLike) -> Converted | None:
     return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, kind)
 
 
-@functools.lru_cache(maxsize=2)  # the loader reads a file's header, then its tensors: convert once
+@functools.lru_cache(maxsize=1)  # the loader reads a file's header, then its tensors: convert once
 def _read_cached(path: str, mtime_ns: int, size: int, kind: str) -> Converted:
     if kind == "torch":
         from gatescope.formats import torch_state as reader
@@ -139,7 +137,14 @@ def _read_cached(path: str, mtime_ns: int, size: int, kind: str) -> Converted:
     else:
         from gatescope.formats import onnx as reader
     with reading(path, "checkpoint file"):
-        converted = reader.read(Path(path))
+        try:
+            converted = reader.read(Path(path))
+        except GatescopeError:
+            raise
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+                zlib.error) as exc:  # a damaged file's contents
+            raise GatescopeError(f"{path} is not a {kind} checkpoint gatescope can read "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     converted.metadata[CONVERTED_KEY] = {"from": converted.source, "file": Path(path).name, "notes": converted.notes}
     return converted
 

@@ -76,7 +76,7 @@ class _Reader:
                 if attr is not None:
                     self.values[node.output[0]] = self._array(attr.t)
         self.inputs = {i.name for i in self.graph.input} - set(self.values)
-        self.produced_by = {out: node for node in self.graph.node for out in node.output}
+        self.notes: list[str] = []
 
     def _array(self, tensor) -> np.ndarray:
         from onnx import numpy_helper
@@ -96,7 +96,7 @@ class _Reader:
         tensors: dict[str, np.ndarray] = {}
         roles: dict[str, Any] = {"embedding": None, "recurrent": [], "decoder": None}
         modules: list[_Module] = []
-        notes: list[str] = []
+        notes = self.notes
         pending_matmul = None  # (node, name, weight) of a MatMul waiting for its Add
         for node in self.graph.node:
             op = node.op_type
@@ -211,6 +211,8 @@ class _Reader:
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             if inputs[index] in self.values and np.any(self.values[inputs[index]]):
                 raise self.fail(node, f"starts from a non-zero {label} stored in the file; gatescope starts from zeros")
+            if inputs[index] in self.inputs:
+                self.notes.append(f"{node.name or op}: {label} is an input of the graph; gatescope starts from zeros")
         w, r = (self._weight_input(node, i, dims=3) for i in (1, 2))
         if w is None or r is None:
             raise self.fail(node, "has weights W and R that are not stored in the file")

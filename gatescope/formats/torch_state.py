@@ -48,7 +48,7 @@ def read(path: Path) -> Converted:
             raise GatescopeError(WHOLE_MODEL.format(
                 path=path, what=found[1], path_repr=repr(str(path)), out_repr=repr(out))) from None
         raise GatescopeError(f"{path} is not a readable torch checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # torch.load's errors on a damaged file are of many types: one line each
         raise GatescopeError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
     state, notes = _state_dict(path, obj)
     state = _strip_wrappers(path, state, notes)
