@@ -100,7 +100,7 @@ def run(
             w = layer_weights(module, layer, direction)
             out, h_last, c_last = _run_direction(
                 is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
-                direction == "bwd", observer, _choose_route(route, observer, layer_input, w),
+                direction == "bwd", observer, _choose_route(route, observer, layer_input, w, is_lstm),
             )
             outs.append(out)
             h_n.append(h_last)
@@ -145,7 +145,7 @@ def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
 SMALL_STEP = 4096
 
 
-def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights) -> str:
+def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool) -> str:
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
     if route != "auto":
@@ -155,7 +155,7 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w)):
         return "step"
     small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
-    fused_gates = w.weight_ih.shape[0] == 4 * w.weight_hh.shape[1] and onednn.available(x, w)  # LSTM on oneDNN
+    fused_gates = is_lstm and onednn.available(x, w)  # every gate from oneDNN's kernel at its own speed
     return "replay" if x.is_cuda or small or fused_gates else "step"
 
 
