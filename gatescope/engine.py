@@ -168,7 +168,7 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
 
 def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
     steps = x.shape[0]
-    xs = x if is_lstm else input_projection(x, w, fold_bias_hh=False)  # (T, B, I) or (T, B, 3H)
+    xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
     sw = step_weights(w, is_lstm)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
