@@ -69,7 +69,7 @@ class LoadedModel(nn.Module):
         self.metadata = metadata
         self.vocab = vocab
         reset_before = reset_before_names(metadata, {spec.name: spec.cell for spec in specs})
-        self.modules_info = [spec.info() | variant_info(reset_before, spec.name) for spec in specs]
+        self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
         self.recurrent_names = [spec.name for spec in roles.recurrent]
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
@@ -78,6 +78,7 @@ class LoadedModel(nn.Module):
             self._place(self.embedding_name, nn.Embedding(*shapes[roles.embedding]))
         for spec in specs:
             self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
+        self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name)) for spec in specs)
         if roles.decoder:
             out_features, in_features = shapes[f"{roles.decoder}.weight"]
             self._place(roles.decoder, nn.Linear(in_features, out_features, bias=roles.decoder_bias))

@@ -9,7 +9,6 @@ Checkpoints say which GRUs are reset-before in the metadata key ``reset_before``
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -17,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from gatescope import engine
 from gatescope.errors import GatescopeError
+from gatescope.kinds import GRU_RESET_BEFORE, module_cell_type
 
 METADATA_KEY = "reset_before"
 
@@ -45,6 +45,6 @@ def reset_before_names(metadata: dict[str, Any], cells: dict[str, str]) -> froze
     return frozenset(names)
 
 
-def variant_info(names: Iterable[str], name: str) -> dict[str, bool]:
-    """The extra entry a module's description carries when it is reset-before (else nothing)."""
-    return {"reset_after": False} if name in set(names) else {}
+def variant_info(module: nn.Module) -> dict[str, bool]:
+    """The extra entry a module's description carries when the kind registry says it is reset-before."""
+    return {"reset_after": False} if module_cell_type(module) is GRU_RESET_BEFORE else {}

@@ -17,6 +17,7 @@ from format_fixtures import (
 )
 
 IDS = [1, 2, 3, 4, 5, 6, 7]
+SHORT = [9, 8, 7, 6]  # traced in one batch with IDS: the shorter sequence runs packed
 TOL = dict(atol=1e-5, rtol=0)
 RECURRENT = ["lstm", "gru_before", "bidirectional", "gru_after", "bigru"]
 # a .weights.h5 file has no config, so no layer names: Keras saves layers by class, numbered in order
@@ -48,10 +49,11 @@ def keras_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("keras")
     model.save(folder / "model.keras")
     model.save_weights(folder / "model.weights.h5")
-    outputs, x = {}, np.array([IDS])
+    outputs, x, short = {}, np.array([IDS]), np.array([SHORT])
     for layer in model.layers:
-        x = layer(x)
+        x, short = layer(x), layer(short)
         outputs[layer.name] = x.detach().cpu().numpy()[0]
+        outputs[f"{layer.name}.short"] = short.detach().cpu().numpy()[0]
     cell, state = model.get_layer("lstm").cell, None  # the LSTM's cell state c, step by step
     emb = torch.as_tensor(outputs["embedding"])
     state = [torch.zeros(1, 8), torch.zeros(1, 8)]
@@ -64,20 +66,26 @@ def keras_model(tmp_path_factory):
 
 
 def check(trace, outputs, names=None) -> None:
+    """Every layer's h for both sequences (IDS rows first), and the LSTM's c, against Keras."""
     for layer in RECURRENT:
         name = (names or {}).get(layer, layer)
         h = trace[f"{name}.l0.fwd.h"]
         if layer in ("bidirectional", "bigru"):
             h = torch.cat([h, trace[f"{name}.l0.bwd.h"]], dim=-1)
-        torch.testing.assert_close(h, torch.as_tensor(outputs[layer]), **TOL, msg=name)
-    torch.testing.assert_close(trace["lstm.l0.fwd.c"], torch.as_tensor(outputs["lstm.c"]), **TOL)
+        expected = np.concatenate([outputs[layer], outputs[f"{layer}.short"]])
+        torch.testing.assert_close(h, torch.as_tensor(expected), **TOL, msg=name)
+    torch.testing.assert_close(trace["lstm.l0.fwd.c"][: len(IDS)], torch.as_tensor(outputs["lstm.c"]), **TOL)
+
+
+def trace_both(tmp_path, path):
+    return cli_trace(tmp_path, path, "--ids", " ".join(map(str, IDS)), "--ids", " ".join(map(str, SHORT)))
 
 
 @pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
 def test_keras_file_traced_directly_matches_keras(keras_model, tmp_path, capsys, name):
     folder, outputs = keras_model
     names = None if name == "model.keras" else STORED
-    check(cli_trace(tmp_path, folder / name, "--ids", " ".join(map(str, IDS))), outputs, names)
+    check(trace_both(tmp_path, folder / name), outputs, names)
     report = inspect_json(capsys, folder / name)
     reset_after = {"bidirectional": True, "gru_after": True, "gru_before": False, "lstm": True, "bigru": False}
     assert {m["name"]: m.get("reset_after", True) for m in report["modules"]} == {
@@ -94,7 +102,7 @@ def test_keras_logits_and_convert_round_trip(keras_model, tmp_path, capsys):
     out, direct, converted = convert_round_trip(tmp_path, capsys, folder / "model.keras")
     assert modules(direct) == modules(converted)
     assert [m["name"] for m in converted["modules"] if m.get("reset_after") is False] == ["bigru", "gru_before"]
-    check(cli_trace(tmp_path, out, "--ids", " ".join(map(str, IDS))), outputs)
+    check(trace_both(tmp_path, out), outputs)
     with torch.no_grad():
         logits = gatescope.load(out)(torch.tensor([IDS]))[0]
     torch.testing.assert_close(logits, torch.as_tensor(outputs["dense"]), **TOL)
@@ -111,6 +119,11 @@ def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
     model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(2, activation="relu", name="lstm")])
     model.save(tmp_path / "relu.keras")
     assert "activation='relu'" in fails(capsys, "inspect", tmp_path / "relu.keras", "--json")
+    import h5py
+
+    with h5py.File(tmp_path / "keras2.h5", "w") as f:  # Keras 2's layout: model_weights/NAME/NAME/kernel:0
+        f.create_dataset("model_weights/lstm/lstm/kernel:0", data=np.zeros((3, 8), np.float32))
+    assert "a Keras 2 .h5 file" in fails(capsys, "inspect", tmp_path / "keras2.h5", "--json")
 
 
 @pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
