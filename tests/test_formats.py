@@ -55,8 +55,9 @@ def test_interventions_reach_the_reset_before_gru():
     torch.manual_seed(1)
     gru = ResetBeforeGRU(3, 4)
     x = torch.randn(6, 3)
-    expected, _ = reference_run(gru, x, path="resetbeforegru", edit=lambda n, t, v: v * 0 if n == "resetbeforegru.l0.fwd.z" else v)
-    with gatescope.record(gru, interventions=[gatescope.Intervention("resetbeforegru.l0.fwd.z", op="set", value=0.0)]) as rec:
+    name = "resetbeforegru.l0.fwd.z"
+    expected, _ = reference_run(gru, x, path="resetbeforegru", edit=lambda n, t, v: v * 0 if n == name else v)
+    with gatescope.record(gru, interventions=[gatescope.Intervention(name, op="set", value=0.0)]) as rec:
         gru(x)
     torch.testing.assert_close(rec.trace["resetbeforegru.l0.fwd.h"], expected["resetbeforegru.l0.fwd.h"], **TOL)
 

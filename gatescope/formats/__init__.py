@@ -3,7 +3,8 @@
 Every reader here returns the same thing, a `Converted`: the tensors under the names torch.nn
 gives them (``rnn.weight_ih_l0``, ``decoder.weight``; docs/architecture.md), the gatescope metadata
 (docs/architecture.md "Checkpoint metadata": ``roles``, and ``reset_before``, which names the GRUs
-that need gatescope.reset_before.ResetBeforeGRU rather than torch's class), and notes on what was changed on the way. So the loader
+that need gatescope.reset_before.ResetBeforeGRU rather than torch's class), and notes on what was
+changed on the way. So the loader
 (gatescope.checkpoint, through `open_checkpoint`) and `gatescope convert` treat every format alike.
 
 One module per format:
@@ -107,7 +108,7 @@ def kind_of(path: Path) -> str | None:
             with zipfile.ZipFile(path) as archive:
                 return "keras" if "config.json" in archive.namelist() else "torch"
         except zipfile.BadZipFile:
-            raise GatescopeError(f"{path} is a damaged zip archive (neither a torch nor a Keras file can be read)") from None
+            raise GatescopeError(f"{path} is a damaged zip archive (not a readable torch or Keras file)") from None
     if name.endswith(TORCH_SUFFIXES) or head[:1] == b"\x80":
         return "torch"
     if name.endswith(KERAS_SUFFIXES):

@@ -42,7 +42,8 @@ def convert(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list
         tensors[new] = value
     for key in [k for k in tensors if k.endswith(_DUPLICATE_EMBEDDING)]:
         main = key[: -len(_DUPLICATE_EMBEDDING)] + "encoder.weight"
-        if main in tensors and tensors[main].shape == tensors[key].shape and bool((tensors[main] == tensors[key]).all()):
+        same = main in tensors and tensors[main].shape == tensors[key].shape
+        if same and bool((tensors[main] == tensors[key]).all()):
             del tensors[key]
             notes.append(f"dropped {key}, the copy of {main} that fastai's EmbeddingDropout keeps")
     stack = [p.removesuffix(".") for p, _ in sorted(prefixes.items(), key=lambda item: item[1])]

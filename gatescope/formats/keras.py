@@ -16,8 +16,9 @@ keras/src/layers/rnn/lstm.py and gru.py:
 
 Each Keras layer becomes one torch module named like the layer in the config; its variables are
 found under the name Keras' saving gives it (the class in snake case, numbered in layer order:
-``gru``, ``gru_1``). The roles give the layer order of the config. A ``.weights.h5`` file has no config: cells and variants are
-read from the shapes, Keras' default activations are assumed, and the order is left to discovery.
+``gru``, ``gru_1``). The roles give the layer order of the config. A ``.weights.h5`` file has no
+config: cells and variants are read from the shapes, Keras' default activations are assumed, and
+the order is left to discovery.
 """
 from __future__ import annotations
 
@@ -193,7 +194,8 @@ def _cell_vars(path: Path, group, name: str) -> list[np.ndarray]:
 
 def _expect(path: Path, name: str, values: list[np.ndarray], *counts: int) -> list[np.ndarray]:
     if len(values) not in counts:
-        raise GatescopeError(f"{path}: layer {name} has {len(values)} weights; expected {' or '.join(map(str, counts))}")
+        expected = " or ".join(map(str, counts))
+        raise GatescopeError(f"{path}: layer {name} has {len(values)} weights; expected {expected}")
     return values
 
 
@@ -251,7 +253,8 @@ def _bidirectional(path: Path, name: str, cfg: dict[str, Any], group, reset_befo
     if kind == "GRU" and not inner_cfg.get("reset_after", True):
         reset_before.append(name)
     tensors = {}
-    for side, suffix, side_cfg in (("forward_layer", "_l0", inner_cfg), ("backward_layer", "_l0_reverse", backward_cfg)):
+    sides = (("forward_layer", "_l0", inner_cfg), ("backward_layer", "_l0_reverse", backward_cfg))
+    for side, suffix, side_cfg in sides:
         if side not in group:
             raise GatescopeError(f"{path}: Bidirectional {name} has no {side} weights")
         tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg,

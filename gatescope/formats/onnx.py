@@ -58,7 +58,8 @@ def read(path: Path) -> Converted:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-        raise GatescopeError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
     return _Reader(path, model, onnx).convert()
 
 
@@ -198,7 +199,8 @@ class _Reader:
             raise self.fail(node, "runs in direction 'reverse' only, which torch's modules (and gatescope) "
                                   "have no module for; export it as bidirectional or forward")
         if "clip" in attrs:
-            raise self.fail(node, f"clips its cell inputs (clip={attrs['clip']}); gatescope does not implement clipping")
+            raise self.fail(node, f"clips its cell inputs (clip={attrs['clip']}); "
+                                  "gatescope does not implement clipping")
         if attrs.get("input_forget", 0):
             raise self.fail(node, "couples its input and forget gates (input_forget=1); gatescope does not")
         directions = 2 if direction == "bidirectional" else 1
@@ -219,8 +221,9 @@ class _Reader:
         hidden = int(attrs.get("hidden_size", r.shape[-1]))
         gates = 4 if op == "LSTM" else 3
         if w.shape[:2] != (directions, gates * hidden) or r.shape != (directions, gates * hidden, hidden):
+            rows = gates * hidden
             raise self.fail(node, f"has W {list(w.shape)} and R {list(r.shape)}; expected "
-                                  f"[{directions}, {gates * hidden}, input] and [{directions}, {gates * hidden}, {hidden}]")
+                                  f"[{directions}, {rows}, input] and [{directions}, {rows}, {hidden}]")
         b = self.values.get(inputs[3]) if inputs[3] else None
         if inputs[3] and b is None:
             raise self.fail(node, "has a bias B that is not stored in the file")
