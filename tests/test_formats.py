@@ -114,6 +114,9 @@ def test_a_whole_pickled_model_is_refused_with_the_two_lines_that_convert_it(tmp
         f"torch.load({str(path)!r}, weights_only=False).state_dict().items()}}, "
         f"{str(path.with_suffix('.safetensors'))!r})",
     ]
+    with pytest.raises(gatescope.GatescopeError) as error:  # from Python: the one line, and the fix as code
+        gatescope.load(path)
+    assert "\n" not in str(error.value) and [f"  {line}" for line in error.value.fix] == code
     namespace = {}  # the two lines work, where the model's class is importable
     exec("\n".join(line.strip() for line in code), namespace)
     assert modules(inspect_json(capsys, path.with_suffix(".safetensors")))[0]["name"] == "rnn"

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
     except GatescopeError as exc:
         click.echo(f"gatescope: error: {exc}", err=True)
+        for line in getattr(exc, "fix", ()):  # code that fixes it (gatescope.formats.ErrorWithFix)
+            click.echo(f"  {line}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("gatescope: aborted", err=True)

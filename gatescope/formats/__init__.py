@@ -42,6 +42,15 @@ ONNX_SUFFIXES = (".onnx",)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+class ErrorWithFix(GatescopeError):
+    """A one-line error, and the lines of code that fix it in the user's own environment (``fix``),
+    which the command line prints below the error."""
+
+    def __init__(self, message: str, fix: list[str]) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 @dataclass
 class Converted:
     """A checkpoint as torch-named tensors, its gatescope metadata, and what the reading changed."""

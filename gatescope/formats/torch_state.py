@@ -3,7 +3,8 @@
 ``torch.load(path, weights_only=True)`` unpickles only tensors and plain containers (dicts, lists,
 numbers, strings); a file that needs any other class, such as a whole pickled model
 (``torch.save(model)``), is refused by torch before any of its code can run. Such a file is
-converted in the user's own environment, where the model's code is installed (`WHOLE_MODEL`).
+converted in the user's own environment, where the model's code is installed: the error says so in
+one line and carries the two lines of code that do it (`WHOLE_MODEL_FIX`).
 
 The state dict may be the whole file or sit under a ``state_dict`` / ``model`` / ``model_state_dict``
 entry (PyTorch Lightning, fastai's ``learn.save``). Key prefixes that wrappers add are removed:
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gatescope.errors import GatescopeError
-from gatescope.formats import Converted, awd_lstm, owned
+from gatescope.formats import Converted, ErrorWithFix, awd_lstm, owned
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 WRAPPER_PREFIX = "module."  # DataParallel / DistributedDataParallel
@@ -28,10 +29,12 @@ COMPILED_SEGMENT = "_orig_mod."  # torch.compile's OptimizedModule
 WHOLE_MODEL = (
     "{path} holds a pickled {what} (e.g. a whole model saved with torch.save(model)), which "
     "torch.load(weights_only=True) refuses to unpickle because that would run code from the file; "
-    "convert it where the model's code is installed, then use the .safetensors file:\n"
-    "  import torch, safetensors.torch\n"
-    "  safetensors.torch.save_file({{k: v.clone().contiguous() for k, v in "
-    "torch.load({path_repr}, weights_only=False).state_dict().items()}}, {out_repr})"
+    "convert it where the model's code is installed, then use the .safetensors file:"
+)
+WHOLE_MODEL_FIX = (
+    "import torch, safetensors.torch",
+    "safetensors.torch.save_file({{k: v.clone().contiguous() for k, v in "
+    "torch.load({path_repr}, weights_only=False).state_dict().items()}}, {out_repr})",
 )
 
 
@@ -44,9 +47,10 @@ def read(path: Path) -> Converted:
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if found := re.search(r"Unsupported global: GLOBAL (\S+)", reason):
-            out = str(path.with_suffix(".safetensors"))
-            raise GatescopeError(WHOLE_MODEL.format(
-                path=path, what=found[1], path_repr=repr(str(path)), out_repr=repr(out))) from None
+            names = dict(path=path, what=found[1], path_repr=repr(str(path)),
+                         out_repr=repr(str(path.with_suffix(".safetensors"))))
+            fix = [line.format(**names) for line in WHOLE_MODEL_FIX]
+            raise ErrorWithFix(WHOLE_MODEL.format(**names), fix) from None
         raise GatescopeError(f"{path} is not a readable torch checkpoint ({reason})") from None
     except Exception as exc:  # torch.load's errors on a damaged file are of many types: one line each
         raise GatescopeError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
