@@ -17,6 +17,7 @@ from format_fixtures import (
 )
 from reference import reference_run
 from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 import gatescope
@@ -205,3 +206,17 @@ def test_a_damaged_pt_file_is_a_one_line_error(tmp_path):
     torch.save(tied_model().state_dict(), path)
     for damaged in each_truncation(path, tmp_path):
         assert_loads_or_one_line(damaged)
+
+
+def test_convert_adds_metadata_to_a_safetensors_file(tmp_path, capsys):
+    model = tied_model()
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, bare)
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps(WORDS))
+    out, direct, converted = convert_round_trip(tmp_path, capsys, bare, "--vocab", str(vocab), "--unk", "car")
+    assert modules(direct) == modules(converted) and direct["vocab"] is None
+    with safe_open(out, framework="pt") as f:
+        meta = json.loads(f.metadata()["gatescope"])
+    assert (meta["vocab"], meta["unk"], meta["eos"], meta["tokenizer"]) == (WORDS, "car", "<eos>", "word")
+    assert "converted" not in meta  # nothing was converted: the tensors are the file's own

@@ -14,6 +14,7 @@ from format_fixtures import (
     inspect_json,
     modules,
 )
+from safetensors.torch import save_file
 
 import gatescope
 
@@ -92,11 +93,11 @@ def test_hand_built_gru_both_reset_variants_match_onnxruntime(tmp_path, capsys, 
     assert modules(report) == [{"name": "gru", "cell": "GRU", "input_size": 3, "hidden_size": 4, "num_layers": 1,
                                 "bidirectional": True, "proj_size": 0, "bias": True}
                                | ({} if linear_before_reset else {"reset_after": False})]
-    model = gatescope.load(path)
-    with gatescope.record(model) as rec, torch.no_grad():
-        model(torch.as_tensor(x).transpose(0, 1))
+    inputs = tmp_path / "x.safetensors"
+    save_file({"x": torch.as_tensor(x[:, 0])}, inputs)  # one sequence [T, 3]
+    trace = cli_trace(tmp_path, path, "--input", str(inputs))
     for d, direction in enumerate(("fwd", "bwd")):
-        torch.testing.assert_close(rec.trace[f"gru.l0.{direction}.h"], torch.as_tensor(y[:, d, 0]), **TOL)
+        torch.testing.assert_close(trace[f"gru.l0.{direction}.h"], torch.as_tensor(y[:, d, 0]), **TOL)
     _, direct, converted = convert_round_trip(tmp_path, capsys, path)
     assert modules(direct) == modules(converted)
 
