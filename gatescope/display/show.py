@@ -41,7 +41,7 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
         name, index = _check_unit(trace, unit)
         layer_kinds = _layer_kinds(trace, name)
         plotted = layer_kinds if kinds is None else _check_kinds(kinds, layer_kinds, name)
-        picked, notes = spans(offsets, chosen, window, max_tokens or MAX_TEXT_TOKENS)
+        picked, notes = spans(offsets, chosen, window, MAX_TEXT_TOKENS if max_tokens is None else max_tokens)
         return UnitText(trace, unit.strip(), name, index, plotted, picked, notes)
     rows = []
     for item in units:
@@ -57,7 +57,7 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
     if len(rows) > max_units:
         notes.append(f"cut: {len(rows)} units asked for; showing the first {max_units} (max_units={max_units})")
         rows = rows[:max_units]
-    picked, cut = spans(offsets, chosen, window, max_tokens or MAX_HEATMAP_TOKENS)
+    picked, cut = spans(offsets, chosen, window, MAX_HEATMAP_TOKENS if max_tokens is None else max_tokens)
     return Heatmap(trace, rows, picked, notes + cut)
 
 
