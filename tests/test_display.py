@@ -113,7 +113,7 @@ def test_unit_text_tokens_colours_and_exact_values():
         assert g.find(SVG + "rect").get("fill") == scale.hex_colors(np.array([expected]))[0]
         for kind in "if":
             assert title_value(title, kind) == float(trace[f"rnn.l0.fwd.{kind}"][row, 3])
-    assert math.isnan(title_value(tokens[2].find(SVG + "title").text, "c"))
+    assert math.isnan(title_value(tokens[2].find(SVG + "title").text, "rnn.l0.fwd.c:3"))
     assert tokens[2].find(SVG + "rect").get("fill") == NAN_COLOR
     # hover columns over the line plots: one per token, every plotted kind
     columns = [r for r in root.iter(SVG + "rect") if r.get("class") == "column"]
@@ -212,7 +212,8 @@ def test_a_million_token_sequence_is_cut_to_a_window_and_says_so(million):
     spy = TraceSpy(million)
     fig = show(spy, unit="rnn.l0.fwd.h:1")
     assert fig.cut and len(fig.spans) == 1 and fig.spans[0][1:3] == (0, 2000)
-    assert any(t.startswith("cut: sequence 0 positions 0-999999 asked for; showing 0-1999") for t in texts(parse(fig.svg)))
+    note = "cut: sequence 0 positions 0-999999 asked for; showing 0-1999"
+    assert any(t.startswith(note) for t in texts(parse(fig.svg)))
     assert spy.log and all(r.start >= 0 and r.stop <= 2000 for r in spy.log)
     spy.log.clear()
     fig = show(spy, units=["rnn.l0.fwd.f:0", "rnn.l0.fwd.h:3"], window=(500_000, 500_050))

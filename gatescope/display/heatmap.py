@@ -89,7 +89,8 @@ class Heatmap(Figure):
                     body.append(svg.text(lx, ly, svg.visible(token), size=10, fill="#222222", anchor="end",
                                          extra=f' transform="rotate(-90 {lx:.1f} {ly:.1f})"'))
             x += (span.stop - span.start) * cell + GAP
-        labels = 8 * max((len(svg.visible(t)) for ts in self.tokens for t in ts), default=0) if cell >= LABELED_CELL else 0
+        longest = max((len(svg.visible(t)) for ts in self.tokens for t in ts), default=0)
+        labels = 8 * longest if cell >= LABELED_CELL else 0  # px under the cells for the token labels
         width = max(x - GAP + MARGIN, 2 * MARGIN + 420)
         height = top + len(self.units) * CELL_HEIGHT + min(labels, 120) + 8 + MARGIN
         return svg.document(width, height, body, title)

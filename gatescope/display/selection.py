@@ -16,7 +16,7 @@ from gatescope.errors import GatescopeError
 
 
 class Span(NamedTuple):
-    """Rows ``start:stop`` of the trace: positions ``first`` .. ``first + stop - start - 1`` of sequence ``sequence``."""
+    """Rows ``start:stop`` of the trace: positions ``first`` to ``first + stop - start - 1`` of ``sequence``."""
 
     sequence: int
     start: int

@@ -83,11 +83,12 @@ class UnitText(Figure):
             row = span.start + k
             lines = [f"{token!r}: sequence {span.sequence}, position {span.first + k} (row {row})",
                      f"{self.unit} = {svg.exact(values[k])}"]
-            lines += [f"{kind} = {svg.exact(self.plotted[kind][i][k])}" for kind in self.kinds]
+            others = [kind for kind in self.kinds if kind != self.scale.kind]  # the unit's own value is above
+            lines += [f"{kind} = {svg.exact(self.plotted[kind][i][k])}" for kind in others]
             ink = "#000000" if is_light(colors[k]) else "#ffffff"
             body.append(
-                f'<g class="token">{svg.title(chr(10).join(lines))}'
-                f'<rect x="{x:.1f}" y="{top:.1f}" width="{cells * svg.CHAR_WIDTH:.1f}" height="{svg.LINE_HEIGHT - 2}" '
+                '<g class="token">' + svg.title("\n".join(lines))
+                + f'<rect x="{x:.1f}" y="{top:.1f}" width="{cells * svg.CHAR_WIDTH:.1f}" height="{svg.LINE_HEIGHT - 2}" '
                 f'fill="{colors[k]}"/>'
                 + svg.text(x, top + svg.LINE_HEIGHT - 6, shown, size=svg.FONT_SIZE, fill=ink,
                            extra=' xml:space="preserve"')
@@ -136,7 +137,8 @@ class UnitText(Figure):
             lines = [f"{self.tokens[i][k]!r}: position {span.first + k} (row {span.start + k})"]
             lines += [f"{kind} = {svg.exact(self.plotted[kind][i][k])}" for kind in self.kinds]
             body.append(f'<rect class="column" x="{edges[k]:.1f}" y="{top:.1f}" width="{edges[k + 1] - edges[k]:.2f}" '
-                        f'height="{height:.1f}" fill="#000000" fill-opacity="0">{svg.title(chr(10).join(lines))}</rect>')
+                        f'height="{height:.1f}" fill="#000000" fill-opacity="0">'
+                        + svg.title("\n".join(lines)) + "</rect>")
         return y + 4
 
 
