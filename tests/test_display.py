@@ -20,7 +20,7 @@ from gatescope.errors import GatescopeError
 from gatescope.kinds import KINDS
 
 SVG = "{http://www.w3.org/2000/svg}"
-VOCAB = ["<unk>", "the", "boy", "boys", "near", "car", "cars", "greets", "greet", "a\tb", "x\ny"]
+VOCAB = ["<unk>", "the", "boy", "boys", "near", "car", "cars", "greets", "greet", "a\tb", "x\ny", "<i>&"]
 
 
 def small_trace(nan: bool = True) -> Trace:
@@ -35,7 +35,7 @@ def small_trace(nan: bool = True) -> Trace:
         tensors["rnn.l0.fwd.c"][2, 3] = math.nan
     meta = {"vocab": VOCAB, "tokenizer": "word",
             "modules": [{"name": "rnn", "cell": "LSTM", "hidden_size": 5, "num_layers": 1}]}
-    return Trace(tensors, [0, 4, 7], token_ids=[1, 2, 4, 7, 1, 9, 10], meta=meta,
+    return Trace(tensors, [0, 4, 7], token_ids=[1, 2, 4, 7, 11, 9, 10], meta=meta,
                  features={"subject_number": [0, 0, math.nan, 0, 1, 1, 1]})
 
 
@@ -266,6 +266,8 @@ def test_figures_save_as_html_and_svg(tmp_path):
     ({"unit": "rnn.l0.fwd.h:1", "sequences": []}, "no sequence chosen"),
     ({"unit": "rnn.l0.fwd.h:1", "window": (5, 9)}, r"window \(5, 9\) is empty in sequence 0"),
     ({"unit": "rnn.l0.fwd.h:1", "max_tokens": 0}, "max_tokens must be at least 1"),
+    ({"unit": "rnn.l0.fwd.h:1", "window": (0, 2, 1)}, r"window must be \(start, stop\)"),
+    ({"units": ["rnn.l0.fwd.h:1"], "window": ("a", 2)}, r"window must be \(start, stop\)"),
     ({"units": []}, "names no unit"),
     ({"units": [3]}, "expected a unit name"),
 ])
@@ -351,7 +353,7 @@ def test_agreement_result_is_a_dict_and_an_html_table():
 def test_trace_repr_html_summarises_the_trace():
     trace = small_trace()
     html = trace._repr_html_()
-    assert "2 sequences, 7 tokens, 6 quantities, vocabulary of 11 (word)" in html
+    assert "2 sequences, 7 tokens, 6 quantities, vocabulary of 12 (word)" in html
     parsed = Cells(html)
     layer = [r for r in parsed.rows if r and r[0][0] == "rnn.l0.fwd"]
     assert [c[0] for c in layer[0]] == ["rnn.l0.fwd", "LSTM", "5", "ifgoch", "float32"]

@@ -60,6 +60,10 @@ def spans(offsets: np.ndarray, sequences: list[int], window: tuple[int, int] | N
     rows in all; and a note for each thing left out."""
     if max_tokens < 1:
         raise GatescopeError(f"max_tokens must be at least 1, got {max_tokens}")
+    if window is not None:
+        window = tuple(window)
+        if len(window) != 2 or not all(w is None or isinstance(w, (int, np.integer)) for w in window):
+            raise GatescopeError(f"window must be (start, stop) positions in the sequence, got {window!r}")
     out: list[Span] = []
     notes: list[str] = []
     budget = max_tokens
