@@ -16,13 +16,12 @@ from gatescope.display.figure import Figure
 from gatescope.display.selection import Span, read
 from gatescope.names import format_unit, parse_name
 
-MARGIN = 12
+MARGIN = svg.MARGIN
 CELL_HEIGHT = 14
 GAP = 6  # px between sequences
 MAX_WIDTH = 960  # px of cells, before they shrink to MIN_CELL
 MIN_CELL, MAX_CELL = 3.0, 16.0
 LABELED_CELL = 10.0  # cells at least this wide get their token written under the column
-NOTE_COLOR = "#a34d00"
 
 
 class Heatmap(Figure):
@@ -51,7 +50,7 @@ class Heatmap(Figure):
         cell = float(np.clip((MAX_WIDTH - GAP * (len(self.spans) - 1)) / n, MIN_CELL, MAX_CELL))
         label_width = max(len(u) for u in self.units) * 0.6 * svg.SMALL + 8
         x0 = MARGIN + label_width
-        body = [svg.text(MARGIN, 18, title, size=svg.FONT_SIZE, fill="#222222")]
+        body = [svg.text(MARGIN, 18, title, size=svg.FONT_SIZE, fill=svg.INK)]
         y = 26.0
         kinds = {}
         for scale in self.scales:
@@ -59,14 +58,9 @@ class Heatmap(Figure):
         legend_x = MARGIN
         for scale in kinds.values():
             legend_x += (len(scale.label) + 6) * 0.6 * svg.SMALL  # the label left of the bar
-            bar, _ = svg.legend(legend_x, y, scale, width=90)
-            body += bar
+            body += svg.legend(legend_x, y, scale, width=90)
             legend_x += 90 + 24
-        y += 18
-        for note in notes:
-            body.append(svg.text(MARGIN, y + 11, note, fill=NOTE_COLOR))
-            y += 15
-        y += 16  # the sequence labels
+        y = svg.notes(body, y + 18, notes) + 16  # then the sequence labels
         top = y
         for r, unit in enumerate(self.units):
             body.append(svg.text(x0 - 4, top + r * CELL_HEIGHT + CELL_HEIGHT - 3, unit, anchor="end"))
@@ -86,7 +80,7 @@ class Heatmap(Figure):
                     )
                 if cell >= LABELED_CELL:
                     lx, ly = x + (t + 0.5) * cell + 3, top + len(self.units) * CELL_HEIGHT + 4
-                    body.append(svg.text(lx, ly, svg.visible(token), size=10, fill="#222222", anchor="end",
+                    body.append(svg.text(lx, ly, svg.visible(token), size=10, fill=svg.INK, anchor="end",
                                          extra=f' transform="rotate(-90 {lx:.1f} {ly:.1f})"'))
             x += (span.stop - span.start) * cell + GAP
         longest = max((len(svg.visible(t)) for ts in self.tokens for t in ts), default=0)

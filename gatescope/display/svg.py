@@ -17,6 +17,9 @@ CHAR_WIDTH = 0.6 * FONT_SIZE  # px: the advance of a monospace glyph is about 0.
 LINE_HEIGHT = 19  # px
 SMALL = 11  # px, labels and notes
 MUTED = "#6b6b6b"
+INK = "#222222"  # titles and labels
+NOTE = "#a34d00"  # a figure's notes on what it left out
+MARGIN = 12  # px around a figure
 
 
 def exact(value: float) -> str:
@@ -66,12 +69,20 @@ def document(width: float, height: float, body: list[str], label: str) -> str:
             f'<rect width="100%" height="100%" fill="#ffffff"/>' + "".join(body) + "</svg>")
 
 
-def legend(x: float, y: float, scale, width: float = 120) -> tuple[list[str], float]:
-    """A colour bar for a `gatescope.colorscale.ColorScale` at (x, y): its elements and its height."""
+def notes(body: list[str], y: float, lines: list[str]) -> float:
+    """A figure's notes (what it left out), one a line from height ``y``; returns the height below them."""
+    for line in lines:
+        body.append(text(MARGIN, y + 11, line, fill=NOTE))
+        y += 15
+    return y
+
+
+def legend(x: float, y: float, scale, width: float = 120) -> list[str]:
+    """A colour bar (8 px high) for a `gatescope.colorscale.ColorScale` at (x, y), labelled with its range."""
     colors = scale.colors[:-1]  # without the NaN grey
     step = width / len(colors)
     parts = [f'<rect x="{x + i * step:.1f}" y="{y:.1f}" width="{step + 0.2:.1f}" height="8" fill="{c}"/>'
              for i, c in enumerate(colors)]
     parts.append(text(x - 4, y + 8, f"{scale.label}  {scale.low:g}", anchor="end"))
     parts.append(text(x + width + 4, y + 8, f"{scale.high:g}"))
-    return parts, 12
+    return parts

@@ -19,12 +19,11 @@ from gatescope.kinds import KINDS, describe as describe_kind
 from gatescope.names import parse_name
 
 WRAP = 100  # characters per line of text
-MARGIN = 12
+MARGIN = svg.MARGIN
 LABEL = 48  # px left of the line plots, for the kind's symbol and range
 PLOT_HEIGHT = 34
 PLOT_GAP = 6
 LINE_COLOR = "#1f5f99"
-NOTE_COLOR = "#a34d00"
 
 
 class UnitText(Figure):
@@ -51,13 +50,9 @@ class UnitText(Figure):
     def _draw(self, title: str, notes: list[str], lengths: list[int], char: bool) -> str:
         width = 2 * MARGIN + LABEL + WRAP * svg.CHAR_WIDTH
         body: list[str] = [svg.text(MARGIN, 18, title + f", coloured by {self.scale.label}", size=svg.FONT_SIZE,
-                                    fill="#222222")]
-        bar, _ = svg.legend(width - MARGIN - 120, 9, self.scale)
-        body += bar
-        y = 26.0
-        for note in notes:
-            body.append(svg.text(MARGIN, y + 11, note, fill=NOTE_COLOR))
-            y += 15
+                                    fill=svg.INK)]
+        body += svg.legend(width - MARGIN - 120, 9, self.scale)
+        y = svg.notes(body, 26.0, notes)
         for i, span in enumerate(self.spans):
             body.append(svg.text(MARGIN, y + 20, describe(span, lengths[i])))
             y += 26
@@ -115,7 +110,7 @@ class UnitText(Figure):
             values = self.plotted[kind][i]
             low, high = _range(kind, values)
             body.append(f"<g>{svg.title(describe_kind(kind))}"
-                        + svg.text(MARGIN, y + PLOT_HEIGHT / 2 + 5, kind, size=svg.FONT_SIZE, fill="#222222") + "</g>")
+                        + svg.text(MARGIN, y + PLOT_HEIGHT / 2 + 5, kind, size=svg.FONT_SIZE, fill=svg.INK) + "</g>")
             body.append(svg.text(x0 - 3, y + 9, f"{high:.3g}", size=9, anchor="end"))
             body.append(svg.text(x0 - 3, y + PLOT_HEIGHT - 1, f"{low:.3g}", size=9, anchor="end"))
             body.append(f'<rect x="{x0}" y="{y:.1f}" width="{plot_width:.1f}" height="{PLOT_HEIGHT}" fill="#f6f6f6"/>')
