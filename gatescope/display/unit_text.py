@@ -83,8 +83,8 @@ class UnitText(Figure):
             ink = "#000000" if is_light(colors[k]) else "#ffffff"
             body.append(
                 '<g class="token">' + svg.title("\n".join(lines))
-                + f'<rect x="{x:.1f}" y="{top:.1f}" width="{cells * svg.CHAR_WIDTH:.1f}" height="{svg.LINE_HEIGHT - 2}" '
-                f'fill="{colors[k]}"/>'
+                + f'<rect x="{x:.1f}" y="{top:.1f}" width="{cells * svg.CHAR_WIDTH:.1f}" '
+                f'height="{svg.LINE_HEIGHT - 2}" fill="{colors[k]}"/>'
                 + svg.text(x, top + svg.LINE_HEIGHT - 6, shown, size=svg.FONT_SIZE, fill=ink,
                            extra=' xml:space="preserve"')
                 + "</g>"
