@@ -255,6 +255,15 @@ def test_figures_save_as_html_and_svg(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unit.html", "unit.svg"]  # no temporary files left
 
 
+def test_show_opens_a_trace_file(tmp_path):
+    trace = small_trace()
+    trace.save(tmp_path / "t.safetensors")
+    fig = show(str(tmp_path / "t.safetensors"), units=["rnn.l0.fwd.g:2"], sequences=1)
+    np.testing.assert_array_equal(fig.values[0][0], trace["rnn.l0.fwd.g"][4:7, 2].numpy())
+    with pytest.raises(GatescopeError, match="no such file"):
+        show(tmp_path / "missing.safetensors", unit="rnn.l0.fwd.h:0")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "give unit="),
     ({"unit": "rnn.l0.fwd.h:1", "units": ["rnn.l0.fwd.h:1"]}, "give unit="),
