@@ -258,7 +258,7 @@ def test_figures_save_as_html_and_svg(tmp_path):
 def test_show_opens_a_trace_file(tmp_path):
     trace = small_trace()
     trace.save(tmp_path / "t.safetensors")
-    fig = show(str(tmp_path / "t.safetensors"), units=["rnn.l0.fwd.g:2"], sequences=1)
+    fig = show(str(tmp_path / "t.safetensors"), units=["rnn.l0.fwd.g:2"], sequences=torch.tensor(1))
     np.testing.assert_array_equal(fig.values[0][0], trace["rnn.l0.fwd.g"][4:7, 2].numpy())
     with pytest.raises(GatescopeError, match="no such file"):
         show(tmp_path / "missing.safetensors", unit="rnn.l0.fwd.h:0")
@@ -273,6 +273,7 @@ def test_show_opens_a_trace_file(tmp_path):
     ({"unit": "rnn.l0.fwd.h:1", "kinds": "f,z"}, "kinds z not recorded for rnn.l0.fwd; it has: i,f,g,o,c,h"),
     ({"unit": "rnn.l0.fwd.h:1", "sequences": [2]}, "no sequence 2: the trace has 2"),
     ({"unit": "rnn.l0.fwd.h:1", "sequences": []}, "no sequence chosen"),
+    ({"unit": "rnn.l0.fwd.h:1", "sequences": [True]}, "expected sequence numbers, got True"),
     ({"unit": "rnn.l0.fwd.h:1", "window": (5, 9)}, r"window \(5, 9\) is empty in sequence 0"),
     ({"unit": "rnn.l0.fwd.h:1", "max_tokens": 0}, "max_tokens must be at least 1"),
     ({"unit": "rnn.l0.fwd.h:1", "window": (0, 2, 1)}, r"window must be \(start, stop\)"),

@@ -7,6 +7,7 @@ had to leave out; `read` is the one place a display reads recorded values.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -40,18 +41,29 @@ def as_sequences(sequences: int | Iterable[int] | None, num_sequences: int) -> l
     """``sequences=`` as a list of indices (negative count from the end); the first sequence by default."""
     if sequences is None:
         sequences = [0]
-    elif isinstance(sequences, (int, np.integer)):
-        sequences = [int(sequences)]
+    elif _integer(sequences) is not None:
+        sequences = [sequences]
     chosen = []
-    for s in sequences:
-        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
-            raise GatescopeError(f"sequences: expected sequence numbers, got {s!r}")
+    for item in sequences:
+        s = _integer(item)
+        if s is None:
+            raise GatescopeError(f"sequences: expected sequence numbers, got {item!r}")
         if not -num_sequences <= s < num_sequences:
             raise GatescopeError(f"no sequence {s}: the trace has {num_sequences} (0 to {num_sequences - 1})")
-        chosen.append(int(s) % num_sequences)
+        chosen.append(s % num_sequences)
     if not chosen:
         raise GatescopeError("sequences: no sequence chosen")
     return chosen
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is one (a Python, numpy or 0-d torch integer; not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def spans(offsets: np.ndarray, sequences: list[int], window: tuple[int, int] | None,
@@ -62,7 +74,7 @@ def spans(offsets: np.ndarray, sequences: list[int], window: tuple[int, int] | N
         raise GatescopeError(f"max_tokens must be at least 1, got {max_tokens}")
     if window is not None:
         window = tuple(window)
-        if len(window) != 2 or not all(w is None or isinstance(w, (int, np.integer)) for w in window):
+        if len(window) != 2 or not all(w is None or _integer(w) is not None for w in window):
             raise GatescopeError(f"window must be (start, stop) positions in the sequence, got {window!r}")
     out: list[Span] = []
     notes: list[str] = []
