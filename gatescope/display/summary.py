@@ -14,7 +14,7 @@ from gatescope.display.selection import spans
 from gatescope.display.tables import table_html
 from gatescope.names import parse_name
 
-HEATMAP_UNITS = 24
+HEATMAP_UNITS = 16
 HEATMAP_TOKENS = 48
 
 
