@@ -220,3 +220,13 @@ def test_convert_adds_metadata_to_a_safetensors_file(tmp_path, capsys):
         meta = json.loads(f.metadata()["gatescope"])
     assert (meta["vocab"], meta["unk"], meta["eos"], meta["tokenizer"]) == (WORDS, "car", "<eos>", "word")
     assert "converted" not in meta  # nothing was converted: the tensors are the file's own
+
+
+def test_models_loaded_from_one_file_do_not_share_weights(tmp_path):
+    path = tmp_path / "lm.pt"
+    torch.save(tied_model().state_dict(), path)
+    first = gatescope.load(path)
+    with torch.no_grad():
+        first.get_submodule("rnn").weight_hh_l0.zero_()
+    second = gatescope.load(path)  # read once and cached: the cache must not be the first model's weights
+    torch.testing.assert_close(second.get_submodule("rnn").weight_hh_l0, tied_model().rnn.weight_hh_l0)

@@ -91,7 +91,7 @@ class TensorSource:
         return _Slice(tuple(self._converted.tensors[key].shape))
 
     def get_tensor(self, key: str) -> Tensor:
-        return self._converted.tensors[key]
+        return self._converted.tensors[key].clone()  # the caller's own: the cached conversion stays as read
 
     def metadata(self) -> dict[str, str]:
         return {META_KEY: json.dumps(self._converted.metadata)}
@@ -135,11 +135,11 @@ def read(path: str | os.PathLike) -> Converted | None:
         return None
     with reading(path, "checkpoint file"):
         stat = path.stat()
-    return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, kind)
+    return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, kind, str(path))
 
 
 @functools.lru_cache(maxsize=1)  # the loader reads a file's header, then its tensors: convert once
-def _read_cached(path: str, mtime_ns: int, size: int, kind: str) -> Converted:
+def _read_cached(resolved: str, mtime_ns: int, size: int, kind: str, path: str) -> Converted:
     if kind == "torch":
         from gatescope.formats import torch_state as reader
     elif kind == "keras":
