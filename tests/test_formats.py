@@ -156,6 +156,8 @@ def test_fastai_awd_lstm_state_dict(tmp_path, capsys):
     trace = cli_trace(tmp_path, path, "--ids", " ".join(map(str, IDS)))
     for k in range(3):
         torch.testing.assert_close(trace[f"0.rnns.{k}.l0.fwd.h"], outputs[k][0], **TOL)
+        final_c = encoder.hidden[k][1][0, 0]  # AWD_LSTM keeps each layer's last (h, c)
+        torch.testing.assert_close(trace[f"0.rnns.{k}.l0.fwd.c"][-1], final_c, **TOL)
     loaded = gatescope.load(path)
     with torch.no_grad():
         torch.testing.assert_close(loaded(torch.tensor([IDS]))[0], logits, **TOL)
