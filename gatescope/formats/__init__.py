@@ -189,5 +189,17 @@ def from_numpy(arrays: dict[str, Any]) -> dict[str, Tensor]:
 
 
 def owned(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Each tensor contiguous and in its own storage (tied weights come apart, as safetensors requires)."""
-    return {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+    """Each tensor contiguous and in its own storage (tied weights come apart, as safetensors requires);
+    a tensor that already is one is kept, not copied."""
+    import torch
+
+    seen: set[int] = set()
+    out = {}
+    for key, value in tensors.items():
+        value = value.detach()
+        storage = value.untyped_storage().data_ptr()
+        if storage in seen or not value.is_contiguous() or value.untyped_storage().nbytes() != value.nbytes:
+            value = value.clone(memory_format=torch.contiguous_format)
+        seen.add(value.untyped_storage().data_ptr())
+        out[key] = value
+    return out
