@@ -1,13 +1,14 @@
 """Loading a safetensors checkpoint as a runnable model: embedding -> recurrent modules -> decoder.
 
-The checkpoint is read with safetensors' own API, never unpickled; files in other formats (torch
-state dicts, Keras, ONNX) are converted to torch's names by gatescope.formats, at one dispatch
-point (`_open`). What it holds is found from
+The checkpoint is read with safetensors' own API, never unpickled. What it holds is found from
 the shapes by gatescope.discovery (recurrent modules by torch.nn's parameter names, the embedding
 and decoder as in PyTorch's word_language_model example), and the optional metadata JSON
 (``__metadata__['gatescope']``, see docs/architecture.md) overrides the guesses and carries the
 vocabulary. A model with a vocabulary but no embedding, whose input
 is as wide as the vocabulary, takes one-hot token ids (the char-rnn of Karpathy et al. 2015).
+
+Files in other formats (torch state dicts, Keras, ONNX) are converted to the same torch names and
+metadata by gatescope.formats, at one dispatch point (`_open`).
 """
 from __future__ import annotations
 
