@@ -49,6 +49,7 @@ def keras_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("keras")
     model.save(folder / "model.keras")
     model.save_weights(folder / "model.weights.h5")
+    model.save(folder / "model.h5")  # the legacy HDF5 format of Keras 2 and tf.keras
     outputs, x, short = {}, np.array([IDS]), np.array([SHORT])
     for layer in model.layers:
         x, short = layer(x), layer(short)
@@ -81,17 +82,17 @@ def trace_both(tmp_path, path):
     return cli_trace(tmp_path, path, "--ids", " ".join(map(str, IDS)), "--ids", " ".join(map(str, SHORT)))
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5", "model.h5"])
 def test_keras_file_traced_directly_matches_keras(keras_model, tmp_path, capsys, name):
     folder, outputs = keras_model
-    names = None if name == "model.keras" else STORED
+    names = STORED if name == "model.weights.h5" else None
     check(trace_both(tmp_path, folder / name), outputs, names)
     report = inspect_json(capsys, folder / name)
     reset_after = {"bidirectional": True, "gru_after": True, "gru_before": False, "lstm": True, "bigru": False}
     assert {m["name"]: m.get("reset_after", True) for m in report["modules"]} == {
         (names or {}).get(k, k): v for k, v in reset_after.items()}
     assert report["decoder"]["name"] == "dense" and report["embedding"]["name"] == "embedding"
-    if name == "model.keras":  # the config gives the order; the weights alone are ordered by their shapes
+    if name != "model.weights.h5":  # the config gives the order; the weights alone are ordered by their shapes
         assert report["recurrent"] == RECURRENT
 
 
@@ -123,10 +124,10 @@ def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
 
     with h5py.File(tmp_path / "keras2.h5", "w") as f:  # Keras 2's layout: model_weights/NAME/NAME/kernel:0
         f.create_dataset("model_weights/lstm/lstm/kernel:0", data=np.zeros((3, 8), np.float32))
-    assert "a Keras 2 .h5 file" in fails(capsys, "inspect", tmp_path / "keras2.h5", "--json")
+    assert "a Keras 2 weights-only file" in fails(capsys, "inspect", tmp_path / "keras2.h5", "--json")
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5", "model.h5"])
 def test_a_damaged_keras_file_is_a_one_line_error(keras_model, tmp_path, name):
     for damaged in each_truncation(keras_model[0] / name, tmp_path):
         assert_loads_or_one_line(damaged)

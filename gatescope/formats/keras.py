@@ -1,4 +1,5 @@
-"""Keras 3 ``.keras`` archives and ``.weights.h5`` files, read with h5py (no TensorFlow, no Keras).
+"""Keras ``.keras`` archives, ``.weights.h5`` files and Keras 2 ``.h5`` models, read with h5py (no
+TensorFlow, no Keras).
 
 A ``.keras`` file is a zip of ``config.json`` (the layers and their settings) and
 ``model.weights.h5``, where layer NAME keeps its variables as ``layers/NAME/vars/0, 1, ...`` (a
@@ -18,7 +19,10 @@ Each Keras layer becomes one torch module named like the layer in the config; it
 found under the name Keras' saving gives it (the class in snake case, numbered in layer order:
 ``gru``, ``gru_1``). The roles give the layer order of the config. A ``.weights.h5`` file has no
 config: cells and variants are read from the shapes, Keras' default activations are assumed, and
-the order is left to discovery.
+the order is left to discovery. A Keras 2 (or tf.keras) ``model.save("model.h5")`` file keeps its
+config in the ``model_config`` attribute and layer NAME's variables under ``model_weights/NAME``, in
+the order its ``weight_names`` attribute lists; it is read like a ``.keras`` file (old Keras' default
+``recurrent_activation="hard_sigmoid"`` is refused: torch's gates are sigmoids).
 """
 from __future__ import annotations
 
@@ -53,8 +57,13 @@ def read(path: Path) -> Converted:
                 raise GatescopeError(f"{path}: config.json is not valid JSON") from None
             weights = io.BytesIO(archive.read("model.weights.h5"))
         with _h5(h5py, weights, path) as f:
-            return _from_config(path, config, _layers_group(path, f))
+            layers = _config_layers(path, config)
+            weights = _Keras3Weights(path, _layers_group(path, f), layers)
+            return _from_config(path, layers, weights, "Keras 3 (.keras)")
     with _h5(h5py, path, path) as f:
+        if "model_config" in f.attrs and "model_weights" in f:  # Keras 2 / tf.keras model.save("model.h5")
+            layers = _config_layers(path, _legacy_config(path, f.attrs["model_config"]))
+            return _from_config(path, layers, _LegacyWeights(path, f["model_weights"]), "Keras 2 (.h5)")
         return _from_weights(path, _layers_group(path, f))
 
 
@@ -68,8 +77,8 @@ def _h5(h5py, source, path: Path):
 def _layers_group(path: Path, f):
     if "layers" not in f:
         raise GatescopeError(
-            f"{path} is not a Keras 3 weights file (no 'layers' group; a Keras 2 .h5 file: "
-            "load it in Keras 3 and save it with model.save('model.keras'))"
+            f"{path} is not a Keras file gatescope reads (no 'layers' group, no model_config: a Keras 2 "
+            "weights-only file; load the model in Keras and save it with model.save('model.keras'))"
         )
     return f["layers"]
 
@@ -81,15 +90,58 @@ def _vars(group) -> list[np.ndarray]:
     return [np.asarray(group["vars"][k]) for k in sorted(group["vars"], key=int)]
 
 
+def _legacy_config(path: Path, raw: Any) -> dict[str, Any]:
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+        raise GatescopeError(f"{path}: its model_config is not valid JSON") from None
+    if isinstance(config, dict) and isinstance(config.get("config"), list):  # Keras 2.2's Sequential
+        config = {**config, "config": {"layers": config["config"]}}
+    return config
+
+
+class _Keras3Weights:
+    """Keras 3's layout: ``layers/STORED/vars/i``, a recurrent layer's under ``cell/``, a Bidirectional
+    layer's under ``forward_layer/cell`` and ``backward_layer/cell`` (STORED: see `_stored_names`)."""
+
+    def __init__(self, path: Path, layers_h5, layers: list[dict[str, Any]]) -> None:
+        self.path, self.layers_h5, self.stored = path, layers_h5, _stored_names(layers)
+
+    def variables(self, index: int, name: str, kind: str) -> list[np.ndarray]:
+        """A layer's variables in Keras' ``layer.weights`` order (Bidirectional: forward's, then backward's)."""
+        group = _layer_group(self.path, self.layers_h5, self.stored[index], name)
+        if kind == "Bidirectional":
+            return [v for side in ("forward_layer", "backward_layer") for v in self._side(group, side, name)]
+        return _cell_vars(self.path, group, name) if kind in RECURRENT else _vars(group)
+
+    def _side(self, group, side: str, name: str) -> list[np.ndarray]:
+        if side not in group:
+            raise GatescopeError(f"{self.path}: Bidirectional {name} has no {side} weights")
+        return _cell_vars(self.path, group[side], name)
+
+
+class _LegacyWeights:
+    """Keras 2's (and tf.keras's) HDF5 layout: ``model_weights/NAME`` lists its datasets, in
+    ``layer.weights`` order, in the attribute ``weight_names``."""
+
+    def __init__(self, path: Path, model_weights) -> None:
+        self.path, self.groups = path, model_weights
+
+    def variables(self, index: int, name: str, kind: str) -> list[np.ndarray]:
+        if name not in self.groups:
+            raise GatescopeError(f"{self.path}: the weights hold no layer {name} (found: {', '.join(self.groups)})")
+        group = self.groups[name]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+        return [np.asarray(group[n]) for n in names]
+
+
 # -- with the config: the model's layers in order ---------------------------------------------
-def _from_config(path: Path, config: dict[str, Any], layers_h5) -> Converted:
-    layers = _config_layers(path, config)
+def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str) -> Converted:
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, Any] = {"recurrent": []}
     reset_before: list[str] = []
     notes: list[str] = []
     seen_dense = False
-    stored = _stored_names(layers)
     for index, layer in enumerate(layers):
         kind, cfg = layer.get("class_name"), layer.get("config", {})
         name = cfg.get("name", f"layer{index}")
@@ -105,24 +157,24 @@ def _from_config(path: Path, config: dict[str, Any], layers_h5) -> Converted:
         if seen_dense:
             raise GatescopeError(f"{path}: layer {name} ({kind}) follows the Dense layer; gatescope runs "
                                  "embedding -> recurrent layers -> one Dense decoder")
-        group = _layer_group(path, layers_h5, stored[index], name)
+        values = weights.variables(index, name, kind)
         if kind == "Embedding":
             if cfg.get("mask_zero"):
                 raise GatescopeError(f"{path}: Embedding {name} has mask_zero=True (Keras skips the steps of "
                                      "token 0, gatescope runs every step); save it with mask_zero=False")
             if roles["recurrent"] or "embedding" in roles:
                 raise GatescopeError(f"{path}: Embedding {name} is not the first layer")
-            (tensors[f"{name}.weight"],) = _expect(path, name, _vars(group), 1)
+            (tensors[f"{name}.weight"],) = _expect(path, name, values, 1)
             roles["embedding"] = f"{name}.weight"
         elif kind == "Dense":
-            tensors.update(_dense(path, name, cfg, _vars(group), notes))
+            tensors.update(_dense(path, name, cfg, values, notes))
             roles["decoder"] = name
             seen_dense = True
         else:
             if kind == "Bidirectional":
-                tensors.update(_bidirectional(path, name, cfg, group, reset_before))
+                tensors.update(_bidirectional(path, name, cfg, values, reset_before))
             else:
-                tensors.update(_recurrent(path, name, kind, cfg, _cell_vars(path, group, name), name))
+                tensors.update(_recurrent(path, name, kind, cfg, values, name))
                 if kind == "GRU" and not cfg.get("reset_after", True):
                     reset_before.append(name)
             sequences = (cfg.get("layer", {}).get("config", {}) if kind == "Bidirectional" else cfg)
@@ -137,7 +189,7 @@ def _from_config(path: Path, config: dict[str, Any], layers_h5) -> Converted:
     metadata: dict[str, Any] = {"roles": roles}
     if reset_before:
         metadata[RESET_BEFORE] = sorted(set(reset_before))
-    return Converted(from_numpy(tensors), metadata, "Keras 3 (.keras)", notes)
+    return Converted(from_numpy(tensors), metadata, source, notes)
 
 
 def _config_layers(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -237,7 +289,8 @@ def _gru_order(hidden: int) -> np.ndarray:
     return np.concatenate([blocks[1], blocks[0], blocks[2]])
 
 
-def _bidirectional(path: Path, name: str, cfg: dict[str, Any], group, reset_before: list[str]):
+def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.ndarray], reset_before: list[str]):
+    """A Bidirectional layer's variables (forward's, then backward's) as one bidirectional module."""
     if cfg.get("merge_mode", "concat") != "concat":
         raise GatescopeError(f"{path}: Bidirectional {name} has merge_mode={cfg.get('merge_mode')!r}; "
                              "torch's bidirectional modules concatenate (merge_mode='concat')")
@@ -252,13 +305,14 @@ def _bidirectional(path: Path, name: str, cfg: dict[str, Any], group, reset_befo
         raise GatescopeError(f"{path}: Bidirectional {name}'s two GRUs differ in reset_after")
     if kind == "GRU" and not inner_cfg.get("reset_after", True):
         reset_before.append(name)
+    if not values or len(values) % 2:
+        raise GatescopeError(f"{path}: Bidirectional {name} has {len(values)} weights; expected one set per side")
+    half = len(values) // 2
     tensors = {}
-    sides = (("forward_layer", "_l0", inner_cfg), ("backward_layer", "_l0_reverse", backward_cfg))
-    for side, suffix, side_cfg in sides:
-        if side not in group:
-            raise GatescopeError(f"{path}: Bidirectional {name} has no {side} weights")
-        tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg,
-                                  _cell_vars(path, group[side], name), name, suffix))
+    sides = (("forward_layer", "_l0", inner_cfg, values[:half]),
+             ("backward_layer", "_l0_reverse", backward_cfg, values[half:]))
+    for side, suffix, side_cfg, side_values in sides:
+        tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg, side_values, name, suffix))
     return tensors
 
 
@@ -286,10 +340,12 @@ def _from_weights(path: Path, layers_h5) -> Converted:
     for name in layers_h5:
         group = layers_h5[name]
         if "forward_layer" in group:
-            kind = _kind_from_shapes(path, name, _cell_vars(path, group["forward_layer"], name))
-            cfg = {"reset_after": _reset_after(_cell_vars(path, group["forward_layer"], name))}
+            forward = _cell_vars(path, group["forward_layer"], name)
+            kind = _kind_from_shapes(path, name, forward)
+            cfg = {"reset_after": _reset_after(forward)}
             layer = {"layer": {"class_name": kind, "config": cfg}, "backward_layer": {"config": cfg}}
-            tensors.update(_bidirectional(path, name, layer, group, reset_before))
+            backward = _cell_vars(path, group["backward_layer"], name) if "backward_layer" in group else []
+            tensors.update(_bidirectional(path, name, layer, forward + backward, reset_before))
         elif "cell" in group:
             values = _cell_vars(path, group, name)
             kind = _kind_from_shapes(path, name, values)
