@@ -131,3 +131,21 @@ def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
 def test_a_damaged_keras_file_is_a_one_line_error(keras_model, tmp_path, name):
     for damaged in each_truncation(keras_model[0] / name, tmp_path):
         assert_loads_or_one_line(damaged)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", ".weights.h5"])
+def test_a_time_distributed_dense_is_the_decoder(keras_model, tmp_path, capsys, suffix):
+    import keras
+
+    import gatescope
+
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.TimeDistributed(keras.layers.Dense(2), name="decoder")])
+    path = tmp_path / f"td{suffix}"
+    model.save_weights(path) if suffix == ".weights.h5" else model.save(path)
+    x = np.random.default_rng(0).normal(size=(1, 5, 3)).astype(np.float32)
+    loaded = gatescope.load(path)
+    assert loaded.decoder_name == ("time_distributed" if suffix == ".weights.h5" else "decoder")  # no config: no name
+    with torch.no_grad():
+        got = loaded(torch.as_tensor(x))
+    torch.testing.assert_close(got, torch.as_tensor(model(x).detach().cpu().numpy()), **TOL)

@@ -13,7 +13,8 @@ keras/src/layers/rnn/lstm.py and gru.py:
   two biases, bias (2, 3H) = [input, recurrent], torch's formulation; ``reset_after=False`` is the
   original GRU of Cho et al. 2014 (gatescope.reset_before), with one input bias.
 - Bidirectional (merge_mode "concat"): forward_layer -> ``_l0``, backward_layer -> ``_l0_reverse``.
-- Embedding: embeddings (V, E) -> ``weight``; Dense: kernel (I, O) -> ``weight`` (O, I), ``bias``.
+- Embedding: embeddings (V, E) -> ``weight``; Dense (or TimeDistributed Dense): kernel (I, O) ->
+  ``weight`` (O, I), ``bias``.
 
 Each Keras layer becomes one torch module named like the layer in the config; its variables are
 found under the name Keras' saving gives it (the class in snake case, numbered in layer order:
@@ -41,7 +42,7 @@ from gatescope.reset_before import METADATA_KEY as RESET_BEFORE
 
 RECURRENT = ("LSTM", "GRU")
 NO_OPS = ("InputLayer", "Dropout", "SpatialDropout1D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
-READ = ("Embedding", "LSTM", "GRU", "Bidirectional", "Dense") + NO_OPS
+READ = ("Embedding", "LSTM", "GRU", "Bidirectional", "Dense", "TimeDistributed") + NO_OPS
 
 
 def read(path: Path) -> Converted:
@@ -112,6 +113,8 @@ class _Keras3Weights:
         group = _layer_group(self.path, self.layers_h5, self.stored[index], name)
         if kind == "Bidirectional":
             return [v for side in ("forward_layer", "backward_layer") for v in self._side(group, side, name)]
+        if kind == "TimeDistributed":
+            return _vars(group["layer"]) if "layer" in group else []
         return _cell_vars(self.path, group, name) if kind in RECURRENT else _vars(group)
 
     def _side(self, group, side: str, name: str) -> list[np.ndarray]:
@@ -157,7 +160,15 @@ def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str)
         if seen_dense:
             raise GatescopeError(f"{path}: layer {name} ({kind}) follows the Dense layer; gatescope runs "
                                  "embedding -> recurrent layers -> one Dense decoder")
-        values = weights.variables(index, name, kind)
+        if kind == "TimeDistributed":  # a Dense applied at every step: what a Dense on a sequence does
+            inner = cfg.get("layer", {})
+            if inner.get("class_name") != "Dense":
+                raise GatescopeError(f"{path}: TimeDistributed {name} wraps a {inner.get('class_name')}; "
+                                     "gatescope reads a TimeDistributed Dense")
+            kind, cfg = "Dense", {**inner.get("config", {}), "name": name}
+            values = weights.variables(index, name, "TimeDistributed")
+        else:
+            values = weights.variables(index, name, kind)
         if kind == "Embedding":
             if cfg.get("mask_zero"):
                 raise GatescopeError(f"{path}: Embedding {name} has mask_zero=True (Keras skips the steps of "
@@ -353,7 +364,7 @@ def _from_weights(path: Path, layers_h5) -> Converted:
             if kind == "GRU" and not _reset_after(values):
                 reset_before.append(name)
         else:
-            values = _vars(group)
+            values = _vars(group["layer"] if "layer" in group else group)  # a TimeDistributed Dense: its inner layer
             if len(values) == 1 and "embed" in name.lower():
                 tensors[f"{name}.weight"] = values[0]
             elif values:
