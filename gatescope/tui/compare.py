@@ -60,7 +60,7 @@ class PairView(Widget, can_focus=True):
         self.length = max(len(t) for t in self.tokens)
         longest = max(len(t) for tokens in self.tokens for t in tokens)
         self.cell_width = 1 if source.tokenizer == "char" else min(max(longest, 3), MAX_CELL)
-        self.gutter = max(len(str(self.hidden - 1)), 3) + 1
+        self.gutter_width = max(len(str(self.hidden - 1)), 3) + 1
         self._styles = PairStyles(self.scale)
         self._difference_styles = PairStyles(DIFFERENCE)
         self._levels = [self._pane_levels(pane) for pane in range(3)]
@@ -122,13 +122,13 @@ class PairView(Widget, can_focus=True):
         levels = self.levels(pane)[self.first_position:]  # (P, H)
         upper = levels[:, first].astype(np.int32)
         lower = levels[:, first + 1].astype(np.int32) if first + 1 < self.hidden else np.full_like(upper, styles.blank)
-        segments = [Segment(f"{first:>{self.gutter - 1}} ", GUTTER_STYLE)]
+        segments = [Segment(f"{first:>{self.gutter_width - 1}} ", GUTTER_STYLE)]
         segments += [Segment(HALF * self.cell_width, styles.table[u][l]) for u, l in zip(upper.tolist(), lower.tolist())]
         return Strip(Segment.simplify(segments)).crop_extend(0, width, EMPTY_STYLE)
 
     def _title(self, pane: int) -> Strip:
         label = ("A", "B", "A-B")[pane]
-        segments = [Segment(f"{label:>{self.gutter - 1}} ", TITLE_STYLE)]
+        segments = [Segment(f"{label:>{self.gutter_width - 1}} ", TITLE_STYLE)]
         if pane == 2:
             return Strip(segments + [Segment(" value(A) - value(B): blue B higher, red A higher", GUTTER_STYLE)])
         tokens = self.tokens[pane][self.first_position:]

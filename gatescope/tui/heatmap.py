@@ -156,11 +156,10 @@ class Heatmap(ScrollView, can_focus=True):
         self._stretch()
 
     def _stretch(self) -> None:
-        """A trace narrower than the view gets wider columns, up to MAX_CELL, rather than a black half-screen."""
+        """A trace narrower than the view gets columns as wide as fill it, rather than a black half-screen."""
         if self.zoomed:
             return
-        fitting = self.data_width // max(self.source.num_tokens, 1)
-        self._set_width(min(max(self.base_width, fitting), MAX_CELL))
+        self._set_width(max(self.base_width, self.data_width // max(self.source.num_tokens, 1)))
 
     def _set_width(self, width: int) -> None:
         if width != self.cell_width:
