@@ -88,7 +88,15 @@ def sync(scenario):
 
 
 async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
+    """Wait until every worker is done (a worker replaced by a newer one of its group counts as done)."""
+    from textual.worker import WorkerCancelled
+
+    while True:
+        try:
+            await pilot.app.workers.wait_for_complete()
+            break
+        except WorkerCancelled:
+            continue
     await pilot.pause()
 
 

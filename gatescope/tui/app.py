@@ -161,10 +161,11 @@ class GatescopeApp(App[None]):
         self.heatmap.focus()
         self.heatmap.show(self.layer, self.kind)
         ranked = self.query_one(RankedUnits)
-        ranked.show(self.name_shown)
+        best_feature = self.start_unit is None and self.file_ranking is None
+        ranked.show(self.name_shown, rank=not best_feature)
         if self.start_unit is not None:
             self.heatmap.move_to(self.start_unit, 0)
-        elif self.file_ranking is None:
+        if best_feature:
             ranked.rank_best_feature()
         if self.source.data.features or self.source.data.meta.get("lexicon"):
             self._classify_tracks()

@@ -68,11 +68,16 @@ class RankedUnits(Vertical):
         """Whether ranking ``name`` is cheap enough to do without being asked."""
         return self.source.num_tokens * int(self.source.data.arrays[name].shape[1]) <= AUTO_LIMIT
 
-    def show(self, name: str) -> None:
-        """Show quantity ``name``: rank its units now if it is small (or ranked by a file), else offer the button."""
+    def show(self, name: str, rank: bool = True) -> None:
+        """Show quantity ``name``: rank its units now if it is small (or ranked by a file), else offer the button.
+
+        rank: False to leave the ranking to the caller (`rank_best_feature`).
+        """
         if name == self.quantity:
             return
         self.quantity = name
+        if not rank:
+            return
         if self.criterion == FILE or self.small(name):
             self.rank()
             return
@@ -114,10 +119,13 @@ class RankedUnits(Vertical):
 
     def rank_best_feature(self) -> None:
         """Rank by each feature, keep the one whose best unit scores highest, and put the cursor on that unit."""
-        if self.source.data.features and self.small(self.quantity):
-            self._ranked = (self.quantity, "best feature")
-            self.query_one("#rank-status", Label).update(f"ranking {self.quantity} by every feature …")
-            self._rank_best(self.quantity)
+        if not (self.source.data.features and self.small(self.quantity)):
+            self.quantity, name = "", self.quantity
+            self.show(name)  # the first criterion, or the rank button
+            return
+        self._ranked = (self.quantity, "best feature")
+        self.query_one("#rank-status", Label).update(f"ranking {self.quantity} by every feature …")
+        self._rank_best(self.quantity)
 
     @work(thread=True, exclusive=True, group="rank")
     def _rank_best(self, name: str) -> None:
