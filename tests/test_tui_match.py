@@ -212,3 +212,4 @@ def test_a_selection_keeps_hand_edits_across_thresholds():
     later = chosen.toggled(3).toggled(5).at_threshold(0.2)
     assert later.found is None and later.threshold == 0.2
     assert math.isclose(later.threshold, 0.2) and later.added == {3} and later.removed == {5}
+    assert chosen.only(7).units == (7,) and chosen.only(2).units == (2,)

@@ -77,6 +77,7 @@ class GatescopeApp(App[None]):
         Binding("left_square_bracket", "threshold(-1)", "thr -", show=False),
         Binding("right_square_bracket", "threshold(1)", "thr +", show=False),
         Binding("a", "toggle_unit", "add/remove unit", show=False),
+        Binding("A", "only_unit", "only this unit", show=False),
         Binding("R", "restrict", "selected units"),
         Binding("escape", "clear_selection", "clear selection", show=False),
         Binding("C", "compare", "compare"),
@@ -344,6 +345,11 @@ class GatescopeApp(App[None]):
         chosen = self._resolved()
         if chosen is not None:
             self.select(chosen.toggled(self.heatmap.unit))
+
+    def action_only_unit(self) -> None:
+        chosen = self._resolved()
+        if chosen is not None:
+            self.select(chosen.only(self.heatmap.unit))
 
     def action_restrict(self) -> None:
         """Show only the selected units in the heatmap, or every unit again."""

@@ -36,6 +36,7 @@ class BrowserCommands(Provider):
             ("Raise the threshold", partial(app.action_threshold, 1), "units on above it over the span"),
             ("Lower the threshold", partial(app.action_threshold, -1), "units on above it over the span"),
             ("Add or remove the cursor's unit", app.action_toggle_unit, "in the selection"),
+            ("Match on the cursor's unit alone", app.action_only_unit, "remove every other unit of the selection"),
             ("Show only the selected units", app.action_restrict, "or every unit again"),
             ("Clear the selection", app.action_clear_selection, "and the matches"),
             ("Compare two sequences", app.action_compare, "side by side, with their difference"),

@@ -32,6 +32,7 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 | Shift+← Shift+→ | extend the selected span |
 | [ ] | lower / raise the threshold (0.05 a step) |
 | a | add the cursor's unit to the selection, or remove it |
+| A | match on the cursor's unit alone |
 | R | show only the selected units in the heatmap (again: all) |
 | Escape | clear the selection |
 | C | compare this sequence with another, side by side (d: difference) |

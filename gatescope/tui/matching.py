@@ -49,6 +49,10 @@ class SpanSelection:
             return replace(self, added=self.added - {unit}, removed=self.removed | {unit})
         return replace(self, added=self.added | {unit}, removed=self.removed - {unit})
 
+    def only(self, unit: int) -> SpanSelection:
+        """The same span matched on ``unit`` alone (every other unit found on is removed by hand)."""
+        return replace(self, added=frozenset({unit}), removed=frozenset(self.found or ()) - {unit})
+
     def at_threshold(self, threshold: float) -> SpanSelection:
         """The same span at another threshold: the units on are found again; hand edits are kept."""
         return replace(self, threshold=round(threshold, 4), found=None)
