@@ -95,7 +95,8 @@ def test_a_saved_trace_browses_like_the_one_in_memory(tmp_path):
     trace.save(tmp_path / "run.safetensors")
 
     async def scenario() -> None:
-        app = GatescopeApp(tmp_path / "run.safetensors", start="rnn.l0.fwd.i:0")  # what `gatescope browse` opens: numpy memory maps
+        # what `gatescope browse` opens: numpy memory maps
+        app = GatescopeApp(tmp_path / "run.safetensors", start="rnn.l0.fwd.i:0")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("right", "right", "down", "down", "down", "L", "pagedown", "left")
             await app.workers.wait_for_complete()

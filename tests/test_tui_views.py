@@ -209,3 +209,10 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
         await pilot.press("v")
         await settle(pilot)
         assert "match-table" in await cycle()
+    app = GatescopeApp(word_trace())  # opening on the best feature's unit: no rank button to land on
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not app.query_one("#rank-now").display
+        for _ in range(6):
+            await pilot.press("tab")
+            assert app.focused.id != "rank-now" and app.focused.region.area > 0

@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
-from gatescope.names import parse_name, parse_unit
+from gatescope.names import parse_unit
 from gatescope.tui import export, features, matching
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
@@ -185,7 +185,9 @@ class GatescopeApp(App[None]):
 
     def _show_selection_views(self, shown: bool) -> None:
         for selector in ("#matches", "#matches-title"):
-            self.query_one(selector).display = shown
+            widget = self.query_one(selector)
+            if widget.display != shown:
+                widget.display = shown
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._update_views)
@@ -211,11 +213,14 @@ class GatescopeApp(App[None]):
         self.query_one(MetaTracks).show(window, width, indent)
         chosen = self.selection
         plot = self.query_one(SelectionPlot)
-        plot.display = chosen is not None and bool(chosen.units) and chosen.name == self.name_shown
-        if plot.display and chosen.threshold is not None:
+        shown = chosen is not None and bool(chosen.units) and chosen.name == self.name_shown
+        if plot.display != shown:
+            plot.display = shown
+        if shown and chosen.threshold is not None:
             plot.show(self.name_shown, chosen.units, chosen.threshold,
                                                (chosen.start, chosen.stop), window, width, indent)
-        self.query_one(TextView).show(self.name_shown, unit, row, None if chosen is None else (chosen.start, chosen.stop))
+        span = None if chosen is None else (chosen.start, chosen.stop)
+        self.query_one(TextView).show(self.name_shown, unit, row, span)
         sequence = self.source.sequence_of(row)
         self.query_one(SequenceList).highlight(sequence)
         self.query_one("#status", Static).update(self._status(unit, row, sequence), layout=False)
@@ -296,7 +301,7 @@ class GatescopeApp(App[None]):
             self._update_views()
             return
         self.heatmap.mark((chosen.start, chosen.stop), frozenset(chosen.units))
-        panel.say(f"matching rows {chosen.start}:{chosen.stop} of {chosen.name} …")
+        panel.say(f"matching rows {chosen.start}:{chosen.stop} of {chosen.name} …", layout=False)
         self._update_views()
         self._match(chosen)
 
@@ -308,7 +313,7 @@ class GatescopeApp(App[None]):
         def progress(done: float) -> bool:
             if done - shown[0] >= 0.1:  # every tenth of the trace
                 shown[0] = done
-                self.call_from_thread(self.query_one(MatchPanel).say, f"matching … {done:.0%}")
+                self.call_from_thread(self.query_one(MatchPanel).say, f"matching … {done:.0%}", False)
             return not worker.is_cancelled
 
         result = matching.run(self.source, chosen, self.tracks, progress)

@@ -123,7 +123,8 @@ class PairView(Widget, can_focus=True):
         upper = levels[:, first].astype(np.int32)
         lower = levels[:, first + 1].astype(np.int32) if first + 1 < self.hidden else np.full_like(upper, styles.blank)
         segments = [Segment(f"{first:>{self.gutter_width - 1}} ", GUTTER_STYLE)]
-        segments += [Segment(HALF * self.cell_width, styles.table[u][l]) for u, l in zip(upper.tolist(), lower.tolist())]
+        cells = HALF * self.cell_width
+        segments += [Segment(cells, styles.table[u][l]) for u, l in zip(upper.tolist(), lower.tolist())]
         return Strip(Segment.simplify(segments)).crop_extend(0, width, EMPTY_STYLE)
 
     def _title(self, pane: int) -> Strip:
@@ -132,7 +133,8 @@ class PairView(Widget, can_focus=True):
         if pane == 2:
             return Strip(segments + [Segment(" value(A) - value(B): blue B higher, red A higher", GUTTER_STYLE)])
         tokens = self.tokens[pane][self.first_position:]
-        segments += [Segment(fit(t.replace("\n", "↵"), self.cell_width), RULER_STYLES[i % 2]) for i, t in enumerate(tokens)]
+        segments += [Segment(fit(t.replace("\n", "↵"), self.cell_width), RULER_STYLES[i % 2])
+                     for i, t in enumerate(tokens)]
         return Strip(segments)
 
 

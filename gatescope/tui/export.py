@@ -95,7 +95,8 @@ def heatmap_figure(values: np.ndarray, figure: HeatmapFigure) -> Figure:
         extent=(-0.5, rows - 0.5, units - 0.5, -0.5),
     )
     step = max(1, -(-rows // MAX_TICKS))
-    ax.set_xticks(range(0, rows, step), [t.replace("\n", "↵") for t in figure.tokens[::step]], rotation=90, fontsize=7)
+    labels = [t.replace("\n", "↵") for t in figure.tokens[::step]]
+    ax.set_xticks(range(0, rows, step), labels, rotation=90, fontsize=7)
     ustep = max(1, -(-units // 40))
     ax.set_yticks(range(0, units, ustep), [str(u) for u in figure.units[::ustep]], fontsize=7)
     for column in figure.boundaries:

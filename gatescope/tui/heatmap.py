@@ -149,7 +149,7 @@ class Heatmap(ScrollView, can_focus=True):
         self.virtual_size = Size(self.gutter_width + self.source.num_tokens * self.cell_width, self.lines + 1)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        """As tall as the units need (and the ruler), so a small layer leaves room below (Textual adds the scrollbar)."""
+        """As tall as the units need (and the ruler): a small layer leaves room below (Textual adds the scrollbar)."""
         return self.lines + 1
 
     def on_resize(self) -> None:
@@ -195,8 +195,7 @@ class Heatmap(ScrollView, can_focus=True):
             self.span, self.chosen = span, units
             if span is None:
                 self._anchor = None
-            self._strips.clear()
-            self.refresh()
+            self.refresh()  # the ruler's and the gutter's cache keys hold the span and the chosen units
 
     def move_to(self, unit: int, row: int, align_left: bool = False) -> None:
         """Put the cursor on (unit, row), scroll it into view and set `cursor` (which the app watches).
@@ -204,7 +203,9 @@ class Heatmap(ScrollView, can_focus=True):
         align_left: put the row at the left edge of the view (a jump to a sequence's first token).
         """
         row = min(max(row, 0), self.source.num_tokens - 1)
-        unit = int(self.shown[self._position(unit)]) if self.restricted else min(max(unit, 0), self.rnn_layer.hidden - 1)
+        if self.restricted:
+            unit = int(self.shown[self._position(unit)])
+        unit = min(max(unit, 0), self.rnn_layer.hidden - 1)
         old_line = self._position(self.unit) // 2
         self.unit, self.row = unit, row
         self._scroll_into_view(align_left)
@@ -344,13 +345,14 @@ class Heatmap(ScrollView, can_focus=True):
         line = scroll_y + y - 1
         cursor_col = self.row if start <= self.row < stop else -1
         if y == 0:
-            key = ("ruler", scroll_x, width, self.cell_width, cursor_col)
+            key = ("ruler", scroll_x, width, self.cell_width, cursor_col, self.span)
         elif line >= self.lines:
             return Strip.blank(width, EMPTY_STYLE)
         else:
             position = self._position(self.unit)
             cursor = (cursor_col, position % 2) if position // 2 == line else None
-            key = (self.quantity, line, scroll_x, width, self.cell_width, cursor)
+            chosen = bool(self.chosen.intersection(self.shown[2 * line:2 * line + 2].tolist()))
+            key = (self.quantity, line, scroll_x, width, self.cell_width, cursor, chosen)
         strip = self._strips.get(key)
         if strip is None:
             body = self._ruler(start, stop) if y == 0 else self._line(line, start, stop)

@@ -38,9 +38,10 @@ class MatchPanel(Vertical):
         table.add_columns("#", "seq:pos", "score", "text")
         yield table
 
-    def say(self, text: str) -> None:
-        """Replace the panel's content with a one-line message (working, or why there is nothing)."""
-        self.query_one("#match-status", Label).update(text)
+    def say(self, text: str, layout: bool = True) -> None:
+        """Put a message in the status line (working, or why there is nothing); layout=False: a one-liner
+        that does not change the panel's layout (progress)."""
+        self.query_one("#match-status", Label).update(text, layout=layout)
 
     def clear(self) -> None:
         self.result = None

@@ -47,7 +47,9 @@ class RankedUnits(Vertical):
         options += [(f"feature: {f}", f) for f in self.source.data.features] + [("saturation", SATURATION)]
         yield Select(options, value=options[0][1], allow_blank=False, id="rank-by")
         yield Label("", id="rank-status")
-        yield Button("rank", id="rank-now", compact=True)
+        button = Button("rank", id="rank-now", compact=True)
+        button.display = False  # shown only when a large quantity waits to be ranked
+        yield button
         table = DataTable(cursor_type="row", zebra_stripes=True, id="rank-table")
         table.add_columns("#", "unit", "score")
         yield table

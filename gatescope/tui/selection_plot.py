@@ -73,14 +73,18 @@ class SelectionPlot(Widget):
             return np.rint((1 - (np.clip(v, low, high) - low) / span) * (HEIGHT * 4 - 1)).astype(np.int64)
 
         per_token = self.cell_width * 2
+        xs = np.arange(width * 2)  # (X,) dot columns
+        heights = np.arange(HEIGHT * 4)[:, None]  # (Y, 1) dot rows
+        joins = (np.arange(1, len(values)) * per_token - 1)  # (W-1,) the last dot column of each token but the last
         for unit_values in values.T:  # (W,) per unit
             finite = np.isfinite(unit_values)
             ys = to_y(np.where(finite, unit_values, low))
-            for t in np.flatnonzero(finite).tolist():
-                canvas[ys[t], t * per_token:(t + 1) * per_token] = True
-                if t + 1 < len(ys) and finite[t + 1]:  # join to the next token's level
-                    a, b = sorted((ys[t], ys[t + 1]))
-                    canvas[a:b + 1, (t + 1) * per_token - 1] = True
+            level = np.repeat(ys, per_token)  # (X,) each token's level across its columns
+            shown = np.repeat(finite, per_token)
+            canvas[level[shown], xs[shown]] = True
+            both = finite[:-1] & finite[1:]  # join a token's level to the next one's
+            low_y, high_y = np.minimum(ys[:-1], ys[1:]), np.maximum(ys[:-1], ys[1:])  # (W-1,)
+            canvas[:, joins] |= (heights >= low_y) & (heights <= high_y) & both
         cells = canvas.reshape(HEIGHT, 4, width, 2)  # (line, dot row, cell, dot column)
         codes = (cells * DOTS[None, :, None, :]).sum((1, 3))  # (HEIGHT, W)
         rule = int(to_y(np.array([self.threshold]))[0]) // 4
