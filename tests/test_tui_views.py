@@ -209,6 +209,7 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
         await pilot.press("v")
         await settle(pilot)
         assert "match-table" in await cycle()
+    monkeypatch.undo()
     app = GatescopeApp(word_trace())  # opening on the best feature's unit: no rank button to land on
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
