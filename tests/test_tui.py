@@ -291,6 +291,8 @@ async def test_export_svg_and_png(trace, tmp_path):
         assert [p.name for p in svgs] == ["gatescope-rnn.l0.fwd.i-u0-r0.svg"]
         svg = svgs[0].read_text()
         assert svg.startswith("<svg") and "rnn.l0.fwd.i:0" in svg.replace("&#160;", " ")
+        # offline, the text falls back to a local monospace font; the web font's own rule is kept
+        assert "Consolas, \"Courier New\", monospace;" in svg and 'font-family: "Fira Code";' in svg
         await pilot.press("E")
         await settle(pilot)
         pngs = list(tmp_path.glob("*.png"))

@@ -177,6 +177,8 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         assert pair.cell_width == len("greets")  # the longest token of the two: suffixes are not cut
         title = "".join(s.text for s in pair.render_line(0))
         assert "greets" in title and title.index("boy") == pair.gutter_width + pair.cell_width  # one column a position
+        await pilot.press("k", "v")  # the main screen's keys do nothing over the split view
+        assert app.name_shown == "rnn.l0.fwd.h" and app.selection is None
         await pilot.press("d")
         assert pair.panes == 3 and "A-B" in "".join(s.text for s in pair.render_line(2 * (pair.unit_lines + 1)))
         await pilot.press("escape")

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 OPENING_KINDS = ("c", "h")  # what a browser opens on: the LSTM's cell state, else the hidden state
 MATCH_LEAD = 4  # tokens shown before a match the views move to
+COMPARE_ACTIONS = frozenset({"quit", "help", "export_svg", "command_palette", "pop_screen"})  # the app's keys over the split view
 
 
 class GatescopeApp(App[None]):
@@ -126,6 +127,12 @@ class GatescopeApp(App[None]):
         label, self.kind = name.rsplit(".", 1)
         self.layer = next(l for l in self.source.layers if l.label == label)
         self.start_unit = unit
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Over the split view, only the actions that make sense there (not the main screen's moves)."""
+        if isinstance(self.screen, CompareScreen):
+            return action in COMPARE_ACTIONS
+        return True
 
     @property
     def name_shown(self) -> str:
