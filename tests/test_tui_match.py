@@ -78,8 +78,14 @@ async def test_keys_select_a_span_and_the_matches_are_the_analysis_layers():
         sequence = trace.sequence_of(result.starts[0])
         assert first[1] == f"{sequence}:{result.starts[0] - int(trace.offsets[sequence])}" and first[2] == "1.00"
         assert "near the" in first[3].plain  # the span in context
-        features = str(panel.query_one("#match-features").render())
-        assert "in_pp:" in features and "depth:" in features
+        features = str(panel.query_one("#match-features").render()).splitlines()
+        in_pp = trace.features["in_pp"].numpy()
+        spans = [in_pp[s:s + 2] for s in result.starts]
+        on = np.mean(np.concatenate(spans) == 1)
+        wholly = np.mean([bool(np.all(s == 1)) for s in spans])
+        assert features[0] == (f"in_pp: {on:.0%} of matched tokens, {wholly:.0%} of matches wholly "
+                               f"(trace {np.nanmean(in_pp):.0%})")
+        assert features[1].startswith("depth: ")
         # selecting a match moves every view there
         table.focus()
         await pilot.press("enter")
@@ -213,3 +219,17 @@ def test_a_selection_keeps_hand_edits_across_thresholds():
     assert later.found is None and later.threshold == 0.2
     assert math.isclose(later.threshold, 0.2) and later.added == {3} and later.removed == {5}
     assert chosen.only(7).units == (7,) and chosen.only(2).units == (2,)
+
+
+def test_the_vocabulary_class_is_a_track_when_the_metadata_has_a_lexicon():
+    from gatescope.tui.arrays import trace_file
+    from gatescope.tui.features import VOCAB_CLASS, tracks
+
+    trace = planted_trace()
+    lexicon = {"noun": ["boy", "boys", "car", "cars", "dog"], "verb": ["greets", "greet"]}
+    trace = Trace(dict(trace.items()), trace.offsets, token_ids=trace.token_ids, meta={**trace.meta, "lexicon": lexicon})
+    (track,) = [t for t in tracks(trace_file(trace)) if t.name == VOCAB_CLASS]
+    assert track.shape == "categorical" and track.labels == ("noun", "verb")
+    tokens = trace.tokens()
+    expected = [0 if w in lexicon["noun"] else 1 if w in lexicon["verb"] else -1 for w in tokens]
+    assert track.category(track.values).tolist() == expected

@@ -148,6 +148,13 @@ def test_bad_ranking_files_are_one_line_errors(tmp_path, capsys, content, messag
     assert exit_.value.code == 1 and message in err and err.count("\n") == 1
 
 
+def test_port_without_web_is_an_error(tmp_path, capsys):
+    word_trace().save(tmp_path / "t.safetensors")
+    with pytest.raises(SystemExit) as exit_:
+        main(["browse", str(tmp_path / "t.safetensors"), "--port", "9000"])
+    assert exit_.value.code == 1 and "--port is the port of --web" in capsys.readouterr().err
+
+
 def test_browse_without_a_terminal_exits_with_one_line(tmp_path):
     word_trace().save(tmp_path / "t.safetensors")
     result = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", "browse",

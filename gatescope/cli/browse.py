@@ -22,8 +22,8 @@ WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind
     help="Fill the ranked-units panel from this file (the output of `gatescope analyze units --json`).",
 )
 @click.option("--web", is_flag=True, help="Serve the browser to a web browser on localhost (textual-serve).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port for --web.")
-def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool, port: int) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port for --web (default 8000).")
+def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool, port: int | None) -> None:
     """Browse TRACE (a file written by `gatescope trace` or Trace.save) in the terminal.
 
     Heatmap of units x tokens for one quantity, the text coloured by the selected unit, every
@@ -36,6 +36,8 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool
 
     if export_dir is not None and not export_dir.is_dir():
         raise GatescopeError(f"--export-dir {export_dir} is not a folder")
+    if port is not None and not web:
+        raise GatescopeError("--port is the port of --web; add --web to serve the browser on it")
     from gatescope.tui.arrays import trace_file
     from gatescope.tui.ranking_file import read_ranking
 
@@ -43,7 +45,7 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool
     if ranking is not None:
         read_ranking(ranking, data)
     if web:
-        serve(trace, export_dir, ranking, port)
+        serve(trace, export_dir, ranking, 8000 if port is None else port)
         return
     if WEB_DRIVER not in os.environ and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise GatescopeError("gatescope browse needs a terminal (stdin and stdout are not both one); "
