@@ -227,7 +227,8 @@ def test_the_vocabulary_class_is_a_track_when_the_metadata_has_a_lexicon():
 
     trace = planted_trace()
     lexicon = {"noun": ["boy", "boys", "car", "cars", "dog"], "verb": ["greets", "greet"]}
-    trace = Trace(dict(trace.items()), trace.offsets, token_ids=trace.token_ids, meta={**trace.meta, "lexicon": lexicon})
+    meta = {**trace.meta, "lexicon": lexicon}
+    trace = Trace(dict(trace.items()), trace.offsets, token_ids=trace.token_ids, meta=meta)
     (track,) = [t for t in tracks(trace_file(trace)) if t.name == VOCAB_CLASS]
     assert track.shape == "categorical" and track.labels == ("noun", "verb")
     tokens = trace.tokens()

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
 OPENING_KINDS = ("c", "h")  # what a browser opens on: the LSTM's cell state, else the hidden state
 MATCH_LEAD = 4  # tokens shown before a match the views move to
-COMPARE_ACTIONS = frozenset({"quit", "help", "export_svg", "command_palette", "pop_screen"})  # the app's keys over the split view
+# the app's actions that still act over the split view
+COMPARE_ACTIONS = frozenset({"quit", "help", "export_svg", "command_palette", "pop_screen"})
 
 
 class GatescopeApp(App[None]):
