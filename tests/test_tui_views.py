@@ -32,7 +32,7 @@ def long_trace(sequences: int = 12, length: int = 40) -> Trace:
 async def test_a_jump_puts_the_sequence_first_token_at_the_left_and_moves_keep_a_margin():
     trace = long_trace()
     app = GatescopeApp(trace)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=(60, 20)) as pilot:  # narrow: a few presses reach the edges
         await settle(pilot)
         await pilot.press("number_sign", "5", "enter")
         await settle(pilot)
@@ -40,13 +40,15 @@ async def test_a_jump_puts_the_sequence_first_token_at_the_left_and_moves_keep_a
         first = int(trace.offsets[5])
         assert heatmap.row == first and heatmap.visible_rows()[0] == first  # not at the right edge
         margin = min(MARGIN, heatmap.data_width // heatmap.cell_width // 4)
-        for _ in range(60):
+        assert margin > 0
+        for _ in range(heatmap.data_width // heatmap.cell_width + 4):
             await pilot.press("right")
             right = heatmap.scroll_offset.x + heatmap.data_width  # the first cell past the view
             assert (heatmap.row + margin + 1) * heatmap.cell_width <= right  # context after the cursor stays in view
-        for _ in range(60):
+        assert heatmap.visible_rows()[0] > first  # it did scroll
+        for _ in range(heatmap.data_width // heatmap.cell_width):
             await pilot.press("left")
-            assert heatmap.row - margin >= heatmap.visible_rows()[0] or heatmap.visible_rows()[0] == 0
+            assert (heatmap.row - margin) * heatmap.cell_width >= heatmap.scroll_offset.x
 
 
 def test_a_cut_token_keeps_its_end():
@@ -203,9 +205,9 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
         await pilot.click("#rank-now")
         await settle(pilot)
 
-        async def cycle() -> set[str]:
+        async def cycle(presses: int = 5) -> set[str]:
             seen = set()
-            for _ in range(8):
+            for _ in range(presses):
                 await pilot.press("tab")
                 focused = app.focused
                 assert all(w.display and w.visible for w in focused.ancestors_with_self if hasattr(w, "display"))
@@ -213,7 +215,8 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
                 seen.add(focused.id)
             return seen
 
-        assert "rank-now" not in await cycle() and "match-table" not in await cycle()
+        seen = await cycle()
+        assert "rank-now" not in seen and "match-table" not in seen and "heatmap" in seen
         app.heatmap.focus()
         await pilot.press("v")
         await settle(pilot)
@@ -223,6 +226,6 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert not app.query_one("#rank-now").display
-        for _ in range(6):
+        for _ in range(4):
             await pilot.press("tab")
             assert app.focused.id != "rank-now" and app.focused.region.area > 0
