@@ -132,7 +132,6 @@ def test_a_file_that_is_not_a_torch_checkpoint_is_one_line(tmp_path, capsys):
 
 
 # -- fastai's AWD-LSTM ---------------------------------------------------------------------------
-@pytest.mark.slow  # importing fastai (pandas, scipy, scikit-learn) takes about 5 s; CI runs it with -m slow
 def test_fastai_awd_lstm_state_dict(tmp_path, capsys):
     awdlstm = pytest.importorskip("fastai.text.models.awdlstm", reason="fastai is not installed (see the README)")
     from fastai.text.models.core import LinearDecoder, SequentialRNN
