@@ -1,10 +1,12 @@
-"""Every command of the README's "Finding and testing units" section, in order, in a fresh folder.
+"""Every command of the README's "Finding and testing units" section, in order, in a fresh folder
+holding what a clone's root holds for them (sample_models/).
 
 Slow (it runs `gatescope findings`, about a minute on two cores): `python -m pytest -q -m slow
 tests/test_readme_analysis.py`.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ def test_the_section_starts_from_gatescope_findings():
 
 @pytest.mark.slow
 def test_every_analysis_command_works_in_order(tmp_path):
+    shutil.copytree(ROOT / "sample_models", tmp_path / "sample_models")  # the paths a fresh clone has
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                OMP_NUM_THREADS="1")
     for lang, code in section_blocks():

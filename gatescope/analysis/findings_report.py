@@ -68,7 +68,7 @@ def number_units(results: dict[str, Any]) -> list[str]:
     lines.append("")
     for res in agreement:
         pt = res["patching"]
-        lines.append(f"{_stem(res)}: {res['significant_units']} of {res['units_ranked']} h units correlate with "
+        lines.append(f"- {_stem(res)}: {res['significant_units']} of {res['units_ranked']} h units correlate with "
                      f"number (family-wise p < 0.01), {res['units_auc_90']} reach AUC >= 0.9 alone; patching the "
                      f"top {pt['k']} from the run with the subject in the other number flips "
                      f"{_pts(pt['flipped'])}% of the verb choices (random sets: {_pts(pt['random_flipped_mean'])}%, "
@@ -110,7 +110,7 @@ def independent_sets(results: dict[str, Any]) -> list[str]:
                                                     for a in rows) + " |")
     lines.append("")
     for res in agreement:
-        lines.append(_verdict(res))
+        lines.append(f"- {_verdict(res)}")
     return lines
 
 
@@ -162,6 +162,11 @@ def string_unit(results: dict[str, Any]) -> list[str]:
               + "; ".join(f"{p['name']}: " + ", ".join(f"{k} units {v:.3f}" for k, v in p["curve"].items())
                           for p in code["probes"]) + "):", ""]
     lines += _probe_table([(code["model"].removesuffix(".safetensors"), p) for p in code["probes"]])
+    for p in code["probes"]:
+        if p["selectivity"] <= 0:
+            lines += ["", f"The probe on {p['name']} is not selective: the control task, which sees only which "
+                      f"character each token is, scores {p['control']:.3f} against its {p['score']:.3f}, so its "
+                      "accuracy says nothing about what the cells add; the single unit's AUC is the figure to read."]
     return lines
 
 
