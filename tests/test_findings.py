@@ -103,6 +103,13 @@ def test_update_rewrites_blocks_and_refuses_a_file_without_any(tmp_path, results
     assert plain.read_text() == "nothing here\n"
 
 
+def test_update_refuses_a_partial_run(tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- findings:string-unit -->\nold\n<!-- /findings:string-unit -->\n")
+    assert run(["findings", "--out", str(tmp_path / "out"), "--only", "code", "--update", str(doc)]) == 1
+    assert "drop --only" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_help_says_what_it_reproduces(capsys):
     assert run(["findings", "--help"]) == 0
     out = capsys.readouterr().out

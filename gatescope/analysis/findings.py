@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import gatescope
-from gatescope.analysis import causal
+from gatescope.analysis import Metric, agreement_metric, causal
 from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.analysis.dynamics import (
     plot_gate_profile,
@@ -123,7 +123,7 @@ def patching_flips(model: torch.nn.Module, items: Sequence[Any], sets: dict[str,
 PROBE_KEYS = ("name", "baseline", "score", "control", "selectivity", "k95", "curve")
 
 
-def _ablation_rows(metric: causal.Metric, model: torch.nn.Module, ranking: Any, ks: Sequence[int], draws: int,
+def _ablation_rows(metric: Metric, model: torch.nn.Module, ranking: Any, ks: Sequence[int], draws: int,
                    seed: int) -> list[dict[str, Any]]:
     """Top-k ablations of ``ranking`` under ``metric``, each against ``draws`` random sets of k."""
     baseline = metric([])
@@ -152,8 +152,8 @@ def independent_findings(model: torch.nn.Module, ks: Sequence[int] = tuple(range
     trace = agreement_trace(model, ranked_items, kinds=["h"])
     ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=0)
     del trace
-    in_sample = causal.agreement_metric(model, ranked_items, INCONGRUENT_NOUNPP)
-    independent = causal.agreement_metric(model, test_items)
+    in_sample = agreement_metric(model, ranked_items, INCONGRUENT_NOUNPP)
+    independent = agreement_metric(model, test_items)
     return {
         "rank_lexicon": rank_part.words(), "test_lexicon": test_part.words(),
         "rank_items": len(ranked_items), "test_items": len(test_items),
@@ -186,8 +186,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=permutations,
                              seed=seed)
     with stage(f"{name}: ablating the top units and {draws} random sets"):
-        metric = causal.agreement_metric(model, items, INCONGRUENT_NOUNPP)
-        per_condition = {c: causal.agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
+        metric = agreement_metric(model, items, INCONGRUENT_NOUNPP)
+        per_condition = {c: agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
         ablations = _ablation_rows(metric, model, ranking, ks, draws, seed)
         for row in ablations:
             row["by_condition"] = {c: m(causal.ablate(row["units"])) for c, m in per_condition.items()}

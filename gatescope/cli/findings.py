@@ -128,6 +128,8 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
             if out_dir != Path("findings") and legacy != out_dir:
                 raise GatescopeError("--traces/--figures name the output folder: give --out only")
             out_dir = legacy
+    if update and only is not None and from_json is None:
+        raise GatescopeError("--update needs every finding: drop --only (the blocks of the other part would be lost)")
     if json_path is not None:
         check_writable(json_path)  # before minutes of work, not after
     if from_json is not None:
