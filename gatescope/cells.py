@@ -61,7 +61,29 @@ def step_weights(w: CellWeights, is_lstm: bool) -> StepWeights:
     if not is_lstm:
         return StepWeights(linear(w.weight_hh, w.bias_hh), hr)
     bias = None if w.bias_ih is None else w.bias_ih + w.bias_hh
-    return StepWeights(linear(torch.cat([w.weight_ih, w.weight_hh], dim=1), bias), hr)
+    return StepWeights(linear(_JoinColumns.apply(w.weight_ih, w.weight_hh), bias), hr)
+
+
+class _JoinColumns(torch.autograd.Function):
+    """``torch.cat([a, b], dim=1)`` whose backward hands each input a contiguous gradient.
+
+    A plain cat's backward gives slices of the joined gradient (non-contiguous), where torch's own
+    LSTM gives ``torch.autograd.grad`` contiguous weight gradients (``.view(-1)`` works on them).
+    """
+
+    generate_vmap_rule = True  # torch.func (per-sample gradients) batches it like any op
+
+    @staticmethod
+    def forward(a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, b], dim=1)  # (G*H, I + P)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.split = inputs[0].shape[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        return grad[:, : ctx.split].contiguous(), grad[:, ctx.split :].contiguous()
 
 
 def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
@@ -70,7 +92,7 @@ def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
     if fold_bias_hh and w.bias_hh is not None:
         bias = bias + w.bias_hh
     out = linear(w.weight_ih, bias)(x.reshape(-1, x.shape[-1]))  # (T*B, G*H)
-    return out.reshape(*x.shape[:-1], -1)  # (T, B, G*H)
+    return out.reshape(*x.shape[:-1], out.shape[-1])  # (T, B, G*H); explicit: T*B may be 0
 
 
 def lstm_step(x: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:
