@@ -73,6 +73,16 @@ class CellType:
     profile: tuple[str, ...]  # kinds of a unit's gate profile, in Lakretz et al. 2019's Fig. 1 order
     reset_after: bool = True  # GRU only: torch's formulation (True) or the original reset-before GRU
 
+    @property
+    def gate_kinds(self) -> tuple[str, ...]:
+        """The kinds computed by the row blocks of weight_ih / weight_hh, in torch's order (i f g o; r z n)."""
+        return self.kinds[: self.gates]
+
+    def rows(self, kind: str, hidden: int) -> slice:
+        """The rows of weight_ih, weight_hh, bias_ih and bias_hh that compute gate ``kind``."""
+        block = self.gate_kinds.index(kind)
+        return slice(block * hidden, (block + 1) * hidden)
+
     def kinds_for(self, proj_size: int = 0) -> tuple[str, ...]:
         """The kinds recorded for a module of this type (``m`` only for an LSTM with proj_size > 0)."""
         if self.name == "LSTM" and proj_size:
