@@ -34,7 +34,7 @@ from gatescope.analysis.table import Table
 from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.kinds import ALL_KINDS, CELL_TYPES, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
+from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
 from gatescope.names import format_name, format_unit, parse_name
 from gatescope.saturation import HIGH, LOW
 from gatescope.saturation import saturation as count_saturation
@@ -113,7 +113,7 @@ def weight_timescales(model: nn.Module) -> Table:
         cell = cell_type("LSTM" if isinstance(module, nn.LSTM) else "GRU")
         kind, h = cell.memory_gate, module.hidden_size
         for layer in range(module.num_layers):
-            for direction in ("fwd", "bwd") if module.bidirectional else ("fwd",):
+            for direction in DIRECTIONS[: 1 + module.bidirectional]:
                 w = layer_weights(module, layer, direction)
                 bias = torch.zeros(h)
                 for b in (w.bias_ih, w.bias_hh):
