@@ -32,9 +32,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope import onednn
-from gatescope.cells import (
-    CellWeights, Tap, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights,
-)
+from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
 from gatescope.kinds import DIRECTIONS, param_suffix
 
 Route = Literal["auto", "step", "replay"]
@@ -188,17 +186,11 @@ def _refuse_expanded_weights(module: nn.Module) -> None:
         )
 
 
-def run_cell(
-    module: nn.LSTMCell | nn.GRUCell,
-    input: Tensor,
-    hx: Tensor | tuple[Tensor, Tensor] | None = None,
-    tap: Tap | None = None,
-):
-    """One step of an nn.LSTMCell / GRUCell through the cells' stepper: torch's arguments, results, errors.
-
-    ``tap(kind, value) -> value`` sees (and may replace) every quantity of the step (see cells.Tap).
-    Arguments torch would refuse are handed to torch's own forward, which raises torch's error.
-    """
+def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer: Observer | None = None):
+    """One call of an LSTMCell / GRUCell (same arguments, results and errors as torch's: input (B, I)
+    or unbatched (I,)), run by the same stepper as every layer of `run`: a one-step forward direction
+    whose quantities ``observer`` sees at step 0. Arguments torch would refuse go to torch's forward,
+    which raises torch's own error."""
     is_lstm = isinstance(module, nn.LSTMCell)
     _refuse_expanded_weights(module)
     if not _cell_args_ok(module, input, hx, is_lstm):
@@ -210,20 +202,13 @@ def run_cell(
         hx = (zeros, zeros) if is_lstm else zeros
     elif unbatched:
         hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
-    tap = tap or _no_tap
+    h0, c0 = hx if is_lstm else (hx, None)
     w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
-    xw = input_projection(x, w, fold_bias_hh=is_lstm)  # (B, 4H) or (B, 3H)
-    if is_lstm:
-        out = lstm_step(xw, hx[0], hx[1], step_weights(w, True), tap)
-    else:
-        out = gru_step(xw, hx, step_weights(w, False), tap)
+    _, h, c = _step_direction(is_lstm, x.unsqueeze(0), h0, c0, w, None, False, observer)
+    out = (h, c) if is_lstm else h
     if unbatched:
         out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
     return out
-
-
-def _no_tap(kind: str, value: Tensor) -> Tensor:
-    return value
 
 
 def _cell_args_ok(module, input, hx, is_lstm: bool) -> bool:
