@@ -126,7 +126,8 @@ def _prepare(module, input, hx):
     else:
         data, batch_sizes = input, None
         if input.dim() not in (2, 3):
-            raise ValueError(f"{'LSTM' if is_lstm else 'GRU'}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            name = "LSTM" if is_lstm else "GRU"
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         unbatched = input.dim() == 2
         if hx is not None:
             _check_hx_dims(hx, is_lstm, unbatched)

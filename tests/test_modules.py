@@ -156,6 +156,10 @@ def _raised(fn, *args):
     return type(info.value), str(info.value)
 
 
+def _state(cell: str, *shape: int):
+    return (torch.randn(*shape), torch.randn(*shape)) if cell == "LSTM" else torch.randn(*shape)
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_bad_arguments_raise_torchs_own_errors(cell, route):
@@ -165,8 +169,8 @@ def test_bad_arguments_raise_torchs_own_errors(cell, route):
         (torch.randn(5, 2, 3, dtype=torch.float64),),  # dtype != weight dtype: ValueError
         (torch.randn(5, 2, 3, 1),),  # 4-D input: ValueError
         (torch.randn(0, 2, 3),),  # sequence length 0: torch's kernel refuses
-        (torch.randn(5, 2, 3), (torch.randn(1, 3, 4), torch.randn(1, 2, 4)) if cell == "LSTM" else torch.randn(1, 3, 4)),
-        (torch.randn(5, 2, 3), (torch.randn(3, 4), torch.randn(3, 4)) if cell == "LSTM" else torch.randn(2, 4)),
+        (torch.randn(5, 2, 3), _state(cell, 1, 3, 4)),  # hidden batch 3 for an input batch of 2
+        (torch.randn(5, 2, 3), _state(cell, 3, 4)),  # 2-D hidden for a 3-D input
     ]
     for args in bad:
         expected = _raised(ref, *args)
@@ -284,3 +288,23 @@ def test_expanded_weights_are_refused_in_one_line():
     ours.route = "step"
     with pytest.raises(RuntimeError, match="torch.func"):
         call_for_per_sample_grads(ours, batch_size=2, loss_reduction="sum")(torch.randn(5, 2, 3))
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell"])
+def test_the_engines_cell_entry_observes_the_reference_quantities(cell):
+    """One cell call, observed as a one-step layer, against tests/reference.py's loop (zero state)."""
+    from reference import reference_run
+
+    torch.manual_seed(4)
+    module = getattr(nn, cell)(3, 5)
+    layer = getattr(nn, cell.removesuffix("Cell"))(3, 5)  # the same weights as a one-layer module
+    layer.load_state_dict({f"{k}_l0": v for k, v in module.state_dict().items()})
+    x = torch.randn(3)
+    kinds = ("i", "f", "g", "o", "c", "h") if cell == "LSTMCell" else ("r", "z", "n", "h")
+    seen = {}
+    observer = engine.Observer(frozenset(kinds), {}, lambda kind, values, lengths: seen.update({kind: values}))
+    out = engine.run_cell(module, x, None, observer)
+    expected, _ = reference_run(layer, x.unsqueeze(0))
+    for kind in kinds:
+        torch.testing.assert_close(seen[kind][0][0], expected[f"rnn.l0.fwd.{kind}"][0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out[0] if cell == "LSTMCell" else out, expected["rnn.l0.fwd.h"][0])

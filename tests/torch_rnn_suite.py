@@ -190,7 +190,8 @@ def _rnn_test_nn_module(test_dir: Path) -> types.ModuleType:
     module = types.ModuleType("rnn_test_nn")
     module.__file__ = str(test_dir / "test_nn.py")
     sys.modules[module.__name__] = module
-    exec(compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), module.__file__, "exec"), module.__dict__)
+    code = compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), module.__file__, "exec")
+    exec(code, module.__dict__)
     return module
 
 
