@@ -233,7 +233,7 @@ def _outcomes(tests: list[unittest.TestCase]) -> dict[str, tuple[str, str]]:
     for kind, items in (("fail", result.failures), ("error", result.errors), ("skip", result.skipped),
                         ("xfail", result.expectedFailures), ("xpass", [(t, "") for t in result.unexpectedSuccesses])):
         for test, text in items:
-            lines = [line for line in str(text).splitlines() if re.match(r"^\w*(Error|Exception|Warning)\b", line)]
+            lines = [line for line in str(text).splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", line)]
             found[_key(test)] = (kind, (lines[-1] if lines else str(text).strip()[:160])[:200])
     return {**{_key(t): ("pass", "") for t in tests}, **found}
 
