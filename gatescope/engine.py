@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils._expanded_weights import ExpandedWeight
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope import onednn
@@ -177,8 +178,6 @@ def _torch_refuses(module: nn.Module, *args):
 
 def _refuse_expanded_weights(module: nn.Module) -> None:
     """torch's ExpandedWeights (call_for_per_sample_grads) cover torch's own kernels only."""
-    from torch.nn.utils._expanded_weights import ExpandedWeight
-
     names = module._flat_weights_names if hasattr(module, "_flat_weights_names") else ("weight_ih", "weight_hh")
     if any(isinstance(getattr(module, n, None), ExpandedWeight) for n in names):
         raise RuntimeError(
