@@ -3,6 +3,9 @@
 The forward contract is torch.nn.LSTM / GRU's (torch/nn/modules/rnn.py): batched or unbatched
 input, batch_first, given initial states, PackedSequence in and out, dropout between layers,
 layer k > 0 reading the concatenated directions of layer k-1, proj_size for the LSTM.
+Arguments are checked by torch's own code (the module's ``check_forward_args``, and torch's forward
+for what only its kernel refuses), so errors are torch's, type and message; an empty batch runs.
+`run_cell` is the same for one call of an LSTMCell / GRUCell, stepped as a one-step layer.
 
 Two routes compute the same values:
 
