@@ -32,11 +32,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils._expanded_weights import ExpandedWeight
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope import onednn
-from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
+from gatescope.cells import (
+    CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, per_sample, step_weights,
+)
 from gatescope.kinds import DIRECTIONS, param_suffix
 
 Route = Literal["auto", "step", "replay"]
@@ -73,7 +74,6 @@ def run(
 ):
     """The forward of ``module`` (same arguments, results and errors as torch's), observed layer by layer."""
     is_lstm = isinstance(module, nn.LSTM)
-    _refuse_expanded_weights(module)
     packed = isinstance(input, PackedSequence)
     x, lengths, h0, c0, unbatched = _prepare(module, input, hx)  # (T, B, I), states (L*D, B, ·)
     if x.shape[0] == 0 or h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
@@ -179,23 +179,12 @@ def _torch_refuses(module: nn.Module, *args):
     raise RuntimeError(f"{base.__name__}: gatescope's engine cannot run these arguments, which torch accepts")
 
 
-def _refuse_expanded_weights(module: nn.Module) -> None:
-    """torch's ExpandedWeights (call_for_per_sample_grads) cover torch's own kernels only."""
-    names = module._flat_weights_names if hasattr(module, "_flat_weights_names") else ("weight_ih", "weight_hh")
-    if any(isinstance(getattr(module, n, None), ExpandedWeight) for n in names):
-        raise RuntimeError(
-            f"{type(module).__name__}: gatescope's engine does not run under call_for_per_sample_grads "
-            "(ExpandedWeights); take per-sample gradients with torch.func (vmap over grad of functional_call)"
-        )
-
-
 def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer: Observer | None = None):
     """One call of an LSTMCell / GRUCell (same arguments, results and errors as torch's: input (B, I)
     or unbatched (I,)), run by the same stepper as every layer of `run`: a one-step forward direction
     whose quantities ``observer`` sees at step 0. Arguments torch would refuse go to torch's forward,
     which raises torch's own error."""
     is_lstm = isinstance(module, nn.LSTMCell)
-    _refuse_expanded_weights(module)
     if not _cell_args_ok(module, input, hx, is_lstm):
         return _torch_refuses(module, input, hx)
     unbatched = input.dim() == 1
@@ -240,6 +229,8 @@ SMALL_STEP = 4096
 
 
 def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool) -> str:
+    if per_sample(w):  # ExpandedWeights answer nothing but F.linear (not even requires_grad): the step route
+        return "step" if route == "auto" else route
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
     if route != "auto":
@@ -305,6 +296,9 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
 
 @torch.no_grad()
 def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+    if per_sample(w):
+        raise RuntimeError("the replay route has no autograd, so no per-sample gradients "
+                           "(call_for_per_sample_grads); use route='step' or 'auto'")
     if reverse:
         x = _reverse_within(x, lengths)
     params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]

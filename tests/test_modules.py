@@ -1,5 +1,6 @@
 """gatescope.LSTM / GRU are drop-ins for torch.nn.LSTM / GRU: same state_dict, same forward contract,
 same results (max abs difference <= 1e-5 in float32), through both engine routes."""
+import contextlib
 import warnings
 
 import pytest
@@ -281,13 +282,35 @@ def test_per_sample_gradients_with_torch_func_on_the_step_route(cell):
             torch.testing.assert_close(per_sample[name][b], one[name])
 
 
-def test_expanded_weights_are_refused_in_one_line():
+@pytest.mark.parametrize("route", ["step", "record"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_per_sample_gradients_with_expanded_weights(cell, route):
+    """call_for_per_sample_grads (torch's ExpandedWeights) against one backward per sequence, packed."""
+    from torch.nn.utils._per_sample_grad import call_for_per_sample_grads
+    from torch.nn.utils.rnn import pad_packed_sequence
+
+    ref, ours, _ = _pair(cell, route, 3, 4, bidirectional=True)
+    x = pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+    per_sample = call_for_per_sample_grads(ours, batch_size=2, loss_reduction="sum")
+    with gatescope.record(ours) if route == "record" else contextlib.nullcontext():
+        per_sample(x)[0].data.pow(2).sum().backward()
+    padded, lengths = pad_packed_sequence(x)
+    for name, param in ours.named_parameters():
+        expected = []
+        for b, n in enumerate(lengths.tolist()):
+            ref.zero_grad()
+            ref(padded[:n, b : b + 1])[0].pow(2).sum().backward()
+            expected.append(dict(ref.named_parameters())[name].grad.clone())
+        torch.testing.assert_close(param.grad_sample, torch.stack(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_per_sample_gradients_refused_on_the_replay_route():
     from torch.nn.utils._per_sample_grad import call_for_per_sample_grads
 
-    ours = gatescope.LSTM(3, 4)
-    ours.route = "step"
-    with pytest.raises(RuntimeError, match="torch.func"):
-        call_for_per_sample_grads(ours, batch_size=2, loss_reduction="sum")(torch.randn(5, 2, 3))
+    ours = gatescope.GRU(3, 4)
+    ours.route = "replay"
+    with pytest.raises(RuntimeError, match="replay route has no autograd"):
+        call_for_per_sample_grads(ours, batch_size=2)(torch.randn(5, 2, 3))
 
 
 @pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell"])
