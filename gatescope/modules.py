@@ -53,7 +53,8 @@ class _Recurrent:
             )
         base = nn.LSTM if isinstance(self, nn.LSTM) else nn.GRU
         stock = base.__new__(base)
-        stock.__dict__.update(self.__dict__)  # same configuration, flat-weight bookkeeping, hooks
+        own = ("route", "forward")  # gatescope's route, and a forward record() may have put on the instance
+        stock.__dict__.update({k: v for k, v in self.__dict__.items() if k not in own})  # configuration, hooks
         stock._parameters = dict(self._parameters)  # the very Parameters, in a dict of its own
         stock._buffers, stock._modules = dict(self._buffers), dict(self._modules)
         return stock
