@@ -13,8 +13,9 @@ GRU), then the states:
   kinds ``r z n h``.
 
 What a kind is (its range, its title, whether it is a gate) and what a cell type has (its kinds, the
-number of gate blocks in its weights, its memory gate, torch's parameter suffixes) are read from here
-by the recorder, the engine, the loaders, the analysis layer and the browser alike.
+number of gate blocks in its weights and the rows of each, its memory gate, torch's parameter
+suffixes) are read from here by the recorder, the engine, the loaders, the analysis layer and the
+browser alike.
 """
 from __future__ import annotations
 
