@@ -109,4 +109,5 @@ def leave(world: World) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()  # gloo aborts a rank that leaves while another still talks to it
             dist.destroy_process_group()

@@ -54,6 +54,14 @@ class StreamingAnalysis:
     def accumulators(self) -> list[Accumulator]:
         raise NotImplementedError
 
+    def names(self) -> list[str]:
+        """The quantities ``update`` reads."""
+        raise NotImplementedError
+
+    def kinds(self) -> list[str]:
+        """The kinds ``update`` reads: what a run needs to record."""
+        return sorted({parse_name(n).kind for n in self.names()})
+
     def merge(self, other: "StreamingAnalysis") -> "StreamingAnalysis":
         mine, theirs = self.accumulators(), other.accumulators()
         if len(mine) != len(theirs):
@@ -96,6 +104,9 @@ class StreamingRanking(StreamingAnalysis):
 
     def accumulators(self) -> list[Accumulator]:
         return [acc for pair in self.stats.values() for acc in pair]
+
+    def names(self) -> list[str]:
+        return list(self.stats)
 
     def result(self) -> Table:
         lab = self.labels
@@ -147,6 +158,9 @@ class StreamingSaturation(StreamingAnalysis):
 
     def accumulators(self) -> list[Accumulator]:
         return [*self.stats.values(), *self.means.values()]
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([*self.stats, *self.means]))
 
     def result(self) -> Table:
         rows = []

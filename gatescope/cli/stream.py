@@ -128,7 +128,7 @@ def write_sharded(world: World, output: Path, model, inputs, options, shard_toke
         else:
             shards = [{"file": shard_name(j, len(plan)), "sequences": len(s), "tokens": sum(lengths[i] for i in s)}
                       for j, s in enumerate(plan)]
-            write_index(tmp, shards, {"shard_tokens": shard_tokens, "processes": world.size})
+            write_index(tmp, shards, {"shard_tokens": shard_tokens})
             publish(tmp, output)
     if not ok:
         raise error or GatescopeError("another process of the run failed (its message is above)")
@@ -154,3 +154,49 @@ def trace_sharded(model_path, output: Path, file: str, device: str, options, sha
         return None
     return (f"wrote {output}: {counted(shards, 'shard')}, {counted(sequences, 'sequence')}, "
             f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}")
+
+
+def corpus_labels(labels_file: str, tokens: int):
+    """Labels for the corpus from a labels file: one value per token, in corpus order."""
+    from gatescope.analysis.labels import make_labels, read_labels_file
+
+    values = read_labels_file(labels_file)
+    if len(values) != tokens:
+        raise GatescopeError(f"{Path(labels_file).name} has {len(values)} values; the corpus has {tokens} tokens "
+                             f"(one label a token, in the corpus's order)")
+    return make_labels(torch.as_tensor(values), name=Path(labels_file).name)
+
+
+def _streamed(model_path, file: str, run, device: str, distributed: bool, make):
+    """Open the corpus, build the analysis with ``make(widths of everything recorded, tokens)``, record only
+    the kinds it reads, stream; -> (the analysis, summed over the ranks, or None off rank 0; tokens)."""
+    world, model, inputs, tokens = open_corpus(model_path, file, device, distributed)
+    try:
+        widths = recorded_widths(model, inputs, run)
+        analysis = make(widths, tokens)
+        stream_analysis(world, model, inputs, tokens, analysis, dataclasses.replace(run, kinds=analysis.kinds()))
+    finally:
+        leave(world)
+    return (analysis if world.main else None), tokens
+
+
+def stream_units(model_path, file: str, labels_file: str, *, kinds, metric: str, grid_bins: int, run, device: str,
+                 distributed: bool):
+    """`analyze units MODEL --file CORPUS --labels FILE`: the ranking Table (None off rank 0)."""
+    from gatescope.analysis.stream_analyses import StreamingRanking
+
+    def make(widths, tokens):
+        return StreamingRanking(widths, corpus_labels(labels_file, tokens), kinds=kinds, metric=metric,
+                                grid_bins=grid_bins)
+
+    analysis, _ = _streamed(model_path, file, run, device, distributed, make)
+    return None if analysis is None else analysis.result()
+
+
+def stream_saturation(model_path, file: str, *, kinds, low: float, high: float, run, device: str, distributed: bool):
+    """`analyze saturation MODEL --file CORPUS`: (saturation Table, timescales Table or None), None off rank 0."""
+    from gatescope.analysis.stream_analyses import StreamingSaturation
+
+    analysis, _ = _streamed(model_path, file, run, device, distributed,
+                            lambda widths, tokens: StreamingSaturation(widths, kinds=kinds, low=low, high=high))
+    return None if analysis is None else (analysis.result(), analysis.timescales())
