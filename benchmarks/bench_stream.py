@@ -1,0 +1,125 @@
+"""Streaming a corpus: tokens/s of the one-pass ranking against tracing then ranking, 1 vs 2 processes
+under torchrun (gloo), and the streaming pass's peak memory at two corpus sizes.
+
+The model is the bundled agreement LSTM (1 x 128 units, all six kinds recorded = 768 units); the
+corpus is its training grammar (gatescope.stimuli.agreement.training_corpus), one sentence a line,
+with a binary label per token (a plural-looking word). Measured, in this order:
+
+* stream:         ``analyze units MODEL --file CORPUS --labels L`` in this process (imports excluded);
+* trace+analyze:  ``trace MODEL --file CORPUS -o T`` then ``analyze units T --permutations 0``,
+                  the same ranking from a stored trace (ratio = its time / the stream's);
+* torchrun K:     the streaming command under ``torchrun --standalone --nproc-per-node K``, K = 1, 2;
+                  wall time minus the same command on a one-line corpus (launch, imports, model load);
+* peak memory:    max RSS of a fresh process streaming corpora of each --memory-tokens size; flat
+                  means memory is bounded by the batch and the accumulators, not the corpus.
+
+Usage: python benchmarks/bench_stream.py [--tokens 50000] [--memory-tokens 100000,1000000] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gatescope import sample_models
+from gatescope.cli import main
+from gatescope.stimuli.agreement import training_corpus
+
+MODEL = sample_models.path("agreement_lstm.safetensors")
+
+
+def write_corpus(folder: Path, tokens: int, name: str) -> tuple[Path, Path, int]:
+    """A corpus of about ``tokens`` tokens and its labels file -> (corpus, labels, exact token count)."""
+    sentences = training_corpus(max(1, tokens // 7), seed=0)
+    corpus, labels = folder / f"{name}.txt", folder / f"{name}.labels.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
+    labels.write_text("\n".join("1" if w.endswith("s") else "0" for s in sentences for w in s) + "\n")
+    return corpus, labels, sum(map(len, sentences))
+
+
+def quiet(argv: list[str]) -> float:
+    """Seconds to run the gatescope command ``argv`` here, its output dropped."""
+    with open(os.devnull, "w") as null:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = null
+        try:
+            start = time.perf_counter()
+            main(argv)
+            return time.perf_counter() - start
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def torchrun(nproc: int, corpus: Path, labels: Path) -> float:
+    """Wall seconds of the streaming command under torchrun with ``nproc`` processes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "gatescope", "analyze", "units", str(MODEL), "--file", str(corpus), "--labels", str(labels),
+           "--json", "--top", "1"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+PEAK = """
+import resource, sys
+from gatescope.cli import main
+sys.stdout = open('/dev/null', 'w')
+try:
+    main(sys.argv[1:])
+finally:
+    sys.stderr.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def peak_rss_mb(corpus: Path, labels: Path) -> float:
+    """Max resident set (MB) of a fresh process streaming ``corpus``."""
+    done = subprocess.run([sys.executable, "-c", PEAK, "analyze", "units", str(MODEL), "--file", str(corpus),
+                           "--labels", str(labels), "--json", "--top", "1"],
+                          check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=50_000, help="corpus for the throughput comparison")
+    parser.add_argument("--memory-tokens", default="100000,1000000", help="corpus sizes for the peak memory")
+    parser.add_argument("--quick", action="store_true", help="10k tokens; memory at 20k and 100k")
+    args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.memory_tokens = 10_000, "20000,100000"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        corpus, labels, n = write_corpus(folder, args.tokens, "corpus")
+        print(f"model {MODEL.name} (1 x 128 LSTM, 768 units recorded); corpus {n:,} tokens; "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load {os.getloadavg()[0]:.1f}")
+        units = ["analyze", "units", str(MODEL), "--labels", str(labels), "--json", "--top", "1"]
+        quiet(units[:3] + ["--file", str(corpus)] + units[3:])  # warm-up: imports, caches
+        stream = quiet(units[:3] + ["--file", str(corpus)] + units[3:])
+        trace = folder / "corpus.trace.safetensors"
+        traced = quiet(["trace", str(MODEL), "--file", str(corpus), "-o", str(trace)])
+        analysed = quiet(["analyze", "units", str(trace), "--labels", str(labels), "--permutations", "0",
+                          "--json", "--top", "1"])
+        print(f"stream          {n / stream:10,.0f} tokens/s  ({stream:.1f} s)")
+        print(f"trace+analyze   {n / (traced + analysed):10,.0f} tokens/s  ({traced:.1f} s + {analysed:.1f} s; "
+              f"{trace.stat().st_size / 1e6:.0f} MB trace)  ratio {(traced + analysed) / stream:.2f}x the stream's time")
+        trace.unlink()
+        tiny, tiny_labels, _ = write_corpus(folder, 7, "tiny")
+        for k in (1, 2):
+            overhead = torchrun(k, tiny, tiny_labels)
+            wall = torchrun(k, corpus, labels)
+            print(f"torchrun x{k}     {n / max(wall - overhead, 1e-9):10,.0f} tokens/s  "
+                  f"({wall:.1f} s wall - {overhead:.1f} s launch and load)")
+        for size in (int(s) for s in args.memory_tokens.split(",")):
+            big, big_labels, m = write_corpus(folder, size, f"mem{size}")
+            print(f"peak memory     {peak_rss_mb(big, big_labels):7.0f} MB streaming {m:,} tokens")
+            big.unlink()
+            big_labels.unlink()
+
+
+if __name__ == "__main__":
+    main_bench()
