@@ -61,6 +61,21 @@ def test_streamed_units_and_saturation_equal_the_traced_ones(corpus, capsys):
     assert streamed == pytest.approx(traced)
 
 
+def test_streamed_probe_equals_the_traced_one(corpus, capsys):
+    tmp, model = corpus
+    main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "-o", str(tmp / "p.safetensors")])
+    capsys.readouterr()
+    traced = run_json(capsys, "analyze", "probe", tmp / "p.safetensors", "--labels", tmp / "labels.txt",
+                      "--kinds", "h", "--epochs", 2, "--no-control", "--json")
+    # one batch of 64 lines holds the whole corpus, as one chunk of the trace does: the same minibatches
+    streamed = run_json(capsys, "analyze", "probe", model, "--file", tmp / "corpus.txt", "--labels",
+                        tmp / "labels.txt", "--kinds", "h", "--epochs", 2, "--json")
+    assert [r["name"] for r in streamed] == [r["name"] for r in traced] == ["rnn.l0.fwd.h"]
+    for key in ("baseline", "n_train", "n_test", "top_units"):
+        assert streamed[0][key] == traced[0][key], key
+    assert streamed[0]["score"] == pytest.approx(traced[0]["score"], abs=1e-6)
+
+
 def test_streaming_mode_errors(corpus, capsys):
     tmp, model = corpus
     common = ("analyze", "units", model, "--file", tmp / "corpus.txt")

@@ -165,3 +165,26 @@ def test_streaming_ranking_refuses_what_it_cannot_do():
     bad = Moments(2)
     with pytest.raises(GatescopeError, match="NaN"):
         bad.update(torch.tensor([[1.0, np.nan]]))
+
+
+@pytest.mark.parametrize("feature", ["label", "cont"])
+def test_streaming_probe_equals_fit_probe(feature, monkeypatch):
+    from gatescope.analysis import selection
+    from gatescope.analysis.probes import evaluate_probe, fit_probe
+    from gatescope.analysis.selection import heldout_rows
+    from gatescope.analysis.stream_analyses import StreamingProbes
+
+    monkeypatch.setattr(selection, "CHUNK_ROWS", 64)  # the trace's chunks are the stream's batches
+    trace = quantised_trace()
+    labels = resolve_labels(trace, feature=feature)
+    held = heldout_rows(trace)
+    probes = StreamingProbes(widths(trace), labels, held, kinds="h", epochs=3)
+    for phase in probes.passes():
+        probes.begin(phase)
+        feed(probes, trace)
+    (row,) = probes.result().rows
+    probe = fit_probe(trace, "rnn.l0.fwd.h", labels, ~held, epochs=3)
+    streamed = probes._probe("rnn.l0.fwd.h")
+    torch.testing.assert_close(streamed.weight, probe.weight, rtol=0, atol=1e-6)
+    assert row["score"] == pytest.approx(evaluate_probe(trace, probe, labels, held), abs=1e-5)
+    assert row["n_test"] == int((held & labels.valid).sum()) and row["top_units"][0].startswith("rnn.l0.fwd.h:")

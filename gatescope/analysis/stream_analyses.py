@@ -9,7 +9,8 @@ into the same Table as `gatescope.analysis.ranking.rank_units` / `dynamics.satur
   rank_units' values (see the accumulators' docstring for when they are exact); it has no
   permutation p-values (the shuffles need the whole trace at once) and no single-unit held-out
   ``probe`` column (that needs a second pass); asking for metric probe is a one-line error.
-- the saturation table has rank_units' columns exactly; timescales come from the mean of f / z.
+- the saturation table has dynamics.saturation's columns exactly; timescales come from the mean of f / z.
+- the probes (`StreamingProbes`) train `probes.fit_probe`'s probe with its code, over several passes.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from gatescope.analysis.streaming import (
 )
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
-from gatescope.names import parse_name
+from gatescope.names import format_unit, parse_name
 
 STREAM_METRICS = ("corr", "auc", "mi")
 
@@ -178,3 +179,104 @@ class StreamingSaturation(StreamingAnalysis):
             rows += [unit_row(name, j) | {"mean": m, "timescale": _timescale(m)}
                      for j, m in enumerate(acc.result()["mean"].tolist())]
         return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
+
+
+class StreamingProbes(StreamingAnalysis):
+    """`probe_units`' probe per quantity over a corpus, in passes: ``passes()`` names them in order.
+
+    "moments": the units' sums over the training rows (mergeable); "train" (``epochs`` times): Adam
+    steps on minibatches of each batch's training rows, shuffled within the batch, as `fit_probe`
+    shuffles within a chunk of a trace (`ProbeTrainer`, the same code); "evaluate": held-out accuracy
+    or R² from counts and sums (mergeable). Training is sequential, so it runs in one process. Rows:
+    name, layer, direction, kind, units, n_train, n_test, baseline, score, top_units; the control
+    task and the top-k curve (more probes, more passes) are not computed.
+    """
+
+    def __init__(self, widths: Mapping[str, int], labels: Labels, held: torch.Tensor, *,
+                 kinds: str | Iterable[str] | None = None, epochs: int = 10, l1: float = 1e-3, l2: float = 1e-4,
+                 seed: int = 0, batch_size: int = 256, lr: float = 0.05) -> None:
+        """held: bool [N], the held-out rows (whole sequences: `selection.heldout_from_offsets`)."""
+        self.widths = _select(widths, parse_kinds(kinds))
+        self.labels, self.epochs, self.seed, self.batch_size = labels, epochs, seed, batch_size
+        self.options = {"l1": l1, "l2": l2, "lr": lr, "seed": seed}
+        self.train, self.test = ~held & labels.valid, held & labels.valid  # (N,)
+        if not bool(self.train.any()) or not bool(self.test.any()):
+            raise GatescopeError("probes need labelled tokens in both training and held-out sequences")
+        self.regression = labels.kind == "continuous"
+        self.target = labels.values.to(torch.float32) if self.regression else labels.codes  # (N,)
+        self.moments = {name: Moments(w) for name, w in self.widths.items()}
+        self.scores = {name: Moments(2 if self.regression else 1) for name in self.widths}
+        self.trainers: dict[str, Any] = {}
+        self.phase = "moments"
+
+    def passes(self) -> list[str]:
+        return ["moments"] + ["train"] * self.epochs + ["evaluate"]
+
+    def begin(self, phase: str) -> None:
+        """Start a pass; the first "train" builds the trainers from the (merged) moments."""
+        from gatescope.analysis.probes import ProbeTrainer
+
+        if phase == "train" and not self.trainers:
+            for name, acc in self.moments.items():
+                st = acc.state
+                if int(st["n"]) < 2:
+                    raise GatescopeError(f"too few labelled training rows to fit a probe on {name}")
+                self.trainers[name] = (ProbeTrainer(self.labels, self.target[self.train], int(st["n"]), st["sx"],
+                                                    st["sxx"], **self.options),
+                                       torch.Generator().manual_seed(self.seed))
+        self.phase = phase
+
+    def update(self, quantities: Mapping[str, torch.Tensor], start: int) -> None:
+        for name in self.widths:
+            x = quantities[name]  # (n, units)
+            rows = slice(start, start + x.shape[0])
+            keep = (self.test if self.phase == "evaluate" else self.train)[rows]
+            if not bool(keep.any()):
+                continue
+            x, t = x[keep].to(torch.float32), self.target[rows][keep]
+            if self.phase == "moments":
+                self.moments[name].update(x)
+            elif self.phase == "train":
+                trainer, gen = self.trainers[name]
+                order = torch.randperm(x.shape[0], generator=gen)
+                for b in range(0, x.shape[0], self.batch_size):
+                    idx = order[b : b + self.batch_size]
+                    trainer.step(x[idx], t[idx])
+            else:
+                pred = self._probe(name).predict(x)
+                if self.regression:  # columns: the squared error, the target (for R²'s denominator)
+                    self.scores[name].update(torch.stack([pred - t, t], 1))
+                else:
+                    self.scores[name].update((pred == t).to(torch.float64)[:, None])
+
+    def _probe(self, name: str):
+        trainer, _ = self.trainers[name]
+        return trainer.probe(name, torch.arange(self.widths[name]))
+
+    def accumulators(self) -> list[Accumulator]:
+        if self.phase == "moments":
+            return list(self.moments.values())
+        return list(self.scores.values()) if self.phase == "evaluate" else []
+
+    def names(self) -> list[str]:
+        return list(self.widths)
+
+    def result(self) -> Table:
+        from gatescope.analysis.probes import _baseline
+
+        baseline = _baseline(self.labels, self.train, self.test)
+        rows = []
+        for name, acc in self.scores.items():
+            st = acc.state
+            n = int(st["n"])
+            if self.regression:  # 1 - sse / sum (y - mean)²
+                sse, sy, syy = float(st["sxx"][0]), float(st["sx"][1]), float(st["sxx"][1])
+                score = 1 - sse / max(syy - sy * sy / n, 1e-12)
+            else:
+                score = float(st["sx"][0]) / n
+            qn = parse_name(name)
+            rows.append({"name": name, "layer": qn.layer, "direction": qn.direction, "kind": qn.kind,
+                         "units": self.widths[name], "n_train": int(self.train.sum()), "n_test": n,
+                         "baseline": baseline, "score": score,
+                         "top_units": [format_unit(name, u) for u in self._probe(name).unit_ranking()[:10]]})
+        return Table(rows)

@@ -197,11 +197,36 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
               help="Train on a control task (random label per token type) and report selectivity.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
-def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json):
-    """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves."""
+@_corpus_options
+@click.pass_context
+def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json, corpus, batch_size, device,
+          distributed):
+    """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves.
+
+    With --file, TRACE is a model, streamed over the corpus (epochs + 2 passes, no trace written);
+    the control task and the top-k curve are then not computed.
+    """
     from gatescope.analysis.probes import probe_units
     from gatescope.trace import load_trace
 
+    _check_mode(ctx, corpus, control="needs more probes and passes; a streamed probe has no control task",
+                feature="names a feature stored in a trace; with --file give --labels FILE")
+    if corpus is not None:
+        from gatescope.cli.stream import stream_probes
+
+        if labels_file is None:
+            raise GatescopeError("--file needs --labels FILE: one label per token of the corpus")
+        table = stream_probes(trace, corpus, labels_file, kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed,
+                              run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+        click.echo("streamed probes: no control task, selectivity or top-k curve", err=True)
+        if as_json:
+            click.echo(table.to_json())
+            return
+        _show(table.rows, ["name", "baseline", "score", "n_train", "n_test"],
+              "probes (held-out accuracy, or R² for continuous labels)")
+        for r in table.rows:
+            click.echo(f"{r['name']}: top units {', '.join(r['top_units'][:3])}")
+        return
     table = probe_units(load_trace(trace), kinds=kinds, epochs=epochs, l1=l1, l2=l2, control=control, seed=seed,
                         progress=not as_json, **_labels(feature, labels_file))
     if as_json:

@@ -76,13 +76,14 @@ def open_corpus(model_path, file: str, device: str, distributed: bool):
     return world, model, inputs, tokens
 
 
-def stream_analysis(world: World, model, inputs, tokens: int, analysis, options) -> None:
+def stream_analysis(world: World, model, inputs, tokens: int, analysis, options, description: str = "streaming"
+                    ) -> None:
     """Feed every batch this rank owns to ``analysis`` (its ``update(quantities, start_row)``), then sum
     the accumulators over the ranks: on return every rank holds the whole corpus's statistics."""
     error: GatescopeError | None = None
     try:
         row = 0
-        with token_progress(tokens, "streaming", options.progress and world.main) as advance:
+        with token_progress(tokens, description, options.progress and world.main) as advance:
             for k, batch in enumerate(_corpus_batches(model, inputs, options.batch_size)):
                 n = sum(len(s) for s in batch)
                 if world.owns(k):
@@ -200,3 +201,29 @@ def stream_saturation(model_path, file: str, *, kinds, low: float, high: float, 
     analysis, _ = _streamed(model_path, file, run, device, distributed,
                             lambda widths, tokens: StreamingSaturation(widths, kinds=kinds, low=low, high=high))
     return None if analysis is None else (analysis.result(), analysis.timescales())
+
+
+def stream_probes(model_path, file: str, labels_file: str, *, kinds, epochs: int, l1: float, l2: float, seed: int,
+                  run, device: str, distributed: bool):
+    """`analyze probe MODEL --file CORPUS --labels FILE`: one probe per quantity, epochs + 2 passes -> Table."""
+    from gatescope.analysis.selection import heldout_from_offsets
+    from gatescope.analysis.stream_analyses import StreamingProbes
+
+    world, model, inputs, tokens = open_corpus(model_path, file, device, distributed)
+    try:
+        if world.size > 1:
+            raise GatescopeError("probe training takes its Adam steps in corpus order, in one process: run "
+                                 "analyze probe --file without torchrun")
+        labels = corpus_labels(labels_file, tokens)
+        lengths = torch.tensor([len(s) for s in inputs.sequences()])
+        held = heldout_from_offsets(torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths, 0)]))
+        probes = StreamingProbes(recorded_widths(model, inputs, run), labels, held, kinds=kinds, epochs=epochs,
+                                 l1=l1, l2=l2, seed=seed)
+        run = dataclasses.replace(run, kinds=probes.kinds())
+        passes = probes.passes()
+        for i, phase in enumerate(passes, 1):
+            probes.begin(phase)
+            stream_analysis(world, model, inputs, tokens, probes, run, f"pass {i}/{len(passes)} ({phase})")
+    finally:
+        leave(world)
+    return probes.result()
