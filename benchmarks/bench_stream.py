@@ -8,10 +8,11 @@ with a binary label per token (a plural-looking word). Measured, in this order:
 * stream:         ``analyze units MODEL --file CORPUS --labels L`` in this process (imports excluded);
 * trace+analyze:  ``trace MODEL --file CORPUS -o T`` then ``analyze units T --permutations 0``,
                   the same ranking from a stored trace (ratio = its time / the stream's);
-* torchrun K:     the streaming command under ``torchrun --standalone --nproc-per-node K``, K = 1, 2;
-                  wall time minus the same command on a one-line corpus (launch, imports, model load);
-* peak memory:    max RSS of a fresh process streaming corpora of each --memory-tokens size; flat
-                  means memory is bounded by the batch and the accumulators, not the corpus.
+* torchrun K:     the streaming command under ``torchrun --standalone --nproc-per-node K``, K = 1, 2,
+                  timed in rank 0 from after its imports and the process group's rendezvous;
+* peak memory:    VmHWM of a fresh process streaming corpora of each --memory-tokens size; flat
+                  means memory is bounded by the batch and the accumulators, not the corpus (the
+                  labels, read whole, add ~30 bytes a token).
 
 Usage: python benchmarks/bench_stream.py [--tokens 50000] [--memory-tokens 100000,1000000] [--quick]
 """
@@ -54,37 +55,49 @@ def quiet(argv: list[str]) -> float:
             sys.stdout, sys.stderr = out, err
 
 
-def torchrun(nproc: int, corpus: Path, labels: Path) -> float:
-    """Wall seconds of the streaming command under torchrun with ``nproc`` processes."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "gatescope", "analyze", "units", str(MODEL), "--file", str(corpus), "--labels", str(labels),
-           "--json", "--top", "1"]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+def worker(argv: list[str]) -> None:
+    """In a process of its own (under torchrun or not): run gatescope ``argv`` after the imports, then
+    print, from rank 0, the seconds it took and this process's peak resident memory (VmHWM)."""
+    import gatescope.analysis.stream_analyses  # noqa: F401  (imports are not the pass)
+    import gatescope.checkpoint  # noqa: F401
+    import gatescope.cli.analyze  # noqa: F401
+    from gatescope.distributed import join
+
+    gatescope.checkpoint.load(MODEL)  # warm-up: the first load pays one-off imports inside torch
+    world = join()  # under torchrun: the process group, once every rank has imported torch
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    with open(os.devnull, "w") as null:
+        out, sys.stdout = sys.stdout, null
+        start = time.perf_counter()
+        main(argv)
+        elapsed = time.perf_counter() - start
+        sys.stdout = out
+    if os.environ.get("RANK", "0") == "0":
+        peak = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+        print(f"WORKER {elapsed} {int(peak.split()[1]) / 1024}", file=sys.stderr)
 
 
-PEAK = """
-import resource, sys
-from gatescope.cli import main
-sys.stdout = open('/dev/null', 'w')
-try:
-    main(sys.argv[1:])
-finally:
-    sys.stderr.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-"""
+def in_process(argv: list[str], nproc: int | None = None) -> tuple[float, float]:
+    """(seconds, peak MB) of gatescope ``argv`` in a fresh process, or under torchrun with ``nproc``."""
+    launch = [sys.executable] if nproc is None else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    done = subprocess.run([*launch, __file__, "--worker", *argv], check=True, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    line = next(x for x in done.stderr.splitlines() if x.startswith("WORKER "))
+    seconds, peak = map(float, line.split()[1:])
+    return seconds, peak
 
 
-def peak_rss_mb(corpus: Path, labels: Path) -> float:
-    """Max resident set (MB) of a fresh process streaming ``corpus``."""
-    done = subprocess.run([sys.executable, "-c", PEAK, "analyze", "units", str(MODEL), "--file", str(corpus),
-                           "--labels", str(labels), "--json", "--top", "1"],
-                          check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    return int(done.stderr.strip().splitlines()[-1]) / 1024
+def stream_argv(corpus: Path, labels: Path) -> list[str]:
+    return ["analyze", "units", str(MODEL), "--file", str(corpus), "--labels", str(labels), "--json", "--top", "1"]
 
 
 def main_bench() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=50_000, help="corpus for the throughput comparison")
     parser.add_argument("--memory-tokens", default="100000,1000000", help="corpus sizes for the peak memory")
@@ -97,9 +110,8 @@ def main_bench() -> None:
         corpus, labels, n = write_corpus(folder, args.tokens, "corpus")
         print(f"model {MODEL.name} (1 x 128 LSTM, 768 units recorded); corpus {n:,} tokens; "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load {os.getloadavg()[0]:.1f}")
-        units = ["analyze", "units", str(MODEL), "--labels", str(labels), "--json", "--top", "1"]
-        quiet(units[:3] + ["--file", str(corpus)] + units[3:])  # warm-up: imports, caches
-        stream = quiet(units[:3] + ["--file", str(corpus)] + units[3:])
+        quiet(stream_argv(corpus, labels))  # warm-up: imports, caches
+        stream = quiet(stream_argv(corpus, labels))
         trace = folder / "corpus.trace.safetensors"
         traced = quiet(["trace", str(MODEL), "--file", str(corpus), "-o", str(trace)])
         analysed = quiet(["analyze", "units", str(trace), "--labels", str(labels), "--permutations", "0",
@@ -108,18 +120,15 @@ def main_bench() -> None:
         print(f"trace+analyze   {n / (traced + analysed):10,.0f} tokens/s  ({traced:.1f} s + {analysed:.1f} s; "
               f"{trace.stat().st_size / 1e6:.0f} MB trace)  ratio {(traced + analysed) / stream:.2f}x the stream's time")
         trace.unlink()
-        tiny, tiny_labels, _ = write_corpus(folder, 7, "tiny")
         for k in (1, 2):
-            overhead = torchrun(k, tiny, tiny_labels)
-            wall = torchrun(k, corpus, labels)
-            print(f"torchrun x{k}     {n / max(wall - overhead, 1e-9):10,.0f} tokens/s  "
-                  f"({wall:.1f} s wall - {overhead:.1f} s launch and load)")
+            seconds, _ = in_process(stream_argv(corpus, labels), nproc=k)
+            print(f"torchrun x{k}     {n / seconds:10,.0f} tokens/s  ({seconds:.1f} s: load, pass, all_reduce)")
         for size in (int(s) for s in args.memory_tokens.split(",")):
             big, big_labels, m = write_corpus(folder, size, f"mem{size}")
-            print(f"peak memory     {peak_rss_mb(big, big_labels):7.0f} MB streaming {m:,} tokens")
+            seconds, peak = in_process(stream_argv(big, big_labels))
+            print(f"peak memory     {peak:7.0f} MB streaming {m:,} tokens ({m / seconds:,.0f} tokens/s)")
             big.unlink()
             big_labels.unlink()
-
 
 if __name__ == "__main__":
     main_bench()
