@@ -118,7 +118,7 @@ def main_bench() -> None:
                           "--json", "--top", "1"])
         print(f"stream          {n / stream:10,.0f} tokens/s  ({stream:.1f} s)")
         print(f"trace+analyze   {n / (traced + analysed):10,.0f} tokens/s  ({traced:.1f} s + {analysed:.1f} s; "
-              f"{trace.stat().st_size / 1e6:.0f} MB trace)  ratio {(traced + analysed) / stream:.2f}x the stream's time")
+              f"{trace.stat().st_size / 1e6:.0f} MB trace)  {(traced + analysed) / stream:.2f}x the stream's time")
         trace.unlink()
         for k in (1, 2):
             seconds, _ = in_process(stream_argv(corpus, labels), nproc=k)

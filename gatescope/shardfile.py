@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from gatescope.files import _UMASK, reading
 INDEX = "index.json"
 SHARDED_FORMAT = "gatescope.trace.sharded"
 SHARDED_VERSION = 1
-SHARD_NAME = re.compile(r"trace-(\d{5})-of-(\d{5})\.safetensors")
 
 
 def shard_name(index: int, count: int) -> str:
@@ -96,18 +94,6 @@ def publish(tmp: Path, output: str | os.PathLike) -> None:
     os.replace(tmp, output)
     if old is not None:
         shutil.rmtree(old)
-
-
-def write_set(output: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_folder)``, then put the folder in place; on any error nothing is left behind."""
-    tmp = new_folder(output)
-    try:
-        write(tmp)
-        publish(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Path(output)
 
 
 class RowConcat:

@@ -84,8 +84,6 @@ class StreamingRanking(StreamingAnalysis):
                                  "refits); use corr, auc or mi, or trace the corpus and rank the trace")
         self.metric = check_metric(labels, metric, bins, STREAM_METRICS)
         self.widths = _select(widths, parse_kinds(kinds))
-        self.values = labels.values if labels.codes is None else torch.where(
-            labels.codes >= 0, labels.codes.to(torch.float64), torch.nan)  # (N,) what Association takes
         self.codes = labels.codes if labels.codes is not None else quantile_codes(labels.values, bins)  # (N,)
         codes = labels.num_classes if labels.codes is not None else bins
         self.stats = {name: (Association(w, labels.kind, labels.num_classes),
@@ -94,14 +92,21 @@ class StreamingRanking(StreamingAnalysis):
 
     def update(self, quantities: Mapping[str, torch.Tensor], start: int) -> None:
         """quantities: name -> [n, units], the corpus's rows start..start+n."""
+        rows = slice(start, start + next(iter(quantities.values())).shape[0])
+        if rows.stop > self.codes.numel():
+            raise GatescopeError(f"the corpus has more tokens than the {self.codes.numel()} labels "
+                                 f"of {self.labels.name}")
+        values, codes = self._values(rows), self.codes[rows]  # (n,) each
         for name, (assoc, hist) in self.stats.items():
-            x = quantities[name]  # (n, units)
-            rows = slice(start, start + x.shape[0])
-            if rows.stop > self.values.numel():
-                raise GatescopeError(f"the corpus has more tokens than the {self.values.numel()} labels "
-                                     f"of {self.labels.name}")
-            assoc.update(x, self.values[rows])
-            hist.update(x, self.codes[rows])
+            assoc.update(quantities[name], values)
+            hist.update(quantities[name], codes)
+
+    def _values(self, rows: slice) -> torch.Tensor:
+        """What `Association` takes for rows: the values, or the class codes (NaN where unlabelled)."""
+        if self.labels.codes is None:
+            return self.labels.values[rows]
+        codes = self.labels.codes[rows]
+        return torch.where(codes >= 0, codes.to(torch.float64), torch.nan)
 
     def accumulators(self) -> list[Accumulator]:
         return [acc for pair in self.stats.values() for acc in pair]

@@ -31,7 +31,6 @@ What each computes, and how it relates to the in-memory analysis over a trace:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -316,11 +315,3 @@ class GroupMeans(Accumulator):
         mean = self.state["sum"] / count[:, None].to(torch.float64)
         return {"count": count, "mean": torch.where(count[:, None] > 0, mean, math.nan)}
 
-
-def merged(parts: list[Mapping[str, Accumulator]]) -> dict[str, Accumulator]:
-    """Merge dicts of accumulators key by key (the first of each key receives the others)."""
-    out: dict[str, Accumulator] = {}
-    for part in parts:
-        for key, acc in part.items():
-            out[key] = acc if key not in out else out[key].merge(acc)
-    return out

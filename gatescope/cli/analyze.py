@@ -32,7 +32,7 @@ def _labels_options(f):
 def _corpus_options(f):
     """--file and the run options of the streaming mode: the argument is then a MODEL, run over the corpus."""
     f = click.option("--distributed", is_flag=True,
-                     help="With --file: split the corpus over the processes torchrun started (implied under torchrun).")(f)
+                     help="With --file: split the corpus over torchrun's processes (implied under torchrun).")(f)
     f = click.option("--device", default="cpu", show_default=True, help="With --file: where to run the model.")(f)
     f = click.option("--batch-size", type=POSITIVE, default=64, show_default=True,
                      help="With --file: sequences run together.")(f)
@@ -155,7 +155,8 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
     from gatescope.files import check_writable
     from gatescope.trace import load_trace
 
-    _check_mode(ctx, corpus, ("grid_bins",), permutations="needs the whole trace at once; a streamed ranking has no p-values",
+    _check_mode(ctx, corpus, ("grid_bins",),
+                permutations="needs the whole trace at once; a streamed ranking has no p-values",
                     seed="applies to the permutations, which a streamed ranking does not draw",
                     feature="names a feature stored in a trace; with --file give --labels FILE")
     if csv_path:

@@ -244,7 +244,8 @@ def split_list(values: tuple[str, ...]) -> list[str] | None:
 
 @click.command("trace")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The trace file to write (a folder with --shard-tokens).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The trace file to write (a folder with --shard-tokens).")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="A sequence, tokenised with the model's vocabulary (repeatable).")
 @click.option("--file", "file", metavar="FILE",
@@ -286,7 +287,8 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
 
         if texts or ids or input_path:
             raise GatescopeError("a sharded trace is written from a corpus: give --file alone")
-        options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype], meta={"model": str(model)})
+        options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
+                             meta={"model": str(model)})
         summary = trace_sharded(model, output, file, device, options, shard_tokens, distributed)
         if summary:
             click.echo(summary)
