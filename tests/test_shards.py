@@ -112,3 +112,19 @@ def test_bad_shard_folders_are_one_line_errors(tmp_path):
     (tmp_path / "dir" / shard_name(1, len(index["shards"]))).write_bytes(b"\0" * 16)
     with pytest.raises(GatescopeError, match="trace-00001"):
         load_trace(tmp_path / "dir")
+
+
+def test_analyze_commands_take_a_shard_folder(tmp_path, capsys):
+    from gatescope.cli import main
+
+    trace = word_trace()
+    trace.save(tmp_path / "one.safetensors")
+    save_sharded(trace, tmp_path / "dir", 9)
+    outputs = []
+    for path in (tmp_path / "one.safetensors", tmp_path / "dir"):
+        main(["analyze", "match", str(path), "--name", "rnn.l0.fwd.h", "--start", "2", "--stop", "5", "--threshold", "-1", "--json"])
+        main(["analyze", "saturation", str(path), "--json"])
+        main(["analyze", "profile", str(path), "--unit", "rnn.l0.fwd.h:1", "--sequences", "0,2",
+              "-o", str(tmp_path / f"{path.stem}.svg")])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 2

@@ -106,7 +106,16 @@ def write_sharded(world: World, output: Path, model, inputs, options, shard_toke
 
     lengths = [len(s) for s in inputs.sequences()]
     plan = plan_shards(lengths, shard_tokens)
-    tmp = Path(broadcast(world, str(new_folder(output)) if world.main else None))
+    made: tuple[str, str] | None = None
+    if world.main:  # one rank makes the folder; a refusal reaches every rank, so none waits for it
+        try:
+            made = ("ok", str(new_folder(output)))
+        except GatescopeError as exc:
+            made = ("error", str(exc))
+    status, value = broadcast(world, made)
+    if status == "error":
+        raise GatescopeError(value)
+    tmp = Path(value)
     quiet = dataclasses.replace(options, progress=False)
     error: GatescopeError | None = None
     quantities = 0
