@@ -88,7 +88,8 @@ def stream_analysis(world: World, model, inputs, tokens: int, analysis, options,
                 n = sum(len(s) for s in batch)
                 if world.owns(k):
                     part = _run(model, batch, options)
-                    analysis.update({name: part[name] for name in part.names}, row)
+                    # statistics are kept on the CPU: a batch recorded on a GPU comes over once
+                    analysis.update({name: part[name].to("cpu") for name in part.names}, row)
                 row += n
                 advance(n)
     except GatescopeError as exc:
