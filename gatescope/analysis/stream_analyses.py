@@ -14,7 +14,8 @@ into the same Table as `gatescope.analysis.ranking.rank_units` / `dynamics.satur
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -47,6 +48,15 @@ def _select(widths: Mapping[str, int], kinds: tuple[str, ...] | None) -> dict[st
         raise GatescopeError(f"the run records no quantity of kind {','.join(kinds or ())}; "
                              f"it records kinds {','.join(have) or 'none'}")
     return chosen
+
+
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Prefix an accumulator's one-line error with the quantity it was reading."""
+    try:
+        yield
+    except GatescopeError as exc:
+        raise GatescopeError(f"{name}: {exc}") from None
 
 
 class StreamingAnalysis:
@@ -98,8 +108,9 @@ class StreamingRanking(StreamingAnalysis):
                                  f"of {self.labels.name}")
         values, codes = self._values(rows), self.codes[rows]  # (n,) each
         for name, (assoc, hist) in self.stats.items():
-            assoc.update(quantities[name], values)
-            hist.update(quantities[name], codes)
+            with _naming(name):
+                assoc.update(quantities[name], values)
+                hist.update(quantities[name], codes)
 
     def _values(self, rows: slice) -> torch.Tensor:
         """What `Association` takes for rows: the values, or the class codes (NaN where unlabelled)."""
@@ -157,10 +168,9 @@ class StreamingSaturation(StreamingAnalysis):
         self.means = {name: Moments(w) for name, w in widths.items() if parse_name(name).kind in TIMESCALE_KINDS}
 
     def update(self, quantities: Mapping[str, torch.Tensor], start: int = 0) -> None:
-        for name, acc in self.stats.items():
-            acc.update(quantities[name])
-        for name, acc in self.means.items():
-            acc.update(quantities[name])
+        for name, acc in [*self.stats.items(), *self.means.items()]:
+            with _naming(name):
+                acc.update(quantities[name])
 
     def accumulators(self) -> list[Accumulator]:
         return [*self.stats.values(), *self.means.values()]
