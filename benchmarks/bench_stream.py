@@ -14,7 +14,10 @@ with a binary label per token (a plural-looking word). Measured, in this order:
                   means memory is bounded by the batch and the accumulators, not the corpus (the
                   labels, read whole, add ~30 bytes a token).
 
+With ``--device cuda --size 2x650`` (an untrained 2 x 650 word LSTM, Gulordava et al.'s shape) it gives
+the GPU figure for one process.
 Usage: python benchmarks/bench_stream.py [--tokens 50000] [--memory-tokens 100000,1000000] [--quick]
+       [--device cuda] [--size 2x650]
 """
 from __future__ import annotations
 
@@ -31,6 +34,26 @@ from gatescope.cli import main
 from gatescope.stimuli.agreement import training_corpus
 
 MODEL = sample_models.path("agreement_lstm.safetensors")
+
+
+def big_model(folder: Path, hidden: int, layers: int) -> Path:
+    """An untrained word LSTM of ``layers`` x ``hidden`` with the agreement LSTM's vocabulary (speed only)."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+
+    from gatescope.samples.model import LanguageModel
+    from gatescope.samples.train import save_checkpoint
+
+    with safe_open(str(MODEL), "pt") as f:
+        meta = json.loads(f.metadata()["gatescope"])
+    torch.manual_seed(0)
+    model = LanguageModel("LSTM", len(meta["vocab"]), hidden, hidden, layers)
+    path = folder / f"lstm_{layers}x{hidden}.safetensors"
+    keep = ("format", "version", "vocab", "tokenizer", "unk", "eos", "roles")
+    save_checkpoint(model, path, {k: meta[k] for k in keep})
+    return path
 
 
 def write_corpus(folder: Path, tokens: int, name: str) -> tuple[Path, Path, int]:
@@ -91,8 +114,11 @@ def in_process(argv: list[str], nproc: int | None = None) -> tuple[float, float]
     return seconds, peak
 
 
+ARGS: list[str] = []  # --device and the model, set by main_bench
+
+
 def stream_argv(corpus: Path, labels: Path) -> list[str]:
-    return ["analyze", "units", str(MODEL), "--file", str(corpus), "--labels", str(labels), "--json", "--top", "1"]
+    return ["analyze", "units", *ARGS, "--file", str(corpus), "--labels", str(labels), "--json", "--top", "1"]
 
 
 def main_bench() -> None:
@@ -102,25 +128,33 @@ def main_bench() -> None:
     parser.add_argument("--tokens", type=int, default=50_000, help="corpus for the throughput comparison")
     parser.add_argument("--memory-tokens", default="100000,1000000", help="corpus sizes for the peak memory")
     parser.add_argument("--quick", action="store_true", help="10k tokens; memory at 20k and 100k")
+    parser.add_argument("--device", default="cpu", help="where the model runs (cuda: the GPU figure, 1 process)")
+    parser.add_argument("--size", default=None, metavar="LAYERSxHIDDEN",
+                        help="an untrained word LSTM of this shape instead of the sample, e.g. 2x650")
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.memory_tokens = 10_000, "20000,100000"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        model, shape = MODEL, "1 x 128 LSTM, 768 units recorded"
+        if args.size:
+            layers, hidden = (int(v) for v in args.size.lower().split("x"))
+            model, shape = big_model(folder, hidden, layers), f"untrained {layers} x {hidden} LSTM, every kind"
+        ARGS[:] = [str(model), "--device", args.device]
         corpus, labels, n = write_corpus(folder, args.tokens, "corpus")
-        print(f"model {MODEL.name} (1 x 128 LSTM, 768 units recorded); corpus {n:,} tokens; "
+        print(f"model {model.name} ({shape}) on {args.device}; corpus {n:,} tokens; "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load {os.getloadavg()[0]:.1f}")
         quiet(stream_argv(corpus, labels))  # warm-up: imports, caches
         stream = quiet(stream_argv(corpus, labels))
         trace = folder / "corpus.trace.safetensors"
-        traced = quiet(["trace", str(MODEL), "--file", str(corpus), "-o", str(trace)])
+        traced = quiet(["trace", str(model), "--device", args.device, "--file", str(corpus), "-o", str(trace)])
         analysed = quiet(["analyze", "units", str(trace), "--labels", str(labels), "--permutations", "0",
                           "--json", "--top", "1"])
         print(f"stream          {n / stream:10,.0f} tokens/s  ({stream:.1f} s)")
         print(f"trace+analyze   {n / (traced + analysed):10,.0f} tokens/s  ({traced:.1f} s + {analysed:.1f} s; "
               f"{trace.stat().st_size / 1e6:.0f} MB trace)  {(traced + analysed) / stream:.2f}x the stream's time")
         trace.unlink()
-        for k in (1, 2):
+        for k in (1, 2) if args.device == "cpu" else ():  # one GPU here: the torchrun figures are CPU ones
             seconds, _ = in_process(stream_argv(corpus, labels), nproc=k)
             print(f"torchrun x{k}     {n / seconds:10,.0f} tokens/s  ({seconds:.1f} s: load, pass, all_reduce)")
         for size in (int(s) for s in args.memory_tokens.split(",")):
