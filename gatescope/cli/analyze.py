@@ -5,7 +5,9 @@ layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ab
 and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
 gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units).
 The work is done by gatescope.analysis; this module parses options and prints: rich tables on
-stdout, or with ``--json`` JSON alone on stdout.
+stdout, or with ``--json`` JSON alone on stdout. A TRACE is a trace file or a sharded trace's folder;
+``units``, ``saturation`` and ``probe`` with ``--file CORPUS`` take a MODEL instead and stream it over
+the corpus in one pass (gatescope.cli.stream), under torchrun on several processes.
 """
 from __future__ import annotations
 
