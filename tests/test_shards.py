@@ -128,3 +128,15 @@ def test_analyze_commands_take_a_shard_folder(tmp_path, capsys):
               "-o", str(tmp_path / f"{path.stem}.svg")])
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == 2
+
+
+def test_notebook_display_of_a_shard_folder_is_the_whole_traces(tmp_path):
+    import gatescope
+
+    trace = word_trace()
+    trace.save(tmp_path / "one.safetensors")
+    save_sharded(trace, tmp_path / "dir", 9)
+    one, many = load_trace(tmp_path / "one.safetensors"), load_trace(tmp_path / "dir")
+    assert many._repr_html_() == one._repr_html_()
+    assert gatescope.show(many, "rnn.l0.fwd.h:1")._repr_html_() == gatescope.show(one, "rnn.l0.fwd.h:1")._repr_html_()
+
