@@ -195,16 +195,31 @@ class Histogram(Accumulator):
 
     def __init__(self, units: int, grid: Grid, num_codes: int) -> None:
         self.units, self.grid, self.num_codes = units, grid, num_codes
-        self.state = {"counts": torch.zeros(units, grid.size, num_codes, dtype=torch.int64)}
+        self._counts = {"counts": torch.zeros(units, grid.size, num_codes, dtype=torch.int64)}
+        self._base = torch.arange(units) * (grid.size * num_codes)  # (units,) where each unit's counts start
+        self._pending: list[torch.Tensor] = []  # flat bins of recent batches, counted together
+        self._pending_size = 0
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        self._flush()
+        return self._counts
 
     def update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
         codes = torch.as_tensor(codes, dtype=torch.int64).reshape(-1)
         keep = codes >= 0
         x, codes = _check_batch(x[keep], self.units), codes[keep]
-        b = self.grid.index(x)  # (n, units)
-        flat = (torch.arange(self.units) * self.grid.size + b) * self.num_codes + codes[:, None]  # (n, units)
-        flat = flat.reshape(-1)
-        self.state["counts"].view(-1).index_add_(0, flat, torch.ones_like(flat))  # O(batch), not O(grid)
+        flat = (self.grid.index(x) * self.num_codes).add_(self._base).add_(codes[:, None])  # (n, units)
+        self._pending.append(flat.reshape(-1))
+        self._pending_size += flat.numel()
+        if 2 * self._pending_size >= self._counts["counts"].numel():  # one bincount pays for the whole grid
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            counts = self._counts["counts"]
+            counts.view(-1).add_(torch.bincount(torch.cat(self._pending), minlength=counts.numel()))
+            self._pending, self._pending_size = [], 0
 
     def result(self, bins: int = 16) -> dict[str, torch.Tensor]:
         """{"mi": (units,)}, and "auc", "auc_bound" when there are two codes."""
