@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from checkpoint_fixtures import WORDS, language_model, word_metadata
 
 from gatescope.cli import main
@@ -95,6 +96,23 @@ def test_streaming_mode_errors(corpus, capsys):
     fails(capsys, "trace", model, "--file", tmp / "corpus.txt", "--shard-tokens", 50, "-o", tmp / "full",
           match="not an empty folder")
     assert os.listdir(tmp / "full") == ["other.txt"]
+
+
+def test_a_sharded_trace_replaces_an_older_one_as_a_set(corpus, capsys):
+    tmp, model = corpus
+    out = tmp / "set"
+    for shard_tokens in (30, 200):
+        main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "--shard-tokens", str(shard_tokens),
+              "-o", str(out)])
+    assert "2 shards" in capsys.readouterr().out.splitlines()[-1]
+    assert sorted(os.listdir(out)) == ["index.json", "trace-00000-of-00002.safetensors",
+                                       "trace-00001-of-00002.safetensors"]
+    assert not [p for p in os.listdir(tmp) if p.startswith(".set.")]  # no temporary folder left
+    one = tmp / "whole.safetensors"
+    main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "-o", str(one)])
+    whole, sharded = load_trace(one), load_trace(out)
+    for name in whole.names:
+        assert torch.allclose(sharded[name][:], whole[name][:], rtol=0, atol=1e-6)  # other batches, same values
 
 
 def torchrun(nproc: int, *args) -> str:
