@@ -104,10 +104,15 @@ def broadcast(world: World, value: Any) -> Any:
 
 
 def leave(world: World) -> None:
-    """Leave the process group (at the end of a command)."""
+    """Leave the process group (at the end of a command), once every rank is done.
+
+    NCCL's group is destroyed (else torch warns at exit); gloo's is left to the process's exit:
+    destroying it aborted a rank now and then here ("terminate called without an active exception").
+    """
     if world.size > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.barrier()  # gloo aborts a rank that leaves while another still talks to it
-            dist.destroy_process_group()
+            dist.barrier()
+            if world.backend == "nccl":
+                dist.destroy_process_group()
