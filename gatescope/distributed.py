@@ -11,6 +11,7 @@ to ~1e-12 relative) and rank 0 writes the result.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,15 +105,19 @@ def broadcast(world: World, value: Any) -> Any:
 
 
 def leave(world: World) -> None:
-    """Leave the process group (at the end of a command), once every rank is done.
+    """Leave the process group at the end of a command, once every rank is done.
 
-    NCCL's group is destroyed (else torch warns at exit); gloo's is left to the process's exit:
-    destroying it aborted a rank now and then here ("terminate called without an active exception").
+    A rank other than 0 then ends its process at once (its output flushed): with gloo, a rank whose
+    C++ teardown ran while rank 0 still held its connections aborted now and then ("terminate called
+    without an active exception", torchrun then failing the run). Rank 0 leaves the group and goes on.
     """
     if world.size > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier()
-            if world.backend == "nccl":
-                dist.destroy_process_group()
+            if not world.main:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+            dist.destroy_process_group()
