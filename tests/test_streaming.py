@@ -144,12 +144,13 @@ def test_streaming_ranking_merge_of_halves():
 
 def test_streaming_saturation_equals_dynamics():
     trace = quantised_trace()
-    for kinds in (None, "h", "f,h"):
+    for kinds in (None, "h", "f,h", "c"):
         stream = feed(StreamingSaturation(widths(trace), kinds=kinds), trace)
         assert stream.result().rows == pytest.approx(saturation(trace, kinds=kinds).rows)
         assert stream.timescales().rows == pytest.approx(timescales(trace).rows)
-    with pytest.raises(GatescopeError, match="unbounded"):
-        StreamingSaturation(widths(trace), kinds="c")
+    nan = Trace({"rnn.l0.fwd.h": torch.tensor([[0.95, np.nan], [np.nan, np.nan], [-0.99, 0.0]])}, [0, 3])
+    stream = feed(StreamingSaturation(widths(nan)), nan, 0, 3, 2)
+    assert stream.result().rows == pytest.approx(saturation(nan).rows, nan_ok=True)  # NaN: the one rule
 
 
 def test_streaming_ranking_refuses_what_it_cannot_do():

@@ -37,6 +37,7 @@ from gatescope.analysis.streaming import (
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.names import format_unit, parse_name
+from gatescope.saturation import HIGH, LOW
 
 STREAM_METRICS = ("corr", "auc", "mi")
 
@@ -146,23 +147,18 @@ class StreamingRanking(StreamingAnalysis):
 
 def saturation_kinds(names: Iterable[str], kinds: str | Iterable[str] | None) -> tuple[str, ...]:
     """The kinds `dynamics.saturation` measures: the given ones, else the sigmoid gates present, else
-    the tanh outputs present; c is refused."""
+    the tanh outputs present, else the cell state (read as tanh(c))."""
     if kinds is None:
         present = {parse_name(n).kind for n in names}
-        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS)
-        if not kinds:
-            raise GatescopeError("the trace holds no gate or tanh output to measure saturation on (only c)")
-    kinds = parse_kinds(kinds)
-    if "c" in kinds:
-        raise GatescopeError("the cell state c is unbounded; saturation applies to gates and tanh outputs")
-    return kinds
+        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS) or sorted(present)
+    return parse_kinds(kinds)
 
 
 class StreamingSaturation(StreamingAnalysis):
     """`dynamics.saturation` and `dynamics.timescales` in one pass."""
 
     def __init__(self, widths: Mapping[str, int], *, kinds: str | Iterable[str] | None = None,
-                 low: float = 0.1, high: float = 0.9) -> None:
+                 low: float = LOW, high: float = HIGH) -> None:
         self.widths = _select(widths, saturation_kinds(widths, kinds))
         self.stats = {name: Saturation(w, parse_name(name).kind, low, high) for name, w in self.widths.items()}
         self.means = {name: Moments(w) for name, w in widths.items() if parse_name(name).kind in TIMESCALE_KINDS}

@@ -23,8 +23,8 @@ What each computes, and how it relates to the in-memory analysis over a trace:
   over the kind's range in gatescope.kinds (0..1 for gates, -1..1 for tanh outputs; the unbounded
   cell state is binned on asinh(c) over -16..16, a monotone map, so ranks are kept), plus one bin
   below and one above.
-- `Saturation`: Karpathy et al. 2015's left / right saturation fractions and the mean, with the
-  thresholds and the tanh mapping of gatescope.analysis.dynamics.saturation.
+- `Saturation`: Karpathy et al. 2015's left / right saturation fractions and the mean, counted with
+  gatescope.saturation, the one definition that dynamics.saturation, inspect and the browser use.
 - `GroupMeans`: per-unit means per group code (a feature value, a condition x position): the
   profiles of a unit across conditions.
 """
@@ -33,10 +33,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
 from gatescope.kinds import KINDS
+from gatescope.saturation import HIGH, LOW
+from gatescope.saturation import Saturation as SaturationCounts
 
 ASINH_LIMIT = 16.0  # the unbounded cell state is binned on asinh(c) in -16..16 (|c| up to ~4e6)
 DEFAULT_GRID_BINS = 2048
@@ -279,31 +282,31 @@ def quantile_codes(values: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 class Saturation(Accumulator):
-    """Per-unit left / right saturation counts and the sum, as gatescope.analysis.dynamics.saturation."""
+    """Per-unit left / right saturation counts, counted values and their sum: gatescope.saturation's
+    one definition (its thresholds, its reading of each kind on 0..1, NaN neither saturated nor counted)."""
 
-    def __init__(self, units: int, kind: str, low: float = 0.1, high: float = 0.9) -> None:
-        from gatescope.analysis.dynamics import TANH_KINDS
-
-        if kind == "c":
-            raise GatescopeError("the cell state c is unbounded; saturation applies to gates and tanh outputs")
-        self.units, self.low, self.high, self.tanh = units, low, high, kind in TANH_KINDS
-        self.state = {"n": torch.zeros((), dtype=torch.int64), "left": torch.zeros(units, dtype=torch.int64),
-                      "right": torch.zeros(units, dtype=torch.int64), "sum": torch.zeros(units, dtype=torch.float64)}
+    def __init__(self, units: int, kind: str, low: float = LOW, high: float = HIGH) -> None:
+        self.units, self.kind, self.low, self.high = units, kind, low, high
+        zeros = lambda: torch.zeros(units, dtype=torch.int64)  # noqa: E731
+        self.state = {"left": zeros(), "right": zeros(), "counted": zeros(),
+                      "sum": torch.zeros(units, dtype=torch.float64)}
 
     def update(self, block: torch.Tensor) -> None:
-        block = _check_batch(block, self.units)
-        x = (block + 1) / 2 if self.tanh else block  # (rows, H)
-        self.state["n"] += block.shape[0]
-        self.state["left"] += (x < self.low).sum(0)
-        self.state["right"] += (x > self.high).sum(0)
-        self.state["sum"] += block.sum(0)
+        if block.dim() != 2 or block.shape[1] != self.units:
+            raise GatescopeError(f"a batch of shape {tuple(block.shape)} for an accumulator of {self.units} units")
+        x = block.to(torch.float64)  # (rows, H); NaN kept: the definition leaves it out
+        counts = SaturationCounts.of(x.numpy(), self.kind, self.low, self.high)
+        for key in ("left", "right", "counted"):
+            self.state[key] += torch.from_numpy(np.asarray(getattr(counts, key), dtype=np.int64))
+        self.state["sum"] += torch.nansum(x, 0)
 
     def result(self) -> dict[str, torch.Tensor]:
-        n = int(self.state["n"])
-        if n == 0:
-            raise GatescopeError("no tokens were accumulated")
-        return {"left": self.state["left"].to(torch.float64) / n, "right": self.state["right"].to(torch.float64) / n,
-                "mean": self.state["sum"] / n}
+        """{"left", "right", "mean"}: (units,) each, over a unit's counted values (NaN where none)."""
+        st = self.state
+        counts = SaturationCounts(st["left"].numpy(), st["right"].numpy(), st["counted"].numpy())
+        counted = st["counted"].to(torch.float64)
+        return {"left": torch.from_numpy(counts.left_fraction), "right": torch.from_numpy(counts.right_fraction),
+                "mean": torch.where(counted > 0, st["sum"] / counted.clamp_min(1), torch.nan)}
 
 
 class GroupMeans(Accumulator):
