@@ -119,6 +119,27 @@ def run(
     return output, hidden
 
 
+def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer: Observer | None = None):
+    """One call of an LSTMCell / GRUCell (same arguments and results as torch's: input (B, I) or
+    unbatched (I,)), run by the same stepper as every layer of `run`: a one-step forward direction
+    whose quantities ``observer`` sees at step 0."""
+    is_lstm = isinstance(module, nn.LSTMCell)
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input  # (B, I)
+    if hx is None:
+        zeros = x.new_zeros(x.shape[0], module.hidden_size)
+        hx = (zeros, zeros) if is_lstm else zeros
+    elif unbatched:
+        hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
+    h0, c0 = hx if is_lstm else (hx, None)
+    w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+    _, h, c = _step_direction(is_lstm, x.unsqueeze(0), h0, c0, w, None, False, observer)
+    out = (h, c) if is_lstm else h
+    if unbatched:
+        out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
+    return out
+
+
 def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
     num_dir = 2 if module.bidirectional else 1
     shape_h = (module.num_layers * num_dir, batch, out_size)
@@ -145,11 +166,13 @@ SMALL_STEP = 4096
 def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights) -> str:
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
+    needs_graph = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w))
+    if route == "replay" and needs_graph:  # its outputs would be cut from the graph
+        raise ValueError("the replay route computes outputs without autograd, but grad is enabled and the input "
+                         "or the weights require grad; use route='step' or 'auto', or torch.no_grad()")
     if route != "auto":
         return route
-    if observer is not None and observer.edits:
-        return "step"
-    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w)):
+    if (observer is not None and observer.edits) or needs_graph:
         return "step"
     small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
     return "replay" if x.is_cuda or small else "step"

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatescope
-from gatescope import GatescopeError, Intervention, record
+from gatescope import GatescopeError, Intervention, Trace, record
 from tests.reference import reference_run
 
 ATOL = 1e-5
@@ -160,7 +160,7 @@ def test_gradients_flow_through_recorded_values():
     ids = torch.randint(0, 11, (2, 5))
     with record(model) as rec:
         logits = model(ids)
-    assert rec.trace["rnn.l0.fwd.z"].requires_grad
+    assert not rec.trace["rnn.l0.fwd.z"].requires_grad  # the trace is data; gradients come from rec
     grads = rec.gradients(logits[0, -1, 3])
     grad = grads["rnn.l0.fwd.z"]
     assert grad.shape == (10, 5) and grad[:5].abs().sum() > 0
@@ -331,3 +331,188 @@ def test_steps_from_a_start_on_have_no_horizon():
     assert torch.equal(h, listed.trace["rnn.l0.fwd.h"])
     with pytest.raises(GatescopeError, match="stride"):
         Intervention("rnn.l0.fwd.h", units=[1], steps=slice(0, 9, 2))
+
+
+# -- no silent edits, no wrong answers ------------------------------------------------------------
+@pytest.mark.parametrize("units, match", [
+    ([9], r"unit\(s\) 9 out of range; rnn.l0.fwd.h has 5 units"),
+    ([3, 4, 5], r"unit\(s\) 5 out of range; rnn.l0.fwd.h has 5 units"),
+    ([-1], "unit indices are >= 0"),
+    ([], "selects no unit"),
+])
+def test_intervention_units_are_checked_against_the_width_before_the_forward(units, match):
+    model = TinyLM("GRU")
+    calls = []
+    model.rnn.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(GatescopeError, match=match):
+        with record(model, interventions=[Intervention("rnn.l0.fwd.h", units=units)]):
+            model(torch.randint(0, 11, (1, 3)))
+    assert calls == []  # refused before anything ran
+    with pytest.raises(GatescopeError, match="the value has 3 units in its last dimension, the intervention edits 2"):
+        record(model, interventions=[Intervention("rnn.l0.fwd.h", units=[0, 1], value=torch.zeros(3))])
+    proj = TinyLM("LSTM", proj_size=3)  # h of a projected LSTM is proj_size wide, the other kinds hidden_size
+    with pytest.raises(GatescopeError, match="rnn.l0.fwd.h has 3 units"):
+        record(proj, interventions=[Intervention("rnn.l0.fwd.h", units=[3])])
+    record(proj, interventions=[Intervention("rnn.l0.fwd.c", units=[4])])
+
+
+def _edit_like(edits):
+    """The reference loop's edit function applying ``edits`` (set/scale/add) in order."""
+    def edit(name, t, value):
+        for iv in edits:
+            if iv.name == name and (iv.steps is None or t in iv.steps):
+                value = value.clone()
+                for u in iv.units:
+                    value[u] = {"set": iv.value, "scale": value[u] * iv.value, "add": value[u] + iv.value}[iv.op]
+        return value
+    return edit
+
+
+def test_nested_blocks_compose_in_nesting_order():
+    torch.manual_seed(10)
+    model = TinyLM("LSTM").eval()
+    ids = torch.randint(0, 11, (1, 6))
+    outer_edit = Intervention("rnn.l0.fwd.h", units=[1], op="add", value=0.5)
+    inner_edit = Intervention("lstm.l0.fwd.h", units=[1], op="scale", value=3.0)  # model.rnn's own name
+    seen = []
+    with torch.no_grad(), record(model, interventions=[outer_edit]) as outer:
+        model(ids[:, :4])
+        with record(model.rnn, interventions=[inner_edit], hooks={"lstm.l0.fwd.f": lambda v, t: seen.append(t)}) as inner:
+            model(ids)
+        model(ids[:, :2])
+    assert seen == list(range(6))
+    assert outer.trace.offsets.tolist() == [0, 4, 10, 12]  # the outer block saw the inner block's call
+    assert inner.trace.num_tokens == 6 and inner.trace.names[0] == "lstm.l0.fwd.i"
+    inner_as_rnn = Intervention("rnn.l0.fwd.h", units=[1], op="scale", value=3.0)
+    both, _ = reference_run(model.rnn, model.embedding(ids[0]).detach(), edit=_edit_like([outer_edit, inner_as_rnn]))
+    for name, values in both.items():
+        assert torch.allclose(outer.trace[name][4:10], values, atol=ATOL), name
+        assert torch.equal(inner.trace[name.replace("rnn.", "lstm.", 1)], outer.trace[name][4:10])
+    alone, _ = reference_run(model.rnn, model.embedding(ids[0, :4]).detach(), edit=_edit_like([outer_edit]))
+    assert torch.allclose(outer.trace["rnn.l0.fwd.h"][:4], alone["rnn.l0.fwd.h"], atol=ATOL)
+    assert "forward" not in model.rnn.__dict__  # restored once the last block ended
+
+
+def test_token_ids_follow_the_modules_layout_even_when_time_equals_batch():
+    class TimeMajor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(11, 4)
+            self.rnn = nn.GRU(4, 5)  # batch_first=False: ids are (T, B)
+
+        def forward(self, ids):
+            return self.rnn(self.embedding(ids))[0]
+
+    model = TimeMajor()
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # (T=3, B=3): column b is sequence b
+    with torch.no_grad(), record(model) as rec:
+        model(ids)
+    assert rec.trace.token_ids.tolist() == ids.t().reshape(-1).tolist()
+    assert rec.trace.tokens(0, 3) == ["1", "4", "7"]
+
+    class BatchFirstIds(nn.Module):  # takes (B, T) ids and transposes them for a time-major GRU
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(11, 4)
+            self.rnn = nn.GRU(4, 5)
+
+        def forward(self, ids):
+            return self.rnn(self.embedding(ids.t()))[0]
+
+    model = BatchFirstIds()
+    with torch.no_grad(), record(model, batch_first=True) as rec:  # the caller says what the module cannot
+        model(ids)
+    assert rec.trace.token_ids.tolist() == ids.reshape(-1).tolist()
+    with torch.no_grad(), record(model) as rec:
+        model(torch.randint(0, 11, (2, 5)))  # (B=2, T=5) where the GRU expects (T, B): the layouts disagree
+    with pytest.warns(UserWarning, match=r"no token ids: .*shape \[2, 5\].*batch_first"):
+        assert rec.trace.token_ids is None
+
+
+def test_the_trace_holds_detached_values_and_consumers_work_with_grad_enabled(tmp_path):
+    from gatescope.analysis import plot_gate_profile, rank_units
+
+    torch.manual_seed(11)
+    model = TinyLM("LSTM").eval()
+    ids = torch.randint(0, 11, (2, 6))
+    with record(model) as rec:  # outside no_grad, as the README's first example
+        logits = model(ids)
+    assert logits.requires_grad
+    assert not any(rec.trace[name].requires_grad for name in rec.trace)
+    plot_gate_profile(rec.trace, "rnn.l0.fwd.h:1", [0, 1], tmp_path / "profile.png")
+    assert (tmp_path / "profile.png").stat().st_size > 0
+    rec.trace.add_feature("even", (rec.trace.token_ids % 2 == 0).float())
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(rank_units(rec.trace, feature="even", permutations=0)) > 0
+    assert not Trace({"rnn.l0.fwd.h": torch.ones(2, 3, requires_grad=True)}, [0, 2])["rnn.l0.fwd.h"].requires_grad
+
+
+def test_gradients_on_a_frozen_model_equal_those_of_the_unfrozen_one():
+    torch.manual_seed(12)
+    model = TinyLM("LSTM", num_layers=2).eval()
+    ids = torch.randint(0, 11, (2, 5))
+    with record(model) as rec:
+        y = model(ids)[0, -1, 3]
+    expected = rec.gradients(y)
+    model.requires_grad_(False)
+    with record(model) as rec:
+        y = model(ids)[0, -1, 3]
+    got = rec.gradients(y)
+    assert got.keys() == expected.keys()
+    for name in got:
+        assert torch.allclose(got[name], expected[name], atol=1e-6), name
+    assert torch.allclose(got["rnn.l1.fwd.h"][4], model.decoder.weight[3])
+    with torch.no_grad(), record(model) as rec:
+        model(ids)
+    with pytest.raises(GatescopeError, match="record with grad enabled"):
+        rec.gradients(torch.ones(()))
+
+
+def test_a_root_of_a_users_own_class_is_named_after_torchs_class_everywhere():
+    from gatescope.analysis import weight_timescales
+
+    class MyLSTM(nn.LSTM):
+        pass
+
+    lstm = MyLSTM(3, 4)
+    with torch.no_grad(), record(lstm) as rec:
+        lstm(torch.randn(5, 1, 3))
+    assert rec.trace.names[0] == "lstm.l0.fwd.i"
+    assert list(gatescope.quantities(lstm)) == rec.trace.names
+    assert set(weight_timescales(lstm)["name"]) == {"lstm.l0.fwd.f"}
+    assert rec.trace.meta["modules"][0]["cell"] == "LSTM"
+
+
+def test_intervention_equality_and_hashing_never_raise():
+    a = Intervention("rnn.l0.fwd.h", units=[1, 2], op="scale", value=torch.tensor([2.0, 3.0]), steps=slice(4, None))
+    b = Intervention("rnn.l0.fwd.h", units=(1, 2), op="scale", value=torch.tensor([2.0, 3.0]), steps=slice(4, None))
+    c = Intervention("rnn.l0.fwd.h", units=[1, 2], op="scale", value=torch.tensor([2.0, 4.0]), steps=slice(4, None))
+    nan = Intervention("rnn.l0.fwd.h", op="patch", value=torch.full((1, 2, 5), float("nan")))
+    assert a == b and hash(a) == hash(b) and a != c and len({a, b, c}) == 2
+    assert nan == Intervention("rnn.l0.fwd.h", op="patch", value=torch.full((1, 2, 5), float("nan")))
+    assert Intervention("rnn.l0.fwd.h", value=0.0, steps=[1, 2]) == Intervention("rnn.l0.fwd.h", value=0.0, steps=(2, 1))
+    assert a != Intervention("rnn.l0.fwd.h", units=[1, 2], op="scale", value=2.0, steps=slice(4, None))
+    assert a != "rnn.l0.fwd.h"
+
+
+def test_the_replay_route_refuses_to_cut_outputs_from_the_graph():
+    lstm = gatescope.LSTM(3, 4)
+    lstm.route = "replay"
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match="replay route computes outputs without autograd"):
+        lstm(x)
+    with pytest.raises(ValueError, match="replay route computes outputs without autograd"):
+        with record(nn.GRU(3, 4), route="replay") as rec:
+            rec.root(x)
+    with torch.no_grad():
+        lstm(x)  # nothing to differentiate: fine
+    frozen = nn.GRU(3, 4).requires_grad_(False)
+    with record(frozen, route="replay") as rec:
+        out, _ = frozen(x)  # grad enabled, but nothing requires grad: no graph to cut
+    assert not out.requires_grad
+    with pytest.raises(GatescopeError, match="not on the replay route"):
+        rec.gradients(out.sum())
+    with pytest.raises(GatescopeError, match="replay route cannot apply interventions"):
+        record(frozen, route="replay", interventions=[Intervention("gru.l0.fwd.h", units=[0])])
