@@ -32,7 +32,7 @@ from gatescope.analysis.table import Table
 from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.names import SIGMOID_KINDS, format_name, format_unit, parse_name
+from gatescope.names import SIGMOID_KINDS, format_name, format_unit, parse_name, root_name
 from gatescope.trace import Trace
 
 GATE_KINDS = ("i", "f", "o", "r", "z")
@@ -108,7 +108,7 @@ def weight_timescales(model: nn.Module) -> Table:
     for path, module in model.named_modules():
         if not isinstance(module, (nn.LSTM, nn.GRU)):
             continue
-        path = path or ("lstm" if isinstance(module, nn.LSTM) else "gru")
+        path = path or root_name(module)
         kind = "f" if isinstance(module, nn.LSTM) else "z"
         h = module.hidden_size
         for layer in range(module.num_layers):

@@ -25,7 +25,7 @@ import torch
 
 import gatescope
 from gatescope.analysis import causal
-from gatescope.analysis.agreement import read_stimuli
+from gatescope.analysis.agreement import agreement_metric, read_stimuli
 from gatescope.analysis.dynamics import (
     plot_gate_profile,
     saturation,
@@ -128,8 +128,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
     ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=permutations,
                          seed=seed)
     items = read_stimuli(bundled_stimuli_path())
-    metric = causal.agreement_metric(model, items, INCONGRUENT_NOUNPP)
-    per_condition = {c: causal.agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
+    metric = agreement_metric(model, items, INCONGRUENT_NOUNPP)
+    per_condition = {c: agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
     baseline = metric([])
     ablations = []
     for k in ks:
