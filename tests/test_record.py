@@ -377,7 +377,8 @@ def test_nested_blocks_compose_in_nesting_order():
     seen = []
     with torch.no_grad(), record(model, interventions=[outer_edit]) as outer:
         model(ids[:, :4])
-        with record(model.rnn, interventions=[inner_edit], hooks={"lstm.l0.fwd.f": lambda v, t: seen.append(t)}) as inner:
+        hooks = {"lstm.l0.fwd.f": lambda v, t: seen.append(t)}
+        with record(model.rnn, interventions=[inner_edit], hooks=hooks) as inner:
             model(ids)
         model(ids[:, :2])
     assert seen == list(range(6))
@@ -492,7 +493,8 @@ def test_intervention_equality_and_hashing_never_raise():
     nan = Intervention("rnn.l0.fwd.h", op="patch", value=torch.full((1, 2, 5), float("nan")))
     assert a == b and hash(a) == hash(b) and a != c and len({a, b, c}) == 2
     assert nan == Intervention("rnn.l0.fwd.h", op="patch", value=torch.full((1, 2, 5), float("nan")))
-    assert Intervention("rnn.l0.fwd.h", value=0.0, steps=[1, 2]) == Intervention("rnn.l0.fwd.h", value=0.0, steps=(2, 1))
+    listed = Intervention("rnn.l0.fwd.h", value=0.0, steps=[1, 2])
+    assert listed == Intervention("rnn.l0.fwd.h", value=0.0, steps=(2, 1))
     assert a != Intervention("rnn.l0.fwd.h", units=[1, 2], op="scale", value=2.0, steps=slice(4, None))
     assert a != "rnn.l0.fwd.h"
 
@@ -516,3 +518,101 @@ def test_the_replay_route_refuses_to_cut_outputs_from_the_graph():
         rec.gradients(out.sum())
     with pytest.raises(GatescopeError, match="replay route cannot apply interventions"):
         record(frozen, route="replay", interventions=[Intervention("gru.l0.fwd.h", units=[0])])
+
+
+# -- the hook API ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell,kwargs", CONFIGS)
+def test_quantities_are_every_recorded_name_with_its_width_without_running(cell, kwargs):
+    model = TinyLM(cell, **kwargs)
+    widths = gatescope.quantities(model)
+    with torch.no_grad(), record(model) as rec:
+        model(torch.randint(0, 11, (2, 3)))
+    assert widths == {name: rec.trace[name].shape[1] for name in rec.trace.names}
+
+
+def test_hooks_by_selector_get_the_hook_context_and_edit_like_the_reference():
+    torch.manual_seed(13)
+    model = TinyLM("LSTM", num_layers=2, bidirectional=True).eval()
+    ids = torch.randint(0, 11, (1, 5))
+    seen = []
+
+    def look(value, hook):
+        assert hook.module is model.rnn and hook.path == "rnn"
+        seen.append((hook.name, hook.layer, hook.direction, hook.kind, hook.step))
+        hook.ctx["calls"] = hook.ctx.get("calls", 0) + 1
+
+    def zero_at_2(value, hook):  # fn(value, hook) returns the replacement
+        if hook.step == 2:
+            value = value.clone()
+            value[:, 1] = 0.0
+            return value
+        return None
+
+    hooks = [("*.f", look), ("rnn.l1.*.c", zero_at_2), (lambda n: n.endswith("l0.bwd.g"), look)]
+    with torch.no_grad(), record(model, hooks=hooks) as rec:
+        model(ids)
+    assert {s[0] for s in seen} == {f"rnn.l{k}.{d}.f" for k in (0, 1) for d in ("fwd", "bwd")} | {"rnn.l0.bwd.g"}
+    assert sorted(s[4] for s in seen if s[0] == "rnn.l1.bwd.f") == list(range(5))
+    assert ("rnn.l0.bwd.f", 0, "bwd", "f", 4) in seen
+    assert rec.hook("rnn.l0.fwd.f").ctx["calls"] == 5  # one context per quantity, for the recording's life
+
+    def edit(name, t, value):
+        if name in ("rnn.l1.fwd.c", "rnn.l1.bwd.c") and t == 2:
+            value = value.clone()
+            value[1] = 0.0
+        return value
+
+    expected, _ = reference_run(model.rnn, model.embedding(ids[0]).detach(), edit=edit)
+    for name, values in expected.items():
+        assert torch.allclose(rec.trace[name], values, atol=ATOL), name
+
+
+@pytest.mark.parametrize("selector, match", [
+    ("*.z", "selector '\\*.z' matches no quantity; the model has: rnn.l0.fwd.i"),
+    (lambda n: False, "matches no quantity"),
+    ([], "empty list of selectors"),
+    ("rnn.l0.fwd.r", "LSTM has no kind 'r'"),
+    (3, "not a selector: 3"),
+])
+def test_a_selector_that_matches_nothing_is_an_error(selector, match):
+    model = TinyLM("LSTM")
+    with pytest.raises(GatescopeError, match=match):
+        record(model, hooks=[(selector, lambda v, hook: None)])
+    with pytest.raises(GatescopeError, match=match):
+        gatescope.run_with_cache(model, torch.zeros(1, 2, dtype=torch.long), names=selector)
+    with pytest.raises(GatescopeError, match="a hook is a pair"):
+        record(model, hooks=[lambda v, hook: None])
+
+
+def test_run_with_cache_returns_the_output_and_the_selected_quantities():
+    torch.manual_seed(14)
+    model = TinyLM("GRU", num_layers=2, bidirectional=True).eval()
+    ids = torch.randint(0, 11, (2, 4))
+    with torch.no_grad():
+        out, trace = gatescope.run_with_cache(model, ids, names=["rnn.l1.*.h", "rnn.l0.fwd.z"])
+        assert torch.allclose(out, model(ids), atol=ATOL)
+        with record(model) as rec:
+            model(ids)
+    assert trace.names == ["rnn.l0.fwd.z", "rnn.l1.fwd.h", "rnn.l1.bwd.h"]
+    for name in trace.names:
+        assert torch.equal(trace[name], rec.trace[name])
+    assert trace.token_ids.tolist() == ids.reshape(-1).tolist()
+    lengths = torch.tensor([4, 2])
+    _, packed = gatescope.run_with_cache(model, ids, lengths=lengths, names="*.h")  # kwargs go to the model
+    assert packed.offsets.tolist() == [0, 4, 6]
+
+
+def test_a_trace_padded_is_a_patch_source_for_another_run():
+    torch.manual_seed(15)
+    model = TinyLM("LSTM").eval()
+    a, b = torch.randint(0, 11, (2, 3, 6))
+    with torch.no_grad():
+        _, donor = gatescope.run_with_cache(model, b, names="rnn.l0.fwd.[ch]")
+        full = [Intervention(n, op="patch", value=donor.padded(n)) for n in donor.names]  # (B, T, H) each
+        with record(model, interventions=full) as rec:
+            out = model(a)
+        assert torch.allclose(out, model(b), atol=ATOL)
+        some = Intervention("rnn.l0.fwd.c", units=[1, 4], op="patch", value=donor.padded("rnn.l0.fwd.c")[:, :, [1, 4]])
+        with record(model, interventions=[some]) as rec:
+            model(a)
+    assert torch.equal(rec.trace["rnn.l0.fwd.c"][:, [1, 4]], donor["rnn.l0.fwd.c"][:, [1, 4]])
