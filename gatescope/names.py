@@ -26,7 +26,7 @@ from gatescope.kinds import (  # noqa: E402,F401
     SIGMOID_KINDS,
 )
 
-_NAME = re.compile(r"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>fwd|bwd)\.(?P<kind>[a-z])$")
+_NAME = re.compile(rf"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>{'|'.join(DIRECTIONS)})\.(?P<kind>[a-z])$")
 
 
 class QuantityName(NamedTuple):

@@ -142,13 +142,15 @@ def test_patch_copies_counterfactual_values_and_hooks_see_every_step():
         model(b)
     donor = source.trace["rnn.l0.fwd.c"][:, [1, 4]].unsqueeze(0)  # (1, T, 2)
     seen = []
-    with torch.no_grad(), record(model, interventions=[Intervention("rnn.l0.fwd.c", units=[1, 4], op="patch", value=donor)],
+    patch = Intervention("rnn.l0.fwd.c", units=[1, 4], op="patch", value=donor)
+    with torch.no_grad(), record(model, interventions=[patch],
                                  hooks={"rnn.l0.fwd.o": lambda v, t: seen.append(t)}) as rec:
         model(a)
     assert seen == list(range(6))
     assert torch.allclose(rec.trace["rnn.l0.fwd.c"][:, [1, 4]], donor[0])
     # patching every unit of c and h reproduces the donor run's output exactly
-    full = [Intervention(f"rnn.l0.fwd.{k}", op="patch", value=source.trace[f"rnn.l0.fwd.{k}"].unsqueeze(0)) for k in "ch"]
+    full = [Intervention(f"rnn.l0.fwd.{k}", op="patch", value=source.trace[f"rnn.l0.fwd.{k}"].unsqueeze(0))
+            for k in "ch"]
     with torch.no_grad(), record(model, interventions=full):
         out = model(a)
     assert torch.allclose(out, model(b), atol=ATOL)
@@ -202,7 +204,8 @@ def test_cells_called_in_a_loop(cls):
     x = torch.randn(5, 2, 3)
     with torch.no_grad():
         expected = model(x)
-        with record(model, interventions=[Intervention("cell.l0.fwd.h", units=[0], op="set", value=0.0, steps=[4])]) as rec:
+        zero = Intervention("cell.l0.fwd.h", units=[0], op="set", value=0.0, steps=[4])
+        with record(model, interventions=[zero]) as rec:
             got = model(x)
     assert torch.allclose(got[:4], expected[:4]) and got[4, :, 0].abs().max() == 0
     trace = rec.trace
@@ -616,3 +619,44 @@ def test_a_trace_padded_is_a_patch_source_for_another_run():
         with record(model, interventions=[some]) as rec:
             model(a)
     assert torch.equal(rec.trace["rnn.l0.fwd.c"][:, [1, 4]], donor["rnn.l0.fwd.c"][:, [1, 4]])
+
+
+def test_nested_blocks_on_a_cell_loop_count_steps_and_apply_both_edits():
+    torch.manual_seed(16)
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.LSTMCell(3, 4)
+
+        def forward(self, x):  # x (T, B, 3)
+            state, outs = None, []
+            for xt in x:
+                state = self.cell(xt, state)
+                outs.append(state[0])
+            return torch.stack(outs)
+
+    model = Loop()
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        state, expected = None, []
+        for t, xt in enumerate(x):  # the loop by hand: h unit 1 set to 0 at step 2, then unit 0 at step 4
+            h, c = model.cell(xt, state)
+            if t == 2:
+                h = h.clone()
+                h[:, 1] = 0.0
+            if t == 4:
+                h = h.clone()
+                h[:, 0] = 0.0
+            state = (h, c)
+            expected.append(h)
+        expected = torch.stack(expected)
+        outer_edit = Intervention("cell.l0.fwd.h", units=[0], op="set", value=0.0, steps=[4])
+        inner_edit = Intervention("lstmcell.l0.fwd.h", units=[1], op="set", value=0.0, steps=[2])
+        with record(model, interventions=[outer_edit]) as outer:
+            with record(model.cell, interventions=[inner_edit]) as inner:
+                got = model(x)
+    assert torch.allclose(got, expected, atol=ATOL)
+    assert outer.trace.offsets.tolist() == [0, 5, 10] and inner.trace.offsets.tolist() == [0, 5, 10]
+    assert torch.equal(outer.trace["cell.l0.fwd.h"][5:], got[:, 1])
+    assert torch.equal(inner.trace["lstmcell.l0.fwd.c"], outer.trace["cell.l0.fwd.c"])
