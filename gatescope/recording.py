@@ -182,13 +182,16 @@ class Recording:
             self._flush_cells()
 
     # -- what the engine hands over ------------------------------------------------------
-    def _sink(self, name: str, values: "list[Tensor] | Tensor", lengths: Tensor | None) -> None:
-        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order."""
+    def _sink(self, name: str, values: "list[Tensor] | Tensor", lengths: Tensor | None,
+              steps: list[Tensor] | None = None) -> None:
+        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order.
+
+        ``steps``: the forward's own tensors of each step when ``values`` is not that list (a cell's
+        shrinking batch, padded), kept for gradients() when they are in the autograd graph."""
         buffer = self._buffers[name]
-        graph = None
+        steps = values if isinstance(values, list) else steps
+        graph = steps if steps and steps[0].requires_grad else None  # the forward's own tensors, for gradients()
         if isinstance(values, list):
-            if torch.is_grad_enabled() and values[0].requires_grad:
-                graph = values  # the forward's own tensors, for gradients()
             by_sequence = torch.stack(values, dim=1).detach()  # (B, T, H): one copy, already in row order
         else:
             by_sequence = values.detach().transpose(0, 1)  # (B, T, H)
@@ -209,11 +212,11 @@ class Recording:
         """
         for name, buffer in self._buffers.items():
             if buffer.pending:
-                values, lengths = _pad_shrinking(buffer.pending, name)
-                buffer.pending = []
+                steps, buffer.pending = buffer.pending, []
+                values, lengths = _pad_shrinking([s.detach() for s in steps], name)
                 # rows are in the order the cell saw them, which need not be the input's
                 self._unaligned |= lengths is not None
-                self._sink(name, values, lengths)
+                self._sink(name, values, lengths, steps)
         self._steps.clear()
 
     # -- the result ------------------------------------------------------------------------
@@ -268,7 +271,9 @@ class Recording:
                     continue
                 g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
                 k += len(call)
-                chunks.append(_to_rows(torch.stack(g, dim=1), lengths))
+                by_step, _ = _pad_shrinking(g, name)  # T x (B, H), or (T, B, H) for a shrinking batch
+                by_sequence = torch.stack(by_step, dim=1) if isinstance(by_step, list) else by_step.transpose(0, 1)
+                chunks.append(_to_rows(by_sequence, lengths))
             out[name] = torch.cat(chunks)
         return out
 

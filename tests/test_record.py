@@ -660,3 +660,43 @@ def test_nested_blocks_on_a_cell_loop_count_steps_and_apply_both_edits():
     assert outer.trace.offsets.tolist() == [0, 5, 10] and inner.trace.offsets.tolist() == [0, 5, 10]
     assert torch.equal(outer.trace["cell.l0.fwd.h"][5:], got[:, 1])
     assert torch.equal(inner.trace["lstmcell.l0.fwd.c"], outer.trace["cell.l0.fwd.c"])
+
+
+def test_gradients_through_a_cell_whose_batch_shrinks():
+    torch.manual_seed(17)
+    cell = nn.GRUCell(3, 4)
+    x = torch.randn(4, 3, 3)  # (T, B, I), lengths 4, 2, 1
+    lengths = [4, 2, 1]
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x):
+            h = torch.zeros(3, 4)
+            for t in range(4):
+                active = sum(n > t for n in lengths)
+                h = torch.cat([self.cell(x[t, :active], h[:active]), h[active:]])
+            return h  # each sequence's state after its own last step
+
+    model = Loop()
+    with record(model) as rec:
+        final = model(x)
+    grads = rec.gradients(final.sum(), ["cell.l0.fwd.h", "cell.l0.fwd.z"])
+    assert grads["cell.l0.fwd.h"].shape == rec.trace["cell.l0.fwd.h"].shape == (7, 4)
+    last_rows = rec.trace.offsets[1:] - 1
+    assert torch.equal(grads["cell.l0.fwd.h"][last_rows], torch.ones(3, 4))  # d sum(final) / d last h = 1
+    # the gradient for z at sequence 0's first step, by finite differences through a hook
+    eps = 1e-3
+    ys = []
+    for sign in (1, -1):
+        def nudge(value, hook, sign=sign):
+            if hook.step == 0:
+                value = value.clone()
+                value[0, 2] += sign * eps
+                return value
+            return None
+        with torch.no_grad(), record(model, hooks=[("cell.l0.fwd.z", nudge)]):
+            ys.append(model(x).sum())
+    assert torch.allclose(grads["cell.l0.fwd.z"][0, 2], (ys[0] - ys[1]) / (2 * eps), atol=1e-3)
