@@ -102,12 +102,18 @@ def edits_of(hooks: Hooks | None, names: Sequence[str], check: Callable[[str], N
             for fn in [fns] if callable(fns) else fns:
                 yield name, fn
         return
+    if _is_pair(hooks):  # one (selector, fn) on its own
+        hooks = [hooks]
     for item in hooks:
-        if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
+        if not _is_pair(item):
             raise GatescopeError(f"a hook is a pair (selector, fn(value, hook)), not {item!r}")
         selector, fn = item
         for name in select(selector, names, check):
             yield name, context(name).bind(fn)
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and callable(item[1]) and not _is_pair(item[0])
 
 
 def context_for(name: str, module: nn.Module) -> HookContext:

@@ -585,6 +585,7 @@ def test_a_selector_that_matches_nothing_is_an_error(selector, match):
         gatescope.run_with_cache(model, torch.zeros(1, 2, dtype=torch.long), names=selector)
     with pytest.raises(GatescopeError, match="a hook is a pair"):
         record(model, hooks=[lambda v, hook: None])
+    assert list(record(model, hooks=("*.h", lambda v, hook: None)).edits) == ["rnn.l0.fwd.h"]  # one pair alone
 
 
 def test_run_with_cache_returns_the_output_and_the_selected_quantities():
