@@ -240,6 +240,11 @@ def test_bad_names_are_clear_errors():
     with pytest.raises(GatescopeError, match="no LSTM or GRU"):
         with record(nn.Linear(2, 2)):
             pass
+    with pytest.raises(GatescopeError, match="select no quantity of the model; it has: rnn.l0.fwd.r"):
+        record(model, kinds=["c"])  # an LSTM kind on a GRU: it would record nothing
+    with pytest.raises(GatescopeError, match="no layer 1: the recorded modules have at most 1 layer"):
+        record(model, layers=[0, 1])
+    assert record(model, kinds=()).trace.names == []  # nothing, asked for
 
 
 def test_modules_with_different_sequence_lengths_must_be_recorded_separately():
