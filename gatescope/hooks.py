@@ -100,6 +100,8 @@ def edits_of(hooks: Hooks | None, names: Sequence[str], check: Callable[[str], N
         for name, fns in hooks.items():
             check(name)
             for fn in [fns] if callable(fns) else fns:
+                if not callable(fn):
+                    raise GatescopeError(f"hooks[{name!r}] is a function fn(value, step) or a list of them, not {fn!r}")
                 yield name, fn
         return
     if _is_pair(hooks):  # one (selector, fn) on its own
