@@ -257,3 +257,51 @@ def test_captum_on_a_gate_on_cuda_in_eval_mode():
     lig = LayerIntegratedGradients(lambda x: target(hooked(x)), hooked.points[F_GATE])
     attr = lig.attribute(ids, baselines=torch.zeros_like(ids), n_steps=16)
     assert attr.is_cuda and torch.isfinite(attr).all() and not model.training
+
+
+# -- nnsight and pyvene (the `interop` extra) -----------------------------------------------------------
+def test_nnsight_reads_and_sets_a_gate_through_its_point():
+    nnsight = pytest.importorskip("nnsight", reason="nnsight is not installed (pip install 'gatescope[interop]')")
+    model, ids = agreement()
+    traced = nnsight.NNsight(hook_points(model, per="sequence"))
+    with torch.no_grad(), traced.trace(ids):
+        gate = traced.hooks.rnn.l0.fwd.f.output.clone().save()
+        traced.hooks.rnn.l0.fwd.f.output[:, 2:, 7] = 0.0
+        out = traced.output.save()
+    _, trace = run_with_cache(model, ids, names=F_GATE)
+    assert torch.equal(gate, trace.padded(F_GATE))
+    want = edited(model, ids, Intervention(F_GATE, [7], "set", 0.0, steps=slice(2, None)))
+    assert (out - edited(model, ids)).abs().max() > 1e-3
+    assert torch.allclose(out, want, atol=1e-6, rtol=0)
+
+
+def pyvene_model(pv, kind):
+    from pyvene.models.intervenable_modelcard import type_to_dimension_mapping
+
+    model, ids = agreement()
+    hooked = hook_points(model, names=F_GATE, per="sequence")
+    hooked.config, hooked.device = None, ids.device  # what pyvene reads of a Hugging Face model
+    type_to_dimension_mapping.setdefault(type(hooked), {})  # a model type pyvene has no card for
+    config = pv.IntervenableConfig(
+        representations=[pv.RepresentationConfig(component=f"hooks.{F_GATE}.output", unit="pos",
+                                                 max_number_of_units=2)],
+        intervention_types=kind)
+    return model, ids, pv.IntervenableModel(config, hooked)
+
+
+def test_pyvene_zero_and_interchange_on_a_gate_match_intervention():
+    pv = pytest.importorskip("pyvene", reason="pyvene is not installed (pip install 'gatescope[interop]')")
+    model, ids, zero = pyvene_model(pv, pv.ZeroIntervention)
+    positions = [[[1, 3]] * ids.shape[0]]
+    _, out = zero(base={"ids": ids}, unit_locations={"base": positions})
+    want = edited(model, ids, Intervention(F_GATE, None, "set", 0.0, steps=[1, 3]))
+    assert (out - edited(model, ids)).abs().max() > 1e-3
+    assert torch.allclose(out, want, atol=1e-6, rtol=0)
+
+    _, _, swap = pyvene_model(pv, pv.VanillaIntervention)
+    other = torch.randint(1, 96, ids.shape)
+    _, out = swap(base={"ids": ids}, sources=[{"ids": other}], unit_locations={"sources->base": (positions, positions)})
+    _, counterfactual = run_with_cache(model, other, names=F_GATE)
+    want = edited(model, ids, Intervention(F_GATE, None, "patch", counterfactual.padded(F_GATE), steps=[1, 3]))
+    assert (out - edited(model, ids)).abs().max() > 1e-3
+    assert torch.allclose(out, want, atol=1e-6, rtol=0)
