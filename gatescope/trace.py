@@ -66,6 +66,11 @@ class Trace(Mapping[str, torch.Tensor]):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._tensors
 
+    # a trace is one run's record: equal to itself only (Mapping's == would compare tensors with ==,
+    # which raises), and hashable, so traces can be dict keys and set members
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 
