@@ -35,15 +35,17 @@ _EXPORTS = {
     "Trace": "gatescope.trace",
     "load_trace": "gatescope.trace",
     "load": "gatescope.checkpoint",
+    "show": "gatescope.display",
 }
 __all__ = [
     "GRU", "LSTM", "GatescopeError", "HookContext", "Intervention", "Recording", "Trace", "load", "load_trace",
-    "quantities", "record", "run_with_cache",
+    "quantities", "record", "run_with_cache", "show",
     "hook_points",
 ]
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import load
+    from gatescope.display import show
     from gatescope.hookpoints import hook_points
     from gatescope.hooks import HookContext
     from gatescope.modules import GRU, LSTM

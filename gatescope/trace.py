@@ -66,6 +66,11 @@ class Trace(Mapping[str, torch.Tensor]):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._tensors
 
+    # a trace is one run's record: equal to itself only (Mapping's == would compare tensors with ==,
+    # which raises), and hashable, so traces can be dict keys and set members
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 
@@ -154,6 +159,12 @@ class Trace(Mapping[str, torch.Tensor]):
 
     def __repr__(self) -> str:
         return f"Trace({self.num_sequences} sequences, {self.num_tokens} tokens, {len(self)} quantities)"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view of the trace (gatescope.display.summary)."""
+        from gatescope.display.summary import trace_html
+
+        return trace_html(self)
 
     # -- the file ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

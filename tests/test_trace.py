@@ -207,6 +207,8 @@ def test_the_trace_follows_the_mapping_protocol():
         trace["rnn.l9.fwd.h"]
     assert isinstance(info.value, GatescopeError)
     assert str(info.value) == "no quantity 'rnn.l9.fwd.h' in this trace; it has: rnn.l0.fwd.f, rnn.l0.fwd.h"
+    other = _trace()
+    assert trace == trace and trace != other and len({trace, other, trace}) == 2  # by identity, never raising
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
