@@ -21,12 +21,18 @@ Two ways of passing a quantity, chosen by ``per``:
   applied as a patch in a second forward, whose output is the model's: an entry the point changed takes
   the returned value at that step, every other entry keeps what the second forward computes there
   (recomputed downstream of the changes). So setting or interchanging chosen units at chosen steps
-  equals the `Intervention` that does the same (set, or patch from the counterfactual's values), while
-  gradients with respect to the point's output are those of the quantity at each step of the second
-  forward; integrated gradients on a point are complete (they sum to the output with the returned tensor
-  minus the output with the baseline patched in). The model's own submodules run twice in this mode; read
+  equals the `Intervention` that does the same (set, or patch from the counterfactual's values).
+  Gradients with respect to a point that has forward hooks (captum's, pyvene's: the layer attributed)
+  are those of the model with the returned tensor as the quantity at every step (patch semantics: one
+  function of one tensor, so captum's completeness holds; at the last step this is gatescope's per-step
+  gradient, at earlier ones it leaves out the paths through the quantity's own later values, which the
+  tensor holds fixed); a point without hooks passes gradients as one forward would. Integrated
+  gradients on a point sum to the output with the returned tensor minus the output with the baseline
+  patched in. The model's own submodules run twice in this mode; read
   the hooked model's output, not theirs. Each recurrent module must be called once per forward
-  (a module called twice, or a cell loop whose batch shrinks, is a one-line error: use ``per="step"``).
+  (a module called twice, or a cell loop whose batch shrinks, is a one-line error: use ``per="step"``),
+  and the second forward draws the same random numbers (dropout masks) as the first. A ``record()``
+  block around a hooked model would see both forwards: that is an error too (``per="step"`` nests).
 
 Everything runs through `gatescope.record` hooks (the core's one stepper); nothing here touches a
 recording that does not ask for hook points.
@@ -45,7 +51,7 @@ from torch.nn.utils.rnn import PackedSequence
 from gatescope.errors import GatescopeError
 from gatescope.hooks import HookContext, Selector, select
 from gatescope.recordable import check_name, find_recurrent, is_cell, quantities
-from gatescope.recording import record
+from gatescope.recording import _STACKS, record  # _STACKS: the recordings active on each module
 
 Per = Literal["step", "sequence"]
 OUTPUT = "out"  # hooks.{path}.out: the recurrent module's output sequence (nnsight keeps .output for its own)
@@ -93,8 +99,9 @@ class HookedModel(nn.Module):
         self.hooks = HookPointTree()
         self.names = chosen  # the quantities passed through hook points, in the trace's order
         self.points: dict[str, HookPoint] = {n: self._add(n) for n in chosen}
-        self._targets = {p: m for p, m in targets.items() if not is_cell(m)}  # a cell's output is a step's state
-        self.outputs: dict[str, HookPoint] = {p: self._add(f"{p}.{OUTPUT}") for p in self._targets}
+        self._recurrent = targets
+        self._sequences = {p: m for p, m in targets.items() if not is_cell(m)}  # a cell's output is one step's state
+        self.outputs: dict[str, HookPoint] = {p: self._add(f"{p}.{OUTPUT}") for p in self._sequences}
 
     def _add(self, name: str) -> HookPoint:
         parent: nn.Module = self.hooks
@@ -123,6 +130,10 @@ class HookedModel(nn.Module):
     def _patched(self, args: tuple, kwargs: dict) -> Any:
         """per="sequence": a first forward gathers every quantity [B, T, H]; each point sees it once; a
         second forward applies what the points returned as a patch (the entries they changed)."""
+        recorded = [p for p, m in self._recurrent.items() if m in _STACKS]
+        if recorded:
+            raise GatescopeError(f"{', '.join(recorded)} is being recorded: per='sequence' hook points run the model "
+                                 "twice, which the recording would see twice; use per='step', or record outside")
         seen: dict[str, dict[int, Tensor]] = {n: {} for n in self.names}
 
         def gather(value: Tensor, hook: HookContext) -> None:
@@ -132,8 +143,10 @@ class HookedModel(nn.Module):
                                      "one forward (a recurrent module called twice?); use per='step'")
             steps[hook.step] = value
 
+        draws = _random_state()
         with record(self.model, kinds=(), hooks=[(self.names, gather)]):
             self.model(*args, **kwargs)
+        _set_random_state(draws)  # the second forward draws the same dropout masks as the first
         patches = {}
         for name in self.names:
             if seen[name]:  # a module the forward did not call has nothing to patch
@@ -146,7 +159,7 @@ class HookedModel(nn.Module):
     def _outputs(self) -> Iterator[None]:
         """Pass each recurrent module's output sequence through its ``hooks.{path}.out`` point."""
         handles = [module.register_forward_hook(functools.partial(_through_output, self.outputs[path]))
-                   for path, module in self._targets.items()]
+                   for path, module in self._sequences.items()]
         try:
             yield
         finally:
@@ -165,6 +178,17 @@ def hook_points(model: nn.Module, names: Selector | None = None, per: Per = "ste
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def _random_state() -> tuple[Tensor, list[Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_random_state(state: tuple[Tensor, list[Tensor] | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 def _add_module(parent: nn.Module, part: str, child: nn.Module, name: str) -> None:
     try:
         parent.add_module(part, child)

@@ -157,6 +157,81 @@ def test_sequence_points_read_the_trace_and_patch_like_an_intervention(cell, nam
     assert torch.allclose(swapped, want, atol=1e-6, rtol=0)
 
 
+def test_sequence_points_draw_the_same_dropout_masks_in_both_forwards():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(11, 4), nn.Dropout(0.5))
+    lm = LM(num_layers=2, dropout=0.5).train()
+    lm.embedding = model  # dropout before the LSTM and between its layers
+    ids = torch.randint(1, 11, (3, 5))
+    hooked = hook_points(lm, per="sequence")
+    torch.manual_seed(1)
+    with torch.no_grad(), record(lm, kinds=()):
+        want = lm(ids)
+    after = torch.rand(1)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = hooked(ids)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0) and torch.equal(torch.rand(1), after)
+
+
+def test_a_recording_around_sequence_points_is_refused_and_step_points_nest():
+    model, ids = stock()
+    with pytest.raises(GatescopeError, match="rnn is being recorded"), record(model):
+        hook_points(model, per="sequence")(ids)
+    hooked = hook_points(model)
+    hooked.points[F_GATE].register_forward_hook(zero_unit(3, 2))
+    with torch.no_grad(), record(model, names=F_GATE) as rec:
+        hooked(ids)
+    assert torch.equal(rec.trace.padded(F_GATE)[:, 2:, 3], torch.zeros(3, 3))
+    assert rec.trace.padded(F_GATE)[:, :2, 3].abs().min() > 0
+
+
+@pytest.mark.parametrize("per", ["step", "sequence"])
+def test_a_cell_loop_through_hook_points(per):
+    torch.manual_seed(0)
+    cell = nn.LSTMCell(4, 6)
+    x = torch.randn(5, 3, 4)
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x):
+            h = c = torch.zeros(x.shape[1], 6)
+            for xt in x:
+                h, c = self.cell(xt, (h, c))
+            return h
+
+    loop = Loop()
+    hooked = hook_points(loop, per=per)
+    assert "cell" not in hooked.outputs  # a cell's output is one step's state, not a sequence
+    hooked.points["cell.l0.fwd.f"].register_forward_hook(zero_unit(1, 3))
+    with torch.no_grad():
+        got = hooked(x)
+    want = edited(loop, x, Intervention("cell.l0.fwd.f", [1], "set", 0.0, steps=slice(3, None)))
+    assert (got - edited(loop, x)).abs().max() > 1e-4
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_a_packed_sequence_through_sequence_points_and_the_out_point():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    rnn = gatescope.GRU(4, 6, batch_first=True)
+    x = torch.randn(3, 5, 4)
+    packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]), batch_first=True, enforce_sorted=False)
+    hooked = hook_points(rnn, per="sequence")
+    hooked.points["gru.l0.fwd.z"].register_forward_hook(zero_unit(2, 1))
+    hooked.outputs["gru"].register_forward_hook(lambda point, args, out: out * 2)
+    with torch.no_grad():
+        out, h_n = hooked(packed)
+    with torch.no_grad(), record(rnn, interventions=[Intervention("gru.l0.fwd.z", [2], "set", 0.0,
+                                                                  steps=slice(1, None))]):
+        want, want_h = rnn(packed)
+    assert torch.allclose(out.data, 2 * want.data, atol=1e-6) and torch.allclose(h_n, want_h, atol=1e-6)
+
+
 # -- captum -----------------------------------------------------------------------------------------------
 MODELS = {"agreement": agreement, "stock": stock}
 
