@@ -147,12 +147,11 @@ class HookedModel(nn.Module):
         with record(self.model, kinds=(), hooks=[(self.names, gather)]):
             self.model(*args, **kwargs)
         _set_random_state(draws)  # the second forward draws the same dropout masks as the first
-        patches = {}
-        for name in self.names:
-            if seen[name]:  # a module the forward did not call has nothing to patch
-                patches[name] = _patch(self.points[name], _by_sequence(name, seen[name]))
-        with self._outputs(), record(self.model, kinds=(), hooks=[(list(patches), functools.partial(_apply, patches))]
-                                     ) if patches else contextlib.nullcontext():
+        patches = {name: _patch(self.points[name], _by_sequence(name, seen[name]))
+                   for name in self.names if seen[name]}  # a module the forward did not call has nothing to patch
+        patches = {name: patch for name, patch in patches.items() if patch.needed()}
+        hooks = [(list(patches), functools.partial(_apply, patches))] if patches else None
+        with self._outputs(), record(self.model, kinds=(), hooks=hooks):
             return self.model(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -215,6 +214,15 @@ class _Patch:
         self.returned = returned  # (B, T, H)
         self.changed = changed  # (B, T, H) bool
         self.watched = watched  # the point had forward hooks: it is the layer gradients are taken at
+        self.steps = changed.any(2).any(0).tolist()  # (T,) whether any entry of step t changed
+
+    def graph(self) -> bool:
+        """Whether the second forward must carry gradients to the point's output."""
+        return torch.is_grad_enabled() and (self.returned.requires_grad or self.given.requires_grad)
+
+    def needed(self) -> bool:
+        """Whether the second forward has anything to do at this point (an edit, or gradients)."""
+        return any(self.steps) or self.graph()
 
 
 def _patch(point: HookPoint, values: Tensor) -> _Patch:
@@ -242,16 +250,14 @@ def _apply(patches: dict[str, _Patch], value: Tensor, hook: HookContext) -> Tens
     patch = patches[hook.name]
     t = hook.step
     changed, returned = patch.changed[:, t], patch.returned[:, t]  # (B, H)
-    if torch.is_grad_enabled() and (returned.requires_grad or patch.given.requires_grad):
+    if patch.graph():
         if patch.watched:
             kept = value.detach() + (returned - returned.detach())
         else:
             given = patch.given[:, t]
             kept = value + (returned - returned.detach()) - (given - given.detach())
         return torch.where(changed, returned, kept)
-    if not bool(changed.any()):
-        return None
-    return torch.where(changed, returned, value)
+    return torch.where(changed, returned, value) if patch.steps[t] else None
 
 
 def _through_output(point: HookPoint, module: nn.Module, args: tuple, output: Any) -> Any:

@@ -93,6 +93,19 @@ def test_bad_arguments_are_one_line_errors():
         hooked(ids)
 
 
+@pytest.mark.parametrize("per", ["step", "sequence"])
+def test_nothing_lingers_on_the_model_after_hook_points_ran(per):
+    from gatescope.recording import _STACKS
+
+    model, ids = stock()
+    hooked = hook_points(model, per=per)
+    hooked.points[F_GATE].register_forward_hook(zero_unit(3, 2))
+    hooked(ids)
+    for module in model.modules():  # plain recording runs exactly as on a model never given hook points
+        assert "forward" not in module.__dict__ and not module._forward_hooks and not module._forward_pre_hooks
+        assert module not in _STACKS
+
+
 def test_a_module_called_twice_in_one_forward_needs_per_step_points():
     model, ids = stock()
     twice = nn.Sequential(model.embedding, model.rnn)
