@@ -26,7 +26,8 @@ Two ways of passing a quantity, chosen by ``per``:
   are those of the model with the returned tensor as the quantity at every step (patch semantics: one
   function of one tensor, so captum's completeness holds; at the last step this is gatescope's per-step
   gradient, at earlier ones it leaves out the paths through the quantity's own later values, which the
-  tensor holds fixed); a point without hooks passes gradients as one forward would. Integrated
+  tensor holds fixed); a point without hooks that changes nothing is left out of the second forward,
+  whose values and gradients are then the model's own. Integrated
   gradients on a point sum to the output with the returned tensor minus the output with the baseline
   patched in. The model's own submodules run twice in this mode; read
   the hooked model's output, not theirs. Each recurrent module must be called once per forward
@@ -125,7 +126,12 @@ class HookedModel(nn.Module):
     def _through_point(self, value: Tensor, hook: HookContext) -> Tensor:
         point = self.points[hook.name]
         point.step, point.context = hook.step, hook
-        return point(value)
+        out = point(value)
+        if out is not value and (not isinstance(out, Tensor) or out.shape != value.shape):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise GatescopeError(f"hook point {hook.name} returned {shape} at step {hook.step}; it passes a tensor "
+                                 f"{tuple(value.shape)} [batch, units] and must return one of that shape")
+        return out
 
     def _patched(self, args: tuple, kwargs: dict) -> Any:
         """per="sequence": a first forward gathers every quantity [B, T, H]; each point sees it once; a
@@ -221,8 +227,10 @@ class _Patch:
         return torch.is_grad_enabled() and (self.returned.requires_grad or self.given.requires_grad)
 
     def needed(self) -> bool:
-        """Whether the second forward has anything to do at this point (an edit, or gradients)."""
-        return any(self.steps) or self.graph()
+        """Whether the second forward has anything to do at this point: an edit, or gradients to take at
+        a watched point (an unchanged point without hooks is left out: its values and gradients are the
+        forward's own)."""
+        return any(self.steps) or (self.watched and self.graph())
 
 
 def _patch(point: HookPoint, values: Tensor) -> _Patch:

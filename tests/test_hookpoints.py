@@ -91,6 +91,10 @@ def test_bad_arguments_are_one_line_errors():
     hooked.points[F_GATE].register_forward_hook(lambda m, a, out: out[:, :2])
     with pytest.raises(GatescopeError, match=r"returned \(3, 2, 6\).*\(3, 5, 6\)"):
         hooked(ids)
+    hooked = hook_points(model)
+    hooked.points[F_GATE].register_forward_hook(lambda m, a, out: out[:2])
+    with pytest.raises(GatescopeError, match=r"returned \(2, 6\) at step 0.*\(3, 6\)"):
+        hooked(ids)
 
 
 @pytest.mark.parametrize("per", ["step", "sequence"])
@@ -243,6 +247,24 @@ def test_a_packed_sequence_through_sequence_points_and_the_out_point():
                                                                   steps=slice(1, None))]):
         want, want_h = rnn(packed)
     assert torch.allclose(out.data, 2 * want.data, atol=1e-6) and torch.allclose(h_n, want_h, atol=1e-6)
+
+
+@pytest.mark.parametrize("watch", [F_GATE, "rnn.l0.fwd.c", None])
+def test_input_gradients_through_sequence_points_are_the_models(watch):
+    model, ids = stock(num_layers=2)
+    lm = FromEmbeddings(model)
+    embedded = model.embedding(ids).detach()
+    hooked = hook_points(lm, per="sequence")
+    if watch:  # a watched point is patched in: the gradient reaches x through the first forward instead
+        hooked.points["lm." + watch].register_forward_hook(lambda point, args, out: None)
+    grads = []
+    for run in (lm, hooked):
+        x = embedded.clone().requires_grad_()
+        with record(model, kinds=()) if run is lm else torch.enable_grad():
+            run(x)[:, -1, :3].sum().backward()
+        grads.append(x.grad)
+    assert grads[0].abs().max() > 1e-3
+    assert torch.allclose(grads[1], grads[0], atol=1e-6)
 
 
 # -- captum -----------------------------------------------------------------------------------------------
