@@ -22,18 +22,20 @@ Two ways of passing a quantity, chosen by ``per``:
   the returned value at that step, every other entry keeps what the second forward computes there
   (recomputed downstream of the changes). So setting or interchanging chosen units at chosen steps
   equals the `Intervention` that does the same (set, or patch from the counterfactual's values).
+
   Gradients with respect to a point that has forward hooks (captum's, pyvene's: the layer attributed)
   are those of the model with the returned tensor as the quantity at every step (patch semantics: one
   function of one tensor, so captum's completeness holds; at the last step this is gatescope's per-step
   gradient, at earlier ones it leaves out the paths through the quantity's own later values, which the
-  tensor holds fixed); a point without hooks that changes nothing is left out of the second forward,
-  whose values and gradients are then the model's own. Integrated
-  gradients on a point sum to the output with the returned tensor minus the output with the baseline
-  patched in. The model's own submodules run twice in this mode; read
-  the hooked model's output, not theirs. Each recurrent module must be called once per forward
-  (a module called twice, or a cell loop whose batch shrinks, is a one-line error: use ``per="step"``),
-  and the second forward draws the same random numbers (dropout masks) as the first. A ``record()``
-  block around a hooked model would see both forwards: that is an error too (``per="step"`` nests).
+  tensor holds fixed); input gradients pass through the point once. A point without hooks that changes
+  nothing is left out of the second forward. Integrated gradients on a point sum to the output with the
+  returned tensor minus the output with the baseline's values patched in.
+
+  The model's own submodules run twice: read the hooked model's output, not theirs. The second forward
+  draws the same random numbers (dropout masks) as the first. Each recurrent module must be called once
+  per forward (a module called twice, or a cell loop whose batch shrinks, is a one-line error: use
+  ``per="step"``), and a ``record()`` block around the hooked model, which would see both forwards, is
+  refused (``per="step"`` nests in one).
 
 Everything runs through `gatescope.record` hooks (the core's one stepper); nothing here touches a
 recording that does not ask for hook points.
