@@ -107,7 +107,7 @@ class Recording:
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
         kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
-        most = max(getattr(self.targets[m], "num_layers", 1) for m in self.modules)
+        most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
             raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
         if not kept and (kinds is None or len(kinds)):  # kinds=() is "record nothing", what run() asks for

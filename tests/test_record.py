@@ -244,6 +244,8 @@ def test_bad_names_are_clear_errors():
         record(model, kinds=["c"])  # an LSTM kind on a GRU: it would record nothing
     with pytest.raises(GatescopeError, match="no layer 1: the recorded modules have at most 1 layer"):
         record(model, layers=[0, 1])
+    with pytest.raises(GatescopeError, match="select no quantity"):
+        record(model, modules=[])
     assert record(model, kinds=()).trace.names == []  # nothing, asked for
 
 
