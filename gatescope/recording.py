@@ -259,7 +259,11 @@ class Recording:
         model's parameters need not require grad. Rows of calls made under no_grad are zero.
         """
         names = self.trace.names if names is None else list(names)
-        missing = [n for n in names if not any(g is not None for g in getattr(self._buffers.get(n), "graph", ()))]
+        unknown = [n for n in names if n not in self._buffers]
+        if unknown:
+            raise GatescopeError(f"{', '.join(unknown)}: not kept by this recording (see its modules / layers / "
+                                 "kinds / names)")
+        missing = [n for n in names if not any(g is not None for g in self._buffers[n].graph)]
         if missing:
             raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled "
                                  "(not under torch.no_grad()) and not on the replay route")
