@@ -107,7 +107,7 @@ class Recording:
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
         kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
-        most = max(getattr(self.targets[m], "num_layers", 1) for m in self.modules)
+        most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
             raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
         if not kept and (kinds is None or len(kinds)):  # kinds=() is "record nothing", what run() asks for
@@ -259,7 +259,11 @@ class Recording:
         model's parameters need not require grad. Rows of calls made under no_grad are zero.
         """
         names = self.trace.names if names is None else list(names)
-        missing = [n for n in names if not any(g is not None for g in getattr(self._buffers.get(n), "graph", ()))]
+        unknown = [n for n in names if n not in self._buffers]
+        if unknown:
+            raise GatescopeError(f"{', '.join(unknown)}: not kept by this recording (see its modules / layers / "
+                                 "kinds / names)")
+        missing = [n for n in names if not any(g is not None for g in self._buffers[n].graph)]
         if missing:
             raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled "
                                  "(not under torch.no_grad()) and not on the replay route")

@@ -244,6 +244,8 @@ def test_bad_names_are_clear_errors():
         record(model, kinds=["c"])  # an LSTM kind on a GRU: it would record nothing
     with pytest.raises(GatescopeError, match="no layer 1: the recorded modules have at most 1 layer"):
         record(model, layers=[0, 1])
+    with pytest.raises(GatescopeError, match="select no quantity"):
+        record(model, modules=[])
     assert record(model, kinds=()).trace.names == []  # nothing, asked for
 
 
@@ -473,6 +475,8 @@ def test_gradients_on_a_frozen_model_equal_those_of_the_unfrozen_one():
     for name in got:
         assert torch.allclose(got[name], expected[name], atol=1e-6), name
     assert torch.allclose(got["rnn.l1.fwd.h"][4], model.decoder.weight[3])
+    with pytest.raises(GatescopeError, match="rnn.l5.fwd.h: not kept by this recording"):
+        rec.gradients(y, ["rnn.l5.fwd.h"])
     with torch.no_grad(), record(model) as rec:
         model(ids)
     with pytest.raises(GatescopeError, match="record with grad enabled"):
