@@ -3,8 +3,8 @@
 For a 2-layer LSTM it times, in interleaved rounds (benchmarks/bench_record.py's `timed`):
 
 * plain:          torch.nn.LSTM forward, nothing recorded;
-* record:         ``gatescope.record`` keeping every gate, on a model never given hook points;
-* record after:   the same on an identical model that has been run through hook points before: nothing
+* record:         ``gatescope.record`` keeping every gate, on a copy of the model never given hook points;
+* record after:   the same on an identical copy that has been run through hook points before: nothing
                   they attached may linger, so this ratio must match ``record``'s;
 * step points:    ``hook_points(model)`` (per step, every quantity, no hooks on them);
 * sequence points: ``hook_points(model, per="sequence")`` (two forwards), no hooks;
@@ -32,7 +32,7 @@ from bench_record import timed  # noqa: E402  (one timing loop for the benchmark
 def bench(steps: int, batch: int, hidden: int, layers: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     module = nn.LSTM(hidden, hidden, num_layers=layers).eval()
-    used = copy.deepcopy(module)
+    fresh, used = copy.deepcopy(module), copy.deepcopy(module)  # twins: one never given hook points
     x = torch.randn(steps, batch, hidden)
     name = "lstm.l0.fwd.f"
 
@@ -61,7 +61,7 @@ def bench(steps: int, batch: int, hidden: int, layers: int, repeats: int) -> dic
         step_points(x), sequence_points(x)  # ``used`` has been through hook points of both kinds
         t = timed({
             "plain": lambda: module(x),
-            "record": lambda: record_all(module),
+            "record": lambda: record_all(fresh),
             "record after": lambda: record_all(used),
             "step points": lambda: step_points(x),
             "sequence points": lambda: sequence_points(x),
