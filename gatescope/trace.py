@@ -47,7 +47,10 @@ class Trace(Mapping[str, torch.Tensor]):
         )
         # detached: the trace is data (gradients come from Recording.gradients), so every consumer can
         # call .numpy() on what it reads, whether or not the values were recorded with grad enabled
-        self._tensors: dict[str, torch.Tensor] = {name: t.detach() for name, t in tensors.items()}
+        # (a sharded trace's quantities are LazyRows, read from the shards: never in a graph)
+        self._tensors: dict[str, torch.Tensor] = {
+            name: t.detach() if isinstance(t, torch.Tensor) else t for name, t in tensors.items()
+        }
         self.token_ids = token_ids
         self.features: dict[str, torch.Tensor] = {}
         for fname, values in (features or {}).items():
@@ -113,6 +116,8 @@ class Trace(Mapping[str, torch.Tensor]):
         Intervention's value is: the trace of one run is directly a patch source for another
         (`unpadded` is the inverse)."""
         values = self[name] if isinstance(name, str) else name  # (N, H)
+        if not isinstance(values, torch.Tensor):  # a sharded trace's LazyRows: padding reads every row
+            values = values[:]
         if values.dim() != 2 or values.shape[0] != self.num_tokens:
             raise GatescopeError(f"padded takes rows [tokens={self.num_tokens}, units], got shape {list(values.shape)}")
         lengths = self.lengths
@@ -173,7 +178,7 @@ class Trace(Mapping[str, torch.Tensor]):
 
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {
-            name: t.detach().to("cpu").contiguous() for name, t in self._tensors.items()
+            name: t[:].detach().to("cpu").contiguous() for name, t in self._tensors.items()
         }
         tensors["offsets"] = self.offsets.contiguous()
         if self.token_ids is not None:
@@ -185,10 +190,14 @@ class Trace(Mapping[str, torch.Tensor]):
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Open a trace file lazily: tensors are memory-mapped and read only where indexed."""
+    """Open a trace file (or a sharded trace's folder) lazily: tensors are memory-mapped and read only where indexed."""
     file = read_trace_file(path)
 
     def tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+        if not isinstance(array, np.ndarray):  # a sharded trace's folder: rows read from the shards on indexing
+            from gatescope.lazyrows import LazyRows
+
+            return LazyRows(array, dtype)
         t = torch.from_numpy(array)
         return t.view(torch.bfloat16) if dtype == "BF16" else t
 

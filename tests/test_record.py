@@ -511,20 +511,25 @@ def test_intervention_equality_and_hashing_never_raise():
     assert a != "rnn.l0.fwd.h"
 
 
-def test_the_replay_route_refuses_to_cut_outputs_from_the_graph():
-    lstm = gatescope.LSTM(3, 4)
-    lstm.route = "replay"
-    x = torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match="replay route computes outputs without autograd"):
-        lstm(x)
-    with pytest.raises(ValueError, match="replay route computes outputs without autograd"):
-        with record(nn.GRU(3, 4), route="replay") as rec:
-            rec.root(x)
-    with torch.no_grad():
-        lstm(x)  # nothing to differentiate: fine
+def test_the_replay_route_never_cuts_outputs_from_the_graph():
+    torch.manual_seed(18)
+    step, replay = gatescope.LSTM(3, 4, num_layers=2), gatescope.LSTM(3, 4, num_layers=2)
+    replay.load_state_dict(step.state_dict())
+    step.route, replay.route = "step", "replay"
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = replay(x)  # grad needed: the step route runs, and the outputs stay in the graph
+    assert out.requires_grad
+    expected = torch.autograd.grad(step(x)[0].pow(2).sum(), [x, *step.parameters()])
+    got = torch.autograd.grad(out.pow(2).sum(), [x, *replay.parameters()])
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    gru = nn.GRU(3, 4)
+    with record(gru, route="replay") as rec:
+        out, _ = gru(x)
+    assert out.requires_grad and rec.gradients(out.sum())["gru.l0.fwd.h"].abs().sum() > 0
     frozen = nn.GRU(3, 4).requires_grad_(False)
     with record(frozen, route="replay") as rec:
-        out, _ = frozen(x)  # grad enabled, but nothing requires grad: no graph to cut
+        out, _ = frozen(x.detach())  # grad enabled, but nothing requires grad: no graph to keep, replay runs
     assert not out.requires_grad
     with pytest.raises(GatescopeError, match="not on the replay route"):
         rec.gradients(out.sum())

@@ -229,3 +229,13 @@ def test_padded_lays_sequences_out_batch_first_and_unpadded_inverts_it(tmp_path,
         trace.unpadded(torch.zeros(2, 3, 4))
     with pytest.raises(GatescopeError, match=r"padded takes rows \[tokens=7, units\]"):
         trace.padded(torch.zeros(6, 4))
+
+
+def test_a_sharded_trace_pads_like_the_one_file(tmp_path):
+    from test_shards import save_sharded
+
+    trace = _trace()
+    assert save_sharded(trace, tmp_path / "dir", 3) == 2
+    many = load_trace(tmp_path / "dir")
+    assert "rnn.l0.fwd.h" in many and many.get("rnn.l9.fwd.h") is None
+    assert torch.equal(many.padded("rnn.l0.fwd.h", fill=0.0), trace.padded("rnn.l0.fwd.h", fill=0.0))

@@ -40,11 +40,18 @@ from gatescope.analysis.selection import (
     unit_row,
     width,
 )
+from gatescope.analysis.streaming import mutual_information_bits
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace
 
 METRICS = ("corr", "auc", "mi", "probe")
+# A column block's working set is about a dozen arrays of its size (ranks, sorts, tie groups, bins, the
+# probe's splits) and a permutation block's about eight (the permutations as a list and stacked, the
+# shuffled design, products, statistics): blocks are sized so that the whole working set, not one
+# array, stays within selection.BUDGET.
+BLOCK_COPIES, PERM_COPIES = 16, 8
+
 DEFAULT_METRIC = {"binary": "auc", "categorical": "mi", "continuous": "corr"}
 
 
@@ -68,17 +75,9 @@ def rank_units(
     metrics' values (corr or eta2, auc, mi, probe), n (labelled tokens), p_value, p_adjusted, p_fwer.
     """
     lab = resolve_labels(trace, labels, feature=feature)
-    metric = DEFAULT_METRIC[lab.kind] if metric == "auto" else metric
-    if metric not in METRICS:
-        raise GatescopeError(f"unknown metric {metric!r}; choose from auto, {', '.join(METRICS)}")
-    if metric == "auc" and lab.kind != "binary":
-        raise GatescopeError(f"metric auc needs binary labels; {lab.name} is {lab.kind}")
-    if metric == "corr" and lab.kind == "categorical":
-        raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
+    metric = check_metric(lab, metric, bins)
     if permutations < 0:
         raise GatescopeError("permutations must be >= 0")
-    if bins < 2:
-        raise GatescopeError(f"bins must be at least 2, not {bins}")
     names = select_quantities(trace, kinds)
     valid = lab.valid
     scorer = _Scorer(lab, valid, heldout_rows(trace)[valid], metric, permutations, bins, seed)
@@ -87,7 +86,7 @@ def rank_units(
     stats: list[torch.Tensor] = []  # per block: (u,) observed statistic
     exceed: list[torch.Tensor] = []  # per block: (u,) permutations at least as extreme
     for name in track(names, "ranking units", total=len(names), enabled=progress):
-        for cols in column_blocks(scorer.n, width(trace, name)):
+        for cols in column_blocks(scorer.n, width(trace, name), selection.BUDGET // BLOCK_COPIES):
             x = read_columns(trace, name, cols, valid)  # (n, u)
             block, stat, count = scorer.score(x)
             stats.append(stat)
@@ -103,10 +102,30 @@ def rank_units(
     columns = ["unit", "score", "metric", "name", "layer", "direction", "kind", "index",
                *value_cols, "mi", "probe", "n", "p_value", "p_adjusted", "p_fwer"]
     for row, p, q, f in zip(rows, p_value.tolist(), benjamini_hochberg(p_value).tolist(), p_fwer.tolist()):
-        row.update(score=_score(row, metric), metric=metric, n=scorer.n, p_value=p, p_adjusted=q, p_fwer=f)
-    rows = [{c: row[c] for c in columns} for row in rows]
+        row.update(metric=metric, n=scorer.n, p_value=p, p_adjusted=q, p_fwer=f)
+    sort_ranking(rows, metric)
+    return Table([{c: row[c] for c in columns} for row in rows], columns)
+
+
+def check_metric(lab: Labels, metric: str, bins: int, metrics: tuple[str, ...] = METRICS) -> str:
+    """The metric to rank by ("auto" resolved for the labels' kind); a wrong one is a one-line error."""
+    metric = DEFAULT_METRIC[lab.kind] if metric == "auto" else metric
+    if metric not in metrics:
+        raise GatescopeError(f"unknown metric {metric!r}; choose from auto, {', '.join(metrics)}")
+    if metric == "auc" and lab.kind != "binary":
+        raise GatescopeError(f"metric auc needs binary labels; {lab.name} is {lab.kind}")
+    if metric == "corr" and lab.kind == "categorical":
+        raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
+    if bins < 2:
+        raise GatescopeError(f"bins must be at least 2, not {bins}")
+    return metric
+
+
+def sort_ranking(rows: list[dict[str, Any]], metric: str) -> None:
+    """Give each row its ``score`` for ``metric`` and sort best first (NaN scores last)."""
+    for row in rows:
+        row["score"] = _score(row, metric)
     rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
-    return Table(rows, columns)
 
 
 def _score(row: dict[str, Any], metric: str) -> float:
@@ -173,8 +192,9 @@ class _Scorer:
         self.ybins = self.codes if self.codes is not None else _quantile_bins(midranks(self.y[:, None])[:, 0], bins)
         self.permutations, self.seed = permutations, seed
         per_perm = self.n * self.design.shape[1]
-        self.perm_block = max(1, min(permutations, selection.BUDGET // max(1, per_perm)))
-        self._cached = None if permutations * per_perm > selection.BUDGET else list(self._perm_designs())
+        budget = selection.BUDGET // PERM_COPIES
+        self.perm_block = max(1, min(permutations, budget // max(1, per_perm)))
+        self._cached = None if permutations * per_perm > budget else list(self._perm_designs())
         self.max_stat = torch.zeros(permutations, dtype=torch.float64)  # (P,)
 
     def _perm_designs(self):
@@ -255,10 +275,7 @@ def _mutual_information(xbins: torch.Tensor, ybins: torch.Tensor) -> torch.Tenso
     n, u = xbins.shape
     bx, by = int(xbins.max()) + 1, int(ybins.max()) + 1
     flat = xbins * by + ybins[:, None] + torch.arange(u) * (bx * by)  # (n, u)
-    joint = torch.bincount(flat.reshape(-1), minlength=u * bx * by).reshape(u, bx, by).to(torch.float64) / n
-    px, py = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
-    ratio = torch.where(joint > 0, joint / (px * py).clamp_min(1e-300), torch.ones_like(joint))
-    return (joint * torch.log2(ratio)).sum((1, 2))
+    return mutual_information_bits(torch.bincount(flat.reshape(-1), minlength=u * bx * by).reshape(u, bx, by))
 
 
 def _threshold_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> torch.Tensor:

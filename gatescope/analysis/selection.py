@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.names import ALL_KINDS, UnitName, format_unit, parse_name, parse_unit
+from gatescope.kinds import ALL_KINDS
+from gatescope.names import UnitName, format_unit, parse_name, parse_unit
 from gatescope.trace import Trace
 
 CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)
@@ -99,11 +100,16 @@ def heldout_rows(trace: Trace, fraction: float = 0.2) -> torch.Tensor:
     Splitting by sequence keeps a sentence's tokens on one side; a trace with fewer than
     1/fraction sequences holds out its last ``fraction`` of rows instead.
     """
-    n, s = trace.num_tokens, trace.num_sequences
+    return heldout_from_offsets(trace.offsets, fraction)
+
+
+def heldout_from_offsets(offsets: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """`heldout_rows` of a corpus whose sequences start at ``offsets`` [S+1] (no trace needed)."""
+    n, s = int(offsets[-1]), offsets.numel() - 1
     every = max(2, round(1 / fraction))
     held = torch.zeros(n, dtype=torch.bool)
     if s >= every:
-        lengths = trace.offsets.diff()
+        lengths = offsets.diff()
         seq_held = (torch.arange(s) % every) == every - 1
         held = torch.repeat_interleave(seq_held, lengths)
     else:
