@@ -34,7 +34,7 @@ def test_reset_before_gru_records_the_reference_equations(route):
     torch.manual_seed(0)
     gru = ResetBeforeGRU(3, 4, num_layers=2, bidirectional=True)
     x = torch.randn(5, 3)
-    expected, out = reference_run(gru, x, path="resetbeforegru")
+    expected, out = reference_run(gru, x, path="gru")
     with gatescope.record(gru, route=route) as rec:
         got, _ = gru(x)
     torch.testing.assert_close(got, out, **TOL)
@@ -56,11 +56,11 @@ def test_interventions_reach_the_reset_before_gru():
     torch.manual_seed(1)
     gru = ResetBeforeGRU(3, 4)
     x = torch.randn(6, 3)
-    name = "resetbeforegru.l0.fwd.z"
-    expected, _ = reference_run(gru, x, path="resetbeforegru", edit=lambda n, t, v: v * 0 if n == name else v)
+    name = "gru.l0.fwd.z"
+    expected, _ = reference_run(gru, x, path="gru", edit=lambda n, t, v: v * 0 if n == name else v)
     with gatescope.record(gru, interventions=[gatescope.Intervention(name, op="set", value=0.0)]) as rec:
         gru(x)
-    torch.testing.assert_close(rec.trace["resetbeforegru.l0.fwd.h"], expected["resetbeforegru.l0.fwd.h"], **TOL)
+    torch.testing.assert_close(rec.trace["gru.l0.fwd.h"], expected["gru.l0.fwd.h"], **TOL)
 
 
 # -- torch state dicts ---------------------------------------------------------------------------
