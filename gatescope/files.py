@@ -177,7 +177,8 @@ def file_size(f: BinaryIO) -> int:
 def text_lines(path: str | os.PathLike, what: str = "text file") -> Iterator[tuple[int, str]]:
     """(line number from 1, line without its end) of a UTF-8 text file, read a bounded line at a time.
 
-    A line longer than `MAX_LINE_BYTES` or one that is not UTF-8 is a one-line error naming it.
+    A line longer than `MAX_LINE_BYTES`, one that is not UTF-8 or one holding NUL bytes (a binary
+    file) is a one-line error naming it.
     """
     with open_regular(path, what) as f:
         for number in range(1, 2**63):
@@ -189,6 +190,8 @@ def text_lines(path: str | os.PathLike, what: str = "text file") -> Iterator[tup
                 raise GatescopeError(
                     f"{path}:{number}: the line is longer than {MAX_LINE_BYTES // 2**20} MB; is this a {what}?"
                 )
+            if b"\x00" in raw:
+                raise GatescopeError(f"{path}:{number}: the line holds NUL bytes; is this a {what}?")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

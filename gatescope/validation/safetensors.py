@@ -119,14 +119,15 @@ def read_header(path: str | os.PathLike, what: str) -> Header:
     data_start = 8 + length
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise invalid(f"{path} is not a readable safetensors file", "__metadata__", "a JSON object of strings", metadata)
+        raise invalid(f"{path} is not a readable safetensors file: the header's", "__metadata__",
+                      "a JSON object of strings", metadata)
     tensors = {name: _entry(path, name, info, size - data_start) for name, info in header.items()}
     _check_no_overlap(path, tensors.values())
     return Header(path, tensors, metadata, data_start, size)
 
 
 def _entry(path: Path, name: str, info: Any, data_size: int) -> TensorEntry:
-    where = f"{path} is not a readable safetensors file: tensor {shown(name)}"
+    where = f"{path} is not a readable safetensors file: tensor {shown(name)} field"
     if not name or len(name) > MAX_NAME_CHARS:
         raise _unreadable(path, f"a tensor name must have 1 to {MAX_NAME_CHARS} characters; got {shown(name)}")
     entry = parse(_Entry, info, where)

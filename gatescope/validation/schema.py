@@ -42,9 +42,9 @@ def sized(max_items: int | None = None, max_chars: int | None = None, **kwargs: 
 
 
 def invalid(where: str, field: str, expected: str, value: Any = dataclasses.MISSING) -> GatescopeError:
-    """The one-line error: ``{where}: {field} must be {expected}; got {value}``."""
+    """The one-line error: ``{where} '{field}' must be {expected}; got {value}``."""
     got = "" if value is dataclasses.MISSING else f"; got {shown(value)}"
-    return GatescopeError(f"{where}: {field} must be {expected}{got}")
+    return GatescopeError(f"{where} {field!r} must be {expected}{got}")
 
 
 @cache
@@ -58,14 +58,16 @@ def parse(cls: type[T], data: Any, where: str, prefix: str = "") -> T:
     where: the file (and part of it) for messages, e.g. ``"run.safetensors: metadata"``.
     """
     if not isinstance(data, dict):
-        raise invalid(where, prefix or "the document", "a JSON object", data)
+        if not prefix:
+            raise GatescopeError(f"{where} must be a JSON object; got {shown(data)}")
+        raise invalid(where, prefix, "a JSON object", data)
     hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         name = f"{prefix}.{f.name}" if prefix else f.name
         if f.name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise GatescopeError(f"{where}: the required key {name!r} is missing")
+                raise GatescopeError(f"{where} {name!r} is missing (it is required)")
             continue
         values[f.name] = _check(hints[f.name], data[f.name], where, name, f.metadata)
     return cls(**values)
@@ -102,7 +104,7 @@ def _check(tp: Any, value: Any, where: str, name: str, meta: typing.Mapping[str,
     if dataclasses.is_dataclass(tp):
         return parse(tp, value, where, name)
     if not _matches(tp, value):
-        raise invalid(where, name, _describe(tp), value)
+        raise invalid(where, name, _expected(tp, meta), value)
     if origin is list:
         limit = meta.get("max_items")
         if limit is not None and len(value) > limit:
@@ -112,19 +114,26 @@ def _check(tp: Any, value: Any, where: str, name: str, meta: typing.Mapping[str,
     if origin is dict:
         return {k: _check(args[1], v, where, f"{name}.{k}", {}) for k, v in value.items()}
     if tp in (int, float):
-        if tp is float and not math.isfinite(value):
-            raise invalid(where, name, "a finite number", value)
         lo, hi = meta.get("bounds", (-math.inf, math.inf))
-        if not lo <= value <= hi:
-            span = f"from {lo} to {hi}" if hi != math.inf else f"at least {lo}"
-            raise invalid(where, name, f"{_describe(tp)} {span}", value)
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise invalid(where, name, _expected(tp, meta), value)
     if tp is str:
         if "choices" in meta and value not in meta["choices"]:
-            raise invalid(where, name, f"one of {', '.join(map(repr, meta['choices']))}", value)
+            raise invalid(where, name, _expected(tp, meta), value)
         limit = meta.get("max_chars") or MAX_NAME_CHARS
         if "choices" not in meta and meta.get("max_chars") and len(value) > limit:
             raise invalid(where, name, f"a string of at most {limit} characters", f"{len(value)} characters")
     return value
+
+
+def _expected(tp: Any, meta: typing.Mapping[str, Any]) -> str:
+    """What a field must be, with its range: "an integer from 1 to 64", "one of 'word', 'char'"."""
+    if "choices" in meta:
+        return f"one of {', '.join(map(repr, meta['choices']))}"
+    if "bounds" in meta:
+        lo, hi = meta["bounds"]
+        return f"{_describe(tp)} from {lo} to {hi}"
+    return ("a finite number" if tp is float else _describe(tp))
 
 
 def _matches(tp: Any, value: Any) -> bool:
