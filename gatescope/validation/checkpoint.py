@@ -5,7 +5,7 @@ read through gatescope.validation.safetensors (bounded header, dtype x shape = b
 file). On top of that, `validate_checkpoint` checks:
 
 - dtypes: float8 / float6 / float4 tensors are refused by name (torch cannot run an LSTM in them;
-  convert the checkpoint to float16, bfloat16 or float32); a parameter (a key whose last part
+  convert the checkpoint to float32, float16 or bfloat16); a parameter (a key whose last part
   starts with ``weight`` or ``bias``) must be F32, F16, BF16 or F64. Other integer tensors (a step
   counter) are left to the loader, which reports tensors it does not use;
 - names: a torch layer suffix ``_l{k}`` has k below MAX_LAYERS (no 5,000-digit layer numbers, no

@@ -162,11 +162,12 @@ def check_dtype(path: Path, entry: TensorEntry, allowed: tuple[str, ...], role: 
     """Refuse ``entry`` unless its dtype is in ``allowed``, naming float8 and integers as such."""
     if entry.dtype in allowed:
         return
+    expected = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
     if entry.dtype in LOW_PRECISION:
-        reason = (f"is stored as {entry.dtype} ({LOW_PRECISION[entry.dtype]}), which gatescope does not compute "
-                  "with; convert it to float16, bfloat16 or float32 first")
-    elif entry.dtype in INTEGERS:
-        reason = f"holds {INTEGERS[entry.dtype]} values ({entry.dtype})"
-    else:
-        reason = f"has dtype {entry.dtype}"
-    raise GatescopeError(f"{path}: {role} {shown(entry.name)} {reason}; expected {' or '.join(allowed)}")
+        raise GatescopeError(
+            f"{path}: {role} {shown(entry.name)} is stored as {entry.dtype} ({LOW_PRECISION[entry.dtype]}), which "
+            f"gatescope does not compute with; convert it to {expected} first"
+        )
+    held = f"holds {INTEGERS[entry.dtype]} values ({entry.dtype})" if entry.dtype in INTEGERS else \
+        f"has dtype {entry.dtype}"
+    raise GatescopeError(f"{path}: {role} {shown(entry.name)} {held}; expected {expected}")
