@@ -190,10 +190,10 @@ def text_lines(path: str | os.PathLike, what: str = "text file") -> Iterator[tup
                 raise GatescopeError(
                     f"{path}:{number}: the line is longer than {MAX_LINE_BYTES // 2**20} MB; is this a {what}?"
                 )
-            if b"\x00" in raw:
-                raise GatescopeError(f"{path}:{number}: the line holds NUL bytes; is this a {what}?")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise GatescopeError(f"{path} is not UTF-8 text (line {number})") from None
+            if "\x00" in line:
+                raise GatescopeError(f"{path}:{number}: the line holds NUL bytes; is this a {what}?")
             yield number, line.rstrip("\r\n")
