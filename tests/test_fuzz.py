@@ -497,6 +497,8 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
                                                 "-o", out]))
         cases.append((f"analyze units --labels {what}", ["analyze", "units", trace, "--labels", str(special[what])]))
         cases.append((f"agreement --stimuli {what}", ["agreement", agreement, "--stimuli", str(special[what])]))
+    for unit in ("rnn.l0.fwd.h:\u00b2", "rnn.l0.fwd.h:" + "9" * 5000, "rnn.l" + "9" * 5000 + ".fwd.h:1", "x\ny:1"):
+        cases.append((f"agreement --ablate {unit[:30]!r}", ["agreement", agreement, "--ablate", unit]))
     cases.append(("trace -o /dev/null", ["trace", lm, "--text", "the boy", "-o", "/dev/null"]))
     cases.append(("trace -o a FIFO", ["trace", lm, "--text", "the boy", "-o", str(special["a FIFO with no writer"])]))
     for name in ("long-line.tsv", "binary.tsv", "three-fields.tsv", "empty.tsv"):

@@ -132,3 +132,22 @@ def test_valid_traces_of_any_shape_read_back_exactly(lengths, widths, dtype, wit
         assert back.offsets.tolist() == offsets.tolist()
         assert (back.token_ids is None) == (ids is None) and (ids is None or torch.equal(back.token_ids, ids))
         assert read_trace_file(path).features["x"].tolist() == list(range(n))
+
+
+unit_like = st.text(max_size=30) | st.builds(
+    lambda path, layer, d, kind, index: f"{path}.l{layer}.{d}.{kind}:{index}",
+    st.sampled_from(["rnn", "encoder.rnn", "", "."]), st.sampled_from(["0", "12", "²", "٣", "9" * 5000, "-1"]),
+    st.sampled_from(["fwd", "bwd", "up"]), st.sampled_from(list("ifgochmrzn") + ["q", ""]),
+    st.sampled_from(["0", "37", "²", "9" * 5000, "", "-3", " 4"]))
+
+
+@SETTINGS
+@given(unit=unit_like)
+def test_unit_names_parse_or_are_refused_in_one_line(unit):
+    from gatescope.names import parse_name, parse_unit
+
+    for parse in (parse_unit, parse_name):
+        try:
+            parse(unit)
+        except GatescopeError as exc:
+            assert is_one_line(str(exc))

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("gatescope: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        message = exc.format_message()
+        exc.format_message = lambda: one_line(message)  # click quotes most values; this covers the rest
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
