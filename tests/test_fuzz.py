@@ -194,6 +194,8 @@ def trace_recipes(raw: bytes) -> dict[str, bytes]:
         "header not JSON": raw[:8] + b"x" * (len(raw) - 8),
         "header a JSON list": join([1, 2], data),
         "header deeply nested": join({"a": DEEP}, data),
+        "header of 3,000,000 empty objects": raw_header(b'{"a":[' + b"{}," * 3_000_000 + b"{}]}", data),
+        "header of 10,000,000 zeros": raw_header(b'{"a":[' + b"0," * 10_000_000 + b"0]}", data),
         "header with a duplicate tensor": raw[:8] + raw[8:].replace(b'{"', b'{"offsets":{"dtype":"I64","shape":[0],'
                                                                         b'"data_offsets":[0,0]},"', 1),
         "truncated by one byte": raw[:-1],
@@ -204,6 +206,10 @@ def trace_recipes(raw: bytes) -> dict[str, bytes]:
         "a bare {} header": join({}, b""),
     }
     return cases
+
+
+def raw_header(text: bytes, data: bytes) -> bytes:
+    return len(text).to_bytes(8, "little") + text + data
 
 
 def meta_doc(raw: bytes, doc) -> bytes:
@@ -593,3 +599,32 @@ def test_a_live_writers_temporary_file_is_kept(tmp_path):
 
     atomic_write(target, write)
     assert seen == [[]] and target.read_bytes() == b"done"
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_at_the_path_and_its_leftover_is_cleaned(tmp_path):
+    target = tmp_path / "run.safetensors"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from gatescope.files import atomic_write; "
+        "atomic_write(sys.argv[1], lambda tmp: (Path(tmp).write_bytes(b'half'), print('writing', flush=True), "
+        "time.sleep(60)))"), str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        (leftover,) = tmp_path.glob(".run.safetensors.*.tmp")
+        assert remove_stale_temporaries(target) == [] and leftover.exists()  # a live writer's file is kept
+    finally:
+        child.kill()
+        child.wait()
+    assert not target.exists() and leftover.exists()
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole" and not leftover.exists()
+    assert not list(tmp_path.glob(".run.safetensors.*"))
+
+
+def test_messages_are_one_line_when_built_and_when_printed(tmp_path, capsys):
+    error = GatescopeError("bad\nname\x1b[2J\u2028and \udcff" + "x" * 5000)
+    assert is_one_line(str(error)) and "bad\\nname\\x1b[2J\\u2028and \\udcff" in str(error)
+    path = tmp_path / "two\nlines.safetensors"
+    path.write_bytes(b"junk")
+    assert main_code(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "two\\nlines.safetensors" in err

@@ -6,6 +6,11 @@ far above any real model or trace (the largest LSTM language models have a few t
 and a few layers) and far below what would exhaust a machine.
 """
 MAX_HEADER_BYTES = 100_000_000  # a safetensors JSON header (safetensors' own limit)
+# What parsing a header may build: Python spends ~60 bytes on an empty object and 8 on a list entry, so
+# 100 MB of "{}," would take 2 GB. Counted in the raw bytes before parsing; a real header (a few
+# entries a tensor, a vocabulary inside one metadata string) stays far below.
+MAX_HEADER_CONTAINERS = 2**20  # "{" and "[" in a header
+MAX_HEADER_ITEMS = 2**23  # "," in a header
 MAX_NPY_HEADER_BYTES = 10_000  # a .npy header (numpy's own default limit)
 MAX_LINE_BYTES = 10 * 2**20  # one line of a text file (stimuli, labels, inputs)
 MAX_NAME_CHARS = 1_000  # a tensor's or a module's name

@@ -4,7 +4,8 @@ Format: https://github.com/huggingface/safetensors (8 bytes little-endian header
 of JSON, then the data section). The JSON maps each tensor name to ``{"dtype", "shape",
 "data_offsets": [begin, end]}`` (offsets into the data section) and may hold ``__metadata__``, an
 object of strings. Checked here, before anything is allocated: the header's length against the
-file's size and `MAX_HEADER_BYTES`; the JSON (no duplicate keys, no nesting beyond Python's
+file's size and `MAX_HEADER_BYTES`, what parsing it may build (`MAX_HEADER_CONTAINERS`,
+`MAX_HEADER_ITEMS`, counted before parsing); the JSON (no duplicate keys, no nesting beyond Python's
 stack, no integer beyond Python's int-string limit); every entry's dtype (a safetensors name),
 shape (at most `MAX_DIMS` non-negative integers, each at most `MAX_DIM`) and offsets (inside
 the file, exactly as many bytes as dtype x shape, no two tensors overlapping). Readers of
@@ -22,7 +23,14 @@ from typing import Any
 
 from gatescope.errors import GatescopeError, shown
 from gatescope.files import file_size, open_regular
-from gatescope.validation.limits import MAX_DIM, MAX_DIMS, MAX_HEADER_BYTES, MAX_NAME_CHARS
+from gatescope.validation.limits import (
+    MAX_DIM,
+    MAX_DIMS,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_CONTAINERS,
+    MAX_HEADER_ITEMS,
+    MAX_NAME_CHARS,
+)
 from gatescope.validation.schema import bounded, invalid, one_of, parse, sized
 
 # safetensors dtype -> bits per element (safetensors/src/tensor.rs, Dtype::bitsize)
@@ -115,6 +123,10 @@ def read_header(path: str | os.PathLike, what: str) -> Header:
         raw = f.read(length)
     if not raw.lstrip(b" ").startswith(b"{"):
         raise _unreadable(path, "its header is not a JSON object")
+    containers, items = raw.count(b"{") + raw.count(b"["), raw.count(b",")
+    if containers > MAX_HEADER_CONTAINERS or items > MAX_HEADER_ITEMS:
+        raise _unreadable(path, f"its header holds {containers} objects and lists and {items} commas; the limits are "
+                                f"{MAX_HEADER_CONTAINERS} and {MAX_HEADER_ITEMS}")
     header = parse_json(raw, f"{path} is not a readable safetensors file: its header")
     data_start = 8 + length
     metadata = header.pop("__metadata__", None) or {}

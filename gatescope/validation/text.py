@@ -14,7 +14,9 @@ Text is read a bounded line at a time through gatescope.files, which refuses FIF
 """
 from __future__ import annotations
 
+import math
 import os
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -71,25 +73,37 @@ def label_values(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """The labels of a ``.npy`` or text file as float64 [N] (NaN = not applicable)."""
+    """The labels of a ``.npy`` or text file as float64 [N] (NaN = not applicable).
+
+    A text file is read as numbers first, 8 bytes a line; at the first line that is not a number it is
+    read again as words, each distinct word coded once.
+    """
     path = Path(path)
     if path.suffix == ".npy":
         return label_values(_read_npy(path), str(path))
-    lines = [line.strip() for _, line in text_lines(path, "labels file")]
-    numbers = []
-    for line in lines:
-        try:
-            numbers.append(float(line) if line else np.nan)
-        except ValueError:
-            break
-    else:
-        return label_values(np.array(numbers, dtype=np.float64), str(path))
-    for line in lines:
-        if _is_complex(line):
-            raise GatescopeError(f"{path}: labels must be real numbers or words; found the complex number {shown(line)}")
-    words = sorted({x for x in lines if x and x.lower() != "nan"})
+    numbers = array("d")
+    try:
+        for _, line in text_lines(path, "labels file"):
+            text = line.strip()
+            numbers.append(float(text) if text else math.nan)
+    except ValueError:
+        return label_values(_read_words(path), str(path))
+    return label_values(np.frombuffer(numbers, dtype=np.float64), str(path))
+
+
+def _read_words(path: Path) -> np.ndarray:
+    """Each distinct word a category, coded in sorted order; empty lines and ``nan`` not applicable."""
+    distinct: dict[str, int] = {}
+    rows = array("q")
+    for _, line in text_lines(path, "labels file"):
+        rows.append(distinct.setdefault(line.strip(), len(distinct)))
+    for text in distinct:
+        if _is_complex(text):
+            raise GatescopeError(f"{path}: labels must be real numbers or words; found the complex number {shown(text)}")
+    words = sorted(t for t in distinct if t and t.lower() != "nan")
     code = {w: i for i, w in enumerate(words)}
-    return np.array([code.get(x, np.nan) for x in lines], dtype=np.float64)
+    table = np.array([code.get(t, np.nan) for t in distinct], dtype=np.float64)
+    return table[np.frombuffer(rows, dtype=np.int64)]
 
 
 def _is_complex(text: str) -> bool:
