@@ -26,7 +26,14 @@ from typing import Any
 
 from gatescope.errors import GatescopeError, shown
 from gatescope.validation.limits import MAX_LAYERS, MAX_NAME_CHARS, MAX_VOCAB
-from gatescope.validation.safetensors import FLOATS, LOW_PRECISION, check_dtype, parse_json, read_header
+from gatescope.validation.safetensors import (
+    FLOATS,
+    LOW_PRECISION,
+    TensorEntry,
+    check_dtype,
+    parse_json,
+    read_header,
+)
 from gatescope.validation.schema import bounded, one_of, parse, sized
 from gatescope.vocab import TOKENIZERS
 
@@ -63,17 +70,29 @@ class ModelMeta:
 
 
 def validate_checkpoint(path: str | os.PathLike) -> tuple[Shapes, dict[str, Any]]:
-    """The tensor shapes and the checked metadata of checkpoint ``path``, without reading weights."""
+    """The tensor shapes and the checked metadata of the safetensors checkpoint ``path``, without
+    reading weights."""
     path = Path(path)
     header = read_header(path, "checkpoint file")
-    for name, entry in header.tensors.items():
-        if entry.dtype in LOW_PRECISION or _PARAMETER.search(name):
+    tensors = {name: (e.dtype, e.shape) for name, e in header.tensors.items()}
+    return check_contents(path, tensors, header.metadata.get(META_KEY))
+
+
+def check_contents(
+    path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]], raw_meta: str | None
+) -> tuple[Shapes, dict[str, Any]]:
+    """Check a checkpoint's tensors (name -> (safetensors dtype, shape)) and its metadata JSON ->
+    (shapes, parsed metadata). For safetensors files through `validate_checkpoint`; a reader of another
+    format (gatescope.formats) calls it with what it converted."""
+    for name, (dtype, shape) in tensors.items():
+        entry = TensorEntry(name, dtype, tuple(shape), 0, 0)
+        if dtype in LOW_PRECISION or _PARAMETER.search(name):
             check_dtype(path, entry, FLOATS, "tensor")
         if (match := _LAYER_SUFFIX.search(name)) and (len(match[1]) > 4 or int(match[1]) >= MAX_LAYERS):
             raise GatescopeError(
                 f"{path}: tensor {shown(name)} names layer {shown(match[1])}; gatescope loads up to {MAX_LAYERS} layers"
             )
-    return {name: e.shape for name, e in header.tensors.items()}, _metadata(path, header.metadata.get(META_KEY))
+    return {name: tuple(shape) for name, (_, shape) in tensors.items()}, _metadata(path, raw_meta)
 
 
 def _metadata(path: Path, raw: str | None) -> dict[str, Any]:
