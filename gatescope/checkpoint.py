@@ -21,9 +21,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
 from gatescope.errors import GatescopeError
 from gatescope.modules import GRU, LSTM
+from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names, kept public here)
+    META_KEY,
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    validate_checkpoint,
+)
 from gatescope.vocab import Vocabulary
-
-from gatescope.validation.checkpoint import META_KEY, MODEL_FORMAT, MODEL_FORMAT_VERSION, validate_checkpoint  # noqa: F401
 
 
 # -- the runnable model ----------------------------------------------------------------------

@@ -513,7 +513,8 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         cases.append((f"analyze units --labels {name}", ["analyze", "units", trace, "--labels", str(texts[name])]))
     bad_traces = trace_recipes(bases["lm_trace"].read_bytes())
     for i, name in enumerate(("a quantity of 0 units", "module renamed: names without tensors", "shape of floats",
-                              "offsets as F32 with NaN", "quantity named with a newline", "format_version as a string")):
+                              "offsets as F32 with NaN", "quantity named with a newline",
+                              "format_version as a string")):
         path = folder / f"bad-trace-{i}.safetensors"
         path.write_bytes(bad_traces[name])
         cases.append((f"browse {name}", ["browse", str(path)]))
@@ -566,8 +567,8 @@ def test_command_line_in_fresh_processes(bases, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for what, argv in cli_cases(bases, tmp_path):
         try:
-            done = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", *argv], capture_output=True, timeout=60,
-                                  env=env, stdin=subprocess.DEVNULL)
+            done = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", *argv],
+                                  capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             tally.add("cli process", what, "hang", "past 60 s", 60)
             continue

@@ -31,7 +31,7 @@ from gatescope.validation.limits import (
     MAX_HEADER_ITEMS,
     MAX_NAME_CHARS,
 )
-from gatescope.validation.schema import bounded, invalid, one_of, parse, sized
+from gatescope.validation.schema import invalid, one_of, parse, sized
 
 # safetensors dtype -> bits per element (safetensors/src/tensor.rs, Dtype::bitsize)
 DTYPE_BITS = {

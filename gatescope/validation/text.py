@@ -99,7 +99,9 @@ def _read_words(path: Path) -> np.ndarray:
         rows.append(distinct.setdefault(line.strip(), len(distinct)))
     for text in distinct:
         if _is_complex(text):
-            raise GatescopeError(f"{path}: labels must be real numbers or words; found the complex number {shown(text)}")
+            raise GatescopeError(
+                f"{path}: labels must be real numbers or words; found the complex number {shown(text)}"
+            )
     words = sorted(t for t in distinct if t and t.lower() != "nan")
     code = {w: i for i, w in enumerate(words)}
     table = np.array([code.get(t, np.nan) for t in distinct], dtype=np.float64)
