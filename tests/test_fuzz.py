@@ -50,7 +50,7 @@ from gatescope.cli import main
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, remove_stale_temporaries
 
-MUTATIONS = 1200  # random mutations per run: trace and checkpoint bases alike (the slow campaign: 10x)
+MUTATIONS = 1600  # random mutations per run: trace and checkpoint bases alike (the slow campaign: 10x)
 
 
 # -- the valid files everything starts from ------------------------------------------------------------
