@@ -15,7 +15,6 @@ by a killed writer, and the next write to the same path removes it.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import tempfile
@@ -26,6 +25,12 @@ from typing import BinaryIO
 
 from gatescope.errors import GatescopeError
 from gatescope.validation.limits import MAX_LINE_BYTES
+
+try:
+    import fcntl  # POSIX: temporary files are locked while written
+except ImportError:  # pragma: no cover (Windows: no locks, so no temporary file is ever judged stale)
+    fcntl = None
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 # Read once, at import: os.umask can only be read by setting it, which is not thread-safe, and
 # exports are written from worker threads. Saved files get the usual 0o666 & ~umask.
@@ -80,7 +85,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "in use" for remove_stale_temporaries
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "in use" for remove_stale_temporaries
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600
         os.replace(tmp, path)
@@ -94,14 +100,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove ``.{name}.*.tmp`` files next to ``path`` that no writer holds (left by a killed one)."""
-    removed = []
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
     try:
         candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
     except OSError:
         return removed
     for candidate in candidates:
         try:
-            fd = os.open(candidate, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            fd = os.open(candidate, os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue
         try:
@@ -155,12 +163,13 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> Iterator[Binary
     checked on the open descriptor, so what is checked is what is read.
     """
     with reading(path, what):
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
         try:
             kind = _not_regular(os.fstat(fd).st_mode)
             if kind:
                 raise GatescopeError(f"{path} is {kind}, not a {what}")
-            os.set_blocking(fd, True)
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
             f = os.fdopen(fd, "rb")
         except BaseException:
             os.close(fd)
