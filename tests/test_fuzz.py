@@ -535,7 +535,8 @@ def check_cli(tally: Tally, what: str, code: int, err: str, seconds: float, esca
         tally.add("cli", what, "traceback", escaped, seconds)
     elif code == 2 and ("Error:" in err) and "Traceback" not in err:  # click's usage error: a bad argument
         tally.add("cli", what, "refused", "", seconds)
-    elif code != 1 or len(lines) != 1 or not lines[0].startswith("gatescope: error: ") or not is_one_line(lines[0]):
+    elif code != 1 or len(lines) != 1 or not lines[0].startswith("gatescope: error: ") or \
+            not is_one_line(lines[0].removeprefix("gatescope: error: ")):
         tally.add("cli", what, "multiline" if code == 1 else "accepted-bad", f"exit {code}: {err[:300]!r}", seconds)
     else:
         tally.add("cli", what, "refused", "", seconds)

@@ -98,7 +98,7 @@ def validate_trace(path: str | os.PathLike) -> TraceLayout:
     for name in [k for k in tensors if k.startswith(FEATURE_PREFIX)]:
         entry = tensors.pop(name)
         if not name[len(FEATURE_PREFIX):]:
-            raise GatescopeError(f"{path}: the tensor {name!r} has no feature name after {FEATURE_PREFIX!r}")
+            raise GatescopeError(f"{path}: the tensor {shown(name)} has no feature name after {FEATURE_PREFIX!r}")
         check_dtype(path, entry, FEATURE_DTYPES, "feature")
         _one_dim(path, entry, "feature")
         features[name[len(FEATURE_PREFIX):]] = entry
