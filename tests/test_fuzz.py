@@ -505,6 +505,17 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         cases.append((f"agreement --stimuli {what}", ["agreement", agreement, "--stimuli", str(special[what])]))
     for unit in ("rnn.l0.fwd.h:\u00b2", "rnn.l0.fwd.h:" + "9" * 5000, "rnn.l" + "9" * 5000 + ".fwd.h:1", "x\ny:1"):
         cases.append((f"agreement --ablate {unit[:30]!r}", ["agreement", agreement, "--ablate", unit]))
+    rankings = {
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
+        "bigint.json": b'[{"unit": "rnn.l0.fwd.h:1", "score": 1' + b"1" * 5000 + b"}]",
+        "unit-superscript.json": '[{"unit": "rnn.l0.fwd.h:\u00b2", "score": 1}]'.encode(),
+        "not-json.json": b"\xff\xfe{",
+    }
+    for name, content in rankings.items():
+        (folder / name).write_bytes(content)
+        cases.append((f"browse --ranking {name}", ["browse", trace, "--ranking", str(folder / name)]))
+    for what in ("a FIFO with no writer", "/dev/zero"):
+        cases.append((f"browse --ranking {what}", ["browse", trace, "--ranking", str(special[what])]))
     cases.append(("trace -o /dev/null", ["trace", lm, "--text", "the boy", "-o", "/dev/null"]))
     cases.append(("trace -o a FIFO", ["trace", lm, "--text", "the boy", "-o", str(special["a FIFO with no writer"])]))
     for name in ("long-line.tsv", "binary.tsv", "three-fields.tsv", "empty.tsv"):

@@ -95,16 +95,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_json(raw: bytes | str, where: str) -> Any:
-    """JSON text -> value; invalid JSON, duplicate keys, deep nesting, huge integers: one-line errors."""
+def parse_json(raw: bytes | str, where: str, wording: str = "is not valid JSON") -> Any:
+    """JSON text -> value; invalid JSON, duplicate keys, deep nesting, huge integers: one-line errors
+    ``{where} {wording} ({why})``."""
     try:
         return json.loads(raw, object_pairs_hook=_no_duplicates)
     except RecursionError:
-        raise GatescopeError(f"{where} is nested too deeply to be valid") from None
+        raise GatescopeError(f"{where} {wording} (nested too deeply)") from None
     except UnicodeDecodeError:
         raise GatescopeError(f"{where} is not UTF-8 text") from None
     except ValueError as exc:  # JSONDecodeError, duplicate keys, int-string limit
-        raise GatescopeError(f"{where} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise GatescopeError(f"{where} {wording} ({str(exc).splitlines()[0][:120]})") from None
 
 
 def read_header(path: str | os.PathLike, what: str) -> Header:
