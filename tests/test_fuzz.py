@@ -136,6 +136,7 @@ def trace_recipes(raw: bytes) -> dict[str, bytes]:
         "vocab an int": meta("vocab", 7),
         "vocab of ints": meta("vocab", [1, 2, 3]),
         "tokenizer unknown": meta("tokenizer", "bpe"),
+        "lexicon of ints": meta("lexicon", {"noun": 5}),
         "metadata not JSON": join({**header, "__metadata__": {"gatescope": "{not json"}}, data),
         "metadata a list": meta_doc(raw, [1, 2]),
         "metadata nested 100,000 deep": meta("vocab", DEEP),

@@ -65,6 +65,7 @@ class TraceMeta:
     modules: list[ModuleMeta] = sized(max_items=10_000, default=())
     vocab: list[str] | None = sized(max_items=MAX_VOCAB, default=None)
     tokenizer: str | None = one_of(TOKENIZERS, default=None)
+    lexicon: dict[str, list[str]] | None = None  # word classes (the browser's vocabulary-class track)
 
 
 @dataclass(frozen=True)
