@@ -517,6 +517,8 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         cases.append((f"browse --ranking {name}", ["browse", trace, "--ranking", str(folder / name)]))
     for what in ("a FIFO with no writer", "/dev/zero"):
         cases.append((f"browse --ranking {what}", ["browse", trace, "--ranking", str(special[what])]))
+        cases.append((f"findings --from-json {what}", ["findings", "--from-json", str(special[what])]))
+    cases.append(("findings --from-json deep.json", ["findings", "--from-json", str(folder / "deep.json")]))
     cases.append(("trace -o /dev/null", ["trace", lm, "--text", "the boy", "-o", "/dev/null"]))
     cases.append(("trace -o a FIFO", ["trace", lm, "--text", "the boy", "-o", str(special["a FIFO with no writer"])]))
     for name in ("long-line.tsv", "binary.tsv", "three-fields.tsv", "empty.tsv"):
