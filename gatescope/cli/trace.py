@@ -241,7 +241,8 @@ def split_list(values: tuple[str, ...]) -> list[str] | None:
 
 @click.command("trace")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The trace file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The trace file to write (a folder with --shard-tokens).")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="A sequence, tokenised with the model's vocabulary (repeatable).")
 @click.option("--file", "file", metavar="FILE",
@@ -260,7 +261,12 @@ def split_list(values: tuple[str, ...]) -> list[str] | None:
               help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
 @click.option("--kinds", multiple=True, metavar="KINDS",
               help="Quantities to record, e.g. i,f,c,h (LSTM i f g o c h m; GRU r z n h; default all).")
-def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype, batch_size, modules, kinds) -> None:
+@click.option("--shard-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
+@click.option("--distributed", is_flag=True,
+              help="Split the corpus over the processes torchrun started (implied under torchrun).")
+def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype, batch_size, modules, kinds,
+          shard_tokens, distributed) -> None:
     """Record every gate and state of MODEL (a safetensors checkpoint) over some input into a trace file.
 
     \b
@@ -268,9 +274,22 @@ def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype
       gatescope trace model.safetensors --text "the boy near the cars greets" -o run.safetensors
       gatescope trace model.safetensors --file corpus.txt --batch-size 128 -o corpus.trace.safetensors
       gatescope trace bare_lstm.safetensors --input x.safetensors -o run.safetensors
+      gatescope trace model.safetensors --file corpus.txt --shard-tokens 1000000 -o corpus.trace/
     """
     from gatescope.checkpoint import load
+    from gatescope.distributed import launched_by_torchrun
 
+    if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
+        from gatescope.cli.stream import trace_sharded
+
+        if texts or ids or input_path:
+            raise GatescopeError("a sharded trace is written from a corpus: give --file alone")
+        options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
+                             meta={"model": str(model)})
+        summary = trace_sharded(model, output, file, device, options, shard_tokens, distributed)
+        if summary:
+            click.echo(summary)
+        return
     check_writable(output)
     for role, given in (("model", model), ("--file", file), ("--input", input_path)):
         if given is not None and Path(given).resolve() == output.resolve():
