@@ -52,3 +52,11 @@ class GatescopeError(Exception):
 
     def __init__(self, message: object = "", *args: object) -> None:
         super().__init__(one_line(str(message)), *args)
+
+
+class UnknownNameError(GatescopeError, KeyError):
+    """A name that is not there (``trace["rnn.l9.fwd.h"]``): a GatescopeError, and a KeyError so that
+    mappings' ``in`` and ``get`` work; its text is the one-line message, not KeyError's quoted repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
