@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write, check_writable, reading
+from gatescope.files import atomic_write, check_regular, check_writable, reading, text_lines
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -78,16 +78,14 @@ def gather_inputs(
 
 def _file_sequences(model, path: Path) -> Iterator[torch.Tensor]:
     """Token ids of each non-blank line of a text file, read lazily."""
-    with reading(path, "text file"), open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            try:
-                ids = torch.tensor(model.encode(line), dtype=torch.int64)
-            except GatescopeError as exc:
-                raise GatescopeError(f"{path} line {number}: {exc}") from None
-            yield ids
+    for number, line in text_lines(path, "text file"):  # bounded lines of a regular file
+        if not line.strip():
+            continue
+        try:
+            ids = torch.tensor(model.encode(line), dtype=torch.int64)
+        except GatescopeError as exc:
+            raise GatescopeError(f"{path} line {number}: {exc}") from None
+        yield ids
 
 
 def _float_inputs(model, path: Path) -> Inputs:
@@ -96,8 +94,7 @@ def _float_inputs(model, path: Path) -> Inputs:
 
     if model.takes_ids:
         raise GatescopeError("this model takes token ids; use --text, --ids or --file")
-    if path.is_dir():
-        raise GatescopeError(f"{path} is a folder, not a safetensors file")
+    check_regular(path, "safetensors file")
     try:
         with reading(path, "safetensors file"), safe_open(path, framework="pt") as f:
             keys = list(f.keys())

@@ -63,6 +63,20 @@ class Converted:
     def open(self) -> TensorSource:
         return TensorSource(self)
 
+    def header(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """name -> (safetensors dtype, shape), as a safetensors header would give them (for validation)."""
+        return {k: (_safetensors_dtype(v), tuple(v.shape)) for k, v in self.tensors.items()}
+
+
+def _safetensors_dtype(tensor: Tensor) -> str:
+    """safetensors' name of a tensor's dtype (F32, BF16, I64, ...; its format's dtype list)."""
+    import torch
+
+    names = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+    return names.get(tensor.dtype, str(tensor.dtype).removeprefix("torch.").upper())
+
 
 class _Slice:
     def __init__(self, shape: tuple[int, ...]) -> None:
