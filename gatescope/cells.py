@@ -13,12 +13,18 @@ GRU (r, z, n)::
     r = σ(W_ir x + b_ir + W_hr h + b_hr)     z = σ(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))                    h' = (1 - z) ⊙ n + z ⊙ h
 
+GRU, reset before (the original GRU of Cho et al. 2014; Keras ``reset_after=False``, ONNX
+``linear_before_reset=0``), which torch does not have: r and z as above, and::
+
+    n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
+
 Two ways to evaluate them, with the same results:
 
 * `lstm_step` / `gru_step`: one timestep, given the input projection ``W_i* x + b`` precomputed for
   all timesteps as one large product (`input_projection`, as cuDNN and oneDNN do), so a step pays
   only for the recurrent product. Every quantity passes through ``tap(kind, value)``, which may
   record it and may replace it (an intervention); the replacement is what the rest of the step uses.
+* `gru_reset_before_step`: the reset-before GRU's step, with the same taps (r z n h).
 * `lstm_replay` / `gru_replay`: all timesteps at once, given every hidden output h_t already
   computed by the fused native kernel (cuDNN on a GPU): the gate pre-activations for all t are two
   batched matrix products over (x_t, h_{t-1}), and the LSTM cell state is the elementwise linear
@@ -147,3 +153,26 @@ def gru_replay(x: Tensor, out: Tensor, h0: Tensor, w: CellWeights) -> dict[str, 
     r, z = rz[..., :hidden], rz[..., hidden:]
     n = torch.addcmul(gx[..., 2 * hidden :], r, gh[..., 2 * hidden :]).tanh()
     return {"r": r, "z": z, "n": n, "h": out}
+
+
+class ResetBeforeWeights(NamedTuple):
+    """The reset-before GRU's recurrent products: r and z read h, n reads r ⊙ h."""
+
+    rz: Linear  # h -> W_h{r,z} h + b_h{r,z}, (B, 2H)
+    n: Linear  # r ⊙ h -> W_hn (r ⊙ h) + b_hn, (B, H)
+
+
+def reset_before_weights(w: CellWeights) -> ResetBeforeWeights:
+    hidden = w.weight_hh.shape[1]
+    bias = (None, None) if w.bias_hh is None else (w.bias_hh[: 2 * hidden], w.bias_hh[2 * hidden :])
+    return ResetBeforeWeights(linear(w.weight_hh[: 2 * hidden], bias[0]), linear(w.weight_hh[2 * hidden :], bias[1]))
+
+
+def gru_reset_before_step(xw: Tensor, h: Tensor, w: ResetBeforeWeights, tap: Tap) -> Tensor:
+    """One reset-before GRU step. xw: (B, 3H) from `input_projection(fold_bias_hh=False)`; h: (B, H)."""
+    hidden = h.shape[-1]
+    rz = (xw[:, : 2 * hidden] + w.rz(h)).sigmoid()  # (B, 2H)
+    r = tap("r", rz[:, :hidden])
+    z = tap("z", rz[:, hidden:])
+    n = tap("n", (xw[:, 2 * hidden :] + w.n(r * h)).tanh())
+    return tap("h", torch.lerp(n, h, z))  # (1 - z) n + z h

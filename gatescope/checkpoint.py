@@ -6,34 +6,41 @@ and decoder as in PyTorch's word_language_model example), and the optional metad
 (``__metadata__['gatescope']``, see docs/architecture.md) overrides the guesses and carries the
 vocabulary. A model with a vocabulary but no embedding, whose input
 is as wide as the vocabulary, takes one-hot token ids (the char-rnn of Karpathy et al. 2015).
+
+Files in other formats (torch state dicts, Keras, ONNX) are converted to the same torch names and
+metadata by gatescope.formats, at one dispatch point (`_open`).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
 from gatescope.errors import GatescopeError
 from gatescope.modules import GRU, LSTM
+from gatescope.reset_before import ResetBeforeGRU, reset_before_names, variant_info
 from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names, kept public here)
     META_KEY,
     MODEL_FORMAT,
     MODEL_FORMAT_VERSION,
+    check_contents,
     validate_checkpoint,
 )
 from gatescope.vocab import Vocabulary
 
 
 # -- the runnable model ----------------------------------------------------------------------
-def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
+def _build_recurrent(spec: RecurrentSpec, reset_after: bool = True) -> nn.Module:
     """A fresh module with the spec's sizes and the checkpoint's parameter names: gatescope's
-    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell."""
+    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell,
+    the reset-before GRU where the metadata says so."""
     if spec.cell == "LSTMCell":
         return nn.LSTMCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     if spec.cell == "GRUCell":
@@ -41,7 +48,7 @@ def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     kwargs = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
     if spec.cell == "LSTM":
         return LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kwargs)
-    return GRU(spec.input_size, spec.hidden_size, **kwargs)
+    return (GRU if reset_after else ResetBeforeGRU)(spec.input_size, spec.hidden_size, **kwargs)
 
 
 class LoadedModel(nn.Module):
@@ -64,7 +71,8 @@ class LoadedModel(nn.Module):
         # plain attributes first: the checkpoint's module names may be anything, even "vocab"
         self.metadata = metadata
         self.vocab = vocab
-        self.modules_info = [spec.info() for spec in specs]
+        reset_before = reset_before_names(metadata, {spec.name: spec.cell for spec in specs})
+        self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
         self.recurrent_names = [spec.name for spec in roles.recurrent]
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
@@ -72,7 +80,8 @@ class LoadedModel(nn.Module):
         if roles.embedding:
             self._place(self.embedding_name, nn.Embedding(*shapes[roles.embedding]))
         for spec in specs:
-            self._place(spec.name, _build_recurrent(spec))
+            self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
+        self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name)) for spec in specs)
         if roles.decoder:
             out_features, in_features = shapes[f"{roles.decoder}.weight"]
             self._place(roles.decoder, nn.Linear(in_features, out_features, bias=roles.decoder_bias))
@@ -239,7 +248,25 @@ def load(
 
 def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     """Tensor shapes and the parsed gatescope metadata of a safetensors file, without reading data."""
-    return validate_checkpoint(path)  # the door: gatescope.validation.checkpoint checks it all
+    converted = _converted(path)
+    if converted is None:
+        return validate_checkpoint(path)  # the door: gatescope.validation.checkpoint checks it all
+    return check_contents(path, converted.header(), json.dumps(converted.metadata))  # the same checks
+
+
+def _converted(path: Path):
+    """A file in another format converted to torch names by gatescope.formats, or None for safetensors."""
+    from gatescope import formats
+
+    return formats.read(path)
+
+
+def _open(path: Path):
+    """The one dispatch point by file type: a safetensors file read lazily with ``safe_open``, any other
+    format (by suffix or magic bytes) converted to torch names by gatescope.formats, behind the same API."""
+    from gatescope.formats import open_checkpoint
+
+    return open_checkpoint(path)
 
 
 def _read_tensors(path: Path, model: LoadedModel, specs: list[RecurrentSpec]) -> dict[str, torch.Tensor]:
@@ -247,7 +274,7 @@ def _read_tensors(path: Path, model: LoadedModel, specs: list[RecurrentSpec]) ->
     rename = {spec.prefix: f"{spec.name}." for spec in specs}
     state = {}
     try:
-        with safe_open(path, framework="pt") as f:
+        with _open(path) as f:
             for spec in specs:
                 for key in spec.expected_shapes():
                     state[rename[spec.prefix] + key.removeprefix(spec.prefix)] = f.get_tensor(key)

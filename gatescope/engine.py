@@ -23,6 +23,9 @@ Two routes compute the same values:
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
 the backward direction of a shorter sequence starts at its own last token.
+
+A GRU module whose ``reset_after`` attribute is False (gatescope.reset_before.ResetBeforeGRU, the
+original GRU of Cho et al. 2014) always takes the step route: no native kernel computes it.
 """
 from __future__ import annotations
 
@@ -39,7 +42,16 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope import onednn
 from gatescope.cells import (
-    CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, per_sample, step_weights,
+    CellWeights,
+    gru_replay,
+    gru_reset_before_step,
+    gru_step,
+    input_projection,
+    lstm_replay,
+    lstm_step,
+    per_sample,
+    reset_before_weights,
+    step_weights,
 )
 from gatescope.kinds import DIRECTIONS, param_suffix
 
@@ -77,6 +89,7 @@ def run(
 ):
     """The forward of ``module`` (same arguments, results and errors as torch's), observed layer by layer."""
     is_lstm = isinstance(module, nn.LSTM)
+    reset_after = getattr(module, "reset_after", True)
     packed = isinstance(input, PackedSequence)
     x, lengths, h0, c0, unbatched = _prepare(module, input, hx)  # (T, B, I), states (L*D, B, ·)
     if x.shape[0] == 0 or h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
@@ -91,9 +104,10 @@ def run(
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
+            chosen = _choose_route(route, observer, layer_input, w, is_lstm) if reset_after else "step"
             out, h_last, c_last = _run_direction(
                 is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
-                direction == "bwd", observer, _choose_route(route, observer, layer_input, w, is_lstm),
+                direction == "bwd", observer, chosen, reset_after,
             )
             outs.append(out)
             h_n.append(h_last)
@@ -248,11 +262,11 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
     return "replay" if x.is_cuda or small or fused_gates else "step"
 
 
-def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
+def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route, reset_after=True):
     """One layer, one direction. x (T, B, I) -> out (T, B, P), h_n (B, P), c_n (B, H) or None."""
     if route == "replay":
         return _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
-    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
 
 
 @contextmanager
@@ -270,15 +284,15 @@ def _one_thread_if(small: bool) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
     with _one_thread_if(x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP):
-        return _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+        return _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
 
 
-def _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+def _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
     steps = x.shape[0]
     xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
-    sw = step_weights(w, is_lstm)
+    sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
     kept: dict[str, list] = {kind: [None] * steps for kind in keep}
@@ -300,8 +314,10 @@ def _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer):
 
         if is_lstm:
             h_new, c_new = lstm_step(xs[t], h, c, sw, tap)
-        else:
+        elif reset_after:
             h_new, c_new = gru_step(xs[t], h, sw, tap), None
+        else:
+            h_new, c_new = gru_reset_before_step(xs[t], h, sw, tap), None
         if masked:
             valid = (t < lengths).unsqueeze(1)  # (B, 1)
             h_new = torch.where(valid, h_new, h)

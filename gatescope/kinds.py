@@ -112,6 +112,17 @@ def cell_type(name: str) -> CellType:
         raise ValueError(f"not a recurrent cell type: {name!r} (expected one of LSTM, GRU, LSTMCell, GRUCell)") from None
 
 
+def module_cell_type(module: object) -> CellType:
+    """The cell type of a recurrent module, with its variant: `GRU_RESET_BEFORE` for a GRU whose
+    ``reset_after`` attribute is False (gatescope.reset_before.ResetBeforeGRU), else by class name."""
+    names = [cls.__name__ for cls in type(module).__mro__]
+    base = next((n for n in names if n.removesuffix("Cell") in CELL_TYPES), type(module).__name__)
+    found = cell_type(base)
+    if found is GRU and getattr(module, "reset_after", True) is False:
+        return GRU_RESET_BEFORE
+    return found
+
+
 def param_suffix(layer: int, direction: str, is_cell: bool = False) -> str:
     """torch's parameter-name suffix: ``_l{layer}`` (+ ``_reverse`` for bwd); none for LSTMCell / GRUCell."""
     if is_cell:

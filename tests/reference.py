@@ -1,5 +1,6 @@
 """An independent reference for the tests: torch's documented LSTM/GRU equations, one sequence,
-one timestep, one gate at a time, written without any of gatescope's code.
+one timestep, one gate at a time, written without any of gatescope's code (and the reset-before
+GRU of Cho et al. 2014 for a module whose ``reset_after`` is False).
 
 `reference_run(module, x, edit=None)` returns {quantity name: (T, H) tensor} for one unbatched
 sequence x (T, I), and the final output. ``edit(name, t, value) -> value`` lets a test intervene.
@@ -57,7 +58,10 @@ def reference_run(module: nn.Module, x: torch.Tensor, path: str = "rnn", edit=No
                 else:
                     r = edit(name("r"), t, torch.sigmoid(w_ih[rows(0)] @ xt + b_ih[rows(0)] + w_hh[rows(0)] @ h + b_hh[rows(0)]))
                     z = edit(name("z"), t, torch.sigmoid(w_ih[rows(1)] @ xt + b_ih[rows(1)] + w_hh[rows(1)] @ h + b_hh[rows(1)]))
-                    n = edit(name("n"), t, torch.tanh(w_ih[rows(2)] @ xt + b_ih[rows(2)] + r * (w_hh[rows(2)] @ h + b_hh[rows(2)])))
+                    if getattr(module, "reset_after", True):
+                        n = edit(name("n"), t, torch.tanh(w_ih[rows(2)] @ xt + b_ih[rows(2)] + r * (w_hh[rows(2)] @ h + b_hh[rows(2)])))
+                    else:  # the original GRU of Cho et al. 2014: the reset gate multiplies h first
+                        n = edit(name("n"), t, torch.tanh(w_ih[rows(2)] @ xt + b_ih[rows(2)] + w_hh[rows(2)] @ (r * h) + b_hh[rows(2)]))
                     vals.update(r=r, z=z, n=n)
                     h = edit(name("h"), t, (1 - z) * n + z * h)
                 vals["h"] = h

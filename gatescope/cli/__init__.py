@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
     "samples": ("samples", "samples", "Train or list the bundled sample models."),
     "findings": ("findings", "findings", "Reproduce the README's findings on the sample models."),
+    "convert": ("convert", "convert", "Convert a torch, Keras, ONNX or fastai checkpoint to safetensors."),
 }
 
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
     except GatescopeError as exc:
         click.echo(f"gatescope: error: {one_line(str(exc))}", err=True)
+        for line in getattr(exc, "fix", ()):  # code that fixes it (gatescope.formats.ErrorWithFix)
+            click.echo(f"  {one_line(line)}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("gatescope: aborted", err=True)

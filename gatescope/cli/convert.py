@@ -1,0 +1,167 @@
+"""`gatescope convert IN -o OUT.safetensors`: any checkpoint gatescope reads, as a torch-named safetensors file.
+
+The input is any format gatescope.formats reads (torch state dicts, fastai's AWD-LSTM, Keras 3,
+ONNX) or a safetensors file; the output holds the tensors under torch.nn's names and the gatescope
+metadata (docs/architecture.md "Checkpoint metadata"), merged from the input's own, the reader's
+(roles, reset_before) and the options (--vocab, --tokenizer, --unk, --eos, --roles). The result is
+loaded before it is renamed into place, so a file that would not load is never written.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write, check_writable, reading
+
+ROLES = ("embedding", "recurrent", "decoder")
+
+
+def read_vocab(path: Path) -> list[str]:
+    """A vocabulary file: a JSON list of strings (``.json``), else one token a line (id = line number)."""
+    with reading(path, "vocabulary file"):
+        text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            tokens = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GatescopeError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise GatescopeError(f"{path} must hold a JSON list of token strings")
+        return tokens
+    tokens = text.split("\n")
+    if tokens and tokens[-1] == "":
+        tokens.pop()  # the final newline
+    tokens = [t.removesuffix("\r") for t in tokens]
+    if "" in tokens:
+        raise GatescopeError(f"{path}: line {tokens.index('') + 1} is empty (one token a line; "
+                             "a vocabulary with a newline or empty token goes in a .json list)")
+    return tokens
+
+
+def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
+    """``("recurrent=rnns.0,rnns.1", "decoder=none")`` -> ``{"recurrent": [...], "decoder": None}``."""
+    roles: dict[str, Any] = {}
+    for value in values:
+        role, sep, names = value.partition("=")
+        role = role.strip()
+        if not sep or role not in ROLES or not names.strip():
+            raise GatescopeError(f"--roles {value!r}: expected ROLE=NAME with ROLE one of {', '.join(ROLES)}")
+        items = [n.strip() for n in names.split(",") if n.strip()]
+        if role == "recurrent":
+            roles[role] = items
+        elif len(items) != 1:
+            raise GatescopeError(f"--roles {value!r}: {role} names one tensor or module")
+        else:
+            roles[role] = None if items[0].lower() == "none" else items[0]
+    return roles
+
+
+def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[str]]:
+    """(tensors, gatescope metadata, format read, notes) of any checkpoint gatescope reads."""
+    from gatescope import formats
+
+    if not path.exists():
+        raise GatescopeError(f"no such file: {path}")
+    converted = formats.read(path)
+    if converted is not None:
+        return dict(converted.tensors), dict(converted.metadata), converted.source, list(converted.notes)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with reading(path, "checkpoint file"), safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            raw = (f.metadata() or {}).get(formats.META_KEY)
+    except SafetensorError as exc:
+        raise GatescopeError(f"{path} is not a checkpoint gatescope reads (safetensors: {str(exc).splitlines()[0]}; "
+                             "other formats by suffix: .pt .pth .bin .ckpt .keras .h5 .onnx)") from None
+    try:
+        metadata = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise GatescopeError(f"{path}: the '{formats.META_KEY}' metadata is not valid JSON") from None
+    return tensors, metadata, "safetensors", []
+
+
+def converted_metadata(
+    metadata: dict[str, Any],
+    vocab: list[str] | None,
+    tokenizer: str | None,
+    unk: str | None,
+    eos: str | None,
+    roles: dict[str, Any],
+) -> dict[str, Any]:
+    """The output's metadata: the input's, then the options (a given option replaces the input's value)."""
+    from gatescope.checkpoint import MODEL_FORMAT, MODEL_FORMAT_VERSION
+
+    meta = {**metadata, "format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION}
+    if vocab is not None:
+        meta["vocab"] = vocab
+        meta["unk"] = unk if unk is not None else ("<unk>" if "<unk>" in vocab else None)
+        meta["eos"] = eos if eos is not None else ("<eos>" if "<eos>" in vocab else None)
+    elif unk is not None or eos is not None:
+        if meta.get("vocab") is None:
+            raise GatescopeError("--unk and --eos name tokens of a vocabulary: give --vocab FILE")
+        meta.update({k: v for k, v in (("unk", unk), ("eos", eos)) if v is not None})
+    if tokenizer is not None:
+        if meta.get("vocab") is None:
+            raise GatescopeError("--tokenizer says how text becomes tokens of a vocabulary: give --vocab FILE")
+        meta["tokenizer"] = tokenizer
+    elif vocab is not None:
+        meta.setdefault("tokenizer", "word")
+    if roles:
+        meta["roles"] = {**(meta.get("roles") or {}), **roles}
+    return meta
+
+
+@click.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT.safetensors",
+              help="The torch-named safetensors file to write.")
+@click.option("--vocab", "vocab_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="The vocabulary: one token a line (id = line number), or a JSON list of strings (.json).")
+@click.option("--tokenizer", type=click.Choice(["word", "char"]),
+              help="How text becomes tokens: split on whitespace (word, the default) or every character (char).")
+@click.option("--unk", metavar="TOKEN", help="The unknown-word token (default: <unk> when the vocabulary has it).")
+@click.option("--eos", metavar="TOKEN", help="The end-of-sequence token (default: <eos> when the vocabulary has it).")
+@click.option("--roles", "role_values", multiple=True, metavar="ROLE=NAME[,NAME]",
+              help="Name the embedding, the recurrent chain (in order) or the decoder, e.g. "
+                   "--roles recurrent=rnns.0,rnns.1 --roles decoder=none (repeatable).")
+def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str | None, unk: str | None,
+            eos: str | None, role_values: tuple[str, ...]) -> None:
+    """Convert SOURCE (.pt/.pth/.bin state dict, fastai AWD-LSTM, .keras/.weights.h5, .onnx, .safetensors)
+    to a torch-named safetensors checkpoint with gatescope's metadata, which every command then reads."""
+    from safetensors.torch import save_file
+
+    from gatescope.checkpoint import load
+    from gatescope.formats import META_KEY
+
+    if output.suffix != ".safetensors":
+        raise GatescopeError(f"the output {output} must be a .safetensors file")
+    if output.resolve() == source.resolve():
+        raise GatescopeError(f"the output {output} is the input; write a new file")
+    check_writable(output)
+    roles = parse_roles(role_values)
+    vocab = read_vocab(vocab_path) if vocab_path is not None else None
+    tensors, metadata, read_as, notes = read_source(source)
+    metadata = converted_metadata(metadata, vocab, tokenizer, unk, eos, roles)
+
+    def write(tmp: str) -> None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={META_KEY: json.dumps(metadata)})
+        try:
+            model = load(tmp)
+        except GatescopeError as exc:
+            raise GatescopeError(f"{source} converted, but the result would not load: "
+                                 f"{str(exc).replace(tmp, str(output))}") from None
+        summary.append(model)
+
+    summary: list = []
+    atomic_write(output, write)
+    model = summary[0]
+    modules = ", ".join(f"{i['name']} ({i['cell']}{'' if i.get('reset_after', True) else ', reset before'})"
+                        for i in model.modules_info)
+    click.echo(f"wrote {output}: {len(tensors)} tensors read as {read_as}; recurrent modules {modules}", err=True)
+    for note in notes:
+        click.echo(f"  note: {note}", err=True)
