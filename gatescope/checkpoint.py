@@ -117,6 +117,24 @@ class LoadedModel(nn.Module):
             module = module._modules[part]
         return module
 
+    def check_language_model(self) -> None:
+        """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
+        a decoder from the last recurrent output to one logit per vocabulary entry."""
+        self.check_runnable()
+        last = self.modules_info[[i["name"] for i in self.modules_info].index(self.recurrent_names[-1])]
+        width = (2 if last["bidirectional"] else 1) * (last["proj_size"] or last["hidden_size"])
+        if self.vocab is None:
+            raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
+        decoder = self.decoder
+        if decoder is None:
+            raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
+                                 f"{last['name']}), so it does not score the next word")
+        if decoder.out_features != len(self.vocab):  # (its in_features were checked against `width` by load)
+            raise GatescopeError(
+                f"decoder {self.decoder_name} has weight [{decoder.out_features}, {decoder.in_features}]; scoring the "
+                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last['name']}'s output)"
+            )
+
     @property
     def embedding(self) -> nn.Embedding | None:
         return self.get_submodule(self.embedding_name) if self.embedding_name else None
