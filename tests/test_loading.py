@@ -186,3 +186,20 @@ def test_agreement_refuses_models_that_cannot_score_the_next_word(tmp_path, caps
     wrong = save(tmp_path / "wrong.safetensors", {"emb": nn.Embedding(len(WORDS), 4), "rnn": nn.LSTM(4, 5),
                                                   "out": nn.Linear(7, 10)}, roles)
     fails(capsys, "agreement", wrong, match="decoder out.weight has shape [10, 7]; expected [vocabulary, 5] after rnn")
+
+
+def test_the_readme_seq2seq_example_records_the_encoder_and_decoder_exactly(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Models the loader cannot run"):]
+    code = section[section.index("```python\n") + 10:section.index("\n```", section.index("```python"))]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    model, src, tgt = namespace["model"], namespace["src"], namespace["tgt"]
+    with torch.no_grad():
+        encoded, state = model.encoder(model.src_emb(src))
+        decoded = model.decoder(model.tgt_emb(tgt), state)[0]
+    torch.testing.assert_close(load_trace("encoder.trace.safetensors")["encoder.l0.fwd.h"], encoded[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(namespace["dec"].trace["decoder.l0.fwd.h"], decoded[0], rtol=0, atol=1e-5)
