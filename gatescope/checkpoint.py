@@ -322,10 +322,11 @@ def load(
 
 
 def _load_warnings(roles: Roles, shapes: Shapes) -> list[str]:
-    """What the loader did not use or had to assume, one line each (also in `inspect`'s warnings)."""
+    """What the loader did not use or had to assume, one line each (also in `inspect`'s warnings).
+    Nothing for a model that cannot run: running it says why, in one line."""
     messages = []
     if roles.refusal is not None:
-        messages.append(f"cannot run this model as one chain: {roles.refusal}")
+        return messages
     if roles.unused:
         shown = ", ".join(f"{k} {list(shapes[k])}" for k in roles.unused[:6])
         more = f" and {len(roles.unused) - 6} more" if len(roles.unused) > 6 else ""

@@ -86,7 +86,8 @@ class Corpus:
         if array.size != self.num_tokens:
             raise GatescopeError(
                 f"feature {name!r}{f' ({source})' if source else ''} has {array.size} values but the input has "
-                f"{self.num_tokens} tokens in {self.num_sequences} sequences (one value a token)"
+                f"{self.num_tokens} tokens in {self.num_sequences} sequence{'s' if self.num_sequences != 1 else ''} "
+                "(one value a token)"
             )
         if name in self.features:
             raise GatescopeError(f"feature {name!r} is given twice")

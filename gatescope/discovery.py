@@ -359,7 +359,9 @@ def _guess_chain(specs: list[RecurrentSpec], width: int | None) -> list[Recurren
 
 
 def _check_chain(chain: list[RecurrentSpec], shapes: Shapes, embedding: str | None, projection: str | None) -> None:
-    width, source = (shapes[embedding][1], f"embedding {embedding} {list(shapes[embedding])}") if embedding else (None, "")
+    width, source = None, ""
+    if embedding is not None:
+        width, source = shapes[embedding][1], f"embedding {embedding} {list(shapes[embedding])}"
     if projection is not None:
         weight = shapes[f"{projection}.weight"]
         if width is not None and weight[1] != width:

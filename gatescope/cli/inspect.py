@@ -80,7 +80,8 @@ def build_report(
     }
     report["unused"] = list(model.unused)
     report["runnable"] = model.runnable
-    report["warnings"] = model.load_warnings + report["warnings"]
+    refusal = [] if model.runnable else [f"cannot run this model as one chain: {model.refusal}"]
+    report["warnings"] = refusal + model.load_warnings + report["warnings"]
     texts, ids, files, ids_files = list(texts), list(ids), list(files), list(ids_files)
     if (texts or ids or files or ids_files or input_path) or model.runnable:
         model.check_runnable()

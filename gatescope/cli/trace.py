@@ -29,7 +29,9 @@ from gatescope.kinds import KINDS, cell_type
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _padded_batches(model, corpus: Corpus, batch_size: int, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def _padded_batches(
+    model, corpus: Corpus, batch_size: int, progress: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """(padded batch, lengths or None) in the corpus's order, on the model's device, with a progress bar.
 
     Sequences of different lengths are packed by the model, so padding is never recorded; a model
