@@ -161,9 +161,10 @@ class Tokenizer:
         self.vocab, self.strict = vocab, strict
         self.unknown: list[str] = []
 
-    def encode(self, text: str, where: str) -> list[int]:
+    def encode(self, text: str, where: str) -> np.ndarray:
+        """Token ids of ``text`` (int64 [T]); ``where`` names it in errors."""
         try:
-            return self.vocab.encode(text, strict=self.strict, unknown=self.unknown)
+            return np.asarray(self.vocab.encode(text, strict=self.strict, unknown=self.unknown), dtype=np.int64)
         except GatescopeError as exc:
             raise GatescopeError(f"{where}: {exc}") from None
 
