@@ -44,6 +44,11 @@ def test_unknown_words_are_said_and_mapped_to_unk_strict_refuses_them(tmp_path, 
     corpus = tmp_path / "c.txt"
     corpus.write_text("the boy\n\nthe cow greets\n")
     fails(capsys, "trace", path, "--file", corpus, "--strict", "-o", tmp_path / "o.st", match="c.txt line 3: tokens")
+    import gatescope
+    from gatescope.errors import GatescopeWarning
+
+    with pytest.warns(GatescopeWarning, match="1 token not in the vocabulary was mapped to '<unk>': 'dog'"):
+        assert gatescope.load(path).encode("the dog") == [2, 0]
     result = cli(capsys, "inspect", path, "--text", "a cow", "--json", "--no-tui")
     assert "2 tokens not in the vocabulary were mapped" in result.err and json.loads(result.out)["trace"]
 

@@ -207,3 +207,21 @@ def test_the_readme_seq2seq_example_records_the_encoder_and_decoder_exactly(tmp_
     saved = load_trace("encoder.trace.safetensors")
     torch.testing.assert_close(saved["encoder.l0.fwd.h"], encoded[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(namespace["dec"].trace["decoder.l0.fwd.h"], decoded[0], rtol=0, atol=1e-5)
+
+
+def test_an_embedding_then_a_projection_then_an_lstm_is_run_exactly(tmp_path, capsys):
+    torch.manual_seed(9)
+    emb, proj, rnn, dec = nn.Embedding(len(WORDS), 8), nn.Linear(8, 6), nn.LSTM(6, 5), nn.Linear(5, len(WORDS))
+    path = save(tmp_path / "p.safetensors", {"emb": emb, "proj_in": proj, "rnn": rnn, "decoder": dec},
+                word_metadata())
+    out = tmp_path / "run.safetensors"
+    cli(capsys, "trace", path, "--text", "the boys near the car greet", "-o", out)
+    ids = torch.tensor([WORDS.index(w) for w in "the boys near the car greet".split()])
+    with torch.no_grad():
+        expected = lstm_reference(rnn, proj(emb(ids)))
+    trace = load_trace(out)
+    for kind, values in expected.items():
+        torch.testing.assert_close(trace[f"rnn.l0.fwd.{kind}"], values, rtol=0, atol=1e-5)
+    with pytest.warns(GatescopeWarning, match="proj_in is taken as a Linear"):
+        model = gatescope.load(path)
+    assert model.unused == [] and model.input_projection_name == "proj_in" and model.embedding_name == "emb"
