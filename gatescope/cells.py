@@ -15,9 +15,10 @@ GRU (r, z, n)::
 
 Two ways to evaluate them, with the same results:
 
-* `lstm_step` / `gru_step`: one timestep (the GRU's input projection ``W_i* x + b`` precomputed for
-  all timesteps; the LSTM's input and recurrent products done as one, over [x_t, h_{t-1}]). Every quantity passes through ``tap(kind, value)``, which may record it and may
-  replace it (an intervention); the replacement is what the rest of the step uses.
+* `lstm_step` / `gru_step`: one timestep, given the input projection ``W_i* x + b`` precomputed for
+  all timesteps as one large product (`input_projection`, as cuDNN and oneDNN do), so a step pays
+  only for the recurrent product. Every quantity passes through ``tap(kind, value)``, which may
+  record it and may replace it (an intervention); the replacement is what the rest of the step uses.
 * `lstm_replay` / `gru_replay`: all timesteps at once, given every hidden output h_t already
   computed by the fused native kernel (cuDNN on a GPU): the gate pre-activations for all t are two
   batched matrix products over (x_t, h_{t-1}), and the LSTM cell state is the elementwise linear
@@ -50,18 +51,15 @@ class CellWeights(NamedTuple):
 class StepWeights(NamedTuple):
     """The products a step needs, prepared once per layer (see gatescope.gemm)."""
 
-    # LSTM: [x, h] -> W_ih x + b_ih + W_hh h + b_hh, one product over the concatenation;
-    # GRU: h -> W_hh h + b_hh (its input part is precomputed, b_hn sits inside the reset product)
+    # LSTM: h -> W_hh h (both biases are folded into the precomputed input projection);
+    # GRU: h -> W_hh h + b_hh (b_hn sits inside the reset product, so it stays here)
     main: Linear
     hr: Linear | None  # m -> W_hr m, LSTM with proj_size only
 
 
 def step_weights(w: CellWeights, is_lstm: bool) -> StepWeights:
     hr = None if w.weight_hr is None else linear(w.weight_hr)
-    if not is_lstm:
-        return StepWeights(linear(w.weight_hh, w.bias_hh), hr)
-    bias = None if w.bias_ih is None else w.bias_ih + w.bias_hh
-    return StepWeights(linear(torch.cat([w.weight_ih, w.weight_hh], dim=1), bias), hr)
+    return StepWeights(linear(w.weight_hh, None if is_lstm else w.bias_hh), hr)
 
 
 def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
@@ -73,9 +71,9 @@ def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
     return out.reshape(*x.shape[:-1], -1)  # (T, B, G*H)
 
 
-def lstm_step(x: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:
-    """One LSTM step. x: (B, I) the step's input; h: (B, P); c: (B, H)."""
-    gates = w.main(torch.cat([x, h], dim=1))  # (B, 4H)
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:
+    """One LSTM step. xw: (B, 4H) from `input_projection(fold_bias_hh=True)`; h: (B, P); c: (B, H)."""
+    gates = w.main(h, xw)  # (B, 4H) = W_ih x + b_ih + b_hh + W_hh h
     hidden = c.shape[-1]
     sig = gates.sigmoid()
     i = tap("i", sig[:, :hidden])

@@ -11,7 +11,9 @@ Two routes compute the same values:
   autograd flows through everything. On a CPU this is about as fast as torch's own kernel.
 * ``replay``: the fused native kernel (cuDNN on a GPU) computes every h_t, then the gates of all
   timesteps are recomputed at once (see cells.lstm_replay). No edits, no autograd; the fast way
-  to record on a GPU, and on a CPU when each step is too small to pay for a Python loop.
+  to record on a GPU, and on a CPU when each step is too small to pay for a Python loop. An LSTM
+  on a CPU takes its gates straight from oneDNN's fused kernel instead (gatescope.onednn), checked
+  against that kernel's output, at about the cost of the plain forward.
 
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from gatescope import onednn
 from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
 
 Route = Literal["auto", "step", "replay"]
@@ -97,7 +100,7 @@ def run(
             w = layer_weights(module, layer, direction)
             out, h_last, c_last = _run_direction(
                 is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
-                direction == "bwd", observer, _choose_route(route, observer, layer_input, w),
+                direction == "bwd", observer, _choose_route(route, observer, layer_input, w, is_lstm),
             )
             outs.append(out)
             h_n.append(h_last)
@@ -142,7 +145,7 @@ def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
 SMALL_STEP = 4096
 
 
-def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights) -> str:
+def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool) -> str:
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
     if route != "auto":
@@ -152,7 +155,8 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w)):
         return "step"
     small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
-    return "replay" if x.is_cuda or small else "step"
+    fused_gates = is_lstm and onednn.available(x, w)  # every gate from oneDNN's kernel at its own speed
+    return "replay" if x.is_cuda or small or fused_gates else "step"
 
 
 def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
@@ -164,7 +168,7 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route):
 
 def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
     steps = x.shape[0]
-    xs = x if is_lstm else input_projection(x, w, fold_bias_hh=False)  # (T, B, I) or (T, B, 3H)
+    xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
     sw = step_weights(w, is_lstm)
     keep = observer.keep if observer else frozenset()
     edits = observer.edits if observer else {}
@@ -213,7 +217,10 @@ def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
     has_bias = w.bias_ih is not None
     with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-        if is_lstm:
+        fused = onednn.lstm_gates(x, h0, c0, w) if is_lstm and onednn.available(x, w) else None
+        if fused is not None:  # oneDNN's own gates, checked against its output
+            out, quantities = fused
+        elif is_lstm:
             out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
             quantities = lstm_replay(x, out, h0, c0, w)
         else:

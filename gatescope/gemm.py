@@ -11,7 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Linear = Callable[[Tensor], Tensor]
+Linear = Callable[..., Tensor]
+"""``f(x, add=None) -> x @ weight.T + bias (+ add)``, x of shape (rows, in)."""
 
 
 def _onednn_usable(weight: Tensor) -> bool:
@@ -29,17 +30,26 @@ ONEDNN_MIN_ROWS = 8
 
 
 def linear(weight: Tensor, bias: Tensor | None = None) -> Linear:
-    """``x -> x @ weight.T + bias`` for 2-D x, with the weight prepared for repeated calls."""
+    """``(x, add=None) -> x @ weight.T + bias (+ add)`` for 2-D x, the weight prepared for repeated calls.
+
+    ``add`` (rows, out) is a term computed elsewhere, e.g. a step's precomputed input projection: on the
+    plain path it costs nothing extra (it is the ``addmm`` accumulator)."""
     wt = weight.t()
-    plain = (lambda x: x @ wt) if bias is None else (lambda x: torch.addmm(bias, x, wt))
+
+    def plain(x: Tensor, add: Tensor | None = None) -> Tensor:
+        if add is None:
+            return x @ wt if bias is None else torch.addmm(bias, x, wt)
+        return torch.addmm(add if bias is None else add + bias, x, wt)
+
     if not _onednn_usable(weight):
         return plain
     w = weight.detach().contiguous().to_mkldnn()
     b = None if bias is None else bias.detach().contiguous().to_mkldnn()
 
-    def onednn(x: Tensor) -> Tensor:
+    def onednn(x: Tensor, add: Tensor | None = None) -> Tensor:
         if x.shape[0] < ONEDNN_MIN_ROWS:
-            return plain(x)
-        return torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), w, b).to_dense()
+            return plain(x, add)
+        out = torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), w, b).to_dense()
+        return out if add is None else out.add_(add)
 
     return onednn

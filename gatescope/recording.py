@@ -223,7 +223,7 @@ class Recording:
 
         w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
         if is_lstm:
-            out = lstm_step(x, hx[0], hx[1], step_weights(w, True), tap)
+            out = lstm_step(input_projection(x, w, fold_bias_hh=True), hx[0], hx[1], step_weights(w, True), tap)
         else:
             out = gru_step(input_projection(x, w, fold_bias_hh=False), hx, step_weights(w, False), tap)
         if unbatched:

@@ -1,0 +1,87 @@
+"""The oneDNN workspace route: an LSTM's gates read from the fused kernel's own workspace equal the
+independent reference loop, the route is really taken where it applies, and a workspace that does
+not hold what gatescope expects falls back to recomputing (never a wrong value)."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from gatescope import onednn, record
+from tests.reference import reference_run
+
+ATOL = 1e-5
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Results of every `onednn.lstm_gates` call: True when the workspace was used, False on fallback."""
+    seen: list[bool] = []
+    real = onednn.lstm_gates
+
+    def spy(*args):
+        result = real(*args)
+        seen.append(result is not None)
+        return result
+
+    monkeypatch.setattr(onednn, "lstm_gates", spy)
+    return seen
+
+
+def check_against_reference(module: nn.LSTM, x: torch.Tensor, lengths: list[int]) -> None:
+    """Record ``module`` over the padded batch x (B, T, I) with ``lengths``; compare every sequence."""
+    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    with torch.no_grad(), record(module, route="replay") as rec:
+        module(packed)
+    for b, n in enumerate(lengths):
+        expected, _ = reference_run(module, x[b, :n], path="lstm")
+        assert set(expected) == set(rec.trace.names)
+        for name, values in expected.items():
+            got = rec.trace[name][rec.trace.sequence(b)]
+            assert torch.allclose(got, values, atol=ATOL), (name, b, (got - values).abs().max())
+
+
+@pytest.mark.parametrize(
+    "hidden,input_size,kwargs",
+    [
+        (5, 4, {}),
+        (64, 3, {"num_layers": 2}),  # 4H = 256 floats: oneDNN pads such rows by 64 bytes
+        (17, 9, {"bidirectional": True}),
+        (8, 8, {"bias": False, "num_layers": 2, "bidirectional": True}),
+        (33, 70, {"batch_first": True}),
+    ],
+)
+def test_workspace_gates_equal_the_reference_and_the_route_is_taken(calls, hidden, input_size, kwargs):
+    torch.manual_seed(0)
+    module = nn.LSTM(input_size, hidden, batch_first=True, **{k: v for k, v in kwargs.items() if k != "batch_first"})
+    x = torch.randn(3, 6, input_size)
+    check_against_reference(module, x, [6, 2, 5])
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    assert calls == [True] * layers  # every layer and direction read its gates from the workspace
+
+
+def test_a_workspace_that_does_not_match_falls_back_to_recomputing(calls, monkeypatch):
+    monkeypatch.setattr(onednn, "good_ld", lambda n: n)  # a wrong row length: the check must catch it
+    torch.manual_seed(1)
+    module = nn.LSTM(4, 6, num_layers=2)
+    check_against_reference(module, torch.randn(2, 5, 4), [5, 3])
+    assert calls == [False, False]
+
+
+def test_the_route_stays_out_of_what_it_cannot_do(calls):
+    torch.manual_seed(2)
+    projected = nn.LSTM(4, 6, proj_size=3)
+    with torch.no_grad(), record(projected, route="replay"):
+        projected(torch.randn(5, 2, 4))
+    half = nn.LSTM(4, 6).double()
+    with torch.no_grad(), record(half, route="replay"):
+        half(torch.randn(5, 2, 4, dtype=torch.float64))
+    assert calls == []  # oneDNN has no projection here and runs float32 only
+
+
+def test_recorded_values_are_not_part_of_any_graph():
+    module = nn.LSTM(4, 6)  # parameters require grad; the route reads them without building a graph
+    with torch.no_grad(), record(module, route="replay") as rec:
+        module(torch.randn(5, 2, 4))
+    assert not any(rec.trace[name].requires_grad for name in rec.trace.names)
