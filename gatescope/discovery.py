@@ -225,19 +225,13 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
         candidates = [k for k in free if k != embedding and shapes[k][1] == chain[-1].output_size]
         decoder = _guess_decoder(shapes, candidates)
 
-    taken = {embedding, f"{decoder}.weight"}
+    free = [k for k in free if k not in (embedding, f"{decoder}.weight")]
     if "input" in roles:
         projection = _role_key(shapes, roles["input"], "input")
-    elif embedding is None or shapes[embedding][1] != chain[0].input_size:
-        width = shapes[embedding][1] if embedding else None
-        candidates = [k for k in free if k not in taken and shapes[k][0] == chain[0].input_size
-                      and (width is None or shapes[k][1] == width)]
-        projection = _guess_projection(shapes, candidates)
     else:
-        projection = None
+        projection = _guess_projection(shapes, free, embedding, chain[0].input_size)
     if projection is not None and embedding is None and "embedding" not in roles:
-        rest = [k for k in free if k not in taken and k != projection]
-        embedding = _guess_embedding(shapes, rest, {shapes[projection][1]})
+        embedding = _guess_embedding(shapes, [k for k in free if k != projection], {shapes[projection][1]})
     projection = projection.removesuffix(".weight") if projection else None
     _check_chain(chain, shapes, embedding, projection)
     decoder_bias = _check_linear(shapes, decoder, chain[-1].output_size, f"after {chain[-1].name}", "decoder")
@@ -280,10 +274,8 @@ def _refusal(shapes: Shapes, specs: list[RecurrentSpec], chain: list[RecurrentSp
         found = ", ".join(f"{s.name} ({s.cell} {s.input_size}->{s.output_size})" for s in specs)
         return (f"its {len(specs)} recurrent modules {found} are not one chain "
                 f"(the loader would run only {' -> '.join(s.name for s in chain)})")
-    widths = {spec.input_size for spec in specs}
-    embeddings = [k for k in unused if k.endswith(".weight") and len(shapes[k]) == 2
-                  and ("emb" in k.lower() or (shapes[k][1] in widths and not _has_bias(shapes, k)
-                                              and not any(h in k.lower() for h in _DECODER_HINTS)))]
+    widths = {spec.input_size for spec in specs} | ({shapes[embedding][1]} if embedding else set())
+    embeddings = [k for k in unused if _looks_like_embedding(shapes, k, widths)]
     if embedding and embeddings:
         shown = ", ".join(f"{k} {list(shapes[k])}" for k in [embedding, *embeddings])
         return f"it has {1 + len(embeddings)} embeddings ({shown}); the loader runs one"
@@ -308,20 +300,22 @@ def _has_bias(shapes: Shapes, weight_key: str) -> bool:
     return weight_key.removesuffix("weight") + "bias" in shapes
 
 
+def _named_embedding(key: str) -> bool:
+    return "emb" in key.lower() or key.endswith("encoder.weight")
+
+
+def _looks_like_embedding(shapes: Shapes, key: str, widths: set[int]) -> bool:
+    """A 2-D weight as wide as some module's input that is named like an embedding, or at least has no
+    bias and is not named like an output layer (those are Linears, not nn.Embedding)."""
+    if not key.endswith(".weight") or len(shapes[key]) != 2 or shapes[key][1] not in widths:
+        return False
+    return _named_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
+
+
 def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str | None:
-    """A 2-D weight as wide as some module's input, named like one (emb, encoder.weight) if possible.
-
-    A weight with a bias, or named like an output layer, is a Linear, not an nn.Embedding.
-    """
-    def named(k: str) -> bool:
-        return "emb" in k.lower() or k.endswith("encoder.weight")
-
-    candidates = [
-        k for k in free
-        if shapes[k][1] in widths
-        and (named(k) or not (_has_bias(shapes, k) or any(h in k.lower() for h in _DECODER_HINTS)))
-    ]
-    return min(candidates, key=lambda k: not named(k), default=None)
+    """The weight that looks like an embedding, one named like one (emb, encoder.weight) first."""
+    candidates = [k for k in free if _looks_like_embedding(shapes, k, widths)]
+    return min(candidates, key=lambda k: not _named_embedding(k), default=None)
 
 
 def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
@@ -333,12 +327,18 @@ def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
     return best.removesuffix(".weight") if best else None
 
 
-def _guess_projection(shapes: Shapes, candidates: list[str]) -> str | None:
-    """An input Linear (a time-series model's Linear(features -> input) before its first recurrent
-    module): named like one (in, proj, fc, ...) and with a bias if possible."""
+def _guess_projection(shapes: Shapes, free: list[str], embedding: str | None, width: int) -> str | None:
+    """An input Linear [width, in] before the first recurrent module (a time-series model's
+    Linear(features -> input), or a Linear after an embedding of width ``in``), unless the embedding
+    already feeds that module; named like one (in, proj, fc, ...) and with a bias if possible."""
+    if embedding is not None and shapes[embedding][1] == width:
+        return None
+
     def rank(k: str) -> tuple[bool, bool]:
         return (not any(h in k.lower() for h in _INPUT_HINTS), not _has_bias(shapes, k))
 
+    fed = None if embedding is None else shapes[embedding][1]
+    candidates = [k for k in free if shapes[k][0] == width and (fed is None or shapes[k][1] == fed)]
     return min(candidates, key=rank, default=None)
 
 
