@@ -75,6 +75,7 @@ class LoadedModel(nn.Module):
         self.vocab = vocab
         self.modules_info = [spec.info() for spec in specs]
         self.recurrent_names = [spec.name for spec in roles.recurrent]
+        self.recurrent_output_size = roles.recurrent[-1].output_size  # what the decoder reads, per step
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
         self.decoder_name = roles.decoder
@@ -121,18 +122,17 @@ class LoadedModel(nn.Module):
         """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
         a decoder from the last recurrent output to one logit per vocabulary entry."""
         self.check_runnable()
-        last = self.modules_info[[i["name"] for i in self.modules_info].index(self.recurrent_names[-1])]
-        width = (2 if last["bidirectional"] else 1) * (last["proj_size"] or last["hidden_size"])
+        last, width = self.recurrent_names[-1], self.recurrent_output_size
         if self.vocab is None:
             raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
         decoder = self.decoder
         if decoder is None:
             raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
-                                 f"{last['name']}), so it does not score the next word")
+                                 f"{last}), so it does not score the next word")
         if decoder.out_features != len(self.vocab):  # (its in_features were checked against `width` by load)
             raise GatescopeError(
                 f"decoder {self.decoder_name} has weight [{decoder.out_features}, {decoder.in_features}]; scoring the "
-                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last['name']}'s output)"
+                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output)"
             )
 
     @property
