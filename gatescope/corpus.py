@@ -183,21 +183,30 @@ def read_text_file(path: str | os.PathLike, tokenizer: Tokenizer, whole: bool = 
                    keep_text: bool = False) -> Corpus:
     """A text file: one sequence a non-blank line, or (``whole``) the whole file as one sequence."""
     path = Path(path)
-    with reading(path, "text file"):
-        text = path.read_text(encoding="utf-8")
     if whole:
+        with reading(path, "text file"):
+            text = path.read_text(encoding="utf-8")
         if not text:
             raise GatescopeError(f"empty input: {path} is empty")
         return from_sequences([tokenizer.encode(text, str(path))], str(path),
                               [(str(path), text)] if keep_text else None)
     ids, kept = [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            ids.append(tokenizer.encode(line, f"{path} line {number}"))
-            kept.append((f"{path} line {number}", line))
+    for where, line in _lines(path, "text file"):
+        ids.append(tokenizer.encode(line, where))
+        if keep_text:
+            kept.append((where, line))
     if not ids:
         raise GatescopeError(f"empty input: {path} has no non-blank lines")
     return from_sequences(ids, str(path), kept if keep_text else None)
+
+
+def _lines(path: Path, what: str) -> Iterator[tuple[str, str]]:
+    """(``"FILE line N"``, line) for each non-blank line, read one at a time."""
+    with reading(path, what), open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield f"{path} line {number}", line
 
 
 # -- token ids given as numbers ----------------------------------------------------------------
@@ -225,9 +234,7 @@ def from_ids(strings: Sequence[str], size: int | None = None) -> Corpus:
 def read_ids_file(path: str | os.PathLike, size: int | None = None) -> Corpus:
     """One sequence of token ids a non-blank line (``--ids-file``)."""
     path = Path(path)
-    with reading(path, "ids file"):
-        lines = path.read_text(encoding="utf-8").splitlines()
-    ids = [parse_ids(line, f"{path} line {n}", size) for n, line in enumerate(lines, 1) if line.strip()]
+    ids = [parse_ids(line, where, size) for where, line in _lines(path, "ids file")]
     if not ids:
         raise GatescopeError(f"empty input: {path} has no non-blank lines")
     return from_sequences(ids, str(path))
