@@ -28,11 +28,13 @@ _EXPORTS = {
     "Trace": "gatescope.trace",
     "load_trace": "gatescope.trace",
     "load": "gatescope.checkpoint",
+    "show": "gatescope.display",
 }
-__all__ = ["GRU", "LSTM", "GatescopeError", "Intervention", "Recording", "Trace", "load", "load_trace", "record"]
+__all__ = ["GRU", "LSTM", "GatescopeError", "Intervention", "Recording", "Trace", "load", "load_trace", "record", "show"]
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import load
+    from gatescope.display import show
     from gatescope.modules import GRU, LSTM
     from gatescope.recording import Intervention, Recording, record
     from gatescope.trace import Trace, load_trace

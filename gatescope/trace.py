@@ -118,6 +118,12 @@ class Trace(Mapping[str, torch.Tensor]):
     def __repr__(self) -> str:
         return f"Trace({self.num_sequences} sequences, {self.num_tokens} tokens, {len(self)} quantities)"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view of the trace (gatescope.display.summary)."""
+        from gatescope.display.summary import trace_html
+
+        return trace_html(self)
+
     # -- the file ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the trace to ``path`` atomically (a temporary file in the same folder, then rename)."""

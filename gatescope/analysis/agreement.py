@@ -121,9 +121,18 @@ def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list
     return ablate(units)
 
 
+class AgreementResult(dict):
+    """What `evaluate_agreement` returns: a plain dict that also shows itself as a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        from gatescope.display.tables import agreement_html
+
+        return agreement_html(self)
+
+
 def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
                        interventions: Sequence[Intervention] | None = None, batch_size: int = 256,
-                       vocab: Vocabulary | None = None) -> dict[str, Any]:
+                       vocab: Vocabulary | None = None) -> AgreementResult:
     """Agreement accuracy of `model` (ids (B, T) -> logits (B, T, V)) on `items`.
 
     `vocab` defaults to ``model.vocab`` (a `gatescope.vocab.Vocabulary`). `interventions` are
@@ -144,7 +153,7 @@ def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
     for condition in conditions:
         mask = torch.tensor([item.condition == condition for item in items])
         by_condition[condition] = _summary(diffs[mask])
-    return {**_summary(diffs), "by_condition": by_condition}
+    return AgreementResult({**_summary(diffs), "by_condition": by_condition})
 
 
 def _summary(diffs: torch.Tensor) -> dict[str, Any]:

@@ -78,6 +78,12 @@ class Table(Sequence[dict[str, Any]]):
     def __repr__(self) -> str:
         return f"Table({len(self)} rows: {', '.join(self.columns)})"
 
+    def _repr_html_(self) -> str:
+        """The rows as an HTML table in a notebook (gatescope.display.tables)."""
+        from gatescope.display.tables import table_html
+
+        return table_html(self.columns, self.rows, f"Table: {len(self)} rows")
+
 
 def jsonable(value: Any) -> Any:
     """``value`` with every non-finite float, at any depth of lists and dicts, replaced by None (JSON null)."""

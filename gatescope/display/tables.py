@@ -1,0 +1,57 @@
+"""Result tables as HTML: a ranking `Table`, an agreement result, a trace's summary rows.
+
+Numbers are shown to 4 significant digits, with the exact value in the cell's hover title; a long
+table shows its first rows and says how many it left out (as pandas does, but in words).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+MAX_ROWS = 50
+STYLE = "border-collapse:collapse;font-family:monospace;font-size:12px"
+CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:right"
+
+
+def cell(value: Any) -> str:
+    """One ``<td>``: numbers rounded, with their exact value as a hover title; text escaped."""
+    if isinstance(value, bool) or value is None:
+        return f'<td style="{CELL}">{"" if value is None else value}</td>'
+    if isinstance(value, float):
+        shown = "nan" if math.isnan(value) else f"{value:.4g}"
+        return f'<td style="{CELL}" title="{value!r}">{shown}</td>'
+    if isinstance(value, int):
+        return f'<td style="{CELL}">{value}</td>'
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    short = text if len(text) <= 80 else text[:79] + "…"
+    title = "" if short == text else f' title="{escape(text)}"'
+    return f'<td style="{CELL};text-align:left"{title}>{escape(short)}</td>'
+
+
+def table_html(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], caption: str,
+               max_rows: int = MAX_ROWS) -> str:
+    """An HTML table of ``rows`` (dicts) under ``columns``; at most ``max_rows`` rows, saying so when cut."""
+    shown = rows[:max_rows]
+    if len(rows) > max_rows:
+        caption += f" (cut: the first {max_rows} of {len(rows)} rows shown; to_pandas() has them all)"
+    head = "".join(f'<th style="{CELL}">{escape(str(c))}</th>' for c in columns)
+    body = "".join("<tr>" + "".join(cell(row.get(c)) for c in columns) + "</tr>" for row in shown)
+    return (f'<table class="gatescope-table" style="{STYLE}"><caption style="text-align:left">{escape(caption)}'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def agreement_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An `evaluate_agreement` result as rows: every item ("all"), then each condition."""
+    columns = ("accuracy", "n", "mean_logit_diff")
+    rows = [{"condition": "all", **{c: result[c] for c in columns}}]
+    rows += [{"condition": name, **{c: by[c] for c in columns}} for name, by in result["by_condition"].items()]
+    return rows
+
+
+def agreement_html(result: Mapping[str, Any]) -> str:
+    """An agreement result as an HTML table, one row per condition."""
+    rows = agreement_rows(result)
+    return table_html(list(rows[0]), rows, f"agreement accuracy over {result['n']} items", max_rows=len(rows))
