@@ -9,10 +9,13 @@ the last frame it caused has been rendered and encoded for the terminal (the app
 TRACE's pages are dropped from the page cache first (posix_fadvise DONTNEED), so the first
 screen is read from disk. The first screen is timed in a fresh process from before the
 browser's imports (Textual, numpy; the browser reads the file without torch), as
-`gatescope browse TRACE` starts. Targets (issue 5): first screen < 2 s, a key < 50 ms,
-RSS < 1 GB.
+`gatescope browse TRACE` starts. Select-and-match is timed as a user does it (v, then
+shift+right to a 6-token span) until the match list is filled: the first time (which loads the
+analysis layer, and torch, in the worker) and again elsewhere (warm). Targets: first screen
+< 1 s, cursor and page moves < 50 ms at p95, a match < 1 s, RSS < 500 MB.
 
     python benchmarks/make_big_trace.py /tmp/big.safetensors     # 1M tokens x 2 x 650, 15.6 GB
+    python benchmarks/make_big_trace.py /tmp/mid.safetensors --layers 1 --hidden 128   # 1M x 128, 1.5 GB
     python benchmarks/bench_browser.py /tmp/big.safetensors [--rank]
 """
 from __future__ import annotations
@@ -133,6 +136,43 @@ async def measure(path: Path, size: tuple[int, int], keys: int, rank: bool) -> d
         figures["resident memory after browsing, MB"] = rss_mb()
         figures["  of which heap (RssAnon), MB"] = rss_mb("RssAnon")
         figures["  of which mapped files: libraries + trace (RssFile), MB"] = rss_mb("RssFile")
+
+        async def matched() -> None:
+            while app.result is None or app.selection is None or app.result.selection != app.selection:
+                await asyncio.sleep(0.002)
+
+        async def select_and_match() -> tuple[float, list[float]]:
+            """A 6-token span built with v and shift+right as a user does: the times of the extending keys'
+            first frames, and the seconds from the last key to the filled match list."""
+            keys = []
+            for key in ("v", *["shift+right"] * 4):
+                frames.clear()
+                start = time.perf_counter()
+                await pilot.press(key)
+                keys.append(frames[0] - start if frames else math.nan)
+            await matched()
+            start = time.perf_counter()
+            await pilot.press("shift+right")  # the span is complete: now the user waits for the list
+            await matched()
+            await pilot.pause()
+            return time.perf_counter() - start, keys
+
+        first, keys = await select_and_match()
+        figures["match list after the span's last key, first time (loads the analysis layer), s"] = first
+        figures["  matches listed"] = len(app.result.starts)
+        figures["  candidate spans"] = app.result.candidates
+        figures["  units selected"] = len(app.selection.units)
+        warm = []
+        for _ in range(3):
+            await pilot.press("escape", "pagedown")
+            seconds, more = await select_and_match()
+            warm.append(seconds)
+            keys += more
+        keys.sort()
+        figures["match list after the span's last key, warm (median of 3), s"] = statistics.median(warm)
+        figures["selection keys (v, shift+right): first frame median, ms"] = statistics.median(keys) * 1e3
+        figures["selection keys (v, shift+right): first frame p95, ms"] = keys[int(0.95 * (len(keys) - 1))] * 1e3
+        figures["resident memory after matching (torch loaded), MB"] = rss_mb()
         if rank:
             start = time.perf_counter()
             app.action_rank("number")

@@ -35,6 +35,7 @@ SENTENCES = [
 ]
 LSTM_KINDS = "ifgoch"
 SIZE = (120, 36)
+FIRST = "rnn.l0.fwd.i:0"  # where the tests of navigation start (the default opens on c, at the best unit)
 
 
 def word_trace(hidden: int = 9, layers: int = 2, directions=("fwd",), seed: int = 0, nan: bool = False,
@@ -87,7 +88,15 @@ def sync(scenario):
 
 
 async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
+    """Wait until every worker is done (a worker replaced by a newer one of its group counts as done)."""
+    from textual.worker import WorkerCancelled
+
+    while True:
+        try:
+            await pilot.app.workers.wait_for_complete()
+            break
+        except WorkerCancelled:
+            continue
     await pilot.pause()
 
 
@@ -98,7 +107,7 @@ def trace() -> Trace:
 
 @sync
 async def test_arrows_move_the_cursor_and_every_view_follows(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("right", "right", "right", "down", "down")
@@ -129,7 +138,7 @@ async def test_single_keys_switch_kind_layer_direction_and_module():
     trace = word_trace(layers=2, directions=("fwd", "bwd"))
     other = {f"enc.{k.split('.', 1)[1]}": v for k, v in trace.items() if k.startswith("rnn.l0.fwd")}
     both = Trace({**dict(trace.items()), **other}, trace.offsets, token_ids=trace.token_ids, meta=trace.meta)
-    app = GatescopeApp(both)
+    app = GatescopeApp(both, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.name_shown == "rnn.l0.fwd.i"  # modules in the trace's order
@@ -155,7 +164,7 @@ async def test_single_keys_switch_kind_layer_direction_and_module():
 
 @sync
 async def test_search_goes_to_the_next_occurrence(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     tokens = trace.tokens()
     expected = [i for i in range(len(tokens) - 1) if tokens[i] == "the" and tokens[i + 1] == "boys"]
     async with app.run_test(size=SIZE) as pilot:
@@ -176,7 +185,7 @@ async def test_search_goes_to_the_next_occurrence(trace):
 
 @sync
 async def test_go_to_unit_and_sequence(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("u", "7", "enter")
@@ -195,7 +204,7 @@ async def test_go_to_unit_and_sequence(trace):
 
 @sync
 async def test_sequence_list_jumps_with_enter_and_click(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         sequences = app.query_one(SequenceList)
@@ -210,7 +219,7 @@ async def test_sequence_list_jumps_with_enter_and_click(trace):
 
 @sync
 async def test_mouse_selects_heatmap_cells_and_text_tokens(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         heatmap = app.query_one(Heatmap)
@@ -229,7 +238,7 @@ async def test_mouse_selects_heatmap_cells_and_text_tokens(trace):
 
 @sync
 async def test_text_view_colours_each_token_by_the_unit(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("down", "o")
@@ -248,7 +257,7 @@ async def test_text_view_colours_each_token_by_the_unit(trace):
 
 @sync
 async def test_ranked_units_follow_the_feature_and_select_a_unit(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         ranked = app.query_one(RankedUnits)
@@ -274,7 +283,7 @@ async def test_ranked_units_follow_the_feature_and_select_a_unit(trace):
 
 @sync
 async def test_export_svg_and_png(trace, tmp_path):
-    app = GatescopeApp(trace, export_dir=tmp_path)
+    app = GatescopeApp(trace, export_dir=tmp_path, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("e")
@@ -282,6 +291,8 @@ async def test_export_svg_and_png(trace, tmp_path):
         assert [p.name for p in svgs] == ["gatescope-rnn.l0.fwd.i-u0-r0.svg"]
         svg = svgs[0].read_text()
         assert svg.startswith("<svg") and "rnn.l0.fwd.i:0" in svg.replace("&#160;", " ")
+        # offline, the text falls back to a local monospace font; the web font's own rule is kept
+        assert "Consolas, \"Courier New\", monospace;" in svg and 'font-family: "Fira Code";' in svg
         await pilot.press("E")
         await settle(pilot)
         pngs = list(tmp_path.glob("*.png"))
@@ -294,7 +305,7 @@ async def test_export_svg_and_png(trace, tmp_path):
 
 @sync
 async def test_help_screen_and_command_palette(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("question_mark")
@@ -326,7 +337,7 @@ async def test_one_token_trace_nan_values_and_no_vocabulary():
 
 @sync
 async def test_tiny_terminal_and_resizing(trace):
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=(24, 8)) as pilot:
         await settle(pilot)
         await pilot.press("right", "down", "pagedown", "question_mark", "escape")
@@ -345,7 +356,7 @@ async def test_large_quantities_rank_only_when_asked(trace, monkeypatch):
     from gatescope.tui import ranked_units
 
     monkeypatch.setattr(ranked_units, "AUTO_LIMIT", 0)  # every quantity counts as large
-    app = GatescopeApp(trace)
+    app = GatescopeApp(trace, start=FIRST)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         ranked = app.query_one(RankedUnits)

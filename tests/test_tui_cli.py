@@ -61,7 +61,7 @@ from gatescope.cli import browse  # the command's module, then what it runs
 from gatescope.tui.app import GatescopeApp
 
 async def scenario():
-    app = GatescopeApp({str(tmp_path / "t.safetensors")!r})
+    app = GatescopeApp({str(tmp_path / "t.safetensors")!r}, start="rnn.l0.fwd.i")
     async with app.run_test(size={SIZE}) as pilot:
         await pilot.press("right", "pagedown", "k", "L", "slash", *"the car", "enter")
         await app.workers.wait_for_complete()
@@ -95,7 +95,8 @@ def test_a_saved_trace_browses_like_the_one_in_memory(tmp_path):
     trace.save(tmp_path / "run.safetensors")
 
     async def scenario() -> None:
-        app = GatescopeApp(tmp_path / "run.safetensors")  # what `gatescope browse` opens: numpy memory maps
+        # what `gatescope browse` opens: numpy memory maps
+        app = GatescopeApp(tmp_path / "run.safetensors", start="rnn.l0.fwd.i:0")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("right", "right", "down", "down", "down", "L", "pagedown", "left")
             await app.workers.wait_for_complete()

@@ -6,15 +6,15 @@ look at the SVGs in tests/__snapshots__/ before committing them.
 from __future__ import annotations
 
 import torch
-from test_tui import SIZE, word_trace
+from test_tui import SIZE, settle, word_trace
+from test_tui_match import planted_trace
 
 from gatescope.trace import Trace
 from gatescope.tui.app import GatescopeApp
 
 
 async def settled(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle(pilot)
 
 
 def keys_then_settle(*keys: str):
@@ -62,3 +62,15 @@ def test_char_trace_without_vocabulary_and_with_nan(snap_compare):
     trace = Trace({"gru.l0.fwd.h": h, "gru.l0.fwd.z": torch.sigmoid(torch.randn(40, 12, generator=g))},
                   [0, 25, 40], token_ids=torch.arange(40) % 7)
     assert snap_compare(GatescopeApp(trace), terminal_size=SIZE, run_before=keys_then_settle("down", "down"))
+
+
+def test_select_and_match_with_meta_tracks(snap_compare):
+    """A span selected on h: the units on over it, the plot against the threshold, the matches, the features."""
+    app = GatescopeApp(planted_trace(), start="rnn.l0.fwd.h:2")
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle("right", "right", "v", "shift+right"))
+
+
+def test_split_view_with_difference(snap_compare):
+    """Sequence 0 against sequence 1 ("the boy near the car greets" / "the boys near the cars greet")."""
+    app = GatescopeApp(word_trace(), start="rnn.l0.fwd.h:0")
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle("C", "1", "enter", "d"))

@@ -240,10 +240,11 @@ def test_unusable_traces_are_refused():
 
 @pytest.mark.parametrize("kind", ["f", "h", "c"])
 def test_png_figure_draws_the_values_on_the_browser_scale(kind):
-    from gatescope.tui.export import heatmap_figure
+    from gatescope.tui.export import HeatmapFigure, heatmap_figure
 
     values = np.array([[0.1, -0.5, 2.0], [0.9, 0.0, -3.0]], dtype=np.float32)  # (T=2, U=3)
-    fig = heatmap_figure(values, kind, 10, ["the", "boy"], "a title")
+    shown = HeatmapFigure(f"rnn.l0.fwd.{kind}", kind, [10, 11, 12], 40, ["the", "boy"], [1], 11, 41)
+    fig = heatmap_figure(values, shown)
     ax = fig.axes[0]
     image = ax.images[0]
     expected = np.tanh(values.T) if kind == "c" else values.T  # (U, T): units down, tokens across
@@ -251,9 +252,16 @@ def test_png_figure_draws_the_values_on_the_browser_scale(kind):
     assert image.get_clim() == ((0.0, 1.0) if kind == "f" else (-1.0, 1.0))
     assert image.get_cmap().name == ("viridis" if kind == "f" else "RdBu_r")
     assert [t.get_text() for t in ax.get_xticklabels()] == ["the", "boy"]
-    assert image.get_extent() == [-0.5, 1.5, 12.5, 9.5]  # units 10..12, top to bottom
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["10", "11", "12"]  # units 10..12, top to bottom
+    assert image.get_extent() == [-0.5, 1.5, 2.5, -0.5]
+    # file name and title count the same inclusive ranges; the cursor's unit is boxed, a sequence start is a line
+    assert shown.file_name == f"gatescope-rnn.l0.fwd.{kind}-u10-12-r40-41.png"
+    assert ax.get_title() == f"rnn.l0.fwd.{kind}, units 10-12, rows 40-41 (cursor: unit 11, row 41)"
+    (box,) = ax.patches
+    assert (box.get_y(), box.get_height()) == (0.5, 1)  # around the row of unit 11
+    assert 0.5 in [line.get_xdata()[0] for line in ax.lines]  # the boundary before column 1
     with pytest.raises(GatescopeError, match="empty"):
-        heatmap_figure(np.empty((0, 3)), kind, 0, [], "")
+        heatmap_figure(np.empty((0, 3)), shown)
 
 
 @pytest.mark.parametrize("label, message", [

@@ -1,9 +1,14 @@
-"""`gatescope browse TRACE`: open a trace file in the terminal browser (gatescope.tui)."""
+"""`gatescope browse TRACE`: open a trace file in the terminal browser (gatescope.tui), or serve it to a web browser."""
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import click
+
+WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind a web page
 
 
 @click.command()
@@ -12,15 +17,61 @@ import click
     "--export-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Folder for SVG and PNG exports (e and E keys). Default: the current folder.",
 )
-def browse(trace: Path, export_dir: Path | None) -> None:
+@click.option(
+    "--ranking", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Fill the ranked-units panel from this file (the output of `gatescope analyze units --json`).",
+)
+@click.option("--web", is_flag=True, help="Serve the browser to a web browser on localhost (textual-serve).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port for --web (default 8000).")
+def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool, port: int | None) -> None:
     """Browse TRACE (a file written by `gatescope trace` or Trace.save) in the terminal.
 
     Heatmap of units x tokens for one quantity, the text coloured by the selected unit, every
-    gate of that unit, the sequences, and units ranked by a feature. Press ? for the keys.
+    gate of that unit, the features as tracks, the sequences, units ranked by a feature, and
+    LSTMVis's select-and-match (v or shift+arrows select a span). Press ? for the keys.
+    With --web, open http://localhost:PORT instead (through an SSH tunnel on a remote machine:
+    ssh -L PORT:localhost:PORT HOST).
     """
     from gatescope.errors import GatescopeError
-    from gatescope.tui.app import run_browser
 
     if export_dir is not None and not export_dir.is_dir():
         raise GatescopeError(f"--export-dir {export_dir} is not a folder")
-    run_browser(trace, export_dir=export_dir)
+    if port is not None and not web:
+        raise GatescopeError("--port is the port of --web; add --web to serve the browser on it")
+    from gatescope.tui.arrays import trace_file
+    from gatescope.tui.ranking_file import read_ranking
+
+    data = trace_file(trace)  # a bad file is a one-line error before anything else
+    if ranking is not None:
+        read_ranking(ranking, data)
+    if web:
+        serve(trace, export_dir, ranking, 8000 if port is None else port)
+        return
+    if WEB_DRIVER not in os.environ and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise GatescopeError("gatescope browse needs a terminal (stdin and stdout are not both one); "
+                             "use --web to open it in a web browser, or `gatescope analyze` for text output")
+    from gatescope.tui.app import GatescopeApp
+
+    GatescopeApp(data, title=str(trace), export_dir=export_dir, ranking=ranking).run()
+
+
+def serve(trace: Path, export_dir: Path | None, ranking: Path | None, port: int) -> None:
+    """Serve `gatescope browse` (the files already checked) to a web browser on localhost, with textual-serve."""
+    import socket
+
+    from gatescope.errors import GatescopeError
+
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise GatescopeError("--web needs textual-serve: pip install 'gatescope[web]'") from None
+    with socket.socket() as probe:
+        if probe.connect_ex(("localhost", port)) == 0:
+            raise GatescopeError(f"port {port} is in use; choose another with --port")
+    command = [sys.executable, "-c", "from gatescope.cli import main; main()", "browse", str(trace.resolve())]
+    if export_dir is not None:
+        command += ["--export-dir", str(export_dir.resolve())]
+    if ranking is not None:
+        command += ["--ranking", str(ranking.resolve())]
+    click.echo(f"serving {trace} on http://localhost:{port} (Ctrl+C stops)", err=True)
+    Server(shlex.join(command), host="localhost", port=port, title=f"gatescope {trace.name}").serve()

@@ -12,8 +12,12 @@ if TYPE_CHECKING:
     from gatescope.trace import Trace
 
 
-def run_browser(trace_or_path: Trace | str | os.PathLike, export_dir: str | os.PathLike | None = None) -> None:
+def run_browser(
+    trace_or_path: Trace | str | os.PathLike,
+    export_dir: str | os.PathLike | None = None,
+    ranking: str | os.PathLike | None = None,
+) -> None:
     """Open the browser on a Trace or a trace file (see gatescope.tui.app.run_browser)."""
     from gatescope.tui.app import run_browser as run
 
-    run(trace_or_path, export_dir=export_dir)
+    run(trace_or_path, export_dir=export_dir, ranking=ranking)

@@ -1,11 +1,15 @@
 """The trace browser: a Textual app over one trace (`gatescope browse TRACE`).
 
-The app owns the selection (module/layer/direction, kind, unit, token row) and moves every
-view to it; widgets report the user's picks with messages (gatescope.tui.messages). The
-views: the heatmap (units x tokens, Line API), the unit detail (every kind of the cursor's
-unit), the text view (Karpathy et al. 2015), the sequence list and the ranked units. The
-trace is read lazily (gatescope.tui.source) as numpy arrays (gatescope.tui.arrays): a file is
-memory-mapped without importing torch, so a million-token file opens at once.
+The app owns the selection (module/layer/direction, kind, unit, token row, and a
+select-and-match span) and moves every view to it; widgets report the user's picks with
+messages (gatescope.tui.messages). The views: the heatmap (units x tokens, Line API), the
+meta tracks (the trace's features under it), the unit detail (every kind of the cursor's
+unit), the selection plot and the match panel (LSTMVis's select-and-match, Strobelt et al.
+2018), the text view (Karpathy et al. 2015), the sequence list and the ranked units; `C`
+opens two sequences side by side (gatescope.tui.compare). The trace is read lazily
+(gatescope.tui.source) as numpy arrays (gatescope.tui.arrays): a file is memory-mapped
+without importing torch, so a million-token file opens at once; the analysis layer (and
+torch) is loaded in a worker when the first span is selected.
 """
 from __future__ import annotations
 
@@ -24,15 +28,22 @@ from textual.widgets import Footer, Label, Static
 from textual.worker import get_current_worker
 
 from gatescope.errors import GatescopeError
+from gatescope.kinds import ALL_KINDS
 from gatescope.names import parse_unit
-from gatescope.tui import export
+from gatescope.tui import export, features, matching
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
+from gatescope.tui.compare import CompareScreen
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.help_screen import HelpScreen
-from gatescope.tui.messages import RowChosen, SequenceChosen, UnitChosen
+from gatescope.tui.match_panel import MatchPanel
+from gatescope.tui.matching import MatchResult, SpanSelection
+from gatescope.tui.messages import MatchChosen, RowChosen, SequenceChosen, SpanChosen, UnitChosen
+from gatescope.tui.meta_tracks import MetaTracks
 from gatescope.tui.prompt import Prompt
 from gatescope.tui.ranked_units import RankedUnits
+from gatescope.tui.ranking_file import FileRanking, read_ranking
+from gatescope.tui.selection_plot import SelectionPlot
 from gatescope.tui.sequence_list import SequenceList
 from gatescope.tui.source import Block, Layer, TraceSource
 from gatescope.tui.text_view import TextView
@@ -42,7 +53,10 @@ if TYPE_CHECKING:
     from gatescope.trace import Trace
     from gatescope.tracefile import TraceFile
 
-KIND_KEYS = "ifgocmhrzn"
+OPENING_KINDS = ("c", "h")  # what a browser opens on: the LSTM's cell state, else the hidden state
+MATCH_LEAD = 4  # tokens shown before a match the views move to
+# the app's actions that still act over the split view
+COMPARE_ACTIONS = frozenset({"quit", "help", "export_svg", "command_palette", "pop_screen"})
 
 
 class GatescopeApp(App[None]):
@@ -62,10 +76,17 @@ class GatescopeApp(App[None]):
         Binding("L", "next_layer", "layer"),
         Binding("D", "toggle_direction", "direction"),
         Binding("M", "next_module", "module"),
+        Binding("left_square_bracket", "threshold(-1)", "thr -", show=False),
+        Binding("right_square_bracket", "threshold(1)", "thr +", show=False),
+        Binding("a", "toggle_unit", "add/remove unit", show=False),
+        Binding("A", "only_unit", "only this unit", show=False),
+        Binding("R", "restrict", "selected units"),
+        Binding("escape", "clear_selection", "clear selection", show=False),
+        Binding("C", "compare", "compare"),
         Binding("e", "export_svg", "svg"),
         Binding("E", "export_png", "png"),
         Binding("q", "quit", "quit"),
-        *(Binding(k, f"kind('{k}')", f"kind {k}", show=False) for k in KIND_KEYS),
+        *(Binding(k, f"kind('{k}')", f"kind {k}", show=False) for k in ALL_KINDS),
     ]
 
     def __init__(
@@ -74,14 +95,45 @@ class GatescopeApp(App[None]):
         *,
         title: str = "",
         export_dir: str | os.PathLike | None = None,
+        ranking: str | os.PathLike | None = None,
+        start: str | None = None,
     ) -> None:
+        """ranking: a `gatescope analyze units --json` file for the ranked panel (checked now, one-line errors).
+
+        start: open on this quantity or unit (``rnn.l0.fwd.i`` or ``rnn.l0.fwd.i:3``) instead of the defaults
+        (the cell state c, else h; with features, the unit that tracks one best).
+        """
         self.source = TraceSource(trace_file(trace))  # GatescopeError on an unusable trace, before the UI starts
+        self.file_ranking: FileRanking | None = None if ranking is None else read_ranking(ranking, self.source.data)
         super().__init__()
         self.sub_title = title
         self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
         self.layer: Layer = self.source.layers[0]
-        self.kind = self.layer.kinds[0]
+        self.kind = next((k for k in OPENING_KINDS if k in self.layer.kinds), self.layer.kinds[0])
+        self.start_unit: int | None = None
+        if start is None and self.file_ranking is not None:
+            start = "{}:{}".format(*self.file_ranking.best)
+        if start is not None:
+            self._open_on(start)
         self.last_search = ""
+        self.selection: SpanSelection | None = None
+        self.result: MatchResult | None = None
+        self.tracks: list[features.Track] = []
+
+    def _open_on(self, where: str) -> None:
+        """Start on a quantity or unit, given by name; GatescopeError when the trace has no such thing."""
+        name, unit = parse_unit(where) if ":" in where else (where, None)
+        if name not in self.source.data.arrays:
+            raise GatescopeError(f"the trace has no quantity {name}")
+        label, self.kind = name.rsplit(".", 1)
+        self.layer = next(l for l in self.source.layers if l.label == label)
+        self.start_unit = unit
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Over the split view, only the actions that make sense there (not the main screen's moves)."""
+        if isinstance(self.screen, CompareScreen):
+            return action in COMPARE_ACTIONS
+        return True
 
     @property
     def name_shown(self) -> str:
@@ -93,13 +145,17 @@ class GatescopeApp(App[None]):
         with Horizontal(id="main"):
             with Vertical(id="views"):
                 yield Heatmap(self.source, id="heatmap")
+                yield MetaTracks(id="tracks")
                 yield UnitDetail(self.source, id="detail")
+                yield SelectionPlot(self.source, id="plot")
                 yield TextView(self.source, id="text")
             with Vertical(id="side"):
                 yield Label(f"sequences ({self.source.num_sequences})", classes="title")
                 yield SequenceList(self.source, id="sequences")
                 yield Label("ranked units", classes="title")
-                yield RankedUnits(self.source, id="ranked")
+                yield RankedUnits(self.source, self.file_ranking, id="ranked")
+                yield Label("matches", classes="title", id="matches-title")
+                yield MatchPanel(self.source, id="matches")
         yield Footer()
 
     @property
@@ -109,10 +165,37 @@ class GatescopeApp(App[None]):
     def on_mount(self) -> None:
         self.watch(self.heatmap, "cursor", self._update_views, init=False)
         self.watch(self.heatmap, "scroll_x", self._window_moved, init=False)
+        self._show_selection_views(False)
+        self.query_one(MetaTracks).display = False
         self.heatmap.focus()
         self.heatmap.show(self.layer, self.kind)
-        self.query_one(RankedUnits).show(self.name_shown)
+        ranked = self.query_one(RankedUnits)
+        best_feature = self.start_unit is None and self.file_ranking is None
+        ranked.show(self.name_shown, rank=not best_feature)
+        if self.start_unit is not None:
+            self.heatmap.move_to(self.start_unit, 0)
+        if best_feature:
+            ranked.rank_best_feature()
+        if self.source.data.features or self.source.data.meta.get("lexicon"):
+            self._classify_tracks()
         self.call_after_refresh(self._update_views)  # once the heatmap knows its size
+
+    @work(thread=True, group="tracks")
+    def _classify_tracks(self) -> None:
+        """Classify the features for drawing (one pass over each), off the first screen's path."""
+        found = features.tracks(self.source.data)
+        self.call_from_thread(self._tracks_ready, found)
+
+    def _tracks_ready(self, found: list[features.Track]) -> None:
+        self.tracks = found
+        self.query_one(MetaTracks).set_tracks(found)
+        self._update_views()
+
+    def _show_selection_views(self, shown: bool) -> None:
+        for selector in ("#matches", "#matches-title"):
+            widget = self.query_one(selector)
+            if widget.display != shown:
+                widget.display = shown
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._update_views)
@@ -134,7 +217,18 @@ class GatescopeApp(App[None]):
         self.query_one(UnitDetail).show(
             self.layer, unit, row, heatmap.visible_rows(), heatmap.cell_width, heatmap.gutter_width
         )
-        self.query_one(TextView).show(self.name_shown, unit, row)
+        window, width, indent = heatmap.visible_rows(), heatmap.cell_width, heatmap.gutter_width
+        self.query_one(MetaTracks).show(window, width, indent)
+        chosen = self.selection
+        plot = self.query_one(SelectionPlot)
+        shown = chosen is not None and bool(chosen.units) and chosen.name == self.name_shown
+        if plot.display != shown:
+            plot.display = shown
+        if shown and chosen.threshold is not None:
+            plot.show(self.name_shown, chosen.units, chosen.threshold,
+                                               (chosen.start, chosen.stop), window, width, indent)
+        span = None if chosen is None else (chosen.start, chosen.stop)
+        self.query_one(TextView).show(self.name_shown, unit, row, span)
         sequence = self.source.sequence_of(row)
         self.query_one(SequenceList).highlight(sequence)
         self.query_one("#status", Static).update(self._status(unit, row, sequence), layout=False)
@@ -180,12 +274,139 @@ class GatescopeApp(App[None]):
         for style in scale.text_styles[:-1]:
             text.append(" ", style)
         text.append(f" {scale.high:g}", "dim")
+        chosen = self.selection
+        if chosen is not None:
+            threshold = "…" if chosen.threshold is None else f"{chosen.threshold:g}"
+            units = "…" if chosen.found is None else str(len(chosen.units))
+            text.append(f"   span {chosen.start}:{chosen.stop}  threshold {threshold}  units {units}", "bold")
         return text
 
     @on(SequenceChosen)
     def _sequence_chosen(self, event: SequenceChosen) -> None:
-        self.heatmap.move_to(self.heatmap.unit, self.source.sequence_rows(event.index)[0])
+        self.heatmap.move_to(self.heatmap.unit, self.source.sequence_rows(event.index)[0], align_left=True)
         self.heatmap.focus()
+
+    # -- select and match ----------------------------------------------------------------------
+    @on(SpanChosen)
+    def _span_chosen(self, event: SpanChosen) -> None:
+        old = self.selection
+        keep = old is not None and old.name == self.name_shown
+        self.select(SpanSelection(self.name_shown, *event.span, old.threshold if keep else None,
+                                  None, old.added if keep else frozenset(), old.removed if keep else frozenset()))
+
+    def select(self, chosen: SpanSelection | None) -> None:
+        """Make ``chosen`` the selection (None: none) and match it over the trace in a worker."""
+        self.selection = chosen
+        self._show_selection_views(chosen is not None)
+        panel = self.query_one(MatchPanel)
+        if chosen is None:
+            self.result = None
+            panel.clear()
+            self.heatmap.mark(None, frozenset())
+            if self.heatmap.restricted:
+                self.heatmap.show_units(None)
+            self.workers.cancel_group(self, "match")
+            self._update_views()
+            return
+        self.heatmap.mark((chosen.start, chosen.stop), frozenset(chosen.units))
+        panel.say(f"matching rows {chosen.start}:{chosen.stop} of {chosen.name} …", layout=False)
+        self._update_views()
+        self._match(chosen)
+
+    @work(thread=True, exclusive=True, group="match")
+    def _match(self, chosen: SpanSelection) -> None:
+        worker = get_current_worker()
+        shown = [0.0]
+
+        def progress(done: float) -> bool:
+            if done - shown[0] >= 0.1:  # every tenth of the trace
+                shown[0] = done
+                self.call_from_thread(self.query_one(MatchPanel).say, f"matching … {done:.0%}", False)
+            return not worker.is_cancelled
+
+        result = matching.run(self.source, chosen, self.tracks, progress)
+        if result is not None and not worker.is_cancelled:
+            self.call_from_thread(self._matched, chosen, result)
+
+    def _matched(self, asked: SpanSelection, result: MatchResult) -> None:
+        if self.selection != asked:  # a newer selection is on its way
+            return
+        self.selection, self.result = result.selection, result
+        self.query_one(MatchPanel).show(result)
+        self.heatmap.mark((result.selection.start, result.selection.stop), frozenset(result.selection.units))
+        if self.heatmap.restricted:
+            self.heatmap.show_units(list(result.selection.units) or None)
+        self._update_views()
+
+    def _resolved(self) -> SpanSelection | None:
+        """The selection once its threshold and units are known (the worker has answered), else None with a note."""
+        chosen = self.selection
+        if chosen is None:
+            self.notify("select a span first: v, shift+arrows or a mouse drag", severity="warning")
+            return None
+        if chosen.found is None or chosen.threshold is None:
+            self.notify("the selection is still being matched", severity="warning")
+            return None
+        return chosen
+
+    def action_threshold(self, direction: int) -> None:
+        chosen = self._resolved()
+        if chosen is not None:
+            self.select(chosen.at_threshold(chosen.threshold + direction * matching.STEP))
+
+    def action_toggle_unit(self) -> None:
+        chosen = self._resolved()
+        if chosen is not None:
+            self.select(chosen.toggled(self.heatmap.unit))
+
+    def action_only_unit(self) -> None:
+        chosen = self._resolved()
+        if chosen is not None:
+            self.select(chosen.only(self.heatmap.unit))
+
+    def action_restrict(self) -> None:
+        """Show only the selected units in the heatmap, or every unit again."""
+        if self.heatmap.restricted:
+            self.heatmap.show_units(None)
+            return
+        chosen = self._resolved()
+        if chosen is None:
+            return
+        if not chosen.units:
+            self.notify("the selection has no units: lower the threshold ([) or add units (a)", severity="warning")
+            return
+        self.heatmap.show_units(list(chosen.units))
+
+    def action_clear_selection(self) -> None:
+        if self.selection is not None:
+            self.select(None)
+
+    @on(MatchChosen)
+    def _match_chosen(self, event: MatchChosen) -> None:
+        """Move every view to a match: its first token a few columns from the left, the cursor on it."""
+        heatmap = self.heatmap
+        start, stop = event.span
+        lead = min(MATCH_LEAD, max(heatmap.data_width // heatmap.cell_width - (stop - start), 0) // 2)
+        heatmap.move_to(heatmap.unit, max(start - lead, 0), align_left=True)
+        heatmap.move_to(heatmap.unit, start)
+        heatmap.focus()
+
+    def action_compare(self) -> None:
+        self.push_screen(Prompt("Compare this sequence with sequence",
+                                f"0..{self.source.num_sequences - 1} (this one is {self._sequence()})"),
+                         self._compare)
+
+    def _sequence(self) -> int:
+        return self.source.sequence_of(self.heatmap.row)
+
+    def _compare(self, answer: str | None) -> None:
+        if not answer:
+            return
+        if not answer.isdigit() or int(answer) >= self.source.num_sequences:
+            self.notify(f"no sequence {answer}: the trace has {self.source.num_sequences}", severity="error")
+            return
+        self.push_screen(CompareScreen(self.source, self.name_shown, self._sequence(), int(answer),
+                                       self.heatmap.unit))
 
     @on(UnitChosen)
     def _unit_chosen(self, event: UnitChosen) -> None:
@@ -319,23 +540,28 @@ class GatescopeApp(App[None]):
 
     def action_export_png(self) -> None:
         start, stop = self.heatmap.visible_rows()
-        first, last = self.heatmap.visible_units()
-        values = self.source.window(self.name_shown, start, stop)[:, first:last]  # (T, U)
-        path = self.export_dir / f"gatescope-{self.name_shown}-r{start}-{stop}-u{first}-{last}.png"
-        title = f"{self.name_shown}, units {first}..{last - 1}, rows {start}..{stop - 1}"
-        self._export_png(path, values.copy(), first, self.source.tokens(start, stop), title)
+        units = self.heatmap.visible_units()
+        values = self.source.window(self.name_shown, start, stop)[:, units]  # (T, U)
+        figure = export.HeatmapFigure(self.name_shown, self.kind, units, start, self.source.tokens(start, stop),
+                                      [int(b) - start for b in self.source.offsets if start < b < stop],
+                                      self.heatmap.unit, self.heatmap.row)
+        self._export_png(self.export_dir / figure.file_name, values.copy(), figure)
 
     @work(thread=True, group="export")
-    def _export_png(self, path: Path, values: np.ndarray, first: int, tokens: list[str], title: str) -> None:
+    def _export_png(self, path: Path, values: np.ndarray, figure: export.HeatmapFigure) -> None:
         try:
-            export.save_heatmap_png(path, values, self.kind, first, tokens, title)
+            export.save_heatmap_png(path, values, figure)
         except (GatescopeError, OSError) as exc:
             self.call_from_thread(self.notify, f"cannot save the figure: {exc}", severity="error")
             return
         self.call_from_thread(self.notify, f"saved {path}")
 
 
-def run_browser(trace_or_path: Trace | str | os.PathLike, export_dir: str | os.PathLike | None = None) -> None:
+def run_browser(
+    trace_or_path: Trace | str | os.PathLike,
+    export_dir: str | os.PathLike | None = None,
+    ranking: str | os.PathLike | None = None,
+) -> None:
     """Open the browser on a Trace or a trace file (read lazily, without torch; GatescopeError if it cannot be read)."""
     title = str(trace_or_path) if isinstance(trace_or_path, (str, os.PathLike)) else ""
-    GatescopeApp(trace_or_path, title=title, export_dir=export_dir).run()
+    GatescopeApp(trace_or_path, title=title, export_dir=export_dir, ranking=ranking).run()

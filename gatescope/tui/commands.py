@@ -7,14 +7,10 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from gatescope.kinds import KINDS
+
 if TYPE_CHECKING:
     from gatescope.tui.app import GatescopeApp
-
-KIND_NAMES = {
-    "i": "input gate", "f": "forget gate", "g": "cell candidate", "o": "output gate", "c": "cell state",
-    "m": "unprojected output o*tanh(c)", "h": "hidden state", "r": "reset gate", "z": "update gate",
-    "n": "new gate",
-}
 
 
 class BrowserCommands(Provider):
@@ -24,7 +20,7 @@ class BrowserCommands(Provider):
         app: GatescopeApp = self.app  # type: ignore[assignment]
         layer = app.layer
         found = [
-            (f"Show {k}: {KIND_NAMES[k]}", partial(app.action_kind, k), f"heatmap of {layer.name(k)}")
+            (f"Show {k}: {KINDS[k].title}", partial(app.action_kind, k), f"heatmap of {layer.name(k)}")
             for k in layer.kinds
         ]
         found += [
@@ -36,13 +32,21 @@ class BrowserCommands(Provider):
             ("Search tokens", app.action_search, "find a word, characters or token ids"),
             ("Go to unit", app.action_goto_unit, "by index or full name, e.g. rnn.l1.fwd.h:37"),
             ("Go to sequence", app.action_goto_sequence, "by number"),
+            ("Select the cursor's token", app.heatmap.action_mark, "start a span; shift+arrows extend it"),
+            ("Raise the threshold", partial(app.action_threshold, 1), "units on above it over the span"),
+            ("Lower the threshold", partial(app.action_threshold, -1), "units on above it over the span"),
+            ("Add or remove the cursor's unit", app.action_toggle_unit, "in the selection"),
+            ("Match on the cursor's unit alone", app.action_only_unit, "remove every other unit of the selection"),
+            ("Show only the selected units", app.action_restrict, "or every unit again"),
+            ("Clear the selection", app.action_clear_selection, "and the matches"),
+            ("Compare two sequences", app.action_compare, "side by side, with their difference"),
             ("Export screen as SVG", app.action_export_svg, "a screenshot of the current view"),
             ("Export heatmap as PNG", app.action_export_png, "the visible units x tokens, with matplotlib"),
             ("Help", app.action_help, "keys and colours"),
         ]
         found += [
             (f"Rank units by {criterion}", partial(app.action_rank, criterion), f"ranked units of {app.name_shown}")
-            for criterion in [*app.source.data.features, "saturation"]
+            for criterion in [*(["file"] if app.file_ranking else []), *app.source.data.features, "saturation"]
         ]
         return found
 

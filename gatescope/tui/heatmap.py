@@ -1,4 +1,4 @@
-"""The heatmap: units (rows) x token rows (columns) of one quantity, with a cursor.
+"""The heatmap: units (rows) x token rows (columns) of one quantity, with a cursor and a span selection.
 
 Built on Textual's Line API (`ScrollView.render_line` returning cached `Strip`s), so a
 trace of a million tokens costs only the visible window: the window's rows are read from
@@ -6,6 +6,13 @@ the (memory-mapped) trace in blocks, quantised once with numpy, and every line i
 run-length segments of "▀" whose (foreground, background) colours are the (upper, lower)
 unit of the pair: two units per terminal row, as in LSTMVis-style state heatmaps.
 Line 0 is a sticky ruler of the tokens; the left gutter (unit numbers) is sticky too.
+
+The heatmap may show a subset of the units (the units of a select-and-match selection,
+LSTMVis's view of the selected cells only); the cursor then moves among those. A span of
+tokens is selected with shift+arrows, the mark key or a mouse drag, and reported to the app
+with `SpanChosen`. The view scrolls before the cursor reaches an edge (as editors do), a
+token wider than its column shows its start and its end ("gr…s"), and a trace shorter than
+the screen is stretched over it.
 """
 from __future__ import annotations
 
@@ -23,20 +30,36 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gatescope.tui.colors import PairStyles
+from gatescope.tui.messages import SpanChosen
 from gatescope.tui.source import Layer, TraceSource
 
 HALF = "▀"
 RULER_STYLES = (Style(color="#d0d0d0", bgcolor="#262626"), Style(color="#d0d0d0", bgcolor="#444444"))
 START_STYLES = tuple(style + Style(color="#00d7ff", bold=True) for style in RULER_STYLES)  # a sequence's first token
+SPAN_STYLE = Style(color="black", bgcolor="#ffd75f", bold=True)  # the selected span, on the ruler
 CURSOR_STYLE = Style(color="black", bgcolor="#ff00ff", bold=True)
 GUTTER_STYLE = Style(color="#8a8a8a", bgcolor="#121212")
+CHOSEN_STYLE = Style(color="#ffd75f", bgcolor="#121212", bold=True)  # a gutter line holding a selected unit
 EMPTY_STYLE = Style(bgcolor="#000000")
+MAX_CELL = 12  # widest column
+MARGIN = 8  # tokens kept in view beyond the cursor, at most a quarter of the view
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in ``width`` cells: cut in the middle when too long, so its end shows ("greets" -> "gr…s")."""
+    if len(text) <= width:
+        return f"{text:<{width}}"
+    if width < 3:
+        return text[:width]
+    head = width // 2
+    return text[:head] + "…" + text[len(text) - (width - head - 1):]
 
 
 class Heatmap(ScrollView, can_focus=True):
     """Units x timesteps of one quantity; arrows move the cursor, pages scroll time.
 
-    The ruler alternates two shades per token; a sequence's first token is bold cyan.
+    The ruler alternates two shades per token; a sequence's first token is bold cyan, the
+    selected span yellow.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -44,6 +67,9 @@ class Heatmap(ScrollView, can_focus=True):
         Binding("right", "move(0, 1)", "step", show=False),
         Binding("up", "move(-1, 0)", "unit", show=False),
         Binding("down", "move(1, 0)", "unit", show=False),
+        Binding("shift+left", "extend(-1)", "select", show=False),
+        Binding("shift+right", "extend(1)", "select", show=False),
+        Binding("v", "mark", "select"),
         Binding("pageup", "page(-1)", "page back", show=False),
         Binding("pagedown", "page(1)", "page on", show=False),
         Binding("ctrl+up", "unit_page(-1)", "units up", show=False),
@@ -52,6 +78,7 @@ class Heatmap(ScrollView, can_focus=True):
         Binding("end", "sequence_edge(1)", "sequence end", show=False),
         Binding("plus", "zoom(1)", "wider", show=False),
         Binding("minus", "zoom(-1)", "narrower", show=False),
+        Binding("w", "fit_tokens", "fit tokens", show=False),
     ]
 
     cursor: reactive[tuple[int, int]] = reactive((0, 0), repaint=False, init=False, always_update=True)
@@ -61,12 +88,19 @@ class Heatmap(ScrollView, can_focus=True):
     def __init__(self, source: TraceSource, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.source = source
-        self.cell_width = 1 if source.tokenizer == "char" else 3
+        self.base_width = 1 if source.tokenizer == "char" else 3
+        self.cell_width = self.base_width
+        self.zoomed = False  # the user chose the width: no stretching
         self.unit = 0
         self.row = 0
         self.rnn_layer: Layer = source.layers[0]
         self.kind = self.rnn_layer.kinds[0]
         self.quantity = self.rnn_layer.name(self.kind)
+        self.shown: np.ndarray = np.arange(self.rnn_layer.hidden)  # (U,) units drawn, in order
+        self.chosen: frozenset[int] = frozenset()  # the selection's units, marked in the gutter
+        self.span: tuple[int, int] | None = None  # the selected rows start:stop
+        self._anchor: int | None = None  # where a selection started (keys or drag)
+        self._dragging = False
         self._styles = PairStyles(source.scales[self.kind])
         self._strips: LRUCache[tuple, Strip] = LRUCache(2048)
         self._window_key: tuple[str, int, int] | None = None
@@ -75,12 +109,17 @@ class Heatmap(ScrollView, can_focus=True):
 
     # -- geometry ----------------------------------------------------------------------
     @property
+    def restricted(self) -> bool:
+        return len(self.shown) != self.rnn_layer.hidden
+
+    @property
     def gutter_width(self) -> int:
-        return max(len(str(self.rnn_layer.hidden - 1)), 4) + 1
+        digits = max(len(str(self.rnn_layer.hidden - 1)), 4 if not self.restricted else 1)
+        return (2 * digits + 1 if self.restricted else digits) + 1
 
     @property
     def lines(self) -> int:
-        return (self.rnn_layer.hidden + 1) // 2
+        return (len(self.shown) + 1) // 2
 
     @property
     def data_width(self) -> int:
@@ -97,70 +136,32 @@ class Heatmap(ScrollView, can_focus=True):
         stop = -(-(x + self.data_width) // self.cell_width)
         return start, min(stop, self.source.num_tokens)
 
-    def visible_units(self) -> tuple[int, int]:
-        """The units (start, stop) whose rows are on screen."""
+    def visible_units(self) -> list[int]:
+        """The units whose rows are on screen, top to bottom."""
         top = self.scroll_offset.y * 2
-        return top, min(top + 2 * self.data_height, self.rnn_layer.hidden)
+        return self.shown[top:top + 2 * self.data_height].tolist()
+
+    def _position(self, unit: int) -> int:
+        """Where ``unit`` is among the units shown (the nearest one shown when it is not)."""
+        return min(int(np.searchsorted(self.shown, unit)), len(self.shown) - 1)
 
     def _update_virtual_size(self) -> None:
         self.virtual_size = Size(self.gutter_width + self.source.num_tokens * self.cell_width, self.lines + 1)
 
-    # -- what is shown -------------------------------------------------------------------
-    def show(self, layer: Layer, kind: str) -> None:
-        """Switch to another quantity, keeping the cursor's unit (clamped) and row."""
-        self.rnn_layer, self.kind = layer, kind
-        self.quantity = layer.name(kind)
-        self._styles = PairStyles(self.source.scales[kind])
-        self._strips.clear()
-        self._update_virtual_size()
-        self.refresh()
-        self.move_to(min(self.unit, layer.hidden - 1), self.row)
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """As tall as the units need (and the ruler): a small layer leaves room below (Textual adds the scrollbar)."""
+        return self.lines + 1
 
-    def move_to(self, unit: int, row: int) -> None:
-        """Put the cursor on (unit, row), scroll it into view and set `cursor` (which the app watches)."""
-        unit = min(max(unit, 0), self.rnn_layer.hidden - 1)
-        row = min(max(row, 0), self.source.num_tokens - 1)
-        old_line = self.unit // 2
-        self.unit, self.row = unit, row
-        self._scroll_into_view()
-        self.refresh_lines(old_line + 1)
-        self.refresh_lines(unit // 2 + 1)
-        self.refresh(Region(0, 0, self.size.width, 1))  # the ruler marks the cursor's token
-        self.cursor = (unit, row)
+    def on_resize(self) -> None:
+        self._stretch()
 
-    def _scroll_into_view(self) -> None:
-        x, y = self.scroll_offset
-        left, right = self.row * self.cell_width, (self.row + 1) * self.cell_width
-        if left < x:
-            x = left
-        elif right > x + self.data_width:
-            x = right - self.data_width
-        line = self.unit // 2
-        if line < y:
-            y = line
-        elif line >= y + self.data_height:
-            y = line - self.data_height + 1
-        if (x, y) != tuple(self.scroll_offset):
-            self.scroll_to(x, y, animate=False)
+    def _stretch(self) -> None:
+        """A trace narrower than the view gets columns as wide as fill it, rather than a black half-screen."""
+        if self.zoomed:
+            return
+        self._set_width(max(self.base_width, self.data_width // max(self.source.num_tokens, 1)))
 
-    # -- actions -----------------------------------------------------------------------
-    def action_move(self, units: int, rows: int) -> None:
-        self.move_to(self.unit + units, self.row + rows)
-
-    def action_page(self, pages: int) -> None:
-        step = max(self.data_width // self.cell_width, 1) * pages
-        self.scroll_to(x=self.scroll_offset.x + step * self.cell_width, animate=False)
-        self.move_to(self.unit, self.row + step)
-
-    def action_unit_page(self, pages: int) -> None:
-        self.move_to(self.unit + 2 * self.data_height * pages, self.row)
-
-    def action_sequence_edge(self, end: int) -> None:
-        start, stop = self.source.sequence_rows(self.source.sequence_of(self.row))
-        self.move_to(self.unit, stop - 1 if end else start)
-
-    def action_zoom(self, step: int) -> None:
-        width = min(max(self.cell_width + step, 1), 12)
+    def _set_width(self, width: int) -> None:
         if width != self.cell_width:
             self.cell_width = width
             self._strips.clear()
@@ -168,20 +169,165 @@ class Heatmap(ScrollView, can_focus=True):
             self.refresh()
             self.call_after_refresh(self.move_to, self.unit, self.row)  # scroll back to the cursor
 
-    def on_click(self, event: events.Click) -> None:
-        """A click picks the upper unit of a cell; a second click on it picks the lower one."""
+    # -- what is shown -------------------------------------------------------------------
+    def show(self, layer: Layer, kind: str) -> None:
+        """Switch to another quantity, keeping the cursor's unit (clamped) and row; every unit shown."""
+        self.rnn_layer, self.kind = layer, kind
+        self.quantity = layer.name(kind)
+        self.shown = np.arange(layer.hidden)
+        self._styles = PairStyles(self.source.scales[kind])
+        self._strips.clear()
+        self._update_virtual_size()
+        self.refresh(layout=True)
+        self.move_to(min(self.unit, layer.hidden - 1), self.row)
+
+    def show_units(self, units: list[int] | None) -> None:
+        """Draw only ``units`` (ascending unit order), or every unit (None); the cursor goes to a shown unit."""
+        self.shown = np.arange(self.rnn_layer.hidden) if not units else np.array(sorted(units))
+        self._strips.clear()
+        self._update_virtual_size()
+        self.refresh(layout=True)
+        self.move_to(int(self.shown[self._position(self.unit)]), self.row)
+
+    def mark(self, span: tuple[int, int] | None, units: frozenset[int]) -> None:
+        """Show the selected span on the ruler and its units in the gutter."""
+        if (span, units) != (self.span, self.chosen):
+            self.span, self.chosen = span, units
+            if span is None:
+                self._anchor = None
+            self.refresh()  # the ruler's and the gutter's cache keys hold the span and the chosen units
+
+    def move_to(self, unit: int, row: int, align_left: bool = False) -> None:
+        """Put the cursor on (unit, row), scroll it into view and set `cursor` (which the app watches).
+
+        align_left: put the row at the left edge of the view (a jump to a sequence's first token).
+        """
+        row = min(max(row, 0), self.source.num_tokens - 1)
+        if self.restricted:
+            unit = int(self.shown[self._position(unit)])
+        unit = min(max(unit, 0), self.rnn_layer.hidden - 1)
+        old_line = self._position(self.unit) // 2
+        self.unit, self.row = unit, row
+        self._scroll_into_view(align_left)
+        self.refresh_lines(old_line + 1)
+        self.refresh_lines(self._position(unit) // 2 + 1)
+        self.refresh(Region(0, 0, self.size.width, 1))  # the ruler marks the cursor's token
+        self.cursor = (unit, row)
+
+    def _scroll_into_view(self, align_left: bool) -> None:
+        x, y = self.scroll_offset
+        cw = self.cell_width
+        margin = min(MARGIN, self.data_width // cw // 4) * cw
+        left, right = self.row * cw, (self.row + 1) * cw
+        if align_left:
+            x = left
+        elif left - margin < x:
+            x = max(left - margin, 0)
+        elif right + margin > x + self.data_width:
+            x = right + margin - self.data_width
+        x = max(min(x, self.virtual_size.width - self.scrollable_content_region.width), 0)
+        line = self._position(self.unit) // 2
+        if line < y:
+            y = line
+        elif line >= y + self.data_height:
+            y = line - self.data_height + 1
+        if (x, y) != tuple(self.scroll_offset):
+            self.scroll_to(x, y, animate=False, immediate=True)
+
+    # -- actions -----------------------------------------------------------------------
+    def action_move(self, units: int, rows: int) -> None:
+        self._anchor = None  # a plain move ends a key selection
+        unit = int(self.shown[min(max(self._position(self.unit) + units, 0), len(self.shown) - 1)])
+        self.move_to(unit, self.row + rows)
+
+    def action_mark(self) -> None:
+        """Start a selection at the cursor's token (shift+arrows extend it)."""
+        self._anchor = self.row
+        self.post_message(SpanChosen((self.row, self.row + 1)))
+
+    def action_extend(self, rows: int) -> None:
+        """Extend the selection from its anchor to the cursor's new row, within the cursor's sequence."""
+        if self._anchor is None:
+            self._anchor = self.row
+        first, last = self.source.sequence_rows(self.source.sequence_of(self._anchor))
+        row = min(max(self.row + rows, first), last - 1)
+        self.move_to(self.unit, row)
+        self.post_message(SpanChosen((min(self._anchor, row), max(self._anchor, row) + 1)))
+
+    def action_page(self, pages: int) -> None:
+        step = max(self.data_width // self.cell_width, 1) * pages
+        self.scroll_to(x=self.scroll_offset.x + step * self.cell_width, animate=False, immediate=True)
+        self.move_to(self.unit, self.row + step)
+
+    def action_unit_page(self, pages: int) -> None:
+        position = min(max(self._position(self.unit) + 2 * self.data_height * pages, 0), len(self.shown) - 1)
+        self.move_to(int(self.shown[position]), self.row)
+
+    def action_sequence_edge(self, end: int) -> None:
+        start, stop = self.source.sequence_rows(self.source.sequence_of(self.row))
+        self.move_to(self.unit, stop - 1 if end else start)
+
+    def action_zoom(self, step: int) -> None:
+        self.zoomed = True
+        self._set_width(min(max(self.cell_width + step, 1), MAX_CELL))
+
+    def action_fit_tokens(self) -> None:
+        """Columns as wide as the longest token on screen (up to MAX_CELL); again: back to the default."""
+        start, stop = self.visible_rows()
+        longest = max((len(t) for t in self.source.tokens(start, stop)), default=1)
+        wide = min(max(longest, self.base_width), MAX_CELL)
+        self.zoomed = True
+        self._set_width(self.base_width if self.cell_width == wide else wide)
+
+    # -- mouse -------------------------------------------------------------------------
+    def _cell_at(self, event: events.MouseEvent) -> tuple[int, int] | None:
+        """(screen line, token row) under the mouse, None in the gutter."""
         offset = event.get_content_offset(self)
         if offset is None or offset.x < self.gutter_width:
-            return
+            return None
         row = (self.scroll_offset.x + offset.x - self.gutter_width) // self.cell_width
-        if offset.y == 0:
+        return offset.y, min(row, self.source.num_tokens - 1)
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        cell = self._cell_at(event)
+        if cell is not None and event.button == 1:
+            self._anchor, self._dragging = cell[1], False
+            self.capture_mouse()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._anchor is None or event.button != 1 or self.app.mouse_captured is not self:
+            return
+        cell = self._cell_at(event)
+        if cell is None:
+            return
+        first, last = self.source.sequence_rows(self.source.sequence_of(self._anchor))
+        row = min(max(cell[1], first), last - 1)
+        if row != self._anchor or self._dragging:
+            self._dragging = True
+            self.post_message(SpanChosen((min(self._anchor, row), max(self._anchor, row) + 1)))
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self.app.mouse_captured is self:
+            self.capture_mouse(False)
+
+    def on_click(self, event: events.Click) -> None:
+        """A click picks the upper unit of a cell; a second click on it picks the lower one (not after a drag)."""
+        if self._dragging:
+            self._dragging = False
+            return
+        cell = self._cell_at(event)
+        if cell is None:
+            return
+        y, row = cell
+        if y == 0:
             self.move_to(self.unit, row)
             return
-        top = 2 * (self.scroll_offset.y + offset.y - 1)
-        if top >= self.rnn_layer.hidden:
+        top = 2 * (self.scroll_offset.y + y - 1)
+        if top >= len(self.shown):
             return
-        unit = top + 1 if (self.unit == top and self.row == row and top + 1 < self.rnn_layer.hidden) else top
-        self.move_to(unit, row)
+        upper = int(self.shown[top])
+        lower = int(self.shown[top + 1]) if top + 1 < len(self.shown) else None
+        self.move_to(lower if (self.unit == upper and self.row == row and lower is not None) else upper, row)
 
     # -- rendering ---------------------------------------------------------------------
     def _levels(self, start: int, stop: int) -> np.ndarray:
@@ -199,13 +345,14 @@ class Heatmap(ScrollView, can_focus=True):
         line = scroll_y + y - 1
         cursor_col = self.row if start <= self.row < stop else -1
         if y == 0:
-            key = ("ruler", scroll_x, width, self.cell_width, cursor_col)
+            key = ("ruler", scroll_x, width, self.cell_width, cursor_col, self.span)
         elif line >= self.lines:
             return Strip.blank(width, EMPTY_STYLE)
         else:
-            on_line = self.unit // 2 == line
-            cursor = (cursor_col, self.unit % 2) if on_line else None
-            key = (self.quantity, line, scroll_x, width, self.cell_width, cursor)
+            position = self._position(self.unit)
+            cursor = (cursor_col, position % 2) if position // 2 == line else None
+            chosen = bool(self.chosen.intersection(self.shown[2 * line:2 * line + 2].tolist()))
+            key = (self.quantity, line, scroll_x, width, self.cell_width, cursor, chosen)
         strip = self._strips.get(key)
         if strip is None:
             body = self._ruler(start, stop) if y == 0 else self._line(line, start, stop)
@@ -219,33 +366,41 @@ class Heatmap(ScrollView, can_focus=True):
     def _gutter(self, line: int | None) -> Strip:
         width = self.gutter_width
         if line is None:
-            return Strip([Segment(f"{'unit':>{width - 1}} ", GUTTER_STYLE)], width)
-        style = CURSOR_STYLE if line == self.unit // 2 else GUTTER_STYLE
-        return Strip([Segment(f"{2 * line:>{width - 1}} ", style)], width)
+            return Strip([Segment(f"{'unit':>{width - 1}} "[-width:], GUTTER_STYLE)], width)
+        pair = self.shown[2 * line:2 * line + 2].tolist()
+        label = "/".join(map(str, pair)) if self.restricted else str(pair[0])
+        style = CURSOR_STYLE if line == self._position(self.unit) // 2 else (
+            CHOSEN_STYLE if self.chosen.intersection(pair) else GUTTER_STYLE)
+        return Strip([Segment(f"{label:>{width - 1}} ", style)], width)
 
     def _ruler(self, start: int, stop: int) -> Strip:
         cw = self.cell_width
         tokens = self.source.tokens(start, stop)
         offsets = self.source.offsets
         firsts = set(offsets[np.searchsorted(offsets, start):np.searchsorted(offsets, stop)].tolist())
+        span = self.span or (0, 0)
         segments = []
         for i, token in enumerate(tokens):
             row = start + i
-            style = CURSOR_STYLE if row == self.row else (START_STYLES if row in firsts else RULER_STYLES)[row % 2]
+            if row == self.row:
+                style = CURSOR_STYLE
+            elif span[0] <= row < span[1]:
+                style = SPAN_STYLE
+            else:
+                style = (START_STYLES if row in firsts else RULER_STYLES)[row % 2]
             text = token.replace("\n", "↵").replace(" ", "␣") if self.source.tokenizer == "char" else token
-            segments.append(Segment(f"{text[:cw]:<{cw}}", style))
+            segments.append(Segment(fit(text, cw), style))
         return Strip(segments, (stop - start) * cw)
 
     def _line(self, line: int, start: int, stop: int) -> Strip:
         levels = self._levels(start, stop)  # (W, H)
         styles = self._styles
-        upper = levels[:, 2 * line].astype(np.int32)  # (W,)
-        if 2 * line + 1 < self.rnn_layer.hidden:
-            lower = levels[:, 2 * line + 1].astype(np.int32)
-        else:
-            lower = np.full_like(upper, styles.blank)
-        if self.unit // 2 == line and start <= self.row < stop:
-            (upper if self.unit % 2 == 0 else lower)[self.row - start] = styles.cursor
+        pair = self.shown[2 * line:2 * line + 2].tolist()
+        upper = levels[:, pair[0]].astype(np.int32)  # (W,)
+        lower = levels[:, pair[1]].astype(np.int32) if len(pair) > 1 else np.full_like(upper, styles.blank)
+        position = self._position(self.unit)
+        if position // 2 == line and start <= self.row < stop:
+            (upper if position % 2 == 0 else lower)[self.row - start] = styles.cursor
         code = upper * styles.size + lower  # (W,)
         starts = np.flatnonzero(np.diff(code, prepend=-1))
         ends = np.append(starts[1:], len(code))

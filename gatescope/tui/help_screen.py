@@ -27,6 +27,15 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 | Ctrl+↑ Ctrl+↓ | scroll one screen of units |
 | Home End | start / end of the sequence |
 | + - | wider / narrower columns |
+| w | columns as wide as the longest token on screen (again: back) |
+| v | select the cursor's token (start a span) |
+| Shift+← Shift+→ | extend the selected span |
+| [ ] | lower / raise the threshold (0.05 a step) |
+| a | add the cursor's unit to the selection, or remove it |
+| A | match on the cursor's unit alone |
+| R | show only the selected units in the heatmap (again: all) |
+| Escape | clear the selection |
+| C | compare this sequence with another, side by side (d: difference) |
 | i f g o c m h, r z n | show that kind |
 | k | next kind |
 | L | next layer |
@@ -45,7 +54,15 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 | q | quit |
 
 Mouse: a click on a cell selects its upper unit, a second click its lower unit; a click on a
-token in the text view moves the cursor there.
+token in the text view moves the cursor there; a drag across tokens (heatmap or text) selects a span.
+
+**Select and match** (LSTMVis): a span of tokens selects the units that are on above the
+threshold at every step of it (default 0.5 for the gates i f o r z, 0.3 for the others); the
+**matches** panel lists the other spans where those units are on, ranked by the fraction of
+on cells, with the features over the matches; Enter on a match moves every view there. The
+plot under the unit detail draws the selected units against the threshold. The rows under the
+heatmap are the trace's features: binary ones filled or empty, categorical ones a colour per
+value, continuous ones a scale (legend below them).
 
 **Ranked units** (right, below the sequences): the units of the quantity shown, ranked by
 |Pearson r| with a trace feature, or by saturation (fraction of steps < 0.1 or > 0.9). On a

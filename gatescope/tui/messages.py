@@ -30,3 +30,20 @@ class RowChosen(Message):
     """The user clicked the token at ``row`` in the text view."""
 
     row: int
+
+
+@dataclass
+class SpanChosen(Message):
+    """The user selected token rows ``span = (start, stop)`` (keys or a mouse drag in the heatmap or text view).
+
+    (One field: a Message's ``stop`` is its method.)
+    """
+
+    span: tuple[int, int]
+
+
+@dataclass
+class MatchChosen(Message):
+    """The user picked the match at rows ``span = (start, stop)`` in the match panel."""
+
+    span: tuple[int, int]

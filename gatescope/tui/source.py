@@ -17,10 +17,11 @@ import numpy as np
 from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
-from gatescope.names import ALL_KINDS, QuantityName, format_name, parse_name
+from gatescope.kinds import ALL_KINDS
+from gatescope.names import QuantityName, format_name, parse_name
 from gatescope.tracefile import TraceFile, check_layout
 from gatescope.tui.colors import Scale
-from gatescope.tui.pages import copy_rows, file_backed
+from gatescope.tui.pages import copy_rows, file_backed, release
 
 BLOCK = 256  # rows per cached block
 
@@ -131,6 +132,19 @@ class TraceSource:
         joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
         base = first * BLOCK
         return joined[start - base:stop - base]
+
+    def unit_rows(self, name: str, units: list[int] | slice, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of some units read from the trace, bypassing the cache: (stop-start, k) float32.
+
+        For one pass over a whole quantity (a match) in a worker thread; mapped pages are released as read.
+        """
+        array = self.data.arrays[name]
+        block = array[start:stop][:, units]  # (rows, k), a copy of those columns only
+        if self._mapped[name]:
+            release(array[start:stop])
+        if self.data.dtypes[name] == "BF16":  # bfloat16 kept as its 16 bits: widen exactly, as TraceFile.rows does
+            return (block.astype(np.uint32) << 16).view(np.float32)
+        return block.astype(np.float32)
 
     def column(self, name: str, start: int, stop: int, unit: int) -> np.ndarray:
         """One unit's values over rows start:stop: (stop-start,) float32."""

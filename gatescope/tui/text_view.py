@@ -5,7 +5,8 @@ networks", Fig. 2): the characters or words of the input, each with its backgrou
 by the selected unit's value at that step, wrapping like text. Only the stretch of the
 sequence around the cursor that fits is laid out (a sequence may be a whole corpus); the
 widget wraps the tokens itself and draws with the Line API, so it also knows which token a
-click lands on and moves the cursor there.
+click lands on and moves the cursor there; a mouse drag across tokens selects a span
+(`SpanChosen`), which is underlined.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from gatescope.names import parse_name
-from gatescope.tui.messages import RowChosen
+from gatescope.tui.messages import RowChosen, SpanChosen
 from gatescope.tui.source import TraceSource
 
 CURSOR = Style(underline=True, bold=True, reverse=True)
+SPAN = Style(underline=True, bold=True)
 MORE = Style(color="#8a8a8a")
 
 
@@ -43,12 +45,15 @@ class TextView(Widget):
         self.quantity = ""
         self.unit = 0
         self.row = 0
+        self.span: tuple[int, int] | None = None
+        self._anchor: int | None = None  # the token a drag started on
+        self._dragged = False
         self._lines: list[list[Placed]] = []
         self._styles: dict[int, Style] = {}
         self._key: tuple | None = None
 
-    def show(self, quantity: str, unit: int, row: int) -> None:
-        self.quantity, self.unit, self.row = quantity, unit, row
+    def show(self, quantity: str, unit: int, row: int, span: tuple[int, int] | None = None) -> None:
+        self.quantity, self.unit, self.row, self.span = quantity, unit, row, span
         self.refresh()
 
     def lines(self) -> list[list[Placed]]:
@@ -122,16 +127,44 @@ class TextView(Widget):
                 style = self._styles.get(placed.row, MORE)
                 if placed.row == self.row:
                     style += CURSOR
+                elif self.span is not None and self.span[0] <= placed.row < self.span[1]:
+                    style += SPAN
             segments.append(Segment(placed.text, style))
             x = placed.x + cell_len(placed.text)
         return Strip(segments).crop_extend(0, width, None)
 
-    def on_click(self, event: events.Click) -> None:
+    def row_at(self, event: events.MouseEvent) -> int | None:
+        """The trace row of the token under the mouse, or None."""
         offset = event.get_content_offset(self)
         lines = self.lines()
         if offset is None or offset.y >= len(lines):
-            return
+            return None
         for placed in lines[offset.y]:
             if placed.row >= 0 and placed.x <= offset.x <= placed.x + cell_len(placed.text):
-                self.post_message(RowChosen(placed.row))
-                return
+                return placed.row
+        return None
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self._anchor, self._dragged = self.row_at(event), False
+        if self._anchor is not None:
+            self.capture_mouse()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._anchor is None or event.button != 1 or self.app.mouse_captured is not self:
+            return
+        row = self.row_at(event)
+        if row is not None and (row != self._anchor or self._dragged):
+            self._dragged = True
+            self.post_message(SpanChosen((min(row, self._anchor), max(row, self._anchor) + 1)))
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self.app.mouse_captured is self:
+            self.capture_mouse(False)
+
+    def on_click(self, event: events.Click) -> None:
+        if self._dragged:
+            self._dragged = False
+            return
+        row = self.row_at(event)
+        if row is not None:
+            self.post_message(RowChosen(row))

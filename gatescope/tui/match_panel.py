@@ -1,0 +1,90 @@
+"""The match panel: the spans that match the selection, best first, as LSTMVis's match view lists them.
+
+Each match shows its text in context (a few tokens either side, the matched span highlighted),
+its sequence and position, and its score (the fraction of the selected step x unit cells that
+are on, as gatescope.analysis.patterns ranks them); the header says how many candidate spans
+there were and what the features of the trace look like over the matches. Selecting a row
+sends `MatchChosen`, and the app moves every view there.
+"""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Label
+
+from gatescope.tui.matching import MatchResult
+from gatescope.tui.messages import MatchChosen
+from gatescope.tui.source import TraceSource
+
+SPAN = "bold black on #ffd75f"
+CONTEXT = "#b0b0b0"
+
+
+class MatchPanel(Vertical):
+    """A status line, the feature summaries and the table of matches."""
+
+    def __init__(self, source: TraceSource, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.source = source
+        self.result: MatchResult | None = None
+        self.context = 8 if source.tokenizer == "char" else 3  # tokens shown either side
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="match-status")
+        yield Label("", id="match-features")
+        table = DataTable(cursor_type="row", zebra_stripes=True, id="match-table")
+        table.add_columns("#", "seq:pos", "score", "text")
+        yield table
+
+    def say(self, text: str, layout: bool = True) -> None:
+        """Put a message in the status line (working, or why there is nothing); layout=False: a one-liner
+        that does not change the panel's layout (progress)."""
+        self.query_one("#match-status", Label).update(text, layout=layout)
+
+    def clear(self) -> None:
+        self.result = None
+        self.say("")
+        self.query_one("#match-features", Label).update("")
+        self.query_one("#match-table", DataTable).clear()
+
+    def show(self, result: MatchResult) -> None:
+        """Fill the table with ``result``'s matches."""
+        self.result = result
+        chosen = result.selection
+        table = self.query_one("#match-table", DataTable)
+        table.clear()
+        features = self.query_one("#match-features", Label)
+        if not chosen.units:
+            self.say(f"no unit of {chosen.name} is above {chosen.threshold:g} over all of rows "
+                     f"{chosen.start}:{chosen.stop}: lower the threshold ([) or add units (a)")
+            features.update("")
+            return
+        self.say(f"{len(result.starts):,} of {result.candidates:,} candidate spans · {len(chosen.units)} units "
+                 f"> {chosen.threshold:g} over {chosen.length} tokens")
+        features.update("\n".join(result.summaries))
+        features.display = bool(result.summaries)
+        for rank, (start, matched) in enumerate(zip(result.starts, result.matched), 1):
+            sequence = self.source.sequence_of(start)
+            position = start - self.source.sequence_rows(sequence)[0]
+            table.add_row(str(rank), f"{sequence}:{position}", f"{matched / result.cells:.2f}",
+                          self.in_context(start, start + chosen.length), key=str(start))
+
+    def in_context(self, start: int, stop: int) -> Text:
+        """The span's tokens, highlighted, with ``context`` tokens of its sequence either side."""
+        first, last = self.source.sequence_rows(self.source.sequence_of(start))
+        before = self.source.tokens(max(first, start - self.context), start)
+        after = self.source.tokens(stop, min(last, stop + self.context))
+        join = self.source.join
+        gap = "" if self.source.tokenizer == "char" else " "
+        text = Text(join(before) + (gap if before else ""), style=CONTEXT)
+        text.append(join(self.source.tokens(start, stop)), style=SPAN)
+        text.append((gap if after else "") + join(after), style=CONTEXT)
+        return text
+
+    @on(DataTable.RowSelected, "#match-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if self.result is not None:
+            start = int(event.row_key.value)
+            self.post_message(MatchChosen((start, start + self.result.selection.length)))
