@@ -1,61 +1,69 @@
-"""Reproduce the findings of issue 4 on the sample models: ``python -m gatescope.analysis.findings``.
+"""The findings on the sample models, as figures a newcomer can reproduce: ``gatescope findings``.
 
-1. Agreement LSTM and GRU (Lakretz et al. 2019's experiment, on gatescope's grammar): record a
-   trace over agreement stimuli with per-token ``subject_number``; rank the h units by AUC (with
-   permutation p-values); hold the top k <= 4 at zero and measure the drop in incongruent NounPP
-   accuracy (SP, PS) on the bundled held-out stimuli, against random sets of k (mean over draws);
-   probes per kind (how many units carry number: the top-k curve and k95); the gate profile of the
-   strongest number unit across "the boy(s) near the car(s) greet(s)" (docs/number_unit.png).
-   Units are ranked on a different draw of stimuli (seed 1) from the one ablations are scored on.
-2. Char LSTM on Python source (Karpathy et al. 2015's quote cell): rank c and h units for
-   ``in_string`` on training files, report the best unit's AUC on the held-out stdlib files.
+1. Number units in the agreement LSTM and GRU (Lakretz et al. 2019's experiment, on gatescope's
+   grammar): record a trace over agreement stimuli with per-token ``subject_number``; rank the h
+   units by AUC (with permutation p-values); hold the top k <= 4 at zero and measure the drop in
+   incongruent NounPP accuracy (SP, PS) on the bundled held-out stimuli, against random sets of k
+   (mean over draws); patch them from the run with the subject in the other number; probes per
+   kind with their control task (Hewitt & Liang 2019: selectivity = accuracy - control accuracy);
+   the gate profile of the strongest unit across "the boy(s) near the car(s) greet(s)".
+2. Robust number units: rank on NounPP items drawn from one half of the lexicon and ablate the top
+   k = 1..8 on items drawn from the other half (no noun, verb or preposition in common;
+   `gatescope.stimuli.agreement.split_lexicon`), against random sets of k.
+3. The char LSTM on Python source (Karpathy et al. 2015's quote cell): rank c and h units for
+   ``in_string`` on training files, report the best unit's AUC on the held-out stdlib files (pooled
+   and per file) and a probe on all cells with its control task.
 
-Prints a Markdown report; ``--json FILE`` also writes every figure as JSON.
+The results are one JSON document; gatescope.analysis.findings_report renders it as Markdown.
+Each stage runs inside ``stage(description)``, a context manager the caller may use to show progress.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
 
 import gatescope
-from gatescope.analysis import causal
-from gatescope.analysis.agreement import read_stimuli
+from gatescope.analysis import Metric, agreement_metric, causal
+from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.analysis.dynamics import (
     plot_gate_profile,
     saturation,
     saturation_summary,
 )
 from gatescope.analysis.probes import probe_units
-from gatescope.analysis.ranking import rank_units
-from gatescope.analysis.table import jsonable
+from gatescope.analysis.ranking import midranks, rank_units
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write, check_writable
 from gatescope.trace import Trace
 
 LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
            "the boys near the car greet", "the boys near the cars greet")
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
+AGREEMENT_MODELS = ("agreement_lstm", "agreement_gru")
+CODE_MODEL = "pysource_lstm"
+Stage = Callable[[str], ContextManager[Any]]
 
 
-def agreement_trace(model: torch.nn.Module, stimuli: Sequence[Any]) -> Trace:
+def no_stage(description: str) -> ContextManager[Any]:
+    """A stage that shows nothing."""
+    return contextlib.nullcontext()
+
+
+def agreement_trace(model: torch.nn.Module, stimuli: Sequence[Any], kinds: Sequence[str] | None = None) -> Trace:
     """Record ``model`` over stimuli (gatescope.stimuli.agreement.Stimulus: prefix + correct verb),
-    with their per-token features; sequences in the order of ``stimuli``."""
+    with their per-token features; sequences in the order of ``stimuli``; ``kinds`` (default all)."""
     ids = [model.encode(" ".join(s.tokens)) for s in stimuli]
-    with torch.no_grad(), gatescope.record(model) as rec:
+    with torch.no_grad(), gatescope.record(model, kinds=None if kinds is None else list(kinds)) as rec:
         for seq in ids:
             model(torch.tensor([seq]))
     trace = rec.trace
     for name in STIMULUS_FEATURES:
         trace.add_feature(name, np.concatenate([np.asarray(getattr(s, name), np.float32) for s in stimuli]))
     return trace
-
-
 def sentences_trace(model: torch.nn.Module, sentences: Sequence[str]) -> Trace:
     """Record ``model`` over a few sentences, one sequence each."""
     with torch.no_grad(), gatescope.record(model) as rec:
@@ -112,72 +120,123 @@ def patching_flips(model: torch.nn.Module, items: Sequence[Any], sets: dict[str,
     return {name: count / len(items) for name, count in flips.items()}
 
 
-def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
-                       permutations: int = 1000, seed: int = 0, save_trace: Path | None = None) -> dict[str, Any]:
-    """Ranking, top-k ablations vs random sets, probes, saturation and the number unit's profile."""
-    from gatescope.stimuli.agreement import (
-        INCONGRUENT_NOUNPP,
-        bundled_stimuli_path,
-        generate_stimuli,
-    )
+PROBE_KEYS = ("name", "baseline", "score", "control", "selectivity", "k95", "curve")
 
-    model = gatescope.load(model_path).eval()
-    trace = agreement_trace(model, generate_stimuli(seed=1))
-    if save_trace is not None:
-        trace.save(save_trace)
-    ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=permutations,
-                         seed=seed)
-    items = read_stimuli(bundled_stimuli_path())
-    metric = causal.agreement_metric(model, items, INCONGRUENT_NOUNPP)
-    per_condition = {c: causal.agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
+
+def _ablation_rows(metric: Metric, model: torch.nn.Module, ranking: Any, ks: Sequence[int], draws: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """Top-k ablations of ``ranking`` under ``metric``, each against ``draws`` random sets of k."""
     baseline = metric([])
-    ablations = []
+    rows = []
     for k in ks:
         units = causal.top_k(ranking, k)
         effect = causal.set_effect(metric, units, model=model, draws=draws, seed=seed, baseline=baseline)
-        ablations.append({
-            "k": k, "units": units, "accuracy": effect.value, "drop": effect.harm,
-            "random_drop_mean": effect.random_mean, "random_drop_std": effect.random_std,
-            "by_condition": {c: m(causal.ablate(units)) for c, m in per_condition.items()},
-        })
-    k = ks[-1]
-    nounpp = [it for it in items if it.condition in INCONGRUENT_NOUNPP]
-    patch_sets = {"top": causal.top_k(ranking, k), "all": causal.units_of(model, ["h"])}
-    pool = causal.pool_of(model, patch_sets["top"])
-    patch_sets |= {f"random{i}": s for i, s in enumerate(causal.random_sets(pool, k, draws, seed))}
-    flipped = patching_flips(model, nounpp, patch_sets)
-    random_flips = [v for name, v in flipped.items() if name.startswith("random")]
-    patching = {"k": k, "units": patch_sets["top"], "flipped": flipped["top"], "all_h_flipped": flipped["all"],
-                "random_flipped_mean": float(np.mean(random_flips)),
-                "random_flipped_std": float(np.std(random_flips, ddof=1))}
-    probes = probe_units(trace, feature="subject_number", kinds="h,c", seed=seed)
-    sat = saturation_summary(saturation(trace), "kind")
+        rows.append({"k": k, "units": units, "accuracy": effect.value, "drop": effect.harm,
+                     "random_drop_mean": effect.random_mean, "random_drop_std": effect.random_std})
+    return rows
+
+
+def independent_findings(model: torch.nn.Module, ks: Sequence[int] = tuple(range(1, 9)), draws: int = 20,
+                         per_condition: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Rank h units on NounPP items from one half of the lexicon, ablate on the other half's.
+
+    The ranking set has all four NounPP conditions (seed 1), the independent set the incongruent
+    ones (SP, PS; seed 2), with no noun, verb or preposition in common (`split_lexicon`). The top 4
+    are also ablated on the ranking set's own incongruent items, for comparison."""
+    from gatescope.stimuli.agreement import CONDITIONS, INCONGRUENT_NOUNPP, generate_stimuli, split_lexicon
+
+    rank_part, test_part = split_lexicon(seed)
+    nounpp = tuple(c for c in CONDITIONS if c.startswith("nounpp_"))
+    ranked_items = generate_stimuli(per_condition, seed=1, conditions=nounpp, lexicon=rank_part)
+    test_items = generate_stimuli(per_condition, seed=2, conditions=INCONGRUENT_NOUNPP, lexicon=test_part)
+    trace = agreement_trace(model, ranked_items, kinds=["h"])
+    ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=0)
+    del trace
+    in_sample = agreement_metric(model, ranked_items, INCONGRUENT_NOUNPP)
+    independent = agreement_metric(model, test_items)
+    return {
+        "rank_lexicon": rank_part.words(), "test_lexicon": test_part.words(),
+        "rank_items": len(ranked_items), "test_items": len(test_items),
+        "units_auc_90": sum(r["score"] >= 0.9 for r in ranking), "units_ranked": len(ranking),
+        "ranking_top": [{"unit": r["unit"], "score": r["score"]} for r in ranking.head(8)],
+        "ranking_set": {"baseline": in_sample([]), "ablations": _ablation_rows(in_sample, model, ranking, [4], draws,
+                                                                              seed)},
+        "independent_set": {"baseline": independent([]),
+                            "ablations": _ablation_rows(independent, model, ranking, ks, draws, seed)},
+    }
+
+
+def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
+                       permutations: int = 1000, seed: int = 0, save_trace: Path | None = None,
+                       stage: Stage = no_stage) -> dict[str, Any]:
+    """Ranking, top-k ablations vs random sets, patching, probes, saturation, the number unit's profile,
+    and the rank-on-one-set / ablate-on-another experiment (`independent_findings`)."""
+    from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, bundled_stimuli_path, generate_stimuli
+
+    name = model_path.stem
+    model = gatescope.load(model_path).eval()
+    items = read_stimuli(bundled_stimuli_path())
+    with stage(f"{name}: accuracy on the bundled stimuli"):
+        by_condition = {c: r["accuracy"] for c, r in evaluate_agreement(model, items)["by_condition"].items()}
+    with stage(f"{name}: recording the ranking stimuli"):
+        trace = agreement_trace(model, generate_stimuli(seed=1))
+        if save_trace is not None:
+            trace.save(save_trace)
+    with stage(f"{name}: ranking h units ({permutations} permutations)"):
+        ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=permutations,
+                             seed=seed)
+    with stage(f"{name}: ablating the top units and {draws} random sets"):
+        metric = agreement_metric(model, items, INCONGRUENT_NOUNPP)
+        per_condition = {c: agreement_metric(model, items, [c]) for c in INCONGRUENT_NOUNPP}
+        ablations = _ablation_rows(metric, model, ranking, ks, draws, seed)
+        for row in ablations:
+            row["by_condition"] = {c: m(causal.ablate(row["units"])) for c, m in per_condition.items()}
+    with stage(f"{name}: patching from the other number"):
+        k = ks[-1]
+        nounpp = [it for it in items if it.condition in INCONGRUENT_NOUNPP]
+        patch_sets = {"top": causal.top_k(ranking, k), "all": causal.units_of(model, ["h"])}
+        pool = causal.pool_of(model, patch_sets["top"])
+        patch_sets |= {f"random{i}": s for i, s in enumerate(causal.random_sets(pool, k, draws, seed))}
+        flipped = patching_flips(model, nounpp, patch_sets)
+        random_flips = [v for key, v in flipped.items() if key.startswith("random")]
+        patching = {"k": k, "units": patch_sets["top"], "flipped": flipped["top"], "all_h_flipped": flipped["all"],
+                    "random_flipped_mean": float(np.mean(random_flips)),
+                    "random_flipped_std": float(np.std(random_flips, ddof=1))}
+    with stage(f"{name}: probes with a control task"):
+        probes = probe_units(trace, feature="subject_number", kinds="h,c", seed=seed)
+        sat = saturation_summary(saturation(trace), "kind")
+    del trace
     top = ranking[0]
     if figure is not None:
-        plot_gate_profile(sentences_trace(model, LAKRETZ), top["unit"], range(len(LAKRETZ)), figure,
-                          title=f"{model_path.stem}: number unit {top['unit']} (AUC {top['score']:.3f})")
+        with stage(f"{name}: gate profile of {top['unit']}"):
+            plot_gate_profile(sentences_trace(model, LAKRETZ), top["unit"], range(len(LAKRETZ)), figure,
+                              title=f"{name}: number unit {top['unit']} (AUC {top['score']:.3f})")
+    with stage(f"{name}: ranking on one half of the lexicon, ablating on the other"):
+        independent = independent_findings(model, draws=draws, seed=seed)
     return {
         "model": model_path.name,
         "hidden_size": model.modules_info[0]["hidden_size"],
         "cell": model.modules_info[0]["cell"],
+        "accuracy_by_condition": by_condition,
+        "draws": draws,
         "ranking_top": [{k: r[k] for k in ("unit", "score", "corr", "probe", "p_fwer")} for r in ranking.head(8)],
         "significant_units": sum(r["p_fwer"] < 0.01 for r in ranking),
         "units_auc_90": sum(r["score"] >= 0.9 for r in ranking),
         "units_ranked": len(ranking),
-        "baseline_incongruent_nounpp": baseline,
+        "baseline_incongruent_nounpp": metric([]),
         "baseline_by_condition": {c: m([]) for c, m in per_condition.items()},
         "ablations": ablations,
         "patching": patching,
-        "probes": [{k: r[k] for k in ("name", "baseline", "score", "control", "selectivity", "k95", "curve")}
-                   for r in probes],
+        "probes": [{k: r[k] for k in PROBE_KEYS} for r in probes],
         "saturation": {r["kind"]: {"left": r["left"], "right": r["right"]} for r in sat},
-        "figure": str(figure) if figure else None,
+        "figure": figure.name if figure else None,
+        "independent": independent,
     }
 
-
 def code_findings(model_path: Path, train_chars: int = 60000, permutations: int = 200,
-                  save_trace: Path | None = None) -> dict[str, Any]:
-    """The best in_string unit chosen on training files, its AUC on the held-out stdlib files."""
+                  save_trace: Path | None = None, stage: Stage = no_stage) -> dict[str, Any]:
+    """The best in_string unit chosen on training files, its AUC on the held-out stdlib files (pooled
+    and per file), and a probe on all cells with its control task."""
     from gatescope.samples.data import stdlib_files
 
     model = gatescope.load(model_path).eval()
@@ -187,109 +246,93 @@ def code_findings(model_path: Path, train_chars: int = 60000, permutations: int 
             break
         train_paths.append(path)
         total += len(path.read_text(encoding="utf-8"))
-    chosen = rank_units(code_trace(model, train_paths), feature="in_string", metric="auc", permutations=0)
-    held = code_trace(model, stdlib_files(heldout=True))
-    if save_trace is not None:
-        held.save(save_trace)
-    scored = {r["unit"]: r for r in rank_units(held, feature="in_string", metric="auc", permutations=permutations)}
-    best_held = max(scored.values(), key=lambda r: r["score"])
-    # a unit that is low inside strings separates them as well: AUCs are oriented by the training files
-    top = [{"unit": r["unit"], "direction": "high" if r["auc"] >= 0.5 else "low", "train_auc": r["score"],
-            "heldout_auc": _oriented(scored[r["unit"]]["auc"], r["auc"] >= 0.5),
-            "heldout_p_fwer": scored[r["unit"]]["p_fwer"]} for r in chosen.head(5)]
-    probes = probe_units(held, feature="in_string", kinds="c", ks=(1, 4, 16, 64), epochs=3)
+    with stage(f"{model_path.stem}: ranking units on {len(train_paths)} training files"):
+        chosen = rank_units(code_trace(model, train_paths), feature="in_string", metric="auc", permutations=0)
+    held_paths = stdlib_files(heldout=True)
+    with stage(f"{model_path.stem}: recording {len(held_paths)} held-out files"):
+        held = code_trace(model, held_paths)
+        if save_trace is not None:  # then read it memory-mapped: only the columns in use stay resident
+            held.save(save_trace)
+            del held
+            held = gatescope.load_trace(save_trace)
+    with stage(f"{model_path.stem}: scoring units on the held-out files ({permutations} permutations)"):
+        scored = {r["unit"]: r for r in rank_units(held, feature="in_string", metric="auc",
+                                                   permutations=permutations)}
+        best_held = max(scored.values(), key=lambda r: r["score"])
+        # a unit that is low inside strings separates them as well: AUCs are oriented by the training files
+        top = [{"unit": r["unit"], "direction": "high" if r["auc"] >= 0.5 else "low", "train_auc": r["score"],
+                "heldout_auc": _oriented(scored[r["unit"]]["auc"], r["auc"] >= 0.5),
+                "heldout_p_fwer": scored[r["unit"]]["p_fwer"]} for r in chosen.head(5)]
+        lengths = [len(p.read_text(encoding="utf-8")) for p in held_paths]
+        best = top[0]
+        per_file = _per_file_auc(held, best["unit"], "in_string", lengths)
+        best["heldout_auc_by_file"] = {p.name: _oriented(a, best["direction"] == "high")
+                                       for p, a in zip(held_paths, per_file)}
+    with stage(f"{model_path.stem}: probe on the cells with a control task"):
+        probes = probe_units(held, feature="in_string", kinds="c", ks=(1, 4, 16, 64), epochs=3)
     return {"model": model_path.name, "train_files": [p.name for p in train_paths],
-            "probes": [{k: r[k] for k in ("name", "baseline", "score", "control", "selectivity", "k95", "curve")}
-                       for r in probes],
-            "heldout_files": [p.name for p in stdlib_files(heldout=True)], "heldout_tokens": held.num_tokens,
+            "probes": [{k: r[k] for k in PROBE_KEYS} for r in probes],
+            "heldout_files": [p.name for p in held_paths], "heldout_tokens": held.num_tokens,
             "top_units": top, "best_heldout_unit": {"unit": best_held["unit"], "auc": best_held["score"]}}
+
+
+def _per_file_auc(trace: Trace, unit: str, feature: str, lengths: Sequence[int]) -> list[float]:
+    """ROC AUC of ``unit`` for the binary ``feature`` over each consecutive run of ``lengths`` rows."""
+    from gatescope.names import parse_unit
+
+    parsed = parse_unit(unit)
+    column = trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
+    labels = trace.features[feature].to(torch.float64)  # (N,)
+    out, start = [], 0
+    for n in lengths:
+        x, y = column[start : start + n], labels[start : start + n]
+        start += n
+        pos = y == 1
+        n1, n0 = int(pos.sum()), int((y == 0).sum())
+        if n1 == 0 or n0 == 0:
+            raise GatescopeError(f"{feature}: a held-out file has only one class; its AUC is undefined")
+        ranks = midranks(x[:, None])[:, 0]
+        out.append(float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)))
+    return out
 
 
 def _oriented(auc: float, high: bool) -> float:
     return auc if high else 1 - auc
 
 
-def report(results: dict[str, Any]) -> str:
-    """The findings as Markdown."""
-    lines = []
-    for res in results.get("agreement", []):
-        by_condition = ", ".join(f"{c} {v:.3f}" for c, v in res["baseline_by_condition"].items())
-        summary = (f"Unablated incongruent NounPP accuracy (SP, PS): {res['baseline_incongruent_nounpp']:.3f} "
-                   f"({by_condition}). {res['significant_units']} of {res['units_ranked']} h units track subject "
-                   f"number (max-statistic permutation p < 0.01); {res['units_auc_90']} separate singular from "
-                   f"plural with AUC >= 0.9 on their own.")
-        lines += [f"### {res['model']} ({res['cell']}, {res['hidden_size']} units)", "", summary, "",
-                  "| k | ablated units (top by AUC) | accuracy | drop | random k units: drop (mean ± sd) |",
-                  "| --- | --- | --- | --- | --- |"]
-        for a in res["ablations"]:
-            lines.append(f"| {a['k']} | {', '.join(a['units'])} | {a['accuracy']:.3f} | {100 * a['drop']:.1f} pts | "
-                         f"{100 * a['random_drop_mean']:.1f} ± {100 * a['random_drop_std']:.1f} pts |")
-        pt = res["patching"]
-        patched = (f"Patching the top {pt['k']} units' h from the run on the prefix with the subject in the other "
-                   f"number flips the verb preference on {100 * pt['flipped']:.1f}% of incongruent NounPP items "
-                   f"(random sets of {pt['k']}: {100 * pt['random_flipped_mean']:.1f} ± "
-                   f"{100 * pt['random_flipped_std']:.1f}%; all h units: {100 * pt['all_h_flipped']:.1f}%).")
-        lines += ["", patched]
-        lines += ["", "| probe | majority | accuracy | control task | selectivity | units for 95% |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for p in res["probes"]:
-            lines.append(f"| {p['name']} | {p['baseline']:.3f} | {p['score']:.3f} | {p['control']:.3f} | "
-                         f"{p['selectivity']:.3f} | {p['k95']} |")
-        top = res["ranking_top"][0]
-        lines += ["", f"Strongest number unit: {top['unit']} (AUC {top['score']:.3f}, r = {top['corr']:.3f}).", ""]
-    code = results.get("code")
-    if code:
-        b = code["top_units"][0]
-        summary = (f"Best in_string unit on training files: {b['unit']} ({b['direction']} inside strings, "
-                   f"AUC {b['train_auc']:.3f}); on the held-out files ({', '.join(code['heldout_files'])}; "
-                   f"{code['heldout_tokens']} characters): AUC {b['heldout_auc']:.3f}. Best unit chosen on the "
-                   f"held-out files themselves: {code['best_heldout_unit']['unit']} "
-                   f"(AUC {code['best_heldout_unit']['auc']:.3f}).")
-        lines += [f"### {code['model']}", "", summary, ""]
-        for p in code["probes"]:
-            lines.append(f"Linear probe on all of {p['name']} (held-out chunks): accuracy {p['score']:.3f} "
-                         f"(majority {p['baseline']:.3f}, control task {p['control']:.3f}); top-k curve "
-                         + ", ".join(f"{k}: {v:.3f}" for k, v in p["curve"].items()) + ".")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def run_findings(out: Path, draws: int = 20, only: str | None = None, stage: Stage = no_stage,
+                 save_traces: bool = True) -> dict[str, Any]:
+    """Every finding on the bundled sample models; traces and figures written under ``out``
+    (``{model}.trace.safetensors``, ``number_unit_{model}.png``). Returns the JSON document."""
     from gatescope import sample_models
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--figures", type=Path, default=Path("docs"), help="folder for number_unit*.png")
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--draws", type=int, default=20, help="random sets per k")
-    parser.add_argument("--only", choices=["agreement", "code"], help="run one part")
-    parser.add_argument("--traces", type=Path, help="also save the traces analysed (with their features) here")
-    args = parser.parse_args(argv)
-    for folder in (args.figures, args.traces):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-    if args.json:
-        check_writable(args.json)  # before minutes of work, not after
+    # the char model first: its traces are the largest, and what it frees goes back to the system
+    # before the agreement models run (`gatescope findings` trims the heap after each stage)
+    code = None
+    if only in (None, "code"):
+        path = sample_models.path(f"{CODE_MODEL}.safetensors")
+        if not path.exists():
+            raise GatescopeError(f"the sample model {path} is missing: gatescope samples train --only {CODE_MODEL}")
+        save = out / "pysource_heldout.trace.safetensors" if save_traces else None
+        code = code_findings(path, save_trace=save, stage=stage)
     results: dict[str, Any] = {}
-    if args.only in (None, "agreement"):
+    if only in (None, "agreement"):
         results["agreement"] = []
-        for stem, fig in (("agreement_lstm", "number_unit.png"), ("agreement_gru", "number_unit_gru.png")):
+        for stem in AGREEMENT_MODELS:
             path = sample_models.path(f"{stem}.safetensors")
-            if path.exists():
-                save = args.traces / f"{stem}.trace.safetensors" if args.traces else None
-                results["agreement"].append(agreement_findings(path, args.figures / fig, draws=args.draws,
-                                                               save_trace=save))
-    code_model = sample_models.path("pysource_lstm.safetensors")
-    if args.only in (None, "code") and code_model.exists():
-        save = args.traces / "pysource_heldout.trace.safetensors" if args.traces else None
-        results["code"] = code_findings(code_model, save_trace=save)
-    if args.json:
-        text = json.dumps(jsonable(results), indent=1, allow_nan=False)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
-    print(report(results))
+            if not path.exists():
+                raise GatescopeError(f"the sample model {path} is missing: gatescope samples train --only {stem}")
+            save = out / f"{stem}.trace.safetensors" if save_traces else None
+            results["agreement"].append(agreement_findings(path, out / f"number_unit_{stem}.png", draws=draws,
+                                                           save_trace=save, stage=stage))
+    if code is not None:
+        results["code"] = code
+    return results
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except GatescopeError as exc:  # bad input: one line, as the gatescope command prints it
-        raise SystemExit(f"findings: error: {exc}") from None
+if __name__ == "__main__":  # the same as `gatescope findings`
+    import sys
+
+    from gatescope.cli import main
+
+    main(["findings", *sys.argv[1:]])

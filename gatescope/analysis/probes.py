@@ -31,6 +31,9 @@ from gatescope.names import format_unit, parse_name
 from gatescope.trace import Trace
 
 
+STATS_ROWS = 8192  # rows per pass of the statistics and the evaluation: their float64 copies stay small
+
+
 @dataclass
 class Probe:
     """A trained linear probe on ``units`` of quantity ``name`` (weights on standardised inputs)."""
@@ -93,7 +96,7 @@ def fit_probe(
     target = labels.values.to(torch.float32) if regression else labels.codes
     # standardise units (and a regression target) with statistics of the training rows
     count, total, sq = 0, torch.zeros(len(units_t), dtype=torch.float64), torch.zeros(len(units_t), dtype=torch.float64)
-    for x, _ in _batches(trace, name, units_t, rows, target, 1 << 30, None):
+    for x, _ in _batches(trace, name, units_t, rows, target, STATS_ROWS, None):
         count += x.shape[0]
         total += x.sum(0, dtype=torch.float64)
         sq += (x.to(torch.float64) ** 2).sum(0)
@@ -134,7 +137,7 @@ def evaluate_probe(trace: Trace, probe: Probe, labels: Labels, rows: torch.Tenso
     rows = rows & labels.valid
     target = labels.values.to(torch.float32) if probe.kind == "continuous" else labels.codes
     correct, n, sse, values = 0, 0, 0.0, []
-    for x, t in _batches(trace, probe.name, probe.units, rows, target, 1 << 30, None):
+    for x, t in _batches(trace, probe.name, probe.units, rows, target, STATS_ROWS, None):
         pred = probe.predict(x)
         n += t.numel()
         if probe.kind == "continuous":

@@ -45,6 +45,12 @@ from gatescope.errors import GatescopeError
 from gatescope.trace import Trace
 
 METRICS = ("corr", "auc", "mi", "probe")
+# A column block's working set is about a dozen arrays of its size (ranks, sorts, tie groups, bins, the
+# probe's splits) and a permutation block's about eight (the permutations as a list and stacked, the
+# shuffled design, products, statistics): blocks are sized so that the whole working set, not one
+# array, stays within selection.BUDGET.
+BLOCK_COPIES, PERM_COPIES = 16, 8
+
 DEFAULT_METRIC = {"binary": "auc", "categorical": "mi", "continuous": "corr"}
 
 
@@ -87,7 +93,7 @@ def rank_units(
     stats: list[torch.Tensor] = []  # per block: (u,) observed statistic
     exceed: list[torch.Tensor] = []  # per block: (u,) permutations at least as extreme
     for name in track(names, "ranking units", total=len(names), enabled=progress):
-        for cols in column_blocks(scorer.n, width(trace, name)):
+        for cols in column_blocks(scorer.n, width(trace, name), selection.BUDGET // BLOCK_COPIES):
             x = read_columns(trace, name, cols, valid)  # (n, u)
             block, stat, count = scorer.score(x)
             stats.append(stat)
@@ -173,8 +179,9 @@ class _Scorer:
         self.ybins = self.codes if self.codes is not None else _quantile_bins(midranks(self.y[:, None])[:, 0], bins)
         self.permutations, self.seed = permutations, seed
         per_perm = self.n * self.design.shape[1]
-        self.perm_block = max(1, min(permutations, selection.BUDGET // max(1, per_perm)))
-        self._cached = None if permutations * per_perm > selection.BUDGET else list(self._perm_designs())
+        budget = selection.BUDGET // PERM_COPIES
+        self.perm_block = max(1, min(permutations, budget // max(1, per_perm)))
+        self._cached = None if permutations * per_perm > budget else list(self._perm_designs())
         self.max_stat = torch.zeros(permutations, dtype=torch.float64)  # (P,)
 
     def _perm_designs(self):

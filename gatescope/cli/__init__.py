@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agreement": ("agreement", "agreement", "Subject-verb agreement accuracy of a language model."),
     "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
     "samples": ("samples", "samples", "Train or list the bundled sample models."),
+    "findings": ("findings", "findings", "Reproduce the README's findings on the sample models."),
 }
 
 

@@ -62,6 +62,46 @@ CONDITIONS = tuple(
 INCONGRUENT_NOUNPP = ("nounpp_SP", "nounpp_PS")
 
 
+@dataclass(frozen=True)
+class LexiconPart:
+    """The lemma indices (into NOUN_SG/NOUN_PL, VERB_SG/VERB_PL) and prepositions items may use."""
+
+    nouns: tuple[int, ...] = tuple(range(len(NOUN_SG)))
+    verbs: tuple[int, ...] = tuple(range(len(VERB_SG)))
+    preps: tuple[str, ...] = PREP
+
+    def words(self) -> dict[str, tuple[str, ...]]:
+        """The part's words by role: nouns (both numbers), verbs (both numbers), preps."""
+        return {"nouns": tuple(noun(i, n) for i in self.nouns for n in NUMBERS),
+                "verbs": tuple(verb(i, n) for i in self.verbs for n in NUMBERS), "preps": self.preps}
+
+
+FULL_LEXICON = LexiconPart()
+
+
+def split_lexicon(seed: int = 0) -> tuple[LexiconPart, LexiconPart]:
+    """Two disjoint halves of the nouns, verbs and prepositions, deterministic in ``seed``.
+
+    A pair (noun n, verb v) is an evaluation pair iff n = v (mod 4) (`is_heldout_pair`), so each
+    residue class is shuffled and dealt out separately, the larger share alternating between the
+    halves: each half gets 10 nouns, 6 verbs, 4 prepositions and 16 evaluation pairs."""
+    rng = random.Random(seed)
+    halves: list[dict[str, list]] = [{"nouns": [], "verbs": [], "preps": []} for _ in range(2)]
+    for key, size in (("nouns", len(NOUN_SG)), ("verbs", len(VERB_SG))):
+        for r in range(4):
+            members = [i for i in range(size) if i % 4 == r]
+            rng.shuffle(members)
+            cut = (len(members) + (r % 2 == 0)) // 2
+            halves[0][key] += members[:cut]
+            halves[1][key] += members[cut:]
+    preps = list(PREP)
+    rng.shuffle(preps)
+    halves[0]["preps"], halves[1]["preps"] = preps[: len(preps) // 2], preps[len(preps) // 2 :]
+    a, b = (LexiconPart(tuple(sorted(h["nouns"])), tuple(sorted(h["verbs"])),
+                        tuple(p for p in PREP if p in h["preps"])) for h in halves)
+    return a, b
+
+
 def is_heldout_pair(noun: int, verb: int) -> bool:
     """Whether subject lemma `noun` with verb lemma `verb` is reserved for evaluation (1 pair in 4)."""
     return (3 * noun + verb) % 4 == 0
@@ -125,21 +165,23 @@ PREFIX_ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, rng: random.Random) -> Stimulus:
+def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, rng: random.Random,
+                  lexicon: LexiconPart = FULL_LEXICON) -> Stimulus:
     """One stimulus of `structure` with subject lemma `subject`, verb lemma `verb_lemma` and
-    `numbers` ("S", "P", or subject+attractor such as "SP"); other words are drawn from `rng`."""
+    `numbers` ("S", "P", or subject+attractor such as "SP"); other words are drawn from `rng`
+    (attractor nouns, embedded verbs and prepositions from `lexicon`)."""
     s_num = numbers[0]
     words = ["the", noun(subject, s_num)]
     if structure == "adv":
         words.append(rng.choice(ADV))
     elif structure == "namepp":
-        words += [rng.choice(PREP), rng.choice(NAME)]
+        words += [rng.choice(lexicon.preps), rng.choice(NAME)]
     elif structure == "nounpp":
-        a = rng.choice([i for i in range(len(NOUN_SG)) if i != subject])
-        words += [rng.choice(PREP), "the", noun(a, numbers[1])]
+        a = rng.choice([i for i in lexicon.nouns if i != subject])
+        words += [rng.choice(lexicon.preps), "the", noun(a, numbers[1])]
     elif structure == "objrc":
-        a = rng.choice([i for i in range(len(NOUN_SG)) if i != subject])
-        v = rng.choice([i for i in range(len(VERB_SG)) if i != verb_lemma])
+        a = rng.choice([i for i in lexicon.nouns if i != subject])
+        v = rng.choice([i for i in lexicon.verbs if i != verb_lemma])
         words += ["that", "the", noun(a, numbers[1]), verb(v, numbers[1])]
     elif structure != "simple":
         raise GatescopeError(f"unknown agreement structure {structure!r} (known: {', '.join(STRUCTURES)})")
@@ -160,14 +202,17 @@ def labelled(prefix: list[str], correct: str, wrong: str, condition: str) -> Sti
     return _build([*zip(prefix, roles), (correct, "verb")], numbers[0] == "P", wrong, condition)
 
 
-def generate_stimuli(per_condition: int = 200, seed: int = 0,
-                     conditions: tuple[str, ...] = CONDITIONS) -> list[Stimulus]:
-    """Up to `per_condition` distinct held-out items for each condition, deterministic in `seed`.
+def generate_stimuli(per_condition: int = 200, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
+                     lexicon: LexiconPart = FULL_LEXICON) -> list[Stimulus]:
+    """Up to `per_condition` distinct held-out items for each condition, deterministic in `seed`,
+    with nouns, verbs and prepositions from `lexicon` only (default all; see `split_lexicon`).
 
     Subject and verb lemmas come only from held-out pairs (`is_heldout_pair`), so a condition
     with no other free word has at most one item per pair: Simple has at most 60."""
     rng = random.Random(seed)
-    pairs = [(n, v) for n in range(len(NOUN_SG)) for v in range(len(VERB_SG)) if is_heldout_pair(n, v)]
+    pairs = [(n, v) for n in lexicon.nouns for v in lexicon.verbs if is_heldout_pair(n, v)]
+    if not pairs:
+        raise GatescopeError("the lexicon part has no evaluation (subject, verb) pair")
     items: list[Stimulus] = []
     for condition in conditions:
         if condition not in CONDITIONS:
@@ -178,7 +223,7 @@ def generate_stimuli(per_condition: int = 200, seed: int = 0,
             if len(seen) == per_condition:
                 break
             n, v = rng.choice(pairs)
-            item = make_stimulus(structure, n, v, numbers, rng)
+            item = make_stimulus(structure, n, v, numbers, rng, lexicon)
             if item.tokens not in seen:
                 seen.add(item.tokens)
                 items.append(item)

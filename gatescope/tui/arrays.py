@@ -2,7 +2,7 @@
 
 The browser has one data path. A trace file is memory-mapped by `read_trace_file`, so
 `gatescope browse FILE` never imports torch (it would cost most of the 2 s first-screen
-budget of issue 5). An in-memory `gatescope.Trace` (from `gatescope inspect`, where torch is
+budget of the browser). An in-memory `gatescope.Trace` (from `gatescope inspect`, where torch is
 loaded anyway) is wrapped as the same numpy arrays, sharing its tensors' memory: the
 inverse of what `gatescope.trace.load_trace` does with a file (bfloat16 kept as its 16 bits,
 safetensors dtype ``BF16``, and widened by `TraceFile.rows`).

@@ -1,0 +1,232 @@
+"""The findings JSON (gatescope.analysis.findings) as Markdown: the full report, and the blocks that
+README.md and sample_models/README.md embed, so that no figure is written down twice.
+
+An embedded block sits between ``<!-- findings:NAME -->`` and ``<!-- /findings:NAME -->`` lines;
+`update_markdown` rewrites every block of a file from a findings document and `stale_blocks` names
+the blocks that disagree with it (the docs test). Probe accuracies always come with their control
+task and selectivity (Hewitt & Liang 2019).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gatescope.errors import GatescopeError
+from gatescope.files import atomic_write
+
+GOAL_POINTS = 50.0  # the top-4 drop on the independent set that counts as a robust number-unit effect
+RANDOM_POINTS = 5.0  # what random sets of 4 may cost at most
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _short(units: list[str]) -> str:
+    """rnn.l0.fwd.h:96, rnn.l0.fwd.h:22 -> h:96, 22"""
+    names = [u.rsplit(".", 1)[-1] for u in units]
+    return ", ".join([names[0], *(n.split(":")[1] for n in names[1:])]) if names else ""
+
+
+def _stem(res: dict[str, Any]) -> str:
+    return res["model"].removesuffix(".safetensors")
+
+
+def _probe_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = ["| model | probe on | majority class | accuracy | control task | selectivity | units for 95% |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model, p in rows:
+        lines.append(f"| {model} | {p['name']} | {p['baseline']:.3f} | {p['score']:.3f} | {p['control']:.3f} | "
+                     f"{p['selectivity']:+.3f} | {p['k95']} |")
+    return lines
+
+
+def number_units(results: dict[str, Any]) -> list[str]:
+    """Top-k ablations on the bundled stimuli, patching, probes."""
+    agreement = results.get("agreement", [])
+    if not agreement:
+        return []
+    draws = agreement[0]["draws"]
+    lines = ["**Number units.** On the incongruent NounPP items of the bundled stimuli (\"the boy near the cars "
+             "greets\": SP, PS), the h units with the highest subject-number AUC (ranked on other generated "
+             f"items) are held at zero, against {draws} random sets of as many other h units:", "",
+             "| model | top-4 units (by AUC) | accuracy before | NounPP SP / PS after | drop | "
+             f"{draws} random sets of 4: drop |", "| --- | --- | --- | --- | --- | --- |"]
+    for res in agreement:
+        a = res["ablations"][-1]
+        sp, ps = (a["by_condition"][c] for c in ("nounpp_SP", "nounpp_PS"))
+        lines.append(f"| {_stem(res)} | {_short(a['units'])} | {res['baseline_incongruent_nounpp']:.3f} | "
+                     f"{sp:.3f} / {ps:.3f} | {_pts(a['drop'])} points | {_pts(a['random_drop_mean'])} ± "
+                     f"{_pts(a['random_drop_std'])} points |")
+    ks = [a["k"] for a in agreement[0]["ablations"]]
+    lines += ["", "Drop (points) when the top k are held at zero:", "",
+              "| model | " + " | ".join(f"k = {k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
+    for res in agreement:
+        lines.append(f"| {_stem(res)} | " + " | ".join(_pts(a["drop"]) for a in res["ablations"]) + " |")
+    lines.append("")
+    for res in agreement:
+        pt = res["patching"]
+        lines.append(f"- {_stem(res)}: {res['significant_units']} of {res['units_ranked']} h units correlate with "
+                     f"number (family-wise p < 0.01), {res['units_auc_90']} reach AUC >= 0.9 alone; patching the "
+                     f"top {pt['k']} from the run with the subject in the other number flips "
+                     f"{_pts(pt['flipped'])}% of the verb choices (random sets: {_pts(pt['random_flipped_mean'])}%, "
+                     f"all h units: {_pts(pt['all_h_flipped'])}%).")
+    lines += ["", "Linear probes for subject number on every token from the subject to the verb (held-out "
+              "sentences); the control task gives each word type a random label (Hewitt & Liang 2019), "
+              "selectivity = accuracy - control:", ""]
+    lines += _probe_table([(_stem(res), p) for res in agreement for p in res["probes"]])
+    return lines
+
+
+def independent_sets(results: dict[str, Any]) -> list[str]:
+    """Rank on one half of the lexicon, ablate on the other: the top-4 figures and the k curve."""
+    agreement = [res for res in results.get("agreement", []) if "independent" in res]
+    if not agreement:
+        return []
+    first = agreement[0]["independent"]
+    rank_lex, test_lex = first["rank_lexicon"], first["test_lexicon"]
+    lines = ["**Do they hold on items nobody ranked on?** Units are ranked on "
+             f"{first['rank_items']} NounPP items drawn from one half of the lexicon (prepositions "
+             f"{', '.join(rank_lex['preps'])}; {len(rank_lex['nouns']) // 2} nouns, {len(rank_lex['verbs']) // 2} "
+             f"verbs) and ablated on {first['test_items']} incongruent NounPP items from the other half "
+             f"({', '.join(test_lex['preps'])}; no noun, verb or preposition in common; "
+             "`gatescope.stimuli.agreement.split_lexicon`):", "",
+             "| model | top 4 ranked on the first half | drop on the ranking set | drop on the independent set "
+             "| random sets of 4 (independent set) |", "| --- | --- | --- | --- | --- |"]
+    for res in agreement:
+        ind = res["independent"]
+        own, other = ind["ranking_set"]["ablations"][0], ind["independent_set"]["ablations"][3]
+        lines.append(f"| {_stem(res)} | {_short(own['units'])} | {_pts(own['drop'])} points | "
+                     f"{_pts(other['drop'])} points | {_pts(other['random_drop_mean'])} ± "
+                     f"{_pts(other['random_drop_std'])} points |")
+    ks = [a["k"] for a in first["independent_set"]["ablations"]]
+    lines += ["", "What set size does on the independent set (drop in points, top k / mean of random sets of k):",
+              "", "| model | " + " | ".join(f"k = {k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
+    for res in agreement:
+        rows = res["independent"]["independent_set"]["ablations"]
+        lines.append(f"| {_stem(res)} | " + " | ".join(f"{_pts(a['drop'])} / {_pts(a['random_drop_mean'])}"
+                                                    for a in rows) + " |")
+    lines.append("")
+    for res in agreement:
+        lines.append(f"- {_verdict(res)}")
+    return lines
+
+
+def _verdict(res: dict[str, Any]) -> str:
+    """Whether the top-4 effect holds on the independent set, and if not what the figures say instead."""
+    ind = res["independent"]
+    rows = ind["independent_set"]["ablations"]
+    four, last = rows[3], rows[-1]
+    random_ok = 100 * four["random_drop_mean"] < RANDOM_POINTS
+    head = (f"{_stem(res)}: the top 4 cost {_pts(four['drop'])} points on the independent set "
+            f"(goal {GOAL_POINTS:.0f}; random sets {_pts(four['random_drop_mean'])}, "
+            f"{'under' if random_ok else 'not under'} {RANDOM_POINTS:.0f}).")
+    if 100 * four["drop"] >= GOAL_POINTS:
+        return head + " The effect holds on items that share no word with the ranking set."
+    k95 = {p["name"].rsplit(".", 1)[-1]: p["k95"] for p in res["probes"]}
+    best = max(rows, key=lambda a: a["drop"])
+    return (head + f" Below the goal: number is coded redundantly and spread over many units. "
+            f"{ind['units_auc_90']} of {ind['units_ranked']} h units separate singular from plural with AUC >= 0.9 "
+            f"on the ranking set and {res['significant_units']} correlate significantly, so removing 4 leaves "
+            f"others that carry it; the drop grows with the set (k = {best['k']}: {_pts(best['drop'])} points, "
+            f"k = {last['k']}: {_pts(last['drop'])}), and a probe reaches 95% of its accuracy from "
+            f"{k95.get('h', '?')} h unit(s) of any of these sets.")
+
+
+def gate_profile(results: dict[str, Any]) -> list[str]:
+    agreement = results.get("agreement", [])
+    if not agreement:
+        return []
+    top = agreement[0]["ranking_top"][0]
+    return [f"The strongest {_stem(agreement[0])} number unit, {top['unit']} (AUC {top['score']:.3f}), across "
+            "\"the boy(s) near the car(s) greet(s)\" (the picture of Lakretz et al. Fig. 1; `gatescope findings` "
+            f"draws it as {agreement[0]['figure']}):"]
+
+
+def string_unit(results: dict[str, Any]) -> list[str]:
+    code = results.get("code")
+    if not code:
+        return []
+    b = code["top_units"][0]
+    by_file = ", ".join(f"{name} {auc:.3f}" for name, auc in b["heldout_auc_by_file"].items())
+    lines = [f"**A string unit in the char model.** `{b['unit']}` of `{code['model'].removesuffix('.safetensors')}`"
+             f", chosen on {len(code['train_files'])} training files (AUC {b['train_auc']:.3f}; "
+             f"{b['direction']} inside strings), separates \"inside a string literal\" (from Python's `tokenize`) "
+             f"from the rest with ROC AUC {b['heldout_auc']:.3f} over the {len(code['heldout_files'])} held-out "
+             f"stdlib files pooled ({code['heldout_tokens']} characters); per file: {by_file}. The best unit "
+             f"chosen on the held-out files themselves is {code['best_heldout_unit']['unit']} "
+             f"(AUC {code['best_heldout_unit']['auc']:.3f}).", ""]
+    lines += ["Linear probes for `in_string` on the held-out files (top-k curve: "
+              + "; ".join(f"{p['name']}: " + ", ".join(f"{k} units {v:.3f}" for k, v in p["curve"].items())
+                          for p in code["probes"]) + "):", ""]
+    lines += _probe_table([(code["model"].removesuffix(".safetensors"), p) for p in code["probes"]])
+    for p in code["probes"]:
+        if p["selectivity"] <= 0:
+            lines += ["", f"The probe on {p['name']} is not selective: the control task, which sees only which "
+                      f"character each token is, scores {p['control']:.3f} against its {p['score']:.3f}, so its "
+                      "accuracy says nothing about what the cells add; the single unit's AUC is the figure to read."]
+    return lines
+
+
+def _join(*parts: list[str]) -> str:
+    return "\n".join(line for part in parts if part for line in [*part, ""]).rstrip("\n")
+
+
+def _first_table(lines: list[str]) -> list[str]:
+    """The lines up to the end of the first table."""
+    end = next((i for i, line in enumerate(lines) if i and line == "" and lines[i - 1].startswith("|")), len(lines))
+    return lines[:end]
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "number-units": lambda r: _join(number_units(r), independent_sets(r), gate_profile(r)),
+    "number-units-summary": lambda r: _join(_first_table(number_units(r)), _first_table(independent_sets(r))),
+    "string-unit": lambda r: _join(string_unit(r)),
+}
+
+
+def report(results: dict[str, Any]) -> str:
+    """The whole findings document as Markdown (what `gatescope findings` prints and writes)."""
+    accuracy = []
+    for res in results.get("agreement", []):
+        accuracy.append(f"- {_stem(res)} ({res['cell']}, {res['hidden_size']} units), accuracy on the bundled "
+                        "stimuli by condition: " + ", ".join(f"{c} {v:.3f}"
+                                                             for c, v in res["accuracy_by_condition"].items()))
+    body = [BLOCKS[name](results).splitlines() for name in ("number-units", "string-unit")]
+    return _join(["## Findings"], accuracy, *body) + "\n"
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- findings:{re.escape(name)} -->\n)(.*?)(<!-- /findings:{re.escape(name)} -->)", re.S)
+
+
+def render_blocks(text: str, results: dict[str, Any]) -> str:
+    """``text`` with every findings block rewritten from ``results``."""
+    for name, render in BLOCKS.items():
+        text = _pattern(name).sub(lambda m, body=render(results): m.group(1) + body + "\n" + m.group(3), text)
+    return text
+
+
+def stale_blocks(path: str | Path, results: dict[str, Any]) -> list[str]:
+    """The findings blocks of Markdown file ``path`` that differ from ``results`` (empty: all agree)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [name for name, render in BLOCKS.items()
+            if (m := _pattern(name).search(text)) and m.group(2) != render(results) + "\n"]
+
+
+def update_markdown(path: str | Path, results: dict[str, Any]) -> list[str]:
+    """Rewrite the findings blocks of Markdown file ``path`` (all or nothing); the names of those found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GatescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    found = [name for name in BLOCKS if _pattern(name).search(text)]
+    if not found:
+        raise GatescopeError(f"{path} has no findings block (<!-- findings:NAME --> ... <!-- /findings:NAME -->; "
+                             f"names: {', '.join(BLOCKS)})")
+    new = render_blocks(text, results)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
+    return found

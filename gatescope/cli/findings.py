@@ -1,0 +1,154 @@
+"""`gatescope findings`: reproduce, on the bundled sample models, every figure of the README's Findings.
+
+Runs gatescope.analysis.findings (a few minutes on two CPU cores), writes its traces, figures, JSON and
+Markdown report under one folder (default ./findings; an existing non-empty folder is refused unless
+--force), and can re-render the findings blocks of Markdown files (the README) from a JSON document,
+so the docs quote exactly one run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gatescope.errors import GatescopeError
+
+OUTPUTS = ("findings.json", "findings.md")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse a file, or a folder that holds anything, unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise GatescopeError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise GatescopeError(f"--out {out} exists and is not empty: choose a new folder, or --force to "
+                             "overwrite the files findings writes there")
+
+
+def _release_freed_memory(first: bool = False) -> None:
+    """Hand freed memory back to the system (glibc only; elsewhere nothing happens).
+
+    glibc raises its mmap threshold after the first large block is freed, so later large temporaries
+    (a recording's per-chunk gates, a ranking's column blocks) stay in its heap, fragmented, and the
+    process keeps the peak of every stage at once; a fixed 1 MiB threshold and a trim after each stage
+    keep it at the peak of one stage."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and first:
+            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        if libc is not None:
+            libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@contextlib.contextmanager
+def _stages(enabled: bool) -> Iterator[Any]:
+    """A rich progress display on stderr with one line per stage (spinner, then its time)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(finished_text="[green]done"), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, disable=not enabled) as progress:
+
+        @contextlib.contextmanager
+        def stage(description: str) -> Iterator[None]:
+            task = progress.add_task(description, total=1)
+            yield
+            progress.update(task, completed=1)
+            progress.stop_task(task)
+            _release_freed_memory()
+
+        _release_freed_memory(first=True)
+        yield stage
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GatescopeError(f"{path}: not a findings JSON document ({exc})") from None
+    if not isinstance(results, dict) or not ({"agreement", "code"} & results.keys()):
+        raise GatescopeError(f"{path}: not a findings JSON document (no 'agreement' or 'code' entry)")
+    return results
+
+
+@click.command("findings")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("findings"), show_default=True,
+              help="Folder for the traces, figures, findings.json and findings.md (created; must be new or empty).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the figures as JSON to this file.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder, replacing the files it writes.")
+@click.option("--draws", type=click.IntRange(2, 1000), default=20, show_default=True,
+              help="Random unit sets per set size, the baseline every ablation is compared with.")
+@click.option("--only", type=click.Choice(["agreement", "code"]), help="Run one part only.")
+@click.option("--no-traces", is_flag=True, help="Do not keep the traces (about 230 MB).")
+@click.option("--update", "update", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              metavar="FILE.md", help="Rewrite the findings blocks of this Markdown file from the results "
+              "(repeatable).")
+@click.option("--from-json", "from_json", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Do not run anything: render (and --update) from this findings JSON.")
+@click.option("--traces", "legacy_traces", type=click.Path(path_type=Path), hidden=True)
+@click.option("--figures", "legacy_figures", type=click.Path(path_type=Path), hidden=True)
+def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, only: str | None, no_traces: bool,
+             update: tuple[Path, ...], from_json: Path | None, legacy_traces: Path | None,
+             legacy_figures: Path | None) -> None:
+    """Reproduce the README's findings on the bundled sample models.
+
+    \b
+    - Number units in the agreement LSTM and GRU: which hidden units track whether the subject is
+      singular or plural, what holding the top 1-4 at zero does to agreement across an attractor
+      ("the boy near the cars greets") compared with random units, patching, probes with their
+      control task, and the gate profile of the strongest unit.
+    - Whether those units still matter on new sentences: rank on items from one half of the
+      vocabulary, ablate on items from the other half (no shared noun, verb or preposition),
+      for sets of 1 to 8 units.
+    - The string unit of the Python character model: which cell tracks "inside a string literal",
+      and how well it does on standard-library files the model never saw.
+
+    Takes a few minutes on two CPU cores and under 1 GB of memory. Writes the traces (ready for
+    `gatescope analyze` and `gatescope browse`), figures, findings.json and findings.md under --out
+    and prints the report.
+    """
+    from gatescope.analysis import findings_report
+    from gatescope.analysis.table import jsonable
+    from gatescope.files import atomic_write, check_writable
+
+    for legacy in (legacy_traces, legacy_figures):  # the options of the first findings script
+        if legacy is not None:
+            if out_dir != Path("findings") and legacy != out_dir:
+                raise GatescopeError("--traces/--figures name the output folder: give --out only")
+            out_dir = legacy
+    if update and only is not None and from_json is None:
+        raise GatescopeError("--update needs every finding: drop --only (the blocks of the other part would be lost)")
+    if json_path is not None:
+        check_writable(json_path)  # before minutes of work, not after
+    if from_json is not None:
+        results = _read_results(from_json)
+    else:
+        from gatescope.analysis.findings import run_findings
+
+        _check_out(out_dir, force)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _stages(enabled=True) as stage:
+            results = run_findings(out_dir, draws=draws, only=only, stage=stage, save_traces=not no_traces)
+        results = jsonable(results)
+        text = json.dumps(results, indent=1, allow_nan=False)
+        atomic_write(out_dir / "findings.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write(out_dir / "findings.md", lambda tmp: Path(tmp).write_text(findings_report.report(results)))
+    if json_path is not None:
+        text = json.dumps(results, indent=1, allow_nan=False)
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    for path in update:
+        names = findings_report.update_markdown(path, results)
+        click.echo(f"updated {path}: {', '.join(names)}", err=True)
+    click.echo(findings_report.report(results), nl=False)

@@ -1,0 +1,135 @@
+"""`gatescope findings`: the lexicon halves it tests on, the Markdown it renders, and its command line.
+
+The docs test is the one source of the README's figures: every findings block of README.md and
+sample_models/README.md must equal what docs/findings.json renders to.
+"""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from gatescope.analysis import findings_report
+from gatescope.cli import main
+from gatescope.stimuli.agreement import (
+    INCONGRUENT_NOUNPP,
+    NOUN_PL,
+    NOUN_SG,
+    PREP,
+    VERB_PL,
+    VERB_SG,
+    generate_stimuli,
+    is_heldout_pair,
+    split_lexicon,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_JSON = ROOT / "docs" / "findings.json"
+
+
+def run(args):
+    """The exit status of `gatescope ARGS` (0 when it returns)."""
+    try:
+        main(args)
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def results():
+    return json.loads(DOCS_JSON.read_text())
+
+
+def test_lexicon_halves_are_disjoint_deterministic_and_usable():
+    a, b = split_lexicon(0)
+    assert (a, b) == split_lexicon(0) and split_lexicon(1) != (a, b)
+    assert not set(a.nouns) & set(b.nouns) and set(a.nouns) | set(b.nouns) == set(range(len(NOUN_SG)))
+    assert not set(a.verbs) & set(b.verbs) and set(a.verbs) | set(b.verbs) == set(range(len(VERB_SG)))
+    assert not set(a.preps) & set(b.preps) and set(a.preps) | set(b.preps) == set(PREP)
+    for part in (a, b):
+        assert sum(is_heldout_pair(n, v) for n in part.nouns for v in part.verbs) == 16
+
+
+def test_items_from_one_half_use_only_its_words():
+    a, b = split_lexicon(0)
+    items = generate_stimuli(50, seed=2, conditions=INCONGRUENT_NOUNPP, lexicon=b)
+    assert len(items) == 100
+    words = b.words()
+    other = set(a.words()["nouns"]) | set(a.words()["verbs"]) | set(a.preps)
+    for item in items:
+        _, subject, prep, _, attractor, verb = item.tokens
+        assert subject in words["nouns"] and attractor in words["nouns"] and prep in b.preps
+        assert verb in words["verbs"] and item.wrong in words["verbs"]
+        assert not set(item.tokens) & other
+    assert {w for it in items for w in it.tokens} & set(NOUN_PL) and {it.tokens[-1] for it in items} & set(VERB_PL)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "sample_models/README.md"])
+def test_docs_quote_the_findings_json(doc, results):
+    text = (ROOT / doc).read_text()
+    assert "<!-- findings:" in text
+    assert findings_report.stale_blocks(ROOT / doc, results) == []
+    assert "issue" not in findings_report.report(results).lower()
+
+
+def test_every_probe_accuracy_comes_with_its_selectivity(results):
+    text = findings_report.report(results)
+    probes = [p for res in results["agreement"] for p in res["probes"]] + results["code"]["probes"]
+    for p in probes:
+        assert f"| {p['score']:.3f} | {p['control']:.3f} | {p['selectivity']:+.3f} |" in text
+
+
+def test_a_missed_goal_is_explained_with_the_figures(results):
+    missed = copy.deepcopy(results)
+    rows = missed["agreement"][1]["independent"]["independent_set"]["ablations"]
+    rows[3]["drop"] = 0.3
+    rows[3]["random_drop_mean"] = 0.08
+    text = findings_report.report(missed)
+    assert "30.0 points on the independent set (goal 50; random sets 8.0, not under 5). Below the goal" in text
+    assert f"k = 8: {100 * rows[-1]['drop']:.1f}" in text
+
+
+def test_update_rewrites_blocks_and_refuses_a_file_without_any(tmp_path, results, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- findings:string-unit -->\nold\n<!-- /findings:string-unit -->\nend\n")
+    assert run(["findings", "--from-json", str(DOCS_JSON), "--update", str(doc)]) == 0
+    assert findings_report.stale_blocks(doc, results) == [] and "old" not in doc.read_text()
+    assert doc.read_text().startswith("intro\n") and doc.read_text().endswith("end\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("nothing here\n")
+    code = run(["findings", "--from-json", str(DOCS_JSON), "--update", str(plain)])
+    assert code == 1 and "has no findings block" in capsys.readouterr().err
+    assert plain.read_text() == "nothing here\n"
+
+
+def test_update_refuses_a_partial_run(tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- findings:string-unit -->\nold\n<!-- /findings:string-unit -->\n")
+    assert run(["findings", "--out", str(tmp_path / "out"), "--only", "code", "--update", str(doc)]) == 1
+    assert "drop --only" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_help_says_what_it_reproduces(capsys):
+    assert run(["findings", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "issue" not in out.lower() and "number units" in out.lower() and "--out" in out
+
+
+def test_refuses_a_non_empty_out_folder_and_a_bad_json(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    code = run(["findings", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not empty" in err and "--force" in err and len(err.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    code = run(["findings", "--from-json", str(bad)])
+    assert code == 1 and "not a findings JSON document" in capsys.readouterr().err
+
+
+def test_from_json_prints_the_report_and_writes_json(tmp_path, results, capsys):
+    copy_path = tmp_path / "copy.json"
+    assert run(["findings", "--from-json", str(DOCS_JSON), "--json", str(copy_path)]) == 0
+    assert capsys.readouterr().out == findings_report.report(results)
+    assert json.loads(copy_path.read_text()) == results
