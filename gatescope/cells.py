@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn.utils._expanded_weights import ExpandedWeight
 
 from gatescope.gemm import Linear, linear
 
@@ -59,16 +60,26 @@ class StepWeights(NamedTuple):
 
 def step_weights(w: CellWeights, is_lstm: bool) -> StepWeights:
     hr = None if w.weight_hr is None else linear(w.weight_hr)
-    return StepWeights(linear(w.weight_hh, None if is_lstm else w.bias_hh), hr)
+    folded = is_lstm and not per_sample(w)  # then b_hh is in the input projection
+    return StepWeights(linear(w.weight_hh, None if folded else w.bias_hh), hr)
+
+
+def per_sample(w: CellWeights) -> bool:
+    """Whether the weights are torch's ExpandedWeights (``call_for_per_sample_grads``). They know one
+    product, F.linear with the batch first, and no other op on them: b_hh is then not folded into the
+    input projection (a step adds it), and the input projection takes the batch first."""
+    return isinstance(w.weight_ih, ExpandedWeight)
 
 
 def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
-    """``W_ih x + b_ih`` (+ ``b_hh`` when it may be folded in) for every row of x: one GEMM."""
+    """``W_ih x + b_ih`` (+ ``b_hh`` when it may be folded in) for every row of x (T, B, I): one GEMM."""
     bias = w.bias_ih
+    if per_sample(w):
+        return linear(w.weight_ih, bias)(x.transpose(0, 1)).transpose(0, 1)  # (B, T, I) -> (T, B, G*H)
     if fold_bias_hh and w.bias_hh is not None:
         bias = bias + w.bias_hh
     out = linear(w.weight_ih, bias)(x.reshape(-1, x.shape[-1]))  # (T*B, G*H)
-    return out.reshape(*x.shape[:-1], -1)  # (T, B, G*H)
+    return out.reshape(*x.shape[:-1], out.shape[-1])  # (T, B, G*H); explicit: T*B may be 0
 
 
 def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:

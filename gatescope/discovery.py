@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gatescope.errors import GatescopeError
+from gatescope.kinds import DIRECTIONS, param_suffix
 
 _LAYER_KEY = re.compile(
     r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$"
@@ -71,8 +72,8 @@ class RecurrentSpec:
         shapes = {}
         for layer in range(self.num_layers):
             width = self.input_size if layer == 0 else self.output_size
-            for suffix in ("", "_reverse")[: 1 + self.bidirectional]:
-                end = f"_l{layer}{suffix}"
+            for direction in DIRECTIONS[: 1 + self.bidirectional]:
+                end = param_suffix(layer, direction)
                 shapes[f"weight_ih{end}"] = (rows, width)
                 shapes[f"weight_hh{end}"] = (rows, state)
                 if self.bias:

@@ -3,6 +3,9 @@
 The forward contract is torch.nn.LSTM / GRU's (torch/nn/modules/rnn.py): batched or unbatched
 input, batch_first, given initial states, PackedSequence in and out, dropout between layers,
 layer k > 0 reading the concatenated directions of layer k-1, proj_size for the LSTM.
+Arguments are checked by torch's own code (the module's ``check_forward_args``, and torch's forward
+for what only its kernel refuses), so errors are torch's, type and message; an empty batch runs.
+`run_cell` is the same for one call of an LSTMCell / GRUCell, stepped as a one-step layer.
 
 Two routes compute the same values:
 
@@ -32,7 +35,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope import onednn
-from gatescope.cells import CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, step_weights
+from gatescope.cells import (
+    CellWeights, gru_replay, gru_step, input_projection, lstm_replay, lstm_step, per_sample, step_weights,
+)
+from gatescope.kinds import DIRECTIONS, param_suffix
 
 Route = Literal["auto", "step", "replay"]
 Edit = Callable[[Tensor, int], "Tensor | None"]
@@ -54,7 +60,7 @@ ObserverFor = Callable[[int, str], "Observer | None"]  # (layer, "fwd" | "bwd") 
 
 def layer_weights(module: nn.Module, layer: int, direction: str) -> CellWeights:
     """The weights of one layer and direction of an nn.LSTM / nn.GRU, by torch's names."""
-    sfx = f"_l{layer}" + ("_reverse" if direction == "bwd" else "")
+    sfx = param_suffix(layer, direction)
     get = lambda name: getattr(module, name + sfx, None)  # noqa: E731
     return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"))
 
@@ -66,35 +72,19 @@ def run(
     observer_for: ObserverFor | None = None,
     route: Route = "auto",
 ):
-    """The forward of ``module`` (same arguments and results as torch's), observed layer by layer."""
+    """The forward of ``module`` (same arguments, results and errors as torch's), observed layer by layer."""
     is_lstm = isinstance(module, nn.LSTM)
     packed = isinstance(input, PackedSequence)
-    lengths = None
-    if packed:
-        x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
-        lengths = lengths.to(x.device)
-    else:
-        x = input
-        if x.dim() not in (2, 3):
-            raise ValueError(f"{type(module).__name__}: expected 2-D or 3-D input, got {x.dim()}-D")
-        if x.dim() == 2:  # unbatched (T, I)
-            x = x.unsqueeze(1)
-        elif module.batch_first:
-            x = x.transpose(0, 1)
-    unbatched = not packed and input.dim() == 2
-    if x.shape[-1] != module.input_size:
-        raise ValueError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, got {x.shape[-1]}")
+    x, lengths, h0, c0, unbatched = _prepare(module, input, hx)  # (T, B, I), states (L*D, B, ·)
+    if x.shape[0] == 0 or h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
+        return _torch_refuses(module, input, hx)  # errors only torch's kernel raises
 
     num_dir = 2 if module.bidirectional else 1
-    batch = x.shape[1]
-    out_size = module.proj_size if is_lstm and module.proj_size > 0 else module.hidden_size
-    h0, c0 = _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x)
-
     h_n, c_n = [], []
     layer_input = x
     for layer in range(module.num_layers):
         outs = []
-        for d, direction in enumerate(("fwd", "bwd")[:num_dir]):
+        for d, direction in enumerate(DIRECTIONS[:num_dir]):
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
@@ -122,22 +112,115 @@ def run(
     return output, hidden
 
 
-def _initial_state(module, hx, is_lstm, unbatched, batch, out_size, x):
+def _prepare(module, input, hx):
+    """torch's forward preamble (torch/nn/modules/rnn.py), checks by torch's own ``check_forward_args``.
+
+    Returns x (T, B, I) time-major in the caller's batch order, lengths (B,) or None, h0 (L*D, B, P),
+    c0 (L*D, B, H) or None, and whether the input was unbatched.
+    """
+    is_lstm = isinstance(module, nn.LSTM)
+    if hasattr(module, "_update_flat_weights"):  # torch.func.functional_call swaps the parameters
+        module._update_flat_weights()
     num_dir = 2 if module.bidirectional else 1
-    shape_h = (module.num_layers * num_dir, batch, out_size)
-    shape_c = (module.num_layers * num_dir, batch, module.hidden_size)
+    out_size = module.proj_size if is_lstm and module.proj_size > 0 else module.hidden_size
+    unbatched = False
+    if isinstance(input, PackedSequence):
+        data, batch_sizes = input.data, input.batch_sizes
+        batch = int(batch_sizes[0])
+    else:
+        data, batch_sizes = input, None
+        if input.dim() not in (2, 3):
+            name = "LSTM" if is_lstm else "GRU"
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        unbatched = input.dim() == 2
+        if hx is not None:
+            _check_hx_dims(hx, is_lstm, unbatched)
+        if unbatched:
+            data = input.unsqueeze(0 if module.batch_first else 1)
+            if hx is not None:
+                hx = tuple(s.unsqueeze(1) for s in hx) if is_lstm else hx.unsqueeze(1)
+        batch = data.shape[0 if module.batch_first else 1]
     if hx is None:
-        h0 = x.new_zeros(shape_h)
-        return h0, (x.new_zeros(shape_c) if is_lstm else None)
+        zeros = lambda size: torch.zeros(  # noqa: E731
+            module.num_layers * num_dir, batch, size, dtype=data.dtype, device=data.device
+        )
+        hx = (zeros(out_size), zeros(module.hidden_size)) if is_lstm else zeros(out_size)
+    module.check_forward_args(data, hx, batch_sizes)
+    if batch_sizes is not None:
+        x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+        lengths = lengths.to(x.device)
+    else:
+        x, lengths = (data.transpose(0, 1) if module.batch_first else data), None
     h0, c0 = hx if is_lstm else (hx, None)
+    return x, lengths, h0, c0, unbatched
+
+
+def _check_hx_dims(hx, is_lstm: bool, unbatched: bool) -> None:
+    """torch's checks (and messages) of the initial state's dimensions against the input's."""
+    want, what = (2, "unbatched 2-D") if unbatched else (3, "batched 3-D")
+    if is_lstm:
+        if hx[0].dim() != want or hx[1].dim() != want:
+            raise RuntimeError(
+                f"For {what} input, hx and cx should also be {want}-D but got "
+                f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+            )
+    elif hx.dim() != want:
+        raise RuntimeError(f"For {what} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+
+
+def _torch_refuses(module: nn.Module, *args):
+    """Arguments that only torch's kernel rejects (sequence length 0, mixed dtypes): let it say why.
+
+    torch's own forward runs on the arguments and raises its own error; should it accept them after
+    all, gatescope says in one line that it cannot run them rather than return an unobserved result.
+    """
+    base = next(t for t in (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell) if isinstance(module, t))
+    base.forward(module, *args)
+    raise RuntimeError(f"{base.__name__}: gatescope's engine cannot run these arguments, which torch accepts")
+
+
+def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer: Observer | None = None):
+    """One call of an LSTMCell / GRUCell (same arguments, results and errors as torch's: input (B, I)
+    or unbatched (I,)), run by the same stepper as every layer of `run`: a one-step forward direction
+    whose quantities ``observer`` sees at step 0. Arguments torch would refuse go to torch's forward,
+    which raises torch's own error."""
+    is_lstm = isinstance(module, nn.LSTMCell)
+    if not _cell_args_ok(module, input, hx, is_lstm):
+        return _torch_refuses(module, input, hx)
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input  # (B, I)
+    if hx is None:
+        zeros = x.new_zeros(x.shape[0], module.hidden_size)
+        hx = (zeros, zeros) if is_lstm else zeros
+    elif unbatched:
+        hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
+    h0, c0 = hx if is_lstm else (hx, None)
+    w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+    _, h, c = _step_direction(is_lstm, x.unsqueeze(0), h0, c0, w, None, False, observer)
+    out = (h, c) if is_lstm else h
     if unbatched:
-        h0 = h0.unsqueeze(1)
-        c0 = None if c0 is None else c0.unsqueeze(1)
-    if tuple(h0.shape) != shape_h:
-        raise RuntimeError(f"Expected hidden size {shape_h}, got {tuple(h0.shape)}")
-    if c0 is not None and tuple(c0.shape) != shape_c:
-        raise RuntimeError(f"Expected hidden[1] size {shape_c}, got {tuple(c0.shape)}")
-    return h0, c0
+        out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
+    return out
+
+
+def _cell_args_ok(module, input, hx, is_lstm: bool) -> bool:
+    """Whether torch's LSTMCell / GRUCell would accept these arguments (its Python and kernel checks)."""
+    if not isinstance(input, Tensor) or input.dim() not in (1, 2):
+        return False
+    states = () if hx is None else (tuple(hx) if is_lstm else (hx,))
+    if is_lstm and len(states) not in (0, 2):
+        return False
+    dtype = module.weight_ih.dtype
+    batch = input.shape[0] if input.dim() == 2 else None
+    return (
+        input.dtype == dtype
+        and input.shape[-1] == module.input_size
+        and all(
+            isinstance(s, Tensor) and s.dim() == input.dim() and s.dtype == dtype
+            and s.shape[-1] == module.hidden_size and (batch is None or s.shape[0] == batch)
+            for s in states
+        )
+    )
 
 
 # Below this many (batch x hidden) elements per step, a CPU step loop is dominated by per-step
@@ -146,6 +229,8 @@ SMALL_STEP = 4096
 
 
 def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool) -> str:
+    if per_sample(w):  # ExpandedWeights answer nothing but F.linear (not even requires_grad): the step route
+        return "step" if route == "auto" else route
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
     if route != "auto":
@@ -211,6 +296,9 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
 
 @torch.no_grad()
 def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+    if per_sample(w):
+        raise RuntimeError("the replay route has no autograd, so no per-sample gradients "
+                           "(call_for_per_sample_grads); use route='step' or 'auto'")
     if reverse:
         x = _reverse_within(x, lengths)
     params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]

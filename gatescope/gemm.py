@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils._expanded_weights import ExpandedWeight
 
 Linear = Callable[..., Tensor]
 """``f(x, add=None) -> x @ weight.T + bias (+ add)``, x of shape (rows, in)."""
@@ -34,6 +36,8 @@ def linear(weight: Tensor, bias: Tensor | None = None) -> Linear:
 
     ``add`` (rows, out) is a term computed elsewhere, e.g. a step's precomputed input projection: on the
     plain path it costs nothing extra (it is the ``addmm`` accumulator)."""
+    if isinstance(weight, ExpandedWeight):  # call_for_per_sample_grads: F.linear is the product it knows
+        return lambda x, add=None: F.linear(x, weight, bias) if add is None else add + F.linear(x, weight, bias)
     wt = weight.t()
 
     def plain(x: Tensor, add: Tensor | None = None) -> Tensor:

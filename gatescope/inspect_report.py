@@ -16,11 +16,10 @@ from typing import Any
 import torch
 
 from gatescope.checkpoint import LoadedModel
-from gatescope.names import SIGMOID_KINDS, parse_name
+from gatescope.kinds import DIRECTIONS, SIGMOID_KINDS, cell_type, param_suffix
+from gatescope.names import parse_name
 from gatescope.trace import Trace
 
-GATE_ORDER = {"LSTM": "ifgo", "GRU": "rzn"}
-MEMORY_GATE = {"LSTM": "f", "GRU": "z"}  # the gate whose bias sets how long a unit remembers
 SPECTRAL_RADIUS_WARNING = 10.0  # "far above 1" (an untrained gate has about 0.6): it may saturate or explode
 
 
@@ -55,8 +54,8 @@ def _module_report(model: LoadedModel, info: dict[str, Any]) -> dict[str, Any]:
     cell = info["cell"].removesuffix("Cell")
     layers = []
     for layer in range(info["num_layers"]):
-        for direction in ("fwd", "bwd")[: 1 + info["bidirectional"]]:
-            suffix = "" if info["cell"].endswith("Cell") else f"_l{layer}" + ("_reverse" if direction == "bwd" else "")
+        for direction in DIRECTIONS[: 1 + info["bidirectional"]]:
+            suffix = param_suffix(layer, direction, is_cell=info["cell"].endswith("Cell"))
             params = {
                 kind: getattr(module, f"{kind}{suffix}")
                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -80,8 +79,9 @@ def _layer_report(
     w_hr = params["weight_hr"].double() if "weight_hr" in params else None  # (P, H)
     where = f"{info['name']} l{layer} {direction}"
     gates, warnings = {}, []
-    for g, gate in enumerate(GATE_ORDER[cell]):
-        rows = slice(g * hidden, (g + 1) * hidden)
+    ctype = cell_type(cell)
+    for gate in ctype.gate_kinds:
+        rows = ctype.rows(gate, hidden)
         b = bias[rows]  # (H,)
         recurrent = w_hh[rows] if w_hr is None else w_hh[rows] @ w_hr  # (H, H): h_{t-1} -> gate
         radius = _spectral_radius(recurrent)
@@ -98,9 +98,8 @@ def _layer_report(
             warnings.append(
                 f"{where}: the recurrent matrix of gate {gate} has spectral radius {radius:.2f} (far above 1)"
             )
-    memory = MEMORY_GATE[cell]
-    m = GATE_ORDER[cell].index(memory)
-    timescale = 1.0 / (1.0 - torch.sigmoid(bias[m * hidden:(m + 1) * hidden]))  # (H,) steps
+    memory = ctype.memory_gate  # the gate whose bias sets how long a unit remembers
+    timescale = 1.0 / (1.0 - torch.sigmoid(bias[ctype.rows(memory, hidden)]))  # (H,) steps
     return {
         "layer": layer,
         "direction": direction,
@@ -153,8 +152,8 @@ def saturation_report(trace: Trace) -> dict[str, dict[str, float | int]]:
         left = torch.tensor([row["left"] for row in rows])  # (H,)
         right = torch.tensor([row["right"] for row in rows])  # (H,)
         report[name] = {
-            "left": float(left.mean()),
-            "right": float(right.mean()),
+            "left": _finite(left.nanmean()),  # units with no counted value (all NaN) left out
+            "right": _finite(right.nanmean()),
             "units": len(rows),
             "units_mostly_left": int((left > 0.5).sum()),
             "units_mostly_right": int((right > 0.5).sum()),

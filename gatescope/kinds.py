@@ -13,8 +13,9 @@ GRU), then the states:
   kinds ``r z n h``.
 
 What a kind is (its range, its title, whether it is a gate) and what a cell type has (its kinds, the
-number of gate blocks in its weights, its memory gate, torch's parameter suffixes) are read from here
-by the recorder, the engine, the loaders, the analysis layer and the browser alike.
+number of gate blocks in its weights and the rows of each, its memory gate, torch's parameter
+suffixes) are read from here by the recorder, the engine, the loaders, the analysis layer and the
+browser alike.
 """
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ class CellType:
     memory_gate: str  # the gate that keeps the previous state: f (LSTM), z (GRU)
     profile: tuple[str, ...]  # kinds of a unit's gate profile, in Lakretz et al. 2019's Fig. 1 order
     reset_after: bool = True  # GRU only: torch's formulation (True) or the original reset-before GRU
+
+    @property
+    def gate_kinds(self) -> tuple[str, ...]:
+        """The kinds computed by the row blocks of weight_ih / weight_hh, in torch's order (i f g o; r z n)."""
+        return self.kinds[: self.gates]
+
+    def rows(self, kind: str, hidden: int) -> slice:
+        """The rows of weight_ih, weight_hh, bias_ih and bias_hh that compute gate ``kind``."""
+        block = self.gate_kinds.index(kind)
+        return slice(block * hidden, (block + 1) * hidden)
 
     def kinds_for(self, proj_size: int = 0) -> tuple[str, ...]:
         """The kinds recorded for a module of this type (``m`` only for an LSTM with proj_size > 0)."""

@@ -38,6 +38,27 @@ class _Recurrent:
             and (data.requires_grad or any(p.requires_grad for p in self.parameters()))
         )
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` compiles torch's own module, sharing these parameters.
+
+        TorchScript cannot compile the engine (a Python loop over observers); the scripted module is
+        torch's fused kernel, which computes the same values (what route="auto" runs on a CPU). As
+        with any ``__prepare_scriptable__``, torch puts the returned module in place of this one in
+        the scripted model's tree; it shares these parameters, and ``gatescope.record`` records it.
+        """
+        if self.route != "auto":
+            raise RuntimeError(
+                f"torch.jit.script: a gatescope {type(self).__name__} with route={self.route!r} cannot be "
+                "scripted (TorchScript runs torch's kernel only); script it with route='auto'"
+            )
+        base = nn.LSTM if isinstance(self, nn.LSTM) else nn.GRU
+        stock = base.__new__(base)
+        own = ("route", "forward")  # gatescope's route, and a forward record() may have put on the instance
+        stock.__dict__.update({k: v for k, v in self.__dict__.items() if k not in own})  # configuration, hooks
+        stock._parameters = dict(self._parameters)  # the very Parameters, in a dict of its own
+        stock._buffers, stock._modules = dict(self._buffers), dict(self._modules)
+        return stock
+
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return text if self.route == "auto" else f"{text}, route={self.route!r}"

@@ -362,7 +362,7 @@ def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
     """(B, T, H) values -> (sum of lengths, H) rows, sequence by sequence (padding dropped)."""
     batch, steps = by_sequence.shape[:2]
     if bool((lengths == steps).all()):
-        return by_sequence.reshape(batch * steps, -1)
+        return by_sequence.reshape(batch * steps, by_sequence.shape[-1])  # explicit: B may be 0
     return torch.cat([by_sequence[b, : int(n)] for b, n in enumerate(lengths.tolist())])
 
 

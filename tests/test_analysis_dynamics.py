@@ -40,8 +40,9 @@ def test_saturation_matches_numpy(lstm_trace):
     g = saturation(trace, kinds="g", low=0.2, high=0.8)
     x = trace["lstm.l0.fwd.g"][:, 2].numpy()
     assert g[2]["left"] == pytest.approx(((x + 1) / 2 < 0.2).mean())
-    with pytest.raises(GatescopeError, match="unbounded"):
-        saturation(trace, kinds="c")
+    c = saturation(trace, kinds="c")  # the unbounded cell state is read as tanh(c) (gatescope.saturation)
+    x = (np.tanh(trace["lstm.l0.fwd.c"][:, 1].numpy()) + 1) / 2
+    assert (c[1]["left"], c[1]["right"]) == (pytest.approx((x < 0.1).mean()), pytest.approx((x > 0.9).mean()))
     by_kind = saturation_summary(table, "kind")
     assert by_kind["kind"] == ["i", "f", "o"] and by_kind["units"] == [5, 5, 5]
     for row in by_kind:
@@ -102,6 +103,6 @@ def test_saturation_of_a_synthetic_gate():
     states = Trace({"rnn.l0.fwd.c": 5 * x, "rnn.l0.fwd.h": 2 * x - 1}, [0, 4])  # recorded with kinds c,h
     assert saturation(states)["unit"] == ["rnn.l0.fwd.h:0"]  # never the unbounded c
     assert (saturation(states)[0]["left"], saturation(states)[0]["right"]) == (0.25, 0.5)
-    with pytest.raises(GatescopeError, match="only c"):
-        saturation(Trace({"rnn.l0.fwd.c": x}, [0, 4]))
+    only_c = saturation(Trace({"rnn.l0.fwd.c": 5 * x}, [0, 4]))  # tanh(5x) > 0.8 from 5x = 1.1 on
+    assert only_c["unit"] == ["rnn.l0.fwd.c:0"] and (only_c[0]["left"], only_c[0]["right"]) == (0.0, 0.75)
     assert np.isinf(timescales(Trace({"rnn.l0.fwd.z": torch.ones(2, 1)}, [0, 2]))[0]["timescale"])

@@ -2,7 +2,8 @@
 
 - Saturation (Karpathy, Johnson & Fei-Fei 2015, "Visualizing and understanding recurrent
   networks", Fig. 3): per unit and gate, the fraction of steps it is left-saturated (< 0.1) and
-  right-saturated (> 0.9). tanh quantities (g, n, h, m) are mapped to 0..1 as (x + 1) / 2 first.
+  right-saturated (> 0.9), as defined once in gatescope.saturation (tanh-range kinds read as
+  (x + 1) / 2, the cell state as tanh(c), NaN values not counted).
 - Timescales: a unit that keeps a fraction f of its cell per step forgets with time constant
   1 / (1 - f) steps (the LSTM forget gate f; for a GRU, the update gate z weighs the previous
   state). From a trace: the mean gate per unit; from weights: the gate at zero input and state,
@@ -18,6 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,44 +34,43 @@ from gatescope.analysis.table import Table
 from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.names import SIGMOID_KINDS, format_name, format_unit, parse_name
+from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
+from gatescope.names import format_name, format_unit, parse_name
+from gatescope.saturation import HIGH, LOW
+from gatescope.saturation import saturation as count_saturation
 from gatescope.trace import Trace
 
-GATE_KINDS = ("i", "f", "o", "r", "z")
-TANH_KINDS = frozenset("gnhm")
-TIMESCALE_KINDS = ("f", "z")
-PROFILE_KINDS = {"lstm": ("g", "i", "f", "c", "o", "h"), "gru": ("r", "z", "n", "h")}
+# views of gatescope.kinds, under the names this module has always exported
+GATE_KINDS = tuple(k for k in ALL_KINDS if k in SIGMOID_KINDS)  # i f o r z
+TANH_KINDS = SIGNED_KINDS  # g m n h
+TIMESCALE_KINDS = MEMORY_GATES  # f (LSTM), z (GRU): the gate that keeps the previous state
+PROFILE_KINDS = {name.lower(): cell.profile for name, cell in CELL_TYPES.items()}  # Lakretz et al. 2019 Fig. 1
 
 
-def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = 0.1, high: float = 0.9) -> Table:
+def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = LOW, high: float = HIGH) -> Table:
     """Per unit: ``left`` (fraction of steps < low), ``right`` (> high), ``mean``, in trace order.
 
-    kinds: default the sigmoid gates present (i f o, r z), else the tanh outputs present (g n h m);
-    c is unbounded and refused.
+    kinds: default the sigmoid gates present (i f o, r z), else the tanh outputs present (g n h m),
+    else the cell state (read as tanh(c)). Fractions and means are over a unit's non-NaN values
+    (gatescope.saturation).
     """
     if kinds is None:
         present = {parse_name(n).kind for n in trace.names}
-        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS)
-        if not kinds:
-            raise GatescopeError("the trace holds no gate or tanh output to measure saturation on (only c)")
+        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS) or sorted(present)
     kinds = parse_kinds(kinds)
-    if "c" in kinds:
-        raise GatescopeError("the cell state c is unbounded; saturation applies to gates and tanh outputs")
     names = select_quantities(trace, kinds)
-    rows = []
-    n = trace.num_tokens
-    if n == 0:
+    if trace.num_tokens == 0:
         raise GatescopeError("the trace has no tokens")
+    rows = []
     for name in names:
-        tanh = parse_name(name).kind in TANH_KINDS
-        left = right = total = None
-        for _, block in iter_rows(trace, name):
-            x = (block + 1) / 2 if tanh else block  # (rows, H)
-            parts = ((x < low).sum(0), (x > high).sum(0), block.sum(0))
-            left, right, total = parts if left is None else (left + parts[0], right + parts[1], total + parts[2])
-        for j in range(left.numel()):
-            rows.append(unit_row(name, j) | {"left": float(left[j]) / n, "right": float(right[j]) / n,
-                                             "mean": float(total[j]) / n})
+        blocks = [block.numpy() for _, block in iter_rows(trace, name)]  # float64 (rows, H)
+        counts = count_saturation(blocks, parse_name(name).kind, trace[name].shape[1], low, high)
+        total = sum(np.nansum(b, axis=0) for b in blocks)  # (H,)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts.counted > 0, total / counts.counted, np.nan)
+        left, right = counts.left_fraction, counts.right_fraction
+        for j in range(len(left)):
+            rows.append(unit_row(name, j) | {"left": float(left[j]), "right": float(right[j]), "mean": float(mean[j])})
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "left", "right", "mean"])
 
 
@@ -109,15 +110,15 @@ def weight_timescales(model: nn.Module) -> Table:
         if not isinstance(module, (nn.LSTM, nn.GRU)):
             continue
         path = path or ("lstm" if isinstance(module, nn.LSTM) else "gru")
-        kind = "f" if isinstance(module, nn.LSTM) else "z"
-        h = module.hidden_size
+        cell = cell_type("LSTM" if isinstance(module, nn.LSTM) else "GRU")
+        kind, h = cell.memory_gate, module.hidden_size
         for layer in range(module.num_layers):
-            for direction in ("fwd", "bwd") if module.bidirectional else ("fwd",):
+            for direction in DIRECTIONS[: 1 + module.bidirectional]:
                 w = layer_weights(module, layer, direction)
                 bias = torch.zeros(h)
                 for b in (w.bias_ih, w.bias_hh):
                     if b is not None:
-                        bias = bias + b.detach().float().cpu()[h : 2 * h]  # rows of f (LSTM) / z (GRU)
+                        bias = bias + b.detach().float().cpu()[cell.rows(kind, h)]  # f (LSTM) / z (GRU)
                 keep = torch.sigmoid(bias)
                 name = format_name(path, layer, direction, kind)
                 for j, m in enumerate(keep.tolist()):

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.names import ALL_KINDS, UnitName, format_unit, parse_name, parse_unit
+from gatescope.kinds import ALL_KINDS
+from gatescope.names import UnitName, format_unit, parse_name, parse_unit
 from gatescope.trace import Trace
 
 CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)

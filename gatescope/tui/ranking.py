@@ -6,9 +6,8 @@ memory-mapped, gatescope.tracefile; a block of rows is read, reduced to running 
   where both are finite (the probeless "correlation with a label" ranking used by Karpathy
   et al. 2015 and Lakretz et al. 2019 to find cells that track a property);
 - `saturation`: the fraction of rows where the unit is saturated, Karpathy et al. 2015's
-  left + right saturation (< 0.1 or > 0.9), with tanh-range kinds mapped to 0..1 as (x + 1) / 2
-  first, as gatescope.analysis.dynamics.saturation does; the unbounded cell state is taken
-  as tanh(c), the value the browser colours.
+  left + right saturation (< 0.1 or > 0.9), as defined once in gatescope.saturation (tanh-range
+  kinds read as (x + 1) / 2, the cell state as tanh(c), NaN rows not counted).
 
 gatescope.analysis.ranking ranks every layer of a kind with permutation tests, which is the
 tool for a finding; this module is the interactive, single-quantity, cancellable version
@@ -20,7 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gatescope.names import SIGMOID_KINDS, parse_name
+from gatescope.names import parse_name
+from gatescope.saturation import saturation as count_saturation
 from gatescope.tracefile import TraceFile
 from gatescope.tui.pages import copy_rows, file_backed
 
@@ -61,16 +61,6 @@ def correlation(data: TraceFile, name: str, feature: np.ndarray, progress: Progr
 
 
 def saturation(data: TraceFile, name: str, progress: Progress | None = None) -> np.ndarray:
-    """Fraction of finite rows where each unit of ``name`` is saturated (see the module docstring): (H,)."""
-    kind = parse_name(name).kind
-    hidden = int(data.arrays[name].shape[1])
-    count, total = np.zeros(hidden), np.zeros(hidden)
-    for _, x in _chunks(data, name, progress):
-        if kind not in SIGMOID_KINDS:
-            x = ((np.tanh(x) if kind == "c" else x) + 1) / 2  # (C, H) on 0..1
-        with np.errstate(invalid="ignore"):
-            saturated = (x < 0.1) | (x > 0.9)
-        count += saturated.sum(0)
-        total += np.isfinite(x).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, count / total, np.nan)
+    """Fraction of counted rows where each unit of ``name`` is saturated (see the module docstring): (H,)."""
+    blocks = (x for _, x in _chunks(data, name, progress))
+    return count_saturation(blocks, parse_name(name).kind, int(data.arrays[name].shape[1])).fraction
