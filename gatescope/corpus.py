@@ -80,6 +80,13 @@ class Corpus:
     def sequences(self) -> Iterator[torch.Tensor]:
         return (self.sequence(s) for s in range(self.num_sequences))
 
+    def part(self, start: int, stop: int) -> Corpus:
+        """Sequences start..stop-1 as a corpus of their own (views, with their features)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        texts = None if self.texts is None else self.texts[start:stop]
+        return Corpus(self.values[first:last], self.offsets[start:stop + 1] - first, self.description,
+                      {name: values[first:last] for name, values in self.features.items()}, texts)
+
     def add_feature(self, name: str, values: Iterable[float] | np.ndarray, source: str | None = None) -> None:
         """Attach per-step values (one per token of the whole corpus, NaN where not applicable)."""
         array = np.asarray(values, dtype=np.float32).reshape(-1)

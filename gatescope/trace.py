@@ -131,7 +131,7 @@ class Trace(Mapping[str, torch.Tensor]):
 
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {
-            name: t.detach().to("cpu").contiguous() for name, t in self._tensors.items()
+            name: t[:].detach().to("cpu").contiguous() for name, t in self._tensors.items()
         }
         tensors["offsets"] = self.offsets.contiguous()
         if self.token_ids is not None:
@@ -143,10 +143,14 @@ class Trace(Mapping[str, torch.Tensor]):
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Open a trace file lazily: tensors are memory-mapped and read only where indexed."""
+    """Open a trace file (or a sharded trace's folder) lazily: tensors are memory-mapped and read only where indexed."""
     file = read_trace_file(path)
 
     def tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+        if not isinstance(array, np.ndarray):  # a sharded trace's folder: rows read from the shards on indexing
+            from gatescope.lazyrows import LazyRows
+
+            return LazyRows(array, dtype)
         t = torch.from_numpy(array)
         return t.view(torch.bfloat16) if dtype == "BF16" else t
 

@@ -35,7 +35,7 @@ class TraceFile:
     """A trace file's contents as numpy arrays (memory maps), in the recorded order."""
 
     path: Path | None  # None for a trace held in memory (the browser's view of a Trace)
-    arrays: dict[str, np.ndarray]  # quantity name -> (N, H), in module/layer/direction/kind order
+    arrays: dict[str, np.ndarray]  # name -> (N, H) (a shardfile.RowConcat when sharded), in recorded order
     dtypes: dict[str, str]  # tensor name -> safetensors dtype (F32, F16, BF16, ...)
     offsets: np.ndarray  # (S+1,) int64
     token_ids: np.ndarray | None  # (N,) int64
@@ -81,8 +81,13 @@ def check_layout(
 
 
 def read_trace_file(path: str | os.PathLike) -> TraceFile:
-    """Validate and memory-map a trace file; every problem is a one-line GatescopeError."""
+    """Validate and memory-map a trace file, or a sharded trace's folder (gatescope.shardfile), as one
+    trace; every problem is a one-line GatescopeError."""
     path = Path(path)
+    if path.is_dir() and (path / "index.json").is_file():
+        from gatescope.shardfile import read_sharded
+
+        return read_sharded(path)
     header, data_start = _read_header(path)
     meta_json = (header.pop("__metadata__", None) or {}).get(META_KEY)
     if meta_json is None:

@@ -8,7 +8,9 @@ Re-exports only; each concept lives in its own module:
 - causal (`ablate`, `patch`, `set_effect`, `sweep`, `greedy_search`, metrics);
 - attribution (`token_attributions`, `unit_attributions`, `gradient_x_activation`; captum);
 - patterns (`select`, `match`): LSTMVis's select-and-match;
-- agreement (`read_stimuli`, `evaluate_agreement`, `ablation_interventions`): agreement accuracy.
+- agreement (`read_stimuli`, `evaluate_agreement`, `ablation_interventions`): agreement accuracy;
+- streaming, stream_analyses (`StreamingRanking`, `StreamingSaturation`, `StreamingProbes`): the
+  same analyses in one pass over a corpus, from mergeable accumulators.
 
 Nothing here imports matplotlib or captum until a function that needs it runs.
 """
@@ -52,10 +54,12 @@ from gatescope.analysis.probes import (
     probe_units,
 )
 from gatescope.analysis.ranking import rank_units
+from gatescope.analysis.stream_analyses import StreamingProbes, StreamingRanking, StreamingSaturation
 from gatescope.analysis.table import Table
 
 __all__ = [
-    "Labels", "Metric", "Probe", "Selection", "SetEffect", "Table", "ablate", "ablation_interventions", "agreement_metric",
+    "Labels", "Metric", "Probe", "Selection", "SetEffect", "StreamingProbes", "StreamingRanking",
+    "StreamingSaturation", "Table", "ablate", "ablation_interventions", "agreement_metric",
     "control_labels", "evaluate_agreement", "evaluate_probe", "fit_probe", "gate_profile", "gradient_x_activation",
     "greedy_search", "logit_difference_target", "loss_metric", "match", "patch", "plot_gate_profile", "probe_units",
     "rank_units", "read_labels_file", "read_stimuli", "resolve_labels", "saturation", "select", "set_effect",

@@ -100,36 +100,56 @@ def fit_probe(
         count += x.shape[0]
         total += x.sum(0, dtype=torch.float64)
         sq += (x.to(torch.float64) ** 2).sum(0)
-    mean = total / count
-    std = (sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
-    ys = target[rows]
-    y_mean, y_std = (float(ys.mean()), float(ys.std().clamp_min(1e-6))) if regression else (0.0, 1.0)
-    mean, std = mean.to(torch.float32), std.to(torch.float32)
-
-    torch.manual_seed(seed)
-    outputs = 1 if regression else labels.num_classes
-    linear = torch.nn.Linear(len(units_t), outputs)
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
-    opt = torch.optim.Adam(linear.parameters(), lr=lr)
+    trainer = ProbeTrainer(labels, target[rows], count, total, sq, l1=l1, l2=l2, lr=lr, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for x, t in _batches(trace, name, units_t, rows, target, batch_size, gen):
-                out = linear((x - mean) / std)  # (b, C)
-                if regression:
-                    loss = F.mse_loss(out[:, 0], (t - y_mean) / y_std)
-                else:
-                    loss = F.cross_entropy(out, t)
-                w = linear.weight
-                loss = loss + l1 * w.abs().sum() + l2 * (w**2).sum()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    weight, bias = linear.weight.detach(), linear.bias.detach()
-    if regression:  # fold the target's standardisation back in
-        weight, bias = weight * y_std, bias * y_std + y_mean
-    return Probe(name, units_t, weight, bias, mean, std, labels.kind)
+    for _ in range(epochs):
+        for x, t in _batches(trace, name, units_t, rows, target, batch_size, gen):
+            trainer.step(x, t)
+    return trainer.probe(name, units_t)
+
+
+class ProbeTrainer:
+    """One probe's training: standardisation from sums over the training rows, then Adam steps on
+    minibatches (cross-entropy, or MSE on the standardised target) plus the elastic-net penalty.
+    `fit_probe` feeds it minibatches read from a trace; a streamed pass feeds it a corpus's."""
+
+    def __init__(self, labels: Labels, train_targets: torch.Tensor, count: int, total: torch.Tensor,
+                 sq: torch.Tensor, *, l1: float, l2: float, lr: float, seed: int) -> None:
+        """train_targets: the targets of every training row (a regression standardises by them);
+        count, total (k,), sq (k,): rows, sum and sum of squares (float64) of the units over them."""
+        self.regression, self.kind, self.l1, self.l2 = labels.kind == "continuous", labels.kind, l1, l2
+        mean = total / count
+        std = (sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.mean, self.std = mean.to(torch.float32), std.to(torch.float32)
+        ys = train_targets
+        self.y_mean, self.y_std = (float(ys.mean()), float(ys.std().clamp_min(1e-6))) if self.regression else (0.0, 1.0)
+        torch.manual_seed(seed)
+        outputs = 1 if self.regression else labels.num_classes
+        self.linear = torch.nn.Linear(len(total), outputs)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+        self.opt = torch.optim.Adam(self.linear.parameters(), lr=lr)
+
+    def step(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        """One Adam step on rows ``x`` [b, k] (float32) with targets ``t`` [b]."""
+        with torch.enable_grad():
+            out = self.linear((x - self.mean) / self.std)  # (b, C)
+            if self.regression:
+                loss = F.mse_loss(out[:, 0], (t - self.y_mean) / self.y_std)
+            else:
+                loss = F.cross_entropy(out, t)
+            w = self.linear.weight
+            loss = loss + self.l1 * w.abs().sum() + self.l2 * (w**2).sum()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+
+    def probe(self, name: str, units: torch.Tensor) -> Probe:
+        """The trained probe (a regression's standardisation folded back into its weights)."""
+        weight, bias = self.linear.weight.detach().clone(), self.linear.bias.detach().clone()
+        if self.regression:
+            weight, bias = weight * self.y_std, bias * self.y_std + self.y_mean
+        return Probe(name, units, weight, bias, self.mean, self.std, self.kind)
 
 
 def evaluate_probe(trace: Trace, probe: Probe, labels: Labels, rows: torch.Tensor) -> float:

@@ -40,6 +40,7 @@ from gatescope.analysis.selection import (
     unit_row,
     width,
 )
+from gatescope.analysis.streaming import mutual_information_bits
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.trace import Trace
@@ -74,17 +75,9 @@ def rank_units(
     metrics' values (corr or eta2, auc, mi, probe), n (labelled tokens), p_value, p_adjusted, p_fwer.
     """
     lab = resolve_labels(trace, labels, feature=feature)
-    metric = DEFAULT_METRIC[lab.kind] if metric == "auto" else metric
-    if metric not in METRICS:
-        raise GatescopeError(f"unknown metric {metric!r}; choose from auto, {', '.join(METRICS)}")
-    if metric == "auc" and lab.kind != "binary":
-        raise GatescopeError(f"metric auc needs binary labels; {lab.name} is {lab.kind}")
-    if metric == "corr" and lab.kind == "categorical":
-        raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
+    metric = check_metric(lab, metric, bins)
     if permutations < 0:
         raise GatescopeError("permutations must be >= 0")
-    if bins < 2:
-        raise GatescopeError(f"bins must be at least 2, not {bins}")
     names = select_quantities(trace, kinds)
     valid = lab.valid
     scorer = _Scorer(lab, valid, heldout_rows(trace)[valid], metric, permutations, bins, seed)
@@ -109,10 +102,30 @@ def rank_units(
     columns = ["unit", "score", "metric", "name", "layer", "direction", "kind", "index",
                *value_cols, "mi", "probe", "n", "p_value", "p_adjusted", "p_fwer"]
     for row, p, q, f in zip(rows, p_value.tolist(), benjamini_hochberg(p_value).tolist(), p_fwer.tolist()):
-        row.update(score=_score(row, metric), metric=metric, n=scorer.n, p_value=p, p_adjusted=q, p_fwer=f)
-    rows = [{c: row[c] for c in columns} for row in rows]
+        row.update(metric=metric, n=scorer.n, p_value=p, p_adjusted=q, p_fwer=f)
+    sort_ranking(rows, metric)
+    return Table([{c: row[c] for c in columns} for row in rows], columns)
+
+
+def check_metric(lab: Labels, metric: str, bins: int, metrics: tuple[str, ...] = METRICS) -> str:
+    """The metric to rank by ("auto" resolved for the labels' kind); a wrong one is a one-line error."""
+    metric = DEFAULT_METRIC[lab.kind] if metric == "auto" else metric
+    if metric not in metrics:
+        raise GatescopeError(f"unknown metric {metric!r}; choose from auto, {', '.join(metrics)}")
+    if metric == "auc" and lab.kind != "binary":
+        raise GatescopeError(f"metric auc needs binary labels; {lab.name} is {lab.kind}")
+    if metric == "corr" and lab.kind == "categorical":
+        raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
+    if bins < 2:
+        raise GatescopeError(f"bins must be at least 2, not {bins}")
+    return metric
+
+
+def sort_ranking(rows: list[dict[str, Any]], metric: str) -> None:
+    """Give each row its ``score`` for ``metric`` and sort best first (NaN scores last)."""
+    for row in rows:
+        row["score"] = _score(row, metric)
     rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
-    return Table(rows, columns)
 
 
 def _score(row: dict[str, Any], metric: str) -> float:
@@ -262,10 +275,7 @@ def _mutual_information(xbins: torch.Tensor, ybins: torch.Tensor) -> torch.Tenso
     n, u = xbins.shape
     bx, by = int(xbins.max()) + 1, int(ybins.max()) + 1
     flat = xbins * by + ybins[:, None] + torch.arange(u) * (bx * by)  # (n, u)
-    joint = torch.bincount(flat.reshape(-1), minlength=u * bx * by).reshape(u, bx, by).to(torch.float64) / n
-    px, py = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
-    ratio = torch.where(joint > 0, joint / (px * py).clamp_min(1e-300), torch.ones_like(joint))
-    return (joint * torch.log2(ratio)).sum((1, 2))
+    return mutual_information_bits(torch.bincount(flat.reshape(-1), minlength=u * bx * by).reshape(u, bx, by))
 
 
 def _threshold_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> torch.Tensor:

@@ -100,11 +100,16 @@ def heldout_rows(trace: Trace, fraction: float = 0.2) -> torch.Tensor:
     Splitting by sequence keeps a sentence's tokens on one side; a trace with fewer than
     1/fraction sequences holds out its last ``fraction`` of rows instead.
     """
-    n, s = trace.num_tokens, trace.num_sequences
+    return heldout_from_offsets(trace.offsets, fraction)
+
+
+def heldout_from_offsets(offsets: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """`heldout_rows` of a corpus whose sequences start at ``offsets`` [S+1] (no trace needed)."""
+    n, s = int(offsets[-1]), offsets.numel() - 1
     every = max(2, round(1 / fraction))
     held = torch.zeros(n, dtype=torch.bool)
     if s >= every:
-        lengths = trace.offsets.diff()
+        lengths = offsets.diff()
         seq_held = (torch.arange(s) % every) == every - 1
         held = torch.repeat_interleave(seq_held, lengths)
     else:

@@ -5,7 +5,9 @@ layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ab
 and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
 gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units).
 The work is done by gatescope.analysis; this module parses options and prints: rich tables on
-stdout, or with ``--json`` JSON alone on stdout.
+stdout, or with ``--json`` JSON alone on stdout. A TRACE is a trace file or a sharded trace's folder;
+``units``, ``saturation`` and ``probe`` with ``--file CORPUS`` take a MODEL instead and stream it over
+the corpus in one pass (gatescope.cli.stream), under torchrun on several processes.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import click
 
 from gatescope.errors import GatescopeError
 
-TRACE = click.Path(dir_okay=False)
+TRACE = click.Path()  # a trace file, or a sharded trace's folder
 COUNT = click.IntRange(min=0)  # --top, --draws, --permutations: a negative count is a usage error
 POSITIVE = click.IntRange(min=1)
 
@@ -27,6 +29,41 @@ def _labels_options(f):
                      help="Labels file: .npy, or text with one value a line, one per token of the trace.")(f)
     f = click.option("--feature", help="A per-token feature stored in the trace (e.g. subject_number).")(f)
     return f
+
+
+def _corpus_options(f):
+    """--file and the run options of the streaming mode: the argument is then a MODEL, run over the corpus."""
+    f = click.option("--distributed", is_flag=True,
+                     help="With --file: split the corpus over torchrun's processes (implied under torchrun).")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="With --file: where to run the model.")(f)
+    f = click.option("--batch-size", type=POSITIVE, default=64, show_default=True,
+                     help="With --file: sequences run together.")(f)
+    f = click.option("--file", "corpus", metavar="CORPUS",
+                     help="Stream MODEL over this corpus (one sequence a line) and compute in one pass, "
+                          "without writing a trace; the argument is then a model.")(f)
+    return f
+
+
+def _run_options(batch_size: int, as_json: bool):
+    from gatescope.cli.trace import RunOptions
+
+    return RunOptions(batch_size, progress=not as_json)
+
+
+def _check_mode(ctx: click.Context, corpus: str | None, file_only: tuple[str, ...] = (), **not_streamed: str) -> None:
+    """Options a streamed pass cannot honour (``not_streamed``: name -> why), or that only it takes
+    (``file_only`` and the run options), given in the other mode: one-line errors, never ignored."""
+    from click.core import ParameterSource
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+    for name, why in not_streamed.items():
+        if corpus is not None and given(name):
+            raise GatescopeError(f"--{name.replace('_', '-')} {why}")
+    for name in (*file_only, "batch_size", "device", "distributed"):
+        if corpus is None and given(name):
+            raise GatescopeError(f"--{name.replace('_', '-')} applies with --file (streaming a model over a corpus)")
 
 
 def _kinds_option(default: str | None, help_: str):
@@ -104,24 +141,51 @@ def analyze() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the full ranking as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
-def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json):
-    """Rank every unit of TRACE by its association with a per-token label."""
+@click.option("--grid-bins", type=click.IntRange(min=2), default=2048, show_default=True,
+              help="With --file: histogram bins per unit over its kind's range (AUC and MI; see auc_bound).")
+@_corpus_options
+@click.pass_context
+def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json, grid_bins,
+          corpus, batch_size, device, distributed):
+    """Rank every unit of TRACE by its association with a per-token label.
+
+    \b
+    With --file, TRACE is a model, streamed over the corpus in one pass (no trace written):
+      gatescope analyze units model.safetensors --file corpus.txt --labels labels.txt
+    """
     from gatescope.analysis.ranking import rank_units
     from gatescope.files import check_writable
     from gatescope.trace import load_trace
 
+    _check_mode(ctx, corpus, ("grid_bins",),
+                permutations="needs the whole trace at once; a streamed ranking has no p-values",
+                    seed="applies to the permutations, which a streamed ranking does not draw",
+                    feature="names a feature stored in a trace; with --file give --labels FILE")
     if csv_path:
         check_writable(csv_path)  # before the work, not after
-    table = rank_units(load_trace(trace), kinds=kinds, metric=metric, permutations=permutations, seed=seed,
-                       progress=not as_json, **_labels(feature, labels_file))
+    if corpus is not None:
+        from gatescope.cli.stream import stream_units
+
+        if labels_file is None:
+            raise GatescopeError("--file needs --labels FILE: one label per token of the corpus")
+        table = stream_units(trace, corpus, labels_file, kinds=kinds, metric=metric, grid_bins=grid_bins,
+                             run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+        if table is None:  # another process of a torchrun: rank 0 reports
+            return
+        click.echo(f"streamed {table[0]['n']} labelled tokens in one pass: no permutation p-values; "
+                   f"each AUC is within its auc_bound of the exact one", err=True)
+    else:
+        table = rank_units(load_trace(trace), kinds=kinds, metric=metric, permutations=permutations, seed=seed,
+                           progress=not as_json, **_labels(feature, labels_file))
     if csv_path:
         table.to_csv(csv_path)
     shown = table if top == 0 else table.head(top)
     if as_json:
         click.echo(shown.to_json())
         return
-    value_cols = [c for c in ("corr", "eta2", "auc") if c in table.columns]
-    _show(shown.rows, ["unit", "score", *value_cols, "mi", "probe", "p_value", "p_fwer"],
+    value_cols = [c for c in ("corr", "eta2", "auc", "auc_bound") if c in table.columns]
+    extra = [c for c in ("probe", "p_value", "p_fwer") if c in table.columns]
+    _show(shown.rows, ["unit", "score", *value_cols, "mi", *extra],
           f"units by {table[0]['metric']} ({table[0]['n']} labelled tokens)")
 
 
@@ -136,11 +200,36 @@ def units(trace, feature, labels_file, kinds, metric, top, permutations, seed, c
               help="Train on a control task (random label per token type) and report selectivity.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
-def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json):
-    """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves."""
+@_corpus_options
+@click.pass_context
+def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json, corpus, batch_size, device,
+          distributed):
+    """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves.
+
+    With --file, TRACE is a model, streamed over the corpus (epochs + 2 passes, no trace written);
+    the control task and the top-k curve are then not computed.
+    """
     from gatescope.analysis.probes import probe_units
     from gatescope.trace import load_trace
 
+    _check_mode(ctx, corpus, control="needs more probes and passes; a streamed probe has no control task",
+                feature="names a feature stored in a trace; with --file give --labels FILE")
+    if corpus is not None:
+        from gatescope.cli.stream import stream_probes
+
+        if labels_file is None:
+            raise GatescopeError("--file needs --labels FILE: one label per token of the corpus")
+        table = stream_probes(trace, corpus, labels_file, kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed,
+                              run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+        click.echo("streamed probes: no control task, selectivity or top-k curve", err=True)
+        if as_json:
+            click.echo(table.to_json())
+            return
+        _show(table.rows, ["name", "baseline", "score", "n_train", "n_test"],
+              "probes (held-out accuracy, or R² for continuous labels)")
+        for r in table.rows:
+            click.echo(f"{r['name']}: top units {', '.join(r['top_units'][:3])}")
+        return
     table = probe_units(load_trace(trace), kinds=kinds, epochs=epochs, l1=l1, l2=l2, control=control, seed=seed,
                         progress=not as_json, **_labels(feature, labels_file))
     if as_json:
@@ -161,8 +250,13 @@ def probe(trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_
 @click.option("--high", type=float, default=0.9, show_default=True, help="Right-saturated above this.")
 @click.option("--top", type=COUNT, default=20, show_default=True, help="Most saturated units to list (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
-def saturation(trace, kinds, low, high, top, as_json):
-    """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales."""
+@_corpus_options
+@click.pass_context
+def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, device, distributed):
+    """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales.
+
+    With --file, TRACE is a model, streamed over the corpus in one pass (no trace written).
+    """
     from gatescope.analysis.dynamics import (
         TIMESCALE_KINDS,
         saturation_summary,
@@ -172,10 +266,20 @@ def saturation(trace, kinds, low, high, top, as_json):
     from gatescope.names import parse_name
     from gatescope.trace import load_trace
 
-    tr = load_trace(trace)
-    table = saturation_table(tr, kinds=kinds, low=low, high=high)
-    has_timescales = any(parse_name(n).kind in TIMESCALE_KINDS for n in tr.names)
-    scales = timescales(tr) if has_timescales else None
+    _check_mode(ctx, corpus)
+    if corpus is not None:
+        from gatescope.cli.stream import stream_saturation
+
+        result = stream_saturation(trace, corpus, kinds=kinds, low=low, high=high,
+                                   run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+        if result is None:  # another process of a torchrun: rank 0 reports
+            return
+        table, scales = result
+    else:
+        tr = load_trace(trace)
+        table = saturation_table(tr, kinds=kinds, low=low, high=high)
+        has_timescales = any(parse_name(n).kind in TIMESCALE_KINDS for n in tr.names)
+        scales = timescales(tr) if has_timescales else None
     rows = sorted(table.rows, key=lambda r: -(r["left"] + r["right"]))
     rows = rows if top == 0 else rows[:top]
     if as_json:

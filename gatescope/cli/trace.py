@@ -201,7 +201,8 @@ def input_options(f):
 
 @click.command("trace")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The trace file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The trace file to write (a folder with --shard-tokens).")
 @input_options
 @click.option("--feature", "feature_files", multiple=True, metavar="NAME=FILE",
               help="Attach a per-token feature: .npy or one value a line (NaN allowed), one per token of the "
@@ -221,8 +222,12 @@ def input_options(f):
               help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
 @click.option("--kinds", multiple=True, metavar="KINDS",
               help="Quantities to record, e.g. i,f,c,h (LSTM i f g o c h m; GRU r z n h; default all).")
+@click.option("--shard-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
+@click.option("--distributed", is_flag=True,
+              help="Split the corpus over the processes torchrun started (implied under torchrun).")
 def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_path, strict, feature_files,
-          stimuli_path, code_features, device, dtype, batch_size, modules, kinds) -> None:
+          stimuli_path, code_features, device, dtype, batch_size, modules, kinds, shard_tokens, distributed) -> None:
     """Record every gate and state of MODEL (a safetensors checkpoint) over some input into a trace file.
 
     \b
@@ -231,11 +236,25 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
       gatescope trace model.safetensors --file corpus.txt --batch-size 128 -o corpus.trace.safetensors
       gatescope trace model.safetensors --stimuli items.tsv -o agreement.trace.safetensors
       gatescope trace char.safetensors --file a.py --file b.py --whole --code-features -o code.trace.safetensors
-      gatescope trace series.safetensors --input x.csv --feature anomaly=labels.txt -o run.safetensors
+      gatescope trace series.safetensors --input x.csv --feature anomaly=labels.txt -o run.trace.safetensors
+      gatescope trace model.safetensors --file corpus.txt --shard-tokens 1000000 -o corpus.trace/
     """
     from gatescope.checkpoint import load
+    from gatescope.distributed import launched_by_torchrun
     from gatescope.features import attach_code_features, attach_feature_file, parse_feature_option, stimuli_corpus
 
+    if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
+        from gatescope.cli.stream import trace_sharded
+
+        if texts or ids or ids_files or input_path or whole or strict or feature_files or stimuli_path or code_features \
+                or len(files) != 1:
+            raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
+        options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
+                             meta={"model": str(model)})
+        summary = trace_sharded(model, output, files[0], device, options, shard_tokens, distributed)
+        if summary:
+            click.echo(summary)
+        return
     check_writable(output)
     features = [parse_feature_option(value) for value in feature_files]
     inputs = [("model", model), ("--input", input_path), ("--stimuli", stimuli_path)]
