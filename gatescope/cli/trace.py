@@ -246,8 +246,8 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
         from gatescope.cli.stream import trace_sharded
 
-        if texts or ids or ids_files or input_path or whole or strict or feature_files or stimuli_path or code_features \
-                or len(files) != 1:
+        others = (texts, ids, ids_files, input_path, whole, strict, feature_files, stimuli_path, code_features)
+        if any(others) or len(files) != 1:
             raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
         options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
                              meta={"model": str(model)})
