@@ -6,6 +6,9 @@ The public API; everything here is re-exported from the module that holds it::
         model(x)
     rec.trace["rnn.l0.fwd.f"]                 # (tokens, hidden)
     rec.trace.save("run.safetensors"); gatescope.load_trace("run.safetensors")
+    gatescope.quantities(model)               # {name: width}, without running
+    out, trace = gatescope.run_with_cache(model, ids, names="*.h")
+    hooked = gatescope.hook_points(model, per="sequence")  # hooked.hooks.rnn.l0.fwd.f: captum, nnsight
 
 Names are imported on first use (PEP 562), so ``import gatescope`` and the command line's
 ``--help`` do not pay for importing torch until something needs it.
@@ -23,6 +26,10 @@ _EXPORTS = {
     "LSTM": "gatescope.modules",
     "GRU": "gatescope.modules",
     "record": "gatescope.recording",
+    "run_with_cache": "gatescope.recording",
+    "quantities": "gatescope.recordable",
+    "HookContext": "gatescope.hooks",
+    "hook_points": "gatescope.hookpoints",
     "Recording": "gatescope.recording",
     "Intervention": "gatescope.recording",
     "Trace": "gatescope.trace",
@@ -30,13 +37,20 @@ _EXPORTS = {
     "load": "gatescope.checkpoint",
     "show": "gatescope.display",
 }
-__all__ = ["GRU", "LSTM", "GatescopeError", "Intervention", "Recording", "Trace", "load", "load_trace", "record", "show"]
+__all__ = [
+    "GRU", "LSTM", "GatescopeError", "HookContext", "Intervention", "Recording", "Trace", "load", "load_trace",
+    "quantities", "record", "run_with_cache", "show",
+    "hook_points",
+]
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import load
     from gatescope.display import show
+    from gatescope.hookpoints import hook_points
+    from gatescope.hooks import HookContext
     from gatescope.modules import GRU, LSTM
-    from gatescope.recording import Intervention, Recording, record
+    from gatescope.recordable import quantities
+    from gatescope.recording import Intervention, Recording, record, run_with_cache
     from gatescope.trace import Trace, load_trace
 
 

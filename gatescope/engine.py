@@ -16,7 +16,9 @@ Two routes compute the same values:
   timesteps are recomputed at once (see cells.lstm_replay). No edits, no autograd; the fast way
   to record on a GPU, and on a CPU when each step is too small to pay for a Python loop. An LSTM
   on a CPU takes its gates straight from oneDNN's fused kernel instead (gatescope.onednn), checked
-  against that kernel's output, at about the cost of the plain forward.
+  against that kernel's output, at about the cost of the plain forward. With grad enabled and the
+  input or the weights requiring grad, even ``route="replay"`` takes the step route, so that no
+  output is ever cut from the autograd graph.
 
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
@@ -233,11 +235,12 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
         return "step" if route == "auto" else route
     if route == "replay" and observer is not None and observer.edits:
         raise ValueError("the replay route cannot apply interventions; use route='step'")
+    needs_graph = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w))
+    if needs_graph:  # replay has no autograd: its outputs would be cut from the graph, so even it steps
+        return "step"
     if route != "auto":
         return route
     if observer is not None and observer.edits:
-        return "step"
-    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in w)):
         return "step"
     small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
     fused_gates = is_lstm and onednn.available(x, w)  # every gate from oneDNN's kernel at its own speed

@@ -15,6 +15,14 @@ class GatescopeError(Exception):
     """A problem with the user's input, stated in one line."""
 
 
+class UnknownNameError(GatescopeError, KeyError):
+    """A name that is not there (``trace["rnn.l9.fwd.h"]``): a GatescopeError, and a KeyError so that
+    mappings' ``in`` and ``get`` work; its text is the one-line message, not KeyError's quoted repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class GatescopeWarning(UserWarning):
     """Something the user asked for was done, but not exactly as given: said in one line."""
 

@@ -6,7 +6,8 @@ state_dicts are torch's own and load both ways. The forward runs through gatesco
 
 * ``route="auto"`` (default): torch's fused kernel when nothing needs more, except where that
   kernel breaks autograd (cuDNN's backward refuses eval mode, captum #564): there the step route.
-* ``route="step"`` / ``"replay"``: force one of the engine's routes (tests, benchmarks).
+* ``route="step"`` / ``"replay"``: force one of the engine's routes (tests, benchmarks); replay only
+  where no gradient is needed (else it would cut the outputs from the graph, and the step route runs).
 
 Inside ``gatescope.record`` every recurrent module, these and torch's, is recorded the same way.
 """

@@ -1,7 +1,10 @@
 """Names of recorded quantities and of single units: the public naming contract.
 
 A quantity is ``"{path}.l{layer}.{dir}.{kind}"`` (``rnn.l0.fwd.f``), a unit is
-``"{quantity}:{index}"`` (``rnn.l1.fwd.h:37``, 0-based). LSTM kinds follow torch's
+``"{quantity}:{index}"`` (``rnn.l1.fwd.h:37``, 0-based). ``path`` is the module's name in
+``model.named_modules()``; a recorded root that is itself the recurrent module, whatever its
+own class, is named by `root_name` after torch's class it derives from (``lstm``, ``gru``,
+``lstmcell``). LSTM kinds follow torch's
 gate order (i, f, g, o) then the states c and h, plus m = o*tanh(c) when the LSTM
 has a projection (m_t in Sak et al. 2014); GRU kinds follow torch's r, z, n then h.
 """
@@ -23,7 +26,7 @@ from gatescope.kinds import (  # noqa: E402,F401
     SIGMOID_KINDS,
 )
 
-_NAME = re.compile(r"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>fwd|bwd)\.(?P<kind>[a-z])$")
+_NAME = re.compile(rf"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>{'|'.join(DIRECTIONS)})\.(?P<kind>[a-z])$")
 
 
 class QuantityName(NamedTuple):
@@ -46,6 +49,27 @@ class UnitName(NamedTuple):
 
     def __str__(self) -> str:
         return format_unit(self.name, self.index)
+
+
+RECURRENT_CLASSES: tuple[str, ...] = ("LSTM", "GRU", "LSTMCell", "GRUCell")
+
+
+def recurrent_class(module: object) -> str | None:
+    """torch's recurrent class ``module`` is an instance of (``"LSTM"``, ``"GRU"``, ``"LSTMCell"``,
+    ``"GRUCell"``), read from its class hierarchy (no torch import), or None."""
+    for cls in type(module).__mro__:
+        if cls.__name__ in RECURRENT_CLASSES and cls.__module__.startswith("torch.nn"):
+            return cls.__name__
+    return None
+
+
+def root_name(module: object) -> str:
+    """The path of a recurrent module that is the recorded root itself: torch's class name in lower case
+    (a user's ``class MyLSTM(nn.LSTM)`` is ``lstm``, as a bare LSTM state dict is)."""
+    cls = recurrent_class(module)
+    if cls is None:
+        raise GatescopeError(f"{type(module).__name__} is not an LSTM, GRU, LSTMCell or GRUCell")
+    return cls.lower()
 
 
 def format_name(path: str, layer: int, direction: str, kind: str) -> str:

@@ -1,250 +1,183 @@
 """record(): capture every gate of every recurrent module in any nn.Module, and edit them.
 
 Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMCell / GRUCell (and
-gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine,
-which computes the same outputs as torch's kernel while handing every quantity to the recording.
-No model code changes; the originals are restored when the block ends.
+gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine, which
+computes the same outputs as torch's kernel while handing every quantity to the recording. No model
+code changes; the originals are restored when the block ends.
 
 Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
-(``fn(value, step) -> value``): `Intervention` (set, scale, add or patch chosen units at chosen
-timesteps, as pyvene's interventions do) and plain ``hooks`` change the value during the forward,
-and the change is carried through the recurrence to every later step, layer and output.
+(gatescope.hooks): `Intervention` (set, scale, add or patch chosen units at chosen timesteps, as
+pyvene's interventions do) and ``hooks`` change the value during the forward, and the change is carried
+through the recurrence to every later step, layer and output.
+
+Blocks nest: each recurrent module keeps a stack of the recordings active on it. Every active recording
+sees every call of the modules it covers, and every active recording's edits apply, outermost first, so
+each recording keeps the values after all of them. The recording holds one `_Buffer` per quantity; the
+`Trace` it assembles holds detached values, while `Recording.gradients` differentiates through the very
+tensors the forward used.
 """
 from __future__ import annotations
 
 import functools
+import warnings
+import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gatescope import engine
-from gatescope.cells import CellWeights, gru_step, input_projection, lstm_step, step_weights
 from gatescope.errors import GatescopeError
-from gatescope.names import GRU_KINDS, LSTM_KINDS, LSTM_PROJ_KINDS, format_name, parse_name
+from gatescope.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
+from gatescope.interventions import Intervention
+from gatescope.kinds import ALL_KINDS, CELL_TYPES
+from gatescope.names import format_name, parse_name
+from gatescope.recordable import (  # noqa: F401  (find_recurrent, module_info, RECURRENT_TYPES: public here too)
+    RECURRENT_TYPES,
+    check_name,
+    directions_of,
+    find_recurrent,
+    is_cell,
+    kinds_of,
+    module_info,
+    module_quantities,
+)
 from gatescope.trace import Trace
 
-RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
-Hook = Callable[[Tensor, int], "Tensor | None"]
+Hook = Edit  # ``fn(value [B, H], step) -> Tensor | None``: the mapping form of ``hooks``
 
 
-@dataclass(frozen=True)
-class Intervention:
-    """Change chosen units of one recorded quantity during the forward.
+@dataclass
+class _Buffer:
+    """Everything recorded of one quantity, call by call."""
 
-    name: a quantity name, e.g. ``"rnn.l1.fwd.h"``; units: unit indices (None = all);
-    op: ``set`` / ``scale`` / ``add`` with a scalar or a tensor broadcastable to [B, len(units)],
-    or ``patch`` with a tensor [B, T, len(units)] (batch-first) whose ``[:, t]`` replaces step t;
-    steps: input positions t to change: any iterable of ints, or a slice such as ``slice(5, None)``
-    for "from step 5 on" (None = every step).
-    """
-
-    name: str
-    units: Sequence[int] | None = None
-    op: Literal["set", "scale", "add", "patch"] = "set"
-    value: float | Tensor = 0.0
-    steps: Iterable[int] | slice | None = None
-    _indices: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> units
-
-    def __post_init__(self) -> None:
-        parse_name(self.name)
-        if self.op not in ("set", "scale", "add", "patch"):
-            raise GatescopeError(f"unknown intervention op {self.op!r}: use set, scale, add or patch")
-        if self.op == "patch" and not (isinstance(self.value, Tensor) and self.value.dim() == 3):
-            raise GatescopeError("a patch intervention needs a value tensor [batch, time, units]")
-        object.__setattr__(self, "units", None if self.units is None else tuple(int(u) for u in self.units))
-        if isinstance(self.steps, slice):
-            if self.steps.step not in (None, 1):
-                raise GatescopeError("a slice of steps takes no stride: use a list of steps instead")
-        elif self.steps is not None:
-            object.__setattr__(self, "steps", frozenset(int(s) for s in self.steps))
-
-    def __call__(self, value: Tensor, step: int) -> Tensor | None:
-        """The edited copy of ``value`` [B, H] at ``step``, or None when this step is untouched."""
-        if not self._applies(step):
-            return None
-        index = self._index(value.device)
-        new = self.value
-        if isinstance(new, Tensor):
-            new = new.to(device=value.device, dtype=value.dtype)
-            if self.op == "patch":
-                if new.shape[0] != value.shape[0] or step >= new.shape[1]:
-                    raise GatescopeError(
-                        f"patch for {self.name}: source has shape {tuple(new.shape)}, but this run has "
-                        f"batch {value.shape[0]} and reaches step {step}"
-                    )
-                new = new[:, step]
-        if self.op == "scale":
-            new = value[:, index] * new
-        elif self.op == "add":
-            new = value[:, index] + new
-        out = value.clone()
-        out[:, index] = new
-        return out
-
-    def _index(self, device: torch.device) -> slice | Tensor:
-        """The units as an index into [B, H] columns: a slice when they are a run, else a tensor."""
-        if self.units is None:
-            return slice(None)
-        first = self.units[0]
-        if self.units == tuple(range(first, first + len(self.units))):
-            return slice(first, first + len(self.units))
-        if device not in self._indices:
-            self._indices[device] = torch.tensor(self.units, device=device)
-        return self._indices[device]
-
-    def _applies(self, step: int) -> bool:
-        if isinstance(self.steps, slice):
-            start, stop = self.steps.start, self.steps.stop
-            return (start is None or step >= start) and (stop is None or step < stop)
-        return self.steps is None or step in self.steps
+    rows: list[Tensor] = field(default_factory=list)  # (n, H) per call, detached, in the storage dtype
+    lengths: list[Tensor] = field(default_factory=list)  # (B,) per call: each sequence's length
+    calls: list[int] = field(default_factory=list)  # the root call each chunk belongs to
+    graph: list["list[Tensor] | None"] = field(default_factory=list)  # per call: T x (B, H) the forward used
+    pending: list[Tensor] = field(default_factory=list)  # a cell's steps (B_t, H) since the root call began
 
 
 class Recording:
-    """What ``record()`` yields: collects rows while the block runs; ``.trace`` assembles them."""
+    """A recording of ``model``'s recurrent modules: a context manager; ``.trace`` assembles what it saw.
+
+    ``record(model, ...)`` builds one (same arguments); everything is checked here, before any forward.
+    """
 
     def __init__(
         self,
-        root: nn.Module,
-        modules: Sequence[str] | None,
-        layers: Sequence[int] | None,
-        kinds: Sequence[str] | None,
-        dtype: torch.dtype,
-        edits: Mapping[str, list[Hook]],
-        route: engine.Route,
-        meta: Mapping[str, Any] | None,
+        model: nn.Module,
+        *,
+        modules: Sequence[str] | None = None,
+        layers: Sequence[int] | None = None,
+        kinds: Sequence[str] | None = None,
+        names: Selector | None = None,
+        dtype: torch.dtype = torch.float32,
+        interventions: Iterable[Intervention] = (),
+        hooks: Hooks | None = None,
+        route: engine.Route = "auto",
+        meta: Mapping[str, Any] | None = None,
+        batch_first: bool | None = None,
     ) -> None:
-        self.root = root
+        self.root = model
         self.dtype = dtype
         self.route = route
-        self.targets = find_recurrent(root)
+        self.batch_first = batch_first
+        self.targets = find_recurrent(model)
         if not self.targets:
-            raise GatescopeError(f"no LSTM or GRU module found in {type(root).__name__}")
+            raise GatescopeError(f"no LSTM or GRU module found in {type(model).__name__}")
         if modules is not None:
             unknown = sorted(set(modules) - set(self.targets))
             if unknown:
-                raise GatescopeError(f"no recurrent module {', '.join(unknown)}; the model has: {', '.join(self.targets)}")
+                raise GatescopeError(f"no recurrent module {', '.join(unknown)}; "
+                                     f"the model has: {', '.join(self.targets)}")
         self.modules = list(self.targets) if modules is None else [m for m in self.targets if m in modules]
         self.layers = None if layers is None else frozenset(layers)
         if kinds is not None:
-            bad = sorted(set(kinds) - set(LSTM_PROJ_KINDS) - set(GRU_KINDS))
+            bad = sorted(set(kinds) - set(ALL_KINDS))
             if bad:
-                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: LSTM has i f g o c h (m with proj_size), GRU r z n h")
+                cells = ", ".join(f"{c.name} has {' '.join(c.kinds)}" for c in CELL_TYPES.values())
+                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: {cells} (an LSTM with proj_size also m)")
         self.kinds = None if kinds is None else frozenset(kinds)
+        self.widths = {n: w for path, module in self.targets.items()  # every recordable name -> units
+                       for n, w in module_quantities(path, module).items()}
+        check = functools.partial(check_name, self.targets)
+        chosen = None if names is None else set(select(names, list(self.widths), check))
+        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
+        most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
+        if self.layers and max(self.layers) >= most:
+            raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
+        if not kept and (kinds is None or len(kinds)):  # kinds=() is "record nothing", what run() asks for
+            more = " ..." if len(self.widths) > 12 else ""
+            raise GatescopeError("modules / layers / kinds / names select no quantity of the model; "
+                                 f"it has: {', '.join(list(self.widths)[:12])}{more}")
+
+        edits: dict[str, list[Edit]] = defaultdict(list)
+        for intervention in interventions:
+            check(intervention.name)
+            intervention.check(self.widths[intervention.name])
+            edits[intervention.name].append(intervention)
+        self._contexts: dict[str, HookContext] = {}
+        for name, edit in edits_of(hooks, list(self.widths), check, self.hook):
+            edits[name].append(edit)
+        if route == "replay" and edits:
+            raise GatescopeError("the replay route cannot apply interventions or hooks; use route='step' or 'auto'")
         self.edits = dict(edits)
-        for name in self.edits:
-            self._check_name(name)
         self.extra_meta = dict(meta or {})
-        self._rows: dict[str, list[Tensor]] = defaultdict(list)  # name -> [(n, H)] chunks
-        self._lengths: dict[str, list[Tensor]] = defaultdict(list)  # name -> [(B,)] per call
-        self._calls: dict[str, list[int]] = defaultdict(list)  # name -> root call of each chunk
-        self._ids: list[Tensor | None] = []  # root call -> its integer input, if any
-        self._cell_steps: dict[str, dict[str, list[Tensor]]] = {}  # cell path -> kind -> [(B, H)]
-        self._used: dict[str, list[list[Tensor]]] = defaultdict(list)  # name -> per call, T x (B, H) in the graph
-        self._trace: Trace | None = None
+        self._buffers = {name: _Buffer() for name in kept}
+        self._plan = {  # (path, layer, direction) -> (kinds kept, kind -> edits)
+            (path, layer, d): (
+                frozenset(k for k in kinds_of(module) if format_name(path, layer, d, k) in self._buffers),
+                {k: self.edits[n] for k in kinds_of(module) if (n := format_name(path, layer, d, k)) in self.edits},
+            )
+            for path, module in self.targets.items()
+            for layer in range(getattr(module, "num_layers", 1))
+            for d in directions_of(module)
+        }
+        self._ids: list[Tensor | None] = []  # per root call: its integer input, if any
+        self._steps: dict[str, int] = defaultdict(int)  # cell path -> steps seen in this root call
         self._unaligned = False  # a cell's batch shrank: rows may not follow the input's batch order
+        self._trace: Trace | None = None
+        self._handles: list | None = None
+
+    def _wanted(self, name: str) -> bool:
+        path, layer, _, kind = parse_name(name)
+        return (path in self.modules and (self.layers is None or layer in self.layers)
+                and (self.kinds is None or kind in self.kinds))
 
     # -- which quantities -------------------------------------------------------------
     def kinds_of(self, path: str) -> tuple[str, ...]:
-        module = self.targets[path]
-        if isinstance(module, (nn.GRU, nn.GRUCell)):
-            return GRU_KINDS
-        return LSTM_PROJ_KINDS if getattr(module, "proj_size", 0) else LSTM_KINDS
+        return kinds_of(self.targets[path])
 
-    def _check_name(self, name: str) -> None:
-        path, layer, direction, kind = parse_name(name)
-        module = self.targets.get(path)
-        if module is None:
-            raise GatescopeError(f"no recurrent module {path!r} for {name}; the model has: {', '.join(self.targets)}")
-        layers = getattr(module, "num_layers", 1)
-        if layer >= layers:
-            raise GatescopeError(f"{name}: {path} has {layers} layer(s)")
-        if direction == "bwd" and not getattr(module, "bidirectional", False):
-            raise GatescopeError(f"{name}: {path} is not bidirectional")
-        if kind not in self.kinds_of(path):
-            raise GatescopeError(f"{name}: {type(module).__name__} has no kind {kind!r} (it has {' '.join(self.kinds_of(path))})")
+    def hook(self, name: str) -> HookContext:
+        """The hook point of quantity ``name`` in this recording (one per name, shared by its hooks)."""
+        if name not in self._contexts:
+            check_name(self.targets, name)
+            self._contexts[name] = context_for(name, self.targets[parse_name(name).path])
+        return self._contexts[name]
 
-    def _observer(self, path: str, layer: int, direction: str) -> engine.Observer:
-        keep: frozenset[str] = frozenset()
-        if path in self.modules and (self.layers is None or layer in self.layers):
-            keep = frozenset(k for k in self.kinds_of(path) if self.kinds is None or k in self.kinds)
-        edits = {}
-        for kind in self.kinds_of(path):
-            hooks = self.edits.get(format_name(path, layer, direction, kind))
-            if hooks:
-                edits[kind] = hooks
-        return engine.Observer(keep, edits, functools.partial(self._sink, path, layer, direction))
+    # -- the block --------------------------------------------------------------------
+    def __enter__(self) -> Recording:
+        if self._handles is not None:
+            raise GatescopeError("this recording is already active; nest a new record() block instead")
+        self._handles = [
+            self.root.register_forward_pre_hook(self._before_root, with_kwargs=True),
+            self.root.register_forward_hook(self._after_root, with_kwargs=True),
+        ]
+        for path, module in self.targets.items():
+            _push(module, self, path)
+        return self
 
-    def _sink(self, path: str, layer: int, direction: str, kind: str, values, lengths: Tensor | None) -> None:
-        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order."""
-        name = format_name(path, layer, direction, kind)
-        if isinstance(values, list):
-            if torch.is_grad_enabled() and values[0].requires_grad:
-                self._used[name].append(values)  # the forward's own tensors, for gradients()
-            by_sequence = torch.stack(values, dim=1)  # (B, T, H): one copy, already in row order
-        else:
-            by_sequence = values.transpose(0, 1)  # (B, T, H)
-        batch, steps = by_sequence.shape[:2]
-        if lengths is None:
-            lengths = torch.full((batch,), steps, dtype=torch.int64)
-        self._rows[name].append(_to_rows(by_sequence, lengths).to(self.dtype))
-        self._lengths[name].append(lengths.cpu())
-        self._calls[name].append(len(self._ids) - 1)
-        self._trace = None
-
-    # -- the patched forwards ---------------------------------------------------------------
-    def _run_rnn(self, path: str, module: nn.Module, input, hx=None):
-        return engine.run(module, input, hx, lambda layer, d: self._observer(path, layer, d), self.route)
-
-    def _run_cell(self, path: str, module: nn.Module, input: Tensor, hx=None):
-        is_lstm = isinstance(module, nn.LSTMCell)
-        unbatched = input.dim() == 1
-        x = input.unsqueeze(0) if unbatched else input  # (B, I)
-        if hx is None:
-            zeros = x.new_zeros(x.shape[0], module.hidden_size)
-            hx = (zeros, zeros) if is_lstm else zeros
-        elif unbatched:
-            hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
-        steps = self._cell_steps.setdefault(path, defaultdict(list))
-        step = len(steps["h"])
-        observer = self._observer(path, 0, "fwd")
-
-        def tap(kind: str, value: Tensor) -> Tensor:
-            for edit in observer.edits.get(kind, ()):
-                changed = edit(value, step)
-                if changed is not None:
-                    value = changed
-            steps[kind].append(value)
-            return value
-
-        w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
-        if is_lstm:
-            out = lstm_step(input_projection(x, w, fold_bias_hh=True), hx[0], hx[1], step_weights(w, True), tap)
-        else:
-            out = gru_step(input_projection(x, w, fold_bias_hh=False), hx, step_weights(w, False), tap)
-        if unbatched:
-            out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
-        return out
-
-    def _flush_cells(self) -> None:
-        """Turn the steps of cells called in a loop into sequences (one per batch row).
-
-        The batch may shrink from step to step as sequences end, as in a PackedSequence: each step
-        then holds the rows still running, a prefix of the rows of the step before.
-        """
-        for path, steps in self._cell_steps.items():
-            observer = self._observer(path, 0, "fwd")
-            for kind in observer.keep:
-                if steps.get(kind):
-                    values, lengths = _pad_shrinking(steps[kind], f"{path} ({kind})")
-                    # rows are in the order the cell saw them, which need not be the input's
-                    self._unaligned |= lengths is not None
-                    self._sink(path, 0, "fwd", kind, values, lengths)
-        self._cell_steps = {}
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles or ():
+            handle.remove()
+        self._handles = None
+        for module in self.targets.values():
+            _pop(module, self)
+        self._flush_cells()
 
     def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = args[0] if args else next(iter(kwargs.values()), None)
@@ -252,82 +185,138 @@ class Recording:
         self._ids.append(first.detach() if integer else None)
 
     def _after_root(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if not _is_cell(self.root):  # a cell recorded on its own: the whole block is one sequence
+        if not is_cell(self.root):  # a cell recorded on its own: the whole block is one sequence
             self._flush_cells()
+
+    # -- what the engine hands over ------------------------------------------------------
+    def _sink(self, name: str, values: "list[Tensor] | Tensor", lengths: Tensor | None,
+              steps: list[Tensor] | None = None) -> None:
+        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order.
+
+        ``steps``: the forward's own tensors of each step when ``values`` is not that list (a cell's
+        shrinking batch, padded), kept for gradients() when they are in the autograd graph."""
+        buffer = self._buffers[name]
+        steps = values if isinstance(values, list) else steps
+        graph = steps if steps and steps[0].requires_grad else None  # the forward's own tensors, for gradients()
+        if isinstance(values, list):
+            by_sequence = torch.stack(values, dim=1).detach()  # (B, T, H): one copy, already in row order
+        else:
+            by_sequence = values.detach().transpose(0, 1)  # (B, T, H)
+        batch, steps = by_sequence.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.int64)
+        buffer.rows.append(_to_rows(by_sequence, lengths).to(self.dtype))
+        buffer.lengths.append(lengths.cpu())
+        buffer.calls.append(len(self._ids) - 1)
+        buffer.graph.append(graph)
+        self._trace = None
+
+    def _flush_cells(self) -> None:
+        """Turn the steps of cells called in a loop into sequences (one per batch row).
+
+        The batch may shrink from step to step as sequences end, as in a PackedSequence: each step
+        then holds the rows still running, a prefix of the rows of the step before.
+        """
+        for name, buffer in self._buffers.items():
+            if buffer.pending:
+                steps, buffer.pending = buffer.pending, []
+                values, lengths = _pad_shrinking([s.detach() for s in steps], name)
+                # rows are in the order the cell saw them, which need not be the input's
+                self._unaligned |= lengths is not None
+                self._sink(name, values, lengths, steps)
+        self._steps.clear()
 
     # -- the result ------------------------------------------------------------------------
     @property
     def trace(self) -> Trace:
-        """Everything recorded so far, as a Trace (assembled once, then cached)."""
+        """Everything recorded so far, as a Trace of detached values (assembled once, then cached)."""
         if self._trace is None:
             self._trace = self._assemble()
         return self._trace
 
     def _assemble(self) -> Trace:
-        names = [
-            format_name(path, layer, d, kind)
-            for path in self.modules
-            for layer in range(getattr(self.targets[path], "num_layers", 1))
-            for d in (("fwd", "bwd") if getattr(self.targets[path], "bidirectional", False) else ("fwd",))
-            for kind in self.kinds_of(path)
-        ]
-        names = [n for n in names if self._rows.get(n)]
-        meta = {"modules": [module_info(p, self.targets[p]) for p in self.modules], **self._vocab_meta(), **self.extra_meta}
+        names = [n for n, buffer in self._buffers.items() if buffer.rows]
+        modules = [module_info(p, self.targets[p]) for p in self.modules]
+        meta = {"modules": modules, **self._vocab_meta(), **self.extra_meta}
         if not names:
             return Trace({}, [0], meta=meta)
-        lengths = torch.cat(self._lengths[names[0]])
+        lengths = torch.cat(self._buffers[names[0]].lengths)
         for name in names[1:]:
-            other = torch.cat(self._lengths[name])
-            if not torch.equal(other, lengths):
+            if not torch.equal(torch.cat(self._buffers[name].lengths), lengths):
                 raise GatescopeError(
                     f"{names[0]} and {name} saw sequences of different lengths (an encoder and a decoder?); "
                     "record them separately with modules=[...]"
                 )
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        tensors = {name: torch.cat(self._rows[name]) for name in names}
+        tensors = {name: torch.cat(self._buffers[name].rows) for name in names}
         return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
 
     def gradients(self, output: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         """d output / d (each recorded value), laid out like the trace: name -> (N, H).
 
         ``output`` is a scalar computed inside the block with grad enabled (e.g. a logit difference).
-        The gradient is taken with respect to the very tensors the forward used, after any edits.
+        The gradient is taken with respect to the very tensors the forward used, after any edits; the
+        model's parameters need not require grad. Rows of calls made under no_grad are zero.
         """
         names = self.trace.names if names is None else list(names)
-        missing = [n for n in names if not self._used.get(n)]
+        unknown = [n for n in names if n not in self._buffers]
+        if unknown:
+            raise GatescopeError(f"{', '.join(unknown)}: not kept by this recording (see its modules / layers / "
+                                 "kinds / names)")
+        missing = [n for n in names if not any(g is not None for g in self._buffers[n].graph)]
         if missing:
-            raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled (not under no_grad)")
-        flat = [t for n in names for call in self._used[n] for t in call]
+            raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled "
+                                 "(not under torch.no_grad()) and not on the replay route")
+        flat = [t for n in names for call in self._buffers[n].graph if call is not None for t in call]
+        if not output.requires_grad:
+            raise GatescopeError("the output does not depend on the recorded values through autograd "
+                                 "(was it computed under torch.no_grad()?)")
         grads = torch.autograd.grad(output, flat, allow_unused=True, retain_graph=True)
         out, k = {}, 0
         for name in names:
+            buffer = self._buffers[name]
             chunks = []
-            for call, lengths in zip(self._used[name], self._lengths[name]):
+            for call, lengths, rows in zip(buffer.graph, buffer.lengths, buffer.rows):
+                if call is None:
+                    chunks.append(rows.new_zeros(rows.shape, dtype=output.dtype))
+                    continue
                 g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
                 k += len(call)
-                chunks.append(_to_rows(torch.stack(g, dim=1), lengths))
+                by_step, _ = _pad_shrinking(g, name)  # T x (B, H), or (T, B, H) for a shrinking batch
+                by_sequence = torch.stack(by_step, dim=1) if isinstance(by_step, list) else by_step.transpose(0, 1)
+                chunks.append(_to_rows(by_sequence, lengths))
             out[name] = torch.cat(chunks)
         return out
 
     def _token_ids(self, name: str) -> Tensor | None:
-        """The integer inputs of the root's calls, cut to each sequence's length, if they fit."""
+        """The integer inputs of the root's calls, cut to each sequence's length, laid out as the
+        recorded module reads its input (its batch_first, or ``record(batch_first=...)``)."""
         if self._unaligned:
             return None
+        module = self.targets[parse_name(name).path]
+        batch_first = self.batch_first if self.batch_first is not None else getattr(module, "batch_first", None)
+        buffer = self._buffers[name]
         pieces = []
-        for call, lengths in zip(self._calls[name], self._lengths[name]):
+        for call, lengths in zip(buffer.calls, buffer.lengths):
             ids = self._ids[call] if 0 <= call < len(self._ids) else None
-            if ids is None:
+            if ids is None or ids.dim() not in (1, 2):
                 return None
-            longest = int(lengths.max()) if lengths.numel() else 0
-            if ids.dim() == 1 and lengths.numel() == 1 and ids.shape[0] >= longest:
-                ids = ids.unsqueeze(0)
-            elif ids.dim() != 2:
-                return None
-            elif not (ids.shape[0] == lengths.numel() and ids.shape[1] >= longest):
-                if ids.shape[1] == lengths.numel() and ids.shape[0] >= longest:
-                    ids = ids.t()
-                else:
-                    return None
+            batch, longest = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
+            given = list(ids.shape)
+            if ids.dim() == 1:
+                ids = ids.unsqueeze(0)  # one unbatched sequence
+            elif batch_first is not None:
+                ids = ids if batch_first else ids.t()
+            else:  # a cell has no layout of its own: only one that fits what it saw
+                fits = [v for v in (ids, ids.t()) if v.shape[0] == batch and v.shape[1] >= longest]
+                if len(fits) != 1 or ids.shape[0] == ids.shape[1]:
+                    return _no_ids(f"the model's integer input {list(ids.shape)} could be time- or batch-major "
+                                   f"for {name}; pass record(..., batch_first=True or False)")
+                ids = fits[0]
+            if ids.shape[0] != batch or ids.shape[1] < longest:
+                layout = "[B, T]" if batch_first or batch_first is None else "[T, B]"
+                return _no_ids(f"the model's integer input has shape {given}, read as {layout}, but {name} saw "
+                               f"{batch} sequence(s) of up to {longest} steps; pass record(..., batch_first=...)")
             pieces += [ids[b, : int(n)].cpu() for b, n in enumerate(lengths)]
         return torch.cat(pieces).to(torch.int64) if pieces else None
 
@@ -337,6 +326,98 @@ class Recording:
         if tokens is None:
             return {}
         return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
+
+
+def _no_ids(reason: str) -> None:
+    warnings.warn(f"gatescope: the trace has no token ids: {reason}", stacklevel=4)
+    return None
+
+
+# -- the stack of recordings on each module ------------------------------------------------------
+@dataclass
+class _Stack:
+    previous: Any  # the module's own instance attribute ``forward``, if it had one
+    active: list[tuple[Recording, str]]  # (recording, the module's path in it), outermost first
+
+
+_STACKS: "weakref.WeakKeyDictionary[nn.Module, _Stack]" = weakref.WeakKeyDictionary()
+
+
+def _push(module: nn.Module, recording: Recording, path: str) -> None:
+    stack = _STACKS.get(module)
+    if stack is None:
+        stack = _STACKS[module] = _Stack(module.__dict__.get("forward"), [])
+        module.forward = functools.partial(_forward, module)
+    stack.active.append((recording, path))
+
+
+def _pop(module: nn.Module, recording: Recording) -> None:
+    stack = _STACKS.get(module)
+    if stack is None:
+        return
+    stack.active = [(r, p) for r, p in stack.active if r is not recording]
+    if not stack.active:
+        del _STACKS[module]
+        if stack.previous is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = stack.previous
+
+
+def _forward(module: nn.Module, input, hx=None):
+    """The forward of a recorded module: the engine, observed by every recording active on it."""
+    active = list(_STACKS[module].active)
+    route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
+    graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
+    if not is_cell(module):
+        return engine.run(module, input, hx, lambda layer, d: _observer(active, layer, d, graph), route)
+    observer = _observer(active, 0, "fwd", graph, cell=True)
+    out = engine.run_cell(module, input, hx, observer)
+    for recording, path in active:
+        recording._steps[path] += 1
+    return out
+
+
+def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,
+              cell: bool = False) -> engine.Observer:
+    """One observer for every active recording: their kinds kept, their edits in nesting order."""
+    keep: set[str] = set()
+    edits: dict[str, list[Edit]] = defaultdict(list)
+    sinks = []
+    for recording, path in active:
+        kept, own = recording._plan[(path, layer, direction)]
+        for kind, fns in own.items():
+            if cell:  # a cell runs one step per call: the recording counts the steps
+                step = recording._steps[path]
+                fns = [functools.partial(_at_step, fn, step) for fn in fns]
+            edits[kind].extend(fns)
+        if kept:
+            keep |= kept
+            sinks.append((recording, path, kept))
+    if graph:
+        for kind in keep:
+            edits[kind].append(_join_graph)
+
+    def sink(kind: str, values, lengths: Tensor | None) -> None:
+        for recording, path, kept in sinks:
+            if kind in kept:
+                name = format_name(path, layer, direction, kind)
+                if cell:
+                    recording._buffers[name].pending.append(values[0])
+                else:
+                    recording._sink(name, values, lengths)
+
+    return engine.Observer(frozenset(keep), dict(edits), sink)
+
+
+def _at_step(fn: Edit, step: int, value: Tensor, _: int) -> Tensor | None:
+    return fn(value, step)
+
+
+def _join_graph(value: Tensor, step: int) -> Tensor | None:
+    """With grad enabled, a recorded value outside the graph (a frozen model) becomes a leaf of it, so
+    that gradients with respect to it exist; a value already in the graph is left as it is."""
+    return None if value.requires_grad else value.detach().requires_grad_()
 
 
 def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tensor", Tensor | None]:
@@ -366,82 +447,52 @@ def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
     return torch.cat([by_sequence[b, : int(n)] for b, n in enumerate(lengths.tolist())])
 
 
-def _root_name(root: nn.Module) -> str:
-    return type(root).__name__.lower()
-
-
-def _is_cell(module: nn.Module) -> bool:
-    return isinstance(module, (nn.LSTMCell, nn.GRUCell))
-
-
-def find_recurrent(root: nn.Module) -> dict[str, nn.Module]:
-    """Every recurrent module in ``root`` by its record path (``lstm`` etc. for the root itself)."""
-    found = {}
-    for name, module in root.named_modules():
-        if isinstance(module, RECURRENT_TYPES):
-            found[name or _root_name(module)] = module
-    return found
-
-
-def module_info(path: str, module: nn.Module) -> dict[str, Any]:
-    """The architecture of one recurrent module, as the trace metadata and `inspect --json` give it."""
-    cell = next(t.__name__ for t in RECURRENT_TYPES if isinstance(module, t))
-    return {
-        "name": path,
-        "cell": cell,
-        "input_size": module.input_size,
-        "hidden_size": module.hidden_size,
-        "num_layers": getattr(module, "num_layers", 1),
-        "bidirectional": bool(getattr(module, "bidirectional", False)),
-        "proj_size": getattr(module, "proj_size", 0),
-        "bias": bool(module.bias),
-    }
-
-
-@contextmanager
 def record(
     model: nn.Module,
     *,
     modules: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
     kinds: Sequence[str] | None = None,
+    names: Selector | None = None,
     dtype: torch.dtype = torch.float32,
     interventions: Iterable[Intervention] = (),
-    hooks: Mapping[str, Hook | Sequence[Hook]] | None = None,
+    hooks: Hooks | None = None,
     route: engine.Route = "auto",
     meta: Mapping[str, Any] | None = None,
-) -> Iterator[Recording]:
-    """Record (and optionally edit) every gate of every recurrent module of ``model``.
+    batch_first: bool | None = None,
+) -> Recording:
+    """Record (and optionally edit) every gate of every recurrent module of ``model``: ``with record(model) as rec``.
 
-    modules / layers / kinds: what to keep (default: everything); dtype: storage dtype of the
-    recorded values (float16 / bfloat16 halve the memory); interventions / hooks: edits applied at
-    every step, keyed by quantity name (hooks are ``fn(value [B, H], step) -> Tensor | None``);
-    route: the engine route (``auto`` picks ``replay`` on CUDA when nothing needs the step loop);
-    meta: extra entries for the trace's metadata. After the block, ``rec.trace`` is the Trace.
+    modules / layers / kinds / names: what to keep (default: everything; ``names`` is a selector: a name,
+    a glob such as ``"*.f"``, a list or a predicate); dtype: storage dtype of the recorded values (float16 /
+    bfloat16 halve the memory); interventions: `Intervention` edits, checked against each quantity's
+    width now; hooks: ``[(selector, fn(value, hook))]`` (gatescope.hooks) or ``{name: fn(value, step)}``,
+    each returning a replacement [B, H] or None; route: the engine route (``auto`` picks ``replay`` on CUDA
+    when nothing needs the step loop); meta: extra entries for the trace's metadata; batch_first: the
+    layout of the model's integer input (token ids), by default the recorded module's own batch_first.
+    After the block, ``rec.trace`` is the Trace.
     """
-    edits: dict[str, list[Hook]] = defaultdict(list)
-    for intervention in interventions:
-        edits[intervention.name].append(intervention)
-    for name, fns in (hooks or {}).items():
-        edits[name].extend([fns] if callable(fns) else fns)
-    recording = Recording(model, modules, layers, kinds, dtype, edits, route, meta)
-    patched = []
-    for path, module in recording.targets.items():
-        run = recording._run_cell if _is_cell(module) else recording._run_rnn
-        patched.append((module, module.__dict__.get("forward")))
-        module.forward = functools.partial(run, path, module)
-    handles = [
-        model.register_forward_pre_hook(recording._before_root, with_kwargs=True),
-        model.register_forward_hook(recording._after_root, with_kwargs=True),
-    ]
-    try:
-        yield recording
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, previous in patched:
-            if previous is None:
-                del module.forward
-            else:
-                module.forward = previous
-        recording._flush_cells()
+    return Recording(model, modules=modules, layers=layers, kinds=kinds, names=names, dtype=dtype,
+                     interventions=interventions, hooks=hooks, route=route, meta=meta, batch_first=batch_first)
+
+
+def run(model: nn.Module, input: Any, interventions: Iterable[Intervention] = (), hooks: Hooks | None = None):
+    """``model(input)`` under ``interventions`` and ``hooks``, recording nothing.
+
+    With neither and grad disabled: the plain forward (torch's fused kernels). Otherwise inside a
+    record() block (kinds=()), so that edits apply and, with grad enabled, the recurrent modules run
+    gatescope's differentiable engine (cuDNN's RNN backward refuses eval mode; captum #564)."""
+    interventions = list(interventions)
+    if not interventions and not hooks and not torch.is_grad_enabled():
+        return model(input)
+    with record(model, kinds=(), interventions=interventions, hooks=hooks):
+        return model(input)
+
+
+def run_with_cache(model: nn.Module, *args: Any, names: Selector | None = None, **kwargs: Any) -> tuple[Any, Trace]:
+    """``(model(*args, **kwargs), trace)``: the output and a Trace of the quantities ``names`` selects
+    (a name, a glob such as ``"*.h"``, a list or a predicate; default every quantity), as
+    TransformerLens's ``run_with_cache``. Grad mode is the caller's; the trace holds detached values."""
+    with record(model, names=names) as rec:
+        output = model(*args, **kwargs)
+    return output, rec.trace

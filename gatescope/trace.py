@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, UnknownNameError
 from gatescope.files import atomic_write
 from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout, read_trace_file
 
@@ -45,7 +45,12 @@ class Trace(Mapping[str, torch.Tensor]):
             {name: tuple(t.shape) for name, t in tensors.items()},
             None if token_ids is None else token_ids.numel(),
         )
-        self._tensors: dict[str, torch.Tensor] = dict(tensors)
+        # detached: the trace is data (gradients come from Recording.gradients), so every consumer can
+        # call .numpy() on what it reads, whether or not the values were recorded with grad enabled
+        # (a sharded trace's quantities are LazyRows, read from the shards: never in a graph)
+        self._tensors: dict[str, torch.Tensor] = {
+            name: t.detach() if isinstance(t, torch.Tensor) else t for name, t in tensors.items()
+        }
         self.token_ids = token_ids
         self.features: dict[str, torch.Tensor] = {}
         for fname, values in (features or {}).items():
@@ -59,7 +64,15 @@ class Trace(Mapping[str, torch.Tensor]):
         try:
             return self._tensors[name]
         except KeyError:
-            raise GatescopeError(f"no quantity {name!r} in this trace; it has: {', '.join(self.names)}") from None
+            raise UnknownNameError(f"no quantity {name!r} in this trace; it has: {', '.join(self.names)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._tensors
+
+    # a trace is one run's record: equal to itself only (Mapping's == would compare tensors with ==,
+    # which raises), and hashable, so traces can be dict keys and set members
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
@@ -90,6 +103,40 @@ class Trace(Mapping[str, torch.Tensor]):
             raise GatescopeError(f"no sequence {s}: the trace has {self.num_sequences}")
         s %= self.num_sequences
         return slice(int(self.offsets[s]), int(self.offsets[s + 1]))
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens of each sequence, LongTensor [S]."""
+        return self.offsets.diff()
+
+    def padded(self, name: str | torch.Tensor, fill: float = float("nan")) -> torch.Tensor:
+        """Quantity ``name`` (or rows [N, H] laid out like this trace's) as one row per sequence: Tensor
+        [S, T_max, H], sequence s's token t at ``[s, t]``, the positions past a sequence's end set to
+        ``fill`` (NaN by default, so that padding can never pass for a value). Batch-first, as a patch
+        Intervention's value is: the trace of one run is directly a patch source for another
+        (`unpadded` is the inverse)."""
+        values = self[name] if isinstance(name, str) else name  # (N, H)
+        if not isinstance(values, torch.Tensor):  # a sharded trace's LazyRows: padding reads every row
+            values = values[:]
+        if values.dim() != 2 or values.shape[0] != self.num_tokens:
+            raise GatescopeError(f"padded takes rows [tokens={self.num_tokens}, units], got shape {list(values.shape)}")
+        lengths = self.lengths
+        steps = int(lengths.max()) if lengths.numel() else 0
+        out = values.new_full((self.num_sequences, steps, values.shape[1]), fill)  # (S, T_max, H)
+        valid = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)  # (S, T_max)
+        out[valid.to(out.device)] = values[:]
+        return out
+
+    def unpadded(self, values: torch.Tensor) -> torch.Tensor:
+        """The inverse of `padded`: values [S, T, H] (T at least each sequence's length) -> rows [N, H]
+        laid out like this trace's quantities (the positions past each sequence's end are dropped)."""
+        lengths = self.lengths
+        steps = int(lengths.max()) if lengths.numel() else 0
+        if values.dim() != 3 or values.shape[0] != self.num_sequences or values.shape[1] < steps:
+            raise GatescopeError(f"unpadded takes values [sequences={self.num_sequences}, time>={steps}, units], "
+                                 f"got shape {list(values.shape)}")
+        valid = torch.arange(values.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (S, T)
+        return values[valid.to(values.device)]
 
     def sequence_of(self, row: int) -> int:
         """The sequence that token row ``row`` belongs to."""

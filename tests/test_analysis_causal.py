@@ -247,3 +247,39 @@ def test_agreement_items_need_a_prefix_and_one_token_verbs():
     for bad in (good._replace(correct="greets not"), good._replace(prefix=" ")):  # verbs were misaligned
         with pytest.raises(GatescopeError, match="a prefix and two one-token verbs"):
             evaluate_agreement(lm, [bad], vocab=vocab)
+
+
+def test_the_analysis_modules_import_one_way():
+    """No load-time import cycle among gatescope/analysis/*.py, and causal never imports agreement (the two
+    had a cycle, closed by an import inside a function)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(causal.__file__).parent
+
+    def imports(path: Path, everywhere: bool) -> set[str]:
+        tree = ast.parse(path.read_text())
+        # a module's __getattr__ keeps old names working and runs only when such a name is used
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+        nodes = ast.walk(tree) if everywhere else tree.body
+        return {node.module.rsplit(".", 1)[1] for node in nodes if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("gatescope.analysis.")}
+
+    assert "causal" in imports(folder / "agreement.py", False)
+    assert "agreement" not in imports(folder / "causal.py", True)
+    graph = {path.stem: imports(path, False) for path in folder.glob("*.py")}
+    done, visiting = set(), []
+
+    def visit(name):
+        assert name not in visiting, f"import cycle: {' -> '.join(visiting + [name])}"
+        if name in done:
+            return
+        visiting.append(name)
+        for dep in graph.get(name, ()):
+            visit(dep)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+    assert causal.agreement_metric is __import__("gatescope.analysis.agreement", fromlist=["x"]).agreement_metric

@@ -22,7 +22,6 @@ from torch_rnn_suite import module_infos  # noqa: E402
 VARIANTS = ("step", "replay", "record")
 CASES = [(variant, info) for variant in VARIANTS for info in module_infos(variant)]
 IDS = [f"{variant}-{info.module_cls.__name__}" for variant, info in CASES]
-RECORDER_CELLS = "the recorder steps cells itself, without torch's checks, until it calls engine.run_cell"
 
 
 def _stock(info) -> type[nn.Module]:
@@ -73,9 +72,7 @@ def test_samples_give_torchs_outputs_and_gradients(variant, info):
 
 
 @pytest.mark.parametrize(("variant", "info"), CASES, ids=IDS)
-def test_error_inputs_raise_torchs_errors(variant, info, request):
-    if variant == "record" and info.module_cls.__name__.endswith("Cell"):
-        request.applymarker(pytest.mark.xfail(reason=RECORDER_CELLS, strict=True))
+def test_error_inputs_raise_torchs_errors(variant, info):
     errors = info.module_error_inputs_func(info, device="cpu", dtype=torch.float32, requires_grad=False,
                                            training=False)
     for error in errors:

@@ -196,3 +196,46 @@ def test_trace_writer_refuses_rows_that_do_not_fit(tmp_path):
     writer.close()
     back = load_trace(tmp_path / "w.safetensors")
     assert back["rnn.l0.fwd.h"].tolist() == [[0, 0], [1, 1], [1, 1]]
+
+
+def test_the_trace_follows_the_mapping_protocol():
+    trace = _trace()
+    assert "rnn.l0.fwd.h" in trace and "rnn.l9.fwd.h" not in trace and 3 not in trace
+    assert trace.get("rnn.l9.fwd.h") is None and trace.get("rnn.l0.fwd.f") is trace["rnn.l0.fwd.f"]
+    assert dict(trace.items()).keys() == {"rnn.l0.fwd.f", "rnn.l0.fwd.h"}
+    with pytest.raises(KeyError) as info:
+        trace["rnn.l9.fwd.h"]
+    assert isinstance(info.value, GatescopeError)
+    assert str(info.value) == "no quantity 'rnn.l9.fwd.h' in this trace; it has: rnn.l0.fwd.f, rnn.l0.fwd.h"
+    other = _trace()
+    assert trace == trace and trace != other and len({trace, other, trace}) == 2  # by identity, never raising
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padded_lays_sequences_out_batch_first_and_unpadded_inverts_it(tmp_path, dtype):
+    trace = _trace(dtype)  # sequences of 3 and 4 tokens
+    trace.save(tmp_path / "t.safetensors")
+    for t in (trace, load_trace(tmp_path / "t.safetensors")):
+        h = t["rnn.l0.fwd.h"]
+        padded = t.padded("rnn.l0.fwd.h")
+        assert padded.shape == (2, 4, 4) and padded.dtype == dtype
+        assert torch.equal(padded[0, :3], h[0:3]) and torch.equal(padded[1], h[3:7])
+        assert padded[0, 3].isnan().all()  # padding is NaN unless asked otherwise
+        assert torch.equal(t.padded("rnn.l0.fwd.h", fill=0.0)[0, 3], torch.zeros(4, dtype=dtype))
+        assert torch.equal(t.unpadded(padded), h)
+        assert torch.equal(t.padded(h * 2, fill=0.0), t.padded("rnn.l0.fwd.h", fill=0.0) * 2)  # rows like the trace's
+    assert trace.lengths.tolist() == [3, 4]
+    with pytest.raises(GatescopeError, match=r"unpadded takes values \[sequences=2, time>=4, units\]"):
+        trace.unpadded(torch.zeros(2, 3, 4))
+    with pytest.raises(GatescopeError, match=r"padded takes rows \[tokens=7, units\]"):
+        trace.padded(torch.zeros(6, 4))
+
+
+def test_a_sharded_trace_pads_like_the_one_file(tmp_path):
+    from test_shards import save_sharded
+
+    trace = _trace()
+    assert save_sharded(trace, tmp_path / "dir", 3) == 2
+    many = load_trace(tmp_path / "dir")
+    assert "rnn.l0.fwd.h" in many and many.get("rnn.l9.fwd.h") is None
+    assert torch.equal(many.padded("rnn.l0.fwd.h", fill=0.0), trace.padded("rnn.l0.fwd.h", fill=0.0))

@@ -6,9 +6,11 @@ Re-exports only; each concept lives in its own module:
 - probes (`probe_units`, `fit_probe`): diagnostic classifiers, control tasks, top-k curves;
 - dynamics (`saturation`, `timescales`, `weight_timescales`, `plot_gate_profile`);
 - causal (`ablate`, `patch`, `set_effect`, `sweep`, `greedy_search`, metrics);
+- logits (`logit_diff`): the logit difference every metric and target reads;
 - attribution (`token_attributions`, `unit_attributions`, `gradient_x_activation`; captum);
 - patterns (`select`, `match`): LSTMVis's select-and-match;
-- agreement (`read_stimuli`, `evaluate_agreement`, `ablation_interventions`): agreement accuracy;
+- agreement (`read_stimuli`, `evaluate_agreement`, `ablation_interventions`, `agreement_metric`): agreement
+  accuracy;
 - streaming, stream_analyses (`StreamingRanking`, `StreamingSaturation`, `StreamingProbes`): the
   same analyses in one pass over a corpus, from mergeable accumulators.
 
@@ -16,6 +18,7 @@ Nothing here imports matplotlib or captum until a function that needs it runs.
 """
 from gatescope.analysis.agreement import (
     ablation_interventions,
+    agreement_metric,
     evaluate_agreement,
     read_stimuli,
 )
@@ -29,7 +32,6 @@ from gatescope.analysis.causal import (
     Metric,
     SetEffect,
     ablate,
-    agreement_metric,
     greedy_search,
     loss_metric,
     patch,

@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from gatescope.analysis.causal import ablate, run, unit_widths
+from gatescope.analysis.causal import Metric, ablate, logit_difference
 from gatescope.errors import GatescopeError
 from gatescope.files import reading
 from gatescope.names import parse_unit
+from gatescope.recordable import quantities
 from gatescope.recording import Intervention
 from gatescope.vocab import Vocabulary
 
@@ -96,14 +97,9 @@ def _logit_differences(model: torch.nn.Module, encoded, batch_size: int, interve
         for start in range(0, len(indices), batch_size):
             batch = indices[start:start + batch_size]
             ids = torch.tensor([encoded[i][0] for i in batch], device=device)  # (B, T)
-            logits = run(model, ids, interventions or ())[:, -1].float().cpu()  # (B, V)
-            if logits.shape[-1] <= max(max(encoded[i][1], encoded[i][2]) for i in batch):
-                raise GatescopeError("the model's output is not a distribution over its vocabulary "
-                                     "(is it a language model with a decoder?)")
-            rows = torch.arange(len(batch))
             correct = torch.tensor([encoded[i][1] for i in batch])
             wrong = torch.tensor([encoded[i][2] for i in batch])
-            diffs[batch] = logits[rows, correct] - logits[rows, wrong]
+            diffs[batch] = logit_difference(model, ids, correct, wrong, interventions or ())
     return diffs
 
 
@@ -113,7 +109,7 @@ def ablation_interventions(model: torch.nn.Module, units: Sequence[str]) -> list
     the model lacks is reported by `gatescope.record` when the interventions are applied."""
     if not units:
         raise GatescopeError("no units to ablate")
-    widths = unit_widths(model)
+    widths = quantities(model)
     for unit in units:
         name, index = parse_unit(unit)
         if name in widths and index >= widths[name]:
@@ -162,3 +158,18 @@ def _summary(diffs: torch.Tensor) -> dict[str, Any]:
         "n": int(diffs.numel()),
         "mean_logit_diff": float(diffs.mean()),
     }
+
+
+def agreement_metric(model: torch.nn.Module, items: Sequence[AgreementItem], conditions: Sequence[str] | None = None,
+                     measure: str = "accuracy") -> Metric:
+    """Agreement accuracy (or ``measure="mean_logit_diff"``: logit of the correct minus the wrong
+    verb) of ``model`` on the items of ``conditions`` (default all), as a causal-test `Metric`."""
+    if conditions is not None:
+        wanted = set(conditions)
+        items = [it for it in items if it.condition in wanted]
+        if not items:
+            raise GatescopeError(f"no stimuli of condition(s) {', '.join(conditions)}")
+    if measure not in ("accuracy", "mean_logit_diff"):
+        raise GatescopeError(f"unknown agreement measure {measure!r}: accuracy or mean_logit_diff")
+    model.eval()
+    return Metric(f"agreement {measure}", lambda iv: evaluate_agreement(model, items, iv)[measure])

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from gatescope.analysis.logits import logit_diff
 from gatescope.errors import GatescopeError
-from gatescope.recording import record
+from gatescope.recordable import quantities
+from gatescope.recording import record, run
 
 Target = Callable[[Tensor], Tensor]  # logits (B, T, V) -> one score per sequence (B,)
 
@@ -32,20 +34,12 @@ def logit_difference_target(position: int, correct: Tensor | Sequence[int], wron
     correct_t, wrong_t = torch.as_tensor(correct), torch.as_tensor(wrong)
 
     def target(logits: Tensor) -> Tensor:
-        out = logits[:, position]  # (B, V)
-        b = out.shape[0]
+        b = logits.shape[0]
         # captum tiles the batch n_steps times (step-major); the labels tile with it
-        c = correct_t.to(out.device).repeat(b // correct_t.numel())
-        w = wrong_t.to(out.device).repeat(b // wrong_t.numel())
-        rows = torch.arange(b, device=out.device)
-        return out[rows, c] - out[rows, w]
+        return logit_diff(logits[:, position], correct_t.repeat(b // correct_t.numel()),
+                          wrong_t.repeat(b // wrong_t.numel()))
 
     return target
-
-
-def _forward(model: nn.Module, ids: Tensor, hooks=None) -> Tensor:
-    with record(model, kinds=[], hooks=hooks or {}):
-        return model(ids)
 
 
 def token_attributions(model: nn.Module, ids: Tensor, target: Target, baseline_id: int = 0,
@@ -61,7 +55,7 @@ def token_attributions(model: nn.Module, ids: Tensor, target: Target, baseline_i
     if not isinstance(embedding, nn.Embedding):
         raise GatescopeError("token attribution needs a model with an nn.Embedding named 'embedding'")
     model.eval()
-    lig = LayerIntegratedGradients(lambda x: target(_forward(model, x)), embedding)
+    lig = LayerIntegratedGradients(lambda x: target(run(model, x)), embedding)
     attr, delta = lig.attribute(ids, baselines=torch.full_like(ids, baseline_id), n_steps=n_steps,
                                 return_convergence_delta=True)
     return attr.sum(-1).detach(), delta.detach()  # (B, T), (B,)
@@ -76,9 +70,7 @@ def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str,
     """
     from captum.attr import IntegratedGradients
 
-    from gatescope.analysis.causal import unit_widths
-
-    widths = unit_widths(model)
+    widths = quantities(model)
     if name not in widths:
         raise GatescopeError(f"the model has no quantity {name}; it has: {', '.join(widths)}")
     model.eval()
@@ -87,7 +79,7 @@ def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str,
         def hook(value: Tensor, step: int) -> Tensor:  # value (B', width)
             return value * scale[:, step]
 
-        return target(_forward(model, x, {name: hook}))
+        return target(run(model, x, hooks={name: hook}))
 
     ones = torch.ones(ids.shape[0], ids.shape[1], widths[name], device=ids.device)  # (B, T, H)
     ig = IntegratedGradients(forward)
@@ -99,27 +91,9 @@ def unit_attributions(model: nn.Module, ids: Tensor, target: Target, name: str,
 def gradient_x_activation(model: nn.Module, ids: Tensor, target: Target, names: Sequence[str]) -> dict[str, Tensor]:
     """{name: gradient of sum(target) w.r.t. each value of ``name`` times the value, [B, T, H]}."""
     model.eval()
-    seen: dict[str, list[Tensor]] = {name: [] for name in names}
-
-    def keeper(name: str) -> Callable[[Tensor, int], Tensor]:
-        def hook(value: Tensor, step: int) -> Tensor:
-            value = value if value.requires_grad else value.detach().requires_grad_(True)
-            seen[name].append(value)
-            return value
-        return hook
-
-    with torch.enable_grad():
-        out = target(_forward(model, ids, {name: keeper(name) for name in names})).sum()
-        flat = [v for name in names for v in seen[name]]
-        if not flat:
-            raise GatescopeError(f"none of {', '.join(names)} was computed by the model")
-        grads = torch.autograd.grad(out, flat, allow_unused=True)
-    result, i = {}, 0
-    for name in names:
-        steps = []
-        for value in seen[name]:
-            g = grads[i] if grads[i] is not None else torch.zeros_like(value)
-            steps.append((g * value).detach())
-            i += 1
-        result[name] = torch.stack(steps, 1)  # (B, T, H)
-    return result
+    with torch.enable_grad(), record(model, names=list(names)) as rec:
+        out = target(model(ids)).sum()
+    grads = rec.gradients(out, list(names))  # name -> (N, H), rows like the trace's
+    trace = rec.trace
+    return {name: trace.padded(grads[name] * trace[name].to(grads[name].dtype), fill=0.0)  # (B, T, H)
+            for name in names}

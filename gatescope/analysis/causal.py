@@ -26,22 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatescope.analysis.logits import logit_diff
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
-from gatescope.names import UnitName, format_name, format_unit, parse_name, parse_unit
-from gatescope.recording import Intervention, find_recurrent, record
+from gatescope.names import UnitName, format_unit, parse_name, parse_unit
+from gatescope.recordable import check_units, quantities
+from gatescope.recording import Intervention, run, run_with_cache
 from gatescope.trace import Trace
 
+unit_widths = quantities  # its name here before the core had it
+
 Edit = Callable[[Sequence[str]], list[Intervention]]  # units -> interventions
-
-
-def run(model: nn.Module, ids: torch.Tensor, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
-    """The model's output for ``ids`` under ``interventions``; without any, the plain forward (torch's
-    fused kernels), else through gatescope.record, recording nothing (kinds=())."""
-    if not interventions:
-        return model(ids)
-    with record(model, interventions=list(interventions), kinds=()):
-        return model(ids)
 
 
 @dataclass(frozen=True)
@@ -60,23 +55,6 @@ class Metric:
         return baseline - value if self.higher_is_better else value - baseline
 
 
-def agreement_metric(model: nn.Module, items: Sequence[Any], conditions: Sequence[str] | None = None,
-                     measure: str = "accuracy") -> Metric:
-    """Agreement accuracy (or ``measure="mean_logit_diff"``: logit of the correct minus the wrong
-    verb) of ``model`` on the items of ``conditions`` (default all), via evaluate_agreement."""
-    from gatescope.analysis.agreement import evaluate_agreement
-
-    if conditions is not None:
-        wanted = set(conditions)
-        items = [it for it in items if it.condition in wanted]
-        if not items:
-            raise GatescopeError(f"no stimuli of condition(s) {', '.join(conditions)}")
-    if measure not in ("accuracy", "mean_logit_diff"):
-        raise GatescopeError(f"unknown agreement measure {measure!r}: accuracy or mean_logit_diff")
-    model.eval()
-    return Metric(f"agreement {measure}", lambda iv: evaluate_agreement(model, items, iv)[measure])
-
-
 def loss_metric(model: nn.Module, ids: torch.Tensor) -> Metric:
     """Mean next-token cross-entropy of a language model on ids [B, T] (lower is better)."""
     if ids.dim() != 2 or ids.shape[1] < 2:
@@ -89,36 +67,6 @@ def loss_metric(model: nn.Module, ids: torch.Tensor) -> Metric:
         return float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()))
 
     return Metric("loss", fn, higher_is_better=False)
-
-
-def unit_widths(model: nn.Module) -> dict[str, int]:
-    """Every quantity a recording of ``model`` has, with its number of units."""
-    widths = {}
-    for path, module in find_recurrent(model).items():
-        lstm = isinstance(module, (nn.LSTM, nn.LSTMCell))
-        proj = getattr(module, "proj_size", 0)
-        kinds = ("i", "f", "g", "o", "c", "m", "h") if proj else ("i", "f", "g", "o", "c", "h")
-        for layer in range(getattr(module, "num_layers", 1)):
-            for d in ("fwd", "bwd") if getattr(module, "bidirectional", False) else ("fwd",):
-                for kind in kinds if lstm else ("r", "z", "n", "h"):
-                    widths[format_name(path, layer, d, kind)] = proj if kind == "h" and proj else module.hidden_size
-    return widths
-
-
-def check_units(model: nn.Module, units: Iterable[str]) -> list[UnitName]:
-    """Parse unit names and check them against ``model``; unknown ones raise GatescopeError."""
-    widths = unit_widths(model)
-    out = []
-    for unit in units:
-        parsed = parse_unit(unit) if isinstance(unit, str) else unit
-        if parsed.name not in widths:
-            raise GatescopeError(f"unknown unit {unit}: the model has no quantity {parsed.name}")
-        if parsed.index >= widths[parsed.name]:
-            raise GatescopeError(f"unknown unit {unit}: {parsed.name} has {widths[parsed.name]} units")
-        out.append(parsed)
-    if not out:
-        raise GatescopeError("no units given")
-    return out
 
 
 def _by_quantity(units: Iterable[str | UnitName]) -> dict[str, list[int]]:
@@ -167,13 +115,11 @@ def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tenso
         raise GatescopeError(f"a patching source is a batch of sequences [B, T, ...]; got shape {list(source.shape)}")
     grouped = _by_quantity(check_units(model, units))
     batch, steps_n = source.shape[:2]
-    with torch.no_grad(), record(model, kinds=sorted({parse_name(n).kind for n in grouped})) as rec:
-        model(source)
-    trace = rec.trace
+    with torch.no_grad():
+        _, trace = run_with_cache(model, source, names=list(grouped))
     if trace.num_tokens != batch * steps_n:
         raise GatescopeError("patching needs a source batch of equal-length sequences [B, T]")
-    return [Intervention(name, idx, "patch", trace[name][:, idx].reshape(batch, steps_n, len(idx)), steps)
-            for name, idx in grouped.items()]
+    return [Intervention(name, idx, "patch", trace.padded(name)[:, :, idx], steps) for name, idx in grouped.items()]
 
 
 def logit_difference(model: nn.Module, ids: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor,
@@ -181,8 +127,7 @@ def logit_difference(model: nn.Module, ids: torch.Tensor, correct: torch.Tensor,
     """logit(correct[b]) - logit(wrong[b]) after each sequence of ids [B, T], under interventions -> [B]."""
     with torch.no_grad():
         last = run(model, ids, interventions)[:, -1]  # (B, V)
-    rows = torch.arange(ids.shape[0])
-    return (last[rows, correct] - last[rows, wrong]).float().cpu()
+    return logit_diff(last, correct, wrong).float().cpu()
 
 
 def random_sets(pool: Sequence[str], k: int, draws: int, seed: int = 0) -> list[list[str]]:
@@ -196,14 +141,14 @@ def random_sets(pool: Sequence[str], k: int, draws: int, seed: int = 0) -> list[
 def units_of(model: nn.Module, kinds: Iterable[str] | None = None) -> list[str]:
     """Every unit of ``model`` whose quantity is of one of ``kinds`` (default all), in order."""
     kinds = None if kinds is None else set(kinds)
-    return [format_unit(name, i) for name, w in unit_widths(model).items()
+    return [format_unit(name, i) for name, w in quantities(model).items()
             if kinds is None or parse_name(name).kind in kinds for i in range(w)]
 
 
 def pool_of(model: nn.Module, units: Iterable[str | UnitName]) -> list[str]:
     """All units of the quantities ``units`` belong to (in the order given), except ``units`` themselves."""
     parsed = check_units(model, units)
-    widths = unit_widths(model)
+    widths = quantities(model)
     chosen = {str(u) for u in parsed}
     names = dict.fromkeys(u.name for u in parsed)  # ordered: a set's order changes with PYTHONHASHSEED
     return [format_unit(n, i) for n in names for i in range(widths[n]) if format_unit(n, i) not in chosen]
@@ -296,3 +241,13 @@ def top_k(ranking: Table, k: int) -> list[str]:
     if len(units) < k:
         raise GatescopeError(f"the ranking has only {len(units)} units")
     return units
+
+
+def __getattr__(name: str):
+    """``causal.agreement_metric``, its name here before it moved to agreement.py (which imports this module,
+    not the other way round: the lookup happens only when the name is used)."""
+    if name == "agreement_metric":
+        from gatescope.analysis.agreement import agreement_metric
+
+        return agreement_metric
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

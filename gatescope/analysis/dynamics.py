@@ -35,7 +35,7 @@ from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
-from gatescope.names import format_name, format_unit, parse_name
+from gatescope.names import format_name, format_unit, parse_name, root_name
 from gatescope.saturation import HIGH, LOW
 from gatescope.saturation import saturation as count_saturation
 from gatescope.trace import Trace
@@ -109,7 +109,7 @@ def weight_timescales(model: nn.Module) -> Table:
     for path, module in model.named_modules():
         if not isinstance(module, (nn.LSTM, nn.GRU)):
             continue
-        path = path or ("lstm" if isinstance(module, nn.LSTM) else "gru")
+        path = path or root_name(module)
         cell = cell_type("LSTM" if isinstance(module, nn.LSTM) else "GRU")
         kind, h = cell.memory_gate, module.hidden_size
         for layer in range(module.num_layers):

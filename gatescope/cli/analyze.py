@@ -318,7 +318,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
 
     import gatescope
     from gatescope.analysis import causal
-    from gatescope.analysis.agreement import read_stimuli
+    from gatescope.analysis.agreement import agreement_metric, read_stimuli
     from gatescope.analysis.selection import parse_kinds
     from gatescope.stimuli.agreement import bundled_stimuli_path
 
@@ -336,7 +336,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     model = gatescope.load(model_path)
     items = read_stimuli(stimuli or bundled_stimuli_path())
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
-    metric = causal.agreement_metric(model, items, wanted)
+    metric = agreement_metric(model, items, wanted)
     trace = None
     if top_from:
         from gatescope.analysis.ranking import rank_units
