@@ -18,7 +18,6 @@ metadata roles that name the chain).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
 from gatescope.errors import GatescopeError, warn
-from gatescope.files import reading
 from gatescope.modules import GRU, LSTM
+from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names, kept public here)
+    META_KEY,
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    validate_checkpoint,
+)
 from gatescope.vocab import Vocabulary
-
-META_KEY = "gatescope"
-MODEL_FORMAT = "gatescope.model"
-MODEL_FORMAT_VERSION = 1
 
 
 # -- the runnable model ----------------------------------------------------------------------
@@ -342,35 +342,7 @@ def _load_warnings(roles: Roles, shapes: Shapes) -> list[str]:
 
 def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     """Tensor shapes and the parsed gatescope metadata of a safetensors file, without reading data."""
-    if path.is_dir():
-        raise GatescopeError(f"{path} is a folder, not a checkpoint file")
-    try:
-        with reading(path, "checkpoint file"), safe_open(path, framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            raw = (f.metadata() or {}).get(META_KEY)
-    except SafetensorError as exc:
-        raise GatescopeError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
-    return shapes, _parse_metadata(path, raw)
-
-
-def _parse_metadata(path: Path, raw: str | None) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise GatescopeError(f"{path}: the '{META_KEY}' metadata is not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise GatescopeError(f"{path}: the '{META_KEY}' metadata must be a JSON object")
-    if meta.get("format", MODEL_FORMAT) != MODEL_FORMAT:
-        raise GatescopeError(f"{path} is a {meta['format']} file, not a model checkpoint")
-    if meta.get("version", MODEL_FORMAT_VERSION) > MODEL_FORMAT_VERSION:
-        raise GatescopeError(
-            f"{path} is model format version {meta['version']}; this gatescope reads up to {MODEL_FORMAT_VERSION}"
-        )
-    if not isinstance(meta.get("roles", {}), dict):
-        raise GatescopeError(f"{path}: metadata 'roles' must be a JSON object")
-    return meta
+    return validate_checkpoint(path)  # the door: gatescope.validation.checkpoint checks it all
 
 
 def _read_tensors(path: Path, model: LoadedModel, specs: list[RecurrentSpec]) -> dict[str, torch.Tensor]:

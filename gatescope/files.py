@@ -1,19 +1,36 @@
-"""Reading and writing users' files: one-line errors, and writes that are all or nothing.
+"""Reading and writing users' files: bounded reads of regular files, one-line errors, writes that are
+all or nothing.
 
-Every file gatescope writes (traces, checkpoints, tables, figures) goes to a temporary file in
-the destination's folder and is renamed into place only once complete, so an error or an
-interrupt never leaves a half-written file behind. Reading errors from the operating system
-become one-line GatescopeErrors naming the file.
+Reading: every reader opens a user's file through `open_regular` (or checks a path it hands to
+another library with `check_regular`): a FIFO, a device such as /dev/zero, a socket or a folder
+is refused before a byte is read (a FIFO is opened without blocking, so one with no writer cannot
+hang the reader), and text is read a bounded line at a time (`text_lines`: no line longer than
+`MAX_LINE_BYTES`). Errors from the operating system become one-line GatescopeErrors naming the file.
+
+Writing: every file gatescope writes (traces, checkpoints, tables, figures) goes to a temporary
+file ``.{name}.XXXX.tmp`` in the destination's folder and is renamed into place only once
+complete, so an error or an interrupt never leaves a half-written file behind. The writer holds a
+lock on its temporary file; a temporary file of that naming that nobody holds a lock on was left
+by a killed writer, and the next write to the same path removes it.
 """
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from gatescope.errors import GatescopeError
+from gatescope.validation.limits import MAX_LINE_BYTES
+
+try:
+    import fcntl  # POSIX: temporary files are locked while written
+except ImportError:  # pragma: no cover (Windows: no locks, so no temporary file is ever judged stale)
+    fcntl = None
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 # Read once, at import: os.umask can only be read by setting it, which is not thread-safe, and
 # exports are written from worker threads. Saved files get the usual 0o666 & ~umask.
@@ -21,11 +38,32 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _not_regular(mode: int) -> str | None:
+    """What a file of this mode is, when it is not a regular file ("a FIFO", "a device", ...)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail now, before any work, if ``path`` cannot be written (folder missing, read-only, a folder)."""
+    """Fail now, before any work, if ``path`` cannot be written (folder missing, read-only, a folder, a device)."""
     path = Path(path)
     if path.is_dir():
         raise GatescopeError(f"cannot write {path}: it is a folder")
+    try:
+        kind = _not_regular(path.stat().st_mode)
+    except OSError:
+        kind = None  # does not exist yet (or cannot be seen): the probe below says why not
+    if kind:
+        raise GatescopeError(f"cannot write {path}: it is {kind}, not a regular file")
     folder = path.parent
     if not folder.is_dir():
         raise GatescopeError(f"cannot write {path}: folder {folder} does not exist")
@@ -39,18 +77,53 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place.
+
+    Temporary files of earlier writes to ``path`` that were killed before they finished are removed.
+    """
     path = check_writable(path)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "in use" for remove_stale_temporaries
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove ``.{name}.*.tmp`` files next to ``path`` that no writer holds (left by a killed one)."""
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    try:
+        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            fd = os.open(candidate, os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        else:
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
 
 
 @contextmanager
@@ -68,3 +141,68 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
         raise GatescopeError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise GatescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def check_regular(path: str | os.PathLike, what: str = "file") -> int:
+    """Refuse ``path`` unless it is a regular file (not a folder, FIFO, device, socket) -> its size.
+
+    For paths handed to another library's reader; gatescope's own readers use `open_regular`.
+    """
+    with reading(path, what):
+        st = os.stat(path)
+    if kind := _not_regular(st.st_mode):
+        raise GatescopeError(f"{path} is {kind}, not a {what}")
+    return st.st_size
+
+
+@contextmanager
+def open_regular(path: str | os.PathLike, what: str = "file") -> Iterator[BinaryIO]:
+    """Open ``path`` for binary reading if it is a regular file; anything else is a one-line error.
+
+    The file is opened without blocking (a FIFO with no writer would block ``open`` forever) and
+    checked on the open descriptor, so what is checked is what is read.
+    """
+    with reading(path, what):
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            kind = _not_regular(os.fstat(fd).st_mode)
+            if kind:
+                raise GatescopeError(f"{path} is {kind}, not a {what}")
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
+            f = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
+            yield f
+
+
+def file_size(f: BinaryIO) -> int:
+    """The size in bytes of an open file."""
+    return os.fstat(f.fileno()).st_size
+
+
+def text_lines(path: str | os.PathLike, what: str = "text file") -> Iterator[tuple[int, str]]:
+    """(line number from 1, line without its end) of a UTF-8 text file, read a bounded line at a time.
+
+    A line longer than `MAX_LINE_BYTES`, one that is not UTF-8 or one holding NUL bytes (a binary
+    file) is a one-line error naming it.
+    """
+    with open_regular(path, what) as f:
+        for number in range(1, 2**63):
+            with reading(path, what):
+                raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise GatescopeError(
+                    f"{path}:{number}: the line is longer than {MAX_LINE_BYTES // 2**20} MB; is this a {what}?"
+                )
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise GatescopeError(f"{path} is not UTF-8 text (line {number})") from None
+            if "\x00" in line:
+                raise GatescopeError(f"{path}:{number}: the line holds NUL bytes; is this a {what}?")
+            yield number, line.rstrip("\r\n")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
 
 # The kind lists live in gatescope.kinds; they are re-exported here for the code that names quantities.
 from gatescope.kinds import (  # noqa: E402,F401
@@ -26,7 +26,10 @@ from gatescope.kinds import (  # noqa: E402,F401
     SIGMOID_KINDS,
 )
 
-_NAME = re.compile(rf"^(?P<path>.+)\.l(?P<layer>\d+)\.(?P<direction>{'|'.join(DIRECTIONS)})\.(?P<kind>[a-z])$")
+# ASCII digits only, and few of them: int() refuses "²" and numbers beyond Python's int-string limit
+_NAME = re.compile(
+    rf"^(?P<path>.+)\.l(?P<layer>[0-9]{{1,9}})\.(?P<direction>{'|'.join(DIRECTIONS)})\.(?P<kind>[a-z])$"
+)
 
 
 class QuantityName(NamedTuple):
@@ -82,7 +85,7 @@ def parse_name(name: str) -> QuantityName:
     match = _NAME.match(name)
     if match is None or match["kind"] not in ALL_KINDS:
         raise GatescopeError(
-            f"not a quantity name: {name!r} (expected PATH.lLAYER.fwd|bwd.KIND, e.g. rnn.l0.fwd.h)"
+            f"not a quantity name: {shown(name)} (expected PATH.lLAYER.fwd|bwd.KIND, e.g. rnn.l0.fwd.h)"
         )
     return QuantityName(match["path"], int(match["layer"]), match["direction"], match["kind"])
 
@@ -106,7 +109,7 @@ def format_unit(name: str, index: int) -> str:
 def parse_unit(unit: str) -> UnitName:
     """Split ``"rnn.l1.fwd.h:37"`` into ("rnn.l1.fwd.h", 37); malformed input raises GatescopeError."""
     name, sep, index = unit.strip().rpartition(":")
-    if not sep or not index.isdigit():
-        raise GatescopeError(f"not a unit name: {unit!r} (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)")
+    if not sep or not (index.isascii() and index.isdigit() and len(index) <= 9):
+        raise GatescopeError(f"not a unit name: {shown(unit)} (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)")
     parse_name(name)
     return UnitName(name, int(index))

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.files import _UMASK, reading
+from gatescope.files import _UMASK
+from gatescope.validation.text import read_json
 
 INDEX = "index.json"
 SHARDED_FORMAT = "gatescope.trace.sharded"
@@ -152,10 +153,8 @@ def read_sharded(folder: str | os.PathLike):
     from gatescope.tracefile import TraceFile, read_trace_file
 
     folder = Path(folder)
-    with reading(folder / INDEX, "sharded trace index"):
-        raw = (folder / INDEX).read_text(encoding="utf-8")
+    index = read_json(folder / INDEX, "sharded trace index", 64 << 20, "a sharded trace index: corrupt JSON")
     try:
-        index = json.loads(raw)
         meta, shards = index["metadata"], index["shards"]
         files = [s["file"] for s in shards]
         counts = [(int(s["sequences"]), int(s["tokens"])) for s in shards]
@@ -163,7 +162,10 @@ def read_sharded(folder: str | os.PathLike):
         raise GatescopeError(f"{folder / INDEX} is not a sharded trace index (corrupt JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != SHARDED_FORMAT:
         raise GatescopeError(f"{folder / INDEX} is not a gatescope sharded trace index")
-    if meta.get("format_version", 0) > SHARDED_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or not all(isinstance(f, str) for f in files):
+        raise GatescopeError(f"{folder / INDEX} is not a gatescope sharded trace index (format_version or file names)")
+    if version > SHARDED_VERSION:
         raise GatescopeError(f"{folder} is sharded trace version {meta['format_version']}; this gatescope reads "
                              f"up to {SHARDED_VERSION}")
     if not files:

@@ -3,7 +3,8 @@
 The format is in docs/trace-format.md. This module is what `gatescope.trace.load_trace` builds
 on, and what the terminal browser reads directly, so that it opens a trace without paying for
 importing torch. Arrays are copy-on-write memory maps: a page is read from disk only when a
-row on it is touched.
+row on it is touched. Every check of a file's contents is made once, before anything is mapped,
+by the validation layer (gatescope.validation.trace); what this module maps it trusts.
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.files import reading
-from gatescope.names import canonical_order, parse_name
+from gatescope.names import parse_name
+
+if TYPE_CHECKING:
+    from gatescope.validation.safetensors import TensorEntry
 
 FORMAT = "gatescope.trace"
 FORMAT_VERSION = 1
@@ -70,7 +73,7 @@ def check_layout(
     n = int(offsets[-1])
     for name, shape in shapes.items():
         parse_name(name)
-        if len(shape) != 2 or shape[0] != n:
+        if len(shape) != 2 or shape[0] != n or shape[1] < 1:
             raise GatescopeError(f"trace tensor {name} has shape {tuple(shape)}; expected [{n}, hidden]")
     if token_ids is not None and token_ids != n:
         raise GatescopeError(f"token_ids has {token_ids} entries for {n} tokens")
@@ -83,88 +86,28 @@ def check_layout(
 def read_trace_file(path: str | os.PathLike) -> TraceFile:
     """Validate and memory-map a trace file, or a sharded trace's folder (gatescope.shardfile), as one
     trace; every problem is a one-line GatescopeError."""
+    from gatescope.validation.trace import validate_trace  # the door; it imports this module's format names
+
     path = Path(path)
     if path.is_dir() and (path / "index.json").is_file():
         from gatescope.shardfile import read_sharded
 
         return read_sharded(path)
-    header, data_start = _read_header(path)
-    meta_json = (header.pop("__metadata__", None) or {}).get(META_KEY)
-    if meta_json is None:
-        raise GatescopeError(f"{path} is a safetensors file but not a gatescope trace (no '{META_KEY}' metadata)")
-    try:
-        meta = json.loads(meta_json)
-    except json.JSONDecodeError:
-        raise GatescopeError(f"{path}: the '{META_KEY}' metadata is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise GatescopeError(f"{path} is not a gatescope trace (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise GatescopeError(
-            f"{path} is trace format version {meta['format_version']}; this gatescope reads up to {FORMAT_VERSION}"
-        )
-    if "offsets" not in header:
-        raise GatescopeError(f"{path} is not a gatescope trace: it has no 'offsets' tensor")
-    arrays = {name: _map(path, info, data_start) for name, info in header.items()}
-    dtypes = {name: info["dtype"] for name, info in header.items()}
-    offsets = np.array(arrays.pop("offsets"), dtype=np.int64)
-    token_ids = arrays.pop("token_ids", None)
-    features = {k[len(FEATURE_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(FEATURE_PREFIX)}
-    # safetensors stores tensors in its own order; give them back in the recorded one
-    paths = [m.get("name") for m in meta.get("modules", []) if isinstance(m, dict)]
-    arrays = {name: arrays[name] for name in canonical_order(arrays, paths)}
-    try:
-        check_layout(
-            offsets,
-            {name: a.shape for name, a in arrays.items()},
-            None if token_ids is None else int(np.prod(token_ids.shape)),
-            {name: int(np.prod(v.shape)) for name, v in features.items()},
-        )
-    except GatescopeError as exc:
-        raise GatescopeError(f"{path} is not a valid trace: {exc}") from None
-    return TraceFile(path, arrays, dtypes, offsets, token_ids, features, meta)
+    layout = validate_trace(path)
+    start = layout.header.data_start
+    arrays = {e.name: _map(path, e, start) for e in layout.quantities}
+    dtypes = {name: e.dtype for name, e in layout.header.tensors.items()}
+    token_ids = None if layout.token_ids is None else _map(path, layout.token_ids, start)
+    features = {name: _map(path, e, start) for name, e in layout.features.items()}
+    return TraceFile(path, arrays, dtypes, layout.offsets, token_ids, features, layout.meta)
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The safetensors JSON header of ``path`` and where its data section starts, validated."""
-    with reading(path, "trace file"), open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise GatescopeError(f"{path} is not a safetensors file (too short)")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(size - 8, 100_000_000):
-            raise GatescopeError(f"{path} is not a safetensors file, or its header is truncated")
-        raw = f.read(header_len)
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)") from None
-    if not isinstance(header, dict):
-        raise GatescopeError(f"{path} is not a safetensors file (corrupt header)")
-    data_start = 8 + header_len
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            shape, dtype = info["shape"], info["dtype"]
-        except (TypeError, KeyError, ValueError):
-            raise GatescopeError(f"{path}: corrupt entry for tensor {name!r} in the header") from None
-        if dtype not in STORAGE:
-            raise GatescopeError(f"{path}: tensor {name!r} has dtype {dtype}, which traces do not use")
-        itemsize = np.dtype(STORAGE[dtype]).itemsize
-        if end - begin != itemsize * int(np.prod(shape)) or data_start + end > size:
-            raise GatescopeError(f"{path} is truncated or corrupt (tensor {name!r} lies outside the file)")
-    return header, data_start
-
-
-def _map(path: Path, info: dict[str, Any], data_start: int) -> np.ndarray:
-    shape = tuple(info["shape"])
-    dtype = STORAGE[info["dtype"]]
-    if 0 in shape:
-        return np.empty(shape, dtype=dtype)
+def _map(path: Path, entry: TensorEntry, data_start: int) -> np.ndarray:
+    dtype = STORAGE[entry.dtype]
+    if 0 in entry.shape:
+        return np.empty(entry.shape, dtype=dtype)
     # copy-on-write: pages are read only when touched, and the array is writable (torch wants that)
-    return np.memmap(path, dtype=dtype, mode="c", offset=data_start + info["data_offsets"][0], shape=shape)
+    return np.memmap(path, dtype=dtype, mode="c", offset=data_start + entry.begin, shape=entry.shape)
 
 
 class TraceWriter:

@@ -322,7 +322,7 @@ def test_chain_and_decoder_shape_errors(tmp_path):
         (json.dumps({"version": 99}), "version 99"),
         (json.dumps({"roles": {"recurrent": ["lstm"]}}),
          r"recurrent modules \['lstm'\] not in the file \(found: \['rnn'\]\)"),
-        (json.dumps({"roles": {"recurrent": [["rnn"]]}}), r"role 'recurrent' must list module names"),
+        (json.dumps({"roles": {"recurrent": [["rnn"]]}}), r"'roles\.recurrent\[0\]' must be a string"),
         (json.dumps({"roles": {"embedding": "missing.weight"}}), "names 'missing.weight', which is not in the file"),
         (json.dumps({"vocab": ["a", "b"]}), "vocabulary has 2 tokens but the embedding has 10 rows"),
         (json.dumps({"vocab": "abc"}), "must be a list"),

@@ -21,10 +21,10 @@ import torch
 
 from gatescope.analysis.causal import Metric, ablate, logit_difference
 from gatescope.errors import GatescopeError
-from gatescope.files import reading
 from gatescope.names import parse_unit
 from gatescope.recordable import quantities
 from gatescope.recording import Intervention
+from gatescope.validation.text import read_stimuli_rows
 from gatescope.vocab import Vocabulary
 
 
@@ -39,30 +39,7 @@ class AgreementItem(NamedTuple):
 
 def read_stimuli(path: str | Path) -> list[AgreementItem]:
     """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
-    with reading(path, "stimuli file"):
-        text = Path(path).read_text(encoding="utf-8")
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 4:
-            raise GatescopeError(
-                f"{path}:{number}: expected 4 tab-separated fields "
-                f"(prefix, correct verb, wrong verb, condition), found {len(fields)}"
-            )
-        prefix, correct, wrong, condition = (field.strip() for field in fields)
-        if not prefix or not condition:
-            raise GatescopeError(f"{path}:{number}: the prefix and the condition must not be empty")
-        for verb in (correct, wrong):
-            if len(verb.split()) != 1:
-                raise GatescopeError(f"{path}:{number}: a verb must be one word, found {verb!r}")
-        if correct == wrong:
-            raise GatescopeError(f"{path}:{number}: the correct and the wrong verb are both {correct!r}")
-        items.append(AgreementItem(prefix, correct, wrong, condition))
-    if not items:
-        raise GatescopeError(f"{path}: the stimuli file has no items")
-    return items
+    return [AgreementItem(*row) for row in read_stimuli_rows(path)]  # the door: gatescope.validation.text
 
 
 def _encode(vocab: Vocabulary, items: Sequence[AgreementItem]) -> list[tuple[list[int], int, int]]:

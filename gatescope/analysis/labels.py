@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.files import reading
 from gatescope.trace import Trace
+from gatescope.validation.text import label_values, read_labels
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous
 
@@ -52,24 +52,7 @@ def read_labels_file(path: str | os.PathLike) -> np.ndarray:
     Text lines that are all numbers (``nan`` or an empty line = not applicable) give numbers;
     otherwise each distinct word is a category, coded in sorted order.
     """
-    path = Path(path)
-    if path.suffix == ".npy":
-        with reading(path, "labels file"):
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, EOFError) as exc:
-                raise GatescopeError(f"{path} is not a readable .npy array of numbers ({exc})") from None
-        if array.ndim != 1 or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise GatescopeError(f"{path}: labels must be a 1-D numeric array, got {array.dtype} {array.shape}")
-        return array.astype(np.float64)
-    with reading(path, "labels file"):
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    try:
-        return np.array([float(x) if x else np.nan for x in lines], dtype=np.float64)
-    except ValueError:
-        words = sorted({x for x in lines if x and x.lower() != "nan"})
-        code = {w: i for i, w in enumerate(words)}
-        return np.array([code.get(x, np.nan) for x in lines], dtype=np.float64)
+    return read_labels(path)  # the door: gatescope.validation.text
 
 
 def resolve_labels(
@@ -100,13 +83,7 @@ def resolve_labels(
         values, name = read_labels_file(labels), Path(labels).name
     else:
         values, name = labels, "labels"
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise GatescopeError(f"{name}: labels must be numbers (NaN = not applicable)") from None
-    if array.ndim != 1:
-        raise GatescopeError(f"{name}: labels must be one value per token, a 1-D array; got shape {array.shape}")
-    values = torch.as_tensor(array)  # (N,)
+    values = torch.as_tensor(label_values(np.asarray(values), name))  # (N,)
     if values.numel() != trace.num_tokens:
         raise GatescopeError(
             f"{name} has {values.numel()} values but the trace has {trace.num_tokens} tokens (one label a token)"

@@ -3,8 +3,9 @@
 Each subcommand lives in its own module of this package and is imported only when
 it runs, so `gatescope --help` starts fast and the core never pays for Textual or
 matplotlib. A `GatescopeError` (bad input) is printed as one line on stderr with
-exit status 1, never as a traceback; a `GatescopeWarning` (a tensor not used, a word mapped to the
-unknown token) as ``gatescope: warning: ...`` on stderr, every time it is issued.
+exit status 1, never as a traceback (line breaks and control characters in it escaped); a
+`GatescopeWarning` (a tensor not used, a word mapped to the unknown token) as
+``gatescope: warning: ...`` on stderr, every time it is issued.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 
 import click
 
-from gatescope.errors import GatescopeError, GatescopeWarning
+from gatescope.errors import GatescopeError, GatescopeWarning, one_line
 
 # command name -> (module in gatescope.cli, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -77,12 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
     except GatescopeError as exc:
-        click.echo(f"gatescope: error: {exc}", err=True)
+        click.echo(f"gatescope: error: {one_line(str(exc))}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("gatescope: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        message = exc.format_message()
+        exc.format_message = lambda: one_line(message)  # click quotes most values; this covers the rest
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from gatescope.errors import GatescopeError
+from gatescope.validation.text import read_json
 
 OUTPUTS = ("findings.json", "findings.md")
 
@@ -73,10 +74,7 @@ def _stages(enabled: bool) -> Iterator[Any]:
 
 
 def _read_results(path: Path) -> dict[str, Any]:
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GatescopeError(f"{path}: not a findings JSON document ({exc})") from None
+    results = read_json(path, "findings JSON document", 64 << 20, "a findings JSON document")  # the door
     if not isinstance(results, dict) or not ({"agreement", "code"} & results.keys()):
         raise GatescopeError(f"{path}: not a findings JSON document (no 'agreement' or 'code' entry)")
     return results

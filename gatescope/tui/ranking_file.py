@@ -9,16 +9,15 @@ starts; anything else is a one-line error.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from gatescope.errors import GatescopeError
-from gatescope.files import reading
 from gatescope.names import parse_unit
 from gatescope.tracefile import TraceFile
+from gatescope.validation.text import read_json
 
 MAX_BYTES = 64 << 20  # a ranking of every unit of a large model is a few MB
 
@@ -49,16 +48,7 @@ class FileRanking:
 def read_ranking(path: str | os.PathLike, data: TraceFile) -> FileRanking:
     """Read and check a ranking file against the trace ``data``; GatescopeError (one line) on anything wrong."""
     path = Path(path)
-    with reading(path, "ranking file"):
-        if path.stat().st_size > MAX_BYTES:
-            raise GatescopeError(f"{path} is {path.stat().st_size / 1e6:.0f} MB; a ranking file is at most "
-                                 f"{MAX_BYTES >> 20} MB")
-        text = path.read_text(encoding="utf-8")
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GatescopeError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); expected the output of "
-                             "`gatescope analyze units --json`") from None
+    entries = read_json(path, "ranking file", MAX_BYTES, "the output of `gatescope analyze units --json`")
     if not isinstance(entries, list) or not entries:
         raise GatescopeError(f"{path} is not a non-empty JSON list of units, as `gatescope analyze units --json` "
                              "prints")

@@ -1,0 +1,161 @@
+"""The doors of the text and array files the analyses read: agreement stimuli and per-token labels.
+
+Stimuli (the TSV of gatescope.analysis.agreement, after Linzen et al. 2016): UTF-8, one item a
+line, ``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``; blank lines are skipped; the prefix
+and condition are not empty, each verb is one word, the two verbs differ; at least one item.
+
+Labels (gatescope.analysis.labels), one value per token: a ``.npy`` array (never unpickled: its
+header is read within `MAX_NPY_HEADER_BYTES`, its dtype must be boolean, integer or floating
+point, its shape 1-D and its data inside the file) or a text file, one value a line: numbers
+(``nan`` or an empty line = not applicable) or words (each distinct word a category). Values are
+finite or NaN; complex numbers are refused (in a .npy or written as ``1+2j``), as is infinity.
+
+JSON documents (`read_json`, e.g. the browser's ``--ranking`` file): a regular file of at most a given
+size, UTF-8, parsed with the guards of a safetensors header (no duplicate keys, no nesting beyond the
+stack, no integer beyond Python's int-string limit); what the document must hold is its reader's.
+
+Text is read a bounded line at a time through gatescope.files, which refuses FIFOs and devices.
+"""
+from __future__ import annotations
+
+import math
+import os
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatescope.errors import GatescopeError, shown
+from gatescope.files import file_size, open_regular, text_lines
+from gatescope.validation.limits import MAX_NPY_HEADER_BYTES
+from gatescope.validation.safetensors import parse_json
+
+Stimulus = tuple[str, str, str, str]  # prefix, correct verb, wrong verb, condition
+
+
+def read_stimuli_rows(path: str | os.PathLike) -> list[Stimulus]:
+    """The items of a stimuli TSV file, each line checked; any problem is one line naming file:line."""
+    items = []
+    for number, line in text_lines(path, "stimuli file"):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise GatescopeError(
+                f"{path}:{number}: expected 4 tab-separated fields "
+                f"(prefix, correct verb, wrong verb, condition), found {len(fields)}"
+            )
+        prefix, correct, wrong, condition = (field.strip() for field in fields)
+        if not prefix or not condition:
+            raise GatescopeError(f"{path}:{number}: the prefix and the condition must not be empty")
+        for verb in (correct, wrong):
+            if len(verb.split()) != 1:
+                raise GatescopeError(f"{path}:{number}: a verb must be one word, found {shown(verb)}")
+        if correct == wrong:
+            raise GatescopeError(f"{path}:{number}: the correct and the wrong verb are both {shown(correct)}")
+        items.append((prefix, correct, wrong, condition))
+    if not items:
+        raise GatescopeError(f"{path}: the stimuli file has no items")
+    return items
+
+
+def read_json(path: str | os.PathLike, what: str, limit: int, expected: str) -> Any:
+    """The JSON document in file ``path`` (a ``what`` of at most ``limit`` bytes); ``expected`` says what it
+    should be, for the message when it is not JSON."""
+    with open_regular(path, what) as f:
+        size = file_size(f)
+        if size > limit:
+            raise GatescopeError(f"{path} is {size / 1e6:.0f} MB; a {what} is at most {limit >> 20} MB")
+        raw = f.read(limit + 1)
+    return parse_json(raw, str(path), f"is not JSON; expected {expected}")
+
+
+def label_values(values: np.ndarray, name: str) -> np.ndarray:
+    """Labels as float64 [N]: refused unless 1-D, real and finite or NaN."""
+    array = np.asarray(values)
+    if array.dtype.kind == "c":
+        raise GatescopeError(f"{name}: labels must be real numbers; got complex values")
+    if array.dtype.kind not in "biuf":
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError):
+            raise GatescopeError(f"{name}: labels must be numbers (NaN = not applicable)") from None
+    if array.ndim != 1:
+        raise GatescopeError(f"{name}: labels must be one value per token, a 1-D array; got shape {array.shape}")
+    array = array.astype(np.float64)
+    if np.isinf(array).any():
+        raise GatescopeError(f"{name}: labels must be finite numbers or NaN (not applicable); found infinity")
+    return array
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """The labels of a ``.npy`` or text file as float64 [N] (NaN = not applicable).
+
+    A text file is read as numbers first, 8 bytes a line; at the first line that is not a number it is
+    read again as words, each distinct word coded once.
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        return label_values(_read_npy(path), str(path))
+    numbers = array("d")
+    try:
+        for _, line in text_lines(path, "labels file"):
+            text = line.strip()
+            numbers.append(float(text) if text else math.nan)
+    except ValueError:
+        return label_values(_read_words(path), str(path))
+    return label_values(np.frombuffer(numbers, dtype=np.float64), str(path))
+
+
+def _read_words(path: Path) -> np.ndarray:
+    """Each distinct word a category, coded in sorted order; empty lines and ``nan`` not applicable."""
+    distinct: dict[str, int] = {}
+    rows = array("q")
+    for _, line in text_lines(path, "labels file"):
+        rows.append(distinct.setdefault(line.strip(), len(distinct)))
+    for text in distinct:
+        if _is_complex(text):
+            raise GatescopeError(
+                f"{path}: labels must be real numbers or words; found the complex number {shown(text)}"
+            )
+    words = sorted(t for t in distinct if t and t.lower() != "nan")
+    code = {w: i for i, w in enumerate(words)}
+    table = np.array([code.get(t, np.nan) for t in distinct], dtype=np.float64)
+    return table[np.frombuffer(rows, dtype=np.int64)]
+
+
+def _is_complex(text: str) -> bool:
+    """Whether ``text`` is a complex number that is not also a real one ("1+2j", "3j")."""
+    try:
+        float(text)
+        return False
+    except ValueError:
+        pass
+    try:
+        complex(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A 1-D numeric .npy array, its header checked before its data is read."""
+    fmt = np.lib.format
+    with open_regular(path, "labels file") as f:
+        try:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown .npy version {version}")
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
+        except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+            raise GatescopeError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+        if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
+            raise GatescopeError(f"{path} is not a readable .npy array of numbers (dtype {shown(str(dtype))})")
+        if len(shape) != 1:
+            raise GatescopeError(f"{path}: labels must be a 1-D numeric array; got shape {shape}")
+        need = shape[0] * dtype.itemsize
+        if need > file_size(f) - f.tell():
+            raise GatescopeError(f"{path} is truncated: its header claims {shape[0]} values ({need} bytes)")
+        return np.frombuffer(f.read(need), dtype=dtype)
