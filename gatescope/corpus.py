@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gatescope.errors import GatescopeError, warn
-from gatescope.files import reading
+from gatescope.files import check_regular, reading, text_lines
 
 if TYPE_CHECKING:
     import torch
@@ -191,6 +191,7 @@ def read_text_file(path: str | os.PathLike, tokenizer: Tokenizer, whole: bool = 
     """A text file: one sequence a non-blank line, or (``whole``) the whole file as one sequence."""
     path = Path(path)
     if whole:
+        check_regular(path, "text file")
         with reading(path, "text file"):
             text = path.read_text(encoding="utf-8")
         if not text:
@@ -208,12 +209,10 @@ def read_text_file(path: str | os.PathLike, tokenizer: Tokenizer, whole: bool = 
 
 
 def _lines(path: Path, what: str) -> Iterator[tuple[str, str]]:
-    """(``"FILE line N"``, line) for each non-blank line, read one at a time."""
-    with reading(path, what), open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield f"{path} line {number}", line
+    """(``"FILE line N"``, line) for each non-blank line, read one at a time (bounded, regular files only)."""
+    for number, line in text_lines(path, what):
+        if line.strip():
+            yield f"{path} line {number}", line
 
 
 # -- token ids given as numbers ----------------------------------------------------------------
@@ -255,8 +254,7 @@ def read_float_inputs(path: str | os.PathLike) -> Corpus:
     if suffix not in FLOAT_SUFFIXES:
         raise GatescopeError(f"--input {path}: unknown file type {suffix or '(none)'}; "
                              f"expected {', '.join(FLOAT_SUFFIXES)}")
-    if path.is_dir():
-        raise GatescopeError(f"{path} is a folder, not an input file")
+    check_regular(path, "input file")
     if suffix in (".csv", ".tsv"):
         return _read_table(path, "\t" if suffix == ".tsv" else ",")
     array, what = _read_safetensors(path) if suffix == ".safetensors" else _read_npy(path)
