@@ -1,11 +1,20 @@
-"""Loading a safetensors checkpoint as a runnable model: embedding -> recurrent modules -> decoder.
+"""Loading a safetensors checkpoint as a runnable model: embedding -> input projection ->
+recurrent modules -> decoder.
 
 The checkpoint is read with safetensors' own API, never unpickled. What it holds is found from
 the shapes by gatescope.discovery (recurrent modules by torch.nn's parameter names, the embedding
-and decoder as in PyTorch's word_language_model example), and the optional metadata JSON
-(``__metadata__['gatescope']``, see docs/architecture.md) overrides the guesses and carries the
-vocabulary. A model with a vocabulary but no embedding, whose input
-is as wide as the vocabulary, takes one-hot token ids (the char-rnn of Karpathy et al. 2015).
+and decoder as in PyTorch's word_language_model example, a Linear before the first recurrent
+module as its input projection), and the optional metadata JSON (``__metadata__['gatescope']``,
+see docs/architecture.md) overrides the guesses and carries the vocabulary. A model with a
+vocabulary but no embedding, whose input is as wide as the vocabulary, takes one-hot token ids
+(the char-rnn of Karpathy et al. 2015).
+
+Every tensor of the file is accounted for: the model uses it, or it is listed in
+``model.unused`` and said in a GatescopeWarning. An architecture that is not one such chain
+(several recurrent modules side by side, as in a seq2seq model; two embeddings) is still loaded
+with all its recurrent modules, so it can be described from its weights, but running it raises
+GatescopeError saying what was found and how to run it (record() on the user's own module, or
+metadata roles that name the chain).
 
 Files in other formats (torch state dicts, Keras, ONNX) are converted to the same torch names and
 metadata by gatescope.formats, at one dispatch point (`_open`).
@@ -23,7 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatescope.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, warn
 from gatescope.modules import GRU, LSTM
 from gatescope.reset_before import ResetBeforeGRU, reset_before_names, variant_info
 from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names, kept public here)
@@ -74,11 +83,19 @@ class LoadedModel(nn.Module):
         reset_before = reset_before_names(metadata, {spec.name: spec.cell for spec in specs})
         self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
         self.recurrent_names = [spec.name for spec in roles.recurrent]
+        self.recurrent_output_size = roles.recurrent[-1].output_size  # what the decoder reads, per step
         self._is_cell = {spec.name: spec.is_cell for spec in specs}
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
         self.decoder_name = roles.decoder
+        self.input_projection_name = roles.input_projection
+        self.unused = list(roles.unused)  # tensors of the file the model does not use
+        self.refusal = roles.refusal  # why the model cannot run (None: it can)
+        self.load_warnings: list[str] = []  # what load() did not use or had to assume
         if roles.embedding:
             self._place(self.embedding_name, nn.Embedding(*shapes[roles.embedding]))
+        if roles.input_projection:
+            out_features, in_features = shapes[f"{roles.input_projection}.weight"]
+            self._place(roles.input_projection, nn.Linear(in_features, out_features, bias=roles.input_projection_bias))
         for spec in specs:
             self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
         self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name)) for spec in specs)
@@ -110,6 +127,23 @@ class LoadedModel(nn.Module):
             module = module._modules[part]
         return module
 
+    def check_language_model(self) -> None:
+        """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
+        a decoder from the last recurrent output to one logit per vocabulary entry."""
+        self.check_runnable()
+        last, width = self.recurrent_names[-1], self.recurrent_output_size
+        if self.vocab is None:
+            raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
+        decoder = self.decoder
+        if decoder is None:
+            raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
+                                 f"{last}), so it does not score the next word")
+        if decoder.out_features != len(self.vocab):  # (its in_features were checked against `width` by load)
+            raise GatescopeError(
+                f"decoder {self.decoder_name} has weight [{decoder.out_features}, {decoder.in_features}]; scoring the "
+                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output)"
+            )
+
     @property
     def embedding(self) -> nn.Embedding | None:
         return self.get_submodule(self.embedding_name) if self.embedding_name else None
@@ -119,9 +153,51 @@ class LoadedModel(nn.Module):
         return self.get_submodule(self.decoder_name) if self.decoder_name else None
 
     @property
+    def input_projection(self) -> nn.Linear | None:
+        return self.get_submodule(self.input_projection_name) if self.input_projection_name else None
+
+    @property
+    def runnable(self) -> bool:
+        """Whether the model runs as one chain (else `refusal` says why not)."""
+        return self.refusal is None
+
+    @property
     def input_size(self) -> int:
-        """Width of the float inputs the first recurrent module takes (without an embedding)."""
+        """Width of the inputs the model takes at each step (after the embedding, if any): the input
+        projection's in_features, else the first recurrent module's input_size."""
+        projection = self.input_projection
+        if projection is not None:
+            return projection.in_features
         return self.get_submodule(self.recurrent_names[0]).input_size
+
+    @property
+    def num_ids(self) -> int | None:
+        """How many token ids the model takes (0..num_ids-1), or None for float inputs."""
+        if self.embedding is not None:
+            return self.embedding.num_embeddings
+        return len(self.vocab) if self.takes_ids else None
+
+    def input_description(self) -> str:
+        """What feeds the first recurrent module, with its shapes, for messages."""
+        first = self.recurrent_names[0]
+        parts = []
+        if self.embedding is not None:
+            e = self.embedding
+            parts.append(f"embedding {self.embedding_name} [{e.num_embeddings}, {e.embedding_dim}]")
+        if self.input_projection is not None:
+            p = self.input_projection
+            parts.append(f"input projection {self.input_projection_name} ({p.in_features} -> {p.out_features})")
+        parts.append(f"{first} with input size {self.get_submodule(first).input_size}")
+        return " -> ".join(parts)
+
+    def check_runnable(self) -> None:
+        """Raise GatescopeError (what was found, how to run it) unless the model runs as one chain."""
+        if self.refusal is not None:
+            raise GatescopeError(
+                f"cannot run this model: {self.refusal}. It is described from its weights (gatescope inspect); "
+                "to trace it, run your own module under gatescope.record() from Python, or name the chain in "
+                'the metadata roles, e.g. {"embedding": ..., "recurrent": [...], "decoder": ...}'
+            )
 
     def encode(self, text: str, add_eos: bool = False) -> list[int]:
         """Token ids of `text` in the checkpoint's vocabulary."""
@@ -137,6 +213,7 @@ class LoadedModel(nn.Module):
 
     def check_input(self, ids: torch.Tensor) -> None:
         """Raise GatescopeError unless `ids` is what `forward` takes: ids [B, T] or floats [B, T, input]."""
+        self.check_runnable()
         if self.takes_ids:
             size = self.embedding.num_embeddings if self.embedding is not None else len(self.vocab)
             if ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
@@ -146,7 +223,7 @@ class LoadedModel(nn.Module):
         elif ids.dim() != 3 or ids.shape[-1] != self.input_size:
             raise GatescopeError(
                 f"this model has no embedding and takes float inputs [batch, time, {self.input_size}]; "
-                f"got {list(ids.shape)}"
+                f"got {list(ids.shape)} ({self.input_description()})"
             )
         if ids.shape[1] == 0:
             raise GatescopeError("empty input: sequences need at least one step")
@@ -154,6 +231,7 @@ class LoadedModel(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids [B, T] (or floats [B, T, input_size] without an embedding), lengths [B] -> logits [B, T, V]
         (or the last recurrent output [B, T, D*H] without a decoder). Padded positions are not run."""
+        self.check_runnable()
         embedding = self.embedding
         if embedding is not None:
             x = embedding(ids)  # (B, T, E)
@@ -161,6 +239,9 @@ class LoadedModel(nn.Module):
             x = nn.functional.one_hot(ids, self.input_size).to(self._dtype())  # (B, T, V)
         else:
             x = ids.to(self._dtype())  # (B, T, I)
+        projection = self.input_projection
+        if projection is not None:
+            x = projection(x)  # (B, T, input_size of the first recurrent module)
         for name in self.recurrent_names:
             module = self.get_submodule(name)
             x = _step_cell(module, x, lengths) if self._is_cell[name] else _run_layered(module, x, lengths)
@@ -243,7 +324,29 @@ def load(
         half = stored in (torch.float16, torch.bfloat16)
         dtype = torch.float32 if half and device.type == "cpu" else stored
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    model.load_warnings = _load_warnings(roles, shapes)
+    for message in model.load_warnings:
+        warn(f"{path}: {message}")
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _load_warnings(roles: Roles, shapes: Shapes) -> list[str]:
+    """What the loader did not use or had to assume, one line each (also in `inspect`'s warnings).
+    Nothing for a model that cannot run: running it says why, in one line."""
+    messages = []
+    if roles.refusal is not None:
+        return messages
+    if roles.unused:
+        shown = ", ".join(f"{k} {list(shapes[k])}" for k in roles.unused[:6])
+        more = f" and {len(roles.unused) - 6} more" if len(roles.unused) > 6 else ""
+        noun = "tensor is" if len(roles.unused) == 1 else "tensors are"
+        messages.append(f"{len(roles.unused)} {noun} not used by the runnable model: {shown}{more}")
+    if roles.guessed_projection:
+        messages.append(
+            f"{roles.input_projection} is taken as a Linear applied straight before {roles.recurrent[0].name} "
+            "(nothing between them); if your model has an activation there, name the roles in the metadata"
+        )
+    return messages
 
 
 def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:

@@ -6,8 +6,10 @@ the backward direction, ``weight_hr_l{k}`` for an LSTM with proj_size, Sak et al
 nn.LSTMCell / nn.GRUCell store the same names without the ``_l{k}`` suffix. The cell type and
 sizes follow from the shapes (torch/nn/modules/rnn.py): weight_hh is (4H, H) for an LSTM, (3H, H)
 for a GRU, (4H, proj) with a projection. The input embedding and the output decoder are guessed
-as in PyTorch's word_language_model example (``encoder.weight`` / ``decoder``); explicit roles
-from the checkpoint's metadata override the guesses. Nothing here reads tensor data.
+as in PyTorch's word_language_model example (``encoder.weight`` / ``decoder``), and a Linear
+before the first recurrent module as its input projection (a time-series model's Linear(features
+-> input)); explicit roles from the checkpoint's metadata override the guesses. Every tensor is
+accounted for: used by the runnable chain, or listed as unused. Nothing here reads tensor data.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ _LAYER_KEY = re.compile(
 _CELL_KEY = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$")
 _GATES = {4: "LSTM", 3: "GRU"}  # rows of weight_hh per hidden unit -> cell
 _DECODER_HINTS = ("dec", "out", "fc", "head", "linear", "classifier", "proj")
+_INPUT_HINTS = ("in", "proj", "fc", "linear", "enc")
 
 Shapes = dict[str, tuple[int, ...]]  # tensor name -> shape
 
@@ -172,19 +175,28 @@ def _check_shapes(spec: RecurrentSpec, keys: set[str], shapes: Shapes) -> None:
         raise GatescopeError(f"inconsistent recurrent weights: {spec.name} has unexpected keys {', '.join(extra)}")
 
 
-# -- roles: embedding, recurrent chain, decoder ------------------------------------------------
+# -- roles: embedding, input projection, recurrent chain, decoder -----------------------------
 @dataclass(frozen=True)
 class Roles:
-    """Which tensors the runnable model uses: embedding key, recurrent chain, decoder path."""
+    """Which tensors the runnable model uses (embedding -> input projection -> recurrent chain ->
+    decoder), which it does not, and why it cannot run, if it cannot."""
 
     embedding: str | None  # key of the embedding matrix [V, E], e.g. "encoder.weight"
     recurrent: list[RecurrentSpec]  # run in this order
     decoder: str | None  # module path of the output Linear, e.g. "decoder"
     decoder_bias: bool
+    input_projection: str | None = None  # module path of a Linear applied before the first recurrent module
+    input_projection_bias: bool = False
+    guessed_projection: bool = False  # found from the shapes, not named by the metadata
+    unused: tuple[str, ...] = ()  # tensors of the file the runnable model does not use
+    refusal: str | None = None  # why the model cannot run as one chain (None: it can)
 
 
 def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, Any]) -> Roles:
-    """The embedding, recurrent chain and decoder: explicit metadata roles first, else guesses."""
+    """The embedding, input projection, recurrent chain and decoder: explicit metadata roles first,
+    else guesses; every other tensor is listed as unused. Guessed roles that leave a recurrent
+    module out of the chain, or a second embedding unused, give a `refusal`: the loader cannot run
+    that architecture (it is still described from its weights)."""
     used = {key for spec in specs for key in spec.expected_shapes()}
     free = [k for k in shapes if k not in used and k.endswith(".weight") and len(shapes[k]) == 2]
     by_name = {spec.name: spec for spec in specs}
@@ -206,7 +218,6 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
         chain = [by_name[n] for n in names]
     else:
         chain = _guess_chain(specs, shapes[embedding][1] if embedding else None)
-    _check_chain(chain, shapes, embedding)
 
     if "decoder" in roles:
         decoder = _role_key(shapes, roles["decoder"], "decoder")
@@ -214,19 +225,62 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
     else:
         candidates = [k for k in free if k != embedding and shapes[k][1] == chain[-1].output_size]
         decoder = _guess_decoder(shapes, candidates)
-    decoder_bias = False
-    if decoder is not None:
-        weight = shapes[f"{decoder}.weight"]
-        if len(weight) != 2 or weight[1] != chain[-1].output_size:
-            raise GatescopeError(
-                f"inconsistent shapes: decoder {decoder}.weight has shape {list(weight)}; expected "
-                f"[vocabulary, {chain[-1].output_size}] after {chain[-1].name}"
-            )
-        bias = shapes.get(f"{decoder}.bias")
-        decoder_bias = bias is not None
-        if decoder_bias and tuple(bias) != (weight[0],):
-            raise GatescopeError(f"inconsistent shapes: {decoder}.bias has shape {list(bias)}; expected [{weight[0]}]")
-    return Roles(embedding, chain, decoder, decoder_bias)
+
+    free = [k for k in free if k not in (embedding, f"{decoder}.weight")]
+    if "input" in roles:
+        projection = _role_key(shapes, roles["input"], "input")
+    else:
+        projection = _guess_projection(shapes, free, embedding, chain[0].input_size)
+    if projection is not None and embedding is None and "embedding" not in roles:
+        embedding = _guess_embedding(shapes, [k for k in free if k != projection], {shapes[projection][1]})
+    projection = projection.removesuffix(".weight") if projection else None
+    _check_chain(chain, shapes, embedding, projection)
+    decoder_bias = _check_linear(shapes, decoder, chain[-1].output_size, f"after {chain[-1].name}", "decoder")
+    projection_bias = False
+    if projection is not None:
+        projection_bias = _check_linear(shapes, projection, None, "", "input projection")
+
+    chain_keys = {key for spec in chain for key in spec.expected_shapes()}
+    for path, bias in ((decoder, decoder_bias), (projection, projection_bias)):
+        if path is not None:
+            chain_keys |= {f"{path}.weight"} | ({f"{path}.bias"} if bias else set())
+    chain_keys |= {embedding} if embedding else set()
+    unused = tuple(k for k in shapes if k not in chain_keys)
+    refusal = None if "recurrent" in roles else _refusal(shapes, specs, chain, unused, embedding)
+    return Roles(embedding, chain, decoder, decoder_bias, projection, projection_bias,
+                 projection is not None and "input" not in roles, unused, refusal)
+
+
+def _check_linear(shapes: Shapes, path: str | None, in_features: int | None, where: str, role: str) -> bool:
+    """Whether the Linear at ``path`` has a bias; its shapes checked (in_features, when given)."""
+    if path is None:
+        return False
+    weight = shapes[f"{path}.weight"]
+    if len(weight) != 2 or (in_features is not None and weight[1] != in_features):
+        raise GatescopeError(
+            f"inconsistent shapes: {role} {path}.weight has shape {list(weight)}; expected "
+            f"[{'vocabulary' if role == 'decoder' else 'outputs'}, {in_features}] {where}".rstrip()
+        )
+    bias = shapes.get(f"{path}.bias")
+    if bias is not None and tuple(bias) != (weight[0],):
+        raise GatescopeError(f"inconsistent shapes: {path}.bias has shape {list(bias)}; expected [{weight[0]}]")
+    return bias is not None
+
+
+def _refusal(shapes: Shapes, specs: list[RecurrentSpec], chain: list[RecurrentSpec], unused: tuple[str, ...],
+             embedding: str | None) -> str | None:
+    """Why guessed roles do not describe the whole model, or None when they do."""
+    left_out = [spec for spec in specs if spec not in chain]
+    if left_out:
+        found = ", ".join(f"{s.name} ({s.cell} {s.input_size}->{s.output_size})" for s in specs)
+        return (f"its {len(specs)} recurrent modules {found} are not one chain "
+                f"(the loader would run only {' -> '.join(s.name for s in chain)})")
+    widths = {spec.input_size for spec in specs} | ({shapes[embedding][1]} if embedding else set())
+    embeddings = [k for k in unused if _looks_like_embedding(shapes, k, widths)]
+    if embedding and embeddings:
+        shown = ", ".join(f"{k} {list(shapes[k])}" for k in [embedding, *embeddings])
+        return f"it has {1 + len(embeddings)} embeddings ({shown}); the loader runs one"
+    return None
 
 
 def _role_key(shapes: Shapes, value: Any, role: str) -> str | None:
@@ -247,20 +301,22 @@ def _has_bias(shapes: Shapes, weight_key: str) -> bool:
     return weight_key.removesuffix("weight") + "bias" in shapes
 
 
+def _named_embedding(key: str) -> bool:
+    return "emb" in key.lower() or key.endswith("encoder.weight")
+
+
+def _looks_like_embedding(shapes: Shapes, key: str, widths: set[int]) -> bool:
+    """A 2-D weight as wide as some module's input that is named like an embedding, or at least has no
+    bias and is not named like an output layer (those are Linears, not nn.Embedding)."""
+    if not key.endswith(".weight") or len(shapes[key]) != 2 or shapes[key][1] not in widths:
+        return False
+    return _named_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
+
+
 def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str | None:
-    """A 2-D weight as wide as some module's input, named like one (emb, encoder.weight) if possible.
-
-    A weight with a bias, or named like an output layer, is a Linear, not an nn.Embedding.
-    """
-    def named(k: str) -> bool:
-        return "emb" in k.lower() or k.endswith("encoder.weight")
-
-    candidates = [
-        k for k in free
-        if shapes[k][1] in widths
-        and (named(k) or not (_has_bias(shapes, k) or any(h in k.lower() for h in _DECODER_HINTS)))
-    ]
-    return min(candidates, key=lambda k: not named(k), default=None)
+    """The weight that looks like an embedding, one named like one (emb, encoder.weight) first."""
+    candidates = [k for k in free if _looks_like_embedding(shapes, k, widths)]
+    return min(candidates, key=lambda k: not _named_embedding(k), default=None)
 
 
 def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
@@ -270,6 +326,21 @@ def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
 
     best = min(candidates, key=rank, default=None)
     return best.removesuffix(".weight") if best else None
+
+
+def _guess_projection(shapes: Shapes, free: list[str], embedding: str | None, width: int) -> str | None:
+    """An input Linear [width, in] before the first recurrent module (a time-series model's
+    Linear(features -> input), or a Linear after an embedding of width ``in``), unless the embedding
+    already feeds that module; named like one (in, proj, fc, ...) and with a bias if possible."""
+    if embedding is not None and shapes[embedding][1] == width:
+        return None
+
+    def rank(k: str) -> tuple[bool, bool]:
+        return (not any(h in k.lower() for h in _INPUT_HINTS), not _has_bias(shapes, k))
+
+    fed = None if embedding is None else shapes[embedding][1]
+    candidates = [k for k in free if shapes[k][0] == width and (fed is None or shapes[k][1] == fed)]
+    return min(candidates, key=rank, default=None)
 
 
 def _guess_chain(specs: list[RecurrentSpec], width: int | None) -> list[RecurrentSpec]:
@@ -288,10 +359,19 @@ def _guess_chain(specs: list[RecurrentSpec], width: int | None) -> list[Recurren
     return chain
 
 
-def _check_chain(chain: list[RecurrentSpec], shapes: Shapes, embedding: str | None) -> None:
-    if embedding is not None and shapes[embedding][1] != chain[0].input_size:
+def _check_chain(chain: list[RecurrentSpec], shapes: Shapes, embedding: str | None, projection: str | None) -> None:
+    width, source = None, ""
+    if embedding is not None:
+        width, source = shapes[embedding][1], f"embedding {embedding} {list(shapes[embedding])}"
+    if projection is not None:
+        weight = shapes[f"{projection}.weight"]
+        if width is not None and weight[1] != width:
+            raise GatescopeError(f"inconsistent shapes: input projection {projection}.weight has shape {list(weight)}; "
+                                 f"{source} gives {width} values a step")
+        width, source = weight[0], f"input projection {projection}.weight {list(weight)}"
+    if width is not None and width != chain[0].input_size:
         raise GatescopeError(
-            f"inconsistent shapes: embedding {embedding} has width {shapes[embedding][1]}; "
+            f"inconsistent shapes: {source} gives {width} values a step; "
             f"{chain[0].name} takes inputs of size {chain[0].input_size}"
         )
     for prev, spec in zip(chain, chain[1:]):

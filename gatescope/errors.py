@@ -1,15 +1,18 @@
-"""Errors that gatescope reports to its users, and the rule that keeps each one on one line.
+"""Errors and warnings that gatescope reports to its users, and the rule that keeps each one on one line.
 
 Every problem with a user's input (a file, a name, a shape) is raised as a
 `GatescopeError`; the command line prints its message on one line and exits
 non-zero, never a traceback. A message may quote what the user gave (a file name
 with a newline in it, a header value of a megabyte), so the message is made one
 printable line when the error is built (`one_line`), and quoted values are
-shortened where they are put into a message (`shown`).
+shortened where they are put into a message (`shown`). Something gatescope did but the user
+should know about (a tensor it did not use, a word it mapped to the unknown token) is a
+`GatescopeWarning` (the command line prints ``gatescope: warning: ...`` on stderr).
 """
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from typing import Any
 
 MESSAGE_LIMIT = 2000  # characters of a message; the rest is cut
@@ -60,3 +63,12 @@ class UnknownNameError(GatescopeError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class GatescopeWarning(UserWarning):
+    """Something the user asked for was done, but not exactly as given: said in one line."""
+
+
+def warn(message: str) -> None:
+    """Issue a GatescopeWarning (one line) from library code."""
+    warnings.warn(message, GatescopeWarning, stacklevel=3)

@@ -126,8 +126,10 @@ class TraceWriter:
         offsets: np.ndarray,
         token_ids: bool,
         meta: Mapping[str, Any],
+        features: tuple[str, ...] = (),
     ) -> None:
-        """widths: quantity name -> hidden size; dtype: F32, F16 or BF16; offsets: (S+1,) int."""
+        """widths: quantity name -> hidden size; dtype: F32, F16 or BF16; offsets: (S+1,) int;
+        features: names of per-token features (float32, written as ``feature.{name}``)."""
         n = int(offsets[-1])
         header: dict[str, Any] = {}
         self._places: dict[str, tuple[int, int, int]] = {}  # tensor -> (start, end in the data, bytes per row)
@@ -145,6 +147,8 @@ class TraceWriter:
         place("offsets", "I64", [len(offsets)])
         if token_ids:
             place("token_ids", "I64", [n])
+        for name in features:
+            place(FEATURE_PREFIX + name, "F32", [n])
         header["__metadata__"] = {META_KEY: json.dumps({**meta, "format": FORMAT, "format_version": FORMAT_VERSION})}
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes

@@ -4,16 +4,19 @@ Follows the convention of PyTorch's word_language_model example (``data.py``): a
 word tokenizer splits on whitespace, a char tokenizer takes every character, and an
 ``<eos>`` token may close each sequence. The word tokenizer lower-cases its input
 when every vocabulary entry is lower-case (as the sample models are). Tokens outside
-the vocabulary map to the unknown token when there is one; otherwise they are an error.
+the vocabulary map to the unknown token when there is one, and are said (a GatescopeWarning
+naming how many and the first few); with ``strict``, or without an unknown token, they are
+an error.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, warn
 
 TOKENIZERS = ("word", "char")
+SHOWN = 5  # unknown tokens named in a message
 
 
 class Vocabulary:
@@ -67,21 +70,40 @@ class Vocabulary:
             return list(text)
         return (text.lower() if self.lowercase else text).split()
 
-    def encode(self, text: str, add_eos: bool = False) -> list[int]:
-        """Token ids of `text`; an `<eos>` id is appended when `add_eos` and the vocabulary has one."""
+    def encode(
+        self, text: str, add_eos: bool = False, strict: bool = False, unknown: list[str] | None = None
+    ) -> list[int]:
+        """Token ids of `text`; an `<eos>` id is appended when `add_eos` and the vocabulary has one.
+
+        Tokens outside the vocabulary become the unknown token: appended to `unknown` when given (the
+        caller says so once for a whole corpus), else said in a GatescopeWarning. With `strict`, or
+        without an unknown token, they raise GatescopeError.
+        """
         pieces = self.split(text)
         if not pieces:
             raise GatescopeError(f"no tokens in the input text {text!r}")
-        unknown = [piece for piece in pieces if piece not in self.index]
-        if unknown and self.unk is None:
-            shown = ", ".join(repr(piece) for piece in dict.fromkeys(unknown[:5]))
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise GatescopeError(f"tokens not in the vocabulary (which has no unknown token): {shown}{more}")
+        missing = [piece for piece in pieces if piece not in self.index]
+        if missing:
+            if self.unk is None:
+                raise GatescopeError(f"tokens not in the vocabulary (which has no unknown token): {shown(missing)}")
+            if strict:
+                raise GatescopeError(f"tokens not in the vocabulary (strict: not mapped to {self.unk!r}): "
+                                     f"{shown(missing)}")
+            if unknown is None:
+                warn(self.unknown_message(missing))
+            else:
+                unknown.extend(missing)
         unk_id = self.index.get(self.unk) if self.unk is not None else None
         ids = [self.index.get(piece, unk_id) for piece in pieces]
         if add_eos and self.eos is not None:
             ids.append(self.index[self.eos])
         return ids
+
+    def unknown_message(self, missing: list[str]) -> str:
+        """``"3 tokens not in the vocabulary were mapped to '<unk>': 'barks', 'x' (--strict refuses them)"``."""
+        count = f"{len(missing)} token{'s' if len(missing) != 1 else ''}"
+        return (f"{count} not in the vocabulary {'were' if len(missing) != 1 else 'was'} mapped to {self.unk!r}: "
+                f"{shown(missing)} (--strict refuses them)")
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Token strings of `ids`; an id outside the vocabulary raises GatescopeError."""
@@ -92,3 +114,10 @@ class Vocabulary:
                 raise GatescopeError(f"token id {i} is outside the vocabulary (size {len(self.tokens)})")
             out.append(self.tokens[i])
         return out
+
+
+def shown(pieces: list[str]) -> str:
+    """The first few distinct pieces, quoted: ``'barks', 'dog' and 3 more``."""
+    distinct = list(dict.fromkeys(pieces))
+    more = f" and {len(distinct) - SHOWN} more" if len(distinct) > SHOWN else ""
+    return ", ".join(repr(piece) for piece in distinct[:SHOWN]) + more

@@ -216,7 +216,7 @@ def test_weights_only_report_does_not_open_the_browser(tmp_path, capsys, monkeyp
         (lambda p: language_model(p)[1], ["--text", "the boy"], "no vocabulary"),
         (lambda p: language_model(p, metadata=word_metadata(unk=None))[1], ["--text", "a dog"],
          "tokens not in the vocabulary (which has no unknown token): 'a', 'dog'"),
-        (lambda p: language_model(p)[1], ["--ids", "99"], "token ids must lie in 0..9"),
+        (lambda p: language_model(p)[1], ["--ids", "99"], "token id 99 is outside the vocabulary 0..9"),
         (lambda p: language_model(p, metadata=word_metadata(sample_text="the boy"))[1], [],
          "'sample_text' must be a non-empty list of strings"),
     ],

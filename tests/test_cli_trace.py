@@ -124,15 +124,16 @@ def no_output_left(tmp_path):
     [
         (["--text", "the dog and the cat greet"],
          "tokens not in the vocabulary (which has no unknown token): 'dog', 'and', 'cat'"),
-        ([], "empty input: give --text, --file, --ids or --input"),
+        ([], "empty input: give --text, --file, --ids, --ids-file, --input or --stimuli"),
         (["--text", "  "], "no tokens in the input text"),
-        (["--ids", ""], "empty input: --ids needs at least one token id"),
-        (["--ids", "1 x"], "--ids '1 x' is not a list of integers"),
-        (["--ids", "3 10"], "token ids must lie in 0..9; got 3..10"),
-        (["--ids", "3", "--kinds", "q"], "unknown kind(s) q"),
-        (["--ids", "3", "--modules", "lstm"], "no recurrent module lstm; the model has: rnn"),
+        (["--ids", ""], "empty input: --ids '' needs at least one token id"),
+        (["--ids", "1 x"], "--ids '1 x': 'x' is not a token id (an integer)"),
+        (["--ids", "3 10"], "--ids '3 10': token id 10 is outside the vocabulary 0..9"),
+        (["--ids", "3", "--kinds", "q"], "--kinds q: unknown kind(s)"),
+        (["--ids", "3", "--modules", "lstm"], "--modules lstm: no such recurrent module in the chain; "
+                                              "the model has: rnn (LSTM: i f g o c h)"),
         (["--ids", "3", "--device", "gpu0"], "unknown device 'gpu0'"),
-        (["--input", "x.safetensors"], "this model takes token ids; use --text, --ids or --file"),
+        (["--input", "x.safetensors"], "no such file: x.safetensors"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, lm, args, match):
@@ -174,11 +175,11 @@ def test_bad_float_inputs(tmp_path, capsys):
     out = tmp_path / "out.st"
     save_file({"x": torch.zeros(2, 4, 5)}, str(tmp_path / "wide.safetensors"))
     fails(capsys, model, "--input", tmp_path / "wide.safetensors", "-o", out,
-          match="takes float inputs [batch, time, 3]; got [1, 4, 5]")
+          match="(float32 [2, 4, 5]) has 5 features a step; this model takes 3 (rnn with input size 3)")
     save_file({"x": torch.zeros(2, 4, 3), "y": torch.zeros(1)}, str(tmp_path / "two.safetensors"))
     fails(capsys, model, "--input", tmp_path / "two.safetensors", "-o", out, match="exactly one tensor; it has 2")
     save_file({"x": torch.zeros(2, 4, 3, dtype=torch.int64)}, str(tmp_path / "int.safetensors"))
-    fails(capsys, model, "--input", tmp_path / "int.safetensors", "-o", out, match="is torch.int64 [2, 4, 3]")
+    fails(capsys, model, "--input", tmp_path / "int.safetensors", "-o", out, match="tensor x is int64 [2, 4, 3]; expected floats")
     fails(capsys, model, "--input", tmp_path / "int.safetensors", "--ids", "1", "-o", out, match="cannot be combined")
     fails(capsys, model, "--ids", "1", "-o", out, match="takes float inputs")
     fails(capsys, model, "--text", "the", "-o", out, match="no vocabulary")

@@ -166,12 +166,12 @@ def test_streamed_trace_file_equals_the_trace_saved_from_memory(tmp_path, dtype)
     """`gatescope trace` writes batch by batch (TraceWriter); the file must be the one save() writes."""
     import gatescope
     from gatescope import sample_models
-    from gatescope.cli.trace import Inputs, RunOptions, record_inputs, write_inputs
+    from gatescope.cli.trace import RunOptions, record_inputs, write_inputs
+    from gatescope.corpus import from_sequences
 
     model = gatescope.load(sample_models.path("agreement_lstm.safetensors"))
     texts = ["the boy near the cars greets", "the boys greet", "the girl that the dogs like sleeps", "mary sleeps"]
-    sequences = [torch.tensor(model.encode(t)) for t in texts]
-    inputs = Inputs(len(sequences), lambda: iter(sequences), "test")
+    inputs = from_sequences([model.encode(t) for t in texts], "test")
     options = RunOptions(batch_size=3, dtype=dtype, progress=False)
     in_memory = record_inputs(model, inputs, options)
     assert write_inputs(str(tmp_path / "s.safetensors"), model, inputs, options) == (4, 18, 6)

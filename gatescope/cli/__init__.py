@@ -3,16 +3,21 @@
 Each subcommand lives in its own module of this package and is imported only when
 it runs, so `gatescope --help` starts fast and the core never pays for Textual or
 matplotlib. A `GatescopeError` (bad input) is printed as one line on stderr with
-exit status 1, never as a traceback (line breaks and control characters in it escaped).
+exit status 1, never as a traceback (line breaks and control characters in it escaped); a
+`GatescopeWarning` (a tensor not used, a word mapped to the unknown token) as
+``gatescope: warning: ...`` on stderr, every time it is issued.
 """
 from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-from gatescope.errors import GatescopeError, one_line
+from gatescope.errors import GatescopeError, GatescopeWarning, one_line
 
 # command name -> (module in gatescope.cli, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -47,8 +52,26 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gatescope")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """gatescope: gate introspection and interpretability for LSTM and GRU networks."""
+    ctx.with_resource(warnings_on_stderr())
+
+
+@contextmanager
+def warnings_on_stderr() -> Iterator[None]:
+    """While a command runs, print each GatescopeWarning as one line on stderr (not once per place)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, GatescopeWarning):
+            click.echo(f"gatescope: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+        warnings.simplefilter("always", GatescopeWarning)
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 Overall and per condition, on the bundled held-out stimuli or a user's TSV file
 (``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``); ``--ablate`` holds units at zero at
-every step (Lakretz et al. 2019's ablation) through `gatescope.record`'s interventions.
+every step (Lakretz et al. 2019's ablation) through `gatescope.record`'s interventions. A model that cannot
+score the next word (not one runnable chain, no vocabulary, no decoder over the vocabulary) is refused.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())
     lm = gatescope.load(model)
+    lm.check_language_model()
     units = [u.strip() for u in (ablate or "").split(",") if u.strip()]
     if ablate is not None and not units:
         raise gatescope.GatescopeError("--ablate needs at least one unit, e.g. rnn.l0.fwd.h:37")

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gatescope.cli.trace import Inputs, RunOptions, counted, gather_inputs, record_inputs
+from gatescope import corpus as corpora
+from gatescope.cli.trace import RunOptions, counted, input_options, record_inputs
 from gatescope.errors import GatescopeError
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import LoadedModel
+    from gatescope.corpus import Corpus
     from gatescope.trace import Trace
 
 DEFAULT_WORDS = 8  # words of the vocabulary run when the metadata has no sample_text
@@ -37,19 +39,19 @@ def default_model() -> Path:
     return path
 
 
-def sample_inputs(model: LoadedModel) -> Inputs:
+def sample_inputs(model: LoadedModel) -> Corpus:
     """What to run a model with a vocabulary on when no input is given: its metadata's
     "sample_text", else a few words of its vocabulary (special tokens like <unk> left out)."""
     texts = model.metadata.get("sample_text")
     if texts is not None:
         if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
             raise GatescopeError("metadata 'sample_text' must be a non-empty list of strings")
-        return gather_inputs(model, texts=texts)
+        return corpora.gather(model, texts=texts)
     vocab = model.vocab
     specials = {vocab.unk, vocab.eos}
     words = [t for t in vocab.tokens if t not in specials and not (t.startswith("<") and t.endswith(">"))]
     ids = [str(vocab.index[w]) for w in words[:DEFAULT_WORDS]] or [str(vocab.index[vocab.tokens[0]])]
-    return gather_inputs(model, ids=[" ".join(ids)])
+    return corpora.gather(model, ids=[" ".join(ids)])
 
 
 def build_report(
@@ -58,16 +60,36 @@ def build_report(
     ids: Iterable[str] = (),
     input_path: str | None = None,
     device: str = "cpu",
+    files: Iterable[str] = (),
+    whole: bool = False,
+    ids_files: Iterable[str] = (),
+    strict: bool = False,
 ) -> tuple[dict[str, Any], Trace | None]:
-    """The full report (weights, and saturation when the model can be run) and the trace, if any."""
+    """The full report (weights, what the loader did not use, and saturation when the model can be
+    run) and the trace, if any. A model the loader cannot run is reported from its weights; asking
+    to run it on some input is an error."""
     from gatescope.checkpoint import load
     from gatescope.inspect_report import saturation_report, weight_report
 
     model = load(model_path, device=device)
     report = {"file": str(model_path), **weight_report(model)}
-    inputs = gather_inputs(model, texts, ids, None, input_path)
-    if inputs is None and model.vocab is not None:
-        inputs = sample_inputs(model)
+    projection = model.input_projection
+    report["input_projection"] = None if projection is None else {
+        "name": model.input_projection_name, "in_features": projection.in_features,
+        "out_features": projection.out_features, "bias": projection.bias is not None,
+    }
+    report["unused"] = list(model.unused)
+    report["runnable"] = model.runnable
+    refusal = [] if model.runnable else [f"cannot run this model as one chain: {model.refusal}"]
+    report["warnings"] = refusal + model.load_warnings + report["warnings"]
+    texts, ids, files, ids_files = list(texts), list(ids), list(files), list(ids_files)
+    if (texts or ids or files or ids_files or input_path) or model.runnable:
+        model.check_runnable()
+        inputs = corpora.gather(model, texts, ids, files, whole, ids_files, input_path, strict)
+        if inputs is None and model.vocab is not None:
+            inputs = sample_inputs(model)
+    else:
+        inputs = None
     trace = None
     if inputs is not None:
         meta = {"model": str(model_path), "input": inputs.description}
@@ -99,14 +121,20 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     console.print(f"[bold]{report['file']}[/]: {report['parameters']:,} parameters")
     emb, dec, vocab = report["embedding"], report["decoder"], report["vocab"]
+    projection = report["input_projection"]
     parts = [
         f"embedding {emb['name']} ({emb['num_embeddings']} x {emb['embedding_dim']})" if emb else "no embedding",
+        *([f"input {projection['name']} ({projection['in_features']} -> {projection['out_features']})"]
+          if projection else []),
         *report["recurrent"],
         f"decoder {dec['name']} ({dec['in_features']} -> {dec['out_features']})" if dec else "no decoder",
     ]
     if vocab:
         parts[-1] += f"; vocabulary of {vocab['size']} {vocab['tokenizer']} tokens"
-    console.print(" -> ".join(parts))
+    console.print(" -> ".join(parts) if report["runnable"] else
+                  "[yellow]not runnable as one chain[/] (see the warnings below); the weights:")
+    if report["unused"]:
+        console.print(f"unused tensors: {', '.join(report['unused'])}")
 
     modules = table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
                     "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
@@ -158,25 +186,23 @@ def open_browser(trace: Trace) -> None:
 @click.command("inspect")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (and nothing else).")
-@click.option("--text", "texts", multiple=True, metavar="TEXT",
-              help="Run the model on this text and report gate saturation (repeatable).")
-@click.option("--ids", "ids", multiple=True, metavar='"3 17 4"', help="Run the model on these token ids (repeatable).")
-@click.option("--input", "input_path", metavar="X.safetensors",
-              help="Float inputs for a model without an embedding: one tensor [sequences, time, input_size] "
-                   "or [time, input_size].")
+@input_options
 @click.option("--no-tui", is_flag=True, help="Do not open the trace browser, even on a terminal.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
 def inspect(
-    model: Path | None, as_json: bool, texts: tuple[str, ...], ids: tuple[str, ...], input_path: str | None,
-    no_tui: bool, device: str,
+    model: Path | None, as_json: bool, texts: tuple[str, ...], files: tuple[str, ...], whole: bool,
+    ids: tuple[str, ...], ids_files: tuple[str, ...], input_path: str | None, strict: bool, no_tui: bool,
+    device: str,
 ) -> None:
     """Report on MODEL, a safetensors checkpoint (default: the bundled agreement LSTM).
 
     From the weights: each recurrent module and layer, per-gate weight norms and bias statistics,
     each unit's memory timescale 1/(1 - sigmoid(b)) from the forget-gate bias (LSTM) or the
     update-gate bias (GRU), and warnings (NaN/Inf weights, spectral radius far above 1). When the
-    model can run (a vocabulary in its metadata, or --text/--ids/--input), it traces the input and
-    reports gate saturation; on a terminal it then opens the trace browser.
+    model can run (a vocabulary in its metadata, or --text/--file/--ids/--ids-file/--input), it traces
+    the input and reports gate saturation; on a terminal it then opens the trace browser. Tensors the
+    runnable model does not use are listed ("unused" in --json) with a warning; a model that is not
+    one embedding -> recurrent stack -> decoder chain is reported from its weights only.
 
     \b
     Examples:
@@ -185,7 +211,7 @@ def inspect(
       gatescope inspect model.safetensors --text "the boys near the car greet" --no-tui
     """
     path = model if model is not None else default_model()
-    report, trace = build_report(path, texts, ids, input_path, device)
+    report, trace = build_report(path, texts, ids, input_path, device, files, whole, ids_files, strict)
     if as_json:
         click.echo(json.dumps(report, indent=2, allow_nan=False))
         return

@@ -40,40 +40,40 @@ def token_progress(total: int, description: str, enabled: bool) -> Iterator[Call
         yield lambda tokens: bar.advance(task, tokens)
 
 
-def _corpus_batches(model, inputs, batch_size: int) -> Iterator[list[torch.Tensor]]:
-    """The corpus's sequences in batches, as `gatescope trace` batches them (the one place this module reads input)."""
-    from gatescope.cli.trace import _batches
-
+def _corpus_batches(model, inputs, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, int]]:
+    """(padded batch, lengths or None, tokens) of the corpus (a gatescope.corpus.Corpus), as `gatescope trace`
+    batches it (the one place this module reads input)."""
     has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
-    return _batches(inputs.sequences(), batch_size, equal_lengths=has_cells)
+    for x, lengths in inputs.batches(batch_size, equal_lengths=has_cells):
+        yield x, lengths, x.shape[0] * x.shape[1] if lengths is None else int(lengths.sum())
 
 
-def _run(model, batch: list[torch.Tensor], options):
-    from gatescope.cli.trace import _pad
-
-    x, lengths = _pad(batch, next(model.parameters()).device)
+def _run(model, x: torch.Tensor, lengths: torch.Tensor | None, options):
     with torch.no_grad(), options.record(model) as rec:
-        model(x, lengths)
+        model(x.to(next(model.parameters()).device), lengths)
     return rec.trace
 
 
 def recorded_widths(model, inputs, options) -> dict[str, int]:
     """Quantity name -> units, as ``options`` record them (one sequence run to find out)."""
-    first = next(iter(inputs.sequences()))
-    part = _run(model, [first], options)
+    part = _run(model, inputs.sequence(0)[None], None, options)
     return {name: int(part[name].shape[1]) for name in part.names}
 
 
-def open_corpus(model_path, file: str, device: str, distributed: bool):
-    """(World, model on this rank's device, Inputs of the corpus, token count); the caller calls `leave`."""
+def open_corpus(model_path, file: str, device: str, distributed: bool, options=None):
+    """(World, model on this rank's device, the corpus read once, token count); the caller calls `leave`.
+    A model that cannot run, or ``options`` selecting nothing it records, is refused before any work."""
+    from gatescope import corpus as corpora
     from gatescope.checkpoint import load
-    from gatescope.cli.trace import gather_inputs
+    from gatescope.cli.trace import check_selection
 
     world = join(distributed, device)
     model = load(model_path, device=world.device(device))
-    inputs = gather_inputs(model, file=file)
-    tokens = sum(len(s) for s in inputs.sequences())
-    return world, model, inputs, tokens
+    model.check_runnable()
+    if options is not None:
+        check_selection(model, options.modules, options.kinds)
+    inputs = corpora.gather(model, files=[file])
+    return world, model, inputs, inputs.num_tokens
 
 
 def stream_analysis(world: World, model, inputs, tokens: int, analysis, options, description: str = "streaming"
@@ -84,10 +84,9 @@ def stream_analysis(world: World, model, inputs, tokens: int, analysis, options,
     try:
         row = 0
         with token_progress(tokens, description, options.progress and world.main) as advance:
-            for k, batch in enumerate(_corpus_batches(model, inputs, options.batch_size)):
-                n = sum(len(s) for s in batch)
+            for k, (x, lengths, n) in enumerate(_corpus_batches(model, inputs, options.batch_size)):
                 if world.owns(k):
-                    part = _run(model, batch, options)
+                    part = _run(model, x, lengths, options)
                     # statistics are kept on the CPU: a batch recorded on a GPU comes over once
                     analysis.update({name: part[name].to("cpu") for name in part.names}, row)
                 row += n
@@ -102,10 +101,10 @@ def stream_analysis(world: World, model, inputs, tokens: int, analysis, options,
 def write_sharded(world: World, output: Path, model, inputs, options, shard_tokens: int) -> tuple[int, int, int, int]:
     """Trace the corpus into the sharded trace folder ``output``; rank r writes shards r, r + K, ...
     -> (sequences, tokens, quantities, shards). Written as a set: nothing is left on an error."""
-    from gatescope.cli.trace import Inputs, write_inputs
+    from gatescope.cli.trace import write_inputs
     from gatescope.shardfile import new_folder, plan_shards, publish, shard_name, write_index
 
-    lengths = [len(s) for s in inputs.sequences()]
+    lengths = inputs.lengths.tolist()
     plan = plan_shards(lengths, shard_tokens)
     made: tuple[str, str] | None = None
     if world.main:  # one rank makes the folder; a refusal reaches every rank, so none waits for it
@@ -121,13 +120,11 @@ def write_sharded(world: World, output: Path, model, inputs, options, shard_toke
     error: GatescopeError | None = None
     quantities = 0
     try:
-        sequences = iter(inputs.sequences())
         with token_progress(sum(lengths), "tracing", options.progress and world.main) as advance:
             for j, shard in enumerate(plan):
-                group = [next(sequences) for _ in shard]  # one shard's input at a time
-                if world.owns(j):
+                if world.owns(j):  # one shard's input at a time
                     counts = write_inputs(str(tmp / shard_name(j, len(plan))), model,
-                                          Inputs(len(group), lambda g=group: iter(g), inputs.description), quiet)
+                                          inputs.part(shard.start, shard.stop), quiet)
                     quantities = counts[2]
                 advance(sum(lengths[s] for s in shard))
     except GatescopeError as exc:
@@ -155,7 +152,7 @@ def trace_sharded(model_path, output: Path, file: str, device: str, options, sha
         raise GatescopeError("a sharded trace is written from a corpus: give --file")
     if shard_tokens is None:
         raise GatescopeError("several processes write a sharded trace: give --shard-tokens N and a folder with -o")
-    world, model, inputs, _ = open_corpus(model_path, file, device, distributed)
+    world, model, inputs, _ = open_corpus(model_path, file, device, distributed, options)
     try:
         options = dataclasses.replace(options, meta={**(options.meta or {}), "input": inputs.description})
         sequences, tokens, quantities, shards = write_sharded(world, output, model, inputs, options, shard_tokens)
@@ -225,8 +222,7 @@ def stream_probes(model_path, file: str, labels_file: str, *, kinds, epochs: int
             raise GatescopeError("probe training takes its Adam steps in corpus order, in one process: run "
                                  "analyze probe --file without torchrun")
         labels = corpus_labels(labels_file, tokens)
-        lengths = torch.tensor([len(s) for s in inputs.sequences()])
-        held = heldout_from_offsets(torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths, 0)]))
+        held = heldout_from_offsets(torch.from_numpy(inputs.offsets))
         probes = StreamingProbes(recorded_widths(model, inputs, run), labels, held, kinds=kinds, epochs=epochs,
                                  l1=l1, l2=l2, seed=seed)
         run = dataclasses.replace(run, kinds=probes.kinds())

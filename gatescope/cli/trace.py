@@ -1,15 +1,18 @@
 """`gatescope trace MODEL -o TRACE`: record every gate of a checkpoint over some input into a trace file.
 
-Input is token ids (``--text`` tokenised with the model's vocabulary, ``--ids``, or ``--file``
-with one sequence a line) or float vectors (``--input``, for models without an embedding).
-A corpus streams through the model in batches, and each batch's recording goes straight to its
+Input is read and tokenised once by gatescope.corpus (``--text``, ``--file`` one sequence a line
+or ``--whole`` files, ``--ids``, ``--ids-file``, or float vectors with ``--input``), and may carry
+per-token features into the trace: ``--feature NAME=FILE``, ``--stimuli`` (agreement items and
+their labels, from gatescope.stimuli.agreement), ``--code-features`` (gatescope.stimuli.code_features).
+The corpus streams through the model in batches, and each batch's recording goes straight to its
 place in the trace file (gatescope.tracefile.TraceWriter), so memory stays bounded by one batch
-whatever the corpus's length; the file keeps the input's order and is renamed into place only
-once complete (gatescope.files.atomic_write). The input helpers here are shared with `inspect`.
+of recorded values; the file keeps the input's order and is renamed into place only once complete
+(gatescope.files.atomic_write). A selection of modules or kinds that matches nothing is an error
+naming what the model has. The run helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,124 +20,19 @@ import click
 import numpy as np
 import torch
 
+from gatescope import corpus as corpora
+from gatescope.corpus import Corpus
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write, check_regular, check_writable, reading, text_lines
+from gatescope.files import atomic_write, check_writable
+from gatescope.kinds import KINDS, cell_type
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@dataclass
-class Inputs:
-    """The sequences to run: how many, and a re-iterable source of 1-D ids or [T, input] floats."""
-
-    count: int
-    sequences: Callable[[], Iterator[torch.Tensor]]
-    description: str
-
-
-def parse_ids(text: str) -> torch.Tensor:
-    """``"3 17 4"`` (spaces or commas) -> LongTensor [3]."""
-    pieces = text.replace(",", " ").split()
-    if not pieces:
-        raise GatescopeError("empty input: --ids needs at least one token id")
-    try:
-        return torch.tensor([int(p) for p in pieces], dtype=torch.int64)
-    except ValueError:
-        raise GatescopeError(f"--ids {text!r} is not a list of integers") from None
-
-
-def gather_inputs(
-    model,
-    texts: Iterable[str] = (),
-    ids: Iterable[str] = (),
-    file: str | None = None,
-    input_path: str | None = None,
-) -> Inputs | None:
-    """The sequences the options give (texts, then ids, then the file's lines), validated up front;
-    None when no option gives any."""
-    texts, ids = list(texts), list(ids)
-    if input_path is not None:
-        if texts or ids or file:
-            raise GatescopeError("--input (float vectors) cannot be combined with --text, --ids or --file")
-        return _float_inputs(model, Path(input_path))
-    given = [model.encode(t) for t in texts] + [parse_ids(i) for i in ids]
-    for sequence in given:
-        model.check_input(torch.as_tensor(sequence).unsqueeze(0))
-    if file is None:
-        if not given:
-            return None
-        return Inputs(len(given), lambda: (torch.as_tensor(s) for s in given), f"{len(given)} sequences")
-    path = Path(file)
-    count = sum(1 for _ in _file_sequences(model, path))  # every line checked before any work
-    if count == 0:
-        raise GatescopeError(f"empty input: {path} has no non-blank lines")
-
-    def sequences() -> Iterator[torch.Tensor]:
-        yield from (torch.as_tensor(s) for s in given)
-        yield from _file_sequences(model, path)
-
-    return Inputs(len(given) + count, sequences, f"{path}")
-
-
-def _file_sequences(model, path: Path) -> Iterator[torch.Tensor]:
-    """Token ids of each non-blank line of a text file, read lazily."""
-    for number, line in text_lines(path, "text file"):  # bounded lines of a regular file
-        if not line.strip():
-            continue
-        try:
-            ids = torch.tensor(model.encode(line), dtype=torch.int64)
-        except GatescopeError as exc:
-            raise GatescopeError(f"{path} line {number}: {exc}") from None
-        yield ids
-
-
-def _float_inputs(model, path: Path) -> Inputs:
-    """The one tensor of a safetensors file, [S, T, input_size] or [T, input_size], one sequence a row."""
-    from safetensors import SafetensorError, safe_open
-
-    if model.takes_ids:
-        raise GatescopeError("this model takes token ids; use --text, --ids or --file")
-    check_regular(path, "safetensors file")
-    try:
-        with reading(path, "safetensors file"), safe_open(path, framework="pt") as f:
-            keys = list(f.keys())
-            if len(keys) != 1:
-                raise GatescopeError(f"--input {path} must hold exactly one tensor; it has {len(keys)}")
-            x = f.get_tensor(keys[0])
-    except SafetensorError as exc:
-        raise GatescopeError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
-    if x.dim() == 2:
-        x = x.unsqueeze(0)  # (1, T, I)
-    if not x.is_floating_point() or x.dim() != 3 or x.shape[0] == 0:
-        raise GatescopeError(
-            f"--input tensor {keys[0]} is {x.dtype} {list(x.shape)}; expected floats [sequences, time, "
-            f"{model.input_size}] or [time, {model.input_size}]"
-        )
-    model.check_input(x[:1])
-    return Inputs(x.shape[0], lambda: iter(x), f"{path} ({x.shape[0]} sequences)")
-
-
-def _batches(sequences: Iterable[torch.Tensor], size: int, equal_lengths: bool) -> Iterator[list[torch.Tensor]]:
-    """Consecutive sequences in groups of `size` (cut where the length changes, if `equal_lengths`)."""
-    batch: list[torch.Tensor] = []
-    for sequence in sequences:
-        if batch and (len(batch) == size or (equal_lengths and len(sequence) != len(batch[0]))):
-            yield batch
-            batch = []
-        batch.append(sequence)
-    if batch:
-        yield batch
-
-
-def _pad(batch: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sequences -> a padded batch [B, T(, I)] and lengths [B] (None when all are equally long)."""
-    lengths = torch.tensor([len(s) for s in batch])
-    padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)  # (B, T) or (B, T, I)
-    return padded.to(device), None if bool((lengths == lengths[0]).all()) else lengths
-
-
-def _padded_batches(model, inputs: Inputs, batch_size: int, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, int]]:
-    """(padded batch, lengths or None, number of sequences) in the inputs' order, with a progress bar.
+def _padded_batches(
+    model, corpus: Corpus, batch_size: int, progress: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(padded batch, lengths or None) in the corpus's order, on the model's device, with a progress bar.
 
     Sequences of different lengths are packed by the model, so padding is never recorded; a model
     with an LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
@@ -152,11 +50,36 @@ def _padded_batches(model, inputs: Inputs, batch_size: int, progress: bool) -> I
     has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
     columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("trace", total=inputs.count)
-        for batch in _batches(inputs.sequences(), batch_size, equal_lengths=has_cells):
-            x, lengths = _pad(batch, device)
-            yield x, lengths, len(batch)
-            bar.advance(task, len(batch))
+        task = bar.add_task("trace", total=corpus.num_sequences)
+        for x, lengths in corpus.batches(batch_size, equal_lengths=has_cells):
+            yield x.to(device), lengths
+            bar.advance(task, x.shape[0])
+
+
+def check_selection(model, modules: Sequence[str] | None, kinds: Sequence[str] | None) -> None:
+    """Raise GatescopeError, naming what the model has, unless every module and kind selected is
+    recorded: a module of the model's chain, a kind that at least one selected module computes."""
+    have = {info["name"]: info for info in model.modules_info if info["name"] in model.recurrent_names}
+
+    def described(name: str) -> str:
+        info = have[name]
+        return f"{name} ({info['cell']}: {' '.join(cell_type(info['cell']).kinds_for(info['proj_size']))})"
+
+    unknown = [m for m in modules or () if m not in have]
+    if unknown:
+        raise GatescopeError(f"--modules {', '.join(unknown)}: no such recurrent module in the chain; "
+                             f"the model has: {', '.join(described(n) for n in have)}")
+    selected = list(modules or have)
+    bad = [k for k in kinds or () if k not in KINDS]
+    if bad:
+        raise GatescopeError(f"--kinds {', '.join(bad)}: unknown kind(s); LSTM has i f g o c h (m with proj_size), "
+                             "GRU r z n h")
+    recorded = {k for name in selected for k in cell_type(have[name]["cell"]).kinds_for(have[name]["proj_size"])}
+    missing = [k for k in kinds or () if k not in recorded]
+    if missing:
+        raise GatescopeError(f"--kinds {', '.join(missing)}: not computed by "
+                             f"{'any selected module' if len(selected) > 1 else 'the selected module'}; "
+                             f"{', '.join(described(n) for n in selected)}")
 
 
 @dataclass(frozen=True)
@@ -171,41 +94,48 @@ class RunOptions:
     progress: bool = True
 
     def record(self, model):
-        """A `gatescope.record` block over ``model`` with these options."""
+        """A `gatescope.record` block over ``model`` with these options (by default, every module of
+        the model's chain: a loaded module outside it is never run)."""
         from gatescope.recording import record
 
-        return record(model, modules=self.modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
+        modules = self.modules or getattr(model, "recurrent_names", None)
+        return record(model, modules=modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
 
 
-def record_inputs(model, inputs: Inputs, options: RunOptions = RunOptions()):
-    """Run `inputs` through `model` batch by batch inside one `gatescope.record` block -> Trace (in memory)."""
+def record_inputs(model, corpus: Corpus, options: RunOptions = RunOptions()):
+    """Run `corpus` through `model` batch by batch inside one `gatescope.record` block -> Trace (in
+    memory), with the corpus's features attached."""
     with torch.no_grad(), options.record(model) as rec:
-        for x, lengths, _ in _padded_batches(model, inputs, options.batch_size, options.progress):
+        for x, lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
             model(x, lengths)
-    return rec.trace
+    trace = rec.trace
+    for name, values in corpus.features.items():
+        trace.add_feature(name, values)
+    return trace
 
 
-def write_inputs(path: str, model, inputs: Inputs, options: RunOptions = RunOptions()) -> tuple[int, int, int]:
-    """Trace `inputs` straight into the trace file `path`, one batch at a time, in bounded memory.
+def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOptions()) -> tuple[int, int, int]:
+    """Trace `corpus` straight into the trace file `path`, one batch at a time, in bounded memory.
 
     Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
-    widths) and by every sequence's length, counted before any work.
+    widths) and by the corpus's offsets; the corpus's features are written with it.
     """
-    from gatescope.tracefile import TraceWriter
+    from gatescope.tracefile import FEATURE_PREFIX, TraceWriter
 
     with options.record(model):  # unknown modules or kinds fail before any work
         pass
-    lengths = [len(s) for s in inputs.sequences()]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (S+1,)
     writer, row, widths = None, 0, {}
     try:
-        for x, batch_lengths, _ in _padded_batches(model, inputs, options.batch_size, options.progress):
+        for x, batch_lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
             with torch.no_grad(), options.record(model) as rec:
                 model(x, batch_lengths)
             part = rec.trace
             if writer is None:
                 widths = {name: part[name].shape[1] for name in part.names}
-                writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], offsets, part.token_ids is not None, part.meta)
+                writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], corpus.offsets,
+                                     part.token_ids is not None, part.meta, tuple(corpus.features))
+                for name, values in corpus.features.items():
+                    writer.write(FEATURE_PREFIX + name, 0, values.astype("<f4"))
             for name in part.names:
                 writer.write(name, row, _storage(part[name]))
             if part.token_ids is not None:
@@ -214,7 +144,10 @@ def write_inputs(path: str, model, inputs: Inputs, options: RunOptions = RunOpti
     finally:
         if writer is not None:
             writer.close()
-    return len(lengths), row, len(widths)
+    if row != corpus.num_tokens or not widths:
+        raise GatescopeError(f"the trace would hold {row} of {corpus.num_tokens} tokens and {len(widths)} quantities; "
+                             "nothing written")
+    return corpus.num_sequences, row, len(widths)
 
 
 STORAGE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
@@ -239,19 +172,47 @@ def split_list(values: tuple[str, ...]) -> list[str] | None:
     return items or None
 
 
+def input_options(f):
+    """The options that give a model's input, shared by `trace` and `inspect`."""
+    options = [
+        click.option("--text", "texts", multiple=True, metavar="TEXT",
+                     help="A sequence, tokenised with the model's vocabulary (repeatable)."),
+        click.option("--file", "files", multiple=True, metavar="FILE",
+                     help="A text corpus, one sequence a line (blank lines skipped; repeatable)."),
+        click.option("--whole", is_flag=True,
+                     help="Each --file is one sequence (for char models: a source file read as one stream)."),
+        click.option("--ids", "ids", multiple=True, metavar='"3 17 4"',
+                     help="A sequence of token ids, for models without a vocabulary (repeatable)."),
+        click.option("--ids-file", "ids_files", multiple=True, metavar="FILE",
+                     help="Token ids, one sequence a line, separated by spaces or commas (repeatable)."),
+        click.option("--input", "input_path", metavar="X",
+                     help="Float inputs for a model without an embedding: .safetensors (one tensor) or .npy, "
+                          "[sequences, time, input_size] or [time, input_size]; or .csv/.tsv, one row per timestep, "
+                          "one column per feature, sequences separated by a blank line or named by a "
+                          "'sequence' header column."),
+        click.option("--strict", is_flag=True,
+                     help="Words outside the vocabulary are an error (default: mapped to its unknown token, "
+                          "and said on stderr)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.command("trace")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The trace file to write (a folder with --shard-tokens).")
-@click.option("--text", "texts", multiple=True, metavar="TEXT",
-              help="A sequence, tokenised with the model's vocabulary (repeatable).")
-@click.option("--file", "file", metavar="FILE",
-              help="A text corpus, one sequence a line (blank lines skipped); streamed in batches.")
-@click.option("--ids", "ids", multiple=True, metavar='"3 17 4"',
-              help="A sequence of token ids, for models without a vocabulary (repeatable).")
-@click.option("--input", "input_path", metavar="X.safetensors",
-              help="Float inputs for a model without an embedding: a safetensors file holding one tensor, "
-                   "[sequences, time, input_size] (or [time, input_size] for one sequence).")
+@input_options
+@click.option("--feature", "feature_files", multiple=True, metavar="NAME=FILE",
+              help="Attach a per-token feature: .npy or one value a line (NaN allowed), one per token of the "
+                   "whole input (repeatable).")
+@click.option("--stimuli", "stimuli_path", metavar="ITEMS.tsv",
+              help="Trace agreement items (prefix<TAB>correct<TAB>wrong<TAB>condition): each prefix and its "
+                   "correct verb, with the features subject_number, in_attractor and is_verb.")
+@click.option("--code-features", is_flag=True,
+              help="Attach in_string, in_comment, bracket_depth, indent_level (char models over Python "
+                   "source; use --file ... --whole).")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
               help="Storage dtype of the recorded values (float16/bfloat16 halve the file).")
@@ -265,43 +226,66 @@ def split_list(values: tuple[str, ...]) -> list[str] | None:
               help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
 @click.option("--distributed", is_flag=True,
               help="Split the corpus over the processes torchrun started (implied under torchrun).")
-def trace(model: Path, output: Path, texts, file, ids, input_path, device, dtype, batch_size, modules, kinds,
-          shard_tokens, distributed) -> None:
+def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_path, strict, feature_files,
+          stimuli_path, code_features, device, dtype, batch_size, modules, kinds, shard_tokens, distributed) -> None:
     """Record every gate and state of MODEL (a safetensors checkpoint) over some input into a trace file.
 
     \b
     Examples:
       gatescope trace model.safetensors --text "the boy near the cars greets" -o run.safetensors
       gatescope trace model.safetensors --file corpus.txt --batch-size 128 -o corpus.trace.safetensors
-      gatescope trace bare_lstm.safetensors --input x.safetensors -o run.safetensors
+      gatescope trace model.safetensors --stimuli items.tsv -o agreement.trace.safetensors
+      gatescope trace char.safetensors --file a.py --file b.py --whole --code-features -o code.trace.safetensors
+      gatescope trace series.safetensors --input x.csv --feature anomaly=labels.txt -o run.trace.safetensors
       gatescope trace model.safetensors --file corpus.txt --shard-tokens 1000000 -o corpus.trace/
     """
     from gatescope.checkpoint import load
     from gatescope.distributed import launched_by_torchrun
+    from gatescope.features import attach_code_features, attach_feature_file, parse_feature_option, stimuli_corpus
 
     if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
         from gatescope.cli.stream import trace_sharded
 
-        if texts or ids or input_path:
-            raise GatescopeError("a sharded trace is written from a corpus: give --file alone")
+        others = (texts, ids, ids_files, input_path, whole, strict, feature_files, stimuli_path, code_features)
+        if any(others) or len(files) != 1:
+            raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
         options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
                              meta={"model": str(model)})
-        summary = trace_sharded(model, output, file, device, options, shard_tokens, distributed)
+        summary = trace_sharded(model, output, files[0], device, options, shard_tokens, distributed)
         if summary:
             click.echo(summary)
         return
     check_writable(output)
-    for role, given in (("model", model), ("--file", file), ("--input", input_path)):
+    features = [parse_feature_option(value) for value in feature_files]
+    inputs = [("model", model), ("--input", input_path), ("--stimuli", stimuli_path)]
+    inputs += [("--file", f) for f in files] + [("--ids-file", f) for f in ids_files]
+    inputs += [("--feature", path) for _, path in features]
+    for role, given in inputs:
         if given is not None and Path(given).resolve() == output.resolve():
             raise GatescopeError(f"the output {output} is the {role} file; choose another path")
     loaded = load(model, device=device)
-    inputs = gather_inputs(loaded, texts, ids, file, input_path)
-    if inputs is None:
-        raise GatescopeError("empty input: give --text, --file, --ids or --input")
+    loaded.check_runnable()
+    modules, kinds = split_list(modules), split_list(kinds)
+    check_selection(loaded, modules, kinds)
+    if stimuli_path is not None:
+        if texts or files or ids or ids_files or input_path:
+            raise GatescopeError("--stimuli gives the input; it cannot be combined with --text, --file, --ids, "
+                                 "--ids-file or --input")
+        corpus = stimuli_corpus(loaded, stimuli_path, strict)
+    else:
+        corpus = corpora.gather(loaded, texts, ids, files, whole, ids_files, input_path, strict,
+                                keep_text=code_features)
+    if corpus is None:
+        raise GatescopeError("empty input: give --text, --file, --ids, --ids-file, --input or --stimuli")
+    if code_features:
+        attach_code_features(loaded, corpus)
+    for name, path in features:
+        attach_feature_file(corpus, name, path)
     counts: list[tuple[int, int, int]] = []
-    options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
-                         meta={"model": str(model), "input": inputs.description})
-    atomic_write(output, lambda tmp: counts.append(write_inputs(tmp, loaded, inputs, options)))
+    options = RunOptions(batch_size, modules, kinds, DTYPES[dtype],
+                         meta={"model": str(model), "input": corpus.description})
+    atomic_write(output, lambda tmp: counts.append(write_inputs(tmp, loaded, corpus, options)))
     sequences, tokens, quantities = counts[0]
+    attached = f", features {', '.join(corpus.features)}" if corpus.features else ""
     click.echo(f"wrote {output}: {counted(sequences, 'sequence')}, "
-               f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}")
+               f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}{attached}")

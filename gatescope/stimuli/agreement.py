@@ -155,28 +155,51 @@ def _build(parts: list[tuple[str, str]], subject_plural: bool, wrong: str, condi
     return Stimulus(tuple(tokens), wrong, condition, tuple(number), tuple(attractor), tuple(is_verb))
 
 
+# The role of each prefix word, per structure (the verb follows): det, subj, attr, plain.
+PREFIX_ROLES: dict[str, tuple[str, ...]] = {
+    "simple": ("det", "subj"),
+    "adv": ("det", "subj", "plain"),
+    "namepp": ("det", "subj", "attr", "attr"),
+    "nounpp": ("det", "subj", "attr", "attr", "attr"),
+    "objrc": ("det", "subj", "attr", "attr", "attr", "attr"),
+}
+
+
 def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, rng: random.Random,
                   lexicon: LexiconPart = FULL_LEXICON) -> Stimulus:
     """One stimulus of `structure` with subject lemma `subject`, verb lemma `verb_lemma` and
     `numbers` ("S", "P", or subject+attractor such as "SP"); other words are drawn from `rng`
     (attractor nouns, embedded verbs and prepositions from `lexicon`)."""
     s_num = numbers[0]
-    parts: list[tuple[str, str]] = [("the", "det"), (noun(subject, s_num), "subj")]
+    words = ["the", noun(subject, s_num)]
     if structure == "adv":
-        parts.append((rng.choice(ADV), "plain"))
+        words.append(rng.choice(ADV))
     elif structure == "namepp":
-        parts += [(rng.choice(lexicon.preps), "attr"), (rng.choice(NAME), "attr")]
+        words += [rng.choice(lexicon.preps), rng.choice(NAME)]
     elif structure == "nounpp":
         a = rng.choice([i for i in lexicon.nouns if i != subject])
-        parts += [(rng.choice(lexicon.preps), "attr"), ("the", "attr"), (noun(a, numbers[1]), "attr")]
+        words += [rng.choice(lexicon.preps), "the", noun(a, numbers[1])]
     elif structure == "objrc":
         a = rng.choice([i for i in lexicon.nouns if i != subject])
         v = rng.choice([i for i in lexicon.verbs if i != verb_lemma])
-        parts += [("that", "attr"), ("the", "attr"), (noun(a, numbers[1]), "attr"), (verb(v, numbers[1]), "attr")]
+        words += ["that", "the", noun(a, numbers[1]), verb(v, numbers[1])]
     elif structure != "simple":
         raise GatescopeError(f"unknown agreement structure {structure!r} (known: {', '.join(STRUCTURES)})")
-    parts.append((verb(verb_lemma, s_num), "verb"))
-    return _build(parts, s_num == "P", verb(verb_lemma, other(s_num)), f"{structure}_{numbers}")
+    return labelled(words, verb(verb_lemma, s_num), verb(verb_lemma, other(s_num)), f"{structure}_{numbers}")
+
+
+def labelled(prefix: list[str], correct: str, wrong: str, condition: str) -> Stimulus:
+    """The stimulus, with its per-token labels, of an item given as words (a line of a stimuli TSV:
+    prefix, correct verb, wrong verb, condition): the condition's structure says each word's role."""
+    if condition not in CONDITIONS:
+        raise GatescopeError(f"condition {condition!r} is not one of gatescope's agreement conditions "
+                             f"({', '.join(CONDITIONS)}), so its subject and attractor cannot be labelled")
+    structure, numbers = condition.split("_")
+    roles = PREFIX_ROLES[structure]
+    if len(prefix) != len(roles):
+        raise GatescopeError(f"a {structure} prefix has {len(roles)} words ({' '.join(roles)}); "
+                             f"{' '.join(prefix)!r} has {len(prefix)}")
+    return _build([*zip(prefix, roles), (correct, "verb")], numbers[0] == "P", wrong, condition)
 
 
 def generate_stimuli(per_condition: int = 200, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
