@@ -20,6 +20,7 @@ def test_notebook_is_committed_without_outputs():
     assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 def test_example_notebook_runs_and_shows_the_units(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     # ipykernel's own kernel spec runs this interpreter (jupyter_client puts sys.executable for its "python");

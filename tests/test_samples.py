@@ -147,6 +147,7 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # (H,)
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 def test_char_model_has_a_string_unit_on_heldout_source(pysource):
     """The property the analysis issue relies on: one unit of h or c separates "inside a string
     literal" from the rest with AUC >= 0.9 over the held-out files, which the model never saw."""

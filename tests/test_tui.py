@@ -183,6 +183,7 @@ async def test_search_goes_to_the_next_occurrence(trace):
         assert app.query_one(Heatmap).row == expected[0]
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 @sync
 async def test_go_to_unit_and_sequence(trace):
     app = GatescopeApp(trace, start=FIRST)
@@ -303,6 +304,7 @@ async def test_export_svg_and_png(trace, tmp_path):
         assert {p.stat().st_mode & 0o777 for p in svgs + pngs} == {0o666 & ~umask}
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 @sync
 async def test_help_screen_and_command_palette(trace):
     app = GatescopeApp(trace, start=FIRST)

@@ -28,6 +28,7 @@ def long_trace(sequences: int = 12, length: int = 40) -> Trace:
                  token_ids=ids, meta={"vocab": VOCAB, "tokenizer": "word"})
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 @sync
 async def test_a_jump_puts_the_sequence_first_token_at_the_left_and_moves_keep_a_margin():
     trace = long_trace()
@@ -194,6 +195,7 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         assert not isinstance(app.screen, CompareScreen)
 
 
+@pytest.mark.slow  # several seconds; CI runs it with the slow tests
 @sync
 async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
     from gatescope.tui import ranked_units
