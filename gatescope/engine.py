@@ -30,8 +30,7 @@ original GRU of Cho et al. 2014) always takes the step route: no native kernel c
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -269,27 +268,7 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route, res
     return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
 
 
-@contextmanager
-def _one_thread_if(small: bool) -> Iterator[None]:
-    """A step of fewer than SMALL_STEP elements is all per-op overhead: intra-op threads only add their
-    wake-ups to every op of it (measured: the batch-1 intervention benchmark 6.7x -> 3.8x on 2 cores)."""
-    threads = torch.get_num_threads()
-    if not small or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
-    with _one_thread_if(x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP):
-        return _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
-
-
-def _step_loop(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
     steps = x.shape[0]
     xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
     sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
