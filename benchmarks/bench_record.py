@@ -9,7 +9,7 @@ al. 2019 found number units) and at T=1024, B=1, H=256, it times:
 * naive loop: the usual hooked implementation, a per-timestep Python loop over F.linear that
               appends every gate (what one writes by hand to get the gates).
 
-Targets (issue 2): record <= 1.5x plain on a CPU and <= 2x on a GPU; intervene <= 3x on a CPU.
+Targets: record <= 1.5x plain on a CPU and <= 2x on a GPU; intervene <= 3x on a CPU.
 Usage: python benchmarks/bench_record.py [--device cuda] [--repeats 3] [--quick]
 """
 from __future__ import annotations
