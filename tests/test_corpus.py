@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_fixtures import WORDS, language_model, lstm_reference, save, word_metadata
+from cli_helpers import cli, fails
 from safetensors.torch import save_file
 from torch import nn
 
 from gatescope import corpus as corpora
-from gatescope.cli import main
 from gatescope.trace import load_trace
-
-
-def cli(capsys, *argv):
-    main([str(a) for a in argv])
-    return capsys.readouterr()
-
-
-def fails(capsys, *argv, match):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1
-    assert err.startswith("gatescope: error: ") and err.count("\n") == 1, err
-    assert match in err, err
-    return err
 
 
 # -- unknown words ---------------------------------------------------------------------------------

@@ -2,35 +2,22 @@
 are not one chain described but refused, the input projection run, selections that match nothing refused."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 import torch
 from checkpoint_fixtures import WORDS, language_model, lstm_reference, save, word_metadata
+import cli_helpers
+from cli_helpers import cli
 from safetensors.torch import save_file
 from torch import nn
 
 import gatescope
-from gatescope.cli import main
 from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.trace import load_trace
 
-
-def cli(capsys, *argv):
-    main([str(a) for a in argv])
-    return capsys.readouterr()
-
-
-def fails(capsys, *argv, match):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1
-    *before, last = err.splitlines()
-    assert last.startswith("gatescope: error: ") and err.endswith("\n"), err
-    assert all(line.startswith("gatescope: warning: ") for line in before), err  # one line of error
-    assert match in last, last
-    return last
+fails = functools.partial(cli_helpers.fails, after_warnings=True)  # loading warns before some refusals
 
 
 class Seq2Seq(nn.Module):
