@@ -19,6 +19,11 @@ Two routes compute the same values:
   against that kernel's output, at about the cost of the plain forward. With grad enabled and the
   input or the weights requiring grad, even ``route="replay"`` takes the step route, so that no
   output is ever cut from the autograd graph.
+* ``split`` (route ``auto`` with interventions, an LSTM forward direction on oneDNN): the fused kernel
+  up to the first edited step, the step route from there; an h ablation (units set to a constant at
+  every step from some step on) stays on the fused kernel, the constant folded into W_hh's columns
+  (see `_split_direction`). Layers and directions without edits run fused as they would unedited.
+  Edits that cannot be foreseen (hooks) and anything else take the step route.
 
 Timesteps given to observers are input positions: for the backward direction, step t is the
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
@@ -52,6 +57,7 @@ from gatescope.cells import (
     reset_before_weights,
     step_weights,
 )
+from gatescope.interventions import split
 from gatescope.kinds import DIRECTIONS, param_suffix
 
 Route = Literal["auto", "step", "replay"]
@@ -103,7 +109,7 @@ def run(
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
-            chosen = _choose_route(route, observer, layer_input, w, is_lstm) if reset_after else "step"
+            chosen = _choose_route(route, observer, layer_input, w, is_lstm, direction) if reset_after else "step"
             out, h_last, c_last = _run_direction(
                 is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
                 direction == "bwd", observer, chosen, reset_after,
@@ -244,7 +250,9 @@ def _cell_args_ok(module, input, hx, is_lstm: bool) -> bool:
 SMALL_STEP = 4096
 
 
-def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool) -> str:
+def _choose_route(
+    route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool, direction: str
+) -> str:
     if per_sample(w):  # ExpandedWeights answer nothing but F.linear (not even requires_grad): the step route
         return "step" if route == "auto" else route
     if route == "replay" and observer is not None and observer.edits:
@@ -254,8 +262,8 @@ def _choose_route(route: Route, observer: Observer | None, x: Tensor, w: CellWei
         return "step"
     if route != "auto":
         return route
-    if observer is not None and observer.edits:
-        return "step"
+    if observer is not None and observer.edits:  # an LSTM on oneDNN: the fused kernel wherever edits allow
+        return "split" if is_lstm and direction == "fwd" and onednn.available(x, w) else "step"
     small = x.shape[1] * w.weight_hh.shape[1] < SMALL_STEP
     fused_gates = is_lstm and onednn.available(x, w)  # every gate from oneDNN's kernel at its own speed
     return "replay" if x.is_cuda or small or fused_gates else "step"
@@ -265,10 +273,13 @@ def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route, res
     """One layer, one direction. x (T, B, I) -> out (T, B, P), h_n (B, P), c_n (B, H) or None."""
     if route == "replay":
         return _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+    if route == "split":
+        return _split_direction(x, h0, c0, w, lengths, observer)
     return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
 
 
-def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True):
+def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True, offset=0):
+    """The step route; x (T, B, I) holds input positions ``offset`` to ``offset + T`` (what edits are told)."""
     steps = x.shape[0]
     xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
     sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
@@ -284,7 +295,7 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_aft
 
         def tap(kind: str, value: Tensor, t: int = t) -> Tensor:
             for edit in edits.get(kind, ()):
-                changed = edit(value, t)
+                changed = edit(value, t + offset)
                 if changed is not None:
                     value = changed
             if kind in kept:
@@ -320,19 +331,7 @@ def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
                            "(call_for_per_sample_grads); use route='step' or 'auto'")
     if reverse:
         x = _reverse_within(x, lengths)
-    params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]
-    has_bias = w.bias_ih is not None
-    with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
-        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-        fused = onednn.lstm_gates(x, h0, c0, w) if is_lstm and onednn.available(x, w) else None
-        if fused is not None:  # oneDNN's own gates, checked against its output
-            out, quantities = fused
-        elif is_lstm:
-            out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
-            quantities = lstm_replay(x, out, h0, c0, w)
-        else:
-            out, _ = torch._VF.gru(x, h0[None], params, has_bias, 1, 0.0, False, False, False)
-            quantities = gru_replay(x, out, h0, w)
+    out, quantities = _fused(is_lstm, x, h0, c0, w)
     if lengths is not None:
         h_n = _at_last(out, lengths)
         c_n = _at_last(quantities["c"], lengths) if is_lstm else None
@@ -345,6 +344,86 @@ def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
             values = quantities[kind]
             observer.sink(kind, _reverse_within(values, lengths) if reverse else values, lengths)
     return out, h_n, c_n
+
+
+@torch.no_grad()
+def _fused(is_lstm, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
+    """The native kernel over x (T, B, I) in step order, then every quantity: out (T, B, P), kind -> (T, B, ·)."""
+    params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]
+    has_bias = w.bias_ih is not None
+    with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
+        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        fused = onednn.lstm_gates(x, h0, c0, w) if is_lstm and onednn.available(x, w) else None
+        if fused is not None:  # oneDNN's own gates, checked against its output
+            return fused
+        if is_lstm:
+            out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
+            return out, lstm_replay(x, out, h0, c0, w)
+        out, _ = torch._VF.gru(x, h0[None], params, has_bias, 1, 0.0, False, False, False)
+        return out, gru_replay(x, out, h0, w)
+
+
+def _split_direction(x, h0, c0, w, lengths, observer):
+    """An edited LSTM forward direction with the fused kernel wherever the edits allow (interventions.split):
+
+    the steps before the first edit run fused and unedited; from there the step route runs, except that
+    an h ablation (units set to a constant at every step from the first edited one on) runs fused with
+    those units' columns of W_hh folded into the bias (`_folded`) once h_{t-1} holds the constant, the
+    recorded and returned h set to it. Any other edit steps, exactly as on the step route.
+    """
+    steps, hidden = x.shape[0], c0.shape[-1]
+    plan = split(observer.edits, steps, hidden)
+    if plan is None:
+        return _step_direction(True, x, h0, c0, w, lengths, False, observer)
+    parts: list[dict[str, Tensor]] = []  # kind -> (t, B, H), consecutive runs of steps
+    h, c, t = h0, c0, 0
+    if plan.start > 0:
+        parts.append(_fused(True, x[: plan.start], h, c, w)[1])
+        h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], plan.start
+    if plan.fold is not None and t < steps:
+        units = torch.tensor(list(plan.fold), device=x.device)
+        values = torch.tensor(list(plan.fold.values()), dtype=x.dtype, device=x.device)  # (U,)
+        if not torch.equal(h[:, units], values.expand(h.shape[0], -1)):  # one step sets h_t to the constant
+            parts.append(_stepped(x[t : t + 1], h, c, w, observer, t))
+            h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], t + 1
+        if t < steps:
+            quantities = _fused(True, x[t:], h, c, _folded(w, units, values))[1]
+            quantities["h"][..., units] = values  # the kernel's own output is h before the edit
+            parts.append(quantities)
+            t = steps
+    if t < steps:
+        parts.append(_stepped(x[t:], h, c, w, observer, t))
+    kept = {kind: parts[0][kind] if len(parts) == 1 else torch.cat([p[kind] for p in parts]) for kind in
+            observer.keep | {"h", "c"}}  # (T, B, H)
+    out, cells = kept["h"], kept["c"]
+    h_n, c_n = (out[-1], cells[-1]) if lengths is None else (_at_last(out, lengths), _at_last(cells, lengths))
+    if observer.sink is not None:
+        for kind in observer.keep:
+            observer.sink(kind, kept[kind], lengths)
+    return out, h_n, c_n
+
+
+def _stepped(x, h0, c0, w, observer, offset) -> dict[str, Tensor]:
+    """The step route over x (T, B, I) from input position ``offset``, with ``observer``'s edits: kind -> (T, B, H)."""
+    kept: dict[str, Tensor] = {}
+    sink = lambda kind, values, lengths: kept.__setitem__(kind, torch.stack(values))  # noqa: E731
+    inner = Observer(observer.keep | {"h", "c"}, observer.edits, sink)
+    _step_direction(True, x, h0, c0, w, None, False, inner, offset=offset)
+    return kept
+
+
+def _folded(w: CellWeights, units: Tensor, values: Tensor) -> CellWeights:
+    """``w`` for h_{t-1} whose ``units`` hold ``values``: their columns of W_hh (4H, H) zeroed and carried
+    by b_hh instead (W_hh h = W_hh' h + W_hh[:, units] values), so the fused kernel can run them."""
+    weight_hh = w.weight_hh.detach().clone()
+    shift = weight_hh[:, units] @ values  # (4H,)
+    weight_hh[:, units] = 0
+    if not bool(values.any()):  # setting to 0: nothing to carry, the biases stay as they are
+        return CellWeights(w.weight_ih, weight_hh, w.bias_ih, w.bias_hh)
+    zeros = shift.new_zeros(shift.shape)
+    bias_ih = zeros if w.bias_ih is None else w.bias_ih
+    bias_hh = shift if w.bias_hh is None else w.bias_hh.detach() + shift
+    return CellWeights(w.weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 def _reverse_within(x: Tensor, lengths: Tensor | None) -> Tensor:

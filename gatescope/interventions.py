@@ -8,7 +8,8 @@ exist is a one-line error and never an edit silently dropped.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -105,6 +106,26 @@ class Intervention:
         out[:, index] = new
         return out
 
+    def first_step(self, steps: int) -> int | None:
+        """The first input position below ``steps`` that this edit changes, or None when it changes none."""
+        if self.steps is None:
+            return 0 if steps > 0 else None
+        if isinstance(self.steps, slice):
+            start = self.steps.start or 0
+            stop = steps if self.steps.stop is None else min(self.steps.stop, steps)
+            return start if start < stop else None
+        return min((s for s in self.steps if s < steps), default=None)
+
+    def constant(self) -> float | None:
+        """The finite scalar this edit sets at every step from its first one on, or None when it is not
+        such an edit (another op, a tensor of values, a last step, a set of steps)."""
+        open_ended = self.steps is None or (isinstance(self.steps, slice) and self.steps.stop is None)
+        value = self.value
+        if self.op != "set" or not open_ended or (isinstance(value, Tensor) and value.dim() != 0):
+            return None
+        value = float(value)
+        return value if math.isfinite(value) else None
+
     def _index(self, device: torch.device) -> slice | Tensor:
         """The units as an index into [B, H] columns: a slice when they are a run, else a tensor."""
         if self.units is None:
@@ -144,3 +165,36 @@ class Intervention:
 
     def __hash__(self) -> int:
         return hash((self._key(), None if isinstance(self.value, Tensor) else self.value))
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where the edits of one layer and direction leave the fused kernel free to run (see `split`)."""
+
+    start: int  # the first step any edit changes: the steps before it are unedited
+    fold: dict[int, float] | None  # h unit -> the constant it is set to at every step from ``start`` on
+
+
+def split(edits: Mapping[str, Sequence], steps: int, width: int) -> Split | None:
+    """How ``edits`` (kind -> edits of one layer and direction, in the order they apply) can run
+    outside the step loop.
+
+    None unless every edit is an Intervention (a hook's changes cannot be foreseen). ``start`` is the
+    first step below ``steps`` that any of them changes (``steps`` when none does). ``fold`` is set when
+    every edit that changes something sets h units (``width`` of them) to a constant from ``start`` on:
+    h_{t-1} reaches step t only through W_hh h_{t-1}, so those units' columns of W_hh can carry the
+    constant instead (a later set of the same unit wins, as it would at every step).
+    """
+    if not all(isinstance(e, Intervention) for fns in edits.values() for e in fns):
+        return None
+    active = [(kind, e) for kind, fns in edits.items() for e in fns if e.first_step(steps) is not None]
+    start = min((e.first_step(steps) for _, e in active), default=steps)
+    foldable = active and all(
+        kind == "h" and e.constant() is not None and e.first_step(steps) == start for kind, e in active
+    )
+    if not foldable:
+        return Split(start, None)
+    fold: dict[int, float] = {}
+    for _, e in active:
+        fold.update(dict.fromkeys(range(width) if e.units is None else e.units, e.constant()))
+    return Split(start, fold)
