@@ -366,33 +366,38 @@ def _fused(is_lstm, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
 def _split_direction(x, h0, c0, w, lengths, observer):
     """An edited LSTM forward direction with the fused kernel wherever the edits allow (interventions.split):
 
-    the steps before the first edit run fused and unedited; from there the step route runs, except that
-    an h ablation (units set to a constant at every step from the first edited one on) runs fused with
-    those units' columns of W_hh folded into the bias (`_folded`) once h_{t-1} holds the constant, the
-    recorded and returned h set to it. Any other edit steps, exactly as on the step route.
+    unedited steps (before, between and after the runs of edited ones) run fused; the edited runs take
+    the step route, except that an h ablation (units set to a constant at every step from some step to
+    the end) runs fused with those units' columns of W_hh folded into the bias (`_folded`) once h_{t-1}
+    holds the constant, the recorded and returned h set to it.
     """
     steps, hidden = x.shape[0], c0.shape[-1]
     plan = split(observer.edits, steps, hidden)
     if plan is None:
         return _step_direction(True, x, h0, c0, w, lengths, False, observer)
     parts: list[dict[str, Tensor]] = []  # kind -> (t, B, H), consecutive runs of steps
+
+    def run(stop: int, how) -> None:  # steps t..stop-1 of x; how(x, h, c, t) -> kind -> (stop - t, B, H)
+        nonlocal h, c, t
+        if t < stop:
+            parts.append(how(x[t:stop], h, c, t))
+            h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], stop
+
+    fused = lambda x, h, c, t: _fused(True, x, h, c, w)[1]  # noqa: E731
+    stepped = lambda x, h, c, t: _stepped(x, h, c, w, observer, t)  # noqa: E731
     h, c, t = h0, c0, 0
-    if plan.start > 0:
-        parts.append(_fused(True, x[: plan.start], h, c, w)[1])
-        h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], plan.start
-    if plan.fold is not None and t < steps:
+    for start, stop in plan.runs:
+        run(start, fused)
+        if plan.fold is None:
+            run(stop, stepped)
+            continue
         units = torch.tensor(list(plan.fold), device=x.device)
         values = torch.tensor(list(plan.fold.values()), dtype=x.dtype, device=x.device)  # (U,)
         if not torch.equal(h[:, units], values.expand(h.shape[0], -1)):  # one step sets h_t to the constant
-            parts.append(_stepped(x[t : t + 1], h, c, w, observer, t))
-            h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], t + 1
-        if t < steps:
-            quantities = _fused(True, x[t:], h, c, _folded(w, units, values))[1]
-            quantities["h"][..., units] = values  # the kernel's own output is h before the edit
-            parts.append(quantities)
-            t = steps
-    if t < steps:
-        parts.append(_stepped(x[t:], h, c, w, observer, t))
+            run(t + 1, stepped)
+        folded = _folded(w, units, values)
+        run(stop, lambda x, h, c, t: _with_h(_fused(True, x, h, c, folded)[1], units, values))
+    run(steps, fused)
     kept = {kind: parts[0][kind] if len(parts) == 1 else torch.cat([p[kind] for p in parts]) for kind in
             observer.keep | {"h", "c"}}  # (T, B, H)
     out, cells = kept["h"], kept["c"]
@@ -401,6 +406,12 @@ def _split_direction(x, h0, c0, w, lengths, observer):
         for kind in observer.keep:
             observer.sink(kind, kept[kind], lengths)
     return out, h_n, c_n
+
+
+def _with_h(quantities: dict[str, Tensor], units: Tensor, values: Tensor) -> dict[str, Tensor]:
+    """The fused kernel's quantities with h's ``units`` set to ``values``: its own output is h before the edit."""
+    quantities["h"][..., units] = values
+    return quantities
 
 
 def _stepped(x, h0, c0, w, observer, offset) -> dict[str, Tensor]:

@@ -106,15 +106,14 @@ class Intervention:
         out[:, index] = new
         return out
 
-    def first_step(self, steps: int) -> int | None:
-        """The first input position below ``steps`` that this edit changes, or None when it changes none."""
+    def steps_within(self, steps: int) -> range | list[int]:
+        """The input positions below ``steps`` that this edit changes, in order."""
         if self.steps is None:
-            return 0 if steps > 0 else None
+            return range(steps)
         if isinstance(self.steps, slice):
-            start = self.steps.start or 0
             stop = steps if self.steps.stop is None else min(self.steps.stop, steps)
-            return start if start < stop else None
-        return min((s for s in self.steps if s < steps), default=None)
+            return range(self.steps.start or 0, stop)
+        return sorted(s for s in self.steps if s < steps)
 
     def constant(self) -> float | None:
         """The finite scalar this edit sets at every step from its first one on, or None when it is not
@@ -171,30 +170,37 @@ class Intervention:
 class Split:
     """Where the edits of one layer and direction leave the fused kernel free to run (see `split`)."""
 
-    start: int  # the first step any edit changes: the steps before it are unedited
-    fold: dict[int, float] | None  # h unit -> the constant it is set to at every step from ``start`` on
+    runs: list[tuple[int, int]]  # [start, stop) of consecutive edited steps, in order; no step outside is edited
+    fold: dict[int, float] | None  # h unit -> the constant it is set to at every step of the one run
 
 
 def split(edits: Mapping[str, Sequence], steps: int, width: int) -> Split | None:
     """How ``edits`` (kind -> edits of one layer and direction, in the order they apply) can run
     outside the step loop.
 
-    None unless every edit is an Intervention (a hook's changes cannot be foreseen). ``start`` is the
-    first step below ``steps`` that any of them changes (``steps`` when none does). ``fold`` is set when
-    every edit that changes something sets h units (``width`` of them) to a constant from ``start`` on:
+    None unless every edit is an Intervention (a hook's changes cannot be foreseen). ``runs`` are the
+    runs of consecutive steps below ``steps`` that any of them changes. ``fold`` is set when every edit
+    that changes something sets h units (``width`` of them) to a constant from one step to the end:
     h_{t-1} reaches step t only through W_hh h_{t-1}, so those units' columns of W_hh can carry the
     constant instead (a later set of the same unit wins, as it would at every step).
     """
     if not all(isinstance(e, Intervention) for fns in edits.values() for e in fns):
         return None
-    active = [(kind, e) for kind, fns in edits.items() for e in fns if e.first_step(steps) is not None]
-    start = min((e.first_step(steps) for _, e in active), default=steps)
-    foldable = active and all(
-        kind == "h" and e.constant() is not None and e.first_step(steps) == start for kind, e in active
+    active = [(kind, e, e.steps_within(steps)) for kind, fns in edits.items() for e in fns]
+    active = [(kind, e, within) for kind, e, within in active if len(within)]
+    edited = sorted(set().union(*(within for _, _, within in active)))
+    runs: list[tuple[int, int]] = []
+    for t in edited:
+        if runs and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], t + 1)
+        else:
+            runs.append((t, t + 1))
+    foldable = len(runs) == 1 and all(
+        kind == "h" and e.constant() is not None and within[0] == runs[0][0] for kind, e, within in active
     )
     if not foldable:
-        return Split(start, None)
+        return Split(runs, None)
     fold: dict[int, float] = {}
-    for _, e in active:
+    for _, e, _ in active:
         fold.update(dict.fromkeys(range(width) if e.units is None else e.units, e.constant()))
-    return Split(start, fold)
+    return Split(runs, fold)

@@ -15,17 +15,20 @@ STEPS = 7
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
-# (edits, steps the edited forward direction of layer 0 runs through the step loop), for STEPS = 7
+# (edits, the step loop's runs (their numbers of steps) in the edited forward direction of layer 0), STEPS = 7
 EDITS = {
-    "h ablation, every step": ([Intervention("lstm.l0.fwd.h", units=[1, 3], value=0.0)], 0),
-    "h set from step 3": ([Intervention("lstm.l0.fwd.h", units=[2], value=0.5, steps=slice(3, None))], 1),
+    "h ablation, every step": ([Intervention("lstm.l0.fwd.h", units=[1, 3], value=0.0)], []),
+    "h set from step 3": ([Intervention("lstm.l0.fwd.h", units=[2], value=0.5, steps=slice(3, None))], [1]),
     "h of every unit, a later set wins": (
-        [Intervention("lstm.l0.fwd.h", value=0.0), Intervention("lstm.l0.fwd.h", units=[4], value=-0.25)], 1),
+        [Intervention("lstm.l0.fwd.h", value=0.0), Intervention("lstm.l0.fwd.h", units=[4], value=-0.25)], [1]),
     "gates from step 2": (
         [Intervention("lstm.l0.fwd.c", units=[0], op="scale", value=2.5, steps=[2, 3]),
-         Intervention("lstm.l0.fwd.f", units=[1, 3], value=0.0, steps=slice(4, None))], 5),
-    "h set on a window": ([Intervention("lstm.l0.fwd.h", units=[0], value=1.0, steps=range(2, 4))], 5),
-    "an edit past the end": ([Intervention("lstm.l0.fwd.h", units=[0], value=1.0, steps=[50])], 0),
+         Intervention("lstm.l0.fwd.f", units=[1, 3], value=0.0, steps=slice(4, None))], [5]),
+    "h set on a window": ([Intervention("lstm.l0.fwd.h", units=[0], value=1.0, steps=range(2, 4))], [2]),
+    "two separate steps": (
+        [Intervention("lstm.l0.fwd.c", units=[0], op="add", value=0.5, steps=[1]),
+         Intervention("lstm.l0.fwd.i", units=[2], op="scale", value=0.0, steps=[5])], [1, 1]),
+    "an edit past the end": ([Intervention("lstm.l0.fwd.h", units=[0], value=1.0, steps=[50])], []),
 }
 
 CONFIGS = [
@@ -71,13 +74,13 @@ def run(module, x, lengths, hx, edits, route):
 @pytest.mark.parametrize("kwargs", CONFIGS)
 @pytest.mark.parametrize("case", list(EDITS))
 def test_the_split_route_equals_the_step_route_and_the_reference(stepped, case, kwargs):
-    edits, steps_stepped = EDITS[case]
+    edits, runs = EDITS[case]
     torch.manual_seed(5)
     module = nn.LSTM(4, 5, batch_first=True, **kwargs)
     x = torch.randn(3, STEPS, 4)
     lengths = torch.tensor([STEPS, 4, 6])
     split_out, split_state, got = run(module, x, lengths, None, edits, "auto")
-    assert stepped[0] == steps_stepped if steps_stepped else not stepped
+    assert stepped == runs
     step_out, step_state, expected = run(module, x, lengths, None, edits, "step")
     assert torch.allclose(split_out.data, step_out.data, atol=ATOL)
     for a, b in zip(split_state, step_state):
