@@ -5,16 +5,21 @@ al. 2019 found number units) and at T=1024, B=1, H=256, it times:
 
 * plain:      torch.nn.LSTM/GRU forward (the fused native kernel), nothing recorded;
 * record:     ``gatescope.record`` keeping every gate of every layer (route "auto");
-* intervene:  the same with an intervention on one unit at every step (the step route);
+* intervene:  the same with one h unit of layer 0 ablated (set to 0) at every step: on an LSTM on a CPU
+              the split route folds it into W_hh and stays on oneDNN's fused kernel, elsewhere it steps;
+* edit c:     the same with one c unit of layer 0 scaled at every step, which no kernel can fold: layer 0
+              runs the step loop (layer 1, unedited, the fused kernel);
 * naive loop: the usual hooked implementation, a per-timestep Python loop over F.linear that
               appends every gate (what one writes by hand to get the gates).
 
 Targets: record <= 1.5x plain on a CPU and <= 2x on a GPU; intervene <= 3x on a CPU.
-Usage: python benchmarks/bench_record.py [--device cuda] [--repeats 3] [--quick]
+Usage: python benchmarks/bench_record.py [--device cuda] [--repeats 3] [--threads N] [--quick]
+The header says the machine's load average: on a shared machine take the ratios, not the times.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -84,13 +89,17 @@ def bench(cell: str, steps: int, batch: int, hidden: int, layers: int, device: t
             module(x)
         return rec.trace
 
-    edit = [gatescope.Intervention("lstm.l0.fwd.h" if cell == "LSTM" else "gru.l0.fwd.h", units=[0], value=0.0)]
+    root = cell.lower()
+    ablate = [gatescope.Intervention(f"{root}.l0.fwd.h", units=[0], value=0.0)]
+    memory = "c" if cell == "LSTM" else "z"  # the GRU has no c: its memory gate
+    edit = [gatescope.Intervention(f"{root}.l0.fwd.{memory}", units=[0], op="scale", value=0.5)]
     with torch.no_grad():
         t = timed(
             {
                 "plain": lambda: module(x),
                 "record": record_all,
-                "intervene": lambda: record_all(edit),
+                "intervene": lambda: record_all(ablate),
+                "edit_c": lambda: record_all(edit),
                 "naive_loop": lambda: naive_loop(module, x),
             },
             repeats,
@@ -103,19 +112,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch's intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [(256, 32, 650, 2), (1024, 1, 256, 2)] if not args.quick else [(16, 4, 32, 2)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; best of {args.repeats} interleaved rounds; ratios to plain")
-    print(f"{'cell':5} {'T':>5} {'B':>3} {'H':>4} {'L':>2} {'plain':>9} {'record':>8} {'intervene':>10} {'naive loop':>11}")
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"device: {name}; torch {torch.__version__}; best of {args.repeats} interleaved rounds; ratios to plain; "
+          f"load average {load}")
+    print(f"{'cell':5} {'T':>5} {'B':>3} {'H':>4} {'L':>2} {'plain':>9} {'record':>8} {'intervene':>10} "
+          f"{'edit c/z':>9} {'naive loop':>11}")
     for cell in ("LSTM", "GRU"):
         for steps, batch, hidden, layers in sizes:
             r = bench(cell, steps, batch, hidden, layers, device, args.repeats)
             print(
                 f"{cell:5} {steps:5} {batch:3} {hidden:4} {layers:2} {r['plain_s'] * 1000:7.1f}ms "
-                f"{r['record']:7.2f}x {r['intervene']:9.2f}x {r['naive_loop']:10.2f}x",
+                f"{r['record']:7.2f}x {r['intervene']:9.2f}x {r['edit_c']:8.2f}x {r['naive_loop']:10.2f}x",
                 flush=True,
             )
 

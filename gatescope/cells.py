@@ -91,12 +91,10 @@ def input_projection(x: Tensor, w: CellWeights, fold_bias_hh: bool) -> Tensor:
 def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w: StepWeights, tap: Tap) -> tuple[Tensor, Tensor]:
     """One LSTM step. xw: (B, 4H) from `input_projection(fold_bias_hh=True)`; h: (B, P); c: (B, H)."""
     gates = w.main(h, xw)  # (B, 4H) = W_ih x + b_ih + b_hh + W_hh h
-    hidden = c.shape[-1]
-    sig = gates.sigmoid()
-    i = tap("i", sig[:, :hidden])
-    f = tap("f", sig[:, hidden : 2 * hidden])
-    g = tap("g", gates[:, 2 * hidden : 3 * hidden].tanh())
-    o = tap("o", sig[:, 3 * hidden :])
+    i, f, _, o = gates.sigmoid().chunk(4, 1)  # (B, H) views: one op each for all four, at batch 1 it counts
+    i, f = tap("i", i), tap("f", f)
+    g = tap("g", gates.chunk(4, 1)[2].tanh())
+    o = tap("o", o)
     c = tap("c", torch.addcmul(f * c, i, g))  # (B, H)
     m = o * c.tanh()
     if w.hr is None:
