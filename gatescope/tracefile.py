@@ -161,10 +161,10 @@ class TraceWriter:
     def write(self, name: str, start: int, rows: np.ndarray) -> None:
         """Put ``rows`` (in the tensor's storage dtype) at row ``start`` of tensor ``name``."""
         begin, end, row_bytes = self._places[name]
-        data = np.ascontiguousarray(rows).tobytes()
+        data = memoryview(np.ascontiguousarray(rows).reshape(-1)).cast("B")  # the rows' own bytes, no copy
         at = begin + start * row_bytes
-        if len(data) % row_bytes or at + len(data) > end:
-            raise ValueError(f"{name}: {len(data)} bytes at row {start} do not fit the tensor")
+        if data.nbytes % row_bytes or at + data.nbytes > end:
+            raise ValueError(f"{name}: {data.nbytes} bytes at row {start} do not fit the tensor")
         self._file.seek(self._data_start + at)
         self._file.write(data)
 

@@ -1,0 +1,104 @@
+"""Where the time of `gatescope trace` goes, and its throughput in tokens per second, on the sample models.
+
+Two runs, each through the trace command's own functions (in-process, so interpreter start-up is
+left out):
+
+* the agreement LSTM over the bundled agreement stimuli (``--stimuli``, 2,520 items);
+* the char model (pysource_lstm) over gatescope's own source files, one sequence a file (``--file ... --whole``).
+
+Phases, each timed on its own: ``load`` (the checkpoint), ``corpus`` (reading and tokenising, once),
+``forward`` (the model's plain forward over the same batches, logits and all: the floor),
+``recurrent`` (the embedding and the recurrent module only: what the trace needs of the forward),
+and ``trace`` (record every gate + convert to the storage dtype + write the file: `write_inputs`), the
+last also in float16. Ratios are to ``forward`` in the same run; the header gives the load average.
+Usage: python benchmarks/bench_trace.py [--threads 1] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gatescope import corpus as corpora
+from gatescope.checkpoint import load
+from gatescope.cli.trace import RunOptions, write_inputs
+from gatescope.features import stimuli_corpus
+from gatescope.sample_models import path as sample_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
+    start = time.perf_counter()
+    model = load(sample_path(name + ".safetensors"))
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    corpus = make_corpus(model)
+    read = time.perf_counter() - start
+    batches = list(corpus.batches(batch_size))
+    rnn = model.get_submodule(model.recurrent_names[0])
+
+    def forward() -> None:
+        for x, lengths in batches:
+            model(x, lengths)
+
+    def recurrent() -> None:
+        for x, lengths in batches:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(model.embedding(x), lengths, batch_first=True,
+                                                             enforce_sorted=False) if lengths is not None else None
+            rnn(packed if packed is not None else model.embedding(x))
+
+    with tempfile.TemporaryDirectory() as folder:
+        def trace(dtype: torch.dtype) -> None:
+            write_inputs(str(Path(folder) / "t.safetensors"), model, corpus,
+                         RunOptions(batch_size, dtype=dtype, progress=False))
+
+        with torch.no_grad():
+            rounds = {"forward": [], "recurrent": [], "trace float32": [], "trace float16": []}
+            for _ in range(repeats):  # interleaved, so that a shared machine's noise falls on all alike
+                rounds["forward"].append(best(forward, 1))
+                rounds["recurrent"].append(best(recurrent, 1))
+                rounds["trace float32"].append(best(lambda: trace(torch.float32), 1))
+                rounds["trace float16"].append(best(lambda: trace(torch.float16), 1))
+        size = (Path(folder) / "t.safetensors").stat().st_size
+    times = {k: min(v) for k, v in rounds.items()}
+    tokens = corpus.num_tokens
+    print(f"{name}: {corpus.num_sequences} sequences, {tokens} tokens, batch {batch_size}; "
+          f"load {loaded:.2f}s, corpus read and tokenised once {read:.2f}s; float16 file {size / 1e6:.0f} MB")
+    for phase, seconds in times.items():
+        print(f"  {phase:15} {seconds:7.3f}s {seconds / times['forward']:6.2f}x forward {tokens / seconds:10.0f} tokens/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch's intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64, help="gatescope trace's default")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_avg = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; best of {args.repeats} interleaved "
+          f"rounds; load average {load_avg}")
+    stimuli = ROOT / "gatescope" / "stimuli" / "agreement_stimuli.tsv"
+    run("agreement_lstm", lambda model: stimuli_corpus(model, str(stimuli), False), args.repeats, args.batch_size)
+    sources = sorted(str(p) for p in (ROOT / "gatescope").rglob("*.py"))
+    run("pysource_lstm", lambda model: corpora.gather(model, (), (), sources, True, (), None, False),
+        args.repeats, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
