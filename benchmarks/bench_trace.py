@@ -4,7 +4,7 @@ Two runs, each through the trace command's own functions (in-process, so interpr
 left out):
 
 * the agreement LSTM over the bundled agreement stimuli (``--stimuli``, 2,520 items);
-* the char model (pysource_lstm) over gatescope's own source files, one sequence a file (``--file ... --whole``).
+* the char model (pysource_lstm) over gatescope's own top-level modules, one sequence a line (``--file``).
 
 Phases, each timed on its own: ``load`` (the checkpoint), ``corpus`` (reading and tokenising, once),
 ``forward`` (the model's plain forward over the same batches, logits and all: the floor),
@@ -95,8 +95,8 @@ def main() -> None:
           f"rounds; load average {load_avg}")
     stimuli = ROOT / "gatescope" / "stimuli" / "agreement_stimuli.tsv"
     run("agreement_lstm", lambda model: stimuli_corpus(model, str(stimuli), False), args.repeats, args.batch_size)
-    sources = sorted(str(p) for p in (ROOT / "gatescope").rglob("*.py"))
-    run("pysource_lstm", lambda model: corpora.gather(model, (), (), sources, True, (), None, False),
+    sources = sorted(str(p) for p in (ROOT / "gatescope").glob("*.py"))
+    run("pysource_lstm", lambda model: corpora.gather(model, (), (), sources, False, (), None, False),
         args.repeats, args.batch_size)
 
 

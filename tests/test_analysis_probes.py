@@ -1,4 +1,5 @@
 """Diagnostic classifiers: planted weights are recovered, control tasks, top-k curves, streaming."""
+import contextlib
 import math
 
 import pytest
@@ -89,3 +90,32 @@ def test_probe_bad_input():
     one = Trace({"rnn.l0.fwd.h": h[:T]}, [0, T], token_ids=trace.token_ids[:T])
     with pytest.raises(GatescopeError, match="both training and held-out"):
         probe_units(one, [0, 1, 0, 1, 1, 1, 0, float("nan")])  # held out: the last row, unlabelled
+
+
+def test_the_progress_bar_counts_every_probes_epochs_within_each_quantity(monkeypatch):
+    from gatescope.analysis import probes
+
+    trace, _, _, score = planted(2)
+    seen = []  # (total, [description at each epoch])
+    real = probes._epoch_bar
+
+    def spy(total, enabled):
+        bar = real(total, enabled)
+        inner = bar.__enter__()
+        names = []
+        advance, describe = inner.advance, inner.describe
+        inner.describe = lambda name: (names.append(name), describe(name))
+        inner.advance = lambda: (seen[-1][1].append(names[-1]), advance())
+        seen.append((total, []))
+        try:
+            yield inner
+        finally:
+            bar.__exit__(None, None, None)
+
+    monkeypatch.setattr(probes, "_epoch_bar", contextlib.contextmanager(spy))
+    probe_units(trace, (score > 0).numpy(), ks=[2, 4], epochs=3, progress=True)
+    total, epochs = seen[0]
+    # per quantity: the full probe, top-2 and top-4, the control task; 3 epochs each
+    assert total == 2 * 4 * 3 == len(epochs)
+    first, second = epochs[0], epochs[-1]  # the bar moves 12 times within each quantity, naming it
+    assert {first, second} == {"rnn.l0.fwd.h", "rnn.l0.fwd.c"} and epochs == [first] * 12 + [second] * 12

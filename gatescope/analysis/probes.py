@@ -14,7 +14,8 @@ sequences (`heldout_rows`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, make_labels, resolve_labels
-from gatescope.analysis.progress import track
 from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
@@ -86,8 +86,10 @@ def fit_probe(
     batch_size: int = 256,
     lr: float = 0.05,
     seed: int = 0,
+    on_epoch: Callable[[], None] | None = None,
 ) -> Probe:
-    """Train a probe on ``units`` (default all) of ``name`` over the rows where ``rows`` [N] holds."""
+    """Train a probe on ``units`` (default all) of ``name`` over the rows where ``rows`` [N] holds;
+    ``on_epoch`` is called after every epoch (a progress bar)."""
     units_t = torch.arange(width(trace, name)) if units is None else torch.as_tensor(list(units), dtype=torch.int64)
     rows = rows & labels.valid
     if int(rows.sum()) < 2:
@@ -105,6 +107,8 @@ def fit_probe(
     for _ in range(epochs):
         for x, t in _batches(trace, name, units_t, rows, target, batch_size, gen):
             trainer.step(x, t)
+        if on_epoch is not None:
+            on_epoch()
     return trainer.probe(name, units_t)
 
 
@@ -226,32 +230,72 @@ def probe_units(
         raise GatescopeError("probes need labelled tokens in both training and held-out sequences")
     baseline = _baseline(lab, train, test)
     ctrl = control_labels(trace, lab, seed) if control and trace.token_ids is not None else None
-    opts = {"l1": l1, "l2": l2, "epochs": epochs, "seed": seed}
-    rows = []
     names = select_quantities(trace, kinds)
-    for name in track(names, "training probes", total=len(names), enabled=progress):
-        qn = parse_name(name)
-        h = width(trace, name)
-        probe = fit_probe(trace, name, lab, train, **opts)
-        score = evaluate_probe(trace, probe, lab, test)
-        ranking = probe.unit_ranking()
-        curve = {}
-        for k in ks or default_ks(h):
-            k = min(int(k), h)
-            curve[k] = score if k == h else evaluate_probe(
-                trace, fit_probe(trace, name, lab, train, ranking[:k], **opts), lab, test)
-        ctrl_score = float("nan")
-        if ctrl is not None:
-            ctrl_score = evaluate_probe(trace, fit_probe(trace, name, ctrl, train, **opts), ctrl, test)
-        target = baseline + 0.95 * (score - baseline)
-        k95 = next((k for k in sorted(curve) if curve[k] >= target), h)
-        rows.append({
-            "name": name, "layer": qn.layer, "direction": qn.direction, "kind": qn.kind, "units": h,
-            "n_train": int(train.sum()), "n_test": int(test.sum()), "baseline": baseline, "score": score,
-            "control": ctrl_score, "selectivity": score - ctrl_score,
-            "top_units": [format_unit(name, u) for u in ranking[:10]], "curve": curve, "k95": k95,
-        })
+    ks_of = {name: sorted({min(int(k), width(trace, name)) for k in ks or default_ks(width(trace, name))})
+             for name in names}
+    fits = {name: 1 + sum(k < width(trace, name) for k in ks_of[name]) + (ctrl is not None) for name in names}
+    rows = []
+    with _epoch_bar(sum(fits.values()) * epochs, progress) as bar:
+        opts = {"l1": l1, "l2": l2, "epochs": epochs, "seed": seed, "on_epoch": bar.advance}
+        for name in names:
+            bar.describe(name)
+            rows.append(_probe_row(trace, name, lab, ctrl, train, test, baseline, ks_of[name], opts))
     return Table(rows)
+
+
+def _probe_row(trace: Trace, name: str, lab: Labels, ctrl: Labels | None, train: torch.Tensor, test: torch.Tensor,
+               baseline: float, ks: list[int], opts: dict) -> dict:
+    """One row of `probe_units`' table: the full probe, its top-k curve over ``ks``, the control task."""
+    qn = parse_name(name)
+    h = width(trace, name)
+    probe = fit_probe(trace, name, lab, train, **opts)
+    score = evaluate_probe(trace, probe, lab, test)
+    ranking = probe.unit_ranking()
+    curve = {}
+    for k in ks:
+        curve[k] = score if k == h else evaluate_probe(
+            trace, fit_probe(trace, name, lab, train, ranking[:k], **opts), lab, test)
+    ctrl_score = float("nan")
+    if ctrl is not None:
+        ctrl_score = evaluate_probe(trace, fit_probe(trace, name, ctrl, train, **opts), ctrl, test)
+    target = baseline + 0.95 * (score - baseline)
+    k95 = next((k for k in sorted(curve) if curve[k] >= target), h)
+    return {
+        "name": name, "layer": qn.layer, "direction": qn.direction, "kind": qn.kind, "units": h,
+        "n_train": int(train.sum()), "n_test": int(test.sum()), "baseline": baseline, "score": score,
+        "control": ctrl_score, "selectivity": score - ctrl_score,
+        "top_units": [format_unit(name, u) for u in ranking[:10]], "curve": curve, "k95": k95,
+    }
+
+
+class _EpochBar:
+    """A rich progress bar on stderr counting every probe's epochs, naming the quantity being probed;
+    silent when not enabled."""
+
+    def __init__(self, progress=None, task=None) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def describe(self, name: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"probing {name}")
+
+
+@contextmanager
+def _epoch_bar(total: int, enabled: bool) -> Iterator[_EpochBar]:
+    if not enabled:
+        yield _EpochBar()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        yield _EpochBar(progress, progress.add_task("probing", total=total))
 
 
 def _baseline(lab: Labels, train: torch.Tensor, test: torch.Tensor) -> float:
