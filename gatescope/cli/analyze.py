@@ -26,7 +26,8 @@ POSITIVE = click.IntRange(min=1)
 
 def _labels_options(f):
     f = click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
-                     help="Labels file: .npy, or text with one value a line, one per token of the trace.")(f)
+                     help="Labels file: .npy, or text with one value a line, one per token of the trace "
+                          "(of the corpus, with --file).")(f)
     f = click.option("--feature", help="A per-token feature stored in the trace (e.g. subject_number); with "
                                        "--file, the feature of --feature-from or --code-features to label by.")(f)
     return f

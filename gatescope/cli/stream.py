@@ -1,8 +1,10 @@
 """One pass of a model over a corpus: streamed analyses and sharded traces, on one or several processes.
 
 `stream_analysis` runs MODEL over the corpus in batches and feeds each batch's recording to a
-streaming analysis (gatescope.analysis.stream_analyses), keeping nothing else: memory is one
-batch plus the accumulators, whatever the corpus's length. `write_sharded` writes the recording
+streaming analysis (gatescope.analysis.stream_analyses), keeping nothing else. The corpus is a
+`CorpusStream`: read a line at a time with its labels alongside (gatescope.analysis.stream_labels:
+``--labels``, ``--feature-from``, ``--code-features``), so memory is one batch plus the accumulators,
+whatever the corpus's length. `write_sharded` writes the recording
 as a sharded trace folder (gatescope.shardfile), one shard at a time. Under torchrun both split
 the work over the processes (gatescope.distributed): rank r runs batches (or shards) r, r + K, ...;
 the statistics are summed over the ranks, and rank 0 writes. A progress bar on stderr shows tokens
