@@ -134,6 +134,7 @@ def torchrun(nproc: int, *args) -> str:
                            str(nproc), "-m", "gatescope", *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "destroy_process_group() was not called" not in done.stderr  # every rank left its group
     return done.stdout
 
 
