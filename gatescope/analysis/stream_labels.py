@@ -24,7 +24,7 @@ Memory: the distinct values (a continuous label keeps one count per distinct val
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import os
 from array import array
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,7 +155,7 @@ def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
         if version not in ((1, 0), (2, 0), (3, 0)):
             raise ValueError(f"unknown .npy version {version}")
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
+        shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
     except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
         raise GatescopeError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
     if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
