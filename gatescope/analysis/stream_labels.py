@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-
-STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
+from gatescope.features import STIMULUS_FEATURES
 
 
 class LabelReader:
