@@ -47,6 +47,8 @@ LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
 AGREEMENT_MODELS = ("agreement_lstm", "agreement_gru")
 CODE_MODEL = "pysource_lstm"
+# Karpathy et al. 2015's code features: binary ones scored by ROC AUC, graded ones by Pearson correlation
+CODE_FEATURES = {"in_string": "auc", "in_comment": "auc", "bracket_depth": "corr", "indent_level": "corr"}
 Stage = Callable[[str], ContextManager[Any]]
 
 
@@ -253,9 +255,6 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "figure": figure.name if figure else None,
         "independent": independent,
     }
-
-# Karpathy et al. 2015's code features: binary ones scored by ROC AUC, graded ones by Pearson correlation
-CODE_FEATURES = {"in_string": "auc", "in_comment": "auc", "bracket_depth": "corr", "indent_level": "corr"}
 
 
 def code_findings(model_path: Path, train_chars: int = 60000, permutations: int = 200,

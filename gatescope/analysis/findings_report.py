@@ -145,8 +145,9 @@ def gate_profile(results: dict[str, Any]) -> list[str]:
             f"draws it as {agreement[0]['figure']}):"]
 
 
-FEATURE_TITLES = {"in_string": "inside a string literal", "in_comment": "inside a comment",
-                  "bracket_depth": "bracket depth", "indent_level": "indentation level"}
+# what a file lacks when a feature has one value only in it
+FEATURE_NOUNS = {"in_string": "string literal", "in_comment": "comment", "bracket_depth": "bracket",
+                 "indent_level": "indented block"}
 METRIC_TITLES = {"auc": "ROC AUC", "corr": "Pearson r"}
 
 
@@ -177,7 +178,7 @@ def code_units(results: dict[str, Any]) -> list[str]:
     for feature, res in code["units"].items():
         b = res["top"][0]
         per_file = [b["heldout_by_file"][name] for name in files]
-        missing += [f"{name} has no {FEATURE_TITLES[feature].removeprefix('inside ')}"
+        missing += [f"{name} has no {FEATURE_NOUNS[feature]}"
                     for name, v in zip(files, per_file) if v is None]
         held = res["best_heldout_unit"]
         lines.append(f"| {feature} ({METRIC_TITLES[res['metric']]}) | `{b['unit']}` ({b['direction']}) | "
