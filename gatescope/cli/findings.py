@@ -110,8 +110,9 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     - Whether those units still matter on new sentences: rank on items from one half of the
       vocabulary, ablate on items from the other half (no shared noun, verb or preposition),
       for sets of 1 to 8 units.
-    - The string unit of the Python character model: which cell tracks "inside a string literal",
-      and how well it does on standard-library files the model never saw.
+    - The units of the Python character model: which cells track "inside a string literal", "inside
+      a comment", bracket depth and indentation, chosen on training files and scored on each
+      standard-library file the model never saw, and its bits per character on those files.
 
     Takes a few minutes on two CPU cores and under 1 GB of memory. Writes the traces (ready for
     `gatescope analyze` and `gatescope browse`), figures, findings.json and findings.md under --out
