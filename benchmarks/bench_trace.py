@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope import corpus as corpora
 from gatescope.checkpoint import load
@@ -57,9 +58,8 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
 
     def recurrent() -> None:
         for x, lengths in batches:
-            packed = torch.nn.utils.rnn.pack_padded_sequence(model.embedding(x), lengths, batch_first=True,
-                                                             enforce_sorted=False) if lengths is not None else None
-            rnn(packed if packed is not None else model.embedding(x))
+            x = model.embedding(x)  # (B, T, E)
+            rnn(x if lengths is None else pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
 
     with tempfile.TemporaryDirectory() as folder:
         def trace(dtype: torch.dtype) -> None:
@@ -79,7 +79,8 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
     print(f"{name}: {corpus.num_sequences} sequences, {tokens} tokens, batch {batch_size}; "
           f"load {loaded:.2f}s, corpus read and tokenised once {read:.2f}s; float16 file {size / 1e6:.0f} MB")
     for phase, seconds in times.items():
-        print(f"  {phase:15} {seconds:7.3f}s {seconds / times['forward']:6.2f}x forward {tokens / seconds:10.0f} tokens/s")
+        ratio = seconds / times["forward"]
+        print(f"  {phase:15} {seconds:7.3f}s {ratio:6.2f}x forward {tokens / seconds:10.0f} tokens/s")
 
 
 def main() -> None:
