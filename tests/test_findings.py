@@ -161,3 +161,22 @@ def test_accuracy_tables_show_every_model_per_construction_and_distance(results)
         nine = f"{res['accuracy_by_distance']['9']:.3f} / {res['accuracy_by_distance_incongruent']['9']:.3f}"
         assert f"| 9 | " in text and nine in text
     assert "| nounpp3: the boy" in text and "| 9 | SS/SP/PS/PP |" in text
+
+
+@pytest.mark.slow
+def test_large_model_findings_run_on_a_tiny_two_layer_model(tmp_path):
+    """The 2x650 section's code on a 2 x 12 LSTM trained for a few steps: every figure is there and
+    consistent (the carriers are the single ablations that cost >= the criterion, re-measured)."""
+    from gatescope.analysis.findings import large_findings
+    from gatescope.samples import train
+
+    path = train.train_all(tmp_path, only=["agreement_lstm_2x650"], steps=30, hidden_size=12, embedding_size=8)[0]
+    res = large_findings(path, tmp_path / "profile.png", draws=2, screen_items=10, layer1_screened=4)
+    assert res["num_layers"] == 2 and res["hidden_size"] == 12 and res["screened"] == 12 + 4
+    assert set(res["units_auc_90"]) == {"rnn.l0.fwd.h", "rnn.l1.fwd.h"} and (tmp_path / "profile.png").is_file()
+    assert all(c["drop"] >= res["criterion"] for c in res["carriers"])
+    assert [a["k"] for a in res["set_ablations"]] == [1, 2, 4]
+    assert set(res["profile"]) == set("ifgoch") and len(res["profile"]["c"]) == 4
+    assert [len(v) for v in res["profile"]["h"]] == [len(s.split()) for s in res["profile_sentences"]]
+    text = findings_report.BLOCKS["number-units-2x650"]({"agreement_large": res})
+    assert "**Sparse number units in a Lakretz-sized LSTM.**" in text and res["best_unit"] in text
