@@ -31,7 +31,8 @@ def samples() -> None:
 def train(only: tuple[str, ...], out_dir: str | None) -> None:
     """Retrain sample models from scratch, reproducibly.
 
-    Seeds, thread count and data order are fixed; the full set took 11 minutes on a 2-core CPU (the char model 10.6)."""
+    Seeds, thread count and data order are fixed; the full set took 11 minutes on a 2-core CPU (the char model 10.6),
+    plus about 21 minutes for agreement_lstm_2x650 on a free core (39.5 on a shared one)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
