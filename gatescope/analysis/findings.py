@@ -294,7 +294,8 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
         drops = {u: base - screen(causal.ablate([u])) for u in screened}
         candidates = sorted((u for u, d in drops.items() if d >= CARRIES_NUMBER / 2), key=lambda u: -drops[u])
         base_full = full([])
-        confirmed = {u: base_full - full(causal.ablate([u])) for u in candidates}
+        strongest = sorted(drops, key=lambda u: -drops[u])[:8]  # shown even when none reaches the criterion
+        confirmed = {u: base_full - full(causal.ablate([u])) for u in dict.fromkeys(candidates + strongest)}
         carriers = [u for u in sorted(confirmed, key=lambda u: -confirmed[u]) if confirmed[u] >= CARRIES_NUMBER]
         auc = {r["unit"]: r["score"] for r in ranking}
         by_condition = {c: agreement_metric(model, incongruent, [c]) for c in INCONGRUENT_NOUNPP}
@@ -312,13 +313,18 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
                         "independent_baseline": independent([]),
                         "independent_drop": independent([]) - independent(causal.ablate(carriers)) if carriers
                         else 0.0}
-    best = (carriers or sorted(drops, key=lambda u: -drops[u]))[0]
+    costly = max(confirmed, key=lambda u: confirmed[u])
+    if confirmed[costly] > 0:
+        best, why = costly, f"its ablation alone costs most: {100 * confirmed[costly]:.1f} points"
+    else:  # no single unit matters: show the one that codes number best
+        best = per_layer[top_layer][0]["unit"]
+        why = f"the highest AUC of layer {len(layers)}, {auc[best]:.3f}: no single ablation costs anything"
     with stage(f"{name}: gate profile of {best}"):
         sentences = sentences_trace(model, LAKRETZ)
         profile = _profile(sentences, best)
         if figure is not None:
             plot_gate_profile(sentences, best, range(len(LAKRETZ)), figure,
-                              title=f"{name}: number unit {best} (ablation -{100 * drops[best]:.1f} points)")
+                              title=f"{name}: {best} (AUC {auc[best]:.3f})")
     return {
         "model": model_path.name, "cell": info["cell"], "hidden_size": info["hidden_size"],
         "num_layers": len(layers), "training": {k: model.metadata["training"].get(k)
@@ -331,7 +337,7 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
         "screen_drops_over_half_criterion": len(candidates), "criterion": CARRIES_NUMBER,
         "carriers": [{"unit": u, "drop": confirmed[u], "auc": auc[u]} for u in carriers],
         "single_ablations": singles, "set_ablations": sets, "carrier_set": carrier_sets, "draws": draws,
-        "best_unit": best, "profile_sentences": list(LAKRETZ), "profile": profile,
+        "best_unit": best, "best_unit_why": why, "screen_max_drop": max(drops.values()), "profile_sentences": list(LAKRETZ), "profile": profile,
         "figure": figure.name if figure else None,
     }
 

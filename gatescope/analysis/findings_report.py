@@ -210,14 +210,15 @@ def large_model(results: dict[str, Any]) -> list[str]:
     lines = [f"**Sparse number units in a Lakretz-sized LSTM.** `{_stem(res)}`: {res['num_layers']} x "
              f"{res['hidden_size']} LSTM with a 650-wide embedding (Gulordava et al. 2018's shape), vocabulary of "
              f"{res['vocab_size']} words (the large lexicon), {t['steps']} steps of {t['batch_size']} sentences in "
-             f"{t['time_s'] / 60:.1f} minutes on {t['threads']} core; held-out loss {res['heldout_loss']}. "
+             f"{t['time_s'] / 60:.1f} minutes wall with {t['threads']} thread; held-out loss {res['heldout_loss']}. "
              f"Units whose h alone separates singular from plural subjects with AUC >= 0.9 (NounPP items): {auc}. "
              f"Held at zero alone on the incongruent NounPP items (each of the {res['screened']} units screened: "
              f"every unit of the last layer and the first layer's highest-AUC ones, on {res['screen_items']} items, "
              f"then on all items where the screen cost >= {_pts(res['criterion'] / 2)} points), "
              f"{len(carriers)} units carry number by Lakretz et al.'s criterion (ablating one alone costs >= "
              f"{_pts(res['criterion'])} points; {in_top} in the last layer): {names}. Baseline accuracy "
-             f"{res['baseline_incongruent_nounpp']:.3f}.", "",
+             f"{res['baseline_incongruent_nounpp']:.3f}; the largest single-unit drop on the screen: "
+             f"{_pts(res['screen_max_drop'])} points. The units that cost most alone, on all items:", "",
              "| unit | AUC | drop alone | NounPP SP / PS after |", "| --- | --- | --- | --- |"]
     for a in res["single_ablations"]:
         lines.append(f"| {a['unit']} | {a['auc']:.3f} | {_pts(a['drop'])} points | "
@@ -235,7 +236,7 @@ def large_model(results: dict[str, Any]) -> list[str]:
                   f"incongruent NounPP items and {_pts(cs['independent_drop'])} on 400 from the other half of the "
                   f"lexicon (baseline {cs['independent_baseline']:.3f}).", ""]
     best, prof = res["best_unit"], res["profile"]
-    lines += [f"Gate profile of {best} (the unit whose ablation costs most) over the incongruent sentences "
+    lines += [f"Gate profile of {best} ({res['best_unit_why']}) over the incongruent sentences "
               f"(`gatescope findings` draws all four as {res['figure']}):", ""]
     for s, sentence in enumerate(res["profile_sentences"]):
         if s not in (1, 2):  # the incongruent ones: SP, PS
