@@ -7,6 +7,7 @@ The public API; everything here is re-exported from the module that holds it::
     rec.trace["rnn.l0.fwd.f"]                 # (tokens, hidden)
     rec.trace.save("run.safetensors"); gatescope.load_trace("run.safetensors")
     gatescope.quantities(model)               # {name: width}, without running
+    warnings.simplefilter("error", gatescope.GatescopeWarning)  # anything not done exactly as asked: raise
     out, trace = gatescope.run_with_cache(model, ids, names="*.h")
     hooked = gatescope.hook_points(model, per="sequence")  # hooked.hooks.rnn.l0.fwd.f: captum, nnsight
 
@@ -18,13 +19,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, GatescopeWarning, UnknownNameError
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "LSTM": "gatescope.modules",
     "GRU": "gatescope.modules",
+    "ResetBeforeGRU": "gatescope.reset_before",
     "record": "gatescope.recording",
     "run_with_cache": "gatescope.recording",
     "quantities": "gatescope.recordable",
@@ -38,9 +40,9 @@ _EXPORTS = {
     "show": "gatescope.display",
 }
 __all__ = [
-    "GRU", "LSTM", "GatescopeError", "HookContext", "Intervention", "Recording", "Trace", "load", "load_trace",
-    "quantities", "record", "run_with_cache", "show",
-    "hook_points",
+    "GRU", "LSTM", "GatescopeError", "GatescopeWarning", "HookContext", "Intervention", "Recording",
+    "ResetBeforeGRU", "Trace", "UnknownNameError", "hook_points", "load", "load_trace", "quantities", "record",
+    "run_with_cache", "show",
 ]
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from gatescope.modules import GRU, LSTM
     from gatescope.recordable import quantities
     from gatescope.recording import Intervention, Recording, record, run_with_cache
+    from gatescope.reset_before import ResetBeforeGRU
     from gatescope.trace import Trace, load_trace
 
 

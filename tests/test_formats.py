@@ -18,6 +18,8 @@ from format_fixtures import (
 from reference import reference_run
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from gatescope.cli import main
 from torch import nn
 
 import gatescope
@@ -91,6 +93,12 @@ def test_pt_state_dict_is_read_directly_and_converted(tmp_path, capsys, prefix):
     ]
     assert direct["embedding"]["name"] == converted["embedding"]["name"] == "encoder"
     assert direct["decoder"]["name"] == converted["decoder"]["name"] == "decoder"
+    notes = direct["converted"].pop("notes")
+    assert direct["converted"] == {"from": "torch state dict", "file": "lm.pt"}
+    assert bool(notes) == bool(prefix) and all(part in " ".join(notes) for part in prefix.split(".") if part)
+    main(["inspect", str(path), "--no-tui"])  # the notes are printed, not only in the JSON
+    printed = capsys.readouterr().out
+    assert "converted from torch state dict (lm.pt)" in printed and all(note in printed for note in notes)
     with safe_open(out, framework="pt") as f:  # the tied weight is stored twice, as torch names it
         torch.testing.assert_close(f.get_tensor("decoder.weight"), f.get_tensor("encoder.weight"))
     torch.testing.assert_close(cli_trace(tmp_path, out, "--ids", ids)["rnn.l0.fwd.h"], reference_h(model), **TOL)

@@ -17,6 +17,7 @@ import click
 from gatescope import corpus as corpora
 from gatescope.cli.trace import RunOptions, counted, input_options, record_inputs
 from gatescope.errors import GatescopeError
+from gatescope.formats import CONVERTED_KEY
 
 if TYPE_CHECKING:
     from gatescope.checkpoint import LoadedModel
@@ -79,6 +80,7 @@ def build_report(
         "out_features": projection.out_features, "bias": projection.bias is not None,
     }
     report["unused"] = list(model.unused)
+    report["converted"] = model.metadata.get(CONVERTED_KEY)  # {"from", "file", "notes"}: None for safetensors
     report["runnable"] = model.runnable
     refusal = [] if model.runnable else [f"cannot run this model as one chain: {model.refusal}"]
     report["warnings"] = refusal + model.load_warnings + report["warnings"]
@@ -133,6 +135,13 @@ def print_report(report: dict[str, Any]) -> None:
         parts[-1] += f"; vocabulary of {vocab['size']} {vocab['tokenizer']} tokens"
     console.print(" -> ".join(parts) if report["runnable"] else
                   "[yellow]not runnable as one chain[/] (see the warnings below); the weights:")
+    if report["converted"]:
+        converted = report["converted"]
+        notes = converted["notes"]
+        console.print(f"converted from {converted['from']} ({converted['file']})"
+                      + (":" if notes else ", nothing dropped, renamed or assumed"))
+        for note in notes:
+            console.print(f"  - {note}")
     if report["unused"]:
         console.print(f"unused tensors: {', '.join(report['unused'])}")
 
