@@ -276,7 +276,7 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
     with stage(f"{name}: accuracy on the bundled stimuli"):
         accuracy = accuracy_findings(model, items)
     with stage(f"{name}: ranking the h units of both layers"):
-        nounpp = tuple(c for c in ("nounpp_SS", "nounpp_SP", "nounpp_PS", "nounpp_PP"))
+        nounpp = ("nounpp_SS", "nounpp_SP", "nounpp_PS", "nounpp_PP")
         trace = agreement_trace(model, generate_stimuli(100, seed=1, conditions=nounpp), kinds=["h"])
         ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=0)
         del trace
@@ -332,12 +332,14 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
         "vocab_size": len(model.vocab), "heldout_loss": model.metadata["metrics"].get("heldout_loss"),
         **accuracy,
         "units_auc_90": {n: sum(r["score"] >= 0.9 for r in rows) for n, rows in per_layer.items()},
-        "ranking_top": {n: [{"unit": r["unit"], "score": r["score"]} for r in rows[:5]] for n, rows in per_layer.items()},
+        "ranking_top": {n: [{"unit": r["unit"], "score": r["score"]} for r in rows[:5]]
+                        for n, rows in per_layer.items()},
         "baseline_incongruent_nounpp": base_full, "screen_items": 2 * screen_items, "screened": len(screened),
         "screen_drops_over_half_criterion": len(candidates), "criterion": CARRIES_NUMBER,
         "carriers": [{"unit": u, "drop": confirmed[u], "auc": auc[u]} for u in carriers],
         "single_ablations": singles, "set_ablations": sets, "carrier_set": carrier_sets, "draws": draws,
-        "best_unit": best, "best_unit_why": why, "screen_max_drop": max(drops.values()), "profile_sentences": list(LAKRETZ), "profile": profile,
+        "best_unit": best, "best_unit_why": why, "screen_max_drop": max(drops.values()),
+        "profile_sentences": list(LAKRETZ), "profile": profile,
         "figure": figure.name if figure else None,
     }
 

@@ -8,6 +8,7 @@ task and selectivity (Hewitt & Liang 2019).
 """
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -157,8 +158,6 @@ def accuracy_tables(results: dict[str, Any]) -> list[str]:
     models = _agreement_models(results)
     if not models:
         return []
-    import random
-
     lines = ["Agreement accuracy on the bundled held-out stimuli (200 items a condition, Simple 60; no training "
              "sentence begins with one), per construction (an example item, its distance: tokens between subject "
              "and verb) and number condition: subject, then attractor(s), S singular, P plural; "

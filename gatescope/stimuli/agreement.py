@@ -14,8 +14,8 @@ Conditions are named ``"{structure}_{numbers}"``: ``simple_S``, ``adv_P``, ``nam
 ``nounpp_SP``, ``objrc_PS``, ...; the first letter is the number of the subject the verb agrees
 with, the second (every structure but Simple, Adv, NamePP) the attractors' (every attractor of
 NounPP2, NounPP3, ObjRCPP and Nested has that number; in SentComp the attractor is the main
-clause's subject, in SubjRC and VPCoord the object, in Nested the outer subject and the PP's noun). `distance(condition)` is the number of tokens between the subject
-noun and the verb.
+clause's subject, in SubjRC and VPCoord the object, in Nested the outer subject and the PP's noun).
+`distance(condition)` is the number of tokens between the subject noun and the verb.
 
 Per-token labels of a stimulus (one per token of ``prefix + correct verb``):
 
