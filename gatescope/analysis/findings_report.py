@@ -185,8 +185,9 @@ def accuracy_tables(results: dict[str, Any]) -> list[str]:
     lines.append("")
     for m in models:
         worst = sorted((v, c) for c, v in m["accuracy_by_condition"].items() if v < 0.995)
-        where = ", ".join(f"{c} {v:.3f}" for v, c in worst[:6]) if worst else "nowhere (every condition >= 0.995)"
-        lines.append(f"- {_stem(m)} ({m['cell']}, {m['hidden_size']} units) breaks on: {where}.")
+        where = ("below 0.995 on " + ", ".join(f"{c} {v:.3f}" for v, c in worst[:6]) if worst
+                 else "at 0.995 or above in every condition: these stimuli do not find where it breaks")
+        lines.append(f"- {_stem(m)} ({m['cell']}, {m['hidden_size']} units): {where}.")
     return lines
 
 
