@@ -12,12 +12,12 @@ with a binary label per token (a plural-looking word). Measured, in this order:
                   timed in rank 0 from after its imports and the process group's rendezvous;
 * peak memory:    VmHWM of a fresh process streaming corpora of each --memory-tokens size; flat
                   means memory is bounded by the batch and the accumulators, not the corpus (the
-                  labels, read whole, add ~30 bytes a token).
+                  corpus and its labels are read a line at a time; ``--memory-only`` measures just this).
 
 With ``--device cuda --size 2x650`` (an untrained 2 x 650 word LSTM, Gulordava et al.'s shape) it gives
 the GPU figure for one process.
 Usage: python benchmarks/bench_stream.py [--tokens 50000] [--memory-tokens 100000,1000000] [--quick]
-       [--device cuda] [--size 2x650]
+       [--memory-only] [--device cuda] [--size 2x650]
 """
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def main_bench() -> None:
     parser.add_argument("--tokens", type=int, default=50_000, help="corpus for the throughput comparison")
     parser.add_argument("--memory-tokens", default="100000,1000000", help="corpus sizes for the peak memory")
     parser.add_argument("--quick", action="store_true", help="10k tokens; memory at 20k and 100k")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory at --memory-tokens")
     parser.add_argument("--device", default="cpu", help="where the model runs (cuda: the GPU figure, 1 process)")
     parser.add_argument("--size", default=None, metavar="LAYERSxHIDDEN",
                         help="an untrained word LSTM of this shape instead of the sample, e.g. 2x650")
@@ -144,6 +145,14 @@ def main_bench() -> None:
         corpus, labels, n = write_corpus(folder, args.tokens, "corpus")
         print(f"model {model.name} ({shape}) on {args.device}; corpus {n:,} tokens; "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load {os.getloadavg()[0]:.1f}")
+        for size in (int(s) for s in args.memory_tokens.split(",")):
+            big, big_labels, m = write_corpus(folder, size, f"mem{size}")
+            seconds, peak = in_process(stream_argv(big, big_labels))
+            print(f"peak memory     {peak:7.0f} MB streaming {m:,} tokens ({m / seconds:,.0f} tokens/s)")
+            big.unlink()
+            big_labels.unlink()
+        if args.memory_only:
+            return
         quiet(stream_argv(corpus, labels))  # warm-up: imports, caches
         stream = quiet(stream_argv(corpus, labels))
         trace = folder / "corpus.trace.safetensors"
@@ -157,12 +166,6 @@ def main_bench() -> None:
         for k in (1, 2) if args.device == "cpu" else ():  # one GPU here: the torchrun figures are CPU ones
             seconds, _ = in_process(stream_argv(corpus, labels), nproc=k)
             print(f"torchrun x{k}     {n / seconds:10,.0f} tokens/s  ({seconds:.1f} s: load, pass, all_reduce)")
-        for size in (int(s) for s in args.memory_tokens.split(",")):
-            big, big_labels, m = write_corpus(folder, size, f"mem{size}")
-            seconds, peak = in_process(stream_argv(big, big_labels))
-            print(f"peak memory     {peak:7.0f} MB streaming {m:,} tokens ({m / seconds:,.0f} tokens/s)")
-            big.unlink()
-            big_labels.unlink()
 
 if __name__ == "__main__":
     main_bench()

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from gatescope.vocab import Vocabulary
 
+_Item = TypeVar("_Item")
 SEQUENCE_COLUMN = "sequence"  # a CSV/TSV header column naming each row's sequence
 FLOAT_SUFFIXES = (".safetensors", ".npy", ".csv", ".tsv")
 
@@ -104,20 +105,32 @@ class Corpus:
         """(padded batch [B, T] or [B, T, F], lengths [B] or None when all are equally long), in order.
 
         With ``equal_lengths``, a batch is cut where the length changes, so no batch is padded."""
-        import torch
-
         lengths = self.lengths
-        start = 0
-        while start < self.num_sequences:
-            stop = min(start + size, self.num_sequences)
-            if equal_lengths:
-                changes = np.flatnonzero(lengths[start:stop] != lengths[start])
-                stop = start + int(changes[0]) if changes.size else stop
-            batch = [self.sequence(s) for s in range(start, stop)]
-            padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)  # (B, T) or (B, T, F)
-            same = bool((lengths[start:stop] == lengths[start]).all())
-            yield padded, None if same else torch.from_numpy(lengths[start:stop].copy())
-            start = stop
+        for group in batch_groups(range(self.num_sequences), size, lambda s: int(lengths[s]), equal_lengths):
+            yield pad_batch([self.sequence(s) for s in group])
+
+
+def batch_groups(items: Iterable[_Item], size: int, length: Callable[[_Item], int],
+                 equal_lengths: bool = False) -> Iterator[list[_Item]]:
+    """Consecutive ``items`` in groups of at most ``size``; with ``equal_lengths`` a group also ends where
+    ``length`` changes. One rule for a corpus in memory and one read a line at a time."""
+    group: list[_Item] = []
+    for item in items:
+        if group and (len(group) == size or (equal_lengths and length(item) != length(group[0]))):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def pad_batch(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sequences [T] or [T, F] as one padded batch [B, T(, F)] and their lengths [B] (None when all are equal)."""
+    import torch
+
+    padded = torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True)  # (B, T) or (B, T, F)
+    lengths = [len(s) for s in sequences]
+    return padded, None if len(set(lengths)) == 1 else torch.tensor(lengths)
 
 
 def concatenate(parts: Sequence[Corpus]) -> Corpus:
@@ -199,13 +212,20 @@ def read_text_file(path: str | os.PathLike, tokenizer: Tokenizer, whole: bool = 
         return from_sequences([tokenizer.encode(text, str(path))], str(path),
                               [(str(path), text)] if keep_text else None)
     ids, kept = [], []
-    for where, line in _lines(path, "text file"):
-        ids.append(tokenizer.encode(line, where))
+    for where, line, line_ids in tokenised_lines(path, tokenizer):
+        ids.append(line_ids)
         if keep_text:
             kept.append((where, line))
     if not ids:
         raise GatescopeError(f"empty input: {path} has no non-blank lines")
     return from_sequences(ids, str(path), kept if keep_text else None)
+
+
+def tokenised_lines(path: str | os.PathLike, tokenizer: Tokenizer) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(``"FILE line N"``, line, token ids) of each non-blank line, read and tokenised one at a time: the
+    streaming form of `read_text_file`, for a corpus that is not held (unknown tokens: ``tokenizer.report()``)."""
+    for where, line in _lines(Path(path), "text file"):
+        yield where, line, tokenizer.encode(line, where)
 
 
 def _lines(path: Path, what: str) -> Iterator[tuple[str, str]]:

@@ -16,12 +16,17 @@ The trace stores each as ``feature.{name}`` (docs/trace-format.md), which
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gatescope.corpus import Corpus, Tokenizer, from_sequences
 from gatescope.errors import GatescopeError
+
+if TYPE_CHECKING:
+    from gatescope.stimuli.agreement import Stimulus
 
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
 
@@ -41,8 +46,9 @@ def attach_feature_file(corpus: Corpus, name: str, path: str | os.PathLike) -> N
     corpus.add_feature(name, read_labels_file(path), source=str(path))
 
 
-def stimuli_corpus(model, path: str | os.PathLike, strict: bool = False) -> Corpus:
-    """Every item of an agreement TSV as one sequence (prefix + correct verb), with its labels."""
+def stimuli_items(model, path: str | os.PathLike, strict: bool = False) -> Iterator[tuple[str, Stimulus, np.ndarray]]:
+    """(where, labelled stimulus, token ids of prefix + correct verb) of each item of an agreement TSV, in order;
+    unknown words are counted by the tokenizer and said once at the end (``strict``: refused)."""
     from gatescope.analysis.agreement import read_stimuli
     from gatescope.stimuli.agreement import labelled
 
@@ -50,20 +56,33 @@ def stimuli_corpus(model, path: str | os.PathLike, strict: bool = False) -> Corp
     if vocab is not None and vocab.tokenizer != "word":
         raise GatescopeError(f"--stimuli labels words; this model's tokenizer is {vocab.tokenizer!r}")
     tokenizer = Tokenizer(vocab, strict)
-    sequences, stimuli = [], []
     for number, item in enumerate(read_stimuli(path), 1):
         where = f"{path} item {number}"
         try:
             stimulus = labelled(vocab.split(item.prefix), item.correct, item.wrong, item.condition)
         except GatescopeError as exc:
             raise GatescopeError(f"{where}: {exc}") from None
-        sequences.append(tokenizer.encode(" ".join(stimulus.tokens), where))
-        stimuli.append(stimulus)
+        yield where, stimulus, tokenizer.encode(" ".join(stimulus.tokens), where)
     tokenizer.report()
+
+
+def stimuli_corpus(model, path: str | os.PathLike, strict: bool = False) -> Corpus:
+    """Every item of an agreement TSV as one sequence (prefix + correct verb), with its labels."""
+    sequences, stimuli = [], []
+    for _, stimulus, ids in stimuli_items(model, path, strict):
+        sequences.append(ids)
+        stimuli.append(stimulus)
     corpus = from_sequences(sequences, f"{path} ({len(stimuli)} agreement items)")
     for name in STIMULUS_FEATURES:
         corpus.add_feature(name, np.concatenate([np.asarray(getattr(s, name), np.float32) for s in stimuli]))
     return corpus
+
+
+def check_code_model(model) -> None:
+    """Code features are per character: refuse a model without a char vocabulary."""
+    if model.vocab is None or model.vocab.tokenizer != "char":
+        tokenizer = "no vocabulary" if model.vocab is None else f"a {model.vocab.tokenizer} tokenizer"
+        raise GatescopeError(f"--code-features are per character; this model has {tokenizer}")
 
 
 def attach_code_features(model, corpus: Corpus) -> None:
@@ -71,9 +90,7 @@ def attach_code_features(model, corpus: Corpus) -> None:
     its texts kept: ``gatescope.corpus.gather(..., keep_text=True)``)."""
     from gatescope.stimuli.code_features import FEATURES, code_features
 
-    if model.vocab is None or model.vocab.tokenizer != "char":
-        tokenizer = "no vocabulary" if model.vocab is None else f"a {model.vocab.tokenizer} tokenizer"
-        raise GatescopeError(f"--code-features are per character; this model has {tokenizer}")
+    check_code_model(model)
     if corpus.texts is None:
         raise GatescopeError("--code-features are computed from the text: give --text or --file")
     parts = [code_features(text, where) for where, text in corpus.texts]

@@ -7,9 +7,12 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from gatescope.analysis import findings_report
+import gatescope
+from gatescope.analysis import findings, findings_report
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import (
@@ -23,6 +26,7 @@ from gatescope.stimuli.agreement import (
     is_heldout_pair,
     split_lexicon,
 )
+from gatescope.trace import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_JSON = ROOT / "docs" / "findings.json"
@@ -180,3 +184,64 @@ def test_large_model_findings_run_on_a_tiny_two_layer_model(tmp_path):
     assert [len(v) for v in res["profile"]["h"]] == [len(s.split()) for s in res["profile_sentences"]]
     text = findings_report.BLOCKS["number-units-2x650"]({"agreement_large": res})
     assert "**Sparse number units in a Lakretz-sized LSTM.**" in text and res["best_unit"] in text
+
+
+def _pairwise_auc(x: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC as the fraction of (positive, negative) pairs ordered right, ties counting half."""
+    pos, neg = x[y == 1], x[y == 0]
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def test_code_units_are_scored_per_file_against_an_independent_computation():
+    rng = np.random.default_rng(0)
+    lengths = [40, 30, 20]
+    n = sum(lengths)
+    string = (rng.random(n) < 0.3).astype(np.float32)
+    string[70:] = 0.0  # the third "file" has no string: its AUC is undefined
+    depth = rng.integers(0, 4, n).astype(np.float32)
+    c = torch.from_numpy(rng.normal(size=(n, 3)).astype(np.float32))  # (N, 3)
+    c[:, 1] = torch.from_numpy(-depth + rng.normal(scale=0.5, size=n).astype(np.float32))  # low where deep
+    c[:45, 2] = torch.from_numpy(np.round(string[:45] + rng.normal(scale=0.6, size=45), 1))  # ties included
+    trace = Trace({"rnn.l0.fwd.c": c}, [0, 40, 70, n], features={"in_string": string, "bracket_depth": depth})
+    aucs = findings._per_file_scores(trace, "rnn.l0.fwd.c:2", "in_string", "auc", lengths)
+    assert aucs[2] is None
+    for got, (start, stop) in zip(aucs[:2], [(0, 40), (40, 70)]):
+        assert got == pytest.approx(_pairwise_auc(c[start:stop, 2].numpy(), string[start:stop]), abs=1e-12)
+    corrs = findings._per_file_scores(trace, "rnn.l0.fwd.c:1", "bracket_depth", "corr", lengths)
+    for got, (start, stop) in zip(corrs, [(0, 40), (40, 70), (70, n)]):
+        assert got == pytest.approx(np.corrcoef(c[start:stop, 1].numpy(), depth[start:stop])[0, 1], abs=1e-6)
+    # a depth has 4 integer values, so ranking would treat it as categorical: the code features rank it by r
+    ranked = findings._rank_feature(trace, "bracket_depth", permutations=0)
+    assert ranked[0]["unit"] == "rnn.l0.fwd.c:1" and ranked[0]["metric"] == "corr" and ranked[0]["corr"] < -0.8
+    assert findings._oriented(ranked[0]["corr"], False, "corr") == -ranked[0]["corr"]
+    assert findings._oriented(0.2, False, "auc") == pytest.approx(0.8)
+
+
+def test_bits_per_char_agrees_with_the_metric_training_recorded():
+    """Measured by another route (the loaded model, each whole file at once) than the trainer's (the
+    training module, 1024-character pieces carrying the state)."""
+    from gatescope import sample_models
+    from gatescope.samples.data import stdlib_files
+
+    model = gatescope.load(sample_models.path(f"{findings.CODE_MODEL}.safetensors")).eval()
+    bits = findings.bits_per_char(model, stdlib_files(heldout=True))
+    assert list(bits) == [*model.metadata["heldout_files"], "pooled"]
+    assert bits["pooled"] == pytest.approx(model.metadata["metrics"]["heldout_loss_bits_per_char"], abs=1e-3)
+    assert min(bits.values()) < bits["pooled"] < max(bits.values())
+
+
+def test_the_char_report_shows_every_feature_on_every_heldout_file(results):
+    code = results["code"]
+    text = findings_report.report(results)
+    assert set(code["units"]) == set(findings.CODE_FEATURES)
+    assert f"at {code['bits_per_char']:.3f} bits per character" in text
+    for feature, res in code["units"].items():
+        best = res["top"][0]
+        cells = " | ".join(f"{best['heldout_by_file'][name]:.3f}" for name in code["heldout_files"])
+        assert f"`{best['unit']}` ({best['direction']}) | {best['train_score']:.3f} | " \
+               f"{best['heldout_score']:.3f} | {cells} |" in text, feature
+    missing = copy.deepcopy(results)
+    missing["code"]["units"]["in_comment"]["top"][0]["heldout_by_file"]["netrc.py"] = None
+    text = findings_report.report(missing)
+    assert "| n/a |" in text and "netrc.py has no comment: the score is undefined there" in text

@@ -80,11 +80,23 @@ def test_streamed_probe_equals_the_traced_one(corpus, capsys):
 def test_streaming_mode_errors(corpus, capsys):
     tmp, model = corpus
     common = ("analyze", "units", model, "--file", tmp / "corpus.txt")
-    fails(capsys, *common, match="needs --labels FILE")
+    fails(capsys, *common, match="needs exactly one label source: --labels FILE, --feature-from ITEMS.tsv or "
+                                 "--code-features (got none)")
+    fails(capsys, *common, "--labels", tmp / "labels.txt", "--code-features",
+          match="exactly one label source: --labels FILE, --feature-from ITEMS.tsv or --code-features "
+                "(got --labels FILE, --code-features)")
     fails(capsys, *common, "--labels", tmp / "labels.txt", "--permutations", 10, match="no p-values")
-    fails(capsys, *common, "--feature", "x", match="with --file give --labels")
+    fails(capsys, *common, "--labels", tmp / "labels.txt", "--feature", "x", match="--labels FILE is the label itself")
     (tmp / "short.txt").write_text("1\n0\n")
-    fails(capsys, *common, "--labels", tmp / "short.txt", match="has 2 values; the corpus has")
+    fails(capsys, *common, "--labels", tmp / "short.txt",
+          match="short.txt has 2 values; the corpus has more tokens (")
+    labels = (tmp / "labels.txt").read_text()
+    (tmp / "long.txt").write_text(labels + "1\n0\n")
+    tokens = len(labels.split())
+    fails(capsys, *common, "--labels", tmp / "long.txt",
+          match=f"long.txt has {tokens + 2} values; the corpus has {tokens} tokens")
+    fails(capsys, "analyze", "units", tmp / "x.safetensors", "--feature-from", tmp / "items.tsv", "--feature", "x",
+          match="--feature-from applies with --file")
     fails(capsys, *common, "--labels", tmp / "labels.txt", "--metric", "probe", match="metric probe")
     fails(capsys, "analyze", "units", model, "--labels", tmp / "labels.txt", "--grid-bins", 64,
           match="applies with --file")
@@ -122,6 +134,7 @@ def torchrun(nproc: int, *args) -> str:
                            str(nproc), "-m", "gatescope", *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "destroy_process_group() was not called" not in done.stderr  # every rank left its group
     return done.stdout
 
 

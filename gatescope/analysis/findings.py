@@ -16,9 +16,11 @@
    highest) ablated alone on incongruent NounPP (a unit "carries number" when that costs >= 5 points,
    re-measured on all items), sets of the top k against random sets, and the gate profile (i f g o c h)
    of the unit whose ablation costs most. Skipped, in one line, when the model is not there.
-4. The char LSTM on Python source (Karpathy et al. 2015's quote cell): rank c and h units for
-   ``in_string`` on training files, report the best unit's AUC on the held-out stdlib files (pooled
-   and per file) and a probe on all cells with its control task.
+4. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
+   for each code feature rank c and h units on training files (ROC AUC for ``in_string`` and
+   ``in_comment``, Pearson r for ``bracket_depth`` and ``indent_level``), report the best unit's score
+   on the held-out stdlib files (pooled and per file), bits per character on those files, and a probe
+   for ``in_string`` on all cells with its control task.
 
 The results are one JSON document; gatescope.analysis.findings_report renders it as Markdown.
 Each stage runs inside ``stage(description)``, a context manager the caller may use to show progress.
@@ -59,6 +61,8 @@ RANKING_CONDITIONS = tuple(c for c in CONDITIONS if c.rpartition("_")[0] in ("si
                                                                           "objrc"))
 CARRIES_NUMBER = 0.05  # a single-unit ablation that costs this much incongruent NounPP accuracy
 CODE_MODEL = "pysource_lstm"
+# Karpathy et al. 2015's code features: binary ones scored by ROC AUC, graded ones by Pearson correlation
+CODE_FEATURES = {"in_string": "auc", "in_comment": "auc", "bracket_depth": "corr", "indent_level": "corr"}
 Stage = Callable[[str], ContextManager[Any]]
 
 
@@ -98,15 +102,34 @@ def code_trace(model: torch.nn.Module, paths: Sequence[Path], chunk: int = 4000,
             source = path.read_text(encoding="utf-8")
             for name, values in code_features(source, str(path)).items():
                 feats.setdefault(name, []).append(values)
-            ids = model.encode(source)
-            if len(ids) != len(source):
-                raise GatescopeError(f"{path}: the model's tokenizer is not one token per character")
+            ids = _char_ids(model, source, path)
             for start in range(0, len(ids), chunk):
                 model(torch.tensor([ids[start : start + chunk]]))
     trace = rec.trace
     for name, parts in feats.items():
         trace.add_feature(name, np.concatenate(parts))
     return trace
+
+
+def _char_ids(model: torch.nn.Module, source: str, path: Path) -> list[int]:
+    ids = model.encode(source)
+    if len(ids) != len(source):
+        raise GatescopeError(f"{path}: the model's tokenizer is not one token per character")
+    return ids
+
+
+def bits_per_char(model: torch.nn.Module, paths: Sequence[Path]) -> dict[str, float]:
+    """Cross-entropy of a char model's next-character predictions in bits, each file read from a zero
+    state: ``{file name: bits, ..., "pooled": bits over all predicted characters}``."""
+    out, total, count = {}, 0.0, 0
+    with torch.no_grad():
+        for path in paths:
+            ids = torch.tensor([_char_ids(model, path.read_text(encoding="utf-8"), path)])  # (1, N)
+            logits = model(ids[:, :-1])  # (1, N-1, V)
+            nats = float(torch.nn.functional.cross_entropy(logits[0].double(), ids[0, 1:], reduction="sum"))
+            out[path.name] = nats / (ids.shape[1] - 1) / np.log(2)
+            total, count = total + nats, count + ids.shape[1] - 1
+    return out | {"pooled": total / count / np.log(2)}
 
 
 def patching_flips(model: torch.nn.Module, items: Sequence[Any], sets: dict[str, list[str]]) -> dict[str, float]:
@@ -346,8 +369,10 @@ def large_findings(model_path: Path, figure: Path | None, draws: int = 10, scree
 
 def code_findings(model_path: Path, train_chars: int = 60000, permutations: int = 200,
                   save_trace: Path | None = None, stage: Stage = no_stage) -> dict[str, Any]:
-    """The best in_string unit chosen on training files, its AUC on the held-out stdlib files (pooled
-    and per file), and a probe on all cells with its control task."""
+    """For each code feature, the best c or h unit chosen on training files and its score on the
+    held-out stdlib files (pooled and per file), with the best unit chosen on the held-out files for
+    comparison; bits per character on the held-out files; probes for in_string on all cells with their
+    control task."""
     from gatescope.samples.data import stdlib_files
 
     model = gatescope.load(model_path).eval()
@@ -358,57 +383,95 @@ def code_findings(model_path: Path, train_chars: int = 60000, permutations: int 
         train_paths.append(path)
         total += len(path.read_text(encoding="utf-8"))
     with stage(f"{model_path.stem}: ranking units on {len(train_paths)} training files"):
-        chosen = rank_units(code_trace(model, train_paths), feature="in_string", metric="auc", permutations=0)
+        train = code_trace(model, train_paths)
+        chosen = {f: _rank_feature(train, f, 0).head(5) for f in CODE_FEATURES}
+        del train
     held_paths = stdlib_files(heldout=True)
+    with stage(f"{model_path.stem}: bits per character on {len(held_paths)} held-out files"):
+        bits = bits_per_char(model, held_paths)
     with stage(f"{model_path.stem}: recording {len(held_paths)} held-out files"):
         held = code_trace(model, held_paths)
         if save_trace is not None:  # then read it memory-mapped: only the columns in use stay resident
             held.save(save_trace)
             del held
             held = gatescope.load_trace(save_trace)
-    with stage(f"{model_path.stem}: scoring units on the held-out files ({permutations} permutations)"):
-        scored = {r["unit"]: r for r in rank_units(held, feature="in_string", metric="auc",
-                                                   permutations=permutations)}
-        best_held = max(scored.values(), key=lambda r: r["score"])
-        # a unit that is low inside strings separates them as well: AUCs are oriented by the training files
-        top = [{"unit": r["unit"], "direction": "high" if r["auc"] >= 0.5 else "low", "train_auc": r["score"],
-                "heldout_auc": _oriented(scored[r["unit"]]["auc"], r["auc"] >= 0.5),
-                "heldout_p_fwer": scored[r["unit"]]["p_fwer"]} for r in chosen.head(5)]
-        lengths = [len(p.read_text(encoding="utf-8")) for p in held_paths]
-        best = top[0]
-        per_file = _per_file_auc(held, best["unit"], "in_string", lengths)
-        best["heldout_auc_by_file"] = {p.name: _oriented(a, best["direction"] == "high")
-                                       for p, a in zip(held_paths, per_file)}
+    lengths = [len(p.read_text(encoding="utf-8")) for p in held_paths]
+    with stage(f"{model_path.stem}: scoring units on the held-out files ({permutations} permutations for in_string)"):
+        units = {f: _heldout_units(held, f, chosen[f], held_paths, lengths, permutations if f == "in_string" else 0)
+                 for f in CODE_FEATURES}
     with stage(f"{model_path.stem}: probe on the cells with a control task"):
         probes = probe_units(held, feature="in_string", kinds="c", ks=(1, 4, 16, 64), epochs=3)
     return {"model": model_path.name, "train_files": [p.name for p in train_paths],
-            "probes": [{k: r[k] for k in PROBE_KEYS} for r in probes],
             "heldout_files": [p.name for p in held_paths], "heldout_tokens": held.num_tokens,
-            "top_units": top, "best_heldout_unit": {"unit": best_held["unit"], "auc": best_held["score"]}}
+            "bits_per_char": bits.pop("pooled"), "bits_per_char_by_file": bits, "units": units,
+            "probes": [{k: r[k] for k in PROBE_KEYS} for r in probes]}
 
 
-def _per_file_auc(trace: Trace, unit: str, feature: str, lengths: Sequence[int]) -> list[float]:
-    """ROC AUC of ``unit`` for the binary ``feature`` over each consecutive run of ``lengths`` rows."""
+def _rank_feature(trace: Trace, feature: str, permutations: int) -> Any:
+    """The c and h units ranked for a code feature by its metric (CODE_FEATURES)."""
+    from gatescope.analysis.labels import resolve_labels
+
+    metric = CODE_FEATURES[feature]
+    if metric == "auc":
+        return rank_units(trace, feature=feature, metric="auc", permutations=permutations)
+    labels = resolve_labels(trace, feature=feature, kind="continuous")  # a depth is graded, not categorical
+    return rank_units(trace, labels, metric="corr", permutations=permutations)
+
+
+def _heldout_units(held: Trace, feature: str, chosen: Any, paths: Sequence[Path], lengths: Sequence[int],
+                   permutations: int) -> dict[str, Any]:
+    """The units chosen on the training files, scored on the held-out ones in the direction the training
+    files gave them (a unit low inside strings separates them as well as a high one); their family-wise
+    p-value from ``permutations`` label shuffles (None without any)."""
+    metric = CODE_FEATURES[feature]
+    scored = _rank_feature(held, feature, permutations)
+    by_unit = {r["unit"]: r for r in scored}
+    top = []
+    for r in chosen:
+        high = r[metric] >= (0.5 if metric == "auc" else 0.0)
+        held_row = by_unit[r["unit"]]
+        top.append({"unit": r["unit"], "direction": "high" if high else "low", "train_score": r["score"],
+                    "heldout_score": _oriented(held_row[metric], high, metric),
+                    "heldout_p_fwer": held_row["p_fwer"] if permutations else None})
+    best = top[0]
+    per_file = _per_file_scores(held, best["unit"], feature, metric, lengths)
+    best["heldout_by_file"] = {p.name: None if v is None else _oriented(v, best["direction"] == "high", metric)
+                               for p, v in zip(paths, per_file)}
+    best_held = scored[0]
+    return {"metric": metric, "top": top,
+            "best_heldout_unit": {"unit": best_held["unit"], "score": best_held["score"]}}
+
+
+def _per_file_scores(trace: Trace, unit: str, feature: str, metric: str, lengths: Sequence[int]) -> list[float | None]:
+    """``metric`` (ROC AUC for class 1, or Pearson r) of ``unit`` for ``feature`` over each consecutive run
+    of ``lengths`` rows; None where a file has one value only (no comment in it: the score is undefined)."""
     from gatescope.names import parse_unit
 
     parsed = parse_unit(unit)
     column = trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
     labels = trace.features[feature].to(torch.float64)  # (N,)
-    out, start = [], 0
+    out: list[float | None] = []
+    start = 0
     for n in lengths:
         x, y = column[start : start + n], labels[start : start + n]
         start += n
-        pos = y == 1
-        n1, n0 = int(pos.sum()), int((y == 0).sum())
-        if n1 == 0 or n0 == 0:
-            raise GatescopeError(f"{feature}: a held-out file has only one class; its AUC is undefined")
-        ranks = midranks(x[:, None])[:, 0]
-        out.append(float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)))
+        if torch.unique(y).numel() < 2:
+            out.append(None)
+        elif metric == "auc":
+            pos = y == y.max()
+            n1, n0 = int(pos.sum()), int((~pos).sum())
+            ranks = midranks(x[:, None])[:, 0]
+            out.append(float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)))
+        else:
+            out.append(float(torch.corrcoef(torch.stack([x, y]))[0, 1]))
     return out
 
 
-def _oriented(auc: float, high: bool) -> float:
-    return auc if high else 1 - auc
+def _oriented(value: float, high: bool, metric: str = "auc") -> float:
+    """A unit's score in the direction it was chosen in: 1 - AUC or -r for a unit low on the feature."""
+    if high:
+        return value
+    return 1 - value if metric == "auc" else -value
 
 
 def large_model_path(given: Path | None, say: Callable[[str], None]) -> Path | None:

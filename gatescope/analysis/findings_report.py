@@ -249,28 +249,59 @@ def large_model(results: dict[str, Any]) -> list[str]:
     return lines[:-1]
 
 
-def string_unit(results: dict[str, Any]) -> list[str]:
+# what a file lacks when a feature has one value only in it
+FEATURE_NOUNS = {"in_string": "string literal", "in_comment": "comment", "bracket_depth": "bracket",
+                 "indent_level": "indented block"}
+METRIC_TITLES = {"auc": "ROC AUC", "corr": "Pearson r"}
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def code_units(results: dict[str, Any]) -> list[str]:
+    """The char model: bits per character, and per code feature the unit chosen on training files with its
+    held-out score pooled and per file; the in_string probes with their control task."""
     code = results.get("code")
     if not code:
         return []
-    b = code["top_units"][0]
-    by_file = ", ".join(f"{name} {auc:.3f}" for name, auc in b["heldout_auc_by_file"].items())
-    lines = [f"**A string unit in the char model.** `{b['unit']}` of `{code['model'].removesuffix('.safetensors')}`"
-             f", chosen on {len(code['train_files'])} training files (AUC {b['train_auc']:.3f}; "
-             f"{b['direction']} inside strings), separates \"inside a string literal\" (from Python's `tokenize`) "
-             f"from the rest with ROC AUC {b['heldout_auc']:.3f} over the {len(code['heldout_files'])} held-out "
-             f"stdlib files pooled ({code['heldout_tokens']} characters); per file: {by_file}. The best unit "
-             f"chosen on the held-out files themselves is {code['best_heldout_unit']['unit']} "
-             f"(AUC {code['best_heldout_unit']['auc']:.3f}).", ""]
-    lines += ["Linear probes for `in_string` on the held-out files (top-k curve: "
+    model = code["model"].removesuffix(".safetensors")
+    files = code["heldout_files"]
+    bits = ", ".join(f"{name} {b:.3f}" for name, b in code["bits_per_char_by_file"].items())
+    lines = [f"**Units of the char model.** `{model}` reads the {len(files)} held-out stdlib files (never trained "
+             f"on; {code['heldout_tokens']} characters), each from a zero state, at {code['bits_per_char']:.3f} "
+             f"bits per character (per file: {bits}). For each feature of Python's `tokenize` the c or h unit "
+             f"that scores best on {len(code['train_files'])} training files is chosen there, then scored on "
+             "the held-out files in the direction it was chosen in (ROC AUC for the binary features, Pearson r "
+             "for the graded ones); the last column is the best unit chosen on the held-out files themselves, "
+             "for comparison:", "",
+             "| feature | unit (chosen on training files) | training | held-out, pooled | "
+             + " | ".join(files) + " | best on held-out |",
+             "| --- | --- | --- | --- |" + " --- |" * len(files) + " --- |"]
+    missing = []
+    for feature, res in code["units"].items():
+        b = res["top"][0]
+        per_file = [b["heldout_by_file"][name] for name in files]
+        missing += [f"{name} has no {FEATURE_NOUNS[feature]}"
+                    for name, v in zip(files, per_file) if v is None]
+        held = res["best_heldout_unit"]
+        lines.append(f"| {feature} ({METRIC_TITLES[res['metric']]}) | `{b['unit']}` ({b['direction']}) | "
+                     f"{b['train_score']:.3f} | {b['heldout_score']:.3f} | " + " | ".join(map(_score, per_file))
+                     + f" | `{held['unit']}` {held['score']:.3f} |")
+    if missing:
+        lines += ["", f"(n/a: {'; '.join(missing)}: the score is undefined there.)"]
+    lines += ["", "Linear probes for `in_string` on the held-out files (top-k curve: "
               + "; ".join(f"{p['name']}: " + ", ".join(f"{k} units {v:.3f}" for k, v in p["curve"].items())
                           for p in code["probes"]) + "):", ""]
-    lines += _probe_table([(code["model"].removesuffix(".safetensors"), p) for p in code["probes"]])
+    lines += _probe_table([(model, p) for p in code["probes"]])
     for p in code["probes"]:
         if p["selectivity"] <= 0:
             lines += ["", f"The probe on {p['name']} is not selective: the control task, which sees only which "
                       f"character each token is, scores {p['control']:.3f} against its {p['score']:.3f}, so its "
                       "accuracy says nothing about what the cells add; the single unit's AUC is the figure to read."]
+        else:
+            lines += ["", f"The probe on {p['name']} beats its control task, which sees only which character each "
+                      f"token is, by {p['selectivity']:.3f}: the cells add to what the character alone says."]
     return lines
 
 
@@ -289,7 +320,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "number-units-2x650": lambda r: _join(large_model(r)),
     "number-units": lambda r: _join(number_units(r), independent_sets(r), gate_profile(r)),
     "number-units-summary": lambda r: _join(_first_table(number_units(r)), _first_table(independent_sets(r))),
-    "string-unit": lambda r: _join(string_unit(r)),
+    "string-unit": lambda r: _join(code_units(r)),
 }
 
 

@@ -113,16 +113,20 @@ class ProbeTrainer:
     minibatches (cross-entropy, or MSE on the standardised target) plus the elastic-net penalty.
     `fit_probe` feeds it minibatches read from a trace; a streamed pass feeds it a corpus's."""
 
-    def __init__(self, labels: Labels, train_targets: torch.Tensor, count: int, total: torch.Tensor,
-                 sq: torch.Tensor, *, l1: float, l2: float, lr: float, seed: int) -> None:
-        """train_targets: the targets of every training row (a regression standardises by them);
+    def __init__(self, labels: Labels, train_targets: torch.Tensor | tuple[float, float], count: int,
+                 total: torch.Tensor, sq: torch.Tensor, *, l1: float, l2: float, lr: float, seed: int) -> None:
+        """train_targets: the targets of every training row, or their (mean, std) (a regression standardises
+        by them);
         count, total (k,), sq (k,): rows, sum and sum of squares (float64) of the units over them."""
         self.regression, self.kind, self.l1, self.l2 = labels.kind == "continuous", labels.kind, l1, l2
         mean = total / count
         std = (sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
         self.mean, self.std = mean.to(torch.float32), std.to(torch.float32)
-        ys = train_targets
-        self.y_mean, self.y_std = (float(ys.mean()), float(ys.std().clamp_min(1e-6))) if self.regression else (0.0, 1.0)
+        self.y_mean, self.y_std = 0.0, 1.0
+        if self.regression:
+            ys = train_targets  # or (mean, standard deviation), as a streamed probe sums them
+            self.y_mean, self.y_std = ys if isinstance(ys, tuple) else (float(ys.mean()), float(ys.std()))
+            self.y_std = max(self.y_std, 1e-6)
         torch.manual_seed(seed)
         outputs = 1 if self.regression else labels.num_classes
         self.linear = torch.nn.Linear(len(total), outputs)
@@ -178,13 +182,17 @@ def control_labels(trace: Trace, labels: Labels, seed: int = 0) -> Labels:
     labels' empirical distribution; rows keep the task's NaNs. Needs the trace's token ids."""
     if trace.token_ids is None:
         raise GatescopeError("a control task needs the trace's token ids; this trace has none")
-    gen = torch.Generator().manual_seed(seed)
     valid = labels.valid
     pool = labels.values[valid]
-    types = int(trace.token_ids.max()) + 1
-    per_type = pool[torch.randint(pool.numel(), (types,), generator=gen)]  # (types,)
+    per_type = pool[control_draws(pool.numel(), int(trace.token_ids.max()) + 1, seed)]  # (types,)
     values = torch.where(valid, per_type[trace.token_ids], torch.full_like(labels.values, float("nan")))
     return make_labels(values, name=f"control({labels.name})", kind=labels.kind)
+
+
+def control_draws(pool: int, types: int, seed: int = 0) -> torch.Tensor:
+    """The control task's draws: for each token type 0..types-1, the position of its label among the
+    ``pool`` labelled tokens in corpus order (int64 [types]). A streamed probe reads those positions."""
+    return torch.randint(pool, (types,), generator=torch.Generator().manual_seed(seed))
 
 
 def default_ks(h: int) -> list[int]:

@@ -26,9 +26,28 @@ POSITIVE = click.IntRange(min=1)
 
 def _labels_options(f):
     f = click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
-                     help="Labels file: .npy, or text with one value a line, one per token of the trace.")(f)
-    f = click.option("--feature", help="A per-token feature stored in the trace (e.g. subject_number).")(f)
+                     help="Labels file: .npy, or text with one value a line, one per token of the trace "
+                          "(of the corpus, with --file).")(f)
+    f = click.option("--feature", help="A per-token feature stored in the trace (e.g. subject_number); with "
+                                       "--file, the feature of --feature-from or --code-features to label by.")(f)
     return f
+
+
+def _stream_label_options(f):
+    """The label sources of the streaming mode besides --labels (one of the three, with --file)."""
+    f = click.option("--code-features", is_flag=True,
+                     help="With --file: label by a Python source feature of each line (char models; --feature "
+                          "in_string, in_comment, bracket_depth or indent_level).")(f)
+    f = click.option("--feature-from", metavar="ITEMS.tsv", type=click.Path(dir_okay=False),
+                     help="With --file: label by a feature of agreement stimuli (--feature subject_number, "
+                          "in_attractor or is_verb); corpus line k must be item k's prefix and correct verb.")(f)
+    return f
+
+
+def _stream_labels(feature, labels_file, feature_from, code_features):
+    from gatescope.cli.stream import LabelOptions
+
+    return LabelOptions(labels_file, feature_from, code_features, feature)
 
 
 def _corpus_options(f):
@@ -143,32 +162,36 @@ def analyze() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
 @click.option("--grid-bins", type=click.IntRange(min=2), default=2048, show_default=True,
               help="With --file: histogram bins per unit over its kind's range (AUC and MI; see auc_bound).")
+@_stream_label_options
 @_corpus_options
 @click.pass_context
 def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json, grid_bins,
-          corpus, batch_size, device, distributed):
+          feature_from, code_features, corpus, batch_size, device, distributed):
     """Rank every unit of TRACE by its association with a per-token label.
 
     \b
-    With --file, TRACE is a model, streamed over the corpus in one pass (no trace written):
-      gatescope analyze units model.safetensors --file corpus.txt --labels labels.txt
+    With --file, TRACE is a model, streamed over the corpus in one pass (no trace written), labelled
+    by exactly one of:
+      --labels FILE                     one value a token of the corpus, in order
+      --feature-from ITEMS.tsv --feature NAME
+                                        agreement stimuli: line k = item k's prefix + correct verb
+      --code-features --feature NAME    Python source features of each line (char models)
+    e.g. gatescope analyze units model.safetensors --file corpus.txt --labels labels.txt
     """
     from gatescope.analysis.ranking import rank_units
     from gatescope.files import check_writable
     from gatescope.trace import load_trace
 
-    _check_mode(ctx, corpus, ("grid_bins",),
+    _check_mode(ctx, corpus, ("grid_bins", "feature_from", "code_features"),
                 permutations="needs the whole trace at once; a streamed ranking has no p-values",
-                    seed="applies to the permutations, which a streamed ranking does not draw",
-                    feature="names a feature stored in a trace; with --file give --labels FILE")
+                seed="applies to the permutations, which a streamed ranking does not draw")
     if csv_path:
         check_writable(csv_path)  # before the work, not after
     if corpus is not None:
         from gatescope.cli.stream import stream_units
 
-        if labels_file is None:
-            raise GatescopeError("--file needs --labels FILE: one label per token of the corpus")
-        table = stream_units(trace, corpus, labels_file, kinds=kinds, metric=metric, grid_bins=grid_bins,
+        table = stream_units(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
+                             kinds=kinds, metric=metric, grid_bins=grid_bins,
                              run=_run_options(batch_size, as_json), device=device, distributed=distributed)
         if table is None:  # another process of a torchrun: rank 0 reports
             return
@@ -200,32 +223,32 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
               help="Train on a control task (random label per token type) and report selectivity.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
+@_stream_label_options
 @_corpus_options
 @click.pass_context
-def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json, corpus, batch_size, device,
-          distributed):
+def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json, feature_from,
+          code_features, corpus, batch_size, device, distributed):
     """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves.
 
-    With --file, TRACE is a model, streamed over the corpus (epochs + 2 passes, no trace written);
-    the control task and the top-k curve are then not computed.
+    With --file, TRACE is a model, streamed over the corpus (epochs + 2 passes, no trace written),
+    labelled as for `analyze units --file` (--labels, --feature-from or --code-features); the probe
+    on the control task trains in the same passes; the top-k curve is not computed.
     """
     from gatescope.analysis.probes import probe_units
     from gatescope.trace import load_trace
 
-    _check_mode(ctx, corpus, control="needs more probes and passes; a streamed probe has no control task",
-                feature="names a feature stored in a trace; with --file give --labels FILE")
+    _check_mode(ctx, corpus, ("feature_from", "code_features"))
     if corpus is not None:
         from gatescope.cli.stream import stream_probes
 
-        if labels_file is None:
-            raise GatescopeError("--file needs --labels FILE: one label per token of the corpus")
-        table = stream_probes(trace, corpus, labels_file, kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed,
+        table = stream_probes(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
+                              kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed, control=control,
                               run=_run_options(batch_size, as_json), device=device, distributed=distributed)
-        click.echo("streamed probes: no control task, selectivity or top-k curve", err=True)
+        click.echo("streamed probes: no top-k curve", err=True)
         if as_json:
             click.echo(table.to_json())
             return
-        _show(table.rows, ["name", "baseline", "score", "n_train", "n_test"],
+        _show(table.rows, ["name", "baseline", "score", "control", "selectivity", "n_train", "n_test"],
               "probes (held-out accuracy, or R² for continuous labels)")
         for r in table.rows:
             click.echo(f"{r['name']}: top units {', '.join(r['top_units'][:3])}")

@@ -116,8 +116,9 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     - Sparse number units in a Lakretz-sized LSTM (2 layers of 650 units, agreement_lstm_2x650, when
       it has been trained or is given with --model): how many units carry number in each layer,
       what ablating each one alone does, sets of them, and the gate profile of the strongest.
-    - The string unit of the Python character model: which cell tracks "inside a string literal",
-      and how well it does on standard-library files the model never saw.
+    - The units of the Python character model: which cells track "inside a string literal", "inside
+      a comment", bracket depth and indentation, chosen on training files and scored on each
+      standard-library file the model never saw, and its bits per character on those files.
 
     Takes a few minutes on two CPU cores and under 1 GB of memory. Writes the traces (ready for
     `gatescope analyze` and `gatescope browse`), figures, findings.json and findings.md under --out

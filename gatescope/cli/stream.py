@@ -1,8 +1,10 @@
 """One pass of a model over a corpus: streamed analyses and sharded traces, on one or several processes.
 
 `stream_analysis` runs MODEL over the corpus in batches and feeds each batch's recording to a
-streaming analysis (gatescope.analysis.stream_analyses), keeping nothing else: memory is one
-batch plus the accumulators, whatever the corpus's length. `write_sharded` writes the recording
+streaming analysis (gatescope.analysis.stream_analyses), keeping nothing else. The corpus is a
+`CorpusStream`: read a line at a time with its labels alongside (gatescope.analysis.stream_labels:
+``--labels``, ``--feature-from``, ``--code-features``), so memory is one batch plus the accumulators,
+whatever the corpus's length. `write_sharded` writes the recording
 as a sharded trace folder (gatescope.shardfile), one shard at a time. Under torchrun both split
 the work over the processes (gatescope.distributed): rank r runs batches (or shards) r, r + K, ...;
 the statistics are summed over the ranks, and rank 0 writes. A progress bar on stderr shows tokens
@@ -14,10 +16,13 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from gatescope.analysis.stream_analyses import Rows
 from gatescope.distributed import World, all_ok, all_reduce_sum, broadcast, join, leave
 from gatescope.errors import GatescopeError
 
@@ -40,12 +45,77 @@ def token_progress(total: int, description: str, enabled: bool) -> Iterator[Call
         yield lambda tokens: bar.advance(task, tokens)
 
 
-def _corpus_batches(model, inputs, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, int]]:
-    """(padded batch, lengths or None, tokens) of the corpus (a gatescope.corpus.Corpus), as `gatescope trace`
-    batches it (the one place this module reads input)."""
-    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
-    for x, lengths in inputs.batches(batch_size, equal_lengths=has_cells):
-        yield x, lengths, x.shape[0] * x.shape[1] if lengths is None else int(lengths.sum())
+class CorpusStream:
+    """A text corpus, one sequence a non-blank line, read and tokenised a line at a time and never held,
+    with a label source's values alongside (gatescope.analysis.stream_labels). The first pass (`scan`)
+    counts the tokens, checks that the labels line up and finds their scheme, before any model runs;
+    every pass reads the file again. Memory: one batch, and the labels' distinct values."""
+
+    def __init__(self, model, path: str, source=None, report: bool = True) -> None:
+        """report: say the tokens outside the vocabulary (once, in the scan)."""
+        from gatescope.corpus import check, from_sequences
+
+        self.model, self.path, self.source = model, path, source
+        self.sequences = self.tokens = self.types = 0
+        self.first: np.ndarray | None = None
+        self.scheme = None
+        self._scan(report)
+        check(model, from_sequences([self.first], path))  # ids this model takes
+
+    def lines(self, report: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(token ids [T], label values [T] or None) of each line, in order."""
+        from gatescope.corpus import Tokenizer, tokenised_lines
+
+        tokenizer = Tokenizer(self.model.vocab)
+        reader = self.source.reader() if self.source is not None else None
+        tokens = 0
+        for where, line, ids in tokenised_lines(self.path, tokenizer):
+            tokens += len(ids)
+            yield ids, None if reader is None else reader.take(where, line, ids)
+        if reader is not None:
+            reader.close(tokens)
+        if report:
+            tokenizer.report()
+
+    def _scan(self, report: bool) -> None:
+        from gatescope.analysis.stream_labels import LabelScan
+
+        scan, pending, size = LabelScan(), [], 0
+        for ids, values in self.lines(report):
+            self.first = ids if self.first is None else self.first
+            self.sequences += 1
+            self.tokens += len(ids)
+            self.types = max(self.types, int(ids.max()) + 1)
+            if values is not None:
+                pending.append(values)
+                size += values.size
+                if size >= 1 << 16:  # counted a few thousand values at a time
+                    scan.update(np.concatenate(pending))
+                    pending, size = [], 0
+        if self.first is None:
+            raise GatescopeError(f"empty input: {self.path} has no non-blank lines")
+        if self.source is not None:
+            if pending:
+                scan.update(np.concatenate(pending))
+            self.scheme = scan.scheme(self.source.name)
+
+    def batches(self, size: int, equal_lengths: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, Rows]]:
+        """(padded batch [B, T], lengths [B] or None, its Rows: start, label values, token ids, held out),
+        batched as `gatescope trace` batches a corpus (`corpus.batch_groups`)."""
+        from gatescope.analysis.stream_labels import heldout_sequences
+        from gatescope.corpus import batch_groups, pad_batch
+
+        held = heldout_sequences(self.sequences, self.tokens)
+        row = sequence = 0
+        for group in batch_groups(self.lines(), size, lambda line: len(line[0]), equal_lengths):
+            x, lengths = pad_batch([torch.from_numpy(ids) for ids, _ in group])
+            out, first = [], row
+            for ids, _ in group:
+                out.append(held(sequence, row, len(ids)))
+                sequence, row = sequence + 1, row + len(ids)
+            values = None if self.source is None else torch.from_numpy(np.concatenate([v for _, v in group]))
+            yield x, lengths, Rows(first, values, torch.from_numpy(np.concatenate([i for i, _ in group])),
+                                   torch.from_numpy(np.concatenate(out)))
 
 
 def _run(model, x: torch.Tensor, lengths: torch.Tensor | None, options):
@@ -54,9 +124,9 @@ def _run(model, x: torch.Tensor, lengths: torch.Tensor | None, options):
     return rec.trace
 
 
-def recorded_widths(model, inputs, options) -> dict[str, int]:
-    """Quantity name -> units, as ``options`` record them (one sequence run to find out)."""
-    part = _run(model, inputs.sequence(0)[None], None, options)
+def recorded_widths(model, first: torch.Tensor, options) -> dict[str, int]:
+    """Quantity name -> units, as ``options`` record them (the sequence ``first`` [T] run to find out)."""
+    part = _run(model, first[None], None, options)
     return {name: int(part[name].shape[1]) for name in part.names}
 
 
@@ -64,6 +134,13 @@ def open_corpus(model_path, file: str, device: str, distributed: bool, options=N
     """(World, model on this rank's device, the corpus read once, token count); the caller calls `leave`.
     A model that cannot run, or ``options`` selecting nothing it records, is refused before any work."""
     from gatescope import corpus as corpora
+
+    world, model = _open_model(model_path, device, distributed, options)
+    inputs = corpora.gather(model, files=[file])
+    return world, model, inputs, inputs.num_tokens
+
+
+def _open_model(model_path, device: str, distributed: bool, options=None):
     from gatescope.checkpoint import load
     from gatescope.cli.trace import check_selection
 
@@ -72,25 +149,23 @@ def open_corpus(model_path, file: str, device: str, distributed: bool, options=N
     model.check_runnable()
     if options is not None:
         check_selection(model, options.modules, options.kinds)
-    inputs = corpora.gather(model, files=[file])
-    return world, model, inputs, inputs.num_tokens
+    return world, model
 
 
-def stream_analysis(world: World, model, inputs, tokens: int, analysis, options, description: str = "streaming"
+def stream_analysis(world: World, model, stream: CorpusStream, analysis, options, description: str = "streaming"
                     ) -> None:
-    """Feed every batch this rank owns to ``analysis`` (its ``update(quantities, start_row)``), then sum
+    """Feed every batch this rank owns to ``analysis`` (its ``update(quantities, rows)``), then sum
     the accumulators over the ranks: on return every rank holds the whole corpus's statistics."""
     error: GatescopeError | None = None
+    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
     try:
-        row = 0
-        with token_progress(tokens, description, options.progress and world.main) as advance:
-            for k, (x, lengths, n) in enumerate(_corpus_batches(model, inputs, options.batch_size)):
+        with token_progress(stream.tokens, description, options.progress and world.main) as advance:
+            for k, (x, lengths, rows) in enumerate(stream.batches(options.batch_size, equal_lengths=has_cells)):
                 if world.owns(k):
                     part = _run(model, x, lengths, options)
                     # statistics are kept on the CPU: a batch recorded on a GPU comes over once
-                    analysis.update({name: part[name].to("cpu") for name in part.names}, row)
-                row += n
-                advance(n)
+                    analysis.update({name: part[name].to("cpu") for name in part.names}, rows)
+                advance(rows.ids.numel())
     except GatescopeError as exc:
         error = exc
     if not all_ok(world, error is None):
@@ -164,40 +239,51 @@ def trace_sharded(model_path, output: Path, file: str, device: str, options, sha
             f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}")
 
 
-def corpus_labels(labels_file: str, tokens: int):
-    """Labels for the corpus from a labels file: one value per token, in corpus order."""
-    from gatescope.analysis.labels import make_labels, read_labels_file
+@dataclass(frozen=True)
+class LabelOptions:
+    """The label source of a streamed command: exactly one of ``labels`` (a file), ``feature_from``
+    (an agreement TSV) or ``code_features``; ``feature`` picks one of the latter two's features."""
 
-    values = read_labels_file(labels_file)
-    if len(values) != tokens:
-        raise GatescopeError(f"{Path(labels_file).name} has {len(values)} values; the corpus has {tokens} tokens "
-                             f"(one label a token, in the corpus's order)")
-    return make_labels(torch.as_tensor(values), name=Path(labels_file).name)
+    labels: str | None = None
+    feature_from: str | None = None
+    code_features: bool = False
+    feature: str | None = None
 
 
-def _streamed(model_path, file: str, run, device: str, distributed: bool, make):
-    """Open the corpus, build the analysis with ``make(widths of everything recorded, tokens)``, record only
-    the kinds it reads, stream; -> (the analysis, summed over the ranks, or None off rank 0; tokens)."""
-    world, model, inputs, tokens = open_corpus(model_path, file, device, distributed)
+def _streamed(model_path, file: str, run, device: str, distributed: bool, make, labels: LabelOptions | None = None):
+    """Open the corpus (and its labels), build the analysis with ``make(widths of everything recorded,
+    stream)``, record only the kinds it reads, stream; -> the analysis, summed over the ranks, or None
+    off rank 0."""
+    from gatescope.analysis.stream_labels import label_source
+
+    world, model = _open_model(model_path, device, distributed)
     try:
-        widths = recorded_widths(model, inputs, run)
-        analysis = make(widths, tokens)
-        stream_analysis(world, model, inputs, tokens, analysis, dataclasses.replace(run, kinds=analysis.kinds()))
+        source = None if labels is None else label_source(model, labels.labels, labels.feature_from,
+                                                          labels.code_features, labels.feature)
+        stream = CorpusStream(model, file, source, report=world.main)
+        analysis = make(recorded_widths(model, torch.from_numpy(stream.first), run), stream)
+        run = dataclasses.replace(run, kinds=analysis.kinds())
+        passes = getattr(analysis, "passes", lambda: [None])()
+        for i, phase in enumerate(passes, 1):
+            if phase is not None:
+                analysis.begin(phase)
+            stream_analysis(world, model, stream, analysis, run,
+                            "streaming" if phase is None else f"pass {i}/{len(passes)} ({phase})")
     finally:
         leave(world)
-    return (analysis if world.main else None), tokens
+    return analysis if world.main else None
 
 
-def stream_units(model_path, file: str, labels_file: str, *, kinds, metric: str, grid_bins: int, run, device: str,
-                 distributed: bool):
-    """`analyze units MODEL --file CORPUS --labels FILE`: the ranking Table (None off rank 0)."""
+def stream_units(model_path, file: str, labels: LabelOptions, *, kinds, metric: str, grid_bins: int, run,
+                 device: str, distributed: bool):
+    """`analyze units MODEL --file CORPUS (--labels | --feature-from | --code-features)`: the ranking Table
+    (None off rank 0)."""
     from gatescope.analysis.stream_analyses import StreamingRanking
 
-    def make(widths, tokens):
-        return StreamingRanking(widths, corpus_labels(labels_file, tokens), kinds=kinds, metric=metric,
-                                grid_bins=grid_bins)
+    def make(widths, stream):
+        return StreamingRanking(widths, stream.scheme, kinds=kinds, metric=metric, grid_bins=grid_bins)
 
-    analysis, _ = _streamed(model_path, file, run, device, distributed, make)
+    analysis = _streamed(model_path, file, run, device, distributed, make, labels)
     return None if analysis is None else analysis.result()
 
 
@@ -205,31 +291,25 @@ def stream_saturation(model_path, file: str, *, kinds, low: float, high: float, 
     """`analyze saturation MODEL --file CORPUS`: (saturation Table, timescales Table or None), None off rank 0."""
     from gatescope.analysis.stream_analyses import StreamingSaturation
 
-    analysis, _ = _streamed(model_path, file, run, device, distributed,
-                            lambda widths, tokens: StreamingSaturation(widths, kinds=kinds, low=low, high=high))
+    analysis = _streamed(model_path, file, run, device, distributed,
+                         lambda widths, stream: StreamingSaturation(widths, kinds=kinds, low=low, high=high))
     return None if analysis is None else (analysis.result(), analysis.timescales())
 
 
-def stream_probes(model_path, file: str, labels_file: str, *, kinds, epochs: int, l1: float, l2: float, seed: int,
-                  run, device: str, distributed: bool):
-    """`analyze probe MODEL --file CORPUS --labels FILE`: one probe per quantity, epochs + 2 passes -> Table."""
-    from gatescope.analysis.selection import heldout_from_offsets
+def stream_probes(model_path, file: str, labels: LabelOptions, *, kinds, epochs: int, l1: float, l2: float,
+                  seed: int, control: bool, run, device: str, distributed: bool):
+    """`analyze probe MODEL --file CORPUS ...`: one probe per quantity (and one on the control task),
+    epochs + 2 passes -> Table."""
+    import os
+
     from gatescope.analysis.stream_analyses import StreamingProbes
 
-    world, model, inputs, tokens = open_corpus(model_path, file, device, distributed)
-    try:
-        if world.size > 1:
-            raise GatescopeError("probe training takes its Adam steps in corpus order, in one process: run "
-                                 "analyze probe --file without torchrun")
-        labels = corpus_labels(labels_file, tokens)
-        held = heldout_from_offsets(torch.from_numpy(inputs.offsets))
-        probes = StreamingProbes(recorded_widths(model, inputs, run), labels, held, kinds=kinds, epochs=epochs,
-                                 l1=l1, l2=l2, seed=seed)
-        run = dataclasses.replace(run, kinds=probes.kinds())
-        passes = probes.passes()
-        for i, phase in enumerate(passes, 1):
-            probes.begin(phase)
-            stream_analysis(world, model, inputs, tokens, probes, run, f"pass {i}/{len(passes)} ({phase})")
-    finally:
-        leave(world)
-    return probes.result()
+    if distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise GatescopeError("probe training takes its Adam steps in corpus order, in one process: run "
+                             "analyze probe --file without torchrun")
+
+    def make(widths, stream):
+        return StreamingProbes(widths, stream.scheme, kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed,
+                               control_types=stream.types if control else None)
+
+    return _streamed(model_path, file, run, device, False, make, labels).result()

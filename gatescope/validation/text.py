@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,21 +142,70 @@ def _is_complex(text: str) -> bool:
 
 def _read_npy(path: Path) -> np.ndarray:
     """A 1-D numeric .npy array, its header checked before its data is read."""
-    fmt = np.lib.format
     with open_regular(path, "labels file") as f:
-        try:
-            version = fmt.read_magic(f)
-            if version not in ((1, 0), (2, 0), (3, 0)):
-                raise ValueError(f"unknown .npy version {version}")
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
-        except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
-            raise GatescopeError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-        if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
-            raise GatescopeError(f"{path} is not a readable .npy array of numbers (dtype {shown(str(dtype))})")
-        if len(shape) != 1:
-            raise GatescopeError(f"{path}: labels must be a 1-D numeric array; got shape {shape}")
-        need = shape[0] * dtype.itemsize
-        if need > file_size(f) - f.tell():
-            raise GatescopeError(f"{path} is truncated: its header claims {shape[0]} values ({need} bytes)")
-        return np.frombuffer(f.read(need), dtype=dtype)
+        shape, dtype = _npy_header(f, path)
+        return np.frombuffer(f.read(shape[0] * dtype.itemsize), dtype=dtype)
+
+
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the 1-D numeric .npy array open in ``f``, left at its data; anything else is refused."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy version {version}")
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
+    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+        raise GatescopeError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+    if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
+        raise GatescopeError(f"{path} is not a readable .npy array of numbers (dtype {shown(str(dtype))})")
+    if len(shape) != 1:
+        raise GatescopeError(f"{path}: labels must be a 1-D numeric array; got shape {shape}")
+    need = shape[0] * dtype.itemsize
+    if need > file_size(f) - f.tell():
+        raise GatescopeError(f"{path} is truncated: its header claims {shape[0]} values ({need} bytes)")
+    return shape, dtype
+
+
+# -- the same labels read a piece at a time (a streamed corpus: gatescope.analysis.stream_labels) --------------
+def map_npy_labels(path: str | os.PathLike) -> np.ndarray:
+    """The labels of a .npy file as a read-only memory map [N] (pages read as they are used), checked as
+    `read_labels` checks them except for infinity, which `label_values` finds in each piece read."""
+    path = Path(path)
+    with open_regular(path, "labels file") as f:
+        shape, dtype = _npy_header(f, path)
+        offset = f.tell()
+    if dtype.kind == "c":
+        raise GatescopeError(f"{path}: labels must be real numbers; got complex values")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if shape[0] else np.zeros(0, dtype)
+
+
+def text_label_words(path: str | os.PathLike) -> dict[str, float] | None:
+    """One bounded pass over a text labels file: None when every line is a number (or empty), else the
+    code of each distinct line, as `read_labels` codes words (sorted; empty and ``nan`` not applicable).
+    Only the distinct words are held."""
+    path = Path(path)
+    try:
+        for _, line in text_lines(path, "labels file"):
+            text = line.strip()
+            float(text) if text else None
+        return None
+    except ValueError:  # read again as words, as read_labels does
+        pass
+    distinct = dict.fromkeys(line.strip() for _, line in text_lines(path, "labels file"))
+    complex_ = next((t for t in distinct if _is_complex(t)), None)
+    if complex_ is not None:
+        raise GatescopeError(f"{path}: labels must be real numbers or words; found the complex number "
+                             f"{shown(complex_)}")
+    words = sorted(t for t in distinct if t and t.lower() != "nan")
+    code = {w: float(i) for i, w in enumerate(words)}
+    return {t: code.get(t, math.nan) for t in distinct}
+
+
+def text_label_values(path: str | os.PathLike, words: dict[str, float] | None) -> Iterator[float]:
+    """The values of a text labels file one line at a time, as `read_labels` gives them; ``words`` from
+    `text_label_words` (None: numbers)."""
+    for _, line in text_lines(path, "labels file"):
+        text = line.strip()
+        yield (float(text) if text else math.nan) if words is None else words.get(text, math.nan)
