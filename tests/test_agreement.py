@@ -25,7 +25,9 @@ from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import (
     CONDITIONS,
     INCONGRUENT_NOUNPP,
+    distance,
     generate_stimuli,
+    is_incongruent,
     write_stimuli,
 )
 
@@ -111,6 +113,17 @@ def assert_matches(result: dict, reference: dict):
     total = sum(n for _, n, _ in reference.values())
     assert result["n"] == total
     assert result["accuracy"] == pytest.approx(sum(a * n for a, n, _ in reference.values()) / total, abs=1e-6)
+    for key, wanted in (("by_distance", lambda c: True), ("by_distance_incongruent", is_incongruent)):
+        pooled: dict[int, list[tuple[float, int]]] = {}
+        for condition, (accuracy, n, _) in reference.items():
+            if wanted(condition):
+                pooled.setdefault(distance(condition), []).append((accuracy, n))
+        rows = {int(d): row for d, row in result[key].items()}  # JSON keys are strings
+        assert sorted(rows) == list(rows) == sorted(pooled), key
+        for d, parts in pooled.items():
+            n = sum(k for _, k in parts)
+            assert rows[d]["n"] == n and rows[d]["accuracy"] == pytest.approx(sum(a * k for a, k in parts) / n), d
+    assert result["without_distance"] == 0
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -171,12 +184,27 @@ def test_few_number_units_carry_agreement_and_random_units_do_not(name, items):
 def test_bundled_stimuli_by_default_and_a_table_without_json(capsys):
     model_path = sample_models.path("agreement_gru.safetensors")
     result = run_json(capsys, model_path)
-    assert result["n"] == 2520 and list(result["by_condition"]) == list(CONDITIONS)
+    assert result["n"] == len(generate_stimuli()) == 8920 and list(result["by_condition"]) == list(CONDITIONS)
     main(["agreement", str(model_path)])
     out = capsys.readouterr().out
     for condition in CONDITIONS:
         assert condition in out
-    assert "2520" in out
+    assert "8920" in out and "By distance (tokens between subject and verb)" in out
+    nounpp3 = result["by_distance"]["9"]  # three attractors: the only items 9 tokens from their subject
+    assert nounpp3["n"] == 800 and nounpp3["accuracy"] == pytest.approx(
+        sum(result["by_condition"][f"nounpp3_{n}"]["accuracy"] for n in ("SS", "SP", "PS", "PP")) / 4)
+
+
+def test_items_of_other_conditions_count_but_have_no_distance(tmp_path, capsys):
+    path = tmp_path / "mixed.tsv"
+    path.write_text("the boy near the cars\tgreets\tgreet\tnounpp_SP\nthe boys\tgreet\tgreets\tmine\n")
+    result = run_json(capsys, sample_models.path("agreement_lstm.safetensors"), "--stimuli", path)
+    assert result["n"] == 2 and list(result["by_condition"]) == ["nounpp_SP", "mine"]
+    assert result["without_distance"] == 1 and {d: r["n"] for d, r in result["by_distance"].items()} == {"3": 1}
+    main(["agreement", str(sample_models.path("agreement_lstm.safetensors")), "--stimuli", str(path)])
+    err = capsys.readouterr().err
+    assert err.startswith("gatescope: warning: 1 of 2 items have a condition gatescope does not know")
+    assert err.count("\n") == 1
 
 
 # --- bad input -------------------------------------------------------------------------------------

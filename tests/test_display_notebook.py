@@ -34,9 +34,9 @@ def test_example_notebook_runs_and_shows_the_units(tmp_path, monkeypatch):
     html = [out["data"]["text/html"] for out in outputs if "text/html" in out.get("data", {})]
     text = "".join(out.get("text", "") for out in outputs)
     assert html[0].startswith('<div class="gatescope-trace">')  # the trace's summary
-    assert "rnn.l0.fwd.h:96" in html[1] and "Table: 6 rows" in html[1]  # the number unit ranks first
-    assert "rnn.l0.fwd.h:96 (hidden state), coloured by h" in html[2]
-    assert "accuracy 1.000 -> 0.125" in text  # the README's ablation figure
+    assert "rnn.l0.fwd.h:69" in html[1] and "Table: 6 rows" in html[1]  # the number unit ranks first
+    assert "rnn.l0.fwd.h:69 (hidden state), coloured by h" in html[2]
+    assert "accuracy 1.000 -> 0.160" in text  # the ablation figure, recomputed on the retrained model
     assert "nounpp_SP" in html[4] and "agreement accuracy over 400 items" in html[4]
     assert "rnn.l0.fwd.c:160" in html[5]
     assert "rnn.l0.fwd.c:160 (cell state), coloured by tanh(c)" in html[6]

@@ -14,6 +14,7 @@ import torch
 import gatescope
 from gatescope.analysis import findings, findings_report
 from gatescope.cli import main
+from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import (
     INCONGRUENT_NOUNPP,
     NOUN_PL,
@@ -137,6 +138,52 @@ def test_from_json_prints_the_report_and_writes_json(tmp_path, results, capsys):
     assert run(["findings", "--from-json", str(DOCS_JSON), "--json", str(copy_path)]) == 0
     assert capsys.readouterr().out == findings_report.report(results)
     assert json.loads(copy_path.read_text()) == results
+
+
+def test_the_2x650_section_without_the_model_is_one_line(tmp_path, results):
+    from gatescope.analysis.findings import LARGE_MODEL, large_model_path
+
+    said = []
+    if not (ROOT / "sample_models" / f"{LARGE_MODEL}.safetensors").exists():
+        assert large_model_path(None, said.append) is None
+        assert len(said) == 1 and "is not bundled" in said[0] and "skipped" in said[0] and "\n" not in said[0]
+    with pytest.raises(GatescopeError, match=r"^--model .*missing\.safetensors: no such file$"):
+        large_model_path(tmp_path / "missing.safetensors", said.append)
+    without = {k: v for k, v in results.items() if k != "agreement_large"}
+    block = findings_report.BLOCKS["number-units-2x650"](without)
+    assert block.count("\n") == 0 and f"`{LARGE_MODEL}` was not analysed in this run" in block
+    assert f"`{LARGE_MODEL}` was not analysed" in findings_report.report(without)
+
+
+def test_accuracy_tables_show_every_model_per_construction_and_distance(results):
+    text = findings_report.BLOCKS["agreement-accuracy"](results)
+    models = results["agreement"] + ([results["agreement_large"]] if "agreement_large" in results else [])
+    for res in models:
+        gru = res["accuracy_by_condition"]
+        cells = "/".join(f"{gru[f'nested_{n}']:.3f}" for n in ("SS", "SP", "PS", "PP"))
+        assert cells in text
+        nine = f"{res['accuracy_by_distance']['9']:.3f} / {res['accuracy_by_distance_incongruent']['9']:.3f}"
+        assert f"| 9 | " in text and nine in text
+    assert "| nounpp3: the boy" in text and "| 9 | SS/SP/PS/PP |" in text
+
+
+@pytest.mark.slow
+def test_large_model_findings_run_on_a_tiny_two_layer_model(tmp_path):
+    """The 2x650 section's code on a 2 x 12 LSTM trained for a few steps: every figure is there and
+    consistent (the carriers are the single ablations that cost >= the criterion, re-measured)."""
+    from gatescope.analysis.findings import large_findings
+    from gatescope.samples import train
+
+    path = train.train_all(tmp_path, only=["agreement_lstm_2x650"], steps=30, hidden_size=12, embedding_size=8)[0]
+    res = large_findings(path, tmp_path / "profile.png", draws=2, screen_items=10, layer1_screened=4)
+    assert res["num_layers"] == 2 and res["hidden_size"] == 12 and res["screened"] == 12 + 4
+    assert set(res["units_auc_90"]) == {"rnn.l0.fwd.h", "rnn.l1.fwd.h"} and (tmp_path / "profile.png").is_file()
+    assert all(c["drop"] >= res["criterion"] for c in res["carriers"])
+    assert [a["k"] for a in res["set_ablations"]] == [1, 2, 4]
+    assert set(res["profile"]) == set("ifgoch") and len(res["profile"]["c"]) == 4
+    assert [len(v) for v in res["profile"]["h"]] == [len(s.split()) for s in res["profile_sentences"]]
+    text = findings_report.BLOCKS["number-units-2x650"]({"agreement_large": res})
+    assert "**Sparse number units in a Lakretz-sized LSTM.**" in text and res["best_unit"] in text
 
 
 def _pairwise_auc(x: np.ndarray, y: np.ndarray) -> float:

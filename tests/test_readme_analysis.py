@@ -48,4 +48,4 @@ def test_every_analysis_command_works_in_order(tmp_path):
             args = ["bash", "-c", command] if lang == "bash" else [sys.executable, "-c", command]
             done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "findings" / "findings.json").is_file() and (tmp_path / "nounpp_96.png").is_file()
+    assert (tmp_path / "findings" / "findings.json").is_file() and (tmp_path / "nounpp_69.png").is_file()

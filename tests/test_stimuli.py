@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -12,12 +13,15 @@ from gatescope.analysis.agreement import read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import (
     CONDITIONS,
+    LARGE_LEXICON,
     LEXICON,
+    PREFIX_ROLES,
     NOUN_PL,
     NOUN_SG,
     VERB_PL,
     VERB_SG,
     bundled_stimuli_path,
+    distance,
     generate_stimuli,
     is_heldout_pair,
     make_stimulus,
@@ -39,8 +43,47 @@ def same(a, b):
 def test_conditions_cover_the_issue():
     for structure in ("simple", "adv", "namepp"):
         assert {f"{structure}_S", f"{structure}_P"} <= set(CONDITIONS)
-    for structure in ("nounpp", "objrc"):
+    for structure in ("nounpp", "objrc", "nounpp2", "nounpp3", "longpp", "objrcpp", "nested", "subjrc", "sentcomp",
+                      "vpcoord"):
         assert {f"{structure}_{n}" for n in ("SS", "SP", "PS", "PP")} <= set(CONDITIONS)
+
+
+def test_distance_counts_the_tokens_between_subject_and_verb():
+    assert [distance(c) for c in ("simple_S", "adv_P", "namepp_S", "nounpp_SP", "objrc_PS")] == [0, 1, 2, 3, 4]
+    assert [distance(c) for c in ("nounpp2_SP", "nounpp3_PS", "longpp_SS", "objrcpp_SP")] == [6, 9, 5, 7]
+    assert [distance(c) for c in ("nested_SP", "subjrc_PS", "sentcomp_SP", "vpcoord_PS")] == [3, 4, 0, 4]
+    for item in generate_stimuli(per_condition=3, seed=4):
+        subject = PREFIX_ROLES[item.condition.split("_")[0]].index("subj")
+        assert len(item.tokens) - 2 - subject == distance(item.condition)
+    with pytest.raises(GatescopeError, match="unknown agreement condition 'nounpp_XY'"):
+        distance("nounpp_XY")
+
+
+def test_marvin_linzen_constructions_hand_checked():
+    boy, greets = NOUN_SG.index("boy"), VERB_SG.index("greets")
+    two = make_stimulus("nounpp2", boy, greets, "SP", random.Random(0))
+    assert two.tokens[3] == two.tokens[6] == "the" and two.tokens[2] in LEXICON["prep"]
+    assert two.tokens[4] in NOUN_PL and two.tokens[7] in NOUN_PL and two.correct == "greets"
+    assert two.in_attractor == (0, 0, 1, 1, 1, 1, 1, 1, 0)
+    comp = make_stimulus("sentcomp", boy, greets, "PS", random.Random(1))
+    assert comp.tokens[2] in LEXICON["say_sg"] and comp.tokens[1] in NOUN_SG  # the main clause: singular
+    assert comp.tokens[3:] == ("that", "the", "boys", "greet") and comp.wrong == "greets"
+    assert same(comp.subject_number, (NAN,) * 5 + (1, 1)) and comp.subject == "boys"
+    assert comp.in_attractor == (1, 1, 1, 0, 0, 0, 0)
+    coord = make_stimulus("vpcoord", boy, greets, "SP", random.Random(2))
+    the, boy_, first, the2, obj, conj, second = coord.tokens
+    assert (the, boy_, the2, conj, second) == ("the", "boy", "the", "and", "greets")
+    assert first in VERB_SG and first != "greets" and obj in NOUN_PL
+    assert not is_heldout_pair(boy, VERB_SG.index(first))  # the first verb joins a training pair
+    nested = make_stimulus("nested", boy, greets, "PS", random.Random(3))
+    assert nested.tokens[2:5] == ("that", "the", "boys") and nested.correct == "greet"
+    assert nested.tokens[1] in NOUN_SG and nested.tokens[7] in NOUN_SG  # the outer subject and the PP noun
+    assert same(nested.subject_number, (NAN,) * 4 + (1,) * 5) and nested.subject == "boys"
+    assert nested.in_attractor == (1, 1, 0, 0, 0, 1, 1, 1, 0)
+    rc = make_stimulus("subjrc", boy, greets, "PP", random.Random(4))
+    assert rc.tokens[:3] == ("the", "boys", "that") and rc.tokens[3] in VERB_PL and rc.tokens[5] in NOUN_PL
+    long = make_stimulus("longpp", boy, greets, "SP", random.Random(5))
+    assert long.tokens[4] in LEXICON["adj"] and long.tokens[5] in LEXICON["adj"] and long.tokens[6] in NOUN_PL
 
 
 def test_lexicon_is_aligned_by_lemma_and_unambiguous():
@@ -84,23 +127,25 @@ def test_every_generated_item_is_consistent():
     for item in items:
         n = len(item.tokens)
         assert len(item.subject_number) == len(item.in_attractor) == len(item.is_verb) == n
-        plural = item.tokens[1] in NOUN_PL
+        plural = item.subject in NOUN_PL
+        subject = item.tokens.index(item.subject)
         assert item.condition.split("_")[1][0] == ("P" if plural else "S")
-        assert same(item.subject_number, (NAN,) + (float(plural),) * (n - 1))
+        assert same(item.subject_number, (NAN,) * subject + (float(plural),) * (n - subject))
         assert item.is_verb == (0,) * (n - 1) + (1,)
         verbs, others = (VERB_PL, VERB_SG) if plural else (VERB_SG, VERB_PL)
         assert others[verbs.index(item.correct)] == item.wrong
-        if item.condition.startswith(("nounpp", "objrc")):
-            attractor = item.tokens[4]
-            assert item.condition[-1] == ("P" if attractor in NOUN_PL else "S")
+        attractors = [t for t, a in zip(item.tokens, item.in_attractor) if a and (t in NOUN_SG or t in NOUN_PL)]
+        assert bool(attractors) == (len(item.condition.split("_")[1]) == 2)
+        for attractor in attractors:  # every attractor noun has the condition's second number
+            assert item.condition[-1] == ("P" if attractor in NOUN_PL else "S"), item
 
 
 def test_evaluation_pairs_are_held_out_of_the_training_corpus():
     items = generate_stimuli()
     for item in items:
         verbs = VERB_SG if item.correct in VERB_SG else VERB_PL
-        nouns = NOUN_SG if item.tokens[1] in NOUN_SG else NOUN_PL
-        assert is_heldout_pair(nouns.index(item.tokens[1]), verbs.index(item.correct))
+        nouns = NOUN_SG if item.subject in NOUN_SG else NOUN_PL
+        assert is_heldout_pair(nouns.index(item.subject), verbs.index(item.correct))
     evaluation = {item.tokens for item in items}
     lengths = sorted({len(t) for t in evaluation})
     corpus = training_corpus(20000, seed=1)
@@ -109,6 +154,20 @@ def test_evaluation_pairs_are_held_out_of_the_training_corpus():
     # the grammar does produce every structure, with attractors of both numbers
     joined = [" ".join(s) for s in corpus]
     assert any(" that the " in s for s in joined) and any(" near the " in s for s in joined)
+    assert any(" says that " in s for s in joined) and any(" and " in s for s in joined)
+    prep = "|".join(LEXICON["prep"])
+    assert any(re.search(rf" ({prep}) .* ({prep}) .* ({prep}) ", s) for s in joined)  # three PPs
+    # the large lexicon's grammar never starts with one either (its first lemmas are the small lexicon's)
+    for sentence in training_corpus(5000, seed=2, lexicon=LARGE_LEXICON):
+        assert not any(tuple(sentence[:n]) in evaluation for n in lengths), sentence
+
+
+def test_large_lexicon_extends_the_small_one():
+    for key, words in LEXICON.items():
+        assert LARGE_LEXICON[key][:len(words)] == words
+    assert len(LARGE_LEXICON["noun_sg"]) >= 200 and len(LARGE_LEXICON["verb_sg"]) >= 100
+    words = [w for category in LARGE_LEXICON.values() for w in category]
+    assert len(words) == len(set(words))
 
 
 def test_training_corpus_is_deterministic_and_agrees():

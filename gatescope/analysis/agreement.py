@@ -2,7 +2,10 @@
 
 An item is a prefix and two forms of the next verb. The model gets the item right when it gives
 the correct form a higher probability than the wrong one after the prefix; since both come from
-the same softmax, that is comparing their logits. Accuracy is reported overall and per condition.
+the same softmax, that is comparing their logits. Accuracy is reported overall, per condition and
+per distance between the subject and the verb (tokens between them, as Linzen et al. 2016 plot it;
+known for gatescope's own conditions, `gatescope.stimuli.agreement.distance`), the latter also on
+the incongruent items alone (an attractor of the other number).
 
 Stimuli files are tab-separated, without a header, one item a line::
 
@@ -111,8 +114,13 @@ def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
     `vocab` defaults to ``model.vocab`` (a `gatescope.vocab.Vocabulary`). `interventions` are
     applied to every batch (their values must not depend on the batch: use set, scale or add).
     Returns ``{"accuracy", "n", "mean_logit_diff", "by_condition": {condition: {"accuracy", "n",
-    "mean_logit_diff"}}}``, conditions in order of first appearance.
+    "mean_logit_diff"}}, "by_distance": {d: {...}}, "by_distance_incongruent": {d: {...}},
+    "without_distance": n}``: conditions in order of first appearance, distances ascending (tokens
+    between subject and verb), over the items whose condition is one of gatescope's
+    (`without_distance` counts the others).
     """
+    from gatescope.stimuli.agreement import CONDITIONS, distance, is_incongruent
+
     vocab = vocab if vocab is not None else getattr(model, "vocab", None)
     if vocab is None:
         raise GatescopeError("the model has no vocabulary, so words cannot be turned into ids")
@@ -126,12 +134,22 @@ def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
     for condition in conditions:
         mask = torch.tensor([item.condition == condition for item in items])
         by_condition[condition] = _summary(diffs[mask])
-    return AgreementResult({**_summary(diffs), "by_condition": by_condition})
+    known = [c for c in conditions if c in CONDITIONS]
+    by_distance, incongruent = {}, {}
+    for d in sorted({distance(c) for c in known}):
+        at = [c for c in known if distance(c) == d]
+        by_distance[d] = _summary(diffs[torch.tensor([item.condition in at for item in items])])
+        if any(is_incongruent(c) for c in at):
+            mask = torch.tensor([item.condition in at and is_incongruent(item.condition) for item in items])
+            incongruent[d] = _summary(diffs[mask])
+    without = sum(by_condition[c]["n"] for c in conditions if c not in CONDITIONS)
+    return AgreementResult({**_summary(diffs), "by_condition": by_condition, "by_distance": by_distance,
+                            "by_distance_incongruent": incongruent, "without_distance": without})
 
 
 def _summary(diffs: torch.Tensor) -> dict[str, Any]:
     return {
-        "accuracy": float((diffs > 0).float().mean()),
+        "accuracy": int((diffs > 0).sum()) / max(1, diffs.numel()),  # exact: a float32 mean is not
         "n": int(diffs.numel()),
         "mean_logit_diff": float(diffs.mean()),
     }

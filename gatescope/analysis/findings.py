@@ -10,7 +10,13 @@
 2. Robust number units: rank on NounPP items drawn from one half of the lexicon and ablate the top
    k = 1..8 on items drawn from the other half (no noun, verb or preposition in common;
    `gatescope.stimuli.agreement.split_lexicon`), against random sets of k.
-3. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
+3. Sparse number units in a Lakretz-sized model (`agreement_lstm_2x650`, 2 x 650 units; Lakretz et al.
+   2019 found two, 776 and 988, in layer 2 of Gulordava et al.'s LM): per layer, how many h units
+   separate singular from plural (AUC >= 0.9), every unit of layer 2 (and the layer-1 units ranked
+   highest) ablated alone on incongruent NounPP (a unit "carries number" when that costs >= 5 points,
+   re-measured on all items), sets of the top k against random sets, and the gate profile (i f g o c h)
+   of the unit whose ablation costs most. Skipped, in one line, when the model is not there.
+4. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
    for each code feature rank c and h units on training files (ROC AUC for ``in_string`` and
    ``in_comment``, Pearson r for ``bracket_depth`` and ``indent_level``), report the best unit's score
    on the held-out stdlib files (pooled and per file), bits per character on those files, and a probe
@@ -40,12 +46,20 @@ from gatescope.analysis.dynamics import (
 from gatescope.analysis.probes import probe_units
 from gatescope.analysis.ranking import midranks, rank_units
 from gatescope.errors import GatescopeError
+from gatescope.stimuli.agreement import CONDITIONS
+from gatescope.analysis.table import Table
 from gatescope.trace import Trace
 
 LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
            "the boys near the car greet", "the boys near the cars greet")
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
 AGREEMENT_MODELS = ("agreement_lstm", "agreement_gru")
+LARGE_MODEL = "agreement_lstm_2x650"
+# the ranking trace holds Lakretz et al.'s conditions and ObjRC (2,520 items; the README's sequence
+# numbers refer to it: NounPP SS starts at 920), not every construction: it stays a few hundred MB
+RANKING_CONDITIONS = tuple(c for c in CONDITIONS if c.rpartition("_")[0] in ("simple", "adv", "namepp", "nounpp",
+                                                                          "objrc"))
+CARRIES_NUMBER = 0.05  # a single-unit ablation that costs this much incongruent NounPP accuracy
 CODE_MODEL = "pysource_lstm"
 # Karpathy et al. 2015's code features: binary ones scored by ROC AUC, graded ones by Pearson correlation
 CODE_FEATURES = {"in_string": "auc", "in_comment": "auc", "bracket_depth": "corr", "indent_level": "corr"}
@@ -200,9 +214,9 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
     model = gatescope.load(model_path).eval()
     items = read_stimuli(bundled_stimuli_path())
     with stage(f"{name}: accuracy on the bundled stimuli"):
-        by_condition = {c: r["accuracy"] for c, r in evaluate_agreement(model, items)["by_condition"].items()}
+        accuracy = accuracy_findings(model, items)
     with stage(f"{name}: recording the ranking stimuli"):
-        trace = agreement_trace(model, generate_stimuli(seed=1))
+        trace = agreement_trace(model, generate_stimuli(seed=1, conditions=RANKING_CONDITIONS))
         if save_trace is not None:
             trace.save(save_trace)
     with stage(f"{name}: ranking h units ({permutations} permutations)"):
@@ -240,7 +254,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "model": model_path.name,
         "hidden_size": model.modules_info[0]["hidden_size"],
         "cell": model.modules_info[0]["cell"],
-        "accuracy_by_condition": by_condition,
+        **accuracy,
         "draws": draws,
         "ranking_top": [{k: r[k] for k in ("unit", "score", "corr", "probe", "p_fwer")} for r in ranking.head(8)],
         "significant_units": sum(r["p_fwer"] < 0.01 for r in ranking),
@@ -254,6 +268,102 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "saturation": {r["kind"]: {"left": r["left"], "right": r["right"]} for r in sat},
         "figure": figure.name if figure else None,
         "independent": independent,
+    }
+
+def accuracy_findings(model: torch.nn.Module, items: Sequence[Any]) -> dict[str, Any]:
+    """Agreement accuracy per condition, per distance, and per distance on the incongruent items."""
+    result = evaluate_agreement(model, items)
+    return {"accuracy_by_condition": {c: r["accuracy"] for c, r in result["by_condition"].items()},
+            "accuracy_by_distance": {str(d): r["accuracy"] for d, r in result["by_distance"].items()},
+            "accuracy_by_distance_incongruent": {str(d): r["accuracy"]
+                                                 for d, r in result["by_distance_incongruent"].items()}}
+
+
+def _profile(trace: Trace, unit: str) -> dict[str, list[list[float]]]:
+    """{kind: [values at each token of each sequence]} of ``unit`` (gate_profile, as plain numbers)."""
+    from gatescope.analysis.dynamics import gate_profile
+
+    return {kind: [[round(float(v), 4) for v in seq] for seq in values]
+            for kind, values in gate_profile(trace, unit, range(trace.num_sequences)).items()}
+
+
+def large_findings(model_path: Path, figure: Path | None, draws: int = 10, screen_items: int = 50,
+                   layer1_screened: int = 32, seed: int = 0, stage: Stage = no_stage) -> dict[str, Any]:
+    """Sparse number units in a 2-layer LSTM: AUC per layer, single-unit and set ablations, gate profile."""
+    from gatescope.stimuli.agreement import INCONGRUENT_NOUNPP, bundled_stimuli_path, generate_stimuli, split_lexicon
+
+    name = model_path.stem
+    model = gatescope.load(model_path).eval()
+    info = model.modules_info[0]
+    items = read_stimuli(bundled_stimuli_path())
+    with stage(f"{name}: accuracy on the bundled stimuli"):
+        accuracy = accuracy_findings(model, items)
+    with stage(f"{name}: ranking the h units of both layers"):
+        nounpp = ("nounpp_SS", "nounpp_SP", "nounpp_PS", "nounpp_PP")
+        trace = agreement_trace(model, generate_stimuli(100, seed=1, conditions=nounpp), kinds=["h"])
+        ranking = rank_units(trace, feature="subject_number", kinds="h", metric="auc", permutations=0)
+        del trace
+        layers = sorted({r["name"] for r in ranking})
+        per_layer = {n: [r for r in ranking if r["name"] == n] for n in layers}
+    incongruent = [it for it in items if it.condition in INCONGRUENT_NOUNPP]
+    full = agreement_metric(model, incongruent)
+    screen = agreement_metric(model, [it for c in INCONGRUENT_NOUNPP
+                                      for it in [i for i in incongruent if i.condition == c][:screen_items]])
+    top_layer = layers[-1]
+    screened = [r["unit"] for r in per_layer[top_layer]]
+    screened += [r["unit"] for r in per_layer[layers[0]][:layer1_screened]] if len(layers) > 1 else []
+    with stage(f"{name}: ablating each of {len(screened)} units alone"):
+        base = screen([])
+        drops = {u: base - screen(causal.ablate([u])) for u in screened}
+        candidates = sorted((u for u, d in drops.items() if d >= CARRIES_NUMBER / 2), key=lambda u: -drops[u])
+        base_full = full([])
+        strongest = sorted(drops, key=lambda u: -drops[u])[:8]  # shown even when none reaches the criterion
+        confirmed = {u: base_full - full(causal.ablate([u])) for u in dict.fromkeys(candidates + strongest)}
+        carriers = [u for u in sorted(confirmed, key=lambda u: -confirmed[u]) if confirmed[u] >= CARRIES_NUMBER]
+        auc = {r["unit"]: r["score"] for r in ranking}
+        by_condition = {c: agreement_metric(model, incongruent, [c]) for c in INCONGRUENT_NOUNPP}
+        singles = [{"unit": u, "drop": confirmed[u], "auc": auc[u],
+                    "by_condition": {c: m(causal.ablate([u])) for c, m in by_condition.items()}}
+                   for u in sorted(confirmed, key=lambda u: -confirmed[u])[:8]]
+    with stage(f"{name}: top-k sets of layer {top_layer} against {draws} random sets"):
+        top_ranking = Table(per_layer[top_layer], ranking.columns)
+        ks = [k for k in (1, 2, 4, 8, 16, 32) if 2 * k <= info["hidden_size"]]  # random sets need a pool
+        sets = _ablation_rows(full, model, top_ranking, ks, draws, seed)
+        test_part = split_lexicon(seed)[1]
+        independent = agreement_metric(model, generate_stimuli(200, seed=2, conditions=INCONGRUENT_NOUNPP,
+                                                               lexicon=test_part))
+        carrier_sets = {"units": carriers, "drop": full([]) - full(causal.ablate(carriers)) if carriers else 0.0,
+                        "independent_baseline": independent([]),
+                        "independent_drop": independent([]) - independent(causal.ablate(carriers)) if carriers
+                        else 0.0}
+    costly = max(confirmed, key=lambda u: confirmed[u])
+    if confirmed[costly] > 0:
+        best, why = costly, f"its ablation alone costs most: {100 * confirmed[costly]:.1f} points"
+    else:  # no single unit matters: show the one that codes number best
+        best = per_layer[top_layer][0]["unit"]
+        why = f"the highest AUC of layer {len(layers)}, {auc[best]:.3f}: no single ablation costs anything"
+    with stage(f"{name}: gate profile of {best}"):
+        sentences = sentences_trace(model, LAKRETZ)
+        profile = _profile(sentences, best)
+        if figure is not None:
+            plot_gate_profile(sentences, best, range(len(LAKRETZ)), figure,
+                              title=f"{name}: {best} (AUC {auc[best]:.3f})")
+    return {
+        "model": model_path.name, "cell": info["cell"], "hidden_size": info["hidden_size"],
+        "num_layers": len(layers), "training": {k: model.metadata["training"].get(k)
+                                               for k in ("steps", "batch_size", "lr", "lexicon", "time_s", "threads")},
+        "vocab_size": len(model.vocab), "heldout_loss": model.metadata["metrics"].get("heldout_loss"),
+        **accuracy,
+        "units_auc_90": {n: sum(r["score"] >= 0.9 for r in rows) for n, rows in per_layer.items()},
+        "ranking_top": {n: [{"unit": r["unit"], "score": r["score"]} for r in rows[:5]]
+                        for n, rows in per_layer.items()},
+        "baseline_incongruent_nounpp": base_full, "screen_items": 2 * screen_items, "screened": len(screened),
+        "screen_drops_over_half_criterion": len(candidates), "criterion": CARRIES_NUMBER,
+        "carriers": [{"unit": u, "drop": confirmed[u], "auc": auc[u]} for u in carriers],
+        "single_ablations": singles, "set_ablations": sets, "carrier_set": carrier_sets, "draws": draws,
+        "best_unit": best, "best_unit_why": why, "screen_max_drop": max(drops.values()),
+        "profile_sentences": list(LAKRETZ), "profile": profile,
+        "figure": figure.name if figure else None,
     }
 
 
@@ -364,10 +474,31 @@ def _oriented(value: float, high: bool, metric: str = "auc") -> float:
     return 1 - value if metric == "auc" else -value
 
 
+def large_model_path(given: Path | None, say: Callable[[str], None]) -> Path | None:
+    """The 2x650 model to analyse: ``given`` (which must exist), else the bundled one if it is there;
+    None, said in one line through ``say``, when there is none."""
+    from gatescope import sample_models
+
+    if given is not None:
+        if not given.is_file():
+            raise GatescopeError(f"--model {given}: no such file")
+        return given
+    path = sample_models.path(f"{LARGE_MODEL}.safetensors")
+    if path.exists():
+        return path
+    say(f"{LARGE_MODEL} is not bundled (gatescope samples train --only {LARGE_MODEL}, about 30 minutes on one "
+        "core, then --model PATH): its section is skipped")
+    return None
+
+
 def run_findings(out: Path, draws: int = 20, only: str | None = None, stage: Stage = no_stage,
-                 save_traces: bool = True) -> dict[str, Any]:
+                 save_traces: bool = True, large_model: Path | None = None,
+                 say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every finding on the bundled sample models; traces and figures written under ``out``
-    (``{model}.trace.safetensors``, ``number_unit_{model}.png``). Returns the JSON document."""
+    (``{model}.trace.safetensors``, ``number_unit_{model}.png``). Returns the JSON document.
+
+    The 2x650 model is read from ``large_model`` (default: the bundled one, when it is there); when
+    there is none, ``say`` gets one line saying so and its section is skipped."""
     from gatescope import sample_models
 
     # the char model first: its traces are the largest, and what it frees goes back to the system
@@ -389,6 +520,10 @@ def run_findings(out: Path, draws: int = 20, only: str | None = None, stage: Sta
             save = out / f"{stem}.trace.safetensors" if save_traces else None
             results["agreement"].append(agreement_findings(path, out / f"number_unit_{stem}.png", draws=draws,
                                                            save_trace=save, stage=stage))
+        path = large_model_path(large_model, say)
+        if path is not None:
+            results["agreement_large"] = large_findings(path, out / f"number_unit_{path.stem}.png",
+                                                        draws=min(draws, 10), seed=0, stage=stage)
     if code is not None:
         results["code"] = code
     return results

@@ -8,6 +8,7 @@ task and selectivity (Hewitt & Liang 2019).
 """
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,109 @@ def gate_profile(results: dict[str, Any]) -> list[str]:
             f"draws it as {agreement[0]['figure']}):"]
 
 
+def _agreement_models(results: dict[str, Any]) -> list[dict[str, Any]]:
+    large = results.get("agreement_large")
+    return [*results.get("agreement", []), *([large] if large else [])]
+
+
+def accuracy_tables(results: dict[str, Any]) -> list[str]:
+    """Accuracy per construction and number condition, and per distance, for every agreement model."""
+    from gatescope.stimuli.agreement import CONDITIONS, STRUCTURES, distance, make_stimulus
+
+    models = _agreement_models(results)
+    if not models:
+        return []
+    lines = ["Agreement accuracy on the bundled held-out stimuli (200 items a condition, Simple 60; no training "
+             "sentence begins with one), per construction (an example item, its distance: tokens between subject "
+             "and verb) and number condition: subject, then attractor(s), S singular, P plural; "
+             "incongruent SP and PS are the hard ones:", "",
+             "| construction | distance | conditions | " + " | ".join(_stem(m) for m in models) + " |",
+             "| --- | --- | --- |" + " --- |" * len(models)]
+    for structure, n in STRUCTURES.items():
+        conditions = [c for c in CONDITIONS if c.rpartition("_")[0] == structure]
+        if not all(c in m["accuracy_by_condition"] for m in models for c in conditions):
+            continue
+        example = make_stimulus(structure, 0, 0, "SP" if n == 2 else "S", random.Random(0))
+        cells = ["/".join(f"{m['accuracy_by_condition'][c]:.3f}" for c in conditions) for m in models]
+        lines.append(f"| {structure}: {' '.join(example.tokens)} | {distance(conditions[0])} | "
+                     f"{'/'.join(c.rpartition('_')[2] for c in conditions)} | " + " | ".join(cells) + " |")
+    distances = sorted({int(d) for m in models for d in m.get("accuracy_by_distance", {})})
+    if distances:
+        lines += ["", "Per distance (all items at that distance / the incongruent ones):", "",
+                  "| distance | " + " | ".join(_stem(m) for m in models) + " |", "| --- |" + " --- |" * len(models)]
+        for d in distances:
+            cells = []
+            for m in models:
+                all_, inc = m["accuracy_by_distance"].get(str(d)), m["accuracy_by_distance_incongruent"].get(str(d))
+                cells.append(("-" if all_ is None else f"{all_:.3f}") + " / " + ("-" if inc is None else f"{inc:.3f}"))
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for m in models:
+        worst = sorted((v, c) for c, v in m["accuracy_by_condition"].items() if v < 0.995)
+        where = ("below 0.995 on " + ", ".join(f"{c} {v:.3f}" for v, c in worst[:6]) if worst
+                 else "at 0.995 or above in every condition: these stimuli do not find where it breaks")
+        lines.append(f"- {_stem(m)} ({m['cell']}, {m['hidden_size']} units): {where}.")
+    return lines
+
+
+def large_model(results: dict[str, Any]) -> list[str]:
+    """Sparse number units in the 2x650 LSTM, or one line saying it was not analysed."""
+    from gatescope.analysis.findings import LARGE_MODEL
+
+    res = results.get("agreement_large")
+    if not res:
+        return [f"`{LARGE_MODEL}` was not analysed in this run: it is not bundled (`gatescope samples train --only "
+                f"{LARGE_MODEL}` trains it, then `gatescope findings --model PATH`)."]
+    t = res["training"]
+    layers = list(res["units_auc_90"])
+    top = layers[-1]
+    auc = ", ".join(f"layer {i + 1} ({n}): {res['units_auc_90'][n]} of {res['hidden_size']}"
+                    for i, n in enumerate(layers))
+    carriers = res["carriers"]
+    names = ", ".join(f"{c['unit']} ({_pts(c['drop'])} points)" for c in carriers) or "none"
+    in_top = sum(c["unit"].startswith(top + ":") for c in carriers)
+    lines = [f"**Sparse number units in a Lakretz-sized LSTM.** `{_stem(res)}`: {res['num_layers']} x "
+             f"{res['hidden_size']} LSTM with a 650-wide embedding (Gulordava et al. 2018's shape), vocabulary of "
+             f"{res['vocab_size']} words (the large lexicon), {t['steps']} steps of {t['batch_size']} sentences in "
+             f"{t['time_s'] / 60:.1f} minutes wall with {t['threads']} thread; held-out loss {res['heldout_loss']}. "
+             f"Units whose h alone separates singular from plural subjects with AUC >= 0.9 (NounPP items): {auc}. "
+             f"Held at zero alone on the incongruent NounPP items (each of the {res['screened']} units screened: "
+             f"every unit of the last layer and the first layer's highest-AUC ones, on {res['screen_items']} items, "
+             f"then on all items where the screen cost >= {_pts(res['criterion'] / 2)} points), "
+             f"{len(carriers)} units carry number by Lakretz et al.'s criterion (ablating one alone costs >= "
+             f"{_pts(res['criterion'])} points; {in_top} in the last layer): {names}. Baseline accuracy "
+             f"{res['baseline_incongruent_nounpp']:.3f}; the largest single-unit drop on the screen: "
+             f"{_pts(res['screen_max_drop'])} points. The units that cost most alone, on all items:", "",
+             "| unit | AUC | drop alone | NounPP SP / PS after |", "| --- | --- | --- | --- |"]
+    for a in res["single_ablations"]:
+        lines.append(f"| {a['unit']} | {a['auc']:.3f} | {_pts(a['drop'])} points | "
+                     f"{a['by_condition']['nounpp_SP']:.3f} / {a['by_condition']['nounpp_PS']:.3f} |")
+    cs = res["carrier_set"]
+    lines += ["", f"Sets in the last layer (the top k by AUC held at zero, against {res['draws']} random sets of k "
+              "of its other units; drop in points):", "",
+              "| k | " + " | ".join(str(a["k"]) for a in res["set_ablations"]) + " |",
+              "| --- |" + " --- |" * len(res["set_ablations"]),
+              "| top k | " + " | ".join(_pts(a["drop"]) for a in res["set_ablations"]) + " |",
+              "| random k | " + " | ".join(f"{_pts(a['random_drop_mean'])} ± {_pts(a['random_drop_std'])}"
+                                          for a in res["set_ablations"]) + " |", ""]
+    if cs["units"]:
+        lines += [f"The {len(cs['units'])} carriers together cost {_pts(cs['drop'])} points on the bundled "
+                  f"incongruent NounPP items and {_pts(cs['independent_drop'])} on 400 from the other half of the "
+                  f"lexicon (baseline {cs['independent_baseline']:.3f}).", ""]
+    best, prof = res["best_unit"], res["profile"]
+    lines += [f"Gate profile of {best} ({res['best_unit_why']}) over the incongruent sentences "
+              f"(`gatescope findings` draws all four as {res['figure']}):", ""]
+    for s, sentence in enumerate(res["profile_sentences"]):
+        if s not in (1, 2):  # the incongruent ones: SP, PS
+            continue
+        tokens = sentence.split()
+        lines += [f"| {sentence} | " + " | ".join(tokens) + " |", "| --- |" + " --- |" * len(tokens)]
+        for kind, values in prof.items():
+            lines.append(f"| {kind} | " + " | ".join(f"{v:+.2f}" for v in values[s]) + " |")
+        lines.append("")
+    return lines[:-1]
+
+
 # what a file lacks when a feature has one value only in it
 FEATURE_NOUNS = {"in_string": "string literal", "in_comment": "comment", "bracket_depth": "bracket",
                  "indent_level": "indented block"}
@@ -212,6 +316,8 @@ def _first_table(lines: list[str]) -> list[str]:
 
 
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "agreement-accuracy": lambda r: _join(accuracy_tables(r)),
+    "number-units-2x650": lambda r: _join(large_model(r)),
     "number-units": lambda r: _join(number_units(r), independent_sets(r), gate_profile(r)),
     "number-units-summary": lambda r: _join(_first_table(number_units(r)), _first_table(independent_sets(r))),
     "string-unit": lambda r: _join(code_units(r)),
@@ -220,13 +326,9 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def report(results: dict[str, Any]) -> str:
     """The whole findings document as Markdown (what `gatescope findings` prints and writes)."""
-    accuracy = []
-    for res in results.get("agreement", []):
-        accuracy.append(f"- {_stem(res)} ({res['cell']}, {res['hidden_size']} units), accuracy on the bundled "
-                        "stimuli by condition: " + ", ".join(f"{c} {v:.3f}"
-                                                             for c, v in res["accuracy_by_condition"].items()))
-    body = [BLOCKS[name](results).splitlines() for name in ("number-units", "string-unit")]
-    return _join(["## Findings"], accuracy, *body) + "\n"
+    names = ("agreement-accuracy", "number-units", "number-units-2x650") if results.get("agreement") else ()
+    body = [BLOCKS[name](results).splitlines() for name in (*names, "string-unit")]
+    return _join(["## Findings"], *body) + "\n"
 
 
 def _pattern(name: str) -> re.Pattern[str]:

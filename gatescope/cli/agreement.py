@@ -1,6 +1,6 @@
 """`gatescope agreement MODEL`: subject-verb agreement accuracy of a language model checkpoint.
 
-Overall and per condition, on the bundled held-out stimuli or a user's TSV file
+Overall, per condition and per distance between subject and verb, on the bundled held-out stimuli or a user's TSV file
 (``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``); ``--ablate`` holds units at zero at
 every step (Lakretz et al. 2019's ablation) through `gatescope.record`'s interventions. A model that cannot
 score the next word (not one runnable chain, no vocabulary, no decoder over the vocabulary) is refused.
@@ -25,7 +25,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_size: int, as_json: bool) -> None:
     """Agreement accuracy of MODEL: the fraction of items where the correct verb form is more
-    probable than the wrong one after the prefix, overall and per condition."""
+    probable than the wrong one after the prefix, overall, per condition, and per distance (tokens
+    between the subject and the verb: all items, and those whose attractor has the other number)."""
     import gatescope
     from gatescope.analysis.agreement import (
         ablation_interventions,
@@ -44,6 +45,10 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
     result = evaluate_agreement(lm, items, interventions, batch_size=batch_size)
     if units:
         result["ablated"] = units
+    if result["without_distance"]:
+        click.echo(f"gatescope: warning: {result['without_distance']} of {result['n']} items have a condition "
+                   "gatescope does not know, so no distance between subject and verb: they are left out of "
+                   "the per-distance accuracy", err=True)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -67,4 +72,15 @@ def _print_table(result: dict, model: str) -> None:
     table.add_section()
     table.add_row("all", str(result["n"]), f"{result['accuracy']:.3f}", f"{result['mean_logit_diff']:+.2f}",
                   style="bold")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not result["by_distance"]:
+        return
+    by_distance = Table(title="By distance (tokens between subject and verb)")
+    for column in ("distance", "n", "accuracy", "incongruent n", "incongruent accuracy"):
+        by_distance.add_column(column, justify="right")
+    for d, row in result["by_distance"].items():
+        inc = result["by_distance_incongruent"].get(d)
+        by_distance.add_row(str(d), str(row["n"]), f"{row['accuracy']:.3f}", str(inc["n"]) if inc else "-",
+                            f"{inc['accuracy']:.3f}" if inc else "-")
+    console.print(by_distance)

@@ -95,11 +95,14 @@ def _read_results(path: Path) -> dict[str, Any]:
               "(repeatable).")
 @click.option("--from-json", "from_json", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Do not run anything: render (and --update) from this findings JSON.")
+@click.option("--model", "large_model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The 2x650 agreement LSTM to look for sparse number units in (default: "
+                   "sample_models/agreement_lstm_2x650.safetensors, skipped in one line when it is not there).")
 @click.option("--traces", "legacy_traces", type=click.Path(path_type=Path), hidden=True)
 @click.option("--figures", "legacy_figures", type=click.Path(path_type=Path), hidden=True)
 def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, only: str | None, no_traces: bool,
-             update: tuple[Path, ...], from_json: Path | None, legacy_traces: Path | None,
-             legacy_figures: Path | None) -> None:
+             update: tuple[Path, ...], from_json: Path | None, large_model: Path | None,
+             legacy_traces: Path | None, legacy_figures: Path | None) -> None:
     """Reproduce the README's findings on the bundled sample models.
 
     \b
@@ -110,6 +113,9 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     - Whether those units still matter on new sentences: rank on items from one half of the
       vocabulary, ablate on items from the other half (no shared noun, verb or preposition),
       for sets of 1 to 8 units.
+    - Sparse number units in a Lakretz-sized LSTM (2 layers of 650 units, agreement_lstm_2x650, when
+      it has been trained or is given with --model): how many units carry number in each layer,
+      what ablating each one alone does, sets of them, and the gate profile of the strongest.
     - The units of the Python character model: which cells track "inside a string literal", "inside
       a comment", bracket depth and indentation, chosen on training files and scored on each
       standard-library file the model never saw, and its bits per character on those files.
@@ -139,7 +145,9 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
         _check_out(out_dir, force)
         out_dir.mkdir(parents=True, exist_ok=True)
         with _stages(enabled=True) as stage:
-            results = run_findings(out_dir, draws=draws, only=only, stage=stage, save_traces=not no_traces)
+            results = run_findings(out_dir, draws=draws, only=only, stage=stage, save_traces=not no_traces,
+                                   large_model=large_model,
+                                   say=lambda line: click.echo(f"gatescope: warning: {line}", err=True))
         results = jsonable(results)
         text = json.dumps(results, indent=1, allow_nan=False)
         atomic_write(out_dir / "findings.json", lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -23,18 +23,19 @@ HELDOUT_FILES = ("textwrap.py", "shlex.py", "pprint.py", "calendar.py", "gettext
 MIN_CHAR_COUNT = 20  # rarer characters map to <unk>
 
 
-def word_vocabulary() -> Vocabulary:
-    """<unk>, <eos>, then every lexicon word in lexicon order."""
-    words = [w for category in LEXICON.values() for w in category]
+def word_vocabulary(lexicon: dict[str, tuple[str, ...]] = LEXICON) -> Vocabulary:
+    """<unk>, <eos>, then every word of `lexicon` (default the small one) in lexicon order."""
+    words = [w for category in lexicon.values() for w in category]
     return Vocabulary([UNK, EOS] + list(dict.fromkeys(words)), "word", UNK, EOS)
 
 
-def word_batches(vocab: Vocabulary, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches of grammar sentences, each closed by <eos>, as (inputs, targets) (B, T):
-    inputs padded with <eos>, targets padded with -100 (ignored by the loss)."""
+def word_batches(vocab: Vocabulary, batch_size: int, seed: int, lexicon: dict[str, tuple[str, ...]] = LEXICON,
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches of grammar sentences over `lexicon`, each closed by <eos>, as (inputs, targets)
+    (B, T): inputs padded with <eos>, targets padded with -100 (ignored by the loss)."""
     rng = random.Random(seed)
     while True:
-        yield pad_sentences(vocab, [training_sentence(rng) for _ in range(batch_size)])
+        yield pad_sentences(vocab, [training_sentence(rng, lexicon) for _ in range(batch_size)])
 
 
 def pad_sentences(vocab: Vocabulary, sentences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
 from gatescope.stimuli.agreement import (
     INCONGRUENT_NOUNPP,
-    LEXICON,
+    LEXICONS,
     bundled_stimuli_path,
     training_corpus,
 )
@@ -66,6 +66,7 @@ class SampleConfig:
     seed: int
     bptt: int = 0         # char models: truncated-BPTT length
     threads: int = 1      # torch.set_num_threads, fixed for bitwise reproducibility
+    lexicon: str = "small"  # agreement models: "small" or "large" (gatescope.stimuli.agreement.LEXICONS)
 
 
 SAMPLES: dict[str, SampleConfig] = {
@@ -75,6 +76,10 @@ SAMPLES: dict[str, SampleConfig] = {
                      lr=3e-3, seed=1),
         SampleConfig("agreement_gru", "agreement", "GRU", 32, 64, 1, steps=3000, batch_size=64,
                      lr=3e-3, seed=2),
+        # Gulordava et al. 2018's shape (embedding 650, 2 x 650 LSTM) on the large lexicon, sized
+        # to train in under 30 minutes on one core (3,700 tokens/s measured: batch 64, ~0.36 s/step)
+        SampleConfig("agreement_lstm_2x650", "agreement", "LSTM", 650, 650, 2, steps=3500, batch_size=64,
+                     lr=2e-3, seed=4, lexicon="large"),
         SampleConfig("pysource_lstm", "pysource", "LSTM", 32, 192, 1, steps=6000, batch_size=16,
                      lr=3e-3, seed=3, bptt=512),
     )
@@ -106,9 +111,10 @@ def _optimise(model: nn.Module, config: SampleConfig, losses, progress: Progress
 
 def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[LanguageModel, dict, dict]:
     """A word LM on the agreement grammar; metrics on held-out grammar sentences and bundled stimuli."""
-    vocab = data.word_vocabulary()
+    lexicon = LEXICONS[config.lexicon]
+    vocab = data.word_vocabulary(lexicon)
     model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
-    stream = data.word_batches(vocab, config.batch_size, config.seed)
+    stream = data.word_batches(vocab, config.batch_size, config.seed, lexicon)
 
     def closures():
         while True:
@@ -116,7 +122,7 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
             yield lambda x=inputs, y=targets: nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
     _optimise(model, config, closures(), progress)
-    heldout = data.pad_sentences(vocab, training_corpus(2000, seed=config.seed + 1000))
+    heldout = data.pad_sentences(vocab, training_corpus(2000, seed=config.seed + 1000, lexicon=lexicon))
     with torch.no_grad():
         loss = nn.functional.cross_entropy(model(heldout[0]).flatten(0, 1), heldout[1].flatten())
     result = evaluate_agreement(model, read_stimuli(bundled_stimuli_path()), vocab=vocab)
@@ -126,9 +132,12 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
         "agreement_by_condition": {c: round(r["accuracy"], 4) for c, r in result["by_condition"].items()},
         "nounpp_incongruent_accuracy": round(
             sum(result["by_condition"][c]["accuracy"] for c in INCONGRUENT_NOUNPP) / len(INCONGRUENT_NOUNPP), 4),
+        "agreement_by_distance": {str(d): round(r["accuracy"], 4) for d, r in result["by_distance"].items()},
+        "agreement_by_distance_incongruent": {str(d): round(r["accuracy"], 4)
+                                              for d, r in result["by_distance_incongruent"].items()},
         "stimuli": "gatescope/stimuli/agreement_stimuli.tsv",
     }
-    extra = {"lexicon": {k: list(v) for k, v in LEXICON.items()}, "sample_text": AGREEMENT_SAMPLE_TEXT}
+    extra = {"lexicon": {k: list(v) for k, v in lexicon.items()}, "sample_text": AGREEMENT_SAMPLE_TEXT}
     return model, metrics, {**vocab.to_metadata(), **extra}
 
 
