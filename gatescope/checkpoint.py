@@ -228,9 +228,11 @@ class LoadedModel(nn.Module):
         if ids.shape[1] == 0:
             raise GatescopeError("empty input: sequences need at least one step")
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, decode: bool = True) -> torch.Tensor:
         """ids [B, T] (or floats [B, T, input_size] without an embedding), lengths [B] -> logits [B, T, V]
-        (or the last recurrent output [B, T, D*H] without a decoder). Padded positions are not run."""
+        (or the last recurrent output [B, T, D*H] without a decoder, or with ``decode=False``: a trace
+        never reads the logits, and a word LM's decoder can cost as much as its recurrence). Padded
+        positions are not run."""
         self.check_runnable()
         embedding = self.embedding
         if embedding is not None:
@@ -246,7 +248,7 @@ class LoadedModel(nn.Module):
             module = self.get_submodule(name)
             x = _step_cell(module, x, lengths) if self._is_cell[name] else _run_layered(module, x, lengths)
         decoder = self.decoder
-        return decoder(x) if decoder is not None else x  # (B, T, V) or (B, T, D*H)
+        return decoder(x) if decoder is not None and decode else x  # (B, T, V) or (B, T, D*H)
 
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype

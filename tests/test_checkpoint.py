@@ -80,6 +80,8 @@ def test_word_language_model_layout_is_found_and_runs_like_the_original(tmp_path
     ids = torch.randint(0, len(WORDS), (3, 7))
     with torch.no_grad():
         torch.testing.assert_close(model(ids), reference(ids), rtol=0, atol=1e-6)
+        hidden = reference.rnn(reference.encoder(ids))[0]  # (B, T, H): what a trace reads, without the logits
+        torch.testing.assert_close(model(ids, decode=False), hidden, rtol=0, atol=1e-6)
 
 
 @settings(max_examples=20, deadline=None)

@@ -120,7 +120,7 @@ class CorpusStream:
 
 def _run(model, x: torch.Tensor, lengths: torch.Tensor | None, options):
     with torch.no_grad(), options.record(model) as rec:
-        model(x.to(next(model.parameters()).device), lengths)
+        model(x.to(next(model.parameters()).device), lengths, decode=False)
     return rec.trace
 
 

@@ -107,7 +107,7 @@ def record_inputs(model, corpus: Corpus, options: RunOptions = RunOptions()):
     memory), with the corpus's features attached."""
     with torch.no_grad(), options.record(model) as rec:
         for x, lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
-            model(x, lengths)
+            model(x, lengths, decode=False)  # the logits are not recorded
     trace = rec.trace
     for name, values in corpus.features.items():
         trace.add_feature(name, values)
@@ -128,7 +128,7 @@ def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOpti
     try:
         for x, batch_lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
             with torch.no_grad(), options.record(model) as rec:
-                model(x, batch_lengths)
+                model(x, batch_lengths, decode=False)
             part = rec.trace
             if writer is None:
                 widths = {name: part[name].shape[1] for name in part.names}
