@@ -43,6 +43,17 @@ def test_import_gatescope_is_light_and_record_stays_the_function():
     run_python(code)
 
 
+def test_loading_a_checkpoint_initialises_nothing_and_imports_no_compiler():
+    # the modules are built on the meta device and filled from the file; torch's initialisers there
+    # would import torch._dynamo, seconds of every command's start
+    code = (
+        "import sys, torch; from gatescope.checkpoint import load; from gatescope.sample_models import path; "
+        "model = load(path()); assert 'torch._dynamo' not in sys.modules, 'load imported torch._dynamo'; "
+        "assert all(p.device.type == 'cpu' and torch.isfinite(p).all() for p in model.parameters())"
+    )
+    run_python(code)
+
+
 def test_reading_a_trace_file_needs_no_torch(tmp_path):
     import torch
 
