@@ -385,6 +385,11 @@ def test_nnsight_reads_and_sets_a_gate_through_its_point():
     assert torch.allclose(out, want, atol=1e-6, rtol=0)
 
 
+# pyvene's hooks force the step loop; the same edit through record() runs oneDNN's fused kernel on the
+# steps it leaves alone: the same values to float32 rounding (2e-6 measured on logits of size 3)
+ACROSS_ROUTES = {"atol": 1e-5, "rtol": 0}
+
+
 def pyvene_model(pv, kind):
     from pyvene.models.intervenable_modelcard import type_to_dimension_mapping
 
@@ -406,7 +411,7 @@ def test_pyvene_zero_and_interchange_on_a_gate_match_intervention():
     _, out = zero(base={"ids": ids}, unit_locations={"base": positions})
     want = edited(model, ids, Intervention(F_GATE, None, "set", 0.0, steps=[1, 3]))
     assert (out - edited(model, ids)).abs().max() > 1e-3
-    assert torch.allclose(out, want, atol=1e-6, rtol=0)
+    assert torch.allclose(out, want, **ACROSS_ROUTES)
 
     _, _, swap = pyvene_model(pv, pv.VanillaIntervention)
     other = torch.randint(1, 96, ids.shape)
@@ -414,4 +419,4 @@ def test_pyvene_zero_and_interchange_on_a_gate_match_intervention():
     _, counterfactual = run_with_cache(model, other, names=F_GATE)
     want = edited(model, ids, Intervention(F_GATE, None, "patch", counterfactual.padded(F_GATE), steps=[1, 3]))
     assert (out - edited(model, ids)).abs().max() > 1e-3
-    assert torch.allclose(out, want, atol=1e-6, rtol=0)
+    assert torch.allclose(out, want, **ACROSS_ROUTES)
