@@ -9,7 +9,6 @@ import pytest
 import torch
 from checkpoint_fixtures import WORDS, language_model, lstm_reference, save, word_metadata
 from cli_helpers import cli, fails
-from safetensors.torch import save_file
 from torch import nn
 
 from gatescope import corpus as corpora

@@ -163,7 +163,7 @@ def test_accuracy_tables_show_every_model_per_construction_and_distance(results)
         cells = "/".join(f"{gru[f'nested_{n}']:.3f}" for n in ("SS", "SP", "PS", "PP"))
         assert cells in text
         nine = f"{res['accuracy_by_distance']['9']:.3f} / {res['accuracy_by_distance_incongruent']['9']:.3f}"
-        assert f"| 9 | " in text and nine in text
+        assert "| 9 | " in text and nine in text
     assert "| nounpp3: the boy" in text and "| 9 | SS/SP/PS/PP |" in text
 
 

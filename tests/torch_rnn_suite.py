@@ -40,7 +40,6 @@ import types
 import unittest
 from pathlib import Path
 
-import torch
 from torch import nn
 
 import gatescope
