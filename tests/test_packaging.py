@@ -80,3 +80,12 @@ def test_wheel_carries_sample_models_and_data(tmp_path):
         assert f"gatescope/sample_models/{model.name}" in names
     assert "gatescope/tui/app.tcss" in names
     assert "gatescope/stimuli/agreement_stimuli.tsv" in names
+
+
+def test_the_sources_pass_pyflakes():
+    """Unused imports and names, undefined names, syntax errors: pyproject.toml's ruff selection, over
+    the package, the tests, the benchmarks and the example notebook."""
+    pytest.importorskip("ruff", reason="ruff is in the test extra")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
