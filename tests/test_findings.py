@@ -218,6 +218,25 @@ def test_code_units_are_scored_per_file_against_an_independent_computation():
     assert findings._oriented(0.2, False, "auc") == pytest.approx(0.8)
 
 
+def test_a_code_unit_is_scored_against_each_kind_of_character_outside_its_feature():
+    rng = np.random.default_rng(1)
+    n = 120
+    kind = rng.integers(0, 3, n)  # 0 code, 1 string, 2 comment
+    string, comment = (kind == 1).astype(np.float32), (kind == 2).astype(np.float32)
+    prose = torch.from_numpy((kind > 0) + rng.normal(scale=0.8, size=n).astype(np.float32))  # strings and comments
+    c = torch.stack([prose, -prose], 1).float()  # (N, 2): the second unit is low inside prose
+    trace = Trace({"rnn.l0.fwd.c": c}, [0, n], features={"in_string": string, "in_comment": comment})
+    got = findings._against(trace, "rnn.l0.fwd.c:0", "in_string", True)
+    x = c[:, 0].numpy()
+    assert got["code"] == pytest.approx(_pairwise_auc(x[kind != 2], string[kind != 2]), abs=1e-12)
+    assert got["in_comment"] == pytest.approx(_pairwise_auc(x[kind != 0], string[kind != 0]), abs=1e-12)
+    assert got["code"] > 0.7 and 0.3 < got["in_comment"] < 0.7  # a prose unit: strings apart from code only
+    low = findings._against(trace, "rnn.l0.fwd.c:1", "in_comment", False)  # oriented like the chosen unit
+    assert low["code"] == pytest.approx(_pairwise_auc(x[kind != 1], comment[kind != 1]), abs=1e-12)
+    no_comment = Trace({"rnn.l0.fwd.c": c}, [0, n], features={"in_string": string, "in_comment": 0 * comment})
+    assert findings._against(no_comment, "rnn.l0.fwd.c:0", "in_string", True)["in_comment"] is None
+
+
 def test_bits_per_char_agrees_with_the_metric_training_recorded():
     """Measured by another route (the loaded model, each whole file at once) than the trainer's (the
     training module, 1024-character pieces carrying the state)."""
@@ -245,3 +264,6 @@ def test_the_char_report_shows_every_feature_on_every_heldout_file(results):
     missing["code"]["units"]["in_comment"]["top"][0]["heldout_by_file"]["netrc.py"] = None
     text = findings_report.report(missing)
     assert "| n/a |" in text and "netrc.py has no comment: the score is undefined there" in text
+    string = code["units"]["in_string"]["top"][0]
+    assert f"in_string `{string['unit']}`: {string['heldout_against']['code']:.3f} against code, " \
+           f"{string['heldout_against']['in_comment']:.3f} against comments" in text

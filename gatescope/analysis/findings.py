@@ -19,8 +19,9 @@
 4. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
    for each code feature rank c and h units on training files (ROC AUC for ``in_string`` and
    ``in_comment``, Pearson r for ``bracket_depth`` and ``indent_level``), report the best unit's score
-   on the held-out stdlib files (pooled and per file), bits per character on those files, and a probe
-   for ``in_string`` on all cells with its control task.
+   on the held-out stdlib files (pooled, per file, and for the binary features against code and
+   against the other feature's characters apart: a unit for prose shows as one for both), bits per
+   character on those files, and a probe for ``in_string`` on all cells with its control task.
 
 The results are one JSON document; gatescope.analysis.findings_report renders it as Markdown.
 Each stage runs inside ``stage(description)``, a context manager the caller may use to show progress.
@@ -63,6 +64,7 @@ CARRIES_NUMBER = 0.05  # a single-unit ablation that costs this much incongruent
 CODE_MODEL = "pysource_lstm"
 # Karpathy et al. 2015's code features: binary ones scored by ROC AUC, graded ones by Pearson correlation
 CODE_FEATURES = {"in_string": "auc", "in_comment": "auc", "bracket_depth": "corr", "indent_level": "corr"}
+BINARY_CODE_FEATURES = tuple(f for f, metric in CODE_FEATURES.items() if metric == "auc")
 Stage = Callable[[str], ContextManager[Any]]
 
 
@@ -437,9 +439,35 @@ def _heldout_units(held: Trace, feature: str, chosen: Any, paths: Sequence[Path]
     per_file = _per_file_scores(held, best["unit"], feature, metric, lengths)
     best["heldout_by_file"] = {p.name: None if v is None else _oriented(v, best["direction"] == "high", metric)
                                for p, v in zip(paths, per_file)}
+    if feature in BINARY_CODE_FEATURES:
+        best["heldout_against"] = _against(held, best["unit"], feature, best["direction"] == "high")
     best_held = scored[0]
     return {"metric": metric, "top": top,
             "best_heldout_unit": {"unit": best_held["unit"], "score": best_held["score"]}}
+
+
+def _against(trace: Trace, unit: str, feature: str, high: bool) -> dict[str, float | None]:
+    """``unit``'s held-out ROC AUC for a binary code feature against each kind of character outside it:
+    code (neither feature) and the other binary feature's (a string unit against comment characters);
+    None where there is none of a kind. A unit that codes prose rather than strings scores high against code only."""
+    from gatescope.names import parse_unit
+
+    parsed = parse_unit(unit)
+    column = trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
+    inside = trace.features[feature] == 1  # (N,)
+    other = next(f for f in BINARY_CODE_FEATURES if f != feature)
+    in_other = (trace.features[other] == 1) & ~inside  # (N,)
+    kinds = {"code": ~inside & ~in_other, other: in_other}
+    return {kind: None if not bool(negative.any()) else _oriented(_auc(column, inside, negative), high)
+            for kind, negative in kinds.items()}
+
+
+def _auc(x: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """ROC AUC of scores ``x`` (N,) for the rows in ``positive`` against those in ``negative`` (masks)."""
+    pos, neg = x[positive], x[negative]
+    ranks = midranks(torch.cat([pos, neg])[:, None])[:, 0]
+    n1, n0 = pos.numel(), neg.numel()
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _per_file_scores(trace: Trace, unit: str, feature: str, metric: str, lengths: Sequence[int]) -> list[float | None]:
@@ -458,10 +486,7 @@ def _per_file_scores(trace: Trace, unit: str, feature: str, metric: str, lengths
         if torch.unique(y).numel() < 2:
             out.append(None)
         elif metric == "auc":
-            pos = y == y.max()
-            n1, n0 = int(pos.sum()), int((~pos).sum())
-            ranks = midranks(x[:, None])[:, 0]
-            out.append(float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)))
+            out.append(_auc(x, y == y.max(), y != y.max()))
         else:
             out.append(float(torch.corrcoef(torch.stack([x, y]))[0, 1]))
     return out

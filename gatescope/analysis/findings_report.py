@@ -253,6 +253,7 @@ def large_model(results: dict[str, Any]) -> list[str]:
 FEATURE_NOUNS = {"in_string": "string literal", "in_comment": "comment", "bracket_depth": "bracket",
                  "indent_level": "indented block"}
 METRIC_TITLES = {"auc": "ROC AUC", "corr": "Pearson r"}
+AGAINST_NOUNS = {"code": "code", "in_string": "string literals", "in_comment": "comments"}
 
 
 def _score(value: float | None) -> str:
@@ -290,6 +291,14 @@ def code_units(results: dict[str, Any]) -> list[str]:
                      + f" | `{held['unit']}` {held['score']:.3f} |")
     if missing:
         lines += ["", f"(n/a: {'; '.join(missing)}: the score is undefined there.)"]
+    against = [(feature, res["top"][0]) for feature, res in code["units"].items() if "heldout_against" in res["top"][0]]
+    if against:
+        lines += ["", "The same units on the held-out files against each kind of character outside their feature "
+                  "(ROC AUC; a unit that codes prose rather than strings or comments separates them from code "
+                  "only): " + "; ".join(
+                      f"{feature} `{b['unit']}`: " + ", ".join(f"{_score(v)} against {AGAINST_NOUNS[kind]}"
+                                                              for kind, v in b["heldout_against"].items())
+                      for feature, b in against) + "."]
     lines += ["", "Linear probes for `in_string` on the held-out files (top-k curve: "
               + "; ".join(f"{p['name']}: " + ", ".join(f"{k} units {v:.3f}" for k, v in p["curve"].items())
                           for p in code["probes"]) + "):", ""]
