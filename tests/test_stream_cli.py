@@ -138,6 +138,7 @@ def torchrun(nproc: int, *args) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a torchrun launch of 2 processes: ~5 s; CI runs it with the slow tests
 def test_two_processes_under_torchrun_equal_one(corpus, capsys):
     tmp, model = corpus
     args = ("analyze", "units", model, "--file", tmp / "corpus.txt", "--labels", tmp / "labels.txt",
@@ -149,7 +150,7 @@ def test_two_processes_under_torchrun_equal_one(corpus, capsys):
         assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.slow  # a second torchrun launch: ~5 s on a quiet machine
+@pytest.mark.slow  # another torchrun launch: ~5 s on a quiet machine
 def test_two_processes_under_torchrun_write_the_same_shards(corpus, capsys):
     tmp, model = corpus
     main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "--shard-tokens", 40, "--batch-size", 3,

@@ -337,6 +337,8 @@ async def test_one_token_trace_nan_values_and_no_vocabulary():
         assert "nan" in "".join(s.text for s in detail.render_line(0))
 
 
+@pytest.mark.slow  # several seconds of resizing; CI runs it with the slow tests (the narrow layout
+# is in the default run as a snapshot)
 @sync
 async def test_tiny_terminal_and_resizing(trace):
     app = GatescopeApp(trace, start=FIRST)
