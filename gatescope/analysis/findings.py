@@ -45,7 +45,7 @@ from gatescope.analysis.dynamics import (
     saturation_summary,
 )
 from gatescope.analysis.probes import probe_units
-from gatescope.analysis.ranking import midranks, rank_units
+from gatescope.analysis.ranking import mann_whitney_auc, midranks, rank_units
 from gatescope.errors import GatescopeError
 from gatescope.stimuli.agreement import CONDITIONS
 from gatescope.analysis.table import Table
@@ -450,10 +450,7 @@ def _against(trace: Trace, unit: str, feature: str, high: bool) -> dict[str, flo
     """``unit``'s held-out ROC AUC for a binary code feature against each kind of character outside it:
     code (neither feature) and the other binary feature's (a string unit against comment characters);
     None where there is none of a kind. A unit that codes prose rather than strings scores high against code only."""
-    from gatescope.names import parse_unit
-
-    parsed = parse_unit(unit)
-    column = trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
+    column = _unit_column(trace, unit)  # (N,)
     inside = trace.features[feature] == 1  # (N,)
     other = next(f for f in BINARY_CODE_FEATURES if f != feature)
     in_other = (trace.features[other] == 1) & ~inside  # (N,)
@@ -464,19 +461,22 @@ def _against(trace: Trace, unit: str, feature: str, high: bool) -> dict[str, flo
 
 def _auc(x: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> float:
     """ROC AUC of scores ``x`` (N,) for the rows in ``positive`` against those in ``negative`` (masks)."""
-    pos, neg = x[positive], x[negative]
-    ranks = midranks(torch.cat([pos, neg])[:, None])[:, 0]
-    n1, n0 = pos.numel(), neg.numel()
-    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    rows = positive | negative
+    return float(mann_whitney_auc(midranks(x[rows][:, None]), positive[rows])[0])
+
+
+def _unit_column(trace: Trace, unit: str) -> torch.Tensor:
+    """One unit's values over every token of ``trace``, in float64: (N,)."""
+    from gatescope.names import parse_unit
+
+    parsed = parse_unit(unit)
+    return trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
 
 
 def _per_file_scores(trace: Trace, unit: str, feature: str, metric: str, lengths: Sequence[int]) -> list[float | None]:
     """``metric`` (ROC AUC for class 1, or Pearson r) of ``unit`` for ``feature`` over each consecutive run
     of ``lengths`` rows; None where a file has one value only (no comment in it: the score is undefined)."""
-    from gatescope.names import parse_unit
-
-    parsed = parse_unit(unit)
-    column = trace[parsed.name][:, parsed.index].to(torch.float64)  # (N,)
+    column = _unit_column(trace, unit)  # (N,)
     labels = trace.features[feature].to(torch.float64)  # (N,)
     out: list[float | None] = []
     start = 0

@@ -170,6 +170,14 @@ def midranks(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(s).scatter_(1, order, mean[group]).T  # (n, u)
 
 
+def mann_whitney_auc(ranks: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Per-column ROC AUC from midranks ``ranks`` [n, u] and the positive rows ``positive`` (n,), every
+    other row negative: the Mann-Whitney U over n1 * n0 (ties count half, through the midranks)."""
+    n1 = int(positive.sum())
+    n0 = positive.numel() - n1
+    return (ranks[positive].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)  # (u,)
+
+
 class _Scorer:
     """Computes every metric for a column block, and its permutation counts."""
 
@@ -230,9 +238,7 @@ class _Scorer:
             yc = self.design[:, 0]
             out["corr"] = torch.where(ss > 0, (xc.T @ yc) / ss.clamp_min(1e-300).sqrt(), torch.zeros_like(ss))
         if self.lab.kind == "binary":
-            pos = self.codes == 1
-            n1, n0 = int(pos.sum()), int((~pos).sum())
-            out["auc"] = (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+            out["auc"] = mann_whitney_auc(ranks, self.codes == 1)
         out["mi"] = _mutual_information(_quantile_bins(ranks, self.bins), self.ybins)
         out["probe"] = self._probe(x)
 
