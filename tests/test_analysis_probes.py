@@ -97,14 +97,14 @@ def test_the_progress_bar_counts_every_probes_epochs_within_each_quantity(monkey
 
     trace, _, _, score = planted(2)
     seen = []  # (total, [description at each epoch])
-    real = probes._epoch_bar
+    real = probes.counter
 
-    def spy(total, enabled):
-        bar = real(total, enabled)
+    def spy(total, description, unit, enabled):
+        bar = real(total, description, unit, enabled)
         inner = bar.__enter__()
         names = []
         advance, describe = inner.advance, inner.describe
-        inner.describe = lambda name: (names.append(name), describe(name))
+        inner.describe = lambda text: (names.append(text.removeprefix("probing ")), describe(text))
         inner.advance = lambda: (seen[-1][1].append(names[-1]), advance())
         seen.append((total, []))
         try:
@@ -112,7 +112,7 @@ def test_the_progress_bar_counts_every_probes_epochs_within_each_quantity(monkey
         finally:
             bar.__exit__(None, None, None)
 
-    monkeypatch.setattr(probes, "_epoch_bar", contextlib.contextmanager(spy))
+    monkeypatch.setattr(probes, "counter", contextlib.contextmanager(spy))
     probe_units(trace, (score > 0).numpy(), ks=[2, 4], epochs=3, progress=True)
     total, epochs = seen[0]
     # per quantity: the full probe, top-2 and top-4, the control task; 3 epochs each

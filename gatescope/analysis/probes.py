@@ -15,7 +15,6 @@ sequences (`heldout_rows`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, make_labels, resolve_labels
+from gatescope.analysis.progress import counter
 from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
@@ -243,10 +243,10 @@ def probe_units(
              for name in names}
     fits = {name: 1 + sum(k < width(trace, name) for k in ks_of[name]) + (ctrl is not None) for name in names}
     rows = []
-    with _epoch_bar(sum(fits.values()) * epochs, progress) as bar:
+    with counter(sum(fits.values()) * epochs, "probing", "epochs", progress) as bar:
         opts = {"l1": l1, "l2": l2, "epochs": epochs, "seed": seed, "on_epoch": bar.advance}
         for name in names:
-            bar.describe(name)
+            bar.describe(f"probing {name}")
             rows.append(_probe_row(trace, name, lab, ctrl, train, test, baseline, ks_of[name], opts))
     return Table(rows)
 
@@ -274,36 +274,6 @@ def _probe_row(trace: Trace, name: str, lab: Labels, ctrl: Labels | None, train:
         "control": ctrl_score, "selectivity": score - ctrl_score,
         "top_units": [format_unit(name, u) for u in ranking[:10]], "curve": curve, "k95": k95,
     }
-
-
-class _EpochBar:
-    """A rich progress bar on stderr counting every probe's epochs, naming the quantity being probed;
-    silent when not enabled."""
-
-    def __init__(self, progress=None, task=None) -> None:
-        self._progress, self._task = progress, task
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def describe(self, name: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=f"probing {name}")
-
-
-@contextmanager
-def _epoch_bar(total: int, enabled: bool) -> Iterator[_EpochBar]:
-    if not enabled:
-        yield _EpochBar()
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        yield _EpochBar(progress, progress.add_task("probing", total=total))
 
 
 def _baseline(lab: Labels, train: torch.Tensor, test: torch.Tensor) -> float:
