@@ -74,6 +74,12 @@ def char_vocabulary(text: str) -> Vocabulary:
     return Vocabulary([UNK] + chars, "char", UNK, None)
 
 
+def encode_chars(vocab: Vocabulary, text: str) -> torch.Tensor:
+    """`text` as ids (N,) in a `char_vocabulary`: characters rarer than MIN_CHAR_COUNT are <unk> by its
+    definition, not a surprise to warn about."""
+    return torch.tensor(vocab.encode(text, unknown=[]))  # (N,)
+
+
 def char_streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Cut a long id sequence into `batch_size` contiguous streams (B, L), for truncated BPTT."""
     length = ids.numel() // batch_size

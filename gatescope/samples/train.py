@@ -145,7 +145,7 @@ def _train_pysource(config: SampleConfig, progress: Progress | None) -> tuple[La
     """A char LM on the stdlib's source; metrics on the held-out files."""
     text = "".join(data.read_source(p) for p in data.stdlib_files())
     vocab = data.char_vocabulary(text)
-    streams = data.char_streams(torch.tensor(vocab.encode(text)), config.batch_size)  # (B, L)
+    streams = data.char_streams(data.encode_chars(vocab, text), config.batch_size)  # (B, L)
     model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
     chunks = (streams.shape[1] - 1) // config.bptt
 
@@ -184,7 +184,7 @@ def _heldout_char_loss(model: LanguageModel, vocab: Vocabulary, chunk: int = 102
     total, count = 0.0, 0
     with torch.no_grad():
         for path in data.stdlib_files(heldout=True):
-            ids = torch.tensor(vocab.encode(data.read_source(path)))[None]  # (1, N)
+            ids = data.encode_chars(vocab, data.read_source(path))[None]  # (1, N)
             state = None
             for start in range(0, ids.shape[1] - 1, chunk):
                 inputs = ids[:, start:start + chunk]
