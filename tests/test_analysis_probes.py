@@ -13,7 +13,7 @@ from gatescope.analysis.probes import (
     fit_probe,
     probe_units,
 )
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.trace import Trace
 
 S, T, H = 300, 8, 16
@@ -76,6 +76,17 @@ def test_control_task_labels_are_a_function_of_the_token_type():
         control_labels(no_ids, labels)
     row = probe_units(no_ids, (score > 0).numpy(), kinds="h", ks=[1], epochs=2)[0]
     assert math.isnan(row["control"])
+
+
+def test_a_probe_below_its_majority_baseline_is_said(recwarn):
+    trace, h, _, score = planted(3)
+    probe_units(trace, (score > 0).numpy(), kinds="h", ks=[1], epochs=2)  # at chance on c, well above on h
+    assert not [w for w in recwarn if issubclass(w.category, GatescopeWarning)]
+    held = selection.heldout_rows(trace)
+    flipped = (h[:, 0] > 0) ^ held  # the held-out sequences' labels are the other way round
+    with pytest.warns(GatescopeWarning, match=r"below the majority baseline: rnn.l0.fwd.h 0\.0\d\d < 0\.\d+"):
+        table = probe_units(trace, flipped.numpy(), kinds="h", ks=[1], epochs=2)
+    assert table[0]["score"] < 0.1  # still returned: the warning says what it is worth
 
 
 def test_probe_bad_input():

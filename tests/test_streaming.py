@@ -189,3 +189,20 @@ def test_streaming_probe_equals_fit_probe(feature, monkeypatch):
     torch.testing.assert_close(streamed.weight, probe.weight, rtol=0, atol=1e-6)
     assert row["score"] == pytest.approx(evaluate_probe(trace, probe, labels, held), abs=1e-5)
     assert row["n_test"] == int((held & labels.valid).sum()) and row["top_units"][0].startswith("rnn.l0.fwd.h:")
+
+
+def test_a_streamed_probe_below_its_majority_baseline_is_said():
+    from gatescope.analysis.selection import heldout_rows
+    from gatescope.analysis.stream_analyses import StreamingProbes
+    from gatescope.errors import GatescopeWarning
+
+    trace = quantised_trace()
+    held = heldout_rows(trace)
+    flipped = make_labels(torch.as_tensor(trace.features["label"]) != held)  # held-out labels reversed
+    probes = StreamingProbes(widths(trace), flipped, held, kinds="h", epochs=3)
+    for phase in probes.passes():
+        probes.begin(phase)
+        feed(probes, trace)
+    with pytest.warns(GatescopeWarning, match="below the majority baseline: rnn.l0.fwd.h"):
+        (row,) = probes.result().rows
+    assert row["score"] < row["baseline"]

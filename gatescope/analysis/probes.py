@@ -14,6 +14,7 @@ sequences (`heldout_rows`).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from gatescope.analysis.labels import Labels, make_labels, resolve_labels
 from gatescope.analysis.progress import counter
 from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, warn
 from gatescope.names import format_unit, parse_name
 from gatescope.trace import Trace
 
@@ -248,7 +249,20 @@ def probe_units(
         for name in names:
             bar.describe(f"probing {name}")
             rows.append(_probe_row(trace, name, lab, ctrl, train, test, baseline, ks_of[name], opts))
+    if lab.kind != "continuous":
+        say_below_baseline(rows)
     return Table(rows)
+
+
+def say_below_baseline(rows: Sequence[dict]) -> None:
+    """Warn, in one line, of the classification probes whose held-out accuracy lies more than three
+    binomial standard errors below their majority baseline: such a score says nothing of the units."""
+    low = [r for r in rows
+           if r["score"] < r["baseline"] - 3 * math.sqrt(r["baseline"] * (1 - r["baseline"]) / max(r["n_test"], 1))]
+    if low:
+        shown = ", ".join(f"{r['name']} {r['score']:.3f} < {r['baseline']:.3f}" for r in low)
+        warn(f"probe accuracy below the majority baseline: {shown} (the held-out sequences' classes differ from "
+             "the training ones', or the probe has not converged: more epochs); these scores say nothing")
 
 
 def _probe_row(trace: Trace, name: str, lab: Labels, ctrl: Labels | None, train: torch.Tensor, test: torch.Tensor,

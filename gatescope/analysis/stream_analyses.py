@@ -428,4 +428,8 @@ class StreamingProbes(StreamingAnalysis):
                          "units": self.widths[name], "n_train": int(self.target.state["n"]), "n_test": n,
                          "baseline": baseline, "score": score, "control": control, "selectivity": score - control,
                          "top_units": [format_unit(name, u) for u in self._probe(name).unit_ranking()[:10]]})
+        if not self.regression:
+            from gatescope.analysis.probes import say_below_baseline
+
+            say_below_baseline(rows)
         return Table(rows)
