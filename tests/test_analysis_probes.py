@@ -80,7 +80,7 @@ def test_control_task_labels_are_a_function_of_the_token_type():
 
 def test_a_probe_below_its_majority_baseline_is_said(recwarn):
     trace, h, _, score = planted(3)
-    probe_units(trace, (score > 0).numpy(), kinds="h", ks=[1], epochs=2)  # at chance on c, well above on h
+    probe_units(trace, (score > 0).numpy(), ks=[1], epochs=2)  # at chance on c, well above on h
     assert not [w for w in recwarn if issubclass(w.category, GatescopeWarning)]
     held = selection.heldout_rows(trace)
     flipped = (h[:, 0] > 0) ^ held  # the held-out sequences' labels are the other way round
