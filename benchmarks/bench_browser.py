@@ -57,7 +57,7 @@ def drop_cache(path: Path) -> None:
 def trace_shape(path: Path) -> tuple[int, int]:
     """(layers, units) of a trace file, read from its header, for a baseline of the same shape."""
     from gatescope.names import parse_name
-    from gatescope.tracefile import read_trace_file
+    from gatescope.traces.file import read_trace_file
 
     data = read_trace_file(path)
     layers = {(q.path, q.layer) for q in map(parse_name, data.names)}

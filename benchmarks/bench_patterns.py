@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gatescope.analysis.patterns import Selection, match, on_counts, select
-from gatescope.trace import Trace, load_trace
+from gatescope.traces.trace import Trace, load_trace
 
 NAME = "rnn.l0.fwd.h"
 

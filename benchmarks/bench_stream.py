@@ -2,7 +2,7 @@
 under torchrun (gloo), and the streaming pass's peak memory at two corpus sizes.
 
 The model is the bundled agreement LSTM (1 x 128 units, all six kinds recorded = 768 units); the
-corpus is its training grammar (gatescope.stimuli.agreement.training_corpus), one sentence a line,
+corpus is its training grammar (gatescope.inputs.stimuli.agreement.training_corpus), one sentence a line,
 with a binary label per token (a plural-looking word). Measured, in this order:
 
 * stream:         ``analyze units MODEL --file CORPUS --labels L`` in this process (imports excluded);
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from gatescope import sample_models
 from gatescope.cli import main
-from gatescope.stimuli.agreement import training_corpus
+from gatescope.inputs.stimuli.agreement import training_corpus
 
 MODEL = sample_models.path("agreement_lstm.safetensors")
 
@@ -81,12 +81,12 @@ def quiet(argv: list[str]) -> float:
 def worker(argv: list[str]) -> None:
     """In a process of its own (under torchrun or not): run gatescope ``argv`` after the imports, then
     print, from rank 0, the seconds it took and this process's peak resident memory (VmHWM)."""
-    import gatescope.analysis.stream_analyses  # noqa: F401  (imports are not the pass)
-    import gatescope.checkpoint  # noqa: F401
+    import gatescope.analysis.streaming.analyses  # noqa: F401  (imports are not the pass)
+    import gatescope.checkpoints.loader  # noqa: F401
     import gatescope.cli.analyze  # noqa: F401
-    from gatescope.distributed import join
+    from gatescope.runs.distributed import join
 
-    gatescope.checkpoint.load(MODEL)  # warm-up: the first load pays one-off imports inside torch
+    gatescope.checkpoints.loader.load(MODEL)  # warm-up: the first load pays one-off imports inside torch
     world = join()  # under torchrun: the process group, once every rank has imported torch
     if world.size > 1:
         import torch.distributed as dist

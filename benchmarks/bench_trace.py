@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 import torch
+from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gatescope import corpus as corpora
-from gatescope.checkpoint import load
+from gatescope.checkpoints.loader import load
 from gatescope.cli.trace import RunOptions, write_inputs
-from gatescope.features import stimuli_corpus
-from gatescope.sample_models import path as sample_path
+from gatescope.inputs import corpus as corpora
+from gatescope.inputs.features import stimuli_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,24 +19,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from gatescope import _moved
 from gatescope.errors import GatescopeError, GatescopeWarning, UnknownNameError
+
+_moved.install()
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LSTM": "gatescope.modules",
-    "GRU": "gatescope.modules",
-    "ResetBeforeGRU": "gatescope.reset_before",
-    "record": "gatescope.recording",
-    "run_with_cache": "gatescope.recording",
-    "quantities": "gatescope.recordable",
-    "HookContext": "gatescope.hooks",
-    "hook_points": "gatescope.hookpoints",
-    "Recording": "gatescope.recording",
-    "Intervention": "gatescope.recording",
-    "Trace": "gatescope.trace",
-    "load_trace": "gatescope.trace",
-    "load": "gatescope.checkpoint",
+    "LSTM": "gatescope.recorder.rnn",
+    "GRU": "gatescope.recorder.rnn",
+    "ResetBeforeGRU": "gatescope.recorder.rnn",
+    "record": "gatescope.recorder.recording",
+    "run_with_cache": "gatescope.recorder.recording",
+    "quantities": "gatescope.recorder.recordable",
+    "HookContext": "gatescope.recorder.hooks",
+    "hook_points": "gatescope.recorder.hookpoints",
+    "Recording": "gatescope.recorder.recording",
+    "Intervention": "gatescope.recorder.recording",
+    "Trace": "gatescope.traces.trace",
+    "load_trace": "gatescope.traces.trace",
+    "load": "gatescope.checkpoints.loader",
     "show": "gatescope.display",
 }
 __all__ = [
@@ -46,15 +49,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from gatescope.checkpoint import load
+    from gatescope.checkpoints.loader import load
     from gatescope.display import show
-    from gatescope.hookpoints import hook_points
-    from gatescope.hooks import HookContext
-    from gatescope.modules import GRU, LSTM
-    from gatescope.recordable import quantities
-    from gatescope.recording import Intervention, Recording, record, run_with_cache
-    from gatescope.reset_before import ResetBeforeGRU
-    from gatescope.trace import Trace, load_trace
+    from gatescope.recorder.hookpoints import hook_points
+    from gatescope.recorder.hooks import HookContext
+    from gatescope.recorder.recordable import quantities
+    from gatescope.recorder.recording import Intervention, Recording, record, run_with_cache
+    from gatescope.recorder.rnn import GRU, LSTM, ResetBeforeGRU
+    from gatescope.traces.trace import Trace, load_trace
 
 
 def __getattr__(name: str):

@@ -114,7 +114,7 @@ def cell_type(name: str) -> CellType:
 
 def module_cell_type(module: object) -> CellType:
     """The cell type of a recurrent module, with its variant: `GRU_RESET_BEFORE` for a GRU whose
-    ``reset_after`` attribute is False (gatescope.reset_before.ResetBeforeGRU), else by class name."""
+    ``reset_after`` attribute is False (gatescope.recorder.rnn.ResetBeforeGRU), else by class name."""
     names = [cls.__name__ for cls in type(module).__mro__]
     base = next((n for n in names if n.removesuffix("Cell") in CELL_TYPES), type(module).__name__)
     found = cell_type(base)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gatescope.cli import main
-from gatescope.trace import Trace, load_trace
+from gatescope.traces.trace import Trace, load_trace
 
 
 def cli_trace(tmp_path: Path, model: Path, *argv: str, name: str = "run.safetensors") -> Trace:

@@ -38,7 +38,7 @@ NAN = "__NAN__"  # replaced by NaN (JSON extension Python reads)
 
 HOSTILE: list[Any] = [
     None, True, False, 0, -1, 1, 2, 3, 7, 1.5, -2.5, 1e308, 10**30, -(10**30), 2**63, HUGE, DEEP, NAN,
-    "", "x", "F32", "I64", "F8_E4M3", "gatescope.trace", "gatescope.model", "LSTM", "GRUCell", "word", "char",
+    "", "x", "F32", "I64", "F8_E4M3", "gatescope.traces.trace", "gatescope.model", "LSTM", "GRUCell", "word", "char",
     "line\nbreak\x1b[31m", "x" * 5000, [], [1], [1, 2], [2, -2], [-1, -1], [1.5, 2.0], ["a", "b"], [None], [[]],
     [0, 10**6], [10**9], {}, {"a": 1}, {"name": 1},
 ]
@@ -259,8 +259,8 @@ def mutate(raw: bytes, rng: random.Random, trace: bool) -> tuple[str, bytes, boo
 # -- using what was accepted --------------------------------------------------------------------------
 def use_trace_file(path: Path) -> None:
     """Read a trace and then touch all of it, as the browser and the analyses would."""
-    from gatescope.trace import load_trace
-    from gatescope.tracefile import read_trace_file
+    from gatescope.traces.file import read_trace_file
+    from gatescope.traces.trace import load_trace
 
     data = read_trace_file(path)
     n = int(data.offsets[-1])
@@ -279,7 +279,7 @@ def use_trace_file(path: Path) -> None:
 
 def use_checkpoint(path: Path) -> None:
     """Load a checkpoint and run it on a short input."""
-    from gatescope.checkpoint import load
+    from gatescope.checkpoints.loader import load
 
     model = load(path)
     if model.takes_ids:

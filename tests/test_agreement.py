@@ -22,7 +22,7 @@ from gatescope.analysis.agreement import (
 )
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
-from gatescope.stimuli.agreement import (
+from gatescope.inputs.stimuli.agreement import (
     CONDITIONS,
     INCONGRUENT_NOUNPP,
     distance,

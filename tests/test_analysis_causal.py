@@ -9,7 +9,7 @@ from torch import nn
 
 from gatescope.analysis import causal
 from gatescope.errors import GatescopeError
-from gatescope.recording import record
+from gatescope.recorder.recording import record
 
 torch.manual_seed(0)
 

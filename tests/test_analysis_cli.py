@@ -7,7 +7,7 @@ import torch
 
 from gatescope import sample_models
 from gatescope.cli import main
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 N, LEN, H = 400, 10, 6
 
@@ -88,7 +88,7 @@ def test_probe_saturation_match_profile(trace_file, capsys):
     sat = json.loads(run(["analyze", "saturation", t, "--top", "0", "--json"], capsys).out)
     assert {r["kind"] for r in sat["saturation"]} == {"i", "f", "o"} and len(sat["saturation"]) == 3 * H
     assert len(sat["timescales"]) == H
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     tr = load_trace(t)
     for row in sat["saturation"]:
@@ -121,7 +121,7 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
     model = sample_models.path("agreement_lstm.safetensors")
     if not model.exists():
         pytest.skip("sample model agreement_lstm.safetensors not trained yet")
-    from gatescope.stimuli.agreement import bundled_stimuli_path
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
 
     lines = [x for x in bundled_stimuli_path().read_text().splitlines() if "\tnounpp_SP" in x or "\tnounpp_PS" in x]
     stimuli = tmp_path / "s.tsv"

@@ -15,8 +15,8 @@ from gatescope.analysis.dynamics import (
     weight_timescales,
 )
 from gatescope.errors import GatescopeError
-from gatescope.recording import record
-from gatescope.trace import Trace
+from gatescope.recorder.recording import record
+from gatescope.traces.trace import Trace
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from gatescope.analysis import selection
 from gatescope.analysis.patterns import Selection, match, on_counts, select
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 H, LEN = 10, 40
 NAME = "rnn.l0.fwd.h"

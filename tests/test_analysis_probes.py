@@ -14,7 +14,7 @@ from gatescope.analysis.probes import (
     probe_units,
 )
 from gatescope.errors import GatescopeError, GatescopeWarning
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 S, T, H = 300, 8, 16
 PLANTED = {2: 2.0, 9: -1.5, 13: 1.0}

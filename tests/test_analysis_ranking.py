@@ -7,10 +7,11 @@ import torch
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import make_labels, read_labels_file, resolve_labels
-from gatescope.analysis.ranking import benjamini_hochberg, midranks, rank_units
+from gatescope.analysis.ranking import rank_units
+from gatescope.analysis.stats import benjamini_hochberg, midranks
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace, load_trace
+from gatescope.traces.trace import Trace, load_trace
 
 N, H, LEN = 600, 8, 12
 

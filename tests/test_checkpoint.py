@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from checkpoint_fixtures import WORDS, LanguageModel, language_model, save, word_metadata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import nn
 
-from checkpoint_fixtures import WORDS, LanguageModel, language_model, save, word_metadata
-from gatescope.checkpoint import load
+from gatescope.checkpoints.loader import load
 from gatescope.errors import GatescopeError
 from gatescope.vocab import Vocabulary
 
@@ -320,7 +320,7 @@ def test_chain_and_decoder_shape_errors(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
-        (json.dumps({"format": "gatescope.trace"}), "is a gatescope.trace file, not a model"),
+        (json.dumps({"format": "gatescope.traces.trace"}), "is a gatescope.traces.trace file, not a model"),
         (json.dumps({"version": 99}), "version 99"),
         (json.dumps({"roles": {"recurrent": ["lstm"]}}),
          r"recurrent modules \['lstm'\] not in the file \(found: \['rnn'\]\)"),

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gatescope.cli import main
-from gatescope.trace import load_trace
+from gatescope.traces.trace import load_trace
 
 
 def run_cli(*argv):

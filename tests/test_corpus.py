@@ -1,4 +1,4 @@
-"""Inputs read once (gatescope.corpus) and features attached at trace time, through the command line."""
+"""Inputs read once (gatescope.inputs.corpus) and features attached at trace time, through the command line."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from checkpoint_fixtures import WORDS, language_model, lstm_reference, save, wor
 from cli_helpers import cli, fails
 from torch import nn
 
-from gatescope import corpus as corpora
-from gatescope.trace import load_trace
+from gatescope.inputs import corpus as corpora
+from gatescope.traces.trace import load_trace
 
 
 # -- unknown words ---------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def char_model(tmp_path):
 
 
 def test_whole_files_are_one_sequence_each_and_carry_code_features(tmp_path, capsys):
-    from gatescope.stimuli.code_features import code_features
+    from gatescope.inputs.stimuli.code_features import code_features
 
     emb, rnn, path = char_model(tmp_path)
     first, second = "def f(x):\n    return x\n", "# c\nf('a' + x)\n"
@@ -182,7 +182,7 @@ def test_feature_files_are_attached_nan_allowed_and_counted(tmp_path, capsys):
 
 
 def test_stimuli_are_traced_with_their_labels_and_analyzed_from_the_command_line(tmp_path, capsys):
-    from gatescope.stimuli.agreement import labelled
+    from gatescope.inputs.stimuli.agreement import labelled
 
     words = WORDS + ["that", "see", "sees"]
     torch.manual_seed(8)

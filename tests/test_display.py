@@ -14,8 +14,8 @@ import torch
 
 import gatescope
 from gatescope import Trace
-from gatescope.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale
 from gatescope.display import Heatmap, UnitText, show
+from gatescope.display.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale
 from gatescope.errors import GatescopeError
 from gatescope.kinds import KINDS
 
@@ -75,7 +75,7 @@ def test_scales_follow_the_kind_registry():
 
 
 def test_colorscale_and_display_import_neither_textual_nor_torch():
-    code = ("import sys, gatescope, gatescope.colorscale, gatescope.display; gatescope.show; "
+    code = ("import sys, gatescope, gatescope.display.colorscale, gatescope.display; gatescope.show; "
             "bad = [m for m in ('torch', 'textual', 'rich', 'matplotlib', 'gatescope.tui') if m in sys.modules]; "
             "sys.exit(str(bad) if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import gatescope
-from gatescope.analysis import findings, findings_report
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
-from gatescope.stimuli.agreement import (
+from gatescope.findings import report as findings_report
+from gatescope.findings import study as findings
+from gatescope.inputs.stimuli.agreement import (
     INCONGRUENT_NOUNPP,
     NOUN_PL,
     NOUN_SG,
@@ -26,7 +27,7 @@ from gatescope.stimuli.agreement import (
     is_heldout_pair,
     split_lexicon,
 )
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_JSON = ROOT / "docs" / "findings.json"
@@ -141,7 +142,7 @@ def test_from_json_prints_the_report_and_writes_json(tmp_path, results, capsys):
 
 
 def test_the_2x650_section_without_the_model_is_one_line(tmp_path, results):
-    from gatescope.analysis.findings import LARGE_MODEL, large_model_path
+    from gatescope.findings.study import LARGE_MODEL, large_model_path
 
     said = []
     if not (ROOT / "sample_models" / f"{LARGE_MODEL}.safetensors").exists():
@@ -171,7 +172,7 @@ def test_accuracy_tables_show_every_model_per_construction_and_distance(results)
 def test_large_model_findings_run_on_a_tiny_two_layer_model(tmp_path):
     """The 2x650 section's code on a 2 x 12 LSTM trained for a few steps: every figure is there and
     consistent (the carriers are the single ablations that cost >= the criterion, re-measured)."""
-    from gatescope.analysis.findings import large_findings
+    from gatescope.findings.study import large_findings
     from gatescope.samples import train
 
     path = train.train_all(tmp_path, only=["agreement_lstm_2x650"], steps=30, hidden_size=12, embedding_size=8)[0]

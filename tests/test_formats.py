@@ -18,13 +18,12 @@ from format_fixtures import (
 from reference import reference_run
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from gatescope.cli import main
 from torch import nn
 
 import gatescope
+from gatescope.cli import main
 from gatescope.kinds import GRU_RESET_BEFORE, module_cell_type
-from gatescope.reset_before import ResetBeforeGRU
+from gatescope.recorder.rnn import ResetBeforeGRU
 
 IDS = [2, 3, 5, 7, 4, 9]
 TOL = dict(atol=1e-5, rtol=0)

@@ -242,7 +242,7 @@ def checkpoint_recipes(raw: bytes) -> dict[str, bytes]:
         "version newer": meta("version", 2),
         "version a float": meta("version", 1.0),
         "version of 5,000 digits": meta("version", HUGE),
-        "format of a trace": meta("format", "gatescope.trace"),
+        "format of a trace": meta("format", "gatescope.traces.trace"),
         "format an int": meta("format", 3),
         "vocab an int": meta("vocab", 5),
         "vocab a dict": meta("vocab", {"a": 1}),

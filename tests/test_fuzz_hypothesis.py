@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace, load_trace
-from gatescope.tracefile import read_trace_file
+from gatescope.traces.file import read_trace_file
+from gatescope.traces.trace import Trace, load_trace
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -41,7 +41,7 @@ modules = st.fixed_dictionaries({
 }, optional={"num_layers": st.integers(0, 3) | json_values, "bidirectional": json_values,
              "proj_size": st.integers(-1, 4)})
 trace_meta = st.fixed_dictionaries({
-    "format": st.sampled_from(["gatescope.trace", "gatescope.model"]) | json_values,
+    "format": st.sampled_from(["gatescope.traces.trace", "gatescope.model"]) | json_values,
     "format_version": st.sampled_from([1, 2, "1", True, 1.0]) | json_values,
 }, optional={"modules": st.lists(modules, max_size=2) | json_values, "vocab": json_values,
              "tokenizer": st.sampled_from(["word", "char"]) | json_values})

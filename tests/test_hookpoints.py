@@ -7,7 +7,7 @@ import gatescope
 from gatescope import Intervention, record, run_with_cache, sample_models
 from gatescope.analysis.attribution import gradient_x_activation, logit_difference_target
 from gatescope.errors import GatescopeError
-from gatescope.hookpoints import HookPoint, hook_points
+from gatescope.recorder.hookpoints import HookPoint, hook_points
 
 F_GATE = "rnn.l0.fwd.f"
 
@@ -99,7 +99,7 @@ def test_bad_arguments_are_one_line_errors():
 
 @pytest.mark.parametrize("per", ["step", "sequence"])
 def test_nothing_lingers_on_the_model_after_hook_points_ran(per):
-    from gatescope.recording import _STACKS
+    from gatescope.recorder.recording import _STACKS
 
     model, ids = stock()
     hooked = hook_points(model, per=per)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import functools
 import json
 
+import cli_helpers
 import pytest
 import torch
 from checkpoint_fixtures import WORDS, language_model, lstm_reference, save, word_metadata
-import cli_helpers
 from cli_helpers import cli
 from safetensors.torch import save_file
 from torch import nn
 
 import gatescope
 from gatescope.errors import GatescopeError, GatescopeWarning
-from gatescope.trace import load_trace
+from gatescope.traces.trace import load_trace
 
 fails = functools.partial(cli_helpers.fails, after_warnings=True)  # loading warns before some refusals
 

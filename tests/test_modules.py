@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatescope
-from gatescope import engine
+from gatescope.recorder import engine
 
 TOL = 1e-5
 

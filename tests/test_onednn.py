@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gatescope import onednn, record
+from gatescope import record
+from gatescope.recorder import onednn
 from tests.reference import reference_run
 
 ATOL = 1e-5

@@ -2,11 +2,11 @@
 and the core imports neither Textual, matplotlib nor the analysis layer."""
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def run_python(code: str) -> None:
 
 def test_core_imports_stay_light():
     code = (
-        "import sys, gatescope, gatescope.checkpoint, gatescope.recording, gatescope.trace, gatescope.modules; "
+        "import sys, gatescope, gatescope.checkpoints.loader, gatescope.recorder.recording, gatescope.traces.trace, gatescope.recorder.rnn; "
         "heavy = [m for m in ('textual', 'matplotlib', 'gatescope.analysis', 'gatescope.tui', 'captum') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -37,7 +37,7 @@ def test_core_imports_stay_light():
 def test_import_gatescope_is_light_and_record_stays_the_function():
     code = (
         "import sys, gatescope; assert 'torch' not in sys.modules, 'import gatescope imported torch'; "
-        "import gatescope.recording; assert callable(gatescope.record), gatescope.record; "
+        "import gatescope.recorder.recording; assert callable(gatescope.record), gatescope.record; "
         "assert sorted(gatescope.__all__) == sorted(n for n in gatescope.__all__ if getattr(gatescope, n, None))"
     )
     run_python(code)
@@ -47,7 +47,7 @@ def test_loading_a_checkpoint_initialises_nothing_and_imports_no_compiler():
     # the modules are built on the meta device and filled from the file; torch's initialisers there
     # would import torch._dynamo, seconds of every command's start
     code = (
-        "import sys, torch; from gatescope.checkpoint import load; from gatescope.sample_models import path; "
+        "import sys, torch; from gatescope.checkpoints.loader import load; from gatescope.sample_models import path; "
         "model = load(path()); assert 'torch._dynamo' not in sys.modules, 'load imported torch._dynamo'; "
         "assert all(p.device.type == 'cpu' and torch.isfinite(p).all() for p in model.parameters())"
     )
@@ -61,7 +61,7 @@ def test_reading_a_trace_file_needs_no_torch(tmp_path):
 
     Trace({"rnn.l0.fwd.h": torch.zeros(3, 2)}, [0, 3]).save(tmp_path / "t.safetensors")
     code = (
-        "import sys; from gatescope.tracefile import read_trace_file; "
+        "import sys; from gatescope.traces.file import read_trace_file; "
         f"f = read_trace_file({str(tmp_path / 't.safetensors')!r}); "
         "assert f.rows('rnn.l0.fwd.h', 0, 3).shape == (3, 2); assert 'torch' not in sys.modules"
     )
@@ -79,7 +79,7 @@ def test_wheel_carries_sample_models_and_data(tmp_path):
     for model in (ROOT / "sample_models").glob("*.safetensors"):
         assert f"gatescope/sample_models/{model.name}" in names
     assert "gatescope/tui/app.tcss" in names
-    assert "gatescope/stimuli/agreement_stimuli.tsv" in names
+    assert "gatescope/inputs/stimuli/agreement_stimuli.tsv" in names
 
 
 def test_the_sources_pass_pyflakes():

@@ -17,9 +17,9 @@ from gatescope import sample_models
 from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.cli import main
 from gatescope.errors import GatescopeWarning
+from gatescope.inputs.stimuli.agreement import LEXICON, bundled_stimuli_path
+from gatescope.inputs.stimuli.code_features import code_features
 from gatescope.samples import data, train
-from gatescope.stimuli.agreement import LEXICON, bundled_stimuli_path
-from gatescope.stimuli.code_features import code_features
 
 TINY = {"steps": 3, "embedding_size": 4, "hidden_size": 8, "batch_size": 4}
 REQUIRED = {"format", "version", "tokenizer", "vocab", "unk", "eos", "roles", "training", "metrics", "sample_text"}

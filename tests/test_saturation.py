@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gatescope.analysis.dynamics import saturation as analysis_saturation
-from gatescope.inspect_report import saturation_report
+from gatescope.analysis.weights import saturation_report
 from gatescope.saturation import Saturation, on_unit_interval, saturation
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.tui import ranking
 from gatescope.tui.arrays import trace_file
 

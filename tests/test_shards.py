@@ -12,9 +12,9 @@ from test_tui import LSTM_KINDS, SIZE, word_trace
 from gatescope.analysis.dynamics import saturation
 from gatescope.analysis.ranking import rank_units
 from gatescope.errors import GatescopeError
-from gatescope.shardfile import RowConcat, plan_shards, shard_name, write_index
-from gatescope.trace import Trace, load_trace
-from gatescope.tracefile import read_trace_file
+from gatescope.traces.file import read_trace_file
+from gatescope.traces.shards import RowConcat, plan_shards, shard_name, write_index
+from gatescope.traces.trace import Trace, load_trace
 
 
 def save_sharded(trace: Trace, folder, shard_tokens: int) -> int:

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gatescope import Intervention, engine, onednn, record
-from gatescope.interventions import split
+from gatescope import Intervention, record
+from gatescope.recorder import engine, onednn
+from gatescope.recorder.interventions import split
 from tests.reference import reference_run
 
 ATOL = 1e-5

@@ -11,13 +11,13 @@ import pytest
 
 from gatescope.analysis.agreement import read_stimuli
 from gatescope.errors import GatescopeError
-from gatescope.stimuli.agreement import (
+from gatescope.inputs.stimuli.agreement import (
     CONDITIONS,
     LARGE_LEXICON,
     LEXICON,
-    PREFIX_ROLES,
     NOUN_PL,
     NOUN_SG,
+    PREFIX_ROLES,
     VERB_PL,
     VERB_SG,
     bundled_stimuli_path,
@@ -28,7 +28,7 @@ from gatescope.stimuli.agreement import (
     training_corpus,
     write_stimuli,
 )
-from gatescope.stimuli.code_features import FEATURES, code_features
+from gatescope.inputs.stimuli.code_features import FEATURES, code_features
 
 NAN = math.nan
 

@@ -13,7 +13,7 @@ import torch
 from checkpoint_fixtures import WORDS, language_model, word_metadata
 
 from gatescope.cli import main
-from gatescope.trace import load_trace
+from gatescope.traces.trace import load_trace
 
 
 @pytest.fixture(scope="module")

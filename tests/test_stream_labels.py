@@ -14,8 +14,8 @@ from cli_helpers import cli, fails
 from torch import nn
 
 from gatescope.analysis.selection import heldout_from_offsets
-from gatescope.analysis.stream_labels import LabelScan, LabelsFile, heldout_sequences
-from gatescope.analysis.streaming import quantile_codes
+from gatescope.analysis.streaming.accumulators import quantile_codes
+from gatescope.analysis.streaming.labels import LabelScan, LabelsFile, heldout_sequences
 from gatescope.validation.text import read_labels
 
 

@@ -6,8 +6,7 @@ import torch
 from gatescope.analysis.dynamics import saturation, timescales
 from gatescope.analysis.labels import make_labels, resolve_labels
 from gatescope.analysis.ranking import rank_units
-from gatescope.analysis.stream_analyses import StreamingRanking, StreamingSaturation
-from gatescope.analysis.streaming import (
+from gatescope.analysis.streaming.accumulators import (
     Association,
     Grid,
     GroupMeans,
@@ -15,8 +14,9 @@ from gatescope.analysis.streaming import (
     Moments,
     Saturation,
 )
+from gatescope.analysis.streaming.analyses import StreamingRanking, StreamingSaturation
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 N, H = 500, 6
 
@@ -173,7 +173,7 @@ def test_streaming_probe_equals_fit_probe(feature, monkeypatch):
     from gatescope.analysis import selection
     from gatescope.analysis.probes import evaluate_probe, fit_probe
     from gatescope.analysis.selection import heldout_rows
-    from gatescope.analysis.stream_analyses import StreamingProbes
+    from gatescope.analysis.streaming.analyses import StreamingProbes
 
     monkeypatch.setattr(selection, "CHUNK_ROWS", 64)  # the trace's chunks are the stream's batches
     trace = quantised_trace()
@@ -193,7 +193,7 @@ def test_streaming_probe_equals_fit_probe(feature, monkeypatch):
 
 def test_a_streamed_probe_below_its_majority_baseline_is_said():
     from gatescope.analysis.selection import heldout_rows
-    from gatescope.analysis.stream_analyses import StreamingProbes
+    from gatescope.analysis.streaming.analyses import StreamingProbes
     from gatescope.errors import GatescopeWarning
 
     trace = quantised_trace()

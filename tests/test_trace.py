@@ -36,7 +36,7 @@ def test_round_trip_is_exact(tmp_path, dtype):
 
 
 def test_bfloat16_rows_widen_exactly_without_torch(tmp_path):
-    from gatescope.tracefile import read_trace_file
+    from gatescope.traces.file import read_trace_file
 
     trace = _trace(torch.bfloat16)
     trace.save(tmp_path / "t.safetensors")
@@ -53,7 +53,7 @@ def test_the_file_is_plain_safetensors_with_the_documented_names(tmp_path):
         assert set(f.keys()) == {"rnn.l0.fwd.f", "rnn.l0.fwd.h", "offsets", "token_ids", "feature.number"}
         assert f.get_tensor("offsets").dtype == torch.int64
         meta = json.loads(f.metadata()["gatescope"])
-    assert meta["format"] == "gatescope.trace"
+    assert meta["format"] == "gatescope.traces.trace"
 
 
 def _mapped_files(address):
@@ -167,7 +167,7 @@ def test_streamed_trace_file_equals_the_trace_saved_from_memory(tmp_path, dtype)
     import gatescope
     from gatescope import sample_models
     from gatescope.cli.trace import RunOptions, record_inputs, write_inputs
-    from gatescope.corpus import from_sequences
+    from gatescope.inputs.corpus import from_sequences
 
     model = gatescope.load(sample_models.path("agreement_lstm.safetensors"))
     texts = ["the boy near the cars greets", "the boys greet", "the girl that the dogs like sleeps", "mary sleeps"]
@@ -187,7 +187,7 @@ def test_streamed_trace_file_equals_the_trace_saved_from_memory(tmp_path, dtype)
 def test_trace_writer_refuses_rows_that_do_not_fit(tmp_path):
     import numpy as np
 
-    from gatescope.tracefile import TraceWriter
+    from gatescope.traces.file import TraceWriter
 
     writer = TraceWriter(tmp_path / "w.safetensors", {"rnn.l0.fwd.h": 2}, "F32", np.array([0, 3]), False, {})
     writer.write("rnn.l0.fwd.h", 1, np.ones((2, 2), np.float32))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.tui.app import GatescopeApp
 from gatescope.tui.colors import SEQUENTIAL
 from gatescope.tui.heatmap import Heatmap

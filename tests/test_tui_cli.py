@@ -39,10 +39,10 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys)
 
 
 def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):
-    """Shapes are checked when the file is read (gatescope.tracefile), and the message names the file."""
+    """Shapes are checked when the file is read (gatescope.traces.file), and the message names the file."""
     from safetensors.numpy import save_file
 
-    meta = {"gatescope": json.dumps({"format": "gatescope.trace", "format_version": 1})}
+    meta = {"gatescope": json.dumps({"format": "gatescope.traces.trace", "format_version": 1})}
     tensors = {"rnn.l0.fwd.h": np.zeros((4, 3), np.float32), "offsets": np.array([0, 5])}
     save_file(tensors, str(tmp_path / "short.safetensors"), metadata=meta)
     code, err = browse(capsys, str(tmp_path / "short.safetensors"))
@@ -53,7 +53,7 @@ def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_browsing_a_trace_file_never_imports_torch(tmp_path):
-    """`gatescope browse FILE` reads the file with numpy (gatescope.tracefile): no 2 s `import torch` first."""
+    """`gatescope browse FILE` reads the file with numpy (gatescope.traces.file): no 2 s `import torch` first."""
     word_trace().save(tmp_path / "t.safetensors")
     code = f"""
 import asyncio, sys
@@ -69,7 +69,7 @@ async def scenario():
         print(app.name_shown, app.heatmap.row, app.query_one("#rank-status").content)
 
 asyncio.run(scenario())
-print("torch" in sys.modules, "gatescope.trace" in sys.modules, "gatescope.analysis" in sys.modules)
+print("torch" in sys.modules, "gatescope.traces.trace" in sys.modules, "gatescope.analysis" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     shown, torch_loaded = result.stdout.splitlines()

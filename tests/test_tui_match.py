@@ -14,7 +14,7 @@ from test_tui import SENTENCES, SIZE, VOCAB, settle, sync
 from textual.events import MouseMove
 
 from gatescope.analysis.patterns import match, select
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.tui.app import GatescopeApp
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.match_panel import MatchPanel

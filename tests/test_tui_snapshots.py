@@ -9,7 +9,7 @@ import torch
 from test_tui import SIZE, settle, word_trace
 from test_tui_match import planted_trace
 
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.tui.app import GatescopeApp
 
 

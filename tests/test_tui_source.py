@@ -13,8 +13,8 @@ from test_tui import VOCAB, word_trace
 
 from gatescope.analysis.dynamics import saturation as analysis_saturation
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace, load_trace
-from gatescope.tracefile import read_trace_file
+from gatescope.traces.file import read_trace_file
+from gatescope.traces.trace import Trace, load_trace
 from gatescope.tui import ranking
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.colors import DIVERGING, NAN_COLOR, SEQUENTIAL, PairStyles, Scale

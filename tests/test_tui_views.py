@@ -12,7 +12,7 @@ import torch
 from test_tui import SIZE, VOCAB, settle, sync, word_trace
 
 from gatescope.cli import main
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.tui.app import GatescopeApp
 from gatescope.tui.compare import CompareScreen, PairView
 from gatescope.tui.heatmap import MARGIN, Heatmap, fit

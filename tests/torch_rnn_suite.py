@@ -43,7 +43,7 @@ from pathlib import Path
 from torch import nn
 
 import gatescope
-from gatescope import engine
+from gatescope.recorder import engine
 
 VARIANTS = ("torch", "step", "replay", "record")
 NAMES = ("LSTM", "GRU", "LSTMCell", "GRUCell")

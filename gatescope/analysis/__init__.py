@@ -56,7 +56,7 @@ from gatescope.analysis.probes import (
     probe_units,
 )
 from gatescope.analysis.ranking import rank_units
-from gatescope.analysis.stream_analyses import StreamingProbes, StreamingRanking, StreamingSaturation
+from gatescope.analysis.streaming.analyses import StreamingProbes, StreamingRanking, StreamingSaturation
 from gatescope.analysis.table import Table
 
 __all__ = [

@@ -4,7 +4,7 @@ An item is a prefix and two forms of the next verb. The model gets the item righ
 the correct form a higher probability than the wrong one after the prefix; since both come from
 the same softmax, that is comparing their logits. Accuracy is reported overall, per condition and
 per distance between the subject and the verb (tokens between them, as Linzen et al. 2016 plot it;
-known for gatescope's own conditions, `gatescope.stimuli.agreement.distance`), the latter also on
+known for gatescope's own conditions, `gatescope.inputs.stimuli.agreement.distance`), the latter also on
 the incongruent items alone (an attractor of the other number).
 
 Stimuli files are tab-separated, without a header, one item a line::
@@ -25,8 +25,8 @@ import torch
 from gatescope.analysis.causal import Metric, ablate, logit_difference
 from gatescope.errors import GatescopeError
 from gatescope.names import parse_unit
-from gatescope.recordable import quantities
-from gatescope.recording import Intervention
+from gatescope.recorder.recordable import quantities
+from gatescope.recorder.recording import Intervention
 from gatescope.validation.text import read_stimuli_rows
 from gatescope.vocab import Vocabulary
 
@@ -119,7 +119,7 @@ def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
     between subject and verb), over the items whose condition is one of gatescope's
     (`without_distance` counts the others).
     """
-    from gatescope.stimuli.agreement import CONDITIONS, distance, is_incongruent
+    from gatescope.inputs.stimuli.agreement import CONDITIONS, distance, is_incongruent
 
     vocab = vocab if vocab is not None else getattr(model, "vocab", None)
     if vocab is None:

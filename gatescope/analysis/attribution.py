@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from gatescope.analysis.logits import logit_diff
 from gatescope.errors import GatescopeError
-from gatescope.recordable import quantities
-from gatescope.recording import record, run
+from gatescope.recorder.recordable import quantities
+from gatescope.recorder.recording import record, run
 
 Target = Callable[[Tensor], Tensor]  # logits (B, T, V) -> one score per sequence (B,)
 

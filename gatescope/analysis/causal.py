@@ -30,9 +30,9 @@ from gatescope.analysis.logits import logit_diff
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.names import UnitName, format_unit, parse_name, parse_unit
-from gatescope.recordable import check_units, quantities
-from gatescope.recording import Intervention, run, run_with_cache
-from gatescope.trace import Trace
+from gatescope.recorder.recordable import check_units, quantities
+from gatescope.recorder.recording import Intervention, run, run_with_cache
+from gatescope.traces.trace import Trace
 
 unit_widths = quantities  # its name here before the core had it
 
@@ -197,7 +197,7 @@ def set_effect(metric: Metric, units: Sequence[str], *, pool: Sequence[str] | No
 def sweep(metric: Metric, units: Sequence[str], *, edit: Edit = ablate, baseline: float | None = None,
           progress: bool = False) -> Table:
     """Ablate (``edit``) each unit alone; rows unit, value, harm, most harmful first."""
-    from gatescope.analysis.progress import track
+    from gatescope.progress import track
 
     baseline = metric([]) if baseline is None else baseline
     rows = []
@@ -214,7 +214,7 @@ def greedy_search(metric: Metric, candidates: Sequence[str], k: int, *, edit: Ed
     """Grow a set one unit at a time, each time adding the candidate whose addition hurts most.
 
     Rows per step: size, added, units (the set so far), value, harm."""
-    from gatescope.analysis.progress import track
+    from gatescope.progress import track
 
     if not 1 <= k <= len(candidates):
         raise GatescopeError(f"k must be between 1 and the {len(candidates)} candidates")

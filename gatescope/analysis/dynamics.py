@@ -31,14 +31,14 @@ from gatescope.analysis.selection import (
     unit_row,
 )
 from gatescope.analysis.table import Table
-from gatescope.engine import layer_weights
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
 from gatescope.names import format_name, format_unit, parse_name, root_name
+from gatescope.recorder.engine import layer_weights
 from gatescope.saturation import HIGH, LOW
 from gatescope.saturation import saturation as count_saturation
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 # views of gatescope.kinds, under the names this module has always exported
 GATE_KINDS = tuple(k for k in ALL_KINDS if k in SIGMOID_KINDS)  # i f o r z

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 from gatescope.validation.text import label_values, read_labels
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous

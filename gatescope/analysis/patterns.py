@@ -27,7 +27,7 @@ from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.kinds import KINDS
 from gatescope.names import UnitName
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 THRESHOLD = 0.3  # LSTMVis's default, on tanh-range values
 GATE_THRESHOLD = 0.5  # on a sigmoid gate's 0..1

@@ -24,13 +24,12 @@ import torch.nn.functional as F
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, make_labels, resolve_labels
-from gatescope.analysis.progress import counter
 from gatescope.analysis.selection import heldout_rows, select_quantities, width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError, warn
 from gatescope.names import format_unit, parse_name
-from gatescope.trace import Trace
-
+from gatescope.progress import counter
+from gatescope.traces.trace import Trace
 
 STATS_ROWS = 8192  # rows per pass of the statistics and the evaluation: their float64 copies stay small
 

@@ -31,7 +31,6 @@ import torch
 
 from gatescope.analysis import selection
 from gatescope.analysis.labels import Labels, resolve_labels
-from gatescope.analysis.progress import track
 from gatescope.analysis.selection import (
     column_blocks,
     heldout_rows,
@@ -40,20 +39,26 @@ from gatescope.analysis.selection import (
     unit_row,
     width,
 )
-from gatescope.analysis.streaming import mutual_information_bits
+from gatescope.analysis.stats import (
+    benjamini_hochberg,
+    check_metric,
+    mann_whitney_auc,
+    midranks,
+    mutual_information_bits,
+    quantile_bins,
+    sort_ranking,
+    tie_groups,
+)
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
-from gatescope.trace import Trace
+from gatescope.progress import track
+from gatescope.traces.trace import Trace
 
-METRICS = ("corr", "auc", "mi", "probe")
 # A column block's working set is about a dozen arrays of its size (ranks, sorts, tie groups, bins, the
 # probe's splits) and a permutation block's about eight (the permutations as a list and stacked, the
 # shuffled design, products, statistics): blocks are sized so that the whole working set, not one
 # array, stays within selection.BUDGET.
 BLOCK_COPIES, PERM_COPIES = 16, 8
-
-DEFAULT_METRIC = {"binary": "auc", "categorical": "mi", "continuous": "corr"}
-
 
 def rank_units(
     trace: Trace,
@@ -107,77 +112,6 @@ def rank_units(
     return Table([{c: row[c] for c in columns} for row in rows], columns)
 
 
-def check_metric(lab: Labels, metric: str, bins: int, metrics: tuple[str, ...] = METRICS) -> str:
-    """The metric to rank by ("auto" resolved for the labels' kind); a wrong one is a one-line error."""
-    metric = DEFAULT_METRIC[lab.kind] if metric == "auto" else metric
-    if metric not in metrics:
-        raise GatescopeError(f"unknown metric {metric!r}; choose from auto, {', '.join(metrics)}")
-    if metric == "auc" and lab.kind != "binary":
-        raise GatescopeError(f"metric auc needs binary labels; {lab.name} is {lab.kind}")
-    if metric == "corr" and lab.kind == "categorical":
-        raise GatescopeError(f"metric corr needs binary or continuous labels; {lab.name} is categorical (use mi)")
-    if bins < 2:
-        raise GatescopeError(f"bins must be at least 2, not {bins}")
-    return metric
-
-
-def sort_ranking(rows: list[dict[str, Any]], metric: str) -> None:
-    """Give each row its ``score`` for ``metric`` and sort best first (NaN scores last)."""
-    for row in rows:
-        row["score"] = _score(row, metric)
-    rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
-
-
-def _score(row: dict[str, Any], metric: str) -> float:
-    if metric == "corr":
-        return abs(row["corr"])
-    if metric == "auc":
-        return max(row["auc"], 1 - row["auc"])
-    return row[metric]
-
-
-def benjamini_hochberg(p: torch.Tensor) -> torch.Tensor:
-    """Benjamini-Hochberg adjusted p-values (false discovery rate), same order as ``p``."""
-    m = p.numel()
-    if m == 0:
-        return p.clone()
-    order = torch.argsort(p)
-    scaled = p[order] * m / torch.arange(1, m + 1, dtype=p.dtype)
-    adjusted = torch.flip(torch.cummin(torch.flip(scaled, [0]), 0).values, [0]).clamp(max=1.0)
-    out = torch.empty_like(p)
-    out[order] = adjusted
-    return out
-
-
-def _tie_groups(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For rows ``s`` [u, n] sorted ascending: each element's tie group (ids unique across rows),
-    and per group the mean and the last of the 1-based positions its elements hold."""
-    u, n = s.shape
-    starts = torch.ones(u, n, dtype=torch.bool)
-    starts[:, 1:] = s[:, 1:] != s[:, :-1]
-    group = torch.cumsum(starts.flatten(), 0) - 1  # (u*n,)
-    groups = int(group[-1]) + 1
-    pos = torch.arange(1, n + 1, dtype=torch.float64).repeat(u)  # (u*n,)
-    mean = torch.zeros(groups, dtype=torch.float64).index_add_(0, group, pos) / torch.bincount(group, minlength=groups)
-    last = torch.zeros(groups, dtype=torch.float64).scatter_reduce_(0, group, pos, "amax")
-    return group.view(u, n), mean, last
-
-
-def midranks(x: torch.Tensor) -> torch.Tensor:
-    """Per-column ranks 1..n of ``x`` [n, u], ties sharing their average rank."""
-    s, order = torch.sort(x.T.contiguous(), dim=1)  # (u, n)
-    group, mean, _ = _tie_groups(s)
-    return torch.empty_like(s).scatter_(1, order, mean[group]).T  # (n, u)
-
-
-def mann_whitney_auc(ranks: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """Per-column ROC AUC from midranks ``ranks`` [n, u] and the positive rows ``positive`` (n,), every
-    other row negative: the Mann-Whitney U over n1 * n0 (ties count half, through the midranks)."""
-    n1 = int(positive.sum())
-    n0 = positive.numel() - n1
-    return (ranks[positive].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)  # (u,)
-
-
 class _Scorer:
     """Computes every metric for a column block, and its permutation counts."""
 
@@ -197,7 +131,7 @@ class _Scorer:
         else:
             yc = self.y - self.y.mean()
             self.design = (yc / yc.norm())[:, None]  # (n, 1), unit norm
-        self.ybins = self.codes if self.codes is not None else _quantile_bins(midranks(self.y[:, None])[:, 0], bins)
+        self.ybins = self.codes if self.codes is not None else quantile_bins(midranks(self.y[:, None])[:, 0], bins)
         self.permutations, self.seed = permutations, seed
         per_perm = self.n * self.design.shape[1]
         budget = selection.BUDGET // PERM_COPIES
@@ -239,7 +173,7 @@ class _Scorer:
             out["corr"] = torch.where(ss > 0, (xc.T @ yc) / ss.clamp_min(1e-300).sqrt(), torch.zeros_like(ss))
         if self.lab.kind == "binary":
             out["auc"] = mann_whitney_auc(ranks, self.codes == 1)
-        out["mi"] = _mutual_information(_quantile_bins(ranks, self.bins), self.ybins)
+        out["mi"] = _mutual_information(quantile_bins(ranks, self.bins), self.ybins)
         out["probe"] = self._probe(x)
 
         src = ranks if self.metric == "auc" else x
@@ -270,12 +204,6 @@ class _Scorer:
         return _linear_probe(xtr, self.y[train], xte, self.y[test])
 
 
-def _quantile_bins(ranks: torch.Tensor, bins: int) -> torch.Tensor:
-    """Bin index 0..bins-1 from midranks (ties share a bin)."""
-    n = ranks.shape[0]
-    return ((ranks - 0.5) * bins / n).floor().clamp(0, bins - 1).to(torch.int64)
-
-
 def _mutual_information(xbins: torch.Tensor, ybins: torch.Tensor) -> torch.Tensor:
     """MI in bits between each column of ``xbins`` [n, u] and ``ybins`` [n] (plug-in estimate)."""
     n, u = xbins.shape
@@ -289,7 +217,7 @@ def _threshold_probe(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yt
     ntr = xtr.shape[0]
     s, order = torch.sort(xtr.T.contiguous(), dim=1)  # (u, ntr)
     cumpos = torch.cumsum(ytr[order].to(torch.float64), 1)  # (u, ntr)
-    group, _, last = _tie_groups(s)
+    group, _, last = tie_groups(s)
     le = last[group].to(torch.int64)  # rows <= each candidate threshold
     pos_le = torch.gather(cumpos, 1, le - 1)
     total_pos = float(ytr.sum())

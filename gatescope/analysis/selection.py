@@ -12,7 +12,7 @@ import torch
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
 from gatescope.names import UnitName, format_unit, parse_name, parse_unit
-from gatescope.trace import Trace
+from gatescope.traces.trace import Trace
 
 CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)
 BUDGET = 1 << 24  # elements of a working block (float64: 128 MiB)

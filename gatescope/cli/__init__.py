@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
     except GatescopeError as exc:
         click.echo(f"gatescope: error: {one_line(str(exc))}", err=True)
-        for line in getattr(exc, "fix", ()):  # code that fixes it (gatescope.formats.ErrorWithFix)
+        for line in getattr(exc, "fix", ()):  # code that fixes it (gatescope.checkpoints.formats.ErrorWithFix)
             click.echo(f"  {one_line(line)}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:

@@ -33,7 +33,7 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
         evaluate_agreement,
         read_stimuli,
     )
-    from gatescope.stimuli.agreement import bundled_stimuli_path
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())
     lm = gatescope.load(model)

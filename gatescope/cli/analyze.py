@@ -180,7 +180,7 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
     """
     from gatescope.analysis.ranking import rank_units
     from gatescope.files import check_writable
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     _check_mode(ctx, corpus, ("grid_bins", "feature_from", "code_features"),
                 permutations="needs the whole trace at once; a streamed ranking has no p-values",
@@ -235,7 +235,7 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
     on the control task trains in the same passes; the top-k curve is not computed.
     """
     from gatescope.analysis.probes import probe_units
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     _check_mode(ctx, corpus, ("feature_from", "code_features"))
     if corpus is not None:
@@ -287,7 +287,7 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, d
     )
     from gatescope.analysis.dynamics import saturation as saturation_table
     from gatescope.names import parse_name
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     _check_mode(ctx, corpus)
     if corpus is not None:
@@ -343,7 +343,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     from gatescope.analysis import causal
     from gatescope.analysis.agreement import agreement_metric, read_stimuli
     from gatescope.analysis.selection import parse_kinds
-    from gatescope.stimuli.agreement import bundled_stimuli_path
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
 
     if unit_list is not None and top_from:
         raise GatescopeError("give --units or --top-from, not both")
@@ -363,7 +363,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     trace = None
     if top_from:
         from gatescope.analysis.ranking import rank_units
-        from gatescope.trace import load_trace
+        from gatescope.traces.trace import load_trace
 
         trace = load_trace(top_from)
         ranking = rank_units(trace, feature=feature, kinds=kinds, permutations=0)
@@ -421,7 +421,7 @@ def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, inc
     """Select units that are on over a span of TRACE; find where else they are on (LSTMVis)."""
     from gatescope.analysis.patterns import match as match_spans
     from gatescope.analysis.patterns import select
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     tr = load_trace(trace)
     if sequence is not None:
@@ -453,7 +453,7 @@ def profile(trace, unit, sequences, kinds, title, out):
     from gatescope.analysis.dynamics import plot_gate_profile
     from gatescope.analysis.selection import parse_kinds
     from gatescope.files import check_writable
-    from gatescope.trace import load_trace
+    from gatescope.traces.trace import load_trace
 
     check_writable(out)
     seqs = _numbers(sequences, "--sequences", "sequence numbers such as 0,1,2")

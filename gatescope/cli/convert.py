@@ -1,6 +1,6 @@
 """`gatescope convert IN -o OUT.safetensors`: any checkpoint gatescope reads, as a torch-named safetensors file.
 
-The input is any format gatescope.formats reads (torch state dicts, fastai's AWD-LSTM, Keras 3,
+The input is any format gatescope.checkpoints.formats reads (torch state dicts, fastai's AWD-LSTM, Keras 3,
 ONNX) or a safetensors file; the output holds the tensors under torch.nn's names and the gatescope
 metadata (docs/architecture.md "Checkpoint metadata"), merged from the input's own, the reader's
 (roles, reset_before) and the options (--vocab, --tokenizer, --unk, --eos, --roles). The result is
@@ -62,7 +62,7 @@ def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
 
 def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[str]]:
     """(tensors, gatescope metadata, format read, notes) of any checkpoint gatescope reads."""
-    from gatescope import formats
+    from gatescope.checkpoints import formats
 
     if not path.exists():
         raise GatescopeError(f"no such file: {path}")
@@ -94,7 +94,7 @@ def converted_metadata(
     roles: dict[str, Any],
 ) -> dict[str, Any]:
     """The output's metadata: the input's, then the options (a given option replaces the input's value)."""
-    from gatescope.checkpoint import MODEL_FORMAT, MODEL_FORMAT_VERSION
+    from gatescope.checkpoints.loader import MODEL_FORMAT, MODEL_FORMAT_VERSION
 
     meta = {**metadata, "format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION}
     if vocab is not None:
@@ -135,8 +135,8 @@ def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str 
     to a torch-named safetensors checkpoint with gatescope's metadata, which every command then reads."""
     from safetensors.torch import save_file
 
-    from gatescope.checkpoint import load
-    from gatescope.formats import META_KEY
+    from gatescope.checkpoints.formats import META_KEY
+    from gatescope.checkpoints.loader import load
 
     if output.suffix != ".safetensors":
         raise GatescopeError(f"the output {output} must be a .safetensors file")

@@ -1,6 +1,6 @@
 """`gatescope findings`: reproduce, on the bundled sample models, every figure of the README's Findings.
 
-Runs gatescope.analysis.findings (a few minutes on two CPU cores), writes its traces, figures, JSON and
+Runs gatescope.findings.study (a few minutes on two CPU cores), writes its traces, figures, JSON and
 Markdown report under one folder (default ./findings; an existing non-empty folder is refused unless
 --force), and can re-render the findings blocks of Markdown files (the README) from a JSON document,
 so the docs quote exactly one run.
@@ -124,9 +124,9 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     `gatescope analyze` and `gatescope browse`), figures, findings.json and findings.md under --out
     and prints the report.
     """
-    from gatescope.analysis import findings_report
     from gatescope.analysis.table import jsonable
     from gatescope.files import atomic_write, check_writable
+    from gatescope.findings import report as findings_report
 
     for legacy in (legacy_traces, legacy_figures):  # the options of the first findings script
         if legacy is not None:
@@ -140,7 +140,7 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     if from_json is not None:
         results = _read_results(from_json)
     else:
-        from gatescope.analysis.findings import run_findings
+        from gatescope.findings.study import run_findings
 
         _check_out(out_dir, force)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """`gatescope inspect [MODEL]`: a report on a checkpoint's recurrent modules, gates and saturation.
 
-The report itself is data (gatescope.inspect_report); this module prints it with rich tables or
+The report itself is data (gatescope.analysis.weights); this module prints it with rich tables or
 as JSON, and on a terminal opens the trace browser. Gate saturation follows Karpathy, Johnson &
 Fei-Fei 2015 (fraction of time a gate is < 0.1 or > 0.9).
 """
@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gatescope import corpus as corpora
+from gatescope.checkpoints.formats import CONVERTED_KEY
 from gatescope.cli.trace import RunOptions, counted, input_options, record_inputs
 from gatescope.errors import GatescopeError
-from gatescope.formats import CONVERTED_KEY
+from gatescope.inputs import corpus as corpora
 
 if TYPE_CHECKING:
-    from gatescope.checkpoint import LoadedModel
-    from gatescope.corpus import Corpus
-    from gatescope.trace import Trace
+    from gatescope.checkpoints.loader import LoadedModel
+    from gatescope.inputs.corpus import Corpus
+    from gatescope.traces.trace import Trace
 
 DEFAULT_WORDS = 8  # words of the vocabulary run when the metadata has no sample_text
 
@@ -69,8 +69,8 @@ def build_report(
     """The full report (weights, what the loader did not use, and saturation when the model can be
     run) and the trace, if any. A model the loader cannot run is reported from its weights; asking
     to run it on some input is an error."""
-    from gatescope.checkpoint import load
-    from gatescope.inspect_report import saturation_report, weight_report
+    from gatescope.analysis.weights import saturation_report, weight_report
+    from gatescope.checkpoints.loader import load
 
     model = load(model_path, device=device)
     report = {"file": str(model_path), **weight_report(model)}

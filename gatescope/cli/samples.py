@@ -63,7 +63,7 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the models' metadata summaries as JSON.")
 def list_(as_json: bool) -> None:
     """Show the bundled sample models and their metrics."""
-    from gatescope.checkpoint import read_header
+    from gatescope.checkpoints.loader import read_header
 
     rows = []
     for path in sorted(_default_dir().glob("*.safetensors")):

@@ -1,12 +1,12 @@
 """One pass of a model over a corpus: streamed analyses and sharded traces, on one or several processes.
 
 `stream_analysis` runs MODEL over the corpus in batches and feeds each batch's recording to a
-streaming analysis (gatescope.analysis.stream_analyses), keeping nothing else. The corpus is a
-`CorpusStream`: read a line at a time with its labels alongside (gatescope.analysis.stream_labels:
+streaming analysis (gatescope.analysis.streaming.analyses), keeping nothing else. The corpus is a
+`CorpusStream`: read a line at a time with its labels alongside (gatescope.analysis.streaming.labels:
 ``--labels``, ``--feature-from``, ``--code-features``), so memory is one batch plus the accumulators,
 whatever the corpus's length. `write_sharded` writes the recording
-as a sharded trace folder (gatescope.shardfile), one shard at a time. Under torchrun both split
-the work over the processes (gatescope.distributed): rank r runs batches (or shards) r, r + K, ...;
+as a sharded trace folder (gatescope.traces.shards), one shard at a time. Under torchrun both split
+the work over the processes (gatescope.runs.distributed): rank r runs batches (or shards) r, r + K, ...;
 the statistics are summed over the ranks, and rank 0 writes. A progress bar on stderr shows tokens
 and tokens per second (of all ranks: rank 0 counts the batches of the others as it passes them).
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gatescope.analysis.stream_analyses import Rows
-from gatescope.distributed import World, all_ok, all_reduce_sum, broadcast, join, leave
+from gatescope.analysis.streaming.analyses import Rows
 from gatescope.errors import GatescopeError
+from gatescope.runs.distributed import World, all_ok, all_reduce_sum, broadcast, join, leave
 
 
 @contextmanager
@@ -47,13 +47,13 @@ def token_progress(total: int, description: str, enabled: bool) -> Iterator[Call
 
 class CorpusStream:
     """A text corpus, one sequence a non-blank line, read and tokenised a line at a time and never held,
-    with a label source's values alongside (gatescope.analysis.stream_labels). The first pass (`scan`)
+    with a label source's values alongside (gatescope.analysis.streaming.labels). The first pass (`scan`)
     counts the tokens, checks that the labels line up and finds their scheme, before any model runs;
     every pass reads the file again. Memory: one batch, and the labels' distinct values."""
 
     def __init__(self, model, path: str, source=None, report: bool = True) -> None:
         """report: say the tokens outside the vocabulary (once, in the scan)."""
-        from gatescope.corpus import check, from_sequences
+        from gatescope.inputs.corpus import check, from_sequences
 
         self.model, self.path, self.source = model, path, source
         self.sequences = self.tokens = self.types = 0
@@ -64,7 +64,7 @@ class CorpusStream:
 
     def lines(self, report: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(token ids [T], label values [T] or None) of each line, in order."""
-        from gatescope.corpus import Tokenizer, tokenised_lines
+        from gatescope.inputs.corpus import Tokenizer, tokenised_lines
 
         tokenizer = Tokenizer(self.model.vocab)
         reader = self.source.reader() if self.source is not None else None
@@ -78,7 +78,7 @@ class CorpusStream:
             tokenizer.report()
 
     def _scan(self, report: bool) -> None:
-        from gatescope.analysis.stream_labels import LabelScan
+        from gatescope.analysis.streaming.labels import LabelScan
 
         scan, pending, size = LabelScan(), [], 0
         for ids, values in self.lines(report):
@@ -102,8 +102,8 @@ class CorpusStream:
     def batches(self, size: int, equal_lengths: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, Rows]]:
         """(padded batch [B, T], lengths [B] or None, its Rows: start, label values, token ids, held out),
         batched as `gatescope trace` batches a corpus (`corpus.batch_groups`)."""
-        from gatescope.analysis.stream_labels import heldout_sequences
-        from gatescope.corpus import batch_groups, pad_batch
+        from gatescope.analysis.streaming.labels import heldout_sequences
+        from gatescope.inputs.corpus import batch_groups, pad_batch
 
         held = heldout_sequences(self.sequences, self.tokens)
         row = sequence = 0
@@ -133,7 +133,7 @@ def recorded_widths(model, first: torch.Tensor, options) -> dict[str, int]:
 def open_corpus(model_path, file: str, device: str, distributed: bool, options=None):
     """(World, model on this rank's device, the corpus read once, token count); the caller calls `leave`.
     A model that cannot run, or ``options`` selecting nothing it records, is refused before any work."""
-    from gatescope import corpus as corpora
+    from gatescope.inputs import corpus as corpora
 
     world, model = _open_model(model_path, device, distributed, options)
     inputs = corpora.gather(model, files=[file])
@@ -141,7 +141,7 @@ def open_corpus(model_path, file: str, device: str, distributed: bool, options=N
 
 
 def _open_model(model_path, device: str, distributed: bool, options=None):
-    from gatescope.checkpoint import load
+    from gatescope.checkpoints.loader import load
     from gatescope.cli.trace import check_selection
 
     world = join(distributed, device)
@@ -177,7 +177,7 @@ def write_sharded(world: World, output: Path, model, inputs, options, shard_toke
     """Trace the corpus into the sharded trace folder ``output``; rank r writes shards r, r + K, ...
     -> (sequences, tokens, quantities, shards). Written as a set: nothing is left on an error."""
     from gatescope.cli.trace import write_inputs
-    from gatescope.shardfile import new_folder, plan_shards, publish, shard_name, write_index
+    from gatescope.traces.shards import new_folder, plan_shards, publish, shard_name, write_index
 
     lengths = inputs.lengths.tolist()
     plan = plan_shards(lengths, shard_tokens)
@@ -254,7 +254,7 @@ def _streamed(model_path, file: str, run, device: str, distributed: bool, make, 
     """Open the corpus (and its labels), build the analysis with ``make(widths of everything recorded,
     stream)``, record only the kinds it reads, stream; -> the analysis, summed over the ranks, or None
     off rank 0."""
-    from gatescope.analysis.stream_labels import label_source
+    from gatescope.analysis.streaming.labels import label_source
 
     world, model = _open_model(model_path, device, distributed)
     try:
@@ -278,7 +278,7 @@ def stream_units(model_path, file: str, labels: LabelOptions, *, kinds, metric: 
                  device: str, distributed: bool):
     """`analyze units MODEL --file CORPUS (--labels | --feature-from | --code-features)`: the ranking Table
     (None off rank 0)."""
-    from gatescope.analysis.stream_analyses import StreamingRanking
+    from gatescope.analysis.streaming.analyses import StreamingRanking
 
     def make(widths, stream):
         return StreamingRanking(widths, stream.scheme, kinds=kinds, metric=metric, grid_bins=grid_bins)
@@ -289,7 +289,7 @@ def stream_units(model_path, file: str, labels: LabelOptions, *, kinds, metric: 
 
 def stream_saturation(model_path, file: str, *, kinds, low: float, high: float, run, device: str, distributed: bool):
     """`analyze saturation MODEL --file CORPUS`: (saturation Table, timescales Table or None), None off rank 0."""
-    from gatescope.analysis.stream_analyses import StreamingSaturation
+    from gatescope.analysis.streaming.analyses import StreamingSaturation
 
     analysis = _streamed(model_path, file, run, device, distributed,
                          lambda widths, stream: StreamingSaturation(widths, kinds=kinds, low=low, high=high))
@@ -302,7 +302,7 @@ def stream_probes(model_path, file: str, labels: LabelOptions, *, kinds, epochs:
     epochs + 2 passes -> Table."""
     import os
 
-    from gatescope.analysis.stream_analyses import StreamingProbes
+    from gatescope.analysis.streaming.analyses import StreamingProbes
 
     if distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise GatescopeError("probe training takes its Adam steps in corpus order, in one process: run "

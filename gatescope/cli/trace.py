@@ -1,11 +1,11 @@
 """`gatescope trace MODEL -o TRACE`: record every gate of a checkpoint over some input into a trace file.
 
-Input is read and tokenised once by gatescope.corpus (``--text``, ``--file`` one sequence a line
+Input is read and tokenised once by gatescope.inputs.corpus (``--text``, ``--file`` one sequence a line
 or ``--whole`` files, ``--ids``, ``--ids-file``, or float vectors with ``--input``), and may carry
 per-token features into the trace: ``--feature NAME=FILE``, ``--stimuli`` (agreement items and
-their labels, from gatescope.stimuli.agreement), ``--code-features`` (gatescope.stimuli.code_features).
+their labels, from gatescope.inputs.stimuli.agreement), ``--code-features`` (gatescope.inputs.stimuli.code_features).
 The corpus streams through the model in batches, and each batch's recording goes straight to its
-place in the trace file (gatescope.tracefile.TraceWriter), so memory stays bounded by one batch
+place in the trace file (gatescope.traces.file.TraceWriter), so memory stays bounded by one batch
 of recorded values; the file keeps the input's order and is renamed into place only once complete
 (gatescope.files.atomic_write). A selection of modules or kinds that matches nothing is an error
 naming what the model has. The run helpers here are shared with `inspect`.
@@ -20,10 +20,10 @@ import click
 import numpy as np
 import torch
 
-from gatescope import corpus as corpora
-from gatescope.corpus import Corpus
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable
+from gatescope.inputs import corpus as corpora
+from gatescope.inputs.corpus import Corpus
 from gatescope.kinds import KINDS, cell_type
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -96,7 +96,7 @@ class RunOptions:
     def record(self, model):
         """A `gatescope.record` block over ``model`` with these options (by default, every module of
         the model's chain: a loaded module outside it is never run)."""
-        from gatescope.recording import record
+        from gatescope.recorder.recording import record
 
         modules = self.modules or getattr(model, "recurrent_names", None)
         return record(model, modules=modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
@@ -120,7 +120,7 @@ def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOpti
     Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
     widths) and by the corpus's offsets; the corpus's features are written with it.
     """
-    from gatescope.tracefile import FEATURE_PREFIX, TraceWriter
+    from gatescope.traces.file import FEATURE_PREFIX, TraceWriter
 
     with options.record(model):  # unknown modules or kinds fail before any work
         pass
@@ -239,9 +239,14 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
       gatescope trace series.safetensors --input x.csv --feature anomaly=labels.txt -o run.trace.safetensors
       gatescope trace model.safetensors --file corpus.txt --shard-tokens 1000000 -o corpus.trace/
     """
-    from gatescope.checkpoint import load
-    from gatescope.distributed import launched_by_torchrun
-    from gatescope.features import attach_code_features, attach_feature_file, parse_feature_option, stimuli_corpus
+    from gatescope.checkpoints.loader import load
+    from gatescope.inputs.features import (
+        attach_code_features,
+        attach_feature_file,
+        parse_feature_option,
+        stimuli_corpus,
+    )
+    from gatescope.runs.distributed import launched_by_torchrun
 
     if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
         from gatescope.cli.stream import trace_sharded

@@ -1,6 +1,6 @@
 """Units x tokens: a heatmap of chosen units over some sequences, as in LSTMVis (Strobelt et al. 2018).
 
-One row per unit, each on its kind's colour scale (gatescope.colorscale: viridis 0..1 for gates, RdBu
+One row per unit, each on its kind's colour scale (gatescope.display.colorscale: viridis 0..1 for gates, RdBu
 -1..1 for tanh-range values, tanh(c) for the cell state, NaN grey), one column per token; sequences
 side by side with a gap; every cell's hover title gives the unit, the token and the exact value.
 """
@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from gatescope.colorscale import ColorScale
 from gatescope.display import svg
+from gatescope.display.colorscale import ColorScale
 from gatescope.display.figure import Figure
 from gatescope.display.selection import Span, read
 from gatescope.names import format_unit, parse_name

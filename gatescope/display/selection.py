@@ -1,6 +1,6 @@
 """What a display shows of a trace: the sequences and windows asked for, cut to a size a page can hold.
 
-A trace may be a million-token corpus in one sequence, memory-mapped (gatescope.trace.load_trace). A
+A trace may be a million-token corpus in one sequence, memory-mapped (gatescope.traces.trace.load_trace). A
 display reads only the rows it draws: `spans` turns ``sequences=`` and ``window=`` into row ranges,
 at most ``max_tokens`` rows in all, and says in one line (a note, printed on the figure) whatever it
 had to leave out; `read` is the one place a display reads recorded values.

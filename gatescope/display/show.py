@@ -32,7 +32,7 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
     if (unit is None) == (units is None):
         raise GatescopeError("show: give unit='rnn.l0.fwd.h:3' (one unit over text) or units=[...] (a heatmap)")
     if isinstance(trace, (str, os.PathLike)):
-        from gatescope.trace import load_trace
+        from gatescope.traces.trace import load_trace
 
         trace = load_trace(trace)
     chosen = as_sequences(sequences, trace.num_sequences)

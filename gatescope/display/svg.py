@@ -78,7 +78,7 @@ def notes(body: list[str], y: float, lines: list[str]) -> float:
 
 
 def legend(x: float, y: float, scale, width: float = 120) -> list[str]:
-    """A colour bar (8 px high) for a `gatescope.colorscale.ColorScale` at (x, y), labelled with its range."""
+    """A colour bar (8 px high) for a `gatescope.display.colorscale.ColorScale` at (x, y), labelled with its range."""
     colors = scale.colors[:-1]  # without the NaN grey
     step = width / len(colors)
     parts = [f'<rect x="{x + i * step:.1f}" y="{y:.1f}" width="{step + 0.2:.1f}" height="8" fill="{c}"/>'

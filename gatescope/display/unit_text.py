@@ -3,7 +3,7 @@
 ("Visualizing and understanding recurrent networks", Fig. 2.) Under the text of each sequence, every
 chosen kind of the same unit (index) in the same layer is a small line plot over the tokens, as in
 Lakretz et al. 2019's Fig. 1 gate profiles; hovering a token or a plot column shows the exact recorded
-values. Colours are the browser's (gatescope.colorscale).
+values. Colours are the browser's (gatescope.display.colorscale).
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from gatescope.colorscale import ColorScale, is_light
 from gatescope.display import svg
+from gatescope.display.colorscale import ColorScale, is_light
 from gatescope.display.figure import Figure
 from gatescope.display.selection import Span, describe, read
-from gatescope.kinds import KINDS, describe as describe_kind
+from gatescope.kinds import KINDS
+from gatescope.kinds import describe as describe_kind
 from gatescope.names import parse_name
 
 WRAP = 100  # characters per line of text

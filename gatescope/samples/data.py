@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gatescope.stimuli.agreement import LEXICON, training_sentence
+from gatescope.inputs.stimuli.agreement import LEXICON, training_sentence
 from gatescope.vocab import Vocabulary
 
 UNK, EOS = "<unk>", "<eos>"

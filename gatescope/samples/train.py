@@ -25,14 +25,14 @@ from torch import nn
 from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable
-from gatescope.samples import data
-from gatescope.samples.model import LanguageModel
-from gatescope.stimuli.agreement import (
+from gatescope.inputs.stimuli.agreement import (
     INCONGRUENT_NOUNPP,
     LEXICONS,
     bundled_stimuli_path,
     training_corpus,
 )
+from gatescope.samples import data
+from gatescope.samples.model import LanguageModel
 from gatescope.vocab import Vocabulary
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
@@ -66,7 +66,7 @@ class SampleConfig:
     seed: int
     bptt: int = 0         # char models: truncated-BPTT length
     threads: int = 1      # torch.set_num_threads, fixed for bitwise reproducibility
-    lexicon: str = "small"  # agreement models: "small" or "large" (gatescope.stimuli.agreement.LEXICONS)
+    lexicon: str = "small"  # agreement models: "small" or "large" (gatescope.inputs.stimuli.agreement.LEXICONS)
 
 
 SAMPLES: dict[str, SampleConfig] = {
@@ -135,7 +135,7 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
         "agreement_by_distance": {str(d): round(r["accuracy"], 4) for d, r in result["by_distance"].items()},
         "agreement_by_distance_incongruent": {str(d): round(r["accuracy"], 4)
                                               for d, r in result["by_distance_incongruent"].items()},
-        "stimuli": "gatescope/stimuli/agreement_stimuli.tsv",
+        "stimuli": "gatescope/inputs/stimuli/agreement_stimuli.tsv",
     }
     extra = {"lexicon": {k: list(v) for k, v in lexicon.items()}, "sample_text": AGREEMENT_SAMPLE_TEXT}
     return model, metrics, {**vocab.to_metadata(), **extra}

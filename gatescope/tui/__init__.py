@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatescope.trace import Trace
+    from gatescope.traces.trace import Trace
 
 
 def run_browser(

@@ -50,8 +50,8 @@ from gatescope.tui.text_view import TextView
 from gatescope.tui.unit_detail import UnitDetail
 
 if TYPE_CHECKING:
-    from gatescope.trace import Trace
-    from gatescope.tracefile import TraceFile
+    from gatescope.traces.file import TraceFile
+    from gatescope.traces.trace import Trace
 
 OPENING_KINDS = ("c", "h")  # what a browser opens on: the LSTM's cell state, else the hidden state
 MATCH_LEAD = 4  # tokens shown before a match the views move to

@@ -1,10 +1,10 @@
-"""Every trace the browser shows, as a `gatescope.tracefile.TraceFile`: numpy arrays, no torch.
+"""Every trace the browser shows, as a `gatescope.traces.file.TraceFile`: numpy arrays, no torch.
 
 The browser has one data path. A trace file is memory-mapped by `read_trace_file`, so
 `gatescope browse FILE` never imports torch (it would cost most of the 2 s first-screen
 budget of the browser). An in-memory `gatescope.Trace` (from `gatescope inspect`, where torch is
 loaded anyway) is wrapped as the same numpy arrays, sharing its tensors' memory: the
-inverse of what `gatescope.trace.load_trace` does with a file (bfloat16 kept as its 16 bits,
+inverse of what `gatescope.traces.trace.load_trace` does with a file (bfloat16 kept as its 16 bits,
 safetensors dtype ``BF16``, and widened by `TraceFile.rows`).
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.tracefile import STORAGE, TraceFile, read_trace_file
+from gatescope.traces.file import STORAGE, TraceFile, read_trace_file
 
 if TYPE_CHECKING:
     import torch
 
-    from gatescope.trace import Trace
+    from gatescope.traces.trace import Trace
 
 DTYPE_NAMES = {np.dtype(storage): name for name, storage in STORAGE.items()}  # uint16 -> BF16
 

@@ -1,7 +1,7 @@
 """The browser's styles for the colour scales: rich styles looked up by colour level.
 
 The scales themselves (value -> level -> colour, one per kind, from the kind registry) live in
-gatescope.colorscale, shared with the notebook display; this module adds the terminal styles.
+gatescope.display.colorscale, shared with the notebook display; this module adds the terminal styles.
 A heatmap line packs two units into one row with "▀" (foreground = upper unit, background =
 lower unit), so the styles are precomputed for every (upper level, lower level) pair.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.color import Color
 from rich.style import Style
 
-from gatescope.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale, is_light  # noqa: F401
+from gatescope.display.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale, is_light  # noqa: F401
 
 CURSOR_COLOR = "#ff00ff"  # the cursor's half cell: magenta, on neither scale
 BLANK_COLOR = "#000000"  # below the last unit when the hidden size is odd
@@ -18,7 +18,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 class Scale(ColorScale):
-    """A kind's colour scale (gatescope.colorscale) with its rich styles: on a background, as foreground."""
+    """A kind's colour scale (gatescope.display.colorscale) with its rich styles: on a background, as foreground."""
 
     def __init__(self, kind: str) -> None:
         super().__init__(kind)

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from gatescope.tracefile import TraceFile
+from gatescope.traces.file import TraceFile
 
 MAX_CATEGORIES = 10
 VOCAB_CLASS = "vocab class"

@@ -1,6 +1,6 @@
 """Give back the pages of a memory-mapped trace once the browser has copied the rows it read.
 
-A trace file is a copy-on-write file mapping (gatescope.tracefile.read_trace_file). Every page
+A trace file is a copy-on-write file mapping (gatescope.traces.file.read_trace_file). Every page
 the browser touches stays in its resident set until the kernel needs the memory, so browsing
 or ranking across a 15 GB trace would show gigabytes of RSS that are only cache. After
 a block of rows has been copied out, `release` tells the kernel (madvise MADV_DONTNEED,
@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from gatescope.tracefile import TraceFile
+from gatescope.traces.file import TraceFile
 
 MADV_DONTNEED = 4
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -30,7 +30,7 @@ def _span(array: np.ndarray) -> tuple[int, int]:
 
 def file_backed(array: np.ndarray) -> bool:
     """Whether ``array``'s memory lies in a mapping of a file (per /proc/self/maps; Linux only)."""
-    if not isinstance(array, np.ndarray):  # a sharded trace's rows (gatescope.shardfile.RowConcat)
+    if not isinstance(array, np.ndarray):  # a sharded trace's rows (gatescope.traces.shards.RowConcat)
         return all(file_backed(part) for part in array.parts)
     if _LIBC is None or array.size == 0:
         return False

@@ -1,7 +1,7 @@
 """Unit scores for the ranked-units table, streamed over a trace in blocks of rows.
 
 Two scores per unit of one quantity, computed without materialising it (a trace file is
-memory-mapped, gatescope.tracefile; a block of rows is read, reduced to running sums, and dropped):
+memory-mapped, gatescope.traces.file; a block of rows is read, reduced to running sums, and dropped):
 - `correlation`: Pearson's r between the unit's value and a per-token feature, over the rows
   where both are finite (the probeless "correlation with a label" ranking used by Karpathy
   et al. 2015 and Lakretz et al. 2019 to find cells that track a property);
@@ -21,7 +21,7 @@ import numpy as np
 
 from gatescope.names import parse_name
 from gatescope.saturation import saturation as count_saturation
-from gatescope.tracefile import TraceFile
+from gatescope.traces.file import TraceFile
 from gatescope.tui.pages import copy_rows, file_backed
 
 CHUNK = 4096  # rows per read: a few CHUNK x H float64 arrays at a time

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gatescope.errors import GatescopeError
 from gatescope.names import parse_unit
-from gatescope.tracefile import TraceFile
+from gatescope.traces.file import TraceFile
 from gatescope.validation.text import read_json
 
 MAX_BYTES = 64 << 20  # a ranking of every unit of a large model is a few MB

@@ -1,7 +1,7 @@
 """What the browser reads from a trace: the quantity tree, and cached blocks of rows.
 
 The trace comes as numpy arrays (gatescope.tui.arrays; a file is memory-mapped by
-gatescope.tracefile, without torch), so the browser never materialises a quantity: it
+gatescope.traces.file, without torch), so the browser never materialises a quantity: it
 reads aligned blocks of rows around the visible window (the idea of Toolong's line index:
 read only what is on screen) and keeps the last few blocks, as float32 and as colour
 levels, in an LRU cache. The cache belongs to the app's thread; workers read blocks with
@@ -19,7 +19,7 @@ from textual.cache import LRUCache
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
 from gatescope.names import QuantityName, format_name, parse_name
-from gatescope.tracefile import TraceFile, check_layout
+from gatescope.traces.file import TraceFile, check_layout
 from gatescope.tui.colors import Scale
 from gatescope.tui.pages import copy_rows, file_backed, release
 

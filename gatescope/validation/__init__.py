@@ -3,8 +3,8 @@
 One module per file kind, each with one entry point that the readers call first:
 
 - `gatescope.validation.safetensors.read_header`: any safetensors file (bounded header, entries);
-- `gatescope.validation.checkpoint.validate_checkpoint`: a model checkpoint (gatescope.checkpoint);
-- `gatescope.validation.trace.validate_trace`: a trace file (gatescope.tracefile, the browser);
+- `gatescope.validation.checkpoint.validate_checkpoint`: a model checkpoint (gatescope.checkpoints.loader);
+- `gatescope.validation.trace.validate_trace`: a trace file (gatescope.traces.file, the browser);
 - `gatescope.validation.text`: agreement stimuli TSV and per-token label files.
 
 Every field's type, range and consistency is checked there, with a one-line GatescopeError naming

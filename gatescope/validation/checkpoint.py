@@ -14,7 +14,7 @@ file). On top of that, `validate_checkpoint` checks:
   vocabulary a list of strings, the tokenizer word or char, unk / eos strings, roles naming
   tensors or modules by strings.
 
-Discovery (gatescope.discovery) then works from shapes it can trust.
+Discovery (gatescope.checkpoints.discovery) then works from shapes it can trust.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def check_contents(
 ) -> tuple[Shapes, dict[str, Any]]:
     """Check a checkpoint's tensors (name -> (safetensors dtype, shape)) and its metadata JSON ->
     (shapes, parsed metadata). For safetensors files through `validate_checkpoint`; a reader of another
-    format (gatescope.formats) calls it with what it converted."""
+    format (gatescope.checkpoints.formats) calls it with what it converted."""
     for name, (dtype, shape) in tensors.items():
         entry = TensorEntry(name, dtype, tuple(shape), 0, 0)
         if dtype in LOW_PRECISION or _PARAMETER.search(name):

@@ -168,7 +168,7 @@ def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-# -- the same labels read a piece at a time (a streamed corpus: gatescope.analysis.stream_labels) --------------
+# -- the same labels read a piece at a time (a streamed corpus: gatescope.analysis.streaming.labels) --------------
 def map_npy_labels(path: str | os.PathLike) -> np.ndarray:
     """The labels of a .npy file as a read-only memory map [N] (pages read as they are used), checked as
     `read_labels` checks them except for infinity, which `label_values` finds in each piece read."""

@@ -30,7 +30,7 @@ from gatescope.errors import GatescopeError, shown
 from gatescope.files import open_regular
 from gatescope.kinds import CELL_TYPES, KINDS
 from gatescope.names import QuantityName, canonical_order, parse_name
-from gatescope.tracefile import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout
+from gatescope.traces.file import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
 from gatescope.validation.safetensors import FLOATS, Header, TensorEntry, check_dtype, parse_json, read_header
 from gatescope.validation.schema import bounded, one_of, parse, sized

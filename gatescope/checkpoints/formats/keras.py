@@ -1,0 +1,385 @@
+"""Keras ``.keras`` archives, ``.weights.h5`` files and Keras 2 ``.h5`` models, read with h5py (no
+TensorFlow, no Keras).
+
+A ``.keras`` file is a zip of ``config.json`` (the layers and their settings) and
+``model.weights.h5``, where layer NAME keeps its variables as ``layers/NAME/vars/0, 1, ...`` (a
+recurrent layer under ``layers/NAME/cell/vars``, a Bidirectional one under ``forward_layer`` and
+``backward_layer``). Converted to torch's layout (torch/nn/modules/rnn.py) following Keras'
+keras/src/layers/rnn/lstm.py and gru.py:
+
+- LSTM: kernel (I, 4H) and recurrent_kernel (H, 4H) in gate order i, f, c, o (torch's i, f, g, o),
+  transposed; one bias (H4,) -> ``bias_ih``, with ``bias_hh`` zero.
+- GRU: gate order z, r, h (torch's r, z, n: blocks swapped), transposed. ``reset_after=True`` keeps
+  two biases, bias (2, 3H) = [input, recurrent], torch's formulation; ``reset_after=False`` is the
+  original GRU of Cho et al. 2014 (gatescope.recorder.rnn), with one input bias.
+- Bidirectional (merge_mode "concat"): forward_layer -> ``_l0``, backward_layer -> ``_l0_reverse``.
+- Embedding: embeddings (V, E) -> ``weight``; Dense (or TimeDistributed Dense): kernel (I, O) ->
+  ``weight`` (O, I), ``bias``.
+
+Each Keras layer becomes one torch module named like the layer in the config; its variables are
+found under the name Keras' saving gives it (the class in snake case, numbered in layer order:
+``gru``, ``gru_1``). The roles give the layer order of the config. A ``.weights.h5`` file has no
+config: cells and variants are read from the shapes, Keras' default activations are assumed, and
+the order is left to discovery. A Keras 2 (or tf.keras) ``model.save("model.h5")`` file keeps its
+config in the ``model_config`` attribute and layer NAME's variables under ``model_weights/NAME``, in
+the order its ``weight_names`` attribute lists; it is read like a ``.keras`` file (old Keras' default
+``recurrent_activation="hard_sigmoid"`` is refused: torch's gates are sigmoids).
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatescope.checkpoints.formats import Converted, from_numpy, need
+from gatescope.errors import GatescopeError
+from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
+
+RECURRENT = ("LSTM", "GRU")
+NO_OPS = ("InputLayer", "Dropout", "SpatialDropout1D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
+READ = ("Embedding", "LSTM", "GRU", "Bidirectional", "Dense", "TimeDistributed") + NO_OPS
+
+
+def read(path: Path) -> Converted:
+    h5py = need("h5py", "Keras files")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "config.json" not in names or "model.weights.h5" not in names:
+                raise GatescopeError(f"{path} is a zip file but not a Keras 3 .keras archive (no config.json)")
+            try:
+                config = json.loads(archive.read("config.json"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise GatescopeError(f"{path}: config.json is not valid JSON") from None
+            weights = io.BytesIO(archive.read("model.weights.h5"))
+        with _h5(h5py, weights, path) as f:
+            layers = _config_layers(path, config)
+            weights = _Keras3Weights(path, _layers_group(path, f), layers)
+            return _from_config(path, layers, weights, "Keras 3 (.keras)")
+    with _h5(h5py, path, path) as f:
+        if "model_config" in f.attrs and "model_weights" in f:  # Keras 2 / tf.keras model.save("model.h5")
+            layers = _config_layers(path, _legacy_config(path, f.attrs["model_config"]))
+            return _from_config(path, layers, _LegacyWeights(path, f["model_weights"]), "Keras 2 (.h5)")
+        return _from_weights(path, _layers_group(path, f))
+
+
+def _h5(h5py, source, path: Path):
+    try:
+        return h5py.File(source, "r")
+    except OSError as exc:
+        raise GatescopeError(f"{path} is not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+
+
+def _layers_group(path: Path, f):
+    if "layers" not in f:
+        raise GatescopeError(
+            f"{path} is not a Keras file gatescope reads (no 'layers' group, no model_config: a Keras 2 "
+            "weights-only file; load the model in Keras and save it with model.save('model.keras'))"
+        )
+    return f["layers"]
+
+
+def _vars(group) -> list[np.ndarray]:
+    """A layer's variables in order (``vars/0``, ``vars/1``, ...)."""
+    if "vars" not in group:
+        return []
+    return [np.asarray(group["vars"][k]) for k in sorted(group["vars"], key=int)]
+
+
+def _legacy_config(path: Path, raw: Any) -> dict[str, Any]:
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+        raise GatescopeError(f"{path}: its model_config is not valid JSON") from None
+    if isinstance(config, dict) and isinstance(config.get("config"), list):  # Keras 2.2's Sequential
+        config = {**config, "config": {"layers": config["config"]}}
+    return config
+
+
+class _Keras3Weights:
+    """Keras 3's layout: ``layers/STORED/vars/i``, a recurrent layer's under ``cell/``, a Bidirectional
+    layer's under ``forward_layer/cell`` and ``backward_layer/cell`` (STORED: see `_stored_names`)."""
+
+    def __init__(self, path: Path, layers_h5, layers: list[dict[str, Any]]) -> None:
+        self.path, self.layers_h5, self.stored = path, layers_h5, _stored_names(layers)
+
+    def variables(self, index: int, name: str, kind: str) -> list[np.ndarray]:
+        """A layer's variables in Keras' ``layer.weights`` order (Bidirectional: forward's, then backward's)."""
+        group = _layer_group(self.path, self.layers_h5, self.stored[index], name)
+        if kind == "Bidirectional":
+            return [v for side in ("forward_layer", "backward_layer") for v in self._side(group, side, name)]
+        if kind == "TimeDistributed":
+            return _vars(group["layer"]) if "layer" in group else []
+        return _cell_vars(self.path, group, name) if kind in RECURRENT else _vars(group)
+
+    def _side(self, group, side: str, name: str) -> list[np.ndarray]:
+        if side not in group:
+            raise GatescopeError(f"{self.path}: Bidirectional {name} has no {side} weights")
+        return _cell_vars(self.path, group[side], name)
+
+
+class _LegacyWeights:
+    """Keras 2's (and tf.keras's) HDF5 layout: ``model_weights/NAME`` lists its datasets, in
+    ``layer.weights`` order, in the attribute ``weight_names``."""
+
+    def __init__(self, path: Path, model_weights) -> None:
+        self.path, self.groups = path, model_weights
+
+    def variables(self, index: int, name: str, kind: str) -> list[np.ndarray]:
+        if name not in self.groups:
+            raise GatescopeError(f"{self.path}: the weights hold no layer {name} (found: {', '.join(self.groups)})")
+        group = self.groups[name]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+        return [np.asarray(group[n]) for n in names]
+
+
+# -- with the config: the model's layers in order ---------------------------------------------
+def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str) -> Converted:
+    tensors: dict[str, np.ndarray] = {}
+    roles: dict[str, Any] = {"recurrent": []}
+    reset_before: list[str] = []
+    notes: list[str] = []
+    seen_dense = False
+    for index, layer in enumerate(layers):
+        kind, cfg = layer.get("class_name"), layer.get("config", {})
+        name = cfg.get("name", f"layer{index}")
+        if kind not in READ:
+            raise GatescopeError(
+                f"{path}: layer {name} is a Keras {kind}, which gatescope does not convert "
+                f"(it reads {', '.join(READ[:5])}, and dropout layers); record the Keras model's own module instead"
+            )
+        if kind in NO_OPS:
+            if kind != "InputLayer":
+                notes.append(f"{name} ({kind}) does nothing at inference and is left out")
+            continue
+        if seen_dense:
+            raise GatescopeError(f"{path}: layer {name} ({kind}) follows the Dense layer; gatescope runs "
+                                 "embedding -> recurrent layers -> one Dense decoder")
+        if kind == "TimeDistributed":  # a Dense applied at every step: what a Dense on a sequence does
+            inner = cfg.get("layer", {})
+            if inner.get("class_name") != "Dense":
+                raise GatescopeError(f"{path}: TimeDistributed {name} wraps a {inner.get('class_name')}; "
+                                     "gatescope reads a TimeDistributed Dense")
+            kind, cfg = "Dense", {**inner.get("config", {}), "name": name}
+            values = weights.variables(index, name, "TimeDistributed")
+        else:
+            values = weights.variables(index, name, kind)
+        if kind == "Embedding":
+            if cfg.get("mask_zero"):
+                raise GatescopeError(f"{path}: Embedding {name} has mask_zero=True (Keras skips the steps of "
+                                     "token 0, gatescope runs every step); save it with mask_zero=False")
+            if roles["recurrent"] or "embedding" in roles:
+                raise GatescopeError(f"{path}: Embedding {name} is not the first layer")
+            (tensors[f"{name}.weight"],) = _expect(path, name, values, 1)
+            roles["embedding"] = f"{name}.weight"
+        elif kind == "Dense":
+            tensors.update(_dense(path, name, cfg, values, notes))
+            roles["decoder"] = name
+            seen_dense = True
+        else:
+            if kind == "Bidirectional":
+                tensors.update(_bidirectional(path, name, cfg, values, reset_before))
+            else:
+                tensors.update(_recurrent(path, name, kind, cfg, values, name))
+                if kind == "GRU" and not cfg.get("reset_after", True):
+                    reset_before.append(name)
+            sequences = (cfg.get("layer", {}).get("config", {}) if kind == "Bidirectional" else cfg)
+            if not sequences.get("return_sequences", False):
+                notes.append(f"{name} has return_sequences=False: Keras passes on its last step only, "
+                             "gatescope runs the next layer on every step (the recorded steps are the same)")
+            roles["recurrent"].append(name)
+    if not roles["recurrent"]:
+        raise GatescopeError(f"{path} has no LSTM or GRU layer")
+    roles.setdefault("embedding", None)
+    roles.setdefault("decoder", None)
+    metadata: dict[str, Any] = {"roles": roles}
+    if reset_before:
+        metadata[RESET_BEFORE] = sorted(set(reset_before))
+    return Converted(from_numpy(tensors), metadata, source, notes)
+
+
+def _config_layers(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    if not isinstance(config, dict) or config.get("class_name") not in ("Sequential", "Functional", "Model"):
+        kind = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise GatescopeError(f"{path}: a Keras {kind} model; gatescope reads Sequential and Functional models")
+    layers = config.get("config", {}).get("layers")
+    if not isinstance(layers, list):
+        raise GatescopeError(f"{path}: config.json lists no layers")
+    for layer in layers:
+        inbound = layer.get("inbound_nodes") or []
+        if len(inbound) > 1 or any(len(_inbound_layers(node)) > 1 for node in inbound):
+            raise GatescopeError(f"{path}: layer {layer.get('config', {}).get('name')} has several inputs; "
+                                 "gatescope reads a single chain of layers")
+    return layers
+
+
+def _inbound_layers(node: Any) -> list[Any]:
+    """The layers feeding one inbound node of a Functional model's layer (Keras 3: node['args'])."""
+    if isinstance(node, dict):
+        return [a for a in node.get("args", []) if isinstance(a, dict)]
+    return list(node) if isinstance(node, list) else []
+
+
+def _stored_names(layers: list[dict[str, Any]]) -> list[str | None]:
+    """The group each layer's variables are saved under: Keras 3's saving_lib names them by class, in
+    layer order (``lstm``, ``lstm_1``, ...), whatever the layers' own names (InputLayer: none)."""
+    seen: dict[str, int] = {}
+    names: list[str | None] = []
+    for layer in layers:
+        if layer.get("class_name") == "InputLayer":
+            names.append(None)
+            continue
+        base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", str(layer.get("class_name"))).lower()
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        names.append(base if count == 0 else f"{base}_{count}")
+    return names
+
+
+def _layer_group(path: Path, layers_h5, stored: str | None, name: str):
+    for candidate in (stored, name):
+        if candidate is not None and candidate in layers_h5:
+            return layers_h5[candidate]
+    raise GatescopeError(f"{path}: the weights hold no layer {name} (looked for {stored}; "
+                         f"found: {', '.join(layers_h5)})")
+
+
+def _cell_vars(path: Path, group, name: str) -> list[np.ndarray]:
+    if "cell" not in group:
+        raise GatescopeError(f"{path}: layer {name} has no cell weights")
+    return _vars(group["cell"])
+
+
+def _expect(path: Path, name: str, values: list[np.ndarray], *counts: int) -> list[np.ndarray]:
+    if len(values) not in counts:
+        expected = " or ".join(map(str, counts))
+        raise GatescopeError(f"{path}: layer {name} has {len(values)} weights; expected {expected}")
+    return values
+
+
+def _check_activations(path: Path, name: str, cfg: dict[str, Any]) -> None:
+    for key, want in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        got = cfg.get(key, want)
+        if got != want:
+            raise GatescopeError(f"{path}: layer {name} has {key}={got!r}; gatescope computes torch's {want}")
+    if cfg.get("go_backwards"):
+        raise GatescopeError(f"{path}: layer {name} has go_backwards=True outside a Bidirectional wrapper, "
+                             "which torch's modules have no equivalent for")
+
+
+def _recurrent(path: Path, name: str, kind: str, cfg: dict[str, Any], values, module: str, suffix: str = "_l0"):
+    """One Keras LSTM / GRU cell's variables as torch's parameters of ``module`` (layer 0, ``suffix``)."""
+    _check_activations(path, name, cfg)
+    values = _expect(path, name, values, 2, 3)
+    kernel, recurrent = values[0], values[1]  # (I, G*H), (H, G*H)
+    bias = values[2] if len(values) == 3 else None
+    hidden = recurrent.shape[0]
+    gates = 4 if kind == "LSTM" else 3
+    if kernel.ndim != 2 or recurrent.shape != (hidden, gates * hidden) or kernel.shape[1] != gates * hidden:
+        raise GatescopeError(f"{path}: layer {name} has kernels {list(kernel.shape)} and {list(recurrent.shape)}; "
+                             f"expected [input, {gates}*units] and [units, {gates}*units] for a {kind}")
+    order = _gru_order(hidden) if kind == "GRU" else slice(None)
+    out = {f"weight_ih{suffix}": kernel.T[order], f"weight_hh{suffix}": recurrent.T[order]}  # (G*H, I), (G*H, H)
+    if bias is not None:
+        if kind == "LSTM" or bias.ndim == 1:
+            out[f"bias_ih{suffix}"] = bias.reshape(-1)[order]
+            out[f"bias_hh{suffix}"] = np.zeros_like(out[f"bias_ih{suffix}"])
+        else:  # GRU reset_after=True: (2, 3H) = [input bias, recurrent bias]
+            out[f"bias_ih{suffix}"], out[f"bias_hh{suffix}"] = bias[0][order], bias[1][order]
+    return {f"{module}.{k}": v for k, v in out.items()}
+
+
+def _gru_order(hidden: int) -> np.ndarray:
+    """Rows in Keras' z, r, h order -> torch's r, z, n."""
+    blocks = np.arange(3 * hidden).reshape(3, hidden)
+    return np.concatenate([blocks[1], blocks[0], blocks[2]])
+
+
+def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.ndarray], reset_before: list[str]):
+    """A Bidirectional layer's variables (forward's, then backward's) as one bidirectional module."""
+    if cfg.get("merge_mode", "concat") != "concat":
+        raise GatescopeError(f"{path}: Bidirectional {name} has merge_mode={cfg.get('merge_mode')!r}; "
+                             "torch's bidirectional modules concatenate (merge_mode='concat')")
+    inner = cfg.get("layer", {})
+    kind, inner_cfg = inner.get("class_name"), dict(inner.get("config", {}))
+    if kind not in RECURRENT:
+        raise GatescopeError(f"{path}: Bidirectional {name} wraps a {kind}; gatescope reads LSTM and GRU")
+    backward_cfg = dict((cfg.get("backward_layer") or {}).get("config", inner_cfg))
+    for side in (inner_cfg, backward_cfg):
+        side.pop("go_backwards", None)
+    if kind == "GRU" and inner_cfg.get("reset_after", True) != backward_cfg.get("reset_after", True):
+        raise GatescopeError(f"{path}: Bidirectional {name}'s two GRUs differ in reset_after")
+    if kind == "GRU" and not inner_cfg.get("reset_after", True):
+        reset_before.append(name)
+    if not values or len(values) % 2:
+        raise GatescopeError(f"{path}: Bidirectional {name} has {len(values)} weights; expected one set per side")
+    half = len(values) // 2
+    tensors = {}
+    sides = (("forward_layer", "_l0", inner_cfg, values[:half]),
+             ("backward_layer", "_l0_reverse", backward_cfg, values[half:]))
+    for side, suffix, side_cfg, side_values in sides:
+        tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg, side_values, name, suffix))
+    return tensors
+
+
+def _dense(path: Path, name: str, cfg: dict[str, Any], values, notes: list[str]):
+    activation = cfg.get("activation", "linear")
+    if activation not in ("linear", None, "softmax", "log_softmax"):
+        raise GatescopeError(f"{path}: Dense {name} has activation={activation!r}; gatescope's decoder is linear")
+    if activation not in ("linear", None):
+        notes.append(f"Dense {name}'s {activation} is not applied: gatescope's decoder gives the logits")
+    values = _expect(path, name, values, 1, 2)
+    if values[0].ndim != 2:
+        raise GatescopeError(f"{path}: Dense {name} has a kernel of shape {list(values[0].shape)}; expected 2-D")
+    out = {f"{name}.weight": values[0].T}  # (O, I)
+    if len(values) == 2:
+        out[f"{name}.bias"] = values[1]
+    return out
+
+
+# -- weights only: the layers read from the shapes -----------------------------------------------
+def _from_weights(path: Path, layers_h5) -> Converted:
+    tensors: dict[str, np.ndarray] = {}
+    reset_before: list[str] = []
+    notes = ["a .weights.h5 file has no config: Keras' default activations (tanh, sigmoid) are assumed, "
+             "and the layer order is guessed from the shapes"]
+    for name in layers_h5:
+        group = layers_h5[name]
+        if "forward_layer" in group:
+            forward = _cell_vars(path, group["forward_layer"], name)
+            kind = _kind_from_shapes(path, name, forward)
+            cfg = {"reset_after": _reset_after(forward)}
+            layer = {"layer": {"class_name": kind, "config": cfg}, "backward_layer": {"config": cfg}}
+            backward = _cell_vars(path, group["backward_layer"], name) if "backward_layer" in group else []
+            tensors.update(_bidirectional(path, name, layer, forward + backward, reset_before))
+        elif "cell" in group:
+            values = _cell_vars(path, group, name)
+            kind = _kind_from_shapes(path, name, values)
+            tensors.update(_recurrent(path, name, kind, {}, values, name))
+            if kind == "GRU" and not _reset_after(values):
+                reset_before.append(name)
+        else:
+            values = _vars(group["layer"] if "layer" in group else group)  # a TimeDistributed Dense: its inner layer
+            if len(values) == 1 and "embed" in name.lower():
+                tensors[f"{name}.weight"] = values[0]
+            elif values:
+                tensors.update(_dense(path, name, {}, values, notes))
+    metadata: dict[str, Any] = {RESET_BEFORE: sorted(reset_before)} if reset_before else {}
+    return Converted(from_numpy(tensors), metadata, "Keras 3 (.weights.h5)", notes)
+
+
+def _kind_from_shapes(path: Path, name: str, values: list[np.ndarray]) -> str:
+    if len(values) < 2 or values[1].ndim != 2 or values[1].shape[1] not in (3 * values[1].shape[0],
+                                                                             4 * values[1].shape[0]):
+        raise GatescopeError(f"{path}: layer {name}'s cell weights are neither an LSTM's nor a GRU's")
+    return "LSTM" if values[1].shape[1] == 4 * values[1].shape[0] else "GRU"
+
+
+def _reset_after(values: list[np.ndarray]) -> bool:
+    """A GRU's variant from its bias: (2, 3H) with reset_after=True, (3H,) with reset_after=False."""
+    return len(values) < 3 or values[2].ndim == 2

@@ -1,0 +1,498 @@
+"""record(): capture every gate of every recurrent module in any nn.Module, and edit them.
+
+Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMCell / GRUCell (and
+gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine, which
+computes the same outputs as torch's kernel while handing every quantity to the recording. No model
+code changes; the originals are restored when the block ends.
+
+Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
+(gatescope.recorder.hooks): `Intervention` (set, scale, add or patch chosen units at chosen timesteps, as
+pyvene's interventions do) and ``hooks`` change the value during the forward, and the change is carried
+through the recurrence to every later step, layer and output.
+
+Blocks nest: each recurrent module keeps a stack of the recordings active on it. Every active recording
+sees every call of the modules it covers, and every active recording's edits apply, outermost first, so
+each recording keeps the values after all of them. The recording holds one `_Buffer` per quantity; the
+`Trace` it assembles holds detached values, while `Recording.gradients` differentiates through the very
+tensors the forward used.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gatescope.errors import GatescopeError
+from gatescope.kinds import ALL_KINDS, CELL_TYPES
+from gatescope.names import format_name, parse_name
+from gatescope.recorder import engine
+from gatescope.recorder.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
+from gatescope.recorder.interventions import Intervention
+from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, module_info, RECURRENT_TYPES: public here too)
+    RECURRENT_TYPES,
+    check_name,
+    directions_of,
+    find_recurrent,
+    is_cell,
+    kinds_of,
+    module_info,
+    module_quantities,
+)
+from gatescope.traces.trace import Trace
+
+Hook = Edit  # ``fn(value [B, H], step) -> Tensor | None``: the mapping form of ``hooks``
+
+
+@dataclass
+class _Buffer:
+    """Everything recorded of one quantity, call by call."""
+
+    rows: list[Tensor] = field(default_factory=list)  # (n, H) per call, detached, in the storage dtype
+    lengths: list[Tensor] = field(default_factory=list)  # (B,) per call: each sequence's length
+    calls: list[int] = field(default_factory=list)  # the root call each chunk belongs to
+    graph: list["list[Tensor] | None"] = field(default_factory=list)  # per call: T x (B, H) the forward used
+    pending: list[Tensor] = field(default_factory=list)  # a cell's steps (B_t, H) since the root call began
+
+
+class Recording:
+    """A recording of ``model``'s recurrent modules: a context manager; ``.trace`` assembles what it saw.
+
+    ``record(model, ...)`` builds one (same arguments); everything is checked here, before any forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        modules: Sequence[str] | None = None,
+        layers: Sequence[int] | None = None,
+        kinds: Sequence[str] | None = None,
+        names: Selector | None = None,
+        dtype: torch.dtype = torch.float32,
+        interventions: Iterable[Intervention] = (),
+        hooks: Hooks | None = None,
+        route: engine.Route = "auto",
+        meta: Mapping[str, Any] | None = None,
+        batch_first: bool | None = None,
+    ) -> None:
+        self.root = model
+        self.dtype = dtype
+        self.route = route
+        self.batch_first = batch_first
+        self.targets = find_recurrent(model)
+        if not self.targets:
+            raise GatescopeError(f"no LSTM or GRU module found in {type(model).__name__}")
+        if modules is not None:
+            unknown = sorted(set(modules) - set(self.targets))
+            if unknown:
+                raise GatescopeError(f"no recurrent module {', '.join(unknown)}; "
+                                     f"the model has: {', '.join(self.targets)}")
+        self.modules = list(self.targets) if modules is None else [m for m in self.targets if m in modules]
+        self.layers = None if layers is None else frozenset(layers)
+        if kinds is not None:
+            bad = sorted(set(kinds) - set(ALL_KINDS))
+            if bad:
+                cells = ", ".join(f"{c.name} has {' '.join(c.kinds)}" for c in CELL_TYPES.values())
+                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: {cells} (an LSTM with proj_size also m)")
+        self.kinds = None if kinds is None else frozenset(kinds)
+        self.widths = {n: w for path, module in self.targets.items()  # every recordable name -> units
+                       for n, w in module_quantities(path, module).items()}
+        check = functools.partial(check_name, self.targets)
+        chosen = None if names is None else set(select(names, list(self.widths), check))
+        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
+        most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
+        if self.layers and max(self.layers) >= most:
+            raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
+        if not kept and (kinds is None or len(kinds)):  # kinds=() is "record nothing", what run() asks for
+            more = " ..." if len(self.widths) > 12 else ""
+            raise GatescopeError("modules / layers / kinds / names select no quantity of the model; "
+                                 f"it has: {', '.join(list(self.widths)[:12])}{more}")
+
+        edits: dict[str, list[Edit]] = defaultdict(list)
+        for intervention in interventions:
+            check(intervention.name)
+            intervention.check(self.widths[intervention.name])
+            edits[intervention.name].append(intervention)
+        self._contexts: dict[str, HookContext] = {}
+        for name, edit in edits_of(hooks, list(self.widths), check, self.hook):
+            edits[name].append(edit)
+        if route == "replay" and edits:
+            raise GatescopeError("the replay route cannot apply interventions or hooks; use route='step' or 'auto'")
+        self.edits = dict(edits)
+        self.extra_meta = dict(meta or {})
+        self._buffers = {name: _Buffer() for name in kept}
+        self._plan = {  # (path, layer, direction) -> (kinds kept, kind -> edits)
+            (path, layer, d): (
+                frozenset(k for k in kinds_of(module) if format_name(path, layer, d, k) in self._buffers),
+                {k: self.edits[n] for k in kinds_of(module) if (n := format_name(path, layer, d, k)) in self.edits},
+            )
+            for path, module in self.targets.items()
+            for layer in range(getattr(module, "num_layers", 1))
+            for d in directions_of(module)
+        }
+        self._ids: list[Tensor | None] = []  # per root call: its integer input, if any
+        self._steps: dict[str, int] = defaultdict(int)  # cell path -> steps seen in this root call
+        self._unaligned = False  # a cell's batch shrank: rows may not follow the input's batch order
+        self._trace: Trace | None = None
+        self._handles: list | None = None
+
+    def _wanted(self, name: str) -> bool:
+        path, layer, _, kind = parse_name(name)
+        return (path in self.modules and (self.layers is None or layer in self.layers)
+                and (self.kinds is None or kind in self.kinds))
+
+    # -- which quantities -------------------------------------------------------------
+    def kinds_of(self, path: str) -> tuple[str, ...]:
+        return kinds_of(self.targets[path])
+
+    def hook(self, name: str) -> HookContext:
+        """The hook point of quantity ``name`` in this recording (one per name, shared by its hooks)."""
+        if name not in self._contexts:
+            check_name(self.targets, name)
+            self._contexts[name] = context_for(name, self.targets[parse_name(name).path])
+        return self._contexts[name]
+
+    # -- the block --------------------------------------------------------------------
+    def __enter__(self) -> Recording:
+        if self._handles is not None:
+            raise GatescopeError("this recording is already active; nest a new record() block instead")
+        self._handles = [
+            self.root.register_forward_pre_hook(self._before_root, with_kwargs=True),
+            self.root.register_forward_hook(self._after_root, with_kwargs=True),
+        ]
+        for path, module in self.targets.items():
+            _push(module, self, path)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles or ():
+            handle.remove()
+        self._handles = None
+        for module in self.targets.values():
+            _pop(module, self)
+        self._flush_cells()
+
+    def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        integer = isinstance(first, Tensor) and not first.is_floating_point() and not first.is_complex()
+        self._ids.append(first.detach() if integer else None)
+
+    def _after_root(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if not is_cell(self.root):  # a cell recorded on its own: the whole block is one sequence
+            self._flush_cells()
+
+    # -- what the engine hands over ------------------------------------------------------
+    def _sink(self, name: str, values: "list[Tensor] | Tensor", lengths: Tensor | None,
+              steps: list[Tensor] | None = None) -> None:
+        """Store values (T tensors (B, H), or one (T, B, H)) as rows: sequences in batch order.
+
+        ``steps``: the forward's own tensors of each step when ``values`` is not that list (a cell's
+        shrinking batch, padded), kept for gradients() when they are in the autograd graph."""
+        buffer = self._buffers[name]
+        steps = values if isinstance(values, list) else steps
+        graph = steps if steps and steps[0].requires_grad else None  # the forward's own tensors, for gradients()
+        if isinstance(values, list):
+            by_sequence = torch.stack(values, dim=1).detach()  # (B, T, H): one copy, already in row order
+        else:
+            by_sequence = values.detach().transpose(0, 1)  # (B, T, H)
+        batch, steps = by_sequence.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.int64)
+        buffer.rows.append(_to_rows(by_sequence, lengths).to(self.dtype))
+        buffer.lengths.append(lengths.cpu())
+        buffer.calls.append(len(self._ids) - 1)
+        buffer.graph.append(graph)
+        self._trace = None
+
+    def _flush_cells(self) -> None:
+        """Turn the steps of cells called in a loop into sequences (one per batch row).
+
+        The batch may shrink from step to step as sequences end, as in a PackedSequence: each step
+        then holds the rows still running, a prefix of the rows of the step before.
+        """
+        for name, buffer in self._buffers.items():
+            if buffer.pending:
+                steps, buffer.pending = buffer.pending, []
+                values, lengths = _pad_shrinking([s.detach() for s in steps], name)
+                # rows are in the order the cell saw them, which need not be the input's
+                self._unaligned |= lengths is not None
+                self._sink(name, values, lengths, steps)
+        self._steps.clear()
+
+    # -- the result ------------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        """Everything recorded so far, as a Trace of detached values (assembled once, then cached)."""
+        if self._trace is None:
+            self._trace = self._assemble()
+        return self._trace
+
+    def _assemble(self) -> Trace:
+        names = [n for n, buffer in self._buffers.items() if buffer.rows]
+        modules = [module_info(p, self.targets[p]) for p in self.modules]
+        meta = {"modules": modules, **self._vocab_meta(), **self.extra_meta}
+        if not names:
+            return Trace({}, [0], meta=meta)
+        lengths = torch.cat(self._buffers[names[0]].lengths)
+        for name in names[1:]:
+            if not torch.equal(torch.cat(self._buffers[name].lengths), lengths):
+                raise GatescopeError(
+                    f"{names[0]} and {name} saw sequences of different lengths (an encoder and a decoder?); "
+                    "record them separately with modules=[...]"
+                )
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        tensors = {name: torch.cat(self._buffers[name].rows) for name in names}
+        return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
+
+    def gradients(self, output: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """d output / d (each recorded value), laid out like the trace: name -> (N, H).
+
+        ``output`` is a scalar computed inside the block with grad enabled (e.g. a logit difference).
+        The gradient is taken with respect to the very tensors the forward used, after any edits; the
+        model's parameters need not require grad. Rows of calls made under no_grad are zero.
+        """
+        names = self.trace.names if names is None else list(names)
+        unknown = [n for n in names if n not in self._buffers]
+        if unknown:
+            raise GatescopeError(f"{', '.join(unknown)}: not kept by this recording (see its modules / layers / "
+                                 "kinds / names)")
+        missing = [n for n in names if not any(g is not None for g in self._buffers[n].graph)]
+        if missing:
+            raise GatescopeError(f"no gradients for {', '.join(missing)}: record with grad enabled "
+                                 "(not under torch.no_grad()) and not on the replay route")
+        flat = [t for n in names for call in self._buffers[n].graph if call is not None for t in call]
+        if not output.requires_grad:
+            raise GatescopeError("the output does not depend on the recorded values through autograd "
+                                 "(was it computed under torch.no_grad()?)")
+        grads = torch.autograd.grad(output, flat, allow_unused=True, retain_graph=True)
+        out, k = {}, 0
+        for name in names:
+            buffer = self._buffers[name]
+            chunks = []
+            for call, lengths, rows in zip(buffer.graph, buffer.lengths, buffer.rows):
+                if call is None:
+                    chunks.append(rows.new_zeros(rows.shape, dtype=output.dtype))
+                    continue
+                g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
+                k += len(call)
+                by_step, _ = _pad_shrinking(g, name)  # T x (B, H), or (T, B, H) for a shrinking batch
+                by_sequence = torch.stack(by_step, dim=1) if isinstance(by_step, list) else by_step.transpose(0, 1)
+                chunks.append(_to_rows(by_sequence, lengths))
+            out[name] = torch.cat(chunks)
+        return out
+
+    def _token_ids(self, name: str) -> Tensor | None:
+        """The integer inputs of the root's calls, cut to each sequence's length, laid out as the
+        recorded module reads its input (its batch_first, or ``record(batch_first=...)``)."""
+        if self._unaligned:
+            return None
+        module = self.targets[parse_name(name).path]
+        batch_first = self.batch_first if self.batch_first is not None else getattr(module, "batch_first", None)
+        buffer = self._buffers[name]
+        pieces = []
+        for call, lengths in zip(buffer.calls, buffer.lengths):
+            ids = self._ids[call] if 0 <= call < len(self._ids) else None
+            if ids is None or ids.dim() not in (1, 2):
+                return None
+            batch, longest = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
+            given = list(ids.shape)
+            if ids.dim() == 1:
+                ids = ids.unsqueeze(0)  # one unbatched sequence
+            elif batch_first is not None:
+                ids = ids if batch_first else ids.t()
+            else:  # a cell has no layout of its own: only one that fits what it saw
+                fits = [v for v in (ids, ids.t()) if v.shape[0] == batch and v.shape[1] >= longest]
+                if len(fits) != 1 or ids.shape[0] == ids.shape[1]:
+                    return _no_ids(f"the model's integer input {list(ids.shape)} could be time- or batch-major "
+                                   f"for {name}; pass record(..., batch_first=True or False)")
+                ids = fits[0]
+            if ids.shape[0] != batch or ids.shape[1] < longest:
+                layout = "[B, T]" if batch_first or batch_first is None else "[T, B]"
+                return _no_ids(f"the model's integer input has shape {given}, read as {layout}, but {name} saw "
+                               f"{batch} sequence(s) of up to {longest} steps; pass record(..., batch_first=...)")
+            pieces += [ids[b, : int(n)].cpu() for b, n in enumerate(lengths)]
+        return torch.cat(pieces).to(torch.int64) if pieces else None
+
+    def _vocab_meta(self) -> dict[str, Any]:
+        vocab = getattr(self.root, "vocab", None)
+        tokens = getattr(vocab, "tokens", None)
+        if tokens is None:
+            return {}
+        return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
+
+
+def _no_ids(reason: str) -> None:
+    warnings.warn(f"gatescope: the trace has no token ids: {reason}", stacklevel=4)
+    return None
+
+
+# -- the stack of recordings on each module ------------------------------------------------------
+@dataclass
+class _Stack:
+    previous: Any  # the module's own instance attribute ``forward``, if it had one
+    active: list[tuple[Recording, str]]  # (recording, the module's path in it), outermost first
+
+
+_STACKS: "weakref.WeakKeyDictionary[nn.Module, _Stack]" = weakref.WeakKeyDictionary()
+
+
+def _push(module: nn.Module, recording: Recording, path: str) -> None:
+    stack = _STACKS.get(module)
+    if stack is None:
+        stack = _STACKS[module] = _Stack(module.__dict__.get("forward"), [])
+        module.forward = functools.partial(_forward, module)
+    stack.active.append((recording, path))
+
+
+def _pop(module: nn.Module, recording: Recording) -> None:
+    stack = _STACKS.get(module)
+    if stack is None:
+        return
+    stack.active = [(r, p) for r, p in stack.active if r is not recording]
+    if not stack.active:
+        del _STACKS[module]
+        if stack.previous is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = stack.previous
+
+
+def _forward(module: nn.Module, input, hx=None):
+    """The forward of a recorded module: the engine, observed by every recording active on it."""
+    active = list(_STACKS[module].active)
+    route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
+    graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
+    if not is_cell(module):
+        return engine.run(module, input, hx, lambda layer, d: _observer(active, layer, d, graph), route)
+    observer = _observer(active, 0, "fwd", graph, cell=True)
+    out = engine.run_cell(module, input, hx, observer)
+    for recording, path in active:
+        recording._steps[path] += 1
+    return out
+
+
+def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,
+              cell: bool = False) -> engine.Observer:
+    """One observer for every active recording: their kinds kept, their edits in nesting order."""
+    keep: set[str] = set()
+    edits: dict[str, list[Edit]] = defaultdict(list)
+    sinks = []
+    for recording, path in active:
+        kept, own = recording._plan[(path, layer, direction)]
+        for kind, fns in own.items():
+            if cell:  # a cell runs one step per call: the recording counts the steps
+                step = recording._steps[path]
+                fns = [functools.partial(_at_step, fn, step) for fn in fns]
+            edits[kind].extend(fns)
+        if kept:
+            keep |= kept
+            sinks.append((recording, path, kept))
+    if graph:
+        for kind in keep:
+            edits[kind].append(_join_graph)
+
+    def sink(kind: str, values, lengths: Tensor | None) -> None:
+        for recording, path, kept in sinks:
+            if kind in kept:
+                name = format_name(path, layer, direction, kind)
+                if cell:
+                    recording._buffers[name].pending.append(values[0])
+                else:
+                    recording._sink(name, values, lengths)
+
+    return engine.Observer(frozenset(keep), dict(edits), sink)
+
+
+def _at_step(fn: Edit, step: int, value: Tensor, _: int) -> Tensor | None:
+    return fn(value, step)
+
+
+def _join_graph(value: Tensor, step: int) -> Tensor | None:
+    """With grad enabled, a recorded value outside the graph (a frozen model) becomes a leaf of it, so
+    that gradients with respect to it exist; a value already in the graph is left as it is."""
+    return None if value.requires_grad else value.detach().requires_grad_()
+
+
+def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tensor", Tensor | None]:
+    """Steps [(B_t, H)] with B_t never growing -> the steps themselves (equal batches) or a padded
+    (T, B, H) tensor and each row's length."""
+    sizes = [s.shape[0] for s in steps]
+    if len(set(sizes)) == 1:
+        return steps, None
+    if any(b > a for a, b in zip(sizes, sizes[1:])):
+        raise GatescopeError(
+            f"{what}: the batch grew from one step to the next ({sizes}); record a cell whose batch only "
+            "shrinks as sequences end (rows still running first), or one sequence at a time"
+        )
+    batch = torch.tensor(sizes)
+    lengths = (batch.unsqueeze(0) > torch.arange(sizes[0]).unsqueeze(1)).sum(1)  # (B,)
+    padded = steps[0].new_zeros(len(steps), sizes[0], steps[0].shape[1])
+    for t, value in enumerate(steps):
+        padded[t, : value.shape[0]] = value
+    return padded, lengths
+
+
+def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
+    """(B, T, H) values -> (sum of lengths, H) rows, sequence by sequence (padding dropped)."""
+    batch, steps = by_sequence.shape[:2]
+    if bool((lengths == steps).all()):
+        return by_sequence.reshape(batch * steps, by_sequence.shape[-1])  # explicit: B may be 0
+    return torch.cat([by_sequence[b, : int(n)] for b, n in enumerate(lengths.tolist())])
+
+
+def record(
+    model: nn.Module,
+    *,
+    modules: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    names: Selector | None = None,
+    dtype: torch.dtype = torch.float32,
+    interventions: Iterable[Intervention] = (),
+    hooks: Hooks | None = None,
+    route: engine.Route = "auto",
+    meta: Mapping[str, Any] | None = None,
+    batch_first: bool | None = None,
+) -> Recording:
+    """Record (and optionally edit) every gate of every recurrent module of ``model``: ``with record(model) as rec``.
+
+    modules / layers / kinds / names: what to keep (default: everything; ``names`` is a selector: a name,
+    a glob such as ``"*.f"``, a list or a predicate); dtype: storage dtype of the recorded values (float16 /
+    bfloat16 halve the memory); interventions: `Intervention` edits, checked against each quantity's
+    width now; hooks: ``[(selector, fn(value, hook))]`` (gatescope.recorder.hooks) or ``{name: fn(value, step)}``,
+    each returning a replacement [B, H] or None; route: the engine route (``auto`` picks ``replay`` on CUDA
+    when nothing needs the step loop); meta: extra entries for the trace's metadata; batch_first: the
+    layout of the model's integer input (token ids), by default the recorded module's own batch_first.
+    After the block, ``rec.trace`` is the Trace.
+    """
+    return Recording(model, modules=modules, layers=layers, kinds=kinds, names=names, dtype=dtype,
+                     interventions=interventions, hooks=hooks, route=route, meta=meta, batch_first=batch_first)
+
+
+def run(model: nn.Module, input: Any, interventions: Iterable[Intervention] = (), hooks: Hooks | None = None):
+    """``model(input)`` under ``interventions`` and ``hooks``, recording nothing.
+
+    With neither and grad disabled: the plain forward (torch's fused kernels). Otherwise inside a
+    record() block (kinds=()), so that edits apply and, with grad enabled, the recurrent modules run
+    gatescope's differentiable engine (cuDNN's RNN backward refuses eval mode; captum #564)."""
+    interventions = list(interventions)
+    if not interventions and not hooks and not torch.is_grad_enabled():
+        return model(input)
+    with record(model, kinds=(), interventions=interventions, hooks=hooks):
+        return model(input)
+
+
+def run_with_cache(model: nn.Module, *args: Any, names: Selector | None = None, **kwargs: Any) -> tuple[Any, Trace]:
+    """``(model(*args, **kwargs), trace)``: the output and a Trace of the quantities ``names`` selects
+    (a name, a glob such as ``"*.h"``, a list or a predicate; default every quantity), as
+    TransformerLens's ``run_with_cache``. Grad mode is the caller's; the trace holds detached values."""
+    with record(model, names=names) as rec:
+        output = model(*args, **kwargs)
+    return output, rec.trace
