@@ -26,7 +26,7 @@ from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope.checkpoints.loader import load
-from gatescope.cli.trace import RunOptions, write_inputs
+from gatescope.runs.trace import RunOptions, write_inputs
 from gatescope.inputs import corpus as corpora
 from gatescope.inputs.features import stimuli_corpus
 

@@ -99,7 +99,7 @@ def main() -> None:
         header[name] = {"dtype": dtype, "shape": [count], "data_offsets": [cursor, cursor + len(data)]}
         cursor += len(data)
     meta = {
-        "format": "gatescope.traces.trace", "format_version": 1, "tokenizer": "word", "vocab": vocab,
+        "format": "gatescope.trace", "format_version": 1, "tokenizer": "word", "vocab": vocab,
         "unk": "<unk>", "eos": "<eos>", "source": "benchmarks/make_big_trace.py (synthetic)",
         "modules": [{"name": "rnn", "cell": "LSTM", "input_size": hidden, "hidden_size": hidden,
                      "num_layers": args.layers, "bidirectional": False, "proj_size": 0, "bias": True}],

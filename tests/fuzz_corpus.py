@@ -38,7 +38,7 @@ NAN = "__NAN__"  # replaced by NaN (JSON extension Python reads)
 
 HOSTILE: list[Any] = [
     None, True, False, 0, -1, 1, 2, 3, 7, 1.5, -2.5, 1e308, 10**30, -(10**30), 2**63, HUGE, DEEP, NAN,
-    "", "x", "F32", "I64", "F8_E4M3", "gatescope.traces.trace", "gatescope.model", "LSTM", "GRUCell", "word", "char",
+    "", "x", "F32", "I64", "F8_E4M3", "gatescope.trace", "gatescope.model", "LSTM", "GRUCell", "word", "char",
     "line\nbreak\x1b[31m", "x" * 5000, [], [1], [1, 2], [2, -2], [-1, -1], [1.5, 2.0], ["a", "b"], [None], [[]],
     [0, 10**6], [10**9], {}, {"a": 1}, {"name": 1},
 ]

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from checkpoint_fixtures import WORDS, language_model, save, word_metadata
-from fuzz_corpus import (
+from tests.checkpoint_fixtures import WORDS, language_model, save, word_metadata
+from tests.fuzz_corpus import (
     DEEP,
     HUGE,
     NAN,
@@ -44,7 +44,7 @@ from fuzz_corpus import (
 from torch import nn
 
 import gatescope
-from gatescope.analysis.agreement import read_stimuli
+from gatescope.inputs.stimuli.agreement import read_stimuli
 from gatescope.analysis.labels import read_labels_file
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
@@ -242,7 +242,7 @@ def checkpoint_recipes(raw: bytes) -> dict[str, bytes]:
         "version newer": meta("version", 2),
         "version a float": meta("version", 1.0),
         "version of 5,000 digits": meta("version", HUGE),
-        "format of a trace": meta("format", "gatescope.traces.trace"),
+        "format of a trace": meta("format", "gatescope.trace"),
         "format an int": meta("format", 3),
         "vocab an int": meta("vocab", 5),
         "vocab a dict": meta("vocab", {"a": 1}),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fuzz_corpus import deadline, is_one_line, use_checkpoint, use_trace_file
+from tests.fuzz_corpus import deadline, is_one_line, use_checkpoint, use_trace_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +41,7 @@ modules = st.fixed_dictionaries({
 }, optional={"num_layers": st.integers(0, 3) | json_values, "bidirectional": json_values,
              "proj_size": st.integers(-1, 4)})
 trace_meta = st.fixed_dictionaries({
-    "format": st.sampled_from(["gatescope.traces.trace", "gatescope.model"]) | json_values,
+    "format": st.sampled_from(["gatescope.trace", "gatescope.model"]) | json_values,
     "format_version": st.sampled_from([1, 2, "1", True, 1.0]) | json_values,
 }, optional={"modules": st.lists(modules, max_size=2) | json_values, "vocab": json_values,
              "tokenizer": st.sampled_from(["word", "char"]) | json_values})
@@ -85,7 +85,7 @@ def test_any_checkpoint_header_is_read_or_refused_in_one_line(tensors, meta, dat
 
 
 def _lstm_file(folder: Path, hidden: int, layers: int, bidirectional: bool, proj: int) -> bytes:
-    from checkpoint_fixtures import save
+    from tests.checkpoint_fixtures import save
 
     torch.manual_seed(0)
     path = save(folder / "m.safetensors", {"rnn": torch.nn.LSTM(3, hidden, num_layers=layers,
@@ -97,7 +97,7 @@ def _lstm_file(folder: Path, hidden: int, layers: int, bidirectional: bool, proj
 @given(hidden=st.integers(2, 5), layers=st.integers(1, 3), bidirectional=st.booleans(), proj=st.integers(0, 1),
        meta=model_meta)
 def test_real_checkpoints_with_any_metadata(hidden, layers, bidirectional, proj, meta):
-    from fuzz_corpus import split
+    from tests.fuzz_corpus import split
 
     with tempfile.TemporaryDirectory() as folder:
         raw = _lstm_file(Path(folder), hidden, layers, bidirectional, proj)

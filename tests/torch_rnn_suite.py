@@ -12,7 +12,7 @@ Two sources of tests use them:
 
 * ``module_infos(variant)``: torch's ModuleInfo entries for the four modules (the samples, error
   inputs and reference functions of torch.testing._internal.common_modules, which ship with
-  torch) with ``module_cls`` swapped; tests/test_torch_rnn_suite.py runs them in the default suite.
+  torch) with ``module_cls`` swapped; tests/recorder/test_torch_rnn_suite.py runs them in the default suite.
 * ``python tests/torch_rnn_suite.py PYTORCH_TEST_DIR``: the RNN tests of upstream test/test_nn.py
   (every test whose body uses LSTM / GRU / their cells / packing, with the helpers they call) and
   test/test_modules.py restricted to the four modules, once per variant, with the variant's classes

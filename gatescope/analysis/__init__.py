@@ -16,12 +16,7 @@ Re-exports only; each concept lives in its own module:
 
 Nothing here imports matplotlib or captum until a function that needs it runs.
 """
-from gatescope.analysis.agreement import (
-    ablation_interventions,
-    agreement_metric,
-    evaluate_agreement,
-    read_stimuli,
-)
+from gatescope.analysis.agreement import ablation_interventions, agreement_metric, evaluate_agreement
 from gatescope.analysis.attribution import (
     gradient_x_activation,
     logit_difference_target,
@@ -58,6 +53,7 @@ from gatescope.analysis.probes import (
 from gatescope.analysis.ranking import rank_units
 from gatescope.analysis.streaming.analyses import StreamingProbes, StreamingRanking, StreamingSaturation
 from gatescope.analysis.table import Table
+from gatescope.inputs.stimuli.agreement import read_stimuli
 
 __all__ = [
     "Labels", "Metric", "Probe", "Selection", "SetEffect", "StreamingProbes", "StreamingRanking",

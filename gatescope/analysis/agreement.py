@@ -17,32 +17,17 @@ zeroing their outgoing weights) are applied through `gatescope.record` at every 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from gatescope.analysis.causal import Metric, ablate, logit_difference
 from gatescope.errors import GatescopeError
+from gatescope.inputs.stimuli.agreement import AgreementItem
 from gatescope.names import parse_unit
 from gatescope.recorder.recordable import quantities
 from gatescope.recorder.recording import Intervention
-from gatescope.validation.text import read_stimuli_rows
 from gatescope.vocab import Vocabulary
-
-
-class AgreementItem(NamedTuple):
-    """One stimulus: after `prefix` the model should prefer `correct` to `wrong`."""
-
-    prefix: str
-    correct: str
-    wrong: str
-    condition: str
-
-
-def read_stimuli(path: str | Path) -> list[AgreementItem]:
-    """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
-    return [AgreementItem(*row) for row in read_stimuli_rows(path)]  # the door: gatescope.validation.text
 
 
 def _encode(vocab: Vocabulary, items: Sequence[AgreementItem]) -> list[tuple[list[int], int, int]]:

@@ -243,11 +243,3 @@ def top_k(ranking: Table, k: int) -> list[str]:
     return units
 
 
-def __getattr__(name: str):
-    """``causal.agreement_metric``, its name here before it moved to agreement.py (which imports this module,
-    not the other way round: the lookup happens only when the name is used)."""
-    if name == "agreement_metric":
-        from gatescope.analysis.agreement import agreement_metric
-
-        return agreement_metric
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from gatescope.errors import GatescopeError
+from gatescope.inputs.features import read_labels_file
 from gatescope.traces.trace import Trace
-from gatescope.validation.text import label_values, read_labels
+from gatescope.validation.text import label_values
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous
 
@@ -44,15 +45,6 @@ class Labels:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def read_labels_file(path: str | os.PathLike) -> np.ndarray:
-    """Labels from ``.npy`` (1-D, numeric; never unpickled) or text, one value a line.
-
-    Text lines that are all numbers (``nan`` or an empty line = not applicable) give numbers;
-    otherwise each distinct word is a category, coded in sorted order.
-    """
-    return read_labels(path)  # the door: gatescope.validation.text
 
 
 def resolve_labels(

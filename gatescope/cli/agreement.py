@@ -28,12 +28,8 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, batch_si
     probable than the wrong one after the prefix, overall, per condition, and per distance (tokens
     between the subject and the verb: all items, and those whose attractor has the other number)."""
     import gatescope
-    from gatescope.analysis.agreement import (
-        ablation_interventions,
-        evaluate_agreement,
-        read_stimuli,
-    )
-    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
+    from gatescope.analysis.agreement import ablation_interventions, evaluate_agreement
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path, read_stimuli
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())
     lm = gatescope.load(model)

@@ -7,7 +7,7 @@ gates along sentences, as a figure), ``attribute`` (integrated gradients to toke
 The work is done by gatescope.analysis; this module parses options and prints: rich tables on
 stdout, or with ``--json`` JSON alone on stdout. A TRACE is a trace file or a sharded trace's folder;
 ``units``, ``saturation`` and ``probe`` with ``--file CORPUS`` take a MODEL instead and stream it over
-the corpus in one pass (gatescope.cli.stream), under torchrun on several processes.
+the corpus in one pass (gatescope.runs.stream), under torchrun on several processes.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _stream_label_options(f):
 
 
 def _stream_labels(feature, labels_file, feature_from, code_features):
-    from gatescope.cli.stream import LabelOptions
+    from gatescope.runs.stream import LabelOptions
 
     return LabelOptions(labels_file, feature_from, code_features, feature)
 
@@ -64,7 +64,7 @@ def _corpus_options(f):
 
 
 def _run_options(batch_size: int, as_json: bool):
-    from gatescope.cli.trace import RunOptions
+    from gatescope.runs.trace import RunOptions
 
     return RunOptions(batch_size, progress=not as_json)
 
@@ -188,7 +188,7 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
     if csv_path:
         check_writable(csv_path)  # before the work, not after
     if corpus is not None:
-        from gatescope.cli.stream import stream_units
+        from gatescope.runs.stream import stream_units
 
         table = stream_units(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
                              kinds=kinds, metric=metric, grid_bins=grid_bins,
@@ -239,7 +239,7 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
 
     _check_mode(ctx, corpus, ("feature_from", "code_features"))
     if corpus is not None:
-        from gatescope.cli.stream import stream_probes
+        from gatescope.runs.stream import stream_probes
 
         table = stream_probes(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
                               kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed, control=control,
@@ -291,7 +291,7 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, d
 
     _check_mode(ctx, corpus)
     if corpus is not None:
-        from gatescope.cli.stream import stream_saturation
+        from gatescope.runs.stream import stream_saturation
 
         result = stream_saturation(trace, corpus, kinds=kinds, low=low, high=high,
                                    run=_run_options(batch_size, as_json), device=device, distributed=distributed)
@@ -341,7 +341,8 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
 
     import gatescope
     from gatescope.analysis import causal
-    from gatescope.analysis.agreement import agreement_metric, read_stimuli
+    from gatescope.analysis.agreement import agreement_metric
+    from gatescope.inputs.stimuli.agreement import read_stimuli
     from gatescope.analysis.selection import parse_kinds
     from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -45,6 +44,8 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool
     if ranking is not None:
         read_ranking(ranking, data)
     if web:
+        from gatescope.tui.web import serve
+
         serve(trace, export_dir, ranking, 8000 if port is None else port)
         return
     if WEB_DRIVER not in os.environ and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -55,23 +56,3 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool
     GatescopeApp(data, title=str(trace), export_dir=export_dir, ranking=ranking).run()
 
 
-def serve(trace: Path, export_dir: Path | None, ranking: Path | None, port: int) -> None:
-    """Serve `gatescope browse` (the files already checked) to a web browser on localhost, with textual-serve."""
-    import socket
-
-    from gatescope.errors import GatescopeError
-
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise GatescopeError("--web needs textual-serve: pip install 'gatescope[web]'") from None
-    with socket.socket() as probe:
-        if probe.connect_ex(("localhost", port)) == 0:
-            raise GatescopeError(f"port {port} is in use; choose another with --port")
-    command = [sys.executable, "-c", "from gatescope.cli import main; main()", "browse", str(trace.resolve())]
-    if export_dir is not None:
-        command += ["--export-dir", str(export_dir.resolve())]
-    if ranking is not None:
-        command += ["--ranking", str(ranking.resolve())]
-    click.echo(f"serving {trace} on http://localhost:{port} (Ctrl+C stops)", err=True)
-    Server(shlex.join(command), host="localhost", port=port, title=f"gatescope {trace.name}").serve()

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gatescope.checkpoints.formats import CONVERTED_KEY
-from gatescope.cli.trace import RunOptions, counted, input_options, record_inputs
+from gatescope.cli.trace import input_options
+from gatescope.runs.trace import RunOptions, counted, record_inputs
 from gatescope.errors import GatescopeError
 from gatescope.inputs import corpus as corpora
 

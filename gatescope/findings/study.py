@@ -38,7 +38,8 @@ import torch
 
 import gatescope
 from gatescope.analysis import Metric, agreement_metric, causal
-from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
+from gatescope.analysis.agreement import evaluate_agreement
+from gatescope.inputs.stimuli.agreement import read_stimuli
 from gatescope.analysis.dynamics import (
     plot_gate_profile,
     saturation,
@@ -559,10 +560,3 @@ def run_findings(out: Path, draws: int = 20, only: str | None = None, stage: Sta
         results["code"] = code
     return results
 
-
-if __name__ == "__main__":  # the same as `gatescope findings`
-    import sys
-
-    from gatescope.cli import main
-
-    main(["findings", *sys.argv[1:]])

@@ -2,7 +2,7 @@
 
 - a file of values (``--feature NAME=FILE``): ``.npy`` (1-D, never unpickled) or one value a line
   (NaN or an empty line = not applicable; words are categories), read by
-  gatescope.analysis.labels.read_labels_file, one value per token of the whole corpus;
+  read_labels_file (below), one value per token of the whole corpus;
 - agreement stimuli (``--stimuli items.tsv``, the TSV of `gatescope agreement`): each item's prefix
   and correct verb is one sequence, labelled ``subject_number``, ``in_attractor`` and ``is_verb`` by
   gatescope.inputs.stimuli.agreement (Linzen et al. 2016; Lakretz et al. 2019);
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gatescope.errors import GatescopeError
+from gatescope.validation.text import read_labels
 from gatescope.inputs.corpus import Corpus, Tokenizer, from_sequences
 
 if TYPE_CHECKING:
@@ -41,16 +42,13 @@ def parse_feature_option(value: str) -> tuple[str, Path]:
 
 def attach_feature_file(corpus: Corpus, name: str, path: str | os.PathLike) -> None:
     """Attach the values of a labels file, one per token of the whole corpus."""
-    from gatescope.analysis.labels import read_labels_file
-
     corpus.add_feature(name, read_labels_file(path), source=str(path))
 
 
 def stimuli_items(model, path: str | os.PathLike, strict: bool = False) -> Iterator[tuple[str, Stimulus, np.ndarray]]:
     """(where, labelled stimulus, token ids of prefix + correct verb) of each item of an agreement TSV, in order;
     unknown words are counted by the tokenizer and said once at the end (``strict``: refused)."""
-    from gatescope.analysis.agreement import read_stimuli
-    from gatescope.inputs.stimuli.agreement import labelled
+    from gatescope.inputs.stimuli.agreement import labelled, read_stimuli
 
     vocab = model.vocab
     if vocab is not None and vocab.tokenizer != "word":
@@ -96,3 +94,12 @@ def attach_code_features(model, corpus: Corpus) -> None:
     parts = [code_features(text, where) for where, text in corpus.texts]
     for name in FEATURES:
         corpus.add_feature(name, np.concatenate([p[name] for p in parts]))
+
+
+def read_labels_file(path: str | os.PathLike) -> np.ndarray:
+    """Labels from ``.npy`` (1-D, numeric; never unpickled) or text, one value a line.
+
+    Text lines that are all numbers (``nan`` or an empty line = not applicable) give numbers;
+    otherwise each distinct word is a category, coded in sorted order.
+    """
+    return read_labels(path)  # the door: gatescope.validation.text

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from gatescope.analysis.agreement import evaluate_agreement, read_stimuli
+from gatescope.analysis.agreement import evaluate_agreement
+from gatescope.inputs.stimuli.agreement import read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs.stimuli.agreement import (

@@ -1,6 +1,6 @@
 """A sharded trace's quantity as torch sees it: rows read from the shards when indexed.
 
-`gatescope.traces.shards.RowConcat` joins the shards' memory maps without torch; `LazyRows` wraps it
+`gatescope.traces.file.RowConcat` joins the shards' memory maps without torch; `LazyRows` wraps it
 for `gatescope.traces.trace.Trace`, so ``trace[name][a:b]``, ``trace[name][a:b, cols]`` and
 ``trace[name][:, units]`` give tensors as they do for one file, reading only the rows asked for.
 ``trace[name][:]`` reads the whole quantity.
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gatescope.traces.shards import RowConcat
+from gatescope.traces.file import RowConcat
 
 
 def _numpy_key(key: Any) -> Any:

@@ -22,7 +22,8 @@ import torch
 
 from gatescope.errors import GatescopeError, UnknownNameError
 from gatescope.files import atomic_write
-from gatescope.traces.file import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout, read_trace_file
+from gatescope.traces.file import read_trace_file
+from gatescope.validation.trace import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout
 
 
 class Trace(Mapping[str, torch.Tensor]):

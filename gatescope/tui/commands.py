@@ -3,21 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from gatescope.kinds import KINDS
 
-if TYPE_CHECKING:
-    from gatescope.tui.app import GatescopeApp
 
 
 class BrowserCommands(Provider):
     """Every browser action, searchable by name."""
 
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        app: GatescopeApp = self.app  # type: ignore[assignment]
+        app = self.app  # the GatescopeApp
         layer = app.layer
         found = [
             (f"Show {k}: {KINDS[k].title}", partial(app.action_kind, k), f"heatmap of {layer.name(k)}")

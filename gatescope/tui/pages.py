@@ -30,7 +30,7 @@ def _span(array: np.ndarray) -> tuple[int, int]:
 
 def file_backed(array: np.ndarray) -> bool:
     """Whether ``array``'s memory lies in a mapping of a file (per /proc/self/maps; Linux only)."""
-    if not isinstance(array, np.ndarray):  # a sharded trace's rows (gatescope.traces.shards.RowConcat)
+    if not isinstance(array, np.ndarray):  # a sharded trace's rows (gatescope.traces.file.RowConcat)
         return all(file_backed(part) for part in array.parts)
     if _LIBC is None or array.size == 0:
         return False

@@ -19,9 +19,10 @@ from textual.cache import LRUCache
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
 from gatescope.names import QuantityName, format_name, parse_name
-from gatescope.traces.file import TraceFile, check_layout
+from gatescope.traces.file import TraceFile
 from gatescope.tui.colors import Scale
 from gatescope.tui.pages import copy_rows, file_backed, release
+from gatescope.validation.trace import check_layout
 
 BLOCK = 256  # rows per cached block
 

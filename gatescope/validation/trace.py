@@ -20,6 +20,7 @@ Torch-free: the browser reads traces without importing torch.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,41 @@ from gatescope.errors import GatescopeError, shown
 from gatescope.files import open_regular
 from gatescope.kinds import CELL_TYPES, KINDS
 from gatescope.names import QuantityName, canonical_order, parse_name
-from gatescope.traces.file import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
 from gatescope.validation.safetensors import FLOATS, Header, TensorEntry, check_dtype, parse_json, read_header
 from gatescope.validation.schema import bounded, one_of, parse, sized
 from gatescope.vocab import TOKENIZERS
+
+FORMAT = "gatescope.trace"
+FORMAT_VERSION = 1
+META_KEY = "gatescope"
+FEATURE_PREFIX = "feature."
+
+
+def check_layout(
+    offsets: np.ndarray,
+    shapes: Mapping[str, tuple[int, ...]],
+    token_ids: int | None = None,
+    features: Mapping[str, int] | None = None,
+) -> int:
+    """Check that quantities, token ids and features all have one row per token -> that count.
+
+    offsets (S+1,) must start at 0 and never decrease; shapes: quantity name -> shape, each
+    [N, hidden]; token_ids / features: their lengths. Anything else is a one-line GatescopeError.
+    """
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        raise GatescopeError("trace offsets must start at 0 and never decrease")
+    n = int(offsets[-1])
+    for name, shape in shapes.items():
+        parse_name(name)
+        if len(shape) != 2 or shape[0] != n or shape[1] < 1:
+            raise GatescopeError(f"trace tensor {name} has shape {tuple(shape)}; expected [{n}, hidden]")
+    if token_ids is not None and token_ids != n:
+        raise GatescopeError(f"token_ids has {token_ids} entries for {n} tokens")
+    for name, count in (features or {}).items():
+        if count != n:
+            raise GatescopeError(f"feature {name!r} has {count} values; the trace has {n} tokens")
+    return n
 
 CELLS = tuple(f"{name}{suffix}" for name in CELL_TYPES for suffix in ("", "Cell"))  # LSTM LSTMCell GRU GRUCell
 QUANTITY_DTYPES = FLOATS

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gatescope.checkpoints.formats import Converted, from_numpy, need
+from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
 from gatescope.errors import GatescopeError
 from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
 

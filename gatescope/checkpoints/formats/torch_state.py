@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gatescope.checkpoints.formats import Converted, ErrorWithFix, awd_lstm, owned
+from gatescope.checkpoints.formats import awd_lstm
+from gatescope.checkpoints.formats.converted import Converted, ErrorWithFix, owned
 from gatescope.errors import GatescopeError
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")

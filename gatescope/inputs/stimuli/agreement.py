@@ -42,9 +42,11 @@ import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
+from gatescope.validation.text import read_stimuli_rows
 
 NOUN_SG = ("boy", "girl", "man", "woman", "child", "teacher", "doctor", "farmer", "student", "friend",
            "pilot", "lawyer", "dog", "cat", "car", "house", "tree", "table", "book", "singer")
@@ -461,3 +463,17 @@ def training_corpus(n: int, seed: int, lexicon: dict[str, tuple[str, ...]] = LEX
     """`n` sentences of the training grammar, deterministic in `seed`."""
     rng = random.Random(seed)
     return [training_sentence(rng, lexicon) for _ in range(n)]
+
+
+class AgreementItem(NamedTuple):
+    """One stimulus: after `prefix` the model should prefer `correct` to `wrong`."""
+
+    prefix: str
+    correct: str
+    wrong: str
+    condition: str
+
+
+def read_stimuli(path: str | Path) -> list[AgreementItem]:
+    """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
+    return [AgreementItem(*row) for row in read_stimuli_rows(path)]  # the door: gatescope.validation.text

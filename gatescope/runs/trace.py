@@ -1,0 +1,159 @@
+"""Tracing a corpus through a loaded model: every gate of every step, in memory or straight into a trace file.
+
+The corpus (gatescope.inputs.corpus) streams through the model in batches; each batch's recording goes
+straight to its place in the trace file (gatescope.traces.file.TraceWriter), so memory stays bounded by one
+batch of recorded values; the file keeps the input's order and is renamed into place only once complete
+(gatescope.files.atomic_write). A selection of modules or kinds that matches nothing is an error naming what
+the model has. `gatescope trace` and `gatescope inspect` run their inputs through here; so can a notebook.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gatescope.errors import GatescopeError
+from gatescope.inputs.corpus import Corpus
+from gatescope.kinds import KINDS, cell_type
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _padded_batches(
+    model, corpus: Corpus, batch_size: int, progress: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(padded batch, lengths or None) in the corpus's order, on the model's device, with a progress bar.
+
+    Sequences of different lengths are packed by the model, so padding is never recorded; a model
+    with an LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    device = next(model.parameters()).device
+    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
+    columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("trace", total=corpus.num_sequences)
+        for x, lengths in corpus.batches(batch_size, equal_lengths=has_cells):
+            yield x.to(device), lengths
+            bar.advance(task, x.shape[0])
+
+
+def check_selection(model, modules: Sequence[str] | None, kinds: Sequence[str] | None) -> None:
+    """Raise GatescopeError, naming what the model has, unless every module and kind selected is
+    recorded: a module of the model's chain, a kind that at least one selected module computes."""
+    have = {info["name"]: info for info in model.modules_info if info["name"] in model.recurrent_names}
+
+    def described(name: str) -> str:
+        info = have[name]
+        return f"{name} ({info['cell']}: {' '.join(cell_type(info['cell']).kinds_for(info['proj_size']))})"
+
+    unknown = [m for m in modules or () if m not in have]
+    if unknown:
+        raise GatescopeError(f"--modules {', '.join(unknown)}: no such recurrent module in the chain; "
+                             f"the model has: {', '.join(described(n) for n in have)}")
+    selected = list(modules or have)
+    bad = [k for k in kinds or () if k not in KINDS]
+    if bad:
+        raise GatescopeError(f"--kinds {', '.join(bad)}: unknown kind(s); LSTM has i f g o c h (m with proj_size), "
+                             "GRU r z n h")
+    recorded = {k for name in selected for k in cell_type(have[name]["cell"]).kinds_for(have[name]["proj_size"])}
+    missing = [k for k in kinds or () if k not in recorded]
+    if missing:
+        raise GatescopeError(f"--kinds {', '.join(missing)}: not computed by "
+                             f"{'any selected module' if len(selected) > 1 else 'the selected module'}; "
+                             f"{', '.join(described(n) for n in selected)}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How inputs are run and recorded: batch size, what to keep, storage dtype, extra metadata."""
+
+    batch_size: int = 64
+    modules: list[str] | None = None
+    kinds: list[str] | None = None
+    dtype: torch.dtype = torch.float32
+    meta: dict | None = None
+    progress: bool = True
+
+    def record(self, model):
+        """A `gatescope.record` block over ``model`` with these options (by default, every module of
+        the model's chain: a loaded module outside it is never run)."""
+        from gatescope.recorder.recording import record
+
+        modules = self.modules or getattr(model, "recurrent_names", None)
+        return record(model, modules=modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
+
+
+def record_inputs(model, corpus: Corpus, options: RunOptions = RunOptions()):
+    """Run `corpus` through `model` batch by batch inside one `gatescope.record` block -> Trace (in
+    memory), with the corpus's features attached."""
+    with torch.no_grad(), options.record(model) as rec:
+        for x, lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
+            model(x, lengths, decode=False)  # the logits are not recorded
+    trace = rec.trace
+    for name, values in corpus.features.items():
+        trace.add_feature(name, values)
+    return trace
+
+
+def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOptions()) -> tuple[int, int, int]:
+    """Trace `corpus` straight into the trace file `path`, one batch at a time, in bounded memory.
+
+    Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
+    widths) and by the corpus's offsets; the corpus's features are written with it.
+    """
+    from gatescope.traces.file import FEATURE_PREFIX, TraceWriter
+
+    with options.record(model):  # unknown modules or kinds fail before any work
+        pass
+    writer, row, widths = None, 0, {}
+    try:
+        for x, batch_lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
+            with torch.no_grad(), options.record(model) as rec:
+                model(x, batch_lengths, decode=False)
+            part = rec.trace
+            if writer is None:
+                widths = {name: part[name].shape[1] for name in part.names}
+                writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], corpus.offsets,
+                                     part.token_ids is not None, part.meta, tuple(corpus.features))
+                for name, values in corpus.features.items():
+                    writer.write(FEATURE_PREFIX + name, 0, values.astype("<f4"))
+            for name in part.names:
+                writer.write(name, row, _storage(part[name]))
+            if part.token_ids is not None:
+                writer.write("token_ids", row, part.token_ids.numpy())
+            row += part.num_tokens
+    finally:
+        if writer is not None:
+            writer.close()
+    if row != corpus.num_tokens or not widths:
+        raise GatescopeError(f"the trace would hold {row} of {corpus.num_tokens} tokens and {len(widths)} quantities; "
+                             "nothing written")
+    return corpus.num_sequences, row, len(widths)
+
+
+STORAGE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _storage(values: torch.Tensor) -> np.ndarray:
+    """A recorded tensor's bytes as numpy (bfloat16 kept as its 16 raw bits)."""
+    values = values.detach().cpu()
+    return values.view(torch.int16).numpy() if values.dtype == torch.bfloat16 else values.numpy()
+
+
+def counted(n: int, noun: str) -> str:
+    """``counted(1, "sequence") == "1 sequence"``, ``counted(2, "quantity") == "2 quantities"``."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"

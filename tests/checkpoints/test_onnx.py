@@ -1,0 +1,124 @@
+"""ONNX LSTM / GRU graphs, against onnxruntime's outputs: torch.onnx.export and hand-built graphs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.checkpoint_fixtures import LanguageModel
+from tests.format_fixtures import (
+    assert_loads_or_one_line,
+    cli_trace,
+    convert_round_trip,
+    each_truncation,
+    fails,
+    inspect_json,
+    modules,
+)
+from safetensors.torch import save_file
+
+import gatescope
+
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'gatescope[formats]')")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'gatescope[formats]')")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+IDS = [1, 2, 3, 4, 5, 6]
+TOL = dict(atol=1e-5, rtol=0)
+
+
+def with_outputs(path, names):
+    """The model at ``path`` with intermediate values also made graph outputs, as an ORT session."""
+    model = onnx.load(str(path))
+    model.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names])
+    return ort.InferenceSession(model.SerializeToString())
+
+
+def exported(tmp_path, cell, **kwargs):
+    torch.manual_seed(0)
+    model = LanguageModel(cell=cell, **kwargs).eval()
+    path = tmp_path / f"{cell.lower()}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.tensor([IDS]),), path, dynamo=False, input_names=["ids"],
+                          output_names=["logits"], dynamic_axes={"ids": {1: "time"}})
+    return path
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_exported_bidirectional_stack_matches_onnxruntime(tmp_path, capsys, cell):
+    path = exported(tmp_path, cell, num_layers=2, bidirectional=True)
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == cell]
+    outs = [n.output[0] for n in nodes] + ([n.output[2] for n in nodes] if cell == "LSTM" else [])
+    logits, *values = with_outputs(path, outs).run(None, {"ids": np.array([IDS])})
+    trace = cli_trace(tmp_path, path, "--ids", " ".join(map(str, IDS)))
+    for layer in range(2):
+        y = values[layer]  # (T, D, B, H)
+        for d, direction in enumerate(("fwd", "bwd")):
+            torch.testing.assert_close(trace[f"rnn.l{layer}.{direction}.h"], torch.as_tensor(y[:, d, 0]), **TOL)
+            if cell == "LSTM":  # Y_c: the cell state after the last step of each direction
+                step = -1 if direction == "fwd" else 0
+                torch.testing.assert_close(trace[f"rnn.l{layer}.{direction}.c"][step],
+                                           torch.as_tensor(values[2 + layer][d, 0]), **TOL)
+    with torch.no_grad():
+        got = gatescope.load(path)(torch.tensor([IDS]))
+    torch.testing.assert_close(got, torch.as_tensor(logits), **TOL)
+    _, direct, converted = convert_round_trip(tmp_path, capsys, path)
+    assert modules(direct) == modules(converted) == [
+        {"name": "rnn", "cell": cell, "input_size": 6, "hidden_size": 8, "num_layers": 2, "bidirectional": True,
+         "proj_size": 0, "bias": True}]
+
+
+def gru_graph(path, linear_before_reset, direction="bidirectional", **attrs):
+    """A hand-built ONNX GRU over float input X (T, 1, 3), hidden 4, its Y an output."""
+    rng = np.random.default_rng(0)
+    dirs = 2 if direction == "bidirectional" else 1
+    weights = {n: rng.normal(0, 0.6, s).astype(np.float32)
+               for n, s in (("W", (dirs, 12, 3)), ("R", (dirs, 12, 4)), ("B", (dirs, 24)))}
+    node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y"], name="/gru/GRU", hidden_size=4,
+                            direction=direction, linear_before_reset=linear_before_reset, **attrs)
+    graph = helper.make_graph(
+        [node], "gru", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", 1, 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, n) for n, v in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_hand_built_gru_both_reset_variants_match_onnxruntime(tmp_path, capsys, linear_before_reset):
+    path = gru_graph(tmp_path / "gru.onnx", linear_before_reset)
+    x = np.random.default_rng(1).normal(size=(7, 1, 3)).astype(np.float32)
+    (y,) = ort.InferenceSession(str(path)).run(None, {"X": x})  # (T, 2, 1, 4)
+    report = inspect_json(capsys, path)
+    assert modules(report) == [{"name": "gru", "cell": "GRU", "input_size": 3, "hidden_size": 4, "num_layers": 1,
+                                "bidirectional": True, "proj_size": 0, "bias": True}
+                               | ({} if linear_before_reset else {"reset_after": False})]
+    inputs = tmp_path / "x.safetensors"
+    save_file({"x": torch.as_tensor(x[:, 0])}, inputs)  # one sequence [T, 3]
+    trace = cli_trace(tmp_path, path, "--input", str(inputs))
+    for d, direction in enumerate(("fwd", "bwd")):
+        torch.testing.assert_close(trace[f"gru.l0.{direction}.h"], torch.as_tensor(y[:, d, 0]), **TOL)
+    _, direct, converted = convert_round_trip(tmp_path, capsys, path)
+    assert modules(direct) == modules(converted)
+
+
+def test_what_gatescope_does_not_compute_is_refused(tmp_path, capsys):
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "rev.onnx", 1, direction="reverse"), "--json")
+    assert "direction 'reverse' only" in err and err.count("\n") == 1
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "clip.onnx", 1, clip=3.0), "--json")
+    assert "gatescope does not implement clipping" in err
+    lstm = helper.make_node("LSTM", ["X", "W", "R", "", "", "", "", "P"], ["Y"], hidden_size=2)
+    graph = helper.make_graph(
+        [lstm], "peep", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", 1, 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in
+         (("W", (1, 8, 3)), ("R", (1, 8, 2)), ("P", (1, 6)))])
+    onnx.save(helper.make_model(graph), str(tmp_path / "peep.onnx"))
+    assert "gatescope does not implement peepholes" in fails(capsys, "inspect", tmp_path / "peep.onnx", "--json")
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    assert "is not a readable ONNX model" in fails(capsys, "inspect", tmp_path / "bad.onnx", "--json")
+
+
+def test_a_damaged_onnx_file_is_a_one_line_error(tmp_path):
+    for damaged in each_truncation(gru_graph(tmp_path / "gru.onnx", 0), tmp_path):
+        assert_loads_or_one_line(damaged)
