@@ -41,14 +41,16 @@ _EXPORTS = {
     "load_trace": "gatescope.traces.trace",
     "load": "gatescope.checkpoints.loader",
     "show": "gatescope.display",
+    "explain": "gatescope.analysis.explain",
 }
 __all__ = [
     "GRU", "LSTM", "GatescopeError", "GatescopeWarning", "HookContext", "Intervention", "Recording",
     "ResetBeforeGRU", "Trace", "UnknownNameError", "hook_points", "load", "load_trace", "quantities", "record",
-    "run_with_cache", "show",
+    "run_with_cache", "show", "explain",
 ]
 
 if TYPE_CHECKING:
+    from gatescope.analysis.explain import explain
     from gatescope.checkpoints.loader import load
     from gatescope.display import show
     from gatescope.recorder.hookpoints import hook_points

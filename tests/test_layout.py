@@ -2,7 +2,7 @@
 
 Layers, bottom up (docs/architecture.md): the foundations and the door (errors, files, kinds, names, vocab,
 saturation, progress; validation/), traces/, recorder/, checkpoints/ and inputs/ (together the core), display/,
-the public API (gatescope/__init__.py, which re-exports from the layers below it), analysis/, runs/ and
+analysis/, the public API (gatescope/__init__.py, which re-exports from the layers below it), runs/ and
 samples/, findings/, tui/, cli/ (and ``python -m gatescope``). Imports point
 down or stay within a layer; the only way up is a notebook asking a Trace for its HTML (`_repr_html_` imports
 gatescope.display, lazily). No module imports another that imports it back, however indirectly. Textual is
@@ -23,7 +23,7 @@ from gatescope import _moved
 PACKAGE = Path(__file__).resolve().parents[1] / "gatescope"
 RANKS = {
     "foundation": 0, "validation": 0, "traces": 1, "recorder": 2, "checkpoints": 3, "inputs": 3, "display": 4,
-    "api": 4, "analysis": 5, "runs": 6, "samples": 6, "findings": 7, "tui": 8, "cli": 9,
+    "analysis": 5, "api": 5.5, "runs": 6, "samples": 6, "findings": 7, "tui": 8, "cli": 9,
 }
 CORE = {"foundation", "validation", "traces", "recorder", "checkpoints", "inputs"}
 UPWARD = {("gatescope.traces.trace", "gatescope.display.summary")}  # Trace._repr_html_, for notebooks

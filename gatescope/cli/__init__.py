@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("inspect", "inspect", "Report on a checkpoint's recurrent modules and gates."),
     "trace": ("trace", "trace", "Record every gate of a model over some input into a trace file."),
     "browse": ("browse", "browse", "Browse a trace file in the terminal."),
+    "explain": ("explain", "explain", "One unit's step, term by term, with the model's own numbers."),
     "agreement": ("agreement", "agreement", "Subject-verb agreement accuracy of a language model."),
     "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
     "samples": ("samples", "samples", "Train or list the bundled sample models."),
