@@ -20,9 +20,14 @@ WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind
     "--ranking", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Fill the ranked-units panel from this file (the output of `gatescope analyze units --json`).",
 )
+@click.option(
+    "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The checkpoint for the explain panel (x): default, the one the trace's metadata names.",
+)
 @click.option("--web", is_flag=True, help="Serve the browser to a web browser on localhost (textual-serve).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port for --web (default 8000).")
-def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool, port: int | None) -> None:
+def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Path | None, web: bool,
+           port: int | None) -> None:
     """Browse TRACE (a file written by `gatescope trace` or Trace.save) in the terminal.
 
     Heatmap of units x tokens for one quantity, the text coloured by the selected unit, every
@@ -53,6 +58,6 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, web: bool
                              "use --web to open it in a web browser, or `gatescope analyze` for text output")
     from gatescope.tui.app import GatescopeApp
 
-    GatescopeApp(data, title=str(trace), export_dir=export_dir, ranking=ranking).run()
+    GatescopeApp(data, title=str(trace), export_dir=export_dir, ranking=ranking, model=model).run()
 
 

@@ -34,6 +34,7 @@ from gatescope.tui import export, features, matching
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
 from gatescope.tui.compare import CompareScreen
+from gatescope.tui.explain_panel import ExplainModel, ExplainScreen
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.help_screen import HelpScreen
 from gatescope.tui.match_panel import MatchPanel
@@ -83,6 +84,7 @@ class GatescopeApp(App[None]):
         Binding("R", "restrict", "selected units"),
         Binding("escape", "clear_selection", "clear selection", show=False),
         Binding("C", "compare", "compare"),
+        Binding("x", "explain", "explain"),
         Binding("e", "export_svg", "svg"),
         Binding("E", "export_png", "png"),
         Binding("q", "quit", "quit"),
@@ -97,11 +99,13 @@ class GatescopeApp(App[None]):
         export_dir: str | os.PathLike | None = None,
         ranking: str | os.PathLike | None = None,
         start: str | None = None,
+        model: str | os.PathLike | None = None,
     ) -> None:
         """ranking: a `gatescope analyze units --json` file for the ranked panel (checked now, one-line errors).
 
         start: open on this quantity or unit (``rnn.l0.fwd.i`` or ``rnn.l0.fwd.i:3``) instead of the defaults
         (the cell state c, else h; with features, the unit that tracks one best).
+        model: the checkpoint the explain panel runs (default: the one the trace's metadata names).
         """
         self.source = TraceSource(trace_file(trace))  # GatescopeError on an unusable trace, before the UI starts
         self.file_ranking: FileRanking | None = None if ranking is None else read_ranking(ranking, self.source.data)
@@ -119,6 +123,7 @@ class GatescopeApp(App[None]):
         self.selection: SpanSelection | None = None
         self.result: MatchResult | None = None
         self.tracks: list[features.Track] = []
+        self.explainer = ExplainModel(model if model is not None else self.source.data.meta.get("model"))
 
     def _open_on(self, where: str) -> None:
         """Start on a quantity or unit, given by name; GatescopeError when the trace has no such thing."""
@@ -511,6 +516,20 @@ class GatescopeApp(App[None]):
             self.select_layer(layer, kind)
         self.heatmap.move_to(unit, self.heatmap.row)
 
+    def action_explain(self) -> None:
+        """The unit and token at the cursor, term by term (the explain panel; needs the model)."""
+        row = self.heatmap.row
+        first, stop = self.source.sequence_rows(self.source.sequence_of(row))
+        ids = self.source.data.token_ids
+        self.push_screen(ExplainScreen(self.explainer, None if ids is None else ids[first:stop],
+                                       f"{self.name_shown}:{self.heatmap.unit}", row - first, first), self._explained)
+
+    def _explained(self, choice: tuple[str, int] | None) -> None:
+        if choice is not None:
+            unit, row = choice
+            self._goto_unit(unit)
+            self.heatmap.move_to(self.heatmap.unit, row)
+
     def action_goto_sequence(self) -> None:
         self.push_screen(Prompt("Go to sequence", f"0..{self.source.num_sequences - 1}"), self._goto_sequence)
 
@@ -561,7 +580,8 @@ def run_browser(
     trace_or_path: Trace | str | os.PathLike,
     export_dir: str | os.PathLike | None = None,
     ranking: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
 ) -> None:
     """Open the browser on a Trace or a trace file (read lazily, without torch; GatescopeError if it cannot be read)."""
     title = str(trace_or_path) if isinstance(trace_or_path, (str, os.PathLike)) else ""
-    GatescopeApp(trace_or_path, title=title, export_dir=export_dir, ranking=ranking).run()
+    GatescopeApp(trace_or_path, title=title, export_dir=export_dir, ranking=ranking, model=model).run()

@@ -47,6 +47,7 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 | # | go to a sequence by number |
 | Tab | move between heatmap, sequences and ranked units |
 | Enter | (sequences, ranked units) go to the selected one |
+| x | explain the cursor's unit at its token, term by term (needs the model: `browse --model`); Enter on an upstream unit goes there |
 | e | save the screen as SVG |
 | E | save the visible heatmap as PNG |
 | Ctrl+P | command palette |
