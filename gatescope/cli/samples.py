@@ -1,4 +1,5 @@
-"""`gatescope samples train|list`: retrain the bundled sample models, or list them with their metrics.
+"""`gatescope samples train|list|stimuli`: retrain the bundled sample models, list them with their metrics, or
+write agreement stimuli drawn from their lexicon.
 
 Training is reproducible (fixed seeds, thread count and data order; see gatescope.samples.train):
 retraining writes the same tensors, only the recorded training time differs.
@@ -57,6 +58,33 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
         paths = train_all(out, names or None, progress=callback)
     for path in paths:
         console.print(f"wrote {path}")
+
+
+@samples.command("stimuli")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The stimuli TSV to write (its folder is made).")
+@click.option("--draw", type=click.Choice(["held-out", "random"]), default="held-out", show_default=True,
+              help="held-out: every (subject, verb) lemma pair one the training grammar never joins (the bundled "
+                   "stimuli's draw); random: every pair of the lexicon equally likely, training pairs included.")
+@click.option("--per-condition", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Items per condition (held-out: at most as many distinct items as the pairs allow).")
+@click.option("--conditions", default="nounpp_SS,nounpp_SP,nounpp_PS,nounpp_PP", show_default=True,
+              help="Comma-separated conditions (e.g. nounpp_SP; `all` for every one).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The draw's seed.")
+def stimuli(output: Path, draw: str, per_condition: int, conditions: str, seed: int) -> None:
+    """Write agreement stimuli (prefix, correct verb, wrong verb, condition) drawn from the sample models' lexicon.
+
+    The bundled stimuli are the held-out draw: their subject and verb are never joined in training, which is
+    where the number units are needed (a random draw is about three quarters training pairs; break results
+    down with `gatescope agreement --by pair`)."""
+    from gatescope.inputs.stimuli.agreement import CONDITIONS, generate_stimuli, random_draw, write_stimuli
+
+    chosen = CONDITIONS if conditions.strip() == "all" else tuple(c.strip() for c in conditions.split(",") if c.strip())
+    draw_items = generate_stimuli if draw == "held-out" else random_draw
+    items = draw_items(per_condition, seed=seed, conditions=chosen)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_stimuli(items, output)
+    click.echo(f"wrote {output}: {len(items)} items ({draw} draw, seed {seed})", err=True)
 
 
 @samples.command("list")
