@@ -139,8 +139,9 @@ def independent_sets(results: dict[str, Any]) -> list[str]:
     lines = ["**Do they hold on items nobody ranked on?** Units are ranked on "
              f"{first['rank_items']} NounPP items drawn from one half of the lexicon (prepositions "
              f"{', '.join(rank_lex['preps'])}; {len(rank_lex['nouns']) // 2} nouns, {len(rank_lex['verbs']) // 2} "
-             f"verbs) and ablated on {first['test_items']} incongruent NounPP items from the other half (held-out pairs, as the bundled items) "
-             f"({', '.join(test_lex['preps'])}; no noun, verb or preposition in common; "
+             f"verbs) and ablated on {first['test_items']} incongruent NounPP items from the other half "
+             f"({', '.join(test_lex['preps'])}; no noun, verb or preposition in common; held-out pairs, as the "
+             "bundled items; "
              "`gatescope.inputs.stimuli.agreement.split_lexicon`):", "",
              "| model | top 4 ranked on the first half | drop on the ranking set | drop on the independent set "
              "| random sets of 4 (independent set) |", "| --- | --- | --- | --- | --- |"]
