@@ -123,6 +123,11 @@ def list_(as_json: bool) -> None:
     for name in SAMPLES:  # the ones that are reproduced, not shipped
         if name not in {row["name"] for row in rows}:
             click.echo(f"{name}: not bundled; gatescope samples train --only {name} writes it here")
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
+
+    click.echo(f"agreement stimuli: {bundled_stimuli_path()} (200 items per condition, 60 for simple; every "
+               "subject-verb lemma pair one the training grammar never joins; gatescope samples stimuli --draw "
+               "random writes a draw with training pairs)")
 
 
 HEADLINE = {  # metric key -> short label

@@ -115,3 +115,14 @@ def test_samples_stimuli_writes_either_draw(tmp_path, capsys):
             "nounpp_SP", "--seed", "3")
         pairs = {item_fields(item)["pair"] for item in read_stimuli(out)}
         assert pairs == ({"held-out"} if draw == "held-out" else {"held-out", "training"})
+
+
+def test_analyze_ablate_says_which_items_it_scored(capsys):
+    from gatescope import sample_models
+
+    path = sample_models.path("agreement_gru.safetensors")
+    data = json.loads(cli(capsys, "analyze", "ablate", path, "--units", "rnn.l0.fwd.h:36", "--no-sweep",
+                          "--draws", "2", "--seed", "4", "--json").out)
+    assert data["items"] == "400 items drawn at random from the lexicon (seed 4)"
+    out = cli(capsys, "samples", "list").out
+    assert "every subject-verb lemma pair one the training grammar never joins" in out
