@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from gatescope.analysis.causal import Metric, ablate, logit_difference
@@ -93,27 +94,23 @@ class AgreementResult(dict):
 
 def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
                        interventions: Sequence[Intervention] | None = None, batch_size: int = 256,
-                       vocab: Vocabulary | None = None) -> AgreementResult:
+                       vocab: Vocabulary | None = None, by: Sequence[str] = ()) -> AgreementResult:
     """Agreement accuracy of `model` (ids (B, T) -> logits (B, T, V)) on `items`.
 
     `vocab` defaults to ``model.vocab`` (a `gatescope.vocab.Vocabulary`). `interventions` are
     applied to every batch (their values must not depend on the batch: use set, scale or add).
-    Returns ``{"accuracy", "n", "mean_logit_diff", "by_condition": {condition: {"accuracy", "n",
-    "mean_logit_diff"}}, "by_distance": {d: {...}}, "by_distance_incongruent": {d: {...}},
-    "without_distance": n}``: conditions in order of first appearance, distances ascending (tokens
-    between subject and verb), over the items whose condition is one of gatescope's
-    (`without_distance` counts the others).
+    `by`: fields to break the accuracy down by (`gatescope.inputs.stimuli.agreement.item_fields`: condition,
+    structure, distance, subject, attractor, preposition, verb, pair, or a column of the stimuli file).
+    Returns ``{"accuracy", "n", "mean_logit_diff", "ci95", "by_condition": {condition: {"accuracy", "n",
+    "mean_logit_diff", "ci95"}}, "by_distance": {d: {...}}, "by_distance_incongruent": {d: {...}},
+    "without_distance": n, "by": {field: {value: {...}}}}``: conditions in order of first appearance, distances
+    ascending (tokens between subject and verb), over the items whose condition is one of gatescope's
+    (`without_distance` counts the others); ``ci95`` is the accuracy's Wilson 95% interval.
     """
     from gatescope.inputs.stimuli.agreement import CONDITIONS, distance, is_incongruent
 
-    vocab = vocab if vocab is not None else getattr(model, "vocab", None)
-    if vocab is None:
-        raise GatescopeError("the model has no vocabulary, so words cannot be turned into ids")
-    if not items:
-        raise GatescopeError("no agreement items to evaluate")
-    encoded = _encode(vocab, items)
-    with torch.no_grad():
-        diffs = _logit_differences(model, encoded, batch_size, interventions)
+    groups = _groups(items, by)
+    diffs = _diffs(model, items, interventions, batch_size, vocab)
     conditions = list(dict.fromkeys(item.condition for item in items))
     by_condition = {}
     for condition in conditions:
@@ -128,16 +125,76 @@ def evaluate_agreement(model: torch.nn.Module, items: Sequence[AgreementItem],
             mask = torch.tensor([item.condition in at and is_incongruent(item.condition) for item in items])
             incongruent[d] = _summary(diffs[mask])
     without = sum(by_condition[c]["n"] for c in conditions if c not in CONDITIONS)
-    return AgreementResult({**_summary(diffs), "by_condition": by_condition, "by_distance": by_distance,
-                            "by_distance_incongruent": incongruent, "without_distance": without})
+    result = AgreementResult({**_summary(diffs), "by_condition": by_condition, "by_distance": by_distance,
+                              "by_distance_incongruent": incongruent, "without_distance": without})
+    if by:
+        result["by"] = {field: {value: _summary(diffs[rows]) for value, rows in values.items()}
+                        for field, values in groups.items()}
+    return result
+
+
+def ablation_effect(model: torch.nn.Module, items: Sequence[AgreementItem], interventions: Sequence[Intervention],
+                    batch_size: int = 256, vocab: Vocabulary | None = None, by: Sequence[str] = ()) -> dict[str, Any]:
+    """What ``interventions`` cost on ``items``: accuracy without and with them, and the drop in points of
+    accuracy with its 95% interval from a paired bootstrap over the items (each item keeps its pair), overall and
+    per value of each field of `by` (as `evaluate_agreement`). Returns ``{"baseline": {...}, "ablated": {...},
+    "drop", "drop_ci95", "by": {field: {value: {"baseline", "ablated", "drop", "drop_ci95"}}}}``."""
+    from gatescope.analysis.stats import paired_bootstrap_interval
+
+    groups = _groups(items, by)
+    before = (_diffs(model, items, None, batch_size, vocab) > 0).numpy()  # (N,) correct without the edit
+    after = (_diffs(model, items, interventions, batch_size, vocab) > 0).numpy()  # (N,)
+
+    def effect(rows: np.ndarray) -> dict[str, Any]:
+        drop = paired_bootstrap_interval(before[rows], after[rows])
+        return {"baseline": _accuracy(before[rows]), "ablated": _accuracy(after[rows]),
+                "drop": float(before[rows].mean() - after[rows].mean()), "drop_ci95": list(drop)}
+
+    result = effect(np.arange(len(items)))
+    if by:
+        result["by"] = {field: {value: effect(rows.numpy()) for value, rows in values.items()}
+                        for field, values in groups.items()}
+    return result
+
+
+def _diffs(model, items, interventions, batch_size: int, vocab: Vocabulary | None) -> torch.Tensor:
+    vocab = vocab if vocab is not None else getattr(model, "vocab", None)
+    if vocab is None:
+        raise GatescopeError("the model has no vocabulary, so words cannot be turned into ids")
+    if not items:
+        raise GatescopeError("no agreement items to evaluate")
+    encoded = _encode(vocab, items)
+    with torch.no_grad():
+        return _logit_differences(model, encoded, batch_size, interventions)  # (N,)
+
+
+def _groups(items: Sequence[AgreementItem], by: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """For each field of ``by``: its values, in order of first appearance, with the rows of the items holding
+    them (``(none)``: items without the field); an unknown field is a one-line error naming the known ones."""
+    from gatescope.inputs.stimuli.agreement import item_fields
+
+    fields = [item_fields(item) for item in items]
+    known = list(dict.fromkeys(name for f in fields for name in f))
+    unknown = [field for field in by if field not in known]
+    if unknown:
+        raise GatescopeError(f"no field {', '.join(map(repr, unknown))} in these items; they have: {', '.join(known)}")
+    groups = {}
+    for field in by:
+        values = [f.get(field, "(none)") for f in fields]
+        groups[field] = {value: torch.tensor([i for i, v in enumerate(values) if v == value])
+                         for value in dict.fromkeys(values)}
+    return groups
+
+
+def _accuracy(correct: np.ndarray) -> dict[str, Any]:
+    from gatescope.analysis.stats import wilson_interval
+
+    k, n = int(correct.sum()), int(correct.size)
+    return {"accuracy": k / max(1, n), "n": n, "ci95": list(wilson_interval(k, n))}
 
 
 def _summary(diffs: torch.Tensor) -> dict[str, Any]:
-    return {
-        "accuracy": int((diffs > 0).sum()) / max(1, diffs.numel()),  # exact: a float32 mean is not
-        "n": int(diffs.numel()),
-        "mean_logit_diff": float(diffs.mean()),
-    }
+    return {**_accuracy((diffs > 0).numpy()), "mean_logit_diff": float(diffs.mean())}  # exact counts, not a mean
 
 
 def agreement_metric(model: torch.nn.Module, items: Sequence[AgreementItem], conditions: Sequence[str] | None = None,

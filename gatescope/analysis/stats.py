@@ -3,12 +3,15 @@ false-discovery adjustment, and the choice and order of a ranking's metric.
 
 One place for each: the in-memory ranking (ranking.py), the streamed analyses (streaming/) and the findings
 read them here. Conventions: ties share their average rank (midranks); AUC is Mann-Whitney's U / (n1 n0)
-(Hanley & McNeil 1982); MI is the plug-in estimate in bits; p-values adjusted by Benjamini & Hochberg 1995.
+(Hanley & McNeil 1982); MI is the plug-in estimate in bits; p-values adjusted by Benjamini & Hochberg 1995;
+an accuracy's 95% interval is Wilson's, an intervention's effect on the same items a paired bootstrap's.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from gatescope.analysis.labels import Labels
@@ -104,3 +107,31 @@ def mutual_information_bits(joint: torch.Tensor) -> torch.Tensor:
     px, py = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
     ratio = torch.where(joint > 0, joint / (px * py).clamp_min(1e-300), torch.ones_like(joint))
     return (joint * torch.log2(ratio)).sum((1, 2))
+
+
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001 recommend
+    it over the normal approximation for small n and proportions near 0 or 1); (nan, nan) when n is 0."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_bootstrap_interval(before: np.ndarray, after: np.ndarray, resamples: int = 2000,
+                              seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(before) - mean(after) over items resampled with replacement, each item
+    keeping its pair (Efron & Tibshirani 1993): the interval of an intervention's effect on the same items."""
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    n = before.size
+    if n == 0:
+        return (math.nan, math.nan)
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))  # (R, n)
+    effects = (before[draws] - after[draws]).mean(axis=1)  # (R,)
+    low, high = np.quantile(effects, [0.025, 0.975])
+    return (float(low), float(high))

@@ -318,7 +318,10 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, d
 
 @analyze.command(short_help="Ablate units; agreement accuracy vs random sets.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
-@click.option("--stimuli", type=click.Path(dir_okay=False), help="Agreement stimuli TSV (default: the bundled ones).")
+@click.option("--stimuli", type=click.Path(dir_okay=False),
+              help="Agreement stimuli TSV (default: 200 items per condition drawn at random from the sample models' "
+                   "lexicon with --seed, every subject-verb pair equally likely; the bundled stimuli hold out every "
+                   "pair from training, where number units matter most: see `gatescope agreement --by pair`).")
 @click.option("--conditions", default="nounpp_SP,nounpp_PS", show_default=True,
               help="Conditions whose accuracy is the metric ('all' for every item).")
 @click.option("--units", "unit_list", help="Comma-separated units to test as a set, e.g. rnn.l0.fwd.h:3,rnn.l0.fwd.h:9")
@@ -342,9 +345,8 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     import gatescope
     from gatescope.analysis import causal
     from gatescope.analysis.agreement import agreement_metric
-    from gatescope.inputs.stimuli.agreement import read_stimuli
     from gatescope.analysis.selection import parse_kinds
-    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
+    from gatescope.inputs.stimuli.agreement import CONDITIONS, AgreementItem, random_draw, read_stimuli
 
     if unit_list is not None and top_from:
         raise GatescopeError("give --units or --top-from, not both")
@@ -358,8 +360,13 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     if value == "mean" and not top_from:
         raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
     model = gatescope.load(model_path)
-    items = read_stimuli(stimuli or bundled_stimuli_path())
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
+    if stimuli is not None:
+        items, drawn = read_stimuli(stimuli), stimuli
+    else:
+        items = [AgreementItem(s.prefix, s.correct, s.wrong, s.condition)
+                 for s in random_draw(200, seed, tuple(wanted or CONDITIONS))]
+        drawn = f"{len(items)} items drawn at random from the lexicon (seed {seed})"
     metric = agreement_metric(model, items, wanted)
     trace = None
     if top_from:
@@ -381,7 +388,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
         raise GatescopeError(f"--k {k} is more than the model's {len(every)} units of kind {kinds}")
     edit = functools.partial(causal.ablate, value=value, trace=trace)
     baseline = metric([])
-    result: dict[str, Any] = {"metric": metric.name, "conditions": wanted or "all", "baseline": baseline,
+    result: dict[str, Any] = {"metric": metric.name, "items": drawn, "conditions": wanted or "all", "baseline": baseline,
                               "set": None, "sweep": [], "greedy": None}
     if chosen:
         result["set"] = causal.set_effect(metric, chosen, model=model, draws=draws, seed=seed, edit=edit,
@@ -395,7 +402,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     if as_json:
         _emit_json(result)
         return
-    click.echo(f"{metric.name} on {', '.join(wanted) if wanted else 'all items'}: {baseline:.3f} unablated")
+    click.echo(f"{metric.name} on {', '.join(wanted) if wanted else 'all items'} of {drawn}: {baseline:.3f} unablated")
     if result["set"]:
         s = result["set"]
         click.echo(f"set {', '.join(s['units'])}: {s['value']:.3f} (drop {s['harm']:+.3f}); "

@@ -1,4 +1,5 @@
-"""`gatescope samples train|list`: retrain the bundled sample models, or list them with their metrics.
+"""`gatescope samples train|list|stimuli`: retrain the bundled sample models, list them with their metrics, or
+write agreement stimuli drawn from their lexicon.
 
 Training is reproducible (fixed seeds, thread count and data order; see gatescope.samples.train):
 retraining writes the same tensors, only the recorded training time differs.
@@ -59,6 +60,33 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
         console.print(f"wrote {path}")
 
 
+@samples.command("stimuli")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The stimuli TSV to write (its folder is made).")
+@click.option("--draw", type=click.Choice(["held-out", "random"]), default="held-out", show_default=True,
+              help="held-out: every (subject, verb) lemma pair one the training grammar never joins (the bundled "
+                   "stimuli's draw); random: every pair of the lexicon equally likely, training pairs included.")
+@click.option("--per-condition", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Items per condition (held-out: at most as many distinct items as the pairs allow).")
+@click.option("--conditions", default="nounpp_SS,nounpp_SP,nounpp_PS,nounpp_PP", show_default=True,
+              help="Comma-separated conditions (e.g. nounpp_SP; `all` for every one).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The draw's seed.")
+def stimuli(output: Path, draw: str, per_condition: int, conditions: str, seed: int) -> None:
+    """Write agreement stimuli (prefix, correct verb, wrong verb, condition) drawn from the sample models' lexicon.
+
+    The bundled stimuli are the held-out draw: their subject and verb are never joined in training, which is
+    where the number units are needed (a random draw is about three quarters training pairs; break results
+    down with `gatescope agreement --by pair`)."""
+    from gatescope.inputs.stimuli.agreement import CONDITIONS, generate_stimuli, random_draw, write_stimuli
+
+    chosen = CONDITIONS if conditions.strip() == "all" else tuple(c.strip() for c in conditions.split(",") if c.strip())
+    draw_items = generate_stimuli if draw == "held-out" else random_draw
+    items = draw_items(per_condition, seed=seed, conditions=chosen)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_stimuli(items, output)
+    click.echo(f"wrote {output}: {len(items)} items ({draw} draw, seed {seed})", err=True)
+
+
 @samples.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the models' metadata summaries as JSON.")
 def list_(as_json: bool) -> None:
@@ -95,6 +123,11 @@ def list_(as_json: bool) -> None:
     for name in SAMPLES:  # the ones that are reproduced, not shipped
         if name not in {row["name"] for row in rows}:
             click.echo(f"{name}: not bundled; gatescope samples train --only {name} writes it here")
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
+
+    click.echo(f"agreement stimuli: {bundled_stimuli_path()} (200 items per condition, 60 for simple; every "
+               "subject-verb lemma pair one the training grammar never joins; gatescope samples stimuli --draw "
+               "random writes a draw with training pairs)")
 
 
 HEADLINE = {  # metric key -> short label

@@ -38,7 +38,7 @@ import torch
 
 import gatescope
 from gatescope.analysis import Metric, agreement_metric, causal
-from gatescope.analysis.agreement import evaluate_agreement
+from gatescope.analysis.agreement import ablation_effect, evaluate_agreement
 from gatescope.inputs.stimuli.agreement import read_stimuli
 from gatescope.analysis.dynamics import (
     plot_gate_profile,
@@ -195,6 +195,7 @@ def independent_findings(model: torch.nn.Module, ks: Sequence[int] = tuple(range
     del trace
     in_sample = agreement_metric(model, ranked_items, INCONGRUENT_NOUNPP)
     independent = agreement_metric(model, test_items)
+    top4 = ablation_effect(model, test_items, causal.ablate(causal.top_k(ranking, 4)))
     return {
         "rank_lexicon": rank_part.words(), "test_lexicon": test_part.words(),
         "rank_items": len(ranked_items), "test_items": len(test_items),
@@ -203,8 +204,28 @@ def independent_findings(model: torch.nn.Module, ks: Sequence[int] = tuple(range
         "ranking_set": {"baseline": in_sample([]), "ablations": _ablation_rows(in_sample, model, ranking, [4], draws,
                                                                               seed)},
         "independent_set": {"baseline": independent([]),
-                            "ablations": _ablation_rows(independent, model, ranking, ks, draws, seed)},
+                            "ablations": _ablation_rows(independent, model, ranking, ks, draws, seed),
+                            "top4_effect": top4},
     }
+
+
+SCOPE_DRAW = {"per_condition": 300, "seed": 7}  # the random draw beside the bundled (held-out) items
+
+
+def scope_findings(model: torch.nn.Module, units: Sequence[str], bundled: Sequence[Any]) -> dict[str, Any]:
+    """What ablating ``units`` costs on incongruent NounPP items, by how the items were drawn: the bundled items
+    (every subject-verb lemma pair held out of training), and a random draw from the same lexicon (every pair
+    equally likely, training pairs included, nothing filtered), broken down by pair, subject and attractor;
+    each drop with a paired bootstrap 95% interval."""
+    from gatescope.inputs.stimuli.agreement import INCONGRUENT_NOUNPP, AgreementItem, random_draw
+
+    interventions = causal.ablate(list(units))
+    drawn = [AgreementItem(s.prefix, s.correct, s.wrong, s.condition)
+             for s in random_draw(SCOPE_DRAW["per_condition"], SCOPE_DRAW["seed"], INCONGRUENT_NOUNPP)]
+    nounpp = [item for item in bundled if item.condition in INCONGRUENT_NOUNPP]
+    return {"units": list(units), "bundled": ablation_effect(model, nounpp, interventions, by=("pair",)),
+            "random": {**SCOPE_DRAW, **ablation_effect(model, drawn, interventions,
+                                                       by=("pair", "subject", "attractor"))}}
 
 
 def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] = (1, 2, 3, 4), draws: int = 20,
@@ -254,6 +275,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
                               title=f"{name}: number unit {top['unit']} (AUC {top['score']:.3f})")
     with stage(f"{name}: ranking on one half of the lexicon, ablating on the other"):
         independent = independent_findings(model, draws=draws, seed=seed)
+    with stage(f"{name}: the top {k} on the bundled items and on a random draw from the lexicon"):
+        scope = scope_findings(model, ablations[-1]["units"], items)
     return {
         "model": model_path.name,
         "hidden_size": model.modules_info[0]["hidden_size"],
@@ -272,6 +295,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "saturation": {r["kind"]: {"left": r["left"], "right": r["right"]} for r in sat},
         "figure": figure.name if figure else None,
         "independent": independent,
+        "scope": scope,
     }
 
 def accuracy_findings(model: torch.nn.Module, items: Sequence[Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The doors of the text and array files the analyses read: agreement stimuli and per-token labels.
 
 Stimuli (the TSV of gatescope.analysis.agreement, after Linzen et al. 2016): UTF-8, one item a
-line, ``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``; blank lines are skipped; the prefix
-and condition are not empty, each verb is one word, the two verbs differ; at least one item.
+line, ``prefix<TAB>correct verb<TAB>wrong verb<TAB>condition``, then optionally columns of the user's own
+(every line the same number), named by a first line ``prefix<TAB>correct<TAB>wrong<TAB>condition<TAB>NAME...``
+(a file without that header has the four fields only); blank lines are skipped; the prefix and condition
+are not empty, each verb is one word, the two verbs differ; at least one item.
 
 Labels (gatescope.analysis.labels), one value per token: a ``.npy`` array (never unpickled: its
 header is read within `MAX_NPY_HEADER_BYTES`, its dtype must be boolean, integer or floating
@@ -32,22 +34,30 @@ from gatescope.files import file_size, open_regular, text_lines
 from gatescope.validation.limits import MAX_NPY_HEADER_BYTES
 from gatescope.validation.safetensors import parse_json
 
-Stimulus = tuple[str, str, str, str]  # prefix, correct verb, wrong verb, condition
+Stimulus = tuple[str, str, str, str, tuple[tuple[str, str], ...]]
+"""prefix, correct verb, wrong verb, condition, and the user's columns as (name, value) pairs."""
+STIMULI_HEADER = ("prefix", "correct", "wrong", "condition")
 
 
 def read_stimuli_rows(path: str | os.PathLike) -> list[Stimulus]:
     """The items of a stimuli TSV file, each line checked; any problem is one line naming file:line."""
-    items = []
+    items: list[Stimulus] = []
+    names: tuple[str, ...] | None = None
     for number, line in text_lines(path, "stimuli file"):
         if not line.strip():
             continue
-        fields = line.split("\t")
-        if len(fields) != 4:
-            raise GatescopeError(
-                f"{path}:{number}: expected 4 tab-separated fields "
-                f"(prefix, correct verb, wrong verb, condition), found {len(fields)}"
-            )
-        prefix, correct, wrong, condition = (field.strip() for field in fields)
+        fields = [field.strip() for field in line.split("\t")]
+        if names is None and tuple(f.lower() for f in fields[:4]) == STIMULI_HEADER:
+            names = tuple(fields[4:])
+            if len(set(names)) != len(names) or not all(names):
+                raise GatescopeError(f"{path}:{number}: the header's column names must be distinct and not empty")
+            continue
+        names = () if names is None else names
+        if len(fields) != 4 + len(names):
+            further = "".join(", " + n for n in names) or "; further columns need a header line naming them"
+            raise GatescopeError(f"{path}:{number}: expected {4 + len(names)} tab-separated fields "
+                                 f"(prefix, correct verb, wrong verb, condition{further}), found {len(fields)}")
+        prefix, correct, wrong, condition = fields[:4]
         if not prefix or not condition:
             raise GatescopeError(f"{path}:{number}: the prefix and the condition must not be empty")
         for verb in (correct, wrong):
@@ -55,7 +65,7 @@ def read_stimuli_rows(path: str | os.PathLike) -> list[Stimulus]:
                 raise GatescopeError(f"{path}:{number}: a verb must be one word, found {shown(verb)}")
         if correct == wrong:
             raise GatescopeError(f"{path}:{number}: the correct and the wrong verb are both {shown(correct)}")
-        items.append((prefix, correct, wrong, condition))
+        items.append((prefix, correct, wrong, condition, tuple(zip(names, fields[4:]))))
     if not items:
         raise GatescopeError(f"{path}: the stimuli file has no items")
     return items

@@ -466,14 +466,62 @@ def training_corpus(n: int, seed: int, lexicon: dict[str, tuple[str, ...]] = LEX
 
 
 class AgreementItem(NamedTuple):
-    """One stimulus: after `prefix` the model should prefer `correct` to `wrong`."""
+    """One stimulus: after `prefix` the model should prefer `correct` to `wrong`; ``columns``: the stimuli
+    file's own further columns, as (name, value) pairs."""
 
     prefix: str
     correct: str
     wrong: str
     condition: str
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 def read_stimuli(path: str | Path) -> list[AgreementItem]:
     """Read a stimuli TSV file; a malformed line, an empty or unreadable file raise GatescopeError."""
     return [AgreementItem(*row) for row in read_stimuli_rows(path)]  # the door: gatescope.validation.text
+
+
+ITEM_FIELDS = ("condition", "structure", "distance", "subject", "attractor", "preposition", "verb", "pair")
+"""What an item can be broken down by (`item_fields`), besides the stimuli file's own columns."""
+_NOUN_INDEX = {w: i for forms in ("noun_sg", "noun_pl") for i, w in enumerate(LARGE_LEXICON[forms])}
+_VERB_INDEX = {w: i for forms in ("verb_sg", "verb_pl") for i, w in enumerate(LARGE_LEXICON[forms])}
+
+
+def item_fields(item: AgreementItem) -> dict[str, str]:
+    """An item's fields by name: its condition; for gatescope's conditions the structure, the distance, the
+    subject noun, the first attractor noun and preposition; the verb pair (``greet/greets``); and ``pair``:
+    whether its (subject, verb) lemma pair is ``held-out`` (never joined in training, `is_heldout_pair`) or a
+    ``training`` pair. The stimuli file's own columns come last and win over a derived field of the same name."""
+    fields = {"condition": item.condition, "verb": "/".join(sorted((item.correct, item.wrong)))}
+    structure = item.condition.rpartition("_")[0]
+    words = item.prefix.split()
+    if item.condition in CONDITIONS and len(words) == len(PREFIX_ROLES[structure]):
+        roles = PREFIX_ROLES[structure]
+        subject = words[roles.index("subj")]
+        fields.update(structure=structure, distance=str(distance(item.condition)), subject=subject)
+        attracting = [w for w, role in zip(words, roles) if role == "attr"]
+        fields.update({name: found[0] for name, found in (("attractor", [w for w in attracting if w in _NOUN_INDEX]),
+                                                          ("preposition", [w for w in attracting if w in PREP]))
+                       if found})
+        if subject in _NOUN_INDEX and item.correct in _VERB_INDEX:
+            held = is_heldout_pair(_NOUN_INDEX[subject], _VERB_INDEX[item.correct])
+            fields["pair"] = "held-out" if held else "training"
+    fields.update(getattr(item, "columns", ()))  # a Stimulus of this module has none
+    return fields
+
+
+def random_draw(per_condition: int, seed: int, conditions: tuple[str, ...] = CONDITIONS,
+                lexicon: LexiconPart = FULL_LEXICON) -> list[Stimulus]:
+    """`per_condition` items of each condition with every (subject, verb) lemma pair of ``lexicon`` equally
+    likely, training pairs included (about 3 in 4), nothing filtered, repeats allowed: an outside
+    researcher's draw from the model's lexicon, beside `generate_stimuli`'s held-out items."""
+    rng = random.Random(seed)
+    items: list[Stimulus] = []
+    for condition in conditions:
+        if condition not in CONDITIONS:
+            raise GatescopeError(f"unknown agreement condition {condition!r} (known: {', '.join(CONDITIONS)})")
+        structure, numbers = condition.split("_")
+        for _ in range(per_condition):
+            items.append(make_stimulus(structure, rng.choice(lexicon.nouns), rng.choice(lexicon.verbs), numbers, rng,
+                                       lexicon))
+    return items
