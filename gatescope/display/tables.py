@@ -45,10 +45,12 @@ def table_html(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], captio
 
 def agreement_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """An `evaluate_agreement` result as rows: every item ("all"), then each condition."""
-    columns = ("accuracy", "n", "mean_logit_diff")
-    rows = [{"condition": "all", **{c: result[c] for c in columns}}]
-    rows += [{"condition": name, **{c: by[c] for c in columns}} for name, by in result["by_condition"].items()]
-    return rows
+    def row(name: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+        low, high = summary.get("ci95", (float("nan"), float("nan")))
+        return {"condition": name, "accuracy": summary["accuracy"], "n": summary["n"],
+                "mean_logit_diff": summary["mean_logit_diff"], "95% interval": f"{low:.3f}..{high:.3f}"}
+
+    return [row("all", result), *(row(name, by) for name, by in result["by_condition"].items())]
 
 
 def agreement_html(result: Mapping[str, Any]) -> str:

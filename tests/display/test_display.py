@@ -352,13 +352,16 @@ def test_agreement_result_is_a_dict_and_an_html_table():
     items = [AgreementItem("the boy near the cars", "greets", "greet", "nounpp_SP"),
              AgreementItem("the boys", "greet", "greets", "simple_P")]
     result = evaluate_agreement(model, items)
-    assert isinstance(result, dict) and set(result) == {"accuracy", "n", "mean_logit_diff", "by_condition",
-                                                        "by_distance", "by_distance_incongruent", "without_distance"}
+    assert isinstance(result, dict) and set(result) == {"accuracy", "n", "mean_logit_diff", "ci95",
+                                                        "by_condition", "by_distance", "by_distance_incongruent",
+                                                        "without_distance"}
     rows = [r for r in Cells(result._repr_html_()).rows if r]
     assert [r[0][0] for r in rows] == ["all", "nounpp_SP", "simple_P"]
     assert float(rows[0][3][1]) == result["mean_logit_diff"]
     assert float(rows[1][1][1]) == result["by_condition"]["nounpp_SP"]["accuracy"]
     assert rows[2][2][0] == "1"
+    low, high = result["by_condition"]["simple_P"]["ci95"]
+    assert rows[2][4][0] == f"{low:.3f}..{high:.3f}"  # the accuracy's Wilson interval
 
 
 def test_trace_repr_html_summarises_the_trace():
