@@ -17,9 +17,8 @@ import torch
 from gatescope.errors import GatescopeError
 from gatescope.inputs.features import read_labels_file
 from gatescope.traces.trace import Trace
-from gatescope.validation.text import label_values
+from gatescope.validation.text import label_kind, label_values
 
-MAX_CLASSES = 32  # more distinct integer values than this: the labels are treated as continuous
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,7 @@ def make_labels(values: torch.Tensor, name: str = "labels", kind: str | None = N
     distinct = torch.unique(values[valid])
     if distinct.numel() < 2:
         raise GatescopeError(f"{name}: every labelled token has the same value {float(distinct[0])}")
-    if kind is None:
-        integral = bool((distinct == distinct.round()).all())
-        if distinct.numel() == 2:
-            kind = "binary"
-        elif integral and distinct.numel() <= MAX_CLASSES:
-            kind = "categorical"
-        else:
-            kind = "continuous"
+    kind = label_kind(distinct.numpy()) if kind is None else kind
     if kind not in ("binary", "categorical", "continuous"):
         raise GatescopeError(f"unknown label kind {kind!r}: binary, categorical or continuous")
     if kind == "continuous":

@@ -4,11 +4,13 @@ LSTMVis (Strobelt et al. 2018) draws annotations (POS tags, nesting depth) as tr
 text, so that what the matches of a selection have in common can be seen. A per-token feature
 is drawn by what its values are:
 
-- binary: only 0 and 1 (NaN where it does not apply) -> filled / empty cells;
-- categorical: at most MAX_CATEGORIES distinct integers (a bracket depth, a POS tag id), or
-  the vocabulary class of each token (the checkpoint's ``lexicon``, when the trace metadata
-  carries one) -> a colour per value, with a legend;
+- binary: two values (NaN where it does not apply) -> filled (the higher) / empty cells;
+- categorical: a few distinct integers (a bracket depth, a POS tag id), or the vocabulary class of each token
+  (the checkpoint's ``lexicon``, when the trace metadata carries one) -> a colour per value, with a legend;
 - continuous: anything else -> a colour scale from its minimum to its maximum.
+
+The kind is the analyses' own (`gatescope.validation.text.label_kind`); a categorical feature with more values
+than the browser has colours (`MAX_CATEGORIES`) is drawn on the continuous scale, and its legend says so.
 
 `Track.summary` says what a set of token spans (the matches) has of the feature, against the
 whole trace: the LSTMVis match view's annotation summary, in one line.
@@ -21,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from gatescope.traces.file import TraceFile
+from gatescope.validation.text import label_kind
 
 MAX_CATEGORIES = 10
 VOCAB_CLASS = "vocab class"
@@ -57,9 +60,12 @@ class Track:
         if finite.size == 0:
             return f"{self.name}: not defined on the matches"
         if self.shape == "binary":
-            wholly = sum(bool(np.all(self.values[a:b] == 1)) for a, b in spans) / len(spans)
-            return (f"{self.name}: {np.mean(finite == 1):.0%} of matched tokens, {wholly:.0%} of matches wholly"
-                    f" (trace {self.mean:.0%})")
+            on = self.categories[-1]
+            wholly = sum(bool(np.all(self.values[a:b] == on)) for a, b in spans) / len(spans)
+            value = "" if self.categories == (0.0, 1.0) else f" at {self.labels[-1]}"
+            overall = np.mean(self.values[np.isfinite(self.values)] == on)
+            return (f"{self.name}: {np.mean(finite == on):.0%} of matched tokens{value}, {wholly:.0%} of matches wholly"
+                    f" (trace {overall:.0%})")
         if self.shape == "categorical":
             counts = np.bincount(self.category(finite)[self.category(finite) >= 0], minlength=len(self.categories))
             top = int(np.argmax(counts))
@@ -78,10 +84,11 @@ def classify(name: str, values: np.ndarray, labels: tuple[str, ...] | None = Non
     mean = float(finite.mean()) if finite.size else float("nan")
     if labels is not None:
         return Track(name, values, "categorical", tuple(map(float, range(len(labels)))), labels, low, high, mean)
-    integers = distinct.size and bool(np.all(distinct == np.round(distinct)))
-    if integers and set(distinct.tolist()) <= {0.0, 1.0}:
-        return Track(name, values, "binary", (0.0, 1.0), ("0", "1"), 0.0, 1.0, mean)
-    if integers and distinct.size <= MAX_CATEGORIES:
+    kind = label_kind(distinct) if distinct.size > 1 else "binary"
+    if kind == "binary":
+        cats = tuple(float(v) for v in distinct) if distinct.size == 2 else (0.0, 1.0)
+        return Track(name, values, "binary", cats, tuple(f"{v:g}" for v in cats), cats[0], cats[1], mean)
+    if kind == "categorical" and distinct.size <= MAX_CATEGORIES:
         cats = tuple(float(v) for v in distinct)
         return Track(name, values, "categorical", cats, tuple(f"{v:g}" for v in cats), low, high, mean)
     return Track(name, values, "continuous", (), (), low, high, mean)

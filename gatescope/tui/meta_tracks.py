@@ -64,7 +64,8 @@ class MetaTracks(Widget):
         """(glyph, style) for each visible token row of ``track``: what is drawn, one entry per token."""
         values = track.values[self.start:self.stop]  # (W,)
         if track.shape == "binary":
-            return [(" ", Style()) if np.isnan(v) else ("█", ON) if v == 1 else ("·", OFF) for v in values.tolist()]
+            on = track.categories[-1]
+            return [(" ", Style()) if np.isnan(v) else ("█", ON) if v == on else ("·", OFF) for v in values.tolist()]
         if track.shape == "categorical":
             return [(" ", Style()) if c < 0 else (" ", CATEGORY_STYLES[c % len(CATEGORY_STYLES)])
                     for c in track.category(values).tolist()]
@@ -87,7 +88,8 @@ class MetaTracks(Widget):
         for track in self.tracks:
             segments.append(Segment(f"{track.name} ", LEGEND))
             if track.shape == "binary":
-                segments += [Segment("█", ON), Segment(" 1 ", LEGEND), Segment("·", OFF), Segment(" 0  ", LEGEND)]
+                low, high = track.labels
+                segments += [Segment("█", ON), Segment(f" {high} ", LEGEND), Segment("·", OFF), Segment(f" {low}  ", LEGEND)]
             elif track.shape == "categorical":
                 for i, label in enumerate(track.labels):
                     segments += [Segment(" ", CATEGORY_STYLES[i % len(CATEGORY_STYLES)]), Segment(f"{label} ", LEGEND)]

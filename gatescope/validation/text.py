@@ -82,6 +82,20 @@ def read_json(path: str | os.PathLike, what: str, limit: int, expected: str) -> 
     return parse_json(raw, str(path), f"is not JSON; expected {expected}")
 
 
+MAX_CLASSES = 32  # more distinct integer values than this: the labels are continuous
+
+
+def label_kind(distinct: np.ndarray) -> str:
+    """The kind of a label from its distinct finite values: ``binary`` (two values), ``categorical`` (three to
+    `MAX_CLASSES` integers) or ``continuous``: the one decision the analyses and the browser's tracks share."""
+    distinct = np.asarray(distinct, dtype=np.float64)
+    if distinct.size == 2:
+        return "binary"
+    if distinct.size <= MAX_CLASSES and bool(np.all(distinct == np.round(distinct))):
+        return "categorical"
+    return "continuous"
+
+
 def label_values(values: np.ndarray, name: str) -> np.ndarray:
     """Labels as float64 [N]: refused unless 1-D, real and finite or NaN."""
     array = np.asarray(values)
