@@ -23,17 +23,18 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gatescope.analysis.agreement import evaluate_agreement
-from gatescope.inputs.stimuli.agreement import read_stimuli
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs.stimuli.agreement import (
     INCONGRUENT_NOUNPP,
     LEXICONS,
     bundled_stimuli_path,
+    read_stimuli,
     training_corpus,
 )
 from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
+from gatescope.validation.safetensors import META_KEY
 from gatescope.vocab import Vocabulary
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
@@ -225,7 +226,7 @@ def train_sample(config: SampleConfig, out_dir: str | Path, progress: Progress |
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> None:
     """Write the model's tensors and metadata to `path`, all or nothing."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"gatescope": json.dumps(metadata)}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(metadata)}))
 
 
 def train_all(out_dir: str | Path, only: list[str] | None = None,

@@ -29,6 +29,7 @@ from gatescope.validation.limits import MAX_LAYERS, MAX_NAME_CHARS, MAX_VOCAB
 from gatescope.validation.safetensors import (
     FLOATS,
     LOW_PRECISION,
+    META_KEY,
     TensorEntry,
     check_dtype,
     parse_json,
@@ -37,7 +38,6 @@ from gatescope.validation.safetensors import (
 from gatescope.validation.schema import bounded, one_of, parse, sized
 from gatescope.vocab import TOKENIZERS
 
-META_KEY = "gatescope"
 MODEL_FORMAT = "gatescope.model"
 MODEL_FORMAT_VERSION = 1
 _LAYER_SUFFIX = re.compile(r"_l(\d+)(?:_reverse)?$")  # torch's weight_ih_l{k}[_reverse]

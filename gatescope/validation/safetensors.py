@@ -34,6 +34,8 @@ from gatescope.validation.limits import (
 from gatescope.validation.schema import invalid, one_of, parse, sized
 
 # safetensors dtype -> bits per element (safetensors/src/tensor.rs, Dtype::bitsize)
+META_KEY = "gatescope"  # the one safetensors metadata key of gatescope's files (models and traces), holding JSON
+
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
     "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64,

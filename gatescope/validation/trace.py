@@ -32,13 +32,12 @@ from gatescope.files import open_regular
 from gatescope.kinds import CELL_TYPES, KINDS
 from gatescope.names import QuantityName, canonical_order, parse_name
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
-from gatescope.validation.safetensors import FLOATS, Header, TensorEntry, check_dtype, parse_json, read_header
+from gatescope.validation.safetensors import FLOATS, META_KEY, Header, TensorEntry, check_dtype, parse_json, read_header
 from gatescope.validation.schema import bounded, one_of, parse, sized
 from gatescope.vocab import TOKENIZERS
 
 FORMAT = "gatescope.trace"
 FORMAT_VERSION = 1
-META_KEY = "gatescope"
 FEATURE_PREFIX = "feature."
 
 

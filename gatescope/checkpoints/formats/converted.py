@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatescope.errors import GatescopeError
+from gatescope.validation.safetensors import META_KEY
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-META_KEY = "gatescope"  # the safetensors metadata key (gatescope.checkpoints.loader.META_KEY)
 
 
 CONVERTED_KEY = "converted"  # metadata: {"from": format, "file": name, "notes": [...]}, as the loader saw it
