@@ -262,3 +262,16 @@ class _Reader:
 def _reorder(rows: np.ndarray, order: tuple[int, ...], hidden: int) -> np.ndarray:
     """Gate blocks of ``hidden`` rows put in torch's order."""
     return np.concatenate([rows[g * hidden : (g + 1) * hidden] for g in order])
+
+
+def node_module(path: Path, node, values: dict[str, np.ndarray]) -> _Module:
+    """One LSTM / GRU node as a torch module's tensors, by the mapping the reader uses for a whole graph.
+
+    path: the model's file (for messages); values: the node's W, R, B (and P) by their input names, as a
+    run of the graph computed them. Raises GatescopeError for what the mapping refuses, in one line."""
+    onnx = need("onnx", "ONNX files")
+    reader = _Reader.__new__(_Reader)
+    reader.path, reader.onnx, reader.values, reader.inputs, reader.notes = path, onnx, dict(values), set(), []
+    modules: list[_Module] = []
+    reader._recurrent(node, modules)
+    return modules[0]
