@@ -239,23 +239,23 @@ def print_onnx_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     graph = report["onnx"]
     inputs = ", ".join(f"{n} ({v['type']} {v['shape']})" for n, v in graph["inputs"].items())
-    console.print(f"[bold]{report['file']}[/]: an ONNX graph; inputs {inputs or 'none'}")
-    nodes = _table("Recurrent nodes (module.layer: the names their quantities are recorded under)",
-                   "node", "op", "module", "where", "fed by", "initial state", "recordable", "max |diff|")
+    console.print(f"[bold]{report['file']}[/]: an ONNX graph; inputs {inputs or 'none'}", soft_wrap=True)
+    console.print("recurrent nodes (recorded as module.layer):", soft_wrap=True)
     for node in graph["nodes"]:
-        state = "; ".join(f"{k.removeprefix('initial_')}: {v}" for k, v in node["initial_state"].items())
         difference = node.get("max_difference")
-        nodes.add_row(node["node"], node["op"], f"{node['name']}.l{node['layer']}", node["where"],
-                      " <- ".join(node["feeds"]), state, "yes" if node["recordable"] else f"no: {node['refusal']}",
-                      "-" if difference is None else f"{difference:.1g}")
-    console.print(nodes)
+        checked = "" if difference is None else f", within {difference:.1g} of onnxruntime"
+        recordable = f"recordable{checked}" if node["recordable"] else f"[yellow]not recordable[/]: {node['refusal']}"
+        state = "; ".join(f"{k.removeprefix('initial_')}: {v}" for k, v in node["initial_state"].items())
+        console.print(f"  [bold]{node['node']}[/] {node['op']} -> {node['name']}.l{node['layer']}, {node['where']}; "
+                      f"{recordable}", soft_wrap=True)
+        console.print(f"    fed by {' <- '.join(node['feeds']) or '?'}; initial state {state}", soft_wrap=True, markup=False)
     if "modules" in report:
         print_report(report)
     elif report.get("saturation"):
         console.print(_saturation_table(report))
     if "chain" in report:
-        console.print(f"not an embedding -> recurrent -> decoder chain ({report['chain']}); "
-                      "record it over its own input with --input")
+        console.print("not read as a checkpoint (an embedding -> recurrent -> decoder chain): record it over its own "
+                      "inputs with --input", soft_wrap=True)
 
 
 def open_browser(trace: Trace) -> None:

@@ -238,7 +238,7 @@ def _walk(graph, place: tuple, outer: dict, outer_inputs: set, found: list) -> N
     for node in graph.node:
         if node.op_type in RECURRENT_OPS + QUANTIZED_OPS:
             found.append((node, place, dict(producers), set(inputs)))
-        for attr in node.attribute:
+        for attr in sorted(node.attribute, key=lambda a: a.name != "then_branch"):  # then before else
             subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
             for sub in subs:
                 kind = {"If": attr.name.removesuffix("_branch"), "Loop": "body"}.get(node.op_type,
