@@ -85,6 +85,21 @@ def is_onnx(model: Path) -> bool:
     return kind_of(model) == "onnx"
 
 
+def load_to_edit(model):
+    """gatescope.load(model) for a command that edits the model (ablation, attribution, agreement); an ONNX
+    graph the checkpoint reader cannot run as one chain is refused in one line saying what can be done."""
+    import gatescope
+
+    try:
+        return gatescope.load(model)
+    except GatescopeError as exc:
+        if is_onnx(Path(model)):
+            raise GatescopeError(f"{exc}; ONNX graphs of other shapes are recorded (gatescope trace MODEL --input "
+                                 "FILE), not edited from the command line (from Python: "
+                                 "gatescope.runs.onnx_record.record_graph(..., interventions=...))") from None
+        raise
+
+
 def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None, kinds=None,
                 dtype="float32", meta=None):
     """The ONNX graph at ``model`` read and recorded over its ``--input`` values (gatescope.runs.onnx_record)."""

@@ -294,3 +294,10 @@ def test_torch_dynamo_export_with_external_data(tmp_path, capsys):
     (values,) = run_nodes(path, {next(iter(read_graph(path).inputs)): ids}, "GRU")
     for d, direction in enumerate(("fwd", "bwd")):
         close(trace.padded(f"gru.l0.{direction}.h"), values["Y"][:, d].transpose(1, 0, 2))
+
+
+def test_editing_a_graph_from_the_command_line_says_what_can_be_done(tmp_path, capsys):
+    path = detector(tmp_path / "detector.onnx")
+    line = fails(capsys, "analyze", "ablate", path, "--units", "fast.rnn.l0.fwd.h:0", match="not edited from the "
+                 "command line")
+    assert "gatescope trace MODEL --input FILE" in line and "record_graph(..., interventions=...)" in line
