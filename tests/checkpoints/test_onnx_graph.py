@@ -111,3 +111,29 @@ def test_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys):
     (tmp_path / "folder.onnx").mkdir()
     with pytest.raises(GatescopeError, match="folder"):
         read_graph(tmp_path / "folder.onnx")
+
+
+def test_an_initial_state_computed_in_the_graph_is_said_unless_it_is_always_zero(tmp_path, capsys):
+    """Read as a checkpoint (embedding -> LSTM), a graph whose initial h is computed starts from zeros: said."""
+    rng = np.random.default_rng(0)
+    arrays = {"emb": (5, 3), "W": (1, 8, 3), "R": (1, 8, 2), "h_param": (1, 1, 2)}
+    inits = [onnx.numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in arrays.items()]
+    inits.append(onnx.numpy_helper.from_array(np.array([1, 1, 2], np.int64), "shape"))
+
+    def model(state_nodes, name):
+        nodes = [helper.make_node("Gather", ["emb", "ids"], ["x"], name="/emb/Gather"),
+                 helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="/rnn/Transpose"),
+                 *state_nodes,
+                 helper.make_node("LSTM", ["xt", "W", "R", "", "", "h0"], ["Y"], hidden_size=2, name="/rnn/LSTM")]
+        graph = helper.make_graph(nodes, "lm", [value("ids", onnx.TensorProto.INT64, [1, "T"])], [value("Y")], inits)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+        return tmp_path / name
+
+    learned = model([helper.make_node("Expand", ["h_param", "shape"], ["h0"], name="/rnn/Expand")], "learned.onnx")
+    zeros = model([helper.make_node("ConstantOfShape", ["shape"], ["z"], name="/rnn/ConstantOfShape"),
+                   helper.make_node("Expand", ["z", "shape"], ["h0"], name="/rnn/Expand")], "zeros.onnx")
+    notes = json.loads(cli(capsys, "inspect", learned, "--json", "--no-tui").out)["converted"]["notes"]
+    assert any("initial_h is computed in the graph" in note for note in notes)
+    report = json.loads(cli(capsys, "inspect", zeros, "--json", "--no-tui").out)
+    assert not any("computed" in note for note in report["converted"]["notes"])
+    assert report["onnx"]["nodes"][0]["initial_state"]["initial_h"] == "zeros, computed by Expand /rnn/Expand"

@@ -38,6 +38,9 @@ QUANTIZED_OPS = ("DynamicQuantizeLSTM",)  # com.microsoft's contrib op (onnxrunt
 INPUT_ROLES = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 OUTPUT_ROLES = ("Y", "Y_h", "Y_c")
 SUBGRAPH_OPS = ("If", "Loop", "Scan")
+ZERO_KEEPING = frozenset({  # ops whose output is zeros wherever their first input is
+    "Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Cast", "Tile", "Gather", "Flatten",
+})
 PASS_THROUGH = frozenset({  # ops that move values without computing them: skipped when saying what feeds a node
     "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "Flatten", "Expand", "Dropout",
 })
@@ -208,11 +211,11 @@ def _PACKED_TYPES() -> frozenset[int]:  # 4-bit and 2-bit types: several values 
 # -- the recurrent nodes ---------------------------------------------------------------------------
 def find_nodes(model) -> list[RecurrentNode]:
     """Every recurrent node of the model, in graph order (a subgraph's nodes where its owner sits)."""
-    found: list[tuple[Any, tuple, dict, set]] = []  # (node, place, producers of its scope, graph inputs)
+    found: list[tuple[Any, tuple, dict, set, Any]] = []  # (node, place, producers, graph inputs, its graph)
     _walk(model.graph, (), {}, {i.name for i in model.graph.input}, found)
     nodes = []
     layers: dict[str, tuple[str, int]] = {}  # module name -> (op, layers so far)
-    for node, place, producers, inputs in found:
+    for node, place, producers, inputs, graph in found:
         attributes = _attributes(node)
         roles = {role: name for role, name in zip(INPUT_ROLES, node.input) if name}
         name = _module_name(node, len(nodes))
@@ -222,7 +225,7 @@ def find_nodes(model) -> list[RecurrentNode]:
             op, count = node.op_type, 0
         layers[name] = (op, count + 1)
         entry = RecurrentNode(node, place, name, count, attributes, roles, _feeds(roles.get("X"), producers, inputs),
-                              _states(node, roles, producers, inputs))
+                              _states(node, roles, producers, inputs, graph))
         entry.refusal = _refusal(entry)
         nodes.append(entry)
     return nodes
@@ -237,7 +240,7 @@ def _walk(graph, place: tuple, outer: dict, outer_inputs: set, found: list) -> N
         producers[init.name] = "initializer"
     for node in graph.node:
         if node.op_type in RECURRENT_OPS + QUANTIZED_OPS:
-            found.append((node, place, dict(producers), set(inputs)))
+            found.append((node, place, dict(producers), set(inputs), graph))
         for attr in sorted(node.attribute, key=lambda a: a.name != "then_branch"):  # then before else
             subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
             for sub in subs:
@@ -318,8 +321,9 @@ def _feeds(value: str | None, producers: dict, inputs: set, most: int = 4) -> li
     return chain
 
 
-def _states(node, roles: dict, producers: dict, inputs: set) -> dict[str, str]:
-    """Where each initial state comes from: zeros (not given), a graph input, an initializer, or computed."""
+def _states(node, roles: dict, producers: dict, inputs: set, graph) -> dict[str, str]:
+    """Where each initial state comes from: zeros (not given), a graph input, an initializer, or computed
+    (said to be zeros when it always is)."""
     kinds = ("initial_h", "initial_c") if node.op_type in ("LSTM", "DynamicQuantizeLSTM") else ("initial_h",)
     out = {}
     for role in kinds:
@@ -328,8 +332,38 @@ def _states(node, roles: dict, producers: dict, inputs: set) -> dict[str, str]:
             out[role] = "zeros"
             continue
         producer = producers.get(value)
-        out[role] = _describe(producer, value, inputs) or f"computed by {producer.op_type} {producer.name or ''}".strip()
+        said = _describe(producer, value, inputs)
+        if said is None:
+            said = f"computed by {producer.op_type} {producer.name or ''}".strip()
+            said = f"zeros, {said}" if always_zero(graph, value) else said
+        out[role] = said
     return out
+
+
+def always_zero(graph, value: str) -> bool:
+    """Whether ``value`` of ``graph`` is zeros whatever the input: a zero initializer or Constant, a
+    ConstantOfShape of zero, and what Expand / Slice / Reshape / Concat / ... make of zeros (the initial
+    states torch's exporter writes). False when unsure."""
+    from onnx import numpy_helper
+
+    producers = {out: node for node in graph.node for out in node.output}
+    stored = {init.name: init for init in graph.initializer}
+
+    def zero(name: str, depth: int) -> bool:
+        if name in stored:
+            return not np.any(numpy_helper.to_array(stored[name]))
+        node = producers.get(name)
+        if node is None or depth > 64:
+            return False
+        if node.op_type in ("ConstantOfShape", "Constant"):
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            return (attr is None and node.op_type == "ConstantOfShape") or (
+                attr is not None and not np.any(numpy_helper.to_array(attr.t)))
+        if node.op_type == "Concat":
+            return all(zero(i, depth + 1) for i in node.input if i)
+        return node.op_type in ZERO_KEEPING and bool(node.input) and zero(node.input[0], depth + 1)
+
+    return zero(value, 0)
 
 
 def _refusal(entry: RecurrentNode) -> str | None:
