@@ -182,6 +182,8 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         if any(others):
             raise GatescopeError("an ONNX graph runs on its own inputs (--input); --text, --file, --ids, --feature, "
                                  "--stimuli, --code-features and sharding do not apply")
+        if device != "cpu":
+            raise GatescopeError(f"--device {device}: an ONNX graph runs in onnxruntime on the CPU here")
         trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, split_list(modules), split_list(kinds), dtype)
         return
     if chunk is not None or carry:

@@ -301,3 +301,45 @@ def test_editing_a_graph_from_the_command_line_says_what_can_be_done(tmp_path, c
     line = fails(capsys, "analyze", "ablate", path, "--units", "fast.rnn.l0.fwd.h:0", match="not edited from the "
                  "command line")
     assert "gatescope trace MODEL --input FILE" in line and "record_graph(..., interventions=...)" in line
+
+
+def test_sequence_lens_pad_a_bidirectional_gru_as_onnxruntime_does(tmp_path):
+    """Sequences shorter than the batch's X: recorded to their own length, the backward direction from their end."""
+    from tests.onnx_graphs import single_node, value
+
+    path = single_node(tmp_path / "gru.onnx", "GRU", inputs=("X", "W", "R", "B", "lens"), outputs=("Y", "Y_h"),
+                       direction="bidirectional", linear_before_reset=1)
+    model = onnx.load(str(path))
+    model.graph.input.append(value("lens", onnx.TensorProto.INT32, ["B"]))
+    onnx.save(model, str(path))
+    x = RNG.normal(size=(6, 3, 3)).astype(np.float32)
+    lens = np.array([6, 2, 4], np.int32)
+    trace = record_graph(read_graph(path), {"X": x, "lens": lens}).trace
+    y, y_h = session(path).run(None, {"X": x, "lens": lens})
+    assert trace.lengths.tolist() == [6, 2, 4]
+    for d, direction in enumerate(("fwd", "bwd")):
+        h = trace.padded(f"rnn.l0.{direction}.h")  # (B, T, H), NaN past each end
+        for b, n in enumerate(lens):
+            close(h[b, :n], y[:n, d, b])
+        close(h[torch.arange(3), torch.as_tensor(lens - 1) if d == 0 else torch.zeros(3, dtype=torch.long)], y_h[d])
+
+
+def test_nodes_that_saw_different_sequences_are_recorded_one_at_a_time(tmp_path, capsys):
+    from tests.onnx_graphs import helper, tensor, value
+
+    rng = np.random.default_rng(5)
+    inits = [tensor("W", (1, 8, 3), rng), tensor("R", (1, 8, 2), rng)]
+    nodes = [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=2, name="/enc/LSTM"),
+             helper.make_node("LSTM", ["X2", "W", "R"], ["Y2"], hidden_size=2, name="/dec/LSTM")]
+    graph = helper.make_graph(nodes, "two", [value("X", shape=["T", 1, 3]), value("X2", shape=["T2", 1, 3])],
+                              [value("Y"), value("Y2")], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    np.save(tmp_path / "x.npy", RNG.normal(size=(5, 1, 3)).astype(np.float32))
+    np.save(tmp_path / "x2.npy", RNG.normal(size=(3, 1, 3)).astype(np.float32))
+    given = ["--input", tmp_path / "x.npy", "--input", f"X2={tmp_path / 'x2.npy'}"]
+    fails(capsys, "trace", tmp_path / "two.onnx", *given, "-o", tmp_path / "t.safetensors",
+          match="saw different sequences")
+    cli(capsys, "trace", tmp_path / "two.onnx", *given, "--modules", "dec", "--kinds", "h,c", "-o",
+        tmp_path / "t.safetensors")
+    trace = load_trace(tmp_path / "t.safetensors")
+    assert trace.names == ["dec.l0.fwd.c", "dec.l0.fwd.h"] and trace.num_tokens == 3
