@@ -86,9 +86,11 @@ def _session(model, names: Sequence[str]):
         raise GatescopeError(f"onnxruntime cannot load the model ({_first_line(exc)})") from None
 
 
-def _run(model, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+def _run(model, feeds: Mapping[str, np.ndarray], names: Sequence[str], cache: dict | None = None,
+         key: Any = None) -> dict[str, np.ndarray]:
     """The values ``names`` of one run of ``model`` on ``feeds`` (graph inputs, initializers and
-    Constants read directly), and the graph's own outputs."""
+    Constants read directly), and the graph's own outputs. The session is kept in ``cache`` under
+    ``key`` (what identifies ``model``) and the names, for the next run of the same model (chunks)."""
     from onnx import numpy_helper
 
     known: dict[str, np.ndarray] = dict(feeds)
@@ -99,7 +101,12 @@ def _run(model, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[s
         if node.op_type == "Constant" and node.output[0] in names and node.attribute[0].name == "value":
             known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     wanted = [n for n in names if n not in known]
-    session = _session(model, wanted)
+    if cache is None:
+        session = _session(model, wanted)
+    else:
+        session = cache.get(("session", key, tuple(wanted)))
+        if session is None:
+            session = cache[("session", key, tuple(wanted))] = _session(model, wanted)
     outputs = [o.name for o in session.get_outputs()]
     try:
         values = session.run(None, dict(feeds))
@@ -275,30 +282,52 @@ def _counting(model, loops: Sequence[Any]):
     return model
 
 
-def _expanded(model, feeds: Mapping[str, np.ndarray]) -> tuple[Any, dict[str, list[str]]]:
+def _expanded(model, feeds: Mapping[str, np.ndarray], cache: dict) -> tuple[Any, dict[str, list[str]], tuple]:
     """``model`` with every If that holds a recurrent node replaced by the branch this run takes, and every
-    such Loop by its iterations, unrolled; and the names each original value has in it (one name, or one
-    an iteration)."""
-    model = copy.deepcopy(model)
-    copies: dict[str, list[str]] = {}
+    such Loop by its iterations, unrolled; the names each original value has in it (one name, or one
+    an iteration); and the decisions taken (branches, iteration counts), which identify the result.
+    Expanded models and their sessions are kept in ``cache`` by those decisions (never changed once there)."""
+    key: tuple = ()
+    if ("model", key) not in cache:
+        cache[("model", key)] = (model, {})
     while True:
+        model, copies = cache[("model", key)]
         owners = [n for n in model.graph.node if n.op_type in ("If", "Loop") and _holds_recurrent(n)]
         if not owners:
-            return model, copies
+            return model, copies, key
         ifs = [n for n in owners if n.op_type == "If"]
         loops = [n for n in owners if n.op_type == "Loop"]
-        counted = _counting(model, loops) if loops else model
-        values = _run(counted, feeds, [n.input[0] for n in ifs] + [_iterations_name(n) for n in loops])
+        if ("counted", key) not in cache:
+            cache[("counted", key)] = _counting(model, loops) if loops else model
+        names = [n.input[0] for n in ifs] + [_iterations_name(n) for n in loops]
+        values = _run(cache[("counted", key)], feeds, names, cache, ("counted", key))
+        decisions = []
         for node in owners:
             if node.op_type == "If":
                 condition = np.asarray(values[node.input[0]])
                 if condition.size != 1:
                     raise GatescopeError(f"If node {node.name}: its condition has {condition.size} values, not one")
-                made = _inline(model, node, bool(condition.reshape(())))
+                decisions.append(bool(condition.reshape(())))
             else:
-                made = _unroll(model, node, int(np.asarray(values[_iterations_name(node)]).shape[0]))
-            copies = {old: [m for n in names for m in made.get(n, [n])] for old, names in copies.items()}
-            copies |= {old: names for old, names in made.items() if old not in copies}
+                decisions.append(int(np.asarray(values[_iterations_name(node)]).shape[0]))
+        step = key + (tuple(decisions),)
+        if ("model", step) not in cache:
+            cache[("model", step)] = _expand(model, copies, owners, decisions)
+        key = step
+
+
+def _expand(model, copies: dict[str, list[str]], owners: Sequence[Any], decisions: Sequence[bool | int]
+            ) -> tuple[Any, dict[str, list[str]]]:
+    """A copy of ``model`` with each If of ``owners`` inlined (its decision: the branch) and each Loop unrolled
+    (its decision: the iterations), and the names of the original values in it."""
+    positions = [next(i for i, n in enumerate(model.graph.node) if n is owner) for owner in owners]
+    model = copy.deepcopy(model)
+    for position, decision in sorted(zip(positions, decisions), reverse=True):  # later ones first: positions hold
+        node = model.graph.node[position]
+        made = _inline(model, node, decision) if node.op_type == "If" else _unroll(model, node, decision)
+        copies = {old: [m for n in names for m in made.get(n, [n])] for old, names in copies.items()}
+        copies |= {old: names for old, names in made.items() if old not in copies}
+    return model, copies
 
 
 def name_outputs(graph: Graph) -> None:
@@ -322,10 +351,12 @@ def run_nodes(graph: Graph, feeds: Mapping[str, np.ndarray], entries: Sequence[R
     An entry in an If branch the run does not take is left out. ``cuts``: values that replace what
     computes them (the outputs of an edited node: the node leaves the graph and they are fed in), so
     that the rest of the graph runs on the edited values."""
-    model, copies = _expanded(graph.model, feeds)
+    model, copies, key = _expanded(graph.model, feeds, graph.runs)
     feeds = dict(feeds)
     if cuts:
+        model = copy.deepcopy(model)
         feeds |= _cut(model, {n: v for name, v in cuts.items() for n in copies.get(name, [name])})
+        key += (("cut", tuple(sorted(cuts))),)
     present = {o for n in model.graph.node if n.op_type in graphs.RECURRENT_OPS for o in n.output}
     calls: dict[int, list[dict[str, str]]] = {}
     for k, entry in enumerate(entries):
@@ -334,7 +365,8 @@ def run_nodes(graph: Graph, feeds: Mapping[str, np.ndarray], entries: Sequence[R
         count = sum(n in present for n in names["Y"])
         if count:
             calls[k] = [{role: ns[c] if len(ns) > 1 else ns[0] for role, ns in names.items()} for c in range(count)]
-    values = _run(model, feeds, [n for call in calls.values() for names in call for n in names.values()])
+    values = _run(model, feeds, [n for call in calls.values() for names in call for n in names.values()],
+                  graph.runs, key)
     own = {o.name: values[o.name] for o in graph.model.graph.output if o.name in values}
     nodes = {k: [{role: values[name] for role, name in names.items()} for names in call] for k, call in calls.items()}
     return own, nodes
@@ -349,7 +381,7 @@ def _cut(model, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     model.graph.node.extend(kept)
     for name, value in values.items():
         elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
-        model.graph.input.append(helper.make_tensor_value_info(name, elem, list(np.shape(value))))
+        model.graph.input.append(helper.make_tensor_value_info(name, elem, None))
     return dict(values)
 
 

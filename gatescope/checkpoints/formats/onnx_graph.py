@@ -93,6 +93,7 @@ class Graph:
     path: Path
     model: Any  # the onnx ModelProto, external data read in
     nodes: list[RecurrentNode] = field(default_factory=list)
+    runs: dict = field(default_factory=dict, repr=False)  # prepared runs (gatescope.runs.onnx_record's sessions)
 
     @property
     def inputs(self) -> dict[str, Any]:
