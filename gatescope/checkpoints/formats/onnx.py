@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
-from gatescope.checkpoints.formats.onnx_graph import always_zero
+from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
 from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
 from gatescope.files import check_regular, open_regular, reading
 from gatescope.validation.limits import MAX_NAME_CHARS
@@ -38,9 +39,6 @@ QUANTIZED_OPS = ("DynamicQuantizeLSTM",)  # com.microsoft's contrib op (onnxrunt
 INPUT_ROLES = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 OUTPUT_ROLES = ("Y", "Y_h", "Y_c")
 SUBGRAPH_OPS = ("If", "Loop", "Scan")
-ZERO_KEEPING = frozenset({  # ops whose output is zeros wherever their first input is
-    "Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Cast", "Tile", "Gather", "Flatten",
-})
 PASS_THROUGH = frozenset({  # ops that move values without computing them: skipped when saying what feeds a node
     "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "Flatten", "Expand", "Dropout",
 })
@@ -339,32 +337,6 @@ def _states(node, roles: dict, producers: dict, inputs: set, graph) -> dict[str,
             said = f"zeros, {said}" if always_zero(graph, value) else said
         out[role] = said
     return out
-
-
-def always_zero(graph, value: str) -> bool:
-    """Whether ``value`` of ``graph`` is zeros whatever the input: a zero initializer or Constant, a
-    ConstantOfShape of zero, and what Expand / Slice / Reshape / Concat / ... make of zeros (the initial
-    states torch's exporter writes). False when unsure."""
-    from onnx import numpy_helper
-
-    producers = {out: node for node in graph.node for out in node.output}
-    stored = {init.name: init for init in graph.initializer}
-
-    def zero(name: str, depth: int) -> bool:
-        if name in stored:
-            return not np.any(numpy_helper.to_array(stored[name]))
-        node = producers.get(name)
-        if node is None or depth > 64:
-            return False
-        if node.op_type in ("ConstantOfShape", "Constant"):
-            attr = next((a for a in node.attribute if a.name == "value"), None)
-            return (attr is None and node.op_type == "ConstantOfShape") or (
-                attr is not None and not np.any(numpy_helper.to_array(attr.t)))
-        if node.op_type == "Concat":
-            return all(zero(i, depth + 1) for i in node.input if i)
-        return node.op_type in ZERO_KEEPING and bool(node.input) and zero(node.input[0], depth + 1)
-
-    return zero(value, 0)
 
 
 def _refusal(entry: RecurrentNode) -> str | None:
