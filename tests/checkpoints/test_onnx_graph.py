@@ -137,3 +137,21 @@ def test_an_initial_state_computed_in_the_graph_is_said_unless_it_is_always_zero
     report = json.loads(cli(capsys, "inspect", zeros, "--json", "--no-tui").out)
     assert not any("computed" in note for note in report["converted"]["notes"])
     assert report["onnx"]["nodes"][0]["initial_state"]["initial_h"] == "zeros, computed by Expand /rnn/Expand"
+
+
+def test_nodes_of_one_scope_in_two_branches_are_two_modules_not_two_layers(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("W", (1, 8, 3)), ("R", (1, 8, 2)))]
+
+    def branch(tag, node_name):
+        node = helper.make_node("LSTM", ["X", "W", "R"], [f"{tag}_Y"], hidden_size=2, name=node_name)
+        return helper.make_graph([node], tag, [], [value(f"{tag}_Y")])
+
+    node = helper.make_node("If", ["flag"], ["Y"], then_branch=branch("a", "/rnn/LSTM"),
+                            else_branch=branch("b", "/rnn/LSTM_1"), name="/If")
+    graph = helper.make_graph([node], "g", [value("X", shape=["T", 1, 3]), value("flag", onnx.TensorProto.BOOL, [])],
+                              [value("Y")], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "g.onnx"))
+    nodes = read_graph(tmp_path / "g.onnx").nodes
+    assert [(n.name, n.layer) for n in nodes] == [("rnn", 0), ("rnn_1", 0)]

@@ -213,16 +213,16 @@ def find_nodes(model) -> list[RecurrentNode]:
     found: list[tuple[Any, tuple, dict, set, Any]] = []  # (node, place, producers, graph inputs, its graph)
     _walk(model.graph, (), {}, {i.name for i in model.graph.input}, found)
     nodes = []
-    layers: dict[str, tuple[str, int]] = {}  # module name -> (op, layers so far)
+    layers: dict[str, tuple[str, tuple, int]] = {}  # module name -> (op, place, layers so far)
     for node, place, producers, inputs, graph in found:
         attributes = _attributes(node)
         roles = {role: name for role, name in zip(INPUT_ROLES, node.input) if name}
         name = _module_name(node, len(nodes))
-        op, count = layers.get(name, (node.op_type, 0))
-        if op != node.op_type:  # two kinds of cell under one scope: the second is its own module
-            name = _unique(f"{name}_{node.op_type.lower()}", layers)
-            op, count = node.op_type, 0
-        layers[name] = (op, count + 1)
+        op, where, count = layers.get(name, (node.op_type, place, 0))
+        if (op, where) != (node.op_type, place):  # another cell, or another branch, under one scope: its own module
+            name = _unique(name, layers)
+            count = 0
+        layers[name] = (node.op_type, place, count + 1)
         entry = RecurrentNode(node, place, name, count, attributes, roles, _feeds(roles.get("X"), producers, inputs),
                               _states(node, roles, producers, inputs, graph))
         entry.refusal = _refusal(entry)
@@ -316,6 +316,8 @@ def _feeds(value: str | None, producers: dict, inputs: set, most: int = 4) -> li
             break
         if producer.op_type not in PASS_THROUGH:
             chain.append(f"{producer.op_type} {producer.name or '(unnamed)'}")
+        if producer.op_type in SUBGRAPH_OPS:  # its inputs are a condition or a trip count, not what it gives
+            break
         value = next((i for i in producer.input if i), None)
     return chain
 
