@@ -202,7 +202,7 @@ def build_onnx_report(path: Path, input_paths: tuple[str, ...], chunk: int | Non
     one-line error saying why."""
     from gatescope.analysis.weights import saturation_report
     from gatescope.checkpoints.formats.onnx_graph import read_graph
-    from gatescope.runs.onnx_record import graph_report
+    from gatescope.runs.onnx_inputs import graph_report
 
     graph = read_graph(path)
     if not graph.nodes:

@@ -104,13 +104,13 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
                 dtype="float32", meta=None):
     """The ONNX graph at ``model`` read and recorded over its ``--input`` values (gatescope.runs.onnx_record)."""
     from gatescope.checkpoints.formats.onnx_graph import read_graph
-    from gatescope.runs import onnx_record
+    from gatescope.runs import onnx_inputs, onnx_record
 
-    carried = dict(onnx_record.parse_pair(value, "--carry") for value in carry)
+    carried = dict(onnx_inputs.parse_pair(value, "--carry") for value in carry)
     if carried and chunk is None:
         raise GatescopeError("--carry feeds one chunk's outputs to the next: give --chunk SIZE")
     graph = read_graph(model)
-    feeds = onnx_record.read_feeds(graph, input_paths, carried=list(carried.values()))
+    feeds = onnx_inputs.read_feeds(graph, input_paths, carried=list(carried.values()))
     chunking = None
     if chunk is not None:
         chunking = onnx_record.Chunking(next(iter(feeds)), chunk, chunk_axis, carried)
