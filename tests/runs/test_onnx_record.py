@@ -343,3 +343,21 @@ def test_nodes_that_saw_different_sequences_are_recorded_one_at_a_time(tmp_path,
         tmp_path / "t.safetensors")
     trace = load_trace(tmp_path / "t.safetensors")
     assert trace.names == ["dec.l0.fwd.c", "dec.l0.fwd.h"] and trace.num_tokens == 3
+
+
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_every_gate_of_both_gru_variants_against_the_spec(tmp_path, linear_before_reset):
+    from tests.onnx_graphs import single_node
+
+    path = single_node(tmp_path / "gru.onnx", "GRU", outputs=("Y", "Y_h"), direction="bidirectional",
+                       linear_before_reset=linear_before_reset)
+    x = RNG.normal(size=(5, 2, 3)).astype(np.float32)
+    trace = record_graph(read_graph(path), {"X": x}).trace
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    y, _ = session(path).run(None, {"X": x})
+    for d, direction in enumerate(("fwd", "bwd")):
+        expected = onnx_gru(x, weights["W"][d], weights["R"][d], weights["B"][d],
+                            linear_before_reset=linear_before_reset, reverse=d == 1)
+        for kind, reference in expected.items():
+            close(trace.padded(f"rnn.l0.{direction}.{kind}"), reference)
+        close(trace.padded(f"rnn.l0.{direction}.h"), y[:, d].transpose(1, 0, 2))
