@@ -85,19 +85,27 @@ def is_onnx(model: Path) -> bool:
     return kind_of(model) == "onnx"
 
 
-def load_to_edit(model):
-    """gatescope.load(model) for a command that edits the model (ablation, attribution, agreement); an ONNX
-    graph the checkpoint reader cannot run as one chain is refused in one line saying what can be done."""
-    import gatescope
+ONNX_RECORDED = "ONNX graphs of other shapes are recorded over their own inputs (gatescope trace MODEL --input FILE)"
+ONNX_NOT_EDITED = (f"{ONNX_RECORDED}, not edited from the command line (from Python: "
+                   "gatescope.runs.onnx_record.record_graph(..., interventions=...))")
+
+
+def load_checkpoint(model, device: str = "cpu", hint: str = ONNX_RECORDED):
+    """gatescope.load(model); an ONNX graph the checkpoint reader cannot run as one chain is refused in one
+    line that ends with ``hint`` (what can be done with it)."""
+    from gatescope.checkpoints.loader import load
 
     try:
-        return gatescope.load(model)
+        return load(model, device=device)
     except GatescopeError as exc:
         if is_onnx(Path(model)):
-            raise GatescopeError(f"{exc}; ONNX graphs of other shapes are recorded (gatescope trace MODEL --input "
-                                 "FILE), not edited from the command line (from Python: "
-                                 "gatescope.runs.onnx_record.record_graph(..., interventions=...))") from None
+            raise GatescopeError(f"{exc}; {hint}") from None
         raise
+
+
+def load_to_edit(model):
+    """`load_checkpoint` for a command that edits the model (ablation, attribution, agreement)."""
+    return load_checkpoint(model, hint=ONNX_NOT_EDITED)
 
 
 def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None, kinds=None,
@@ -167,7 +175,6 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
       gatescope trace model.onnx --input audio.npy -o run.trace.safetensors
       gatescope trace vad.onnx --input audio.npy --input sr=16000 --chunk 512 --carry stateN=state -o vad.trace.safetensors
     """
-    from gatescope.checkpoints.loader import load
     from gatescope.inputs.features import (
         attach_code_features,
         attach_feature_file,
@@ -209,7 +216,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     for role, given in inputs:
         if given is not None and Path(given).resolve() == output.resolve():
             raise GatescopeError(f"the output {output} is the {role} file; choose another path")
-    loaded = load(model, device=device)
+    loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
     modules, kinds = split_list(modules), split_list(kinds)
     check_selection(loaded, modules, kinds)

@@ -361,3 +361,9 @@ def test_every_gate_of_both_gru_variants_against_the_spec(tmp_path, linear_befor
         for kind, reference in expected.items():
             close(trace.padded(f"rnn.l0.{direction}.{kind}"), reference)
         close(trace.padded(f"rnn.l0.{direction}.h"), y[:, d].transpose(1, 0, 2))
+
+
+def test_token_ids_for_a_graph_that_is_no_chain_point_to_its_own_inputs(tmp_path, capsys):
+    path = detector(tmp_path / "detector.onnx")
+    line = fails(capsys, "trace", path, "--ids", "1 2 3", "-o", tmp_path / "t.safetensors", match="--input FILE")
+    assert "recorded over their own inputs" in line
