@@ -21,6 +21,7 @@ metadata by gatescope.checkpoints.formats, at one dispatch point (`_open`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -32,6 +33,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.overrides import TorchFunctionMode
 
+from gatescope.checkpoints import initial_state
 from gatescope.checkpoints.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
 from gatescope.errors import GatescopeError, warn
 from gatescope.recorder.rnn import GRU, LSTM, ResetBeforeGRU, reset_before_names, variant_info
@@ -75,6 +77,7 @@ class LoadedModel(nn.Module):
         shapes: Shapes,
         metadata: dict[str, Any],
         vocab: Vocabulary | None,
+        initial_states: list[initial_state.InitialState] = (),
     ) -> None:
         super().__init__()
         # plain attributes first: the checkpoint's module names may be anything, even "vocab"
@@ -98,7 +101,13 @@ class LoadedModel(nn.Module):
             self._place(roles.input_projection, nn.Linear(in_features, out_features, bias=roles.input_projection_bias))
         for spec in specs:
             self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
-        self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name)) for spec in specs)
+        self.initial_states: dict[str, dict[str, str]] = {}  # module -> h / c -> key of its learned initial state
+        for state in initial_states:
+            self._place_buffer(state.key, torch.empty(shapes[state.key]))
+            self.initial_states.setdefault(state.module, {})[state.kind] = state.key
+        self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name))
+                                 | ({"initial_state": self.initial_states[spec.name]} if spec.name in self.initial_states
+                                    else {}) for spec in specs)
         if roles.decoder:
             out_features, in_features = shapes[f"{roles.decoder}.weight"]
             self._place(roles.decoder, nn.Linear(in_features, out_features, bias=roles.decoder_bias))
@@ -117,6 +126,33 @@ class LoadedModel(nn.Module):
         if leaf in parent._modules:
             raise GatescopeError(f"cannot build the model: two modules are named {path}")
         parent._modules[leaf] = module  # not add_module: names like "embedding" are also attributes here
+
+    def _place_buffer(self, key: str, value: torch.Tensor) -> None:
+        """Register a buffer under the checkpoint's own key (``rnn.h0``), creating empty parents on the way."""
+        *parents, leaf = key.split(".")
+        parent = self
+        for part in parents:
+            if parent._modules.get(part) is None:
+                parent._modules[part] = nn.Module()
+            parent = parent._modules[part]
+        parent._buffers[leaf] = value
+
+    def initial_hx(self, name: str, batch: int):
+        """The learned initial state of recurrent module ``name`` as its hx for ``batch`` sequences, or None."""
+        keys = self.initial_states.get(name)
+        if not keys:
+            return None
+        buffers = dict(self.named_buffers())
+        h = initial_state.expanded(buffers[keys["h"]], batch) if "h" in keys else None
+        if not isinstance(self.get_submodule(name), nn.LSTM):
+            return h
+        c = initial_state.expanded(buffers[keys["c"]], batch) if "c" in keys else None
+        module = self.get_submodule(name)
+        rows = module.num_layers * (2 if module.bidirectional else 1)
+        like = h if h is not None else c
+        h = like.new_zeros(rows, batch, module.proj_size or module.hidden_size) if h is None else h
+        c = like.new_zeros(rows, batch, module.hidden_size) if c is None else c
+        return h, c
 
     def get_submodule(self, target: str) -> nn.Module:
         """torch's get_submodule, walking registered modules only (names may shadow attributes)."""
@@ -246,7 +282,10 @@ class LoadedModel(nn.Module):
             x = projection(x)  # (B, T, input_size of the first recurrent module)
         for name in self.recurrent_names:
             module = self.get_submodule(name)
-            x = _step_cell(module, x, lengths) if self._is_cell[name] else _run_layered(module, x, lengths)
+            if self._is_cell[name]:
+                x = _step_cell(module, x, lengths)
+            else:
+                x = _run_layered(module, x, lengths, self.initial_hx(name, x.shape[0]))
         decoder = self.decoder
         return decoder(x) if decoder is not None and decode else x  # (B, T, V) or (B, T, D*H)
 
@@ -254,12 +293,12 @@ class LoadedModel(nn.Module):
         return next(self.parameters()).dtype
 
 
-def _run_layered(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """An nn.LSTM/GRU (batch_first) over x [B, T, in]; with lengths, through a PackedSequence."""
+def _run_layered(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, hx=None) -> torch.Tensor:
+    """An nn.LSTM/GRU (batch_first) over x [B, T, in] from hx (None: zeros); with lengths, through a PackedSequence."""
     if lengths is None:
-        return module(x)[0]
+        return module(x, hx)[0]
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    return pad_packed_sequence(module(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+    return pad_packed_sequence(module(packed, hx)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
 def _step_cell(cell: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -310,11 +349,15 @@ def load(
         raise GatescopeError(f"no recurrent weights in {path} (found: {shown or 'no tensors'}{more})")
     try:
         roles = resolve_roles(shapes, specs, metadata.get("roles") or {})
+        states = initial_state.find(shapes, roles.recurrent, roles.unused, metadata.get("roles") or {})
         vocab = Vocabulary.from_metadata(metadata)
     except GatescopeError as exc:
         raise GatescopeError(f"{path}: {exc}") from None
+    if states:
+        taken = {state.key for state in states}
+        roles = dataclasses.replace(roles, unused=tuple(k for k in roles.unused if k not in taken))
     with torch.device("meta"), _SkipInit():  # no memory, no initialisation: every parameter comes from the file
-        model = LoadedModel(specs, roles, shapes, metadata, vocab)
+        model = LoadedModel(specs, roles, shapes, metadata, vocab, states)
     if vocab is not None and model.embedding is not None and len(vocab) != model.embedding.num_embeddings:
         raise GatescopeError(
             f"{path}: the vocabulary has {len(vocab)} tokens "
@@ -326,7 +369,9 @@ def load(
         half = stored in (torch.float16, torch.bfloat16)
         dtype = torch.float32 if half and device.type == "cpu" else stored
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    model.load_warnings = _load_warnings(roles, shapes)
+    model.load_warnings = _load_warnings(roles, shapes) + [
+        f"{s.key} {list(shapes[s.key])} is taken as {s.module}'s initial {s.kind} (by its name); if it is not, name "
+        'the states in the metadata roles, e.g. {"initial_state": {"rnn": {"h": "h0"}}}' for s in states if s.guessed]
     for message in model.load_warnings:
         warn(f"{path}: {message}")
     return model.to(device=device, dtype=dtype).eval()

@@ -342,10 +342,10 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     """Ablate units of MODEL and measure agreement accuracy, against random sets of the same size."""
     import functools
 
-    import gatescope
     from gatescope.analysis import causal
     from gatescope.analysis.agreement import agreement_metric
     from gatescope.analysis.selection import parse_kinds
+    from gatescope.cli.trace import load_to_edit
     from gatescope.inputs.stimuli.agreement import CONDITIONS, AgreementItem, random_draw, read_stimuli
 
     if unit_list is not None and top_from:
@@ -359,7 +359,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
             raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
     if value == "mean" and not top_from:
         raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
-    model = gatescope.load(model_path)
+    model = load_to_edit(model_path)
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
     if stimuli is not None:
         items, drawn = read_stimuli(stimuli), stimuli
@@ -483,15 +483,15 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     """Attribute logit(CORRECT) - logit(WRONG) after TEXT to its tokens and to units (integrated gradients)."""
     import torch
 
-    import gatescope
     from gatescope.analysis.attribution import (
         logit_difference_target,
         token_attributions,
         unit_attributions,
     )
+    from gatescope.cli.trace import load_to_edit
     from gatescope.names import format_name
 
-    model = gatescope.load(model_path)
+    model = load_to_edit(model_path)
     ids = torch.tensor([model.encode(text)])  # (1, T); empty text or no vocabulary: a GatescopeError
     vocab = model.vocab
     correct_id, wrong_id = _token_id(vocab, correct), _token_id(vocab, wrong)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gatescope.checkpoints.formats import CONVERTED_KEY
-from gatescope.cli.trace import input_options
+from gatescope.cli.trace import input_options, is_onnx, onnx_run_options, one_input, record_onnx
 from gatescope.runs.trace import RunOptions, counted, record_inputs
 from gatescope.errors import GatescopeError
 from gatescope.inputs import corpus as corpora
@@ -111,15 +111,8 @@ def _num(value: float | None) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     """The report as rich tables on stdout."""
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    def table(title: str, *columns: str) -> Table:
-        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for i, column in enumerate(columns):
-            t.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 0)
-        return t
 
     console = Console(highlight=False)
     console.print(f"[bold]{report['file']}[/]: {report['parameters']:,} parameters")
@@ -146,7 +139,7 @@ def print_report(report: dict[str, Any]) -> None:
     if report["unused"]:
         console.print(f"unused tensors: {', '.join(report['unused'])}")
 
-    modules = table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
+    modules = _table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
                     "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
     for module in report["modules"]:
         for layer in module["layers"]:
@@ -159,7 +152,7 @@ def print_report(report: dict[str, Any]) -> None:
             )
     console.print(modules)
 
-    gates = table("Gates (bias = b_ih + b_hh; radius = spectral radius of the gate's recurrent matrix)",
+    gates = _table("Gates (bias = b_ih + b_hh; radius = spectral radius of the gate's recurrent matrix)",
                   "module", "gate", "|W_ih|", "|W_hh|", "bias", "std", "min", "max", "radius")
     for module in report["modules"]:
         for layer in module["layers"]:
@@ -172,18 +165,97 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(gates)
 
     if report["saturation"]:
-        trace = report["trace"]
-        saturation = table(
-            f"Gate saturation over {counted(trace['sequences'], 'sequence')}, {counted(trace['tokens'], 'token')}: "
-            "fraction of time < 0.1 (left) or > 0.9 (right), and units saturated more than half the time",
-            "quantity", "left", "right", "units left", "units right",
-        )
-        for name, s in report["saturation"].items():
-            saturation.add_row(name, f"{s['left']:.3f}", f"{s['right']:.3f}",
-                               f"{s['units_mostly_left']}/{s['units']}", f"{s['units_mostly_right']}/{s['units']}")
-        console.print(saturation)
+        console.print(_saturation_table(report))
     for warning in report["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _table(title: str, *columns: str):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for i, column in enumerate(columns):
+        t.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 0)
+    return t
+
+
+def _saturation_table(report: dict[str, Any]):
+    trace = report["trace"]
+    saturation = _table(
+        f"Gate saturation over {counted(trace['sequences'], 'sequence')}, {counted(trace['tokens'], 'token')}: "
+        "fraction of time < 0.1 (left) or > 0.9 (right), and units saturated more than half the time",
+        "quantity", "left", "right", "units left", "units right",
+    )
+    for name, s in report["saturation"].items():
+        saturation.add_row(name, f"{s['left']:.3f}", f"{s['right']:.3f}",
+                           f"{s['units_mostly_left']}/{s['units']}", f"{s['units_mostly_right']}/{s['units']}")
+    return saturation
+
+
+def build_onnx_report(path: Path, input_paths: tuple[str, ...], chunk: int | None, chunk_axis: int,
+                      carry: tuple[str, ...], **chain_inputs: Any) -> tuple[dict[str, Any], Trace | None]:
+    """The report on an ONNX graph: its inputs and every recurrent node (where it sits, what feeds it, whether
+    it can be recorded), recorded over ``input_paths`` when given (each node's largest difference from
+    onnxruntime, gate saturation); without them, and when the graph is an embedding -> recurrent -> decoder
+    chain, the checkpoint report of `build_report` too. A graph none of whose nodes can be recorded is a
+    one-line error saying why."""
+    from gatescope.analysis.weights import saturation_report
+    from gatescope.checkpoints.formats.onnx_graph import read_graph
+    from gatescope.runs.onnx_inputs import graph_report
+
+    graph = read_graph(path)
+    if not graph.nodes:
+        raise GatescopeError(f"{path} has no LSTM, GRU or RNN node")
+    if all(entry.refusal for entry in graph.nodes):
+        entry = graph.nodes[0]
+        raise GatescopeError(f"{path}: {entry.describe()} cannot be recorded: {entry.refusal}")
+    recording = None
+    if input_paths:
+        graph, recording = record_onnx(path, input_paths, chunk, chunk_axis, carry,
+                                       meta={"model": str(path), "input": ", ".join(input_paths)})
+    elif chunk is not None or carry:
+        raise GatescopeError("--chunk and --carry run an ONNX graph on its own inputs: give --input")
+    report: dict[str, Any] = {"file": str(path), "onnx": graph_report(graph, recording)}
+    if recording is not None:
+        trace = recording.trace
+        report["trace"] = {"sequences": trace.num_sequences, "tokens": trace.num_tokens}
+        report["saturation"] = saturation_report(trace)
+        return report, trace
+    try:
+        chain, trace = build_report(path, **chain_inputs)
+    except GatescopeError as exc:
+        if any(chain_inputs.get(k) for k in ("texts", "ids", "files", "ids_files")):
+            raise
+        report["chain"] = str(exc)  # not an embedding -> recurrent -> decoder chain: the nodes are the report
+        return report, None
+    return chain | report, trace
+
+
+def print_onnx_report(report: dict[str, Any]) -> None:
+    """An ONNX graph's report: its recurrent nodes, then the checkpoint report or the saturation of a run."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    graph = report["onnx"]
+    inputs = ", ".join(f"{n} ({v['type']} {v['shape']})" for n, v in graph["inputs"].items())
+    console.print(f"[bold]{report['file']}[/]: an ONNX graph; inputs {inputs or 'none'}", soft_wrap=True)
+    console.print("recurrent nodes (recorded as module.layer):", soft_wrap=True)
+    for node in graph["nodes"]:
+        difference = node.get("max_difference")
+        checked = "" if difference is None else f", within {difference:.1g} of onnxruntime"
+        recordable = f"recordable{checked}" if node["recordable"] else f"[yellow]not recordable[/]: {node['refusal']}"
+        state = "; ".join(f"{k.removeprefix('initial_')}: {v}" for k, v in node["initial_state"].items())
+        console.print(f"  [bold]{node['node']}[/] {node['op']} -> {node['name']}.l{node['layer']}, {node['where']}; "
+                      f"{recordable}", soft_wrap=True)
+        console.print(f"    fed by {' <- '.join(node['feeds']) or '?'}; initial state {state}", soft_wrap=True, markup=False)
+    if "modules" in report:
+        print_report(report)
+    elif report.get("saturation"):
+        console.print(_saturation_table(report))
+    if "chain" in report:
+        console.print("not read as a checkpoint (an embedding -> recurrent -> decoder chain): record it over its own "
+                      "inputs with --input", soft_wrap=True)
 
 
 def open_browser(trace: Trace) -> None:
@@ -197,14 +269,19 @@ def open_browser(trace: Trace) -> None:
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (and nothing else).")
 @input_options
+@onnx_run_options
 @click.option("--no-tui", is_flag=True, help="Do not open the trace browser, even on a terminal.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
 def inspect(
     model: Path | None, as_json: bool, texts: tuple[str, ...], files: tuple[str, ...], whole: bool,
-    ids: tuple[str, ...], ids_files: tuple[str, ...], input_path: str | None, strict: bool, no_tui: bool,
-    device: str,
+    ids: tuple[str, ...], ids_files: tuple[str, ...], input_paths: tuple[str, ...], strict: bool,
+    chunk: int | None, chunk_axis: int, carry: tuple[str, ...], no_tui: bool, device: str,
 ) -> None:
-    """Report on MODEL, a safetensors checkpoint (default: the bundled agreement LSTM).
+    """Report on MODEL, a checkpoint or an ONNX graph (default: the bundled agreement LSTM).
+
+    An ONNX graph: every LSTM / GRU / RNN node, where it sits (top level, an If branch, a Loop body),
+    what feeds it, its initial state and whether it can be recorded; with --input (the graph's own
+    inputs) the nodes are recorded and each one's largest difference from onnxruntime reported.
 
     From the weights: each recurrent module and layer, per-gate weight norms and bias statistics,
     each unit's memory timescale 1/(1 - sigmoid(b)) from the forget-gate bias (LSTM) or the
@@ -219,12 +296,19 @@ def inspect(
       gatescope inspect
       gatescope inspect model.safetensors --json
       gatescope inspect model.safetensors --text "the boys near the car greet" --no-tui
+      gatescope inspect model.onnx --input audio.npy --json
     """
     path = model if model is not None else default_model()
-    report, trace = build_report(path, texts, ids, input_path, device, files, whole, ids_files, strict)
+    if is_onnx(path):
+        report, trace = build_onnx_report(path, input_paths, chunk, chunk_axis, carry, texts=texts, ids=ids,
+                                          device=device, files=files, whole=whole, ids_files=ids_files, strict=strict)
+    elif chunk is not None or carry:
+        raise GatescopeError("--chunk and --carry run an ONNX graph on its own inputs (--input)")
+    else:
+        report, trace = build_report(path, texts, ids, one_input(input_paths), device, files, whole, ids_files, strict)
     if as_json:
         click.echo(json.dumps(report, indent=2, allow_nan=False))
         return
-    print_report(report)
+    (print_onnx_report if "onnx" in report else print_report)(report)
     if trace is not None and not no_tui and sys.stdout.isatty():
         open_browser(trace)

@@ -40,11 +40,12 @@ def input_options(f):
                      help="A sequence of token ids, for models without a vocabulary (repeatable)."),
         click.option("--ids-file", "ids_files", multiple=True, metavar="FILE",
                      help="Token ids, one sequence a line, separated by spaces or commas (repeatable)."),
-        click.option("--input", "input_path", metavar="X",
+        click.option("--input", "input_paths", multiple=True, metavar="X",
                      help="Float inputs for a model without an embedding: .safetensors (one tensor) or .npy, "
                           "[sequences, time, input_size] or [time, input_size]; or .csv/.tsv, one row per timestep, "
                           "one column per feature, sequences separated by a blank line or named by a "
-                          "'sequence' header column."),
+                          "'sequence' header column. For an ONNX model: the graph's own input as it takes it "
+                          "(.npy or .safetensors), several by name with NAME=FILE or NAME=NUMBER (repeatable)."),
         click.option("--strict", is_flag=True,
                      help="Words outside the vocabulary are an error (default: mapped to its unknown token, "
                           "and said on stderr)."),
@@ -52,6 +53,78 @@ def input_options(f):
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def one_input(input_paths: tuple[str, ...]) -> str | None:
+    """The single ``--input`` of a checkpoint (several are for the named inputs of an ONNX graph)."""
+    if len(input_paths) > 1:
+        raise GatescopeError("--input is given once for a checkpoint (several, NAME=FILE, for an ONNX graph's inputs)")
+    return input_paths[0] if input_paths else None
+
+
+def onnx_run_options(f):
+    """How an ONNX graph runs: chunk by chunk with its state carried (stateful models), shared by `trace` and `inspect`."""
+    options = [
+        click.option("--chunk", type=click.IntRange(min=1), metavar="SIZE",
+                     help="ONNX: run the first --input in chunks of SIZE along --chunk-axis, each chunk's --carry "
+                          "outputs fed back as the next chunk's inputs (a stateful model, e.g. a voice detector)."),
+        click.option("--chunk-axis", type=int, default=1, show_default=True, metavar="AXIS",
+                     help="ONNX: the axis of the first --input that --chunk cuts (its time axis)."),
+        click.option("--carry", "carry", multiple=True, metavar="OUT=IN",
+                     help="ONNX with --chunk: graph output OUT becomes graph input IN of the next chunk "
+                          "(IN starts as zeros unless given with --input IN=FILE; repeatable)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def is_onnx(model: Path) -> bool:
+    from gatescope.checkpoints.formats import kind_of
+
+    return kind_of(model) == "onnx"
+
+
+ONNX_RECORDED = "ONNX graphs of other shapes are recorded over their own inputs (gatescope trace MODEL --input FILE)"
+ONNX_NOT_EDITED = (f"{ONNX_RECORDED}, not edited from the command line (from Python: "
+                   "gatescope.runs.onnx_record.record_graph(..., interventions=...))")
+
+
+def load_checkpoint(model, device: str = "cpu", hint: str = ONNX_RECORDED):
+    """gatescope.load(model); an ONNX graph the checkpoint reader cannot run as one chain is refused in one
+    line that ends with ``hint`` (what can be done with it)."""
+    from gatescope.checkpoints.loader import load
+
+    try:
+        return load(model, device=device)
+    except GatescopeError as exc:
+        if is_onnx(Path(model)):
+            raise GatescopeError(f"{exc}; {hint}") from None
+        raise
+
+
+def load_to_edit(model):
+    """`load_checkpoint` for a command that edits the model (ablation, attribution, agreement)."""
+    return load_checkpoint(model, hint=ONNX_NOT_EDITED)
+
+
+def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None, kinds=None,
+                dtype="float32", meta=None):
+    """The ONNX graph at ``model`` read and recorded over its ``--input`` values (gatescope.runs.onnx_record)."""
+    from gatescope.checkpoints.formats.onnx_graph import read_graph
+    from gatescope.runs import onnx_inputs, onnx_record
+
+    carried = dict(onnx_inputs.parse_pair(value, "--carry") for value in carry)
+    if carried and chunk is None:
+        raise GatescopeError("--carry feeds one chunk's outputs to the next: give --chunk SIZE")
+    graph = read_graph(model)
+    feeds = onnx_inputs.read_feeds(graph, input_paths, carried=list(carried.values()))
+    chunking = None
+    if chunk is not None:
+        chunking = onnx_record.Chunking(next(iter(feeds)), chunk, chunk_axis, carried)
+    recording = onnx_record.record_graph(graph, feeds, modules=modules, kinds=kinds, chunking=chunking,
+                                         dtype=DTYPES[dtype], meta=meta)
+    return graph, recording
 
 
 @click.command("trace")
@@ -79,11 +152,17 @@ def input_options(f):
               help="Quantities to record, e.g. i,f,c,h (LSTM i f g o c h m; GRU r z n h; default all).")
 @click.option("--shard-tokens", type=click.IntRange(min=1), metavar="N",
               help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
+@onnx_run_options
 @click.option("--distributed", is_flag=True,
               help="Split the corpus over the processes torchrun started (implied under torchrun).")
-def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_path, strict, feature_files,
-          stimuli_path, code_features, device, dtype, batch_size, modules, kinds, shard_tokens, distributed) -> None:
-    """Record every gate and state of MODEL (a safetensors checkpoint) over some input into a trace file.
+def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_paths, strict, feature_files,
+          stimuli_path, code_features, device, dtype, batch_size, modules, kinds, shard_tokens, chunk, chunk_axis, carry,
+          distributed) -> None:
+    """Record every gate and state of MODEL (a checkpoint, or any ONNX graph) over some input into a trace file.
+
+    An ONNX model given --input runs in onnxruntime on its own inputs; every LSTM / GRU node of the graph
+    (inside If branches and Loop bodies too) is recorded from the inputs the graph computes for it, and
+    checked against the node's own outputs.
 
     \b
     Examples:
@@ -93,8 +172,9 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
       gatescope trace char.safetensors --file a.py --file b.py --whole --code-features -o code.trace.safetensors
       gatescope trace series.safetensors --input x.csv --feature anomaly=labels.txt -o run.trace.safetensors
       gatescope trace model.safetensors --file corpus.txt --shard-tokens 1000000 -o corpus.trace/
+      gatescope trace model.onnx --input audio.npy -o run.trace.safetensors
+      gatescope trace vad.onnx --input audio.npy --input sr=16000 --chunk 512 --carry stateN=state -o vad.trace.safetensors
     """
-    from gatescope.checkpoints.loader import load
     from gatescope.inputs.features import (
         attach_code_features,
         attach_feature_file,
@@ -103,6 +183,19 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     )
     from gatescope.runs.distributed import launched_by_torchrun
 
+    if input_paths and is_onnx(model):
+        others = (texts, files, ids, ids_files, whole, feature_files, stimuli_path, code_features, shard_tokens,
+                  distributed)
+        if any(others):
+            raise GatescopeError("an ONNX graph runs on its own inputs (--input); --text, --file, --ids, --feature, "
+                                 "--stimuli, --code-features and sharding do not apply")
+        if device != "cpu":
+            raise GatescopeError(f"--device {device}: an ONNX graph runs in onnxruntime on the CPU here")
+        trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, split_list(modules), split_list(kinds), dtype)
+        return
+    if chunk is not None or carry:
+        raise GatescopeError("--chunk and --carry run an ONNX graph on its own inputs (--input)")
+    input_path = one_input(input_paths)
     if shard_tokens is not None or distributed or launched_by_torchrun():  # a sharded folder, maybe by many ranks
         from gatescope.runs.stream import trace_sharded
 
@@ -123,7 +216,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     for role, given in inputs:
         if given is not None and Path(given).resolve() == output.resolve():
             raise GatescopeError(f"the output {output} is the {role} file; choose another path")
-    loaded = load(model, device=device)
+    loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
     modules, kinds = split_list(modules), split_list(kinds)
     check_selection(loaded, modules, kinds)
@@ -149,6 +242,22 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     attached = f", features {', '.join(corpus.features)}" if corpus.features else ""
     click.echo(f"wrote {output}: {counted(sequences, 'sequence')}, "
                f"{counted(tokens, 'token')}, {counted(quantities, 'quantity')}{attached}")
+
+
+def trace_onnx(model: Path, output: Path, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype) -> None:
+    """`trace` of an ONNX graph over its own inputs."""
+    check_writable(output)
+    for given in [model] + [value.partition("=")[2] or value for value in input_paths]:
+        if Path(given).resolve() == output.resolve():
+            raise GatescopeError(f"the output {output} is an input file; choose another path")
+    meta = {"model": str(model), "input": ", ".join(input_paths)}
+    _, recording = record_onnx(model, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype, meta)
+    trace = recording.trace
+    trace.save(output)  # atomic
+    nodes = trace.meta["onnx"]["nodes"]
+    worst = max(n["max_difference"] for n in nodes)
+    click.echo(f"wrote {output}: {counted(trace.num_sequences, 'sequence')}, {counted(trace.num_tokens, 'token')}, "
+               f"{counted(len(trace), 'quantity')} of {counted(len(nodes), 'node')}, within {worst:.1g} of onnxruntime")
 
 
 _MOVED_TO_RUNS = {"RunOptions", "record_inputs", "write_inputs", "check_selection", "counted", "DTYPES", "STORAGE_NAMES"}

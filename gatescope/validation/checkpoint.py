@@ -53,6 +53,7 @@ class RolesMeta:
     embedding: str | None = sized(max_chars=MAX_NAME_CHARS, default=None)
     recurrent: str | list[str] | None = sized(max_items=1000, max_chars=MAX_NAME_CHARS, default=None)
     decoder: str | None = sized(max_chars=MAX_NAME_CHARS, default=None)
+    initial_state: dict[str, dict[str, str]] | None = None  # module -> h / c -> tensor (checkpoints.initial_state)
 
 
 @dataclass(frozen=True)

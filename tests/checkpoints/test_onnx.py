@@ -94,7 +94,7 @@ def test_hand_built_gru_both_reset_variants_match_onnxruntime(tmp_path, capsys, 
                                 "bidirectional": True, "proj_size": 0, "bias": True}
                                | ({} if linear_before_reset else {"reset_after": False})]
     inputs = tmp_path / "x.safetensors"
-    save_file({"x": torch.as_tensor(x[:, 0])}, inputs)  # one sequence [T, 3]
+    save_file({"x": torch.as_tensor(x)}, inputs)  # the graph's own input X [T, 1, 3]
     trace = cli_trace(tmp_path, path, "--input", str(inputs))
     for d, direction in enumerate(("fwd", "bwd")):
         torch.testing.assert_close(trace[f"gru.l0.{direction}.h"], torch.as_tensor(y[:, d, 0]), **TOL)

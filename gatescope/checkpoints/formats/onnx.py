@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
+from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
 from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
 
@@ -215,6 +216,9 @@ class _Reader:
                 raise self.fail(node, f"starts from a non-zero {label} stored in the file; gatescope starts from zeros")
             if inputs[index] in self.inputs:
                 self.notes.append(f"{node.name or op}: {label} is an input of the graph; gatescope starts from zeros")
+            elif inputs[index] and inputs[index] not in self.values and not always_zero(self.graph, inputs[index]):
+                self.notes.append(f"{node.name or op}: {label} is computed in the graph; read as a checkpoint, the model "
+                                  "starts from zeros (gatescope trace MODEL --input FILE records from the graph's own)")
         w, r = (self._weight_input(node, i, dims=3) for i in (1, 2))
         if w is None or r is None:
             raise self.fail(node, "has weights W and R that are not stored in the file")
@@ -262,3 +266,20 @@ class _Reader:
 def _reorder(rows: np.ndarray, order: tuple[int, ...], hidden: int) -> np.ndarray:
     """Gate blocks of ``hidden`` rows put in torch's order."""
     return np.concatenate([rows[g * hidden : (g + 1) * hidden] for g in order])
+
+
+def node_module(path: Path, node, values: dict[str, np.ndarray]) -> _Module:
+    """One LSTM / GRU node as a torch module's tensors, by the mapping the reader uses for a whole graph.
+
+    path: the model's file (for messages); values: the node's W, R, B (and P) by their input names, as a
+    run of the graph computed them. Raises GatescopeError for what the mapping refuses, in one line."""
+    onnx = need("onnx", "ONNX files")
+    node = onnx.NodeProto.FromString(node.SerializeToString())
+    for index in (5, 6):  # the initial state is the run's, not the mapping's
+        if index < len(node.input):
+            node.input[index] = ""
+    reader = _Reader.__new__(_Reader)
+    reader.path, reader.onnx, reader.values, reader.inputs, reader.notes = path, onnx, dict(values), set(), []
+    modules: list[_Module] = []
+    reader._recurrent(node, modules)
+    return modules[0]

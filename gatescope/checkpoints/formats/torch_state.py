@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gatescope.checkpoints.formats import awd_lstm
+from gatescope.checkpoints.formats import awd_lstm, torchscript
 from gatescope.checkpoints.formats.converted import Converted, ErrorWithFix, owned
 from gatescope.errors import GatescopeError
 
@@ -40,9 +40,12 @@ WHOLE_MODEL_FIX = (
 
 
 def read(path: Path) -> Converted:
-    """The state dict in ``path`` with torch's names (wrapper prefixes removed)."""
+    """The state dict in ``path`` with torch's names (wrapper prefixes removed); a TorchScript archive's
+    parameters read by gatescope.checkpoints.formats.torchscript, nothing of it run."""
     import torch
 
+    if torchscript.is_archive(path):
+        return _torchscript(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -61,6 +64,19 @@ def read(path: Path) -> Converted:
         tensors, metadata, more = awd_lstm.convert(state)
         return Converted(owned(tensors), metadata, "fastai AWD-LSTM state dict", notes + more)
     return Converted(owned(state), {}, "torch state dict", notes)
+
+
+def _torchscript(path: Path) -> Converted:
+    """The tensors of a TorchScript archive's module records, under their attribute paths."""
+    state, classes = torchscript.state_dict(torchscript.read_records(path))
+    if not state:
+        raise GatescopeError(f"{path}: the TorchScript archive's modules hold no tensors")
+    recurrent = [f"{name or 'the root'} ({cls})" for name, cls in classes.items()
+                 if cls in ("LSTM", "GRU", "LSTMCell", "GRUCell", "RNN", "RNNCell")]
+    found = f"recurrent modules by class: {', '.join(recurrent)}" if recurrent else "no recurrent module by class"
+    notes = [f"read the parameters of a TorchScript archive without running its code; {found}"]
+    state = _strip_wrappers(path, state, notes)
+    return Converted(owned(state), {}, "TorchScript archive (weights only)", notes)
 
 
 def _state_dict(path: Path, obj: Any) -> tuple[dict[str, Any], list[str]]:
