@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from gatescope.cli.trace import input_options
+from gatescope.cli.trace import input_options, one_input
 
 
 @click.command("explain")
@@ -27,7 +27,7 @@ from gatescope.cli.trace import input_options
 @click.option("--svg", "svg_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Also write the cell diagram with the step's values (.svg or .html; its folder is made).")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, ...")
-def explain(model: Path, texts, files, whole, ids, ids_files, input_path, strict, unit: str, at: int, top: int,
+def explain(model: Path, texts, files, whole, ids, ids_files, input_paths, strict, unit: str, at: int, top: int,
             as_json: bool, svg_path: Path | None, device: str) -> None:
     """Explain one unit at one step of MODEL (a checkpoint gatescope reads: .safetensors, .pt, .keras, .onnx):
     the step's computation with its own numbers, in the order of the cell's equations.
@@ -45,7 +45,7 @@ def explain(model: Path, texts, files, whole, ids, ids_files, input_path, strict
 
     lm = load(model, device=device)
     lm.check_runnable()
-    inputs = corpora.gather(lm, texts, ids, files, whole, ids_files, input_path, strict)
+    inputs = corpora.gather(lm, texts, ids, files, whole, ids_files, one_input(input_paths), strict)
     if inputs is None or inputs.num_sequences != 1:
         given = "no input" if inputs is None else f"{inputs.num_sequences} sequences"
         raise GatescopeError(f"explain runs one sequence: give one --text (or --ids); got {given}")
