@@ -53,6 +53,10 @@ KINDS: dict[str, Kind] = {
         Kind("z", "update gate", "unit"),
         Kind("n", "candidate state", "signed"),
         Kind("h", "hidden state", "signed"),
+        Kind("u", "retrieved value h~", "unbounded"),
+        Kind("s", "matrix memory C", "unbounded"),
+        Kind("p", "normalised forget gate f'", "unit"),
+        Kind("q", "normalised input gate i'", "unit"),
     )
 }
 """Every kind, in the canonical order of names within a layer (LSTM kinds, then GRU kinds, h last)."""
@@ -94,6 +98,11 @@ class CellType:
 LSTM = CellType("LSTM", ("i", "f", "g", "o", "c", "h"), 4, "f", ("g", "i", "f", "c", "o", "h"))
 GRU = CellType("GRU", ("r", "z", "n", "h"), 3, "z", ("r", "z", "n", "h"))
 GRU_RESET_BEFORE = CellType("GRU", ("r", "z", "n", "h"), 3, "z", ("r", "z", "n", "h"), reset_after=False)
+
+SLSTM = CellType("sLSTM", ("i", "f", "z", "o", "c", "n", "m", "h"), 4, "f", ("z", "i", "f", "c", "o", "h"))
+MLSTM = CellType("mLSTM", ("i", "f", "m", "s", "n", "u", "o", "h"), 0, "f", ("i", "f", "o", "h"))
+MINGRU = CellType("minGRU", ("z", "n", "h"), 2, "z", ("z", "n", "h"))
+MINLSTM = CellType("minLSTM", ("f", "i", "p", "q", "n", "h"), 3, "p", ("f", "i", "p", "q", "n", "h"))
 
 CELL_TYPES: dict[str, CellType] = {"LSTM": LSTM, "GRU": GRU}
 MEMORY_GATES: tuple[str, ...] = tuple(dict.fromkeys(c.memory_gate for c in CELL_TYPES.values()))  # f z

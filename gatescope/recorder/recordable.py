@@ -1,8 +1,9 @@
 """What a model can record, known without running it: its recurrent modules, their quantities, their widths.
 
 A model's recurrent modules are the torch.nn.LSTM / GRU / LSTMCell / GRUCell (gatescope's LSTM and GRU
-subclass the first two) in ``model.named_modules()``, each under its path (`gatescope.names.root_name`
-for the root itself). Each records the kinds of its cell type (`gatescope.kinds`) at every layer and
+subclass the first two) in ``model.named_modules()``, and the recurrent modules of other packages that
+`PACKAGED` describes (xlstm's sLSTM cell and mLSTM layer, minGRU-pytorch's minGRU and minLSTM), each under
+its path (`gatescope.names.root_name` for the root itself, or the packaged cell's name: ``slstm``). Each records the kinds of its cell type (`gatescope.kinds`) at every layer and
 direction, under the names of `gatescope.names`; ``h`` is ``proj_size`` wide on a projected LSTM, every
 other quantity ``hidden_size``. `quantities` lists them all; `check_name` and `check_units` say in one
 line what a name or a unit gets wrong. The recorder, the interventions' checks and the analysis layer
@@ -18,8 +19,19 @@ from torch import nn
 from gatescope.errors import GatescopeError
 from gatescope.kinds import DIRECTIONS, cell_type
 from gatescope.names import UnitName, format_name, parse_name, parse_unit, recurrent_class, root_name
+from gatescope.recorder.mingru import MINGRU_MODULES, MINLSTM_MODULES
+from gatescope.recorder.packaged import Packaged
+from gatescope.recorder.xlstm import MLSTM_LAYERS, SLSTM_CELLS
 
 RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
+PACKAGED: tuple[Packaged, ...] = (SLSTM_CELLS, MLSTM_LAYERS, MINGRU_MODULES, MINLSTM_MODULES)
+
+
+def packaged_of(module: nn.Module) -> Packaged | None:
+    """How another package's recurrent module is recorded (gatescope.recorder.packaged), or None."""
+    if isinstance(module, RECURRENT_TYPES):
+        return None
+    return next((p for p in PACKAGED if p.recognises(module)), None)
 
 
 def is_cell(module: nn.Module) -> bool:
@@ -29,12 +41,21 @@ def is_cell(module: nn.Module) -> bool:
 
 def find_recurrent(root: nn.Module) -> dict[str, nn.Module]:
     """Every recurrent module in ``root`` by its record path (`root_name` for the root itself)."""
-    return {name or root_name(module): module for name, module in root.named_modules()
-            if isinstance(module, RECURRENT_TYPES)}
+    found = {}
+    for name, module in root.named_modules():
+        packaged = packaged_of(module)
+        if packaged is not None:
+            found[name or packaged.root] = module
+        elif isinstance(module, RECURRENT_TYPES):
+            found[name or root_name(module)] = module
+    return found
 
 
 def kinds_of(module: nn.Module) -> tuple[str, ...]:
     """The kinds a recurrent module records, in step order (``m`` only for an LSTM with proj_size)."""
+    packaged = packaged_of(module)
+    if packaged is not None:
+        return packaged.cell.kinds
     return cell_type(recurrent_class(module)).kinds_for(getattr(module, "proj_size", 0))
 
 
@@ -44,6 +65,9 @@ def directions_of(module: nn.Module) -> tuple[str, ...]:
 
 def width_of(module: nn.Module, kind: str) -> int:
     """Units of quantity ``kind`` of ``module``: proj_size for a projected LSTM's h, else hidden_size."""
+    packaged = packaged_of(module)
+    if packaged is not None:
+        return packaged.width(module, kind)
     proj = getattr(module, "proj_size", 0)
     return proj if kind == "h" and proj else module.hidden_size
 
@@ -102,6 +126,9 @@ def check_units(model: nn.Module, units: Iterable[str | UnitName]) -> list[UnitN
 
 def module_info(path: str, module: nn.Module) -> dict[str, Any]:
     """The architecture of one recurrent module, as the trace metadata and `inspect --json` give it."""
+    packaged = packaged_of(module)
+    if packaged is not None:
+        return {"name": path, **packaged.info(module)}
     return {
         "name": path,
         "cell": recurrent_class(module),

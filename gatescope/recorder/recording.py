@@ -4,6 +4,10 @@ Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMC
 gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine, which
 computes the same outputs as torch's kernel while handing every quantity to the recording. No model
 code changes; the originals are restored when the block ends.
+Another package's recurrent module (gatescope.recorder.packaged: xlstm's sLSTM and mLSTM, minGRU-pytorch's
+minGRU and minLSTM) runs its own forward with gatescope's taps in it instead. A kind such a cell records
+only on request (the mLSTM's matrix memory) is kept only when ``kinds`` or ``names`` ask for it, and its
+size is said (a GatescopeWarning) before anything is recorded.
 
 Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
 (gatescope.recorder.hooks): `Intervention` (set, scale, add or patch chosen units at chosen timesteps, as
@@ -29,12 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.kinds import ALL_KINDS, CELL_TYPES
 from gatescope.names import format_name, parse_name
 from gatescope.recorder import engine
 from gatescope.recorder.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
 from gatescope.recorder.interventions import Intervention
+from gatescope.recorder.packaged import Steps
 from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, module_info, RECURRENT_TYPES: public here too)
     RECURRENT_TYPES,
     check_name,
@@ -44,6 +49,7 @@ from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, modu
     kinds_of,
     module_info,
     module_quantities,
+    packaged_of,
 )
 from gatescope.traces.trace import Trace
 
@@ -95,6 +101,10 @@ class Recording:
                 raise GatescopeError(f"no recurrent module {', '.join(unknown)}; "
                                      f"the model has: {', '.join(self.targets)}")
         self.modules = list(self.targets) if modules is None else [m for m in self.targets if m in modules]
+        for path in self.modules:
+            packaged = packaged_of(self.targets[path])
+            if packaged is not None:
+                packaged.check(path, self.targets[path])
         self.layers = None if layers is None else frozenset(layers)
         if kinds is not None:
             bad = sorted(set(kinds) - set(ALL_KINDS))
@@ -106,7 +116,9 @@ class Recording:
                        for n, w in module_quantities(path, module).items()}
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
-        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
+        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)
+                and (not self._on_request(n) or (kinds is not None or chosen is not None))]
+        _say_sizes([n for n in kept if self._on_request(n)], self.widths)
         most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
             raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
@@ -147,6 +159,12 @@ class Recording:
         path, layer, _, kind = parse_name(name)
         return (path in self.modules and (self.layers is None or layer in self.layers)
                 and (self.kinds is None or kind in self.kinds))
+
+    def _on_request(self, name: str) -> bool:
+        """A kind its cell records only when asked for (the mLSTM's matrix memory)."""
+        path, _, _, kind = parse_name(name)
+        packaged = packaged_of(self.targets[path])
+        return packaged is not None and kind in packaged.on_request
 
     # -- which quantities -------------------------------------------------------------
     def kinds_of(self, path: str) -> tuple[str, ...]:
@@ -328,6 +346,13 @@ class Recording:
         return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
 
 
+def _say_sizes(names: list[str], widths: dict[str, int]) -> None:
+    """Say how large each quantity recorded on request is, before anything is recorded."""
+    for name in names:
+        warnings.warn(f"{name} is recorded: {widths[name]} values per step per sequence "
+                      f"({widths[name] * 4} bytes per token at float32)", GatescopeWarning, stacklevel=4)
+
+
 def _no_ids(reason: str) -> None:
     warnings.warn(f"gatescope: the trace has no token ids: {reason}", stacklevel=4)
     return None
@@ -336,7 +361,7 @@ def _no_ids(reason: str) -> None:
 # -- the stack of recordings on each module ------------------------------------------------------
 @dataclass
 class _Stack:
-    previous: Any  # the module's own instance attribute ``forward``, if it had one
+    previous: dict[str, Any]  # the module's own instance attributes ``forward`` (and refused methods), if any
     active: list[tuple[Recording, str]]  # (recording, the module's path in it), outermost first
 
 
@@ -346,8 +371,13 @@ _STACKS: "weakref.WeakKeyDictionary[nn.Module, _Stack]" = weakref.WeakKeyDiction
 def _push(module: nn.Module, recording: Recording, path: str) -> None:
     stack = _STACKS.get(module)
     if stack is None:
-        stack = _STACKS[module] = _Stack(module.__dict__.get("forward"), [])
-        module.forward = functools.partial(_forward, module)
+        packaged = packaged_of(module)
+        installed = {"forward": functools.partial(_forward if packaged is None else _packaged_forward, module)}
+        for method in packaged.unrecorded if packaged is not None else ():
+            installed[method] = packaged.refusal(path, method)
+        stack = _STACKS[module] = _Stack({name: module.__dict__.get(name) for name in installed}, [])
+        for name, value in installed.items():
+            setattr(module, name, value)
     stack.active.append((recording, path))
 
 
@@ -358,10 +388,11 @@ def _pop(module: nn.Module, recording: Recording) -> None:
     stack.active = [(r, p) for r, p in stack.active if r is not recording]
     if not stack.active:
         del _STACKS[module]
-        if stack.previous is None:
-            module.__dict__.pop("forward", None)
-        else:
-            module.forward = stack.previous
+        for name, previous in stack.previous.items():
+            if previous is None:
+                module.__dict__.pop(name, None)
+            else:
+                setattr(module, name, previous)
 
 
 def _forward(module: nn.Module, input, hx=None):
@@ -376,6 +407,13 @@ def _forward(module: nn.Module, input, hx=None):
     for recording, path in active:
         recording._steps[path] += 1
     return out
+
+
+def _packaged_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The forward of another package's recorded module: its own code, tapped (gatescope.recorder.packaged)."""
+    active = list(_STACKS[module].active)
+    observer = _observer(active, 0, "fwd", torch.is_grad_enabled())
+    return packaged_of(module).forward(module, Steps(observer), *args, **kwargs)
 
 
 def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,

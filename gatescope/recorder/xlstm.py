@@ -1,0 +1,163 @@
+"""The xlstm package's sLSTM and mLSTM (Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory";
+NX-AI/xlstm), recorded through the package's own code on a CPU or any device its vanilla code runs on.
+
+sLSTM (``sLSTMCell`` on the ``vanilla`` backend, alone or inside an ``sLSTMLayer``): the package computes a
+step in its pointwise function (xlstm/blocks/slstm/src/vanilla/slstm.py), the cell's ``pointwise``
+attribute, called once per step by its loop. During a recorded forward that attribute is `_slstm_pointwise`,
+the same operations in the same order (so the outputs are the package's, bit for bit) with a tap on each
+quantity, per unit (H = heads x head size, head-major)::
+
+    m_t = i~ (first step of a zero state) or max(i~, log σ(f~) + m_{t-1})   the stabiliser
+    i = min(exp(i~ - m_t), 1)    f = min(exp(log σ(f~) + m_{t-1} - m_t), 1)  the gates as applied
+    z = tanh(z~)    o = σ(o~)    c_t = f c_{t-1} + i z    n_t = f n_{t-1} + i    h_t = o c_t / n_t
+
+where x~ = W_x x_t + R_x h_{t-1} + b_x, R block-diagonal per head. The package's pointwise function returns
+z~ (before tanh) among its gates; z here is tanh(z~), the candidate as it enters c. sLSTMLayer feeds its
+cell ``[fgate(x), igate(x), zgate(x), ogate(x)]`` in the order i, f, z, o: the module named ``fgate`` computes
+the input gate's pre-activation and ``igate`` the forget gate's. Recording reads the cell's own order, so i
+and f are what the cell uses as input and forget gate, whatever the modules are called. A call with S = 1
+(``sLSTMLayer.step``) is recorded as a one-step sequence continuing from the given state. The CUDA backend
+computes its steps inside a kernel and is refused.
+
+mLSTM (``mLSTMLayer``): its cell's forward uses the parallel form, which never forms a per-step state; the
+cell's ``backend_fn`` becomes `_mlstm_recurrent`, the recurrent form of the same function, with the parallel
+form's stabiliser (the row maximum of log D, i.e. the recurrence below started from m_0 = -inf), so that
+h~ equals the parallel form's output up to float rounding. Per head (i, f, m) or per unit::
+
+    m_t = max(log σ(f~) + m_{t-1}, i~)    i = exp(i~ - m_t)    f = exp(log σ(f~) + m_{t-1} - m_t)
+    C_t = f C_{t-1} + i k v^T / sqrt(d)    n_t = f n_{t-1} + i k / sqrt(d)
+    h~_t = C_t^T q / (max(|n_t . q|, exp(-m_t)) + 1e-6)
+
+and the layer's output gate o = SiLU(z) (its ``ogate_act_fn``) and hidden state
+h = o * (GroupNorm(h~) + skip * conv(x)), what its ``proj_down`` reads (taps on those two modules). The
+matrix memory C (heads x d x d per step) is recorded only on request. ``mLSTMLayer.step`` (step-wise
+generation) is not recorded: a recording refuses it in one line.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gatescope.kinds import MLSTM, SLSTM
+from gatescope.recorder.packaged import Packaged, Steps
+
+
+# -- sLSTM ------------------------------------------------------------------------------------------
+def _slstm_pointwise(steps: Steps, Wx: Tensor, Ry: Tensor, b: Tensor, states: Tensor,
+                     constants: dict | None = None) -> tuple[Tensor, Tensor]:
+    """xlstm's vanilla ``slstm_forward_pointwise``, tapped: Wx, Ry (B, 4H), b (4H,), states (4, B, H)."""
+    t = steps.advance()
+    raw = Wx + Ry + b
+    _, c, n, m = torch.unbind(states.view(4, states.shape[1], -1), dim=0)  # (B, H) each
+    iraw, fraw, zraw, oraw = torch.unbind(raw.view(raw.shape[0], 4, -1), dim=1)  # (B, H) each
+    logfplusm = m + F.logsigmoid(fraw)
+    mnew = steps.tap("m", iraw if torch.all(n == 0.0) else torch.max(iraw, logfplusm), t)
+    one = torch.ones_like(iraw)
+    i = steps.tap("i", torch.minimum(torch.exp(iraw - mnew), one), t)
+    f = steps.tap("f", torch.minimum(torch.exp(logfplusm - mnew), one), t)
+    z = steps.tap("z", torch.tanh(zraw), t)
+    o = steps.tap("o", torch.sigmoid(oraw), t)
+    cnew = steps.tap("c", f * c + i * z, t)
+    nnew = steps.tap("n", f * n + i, t)
+    h = steps.tap("h", o * cnew / nnew, t)
+    return torch.stack((h, cnew, nnew, mnew), dim=0), torch.stack((i, f, zraw, o), dim=0)
+
+
+def _slstm_forward(cell: nn.Module, steps: Steps, *args: Any, **kwargs: Any) -> Any:
+    """The cell's own forward with its pointwise function tapped for the call."""
+    own = cell.__dict__["pointwise"]
+    cell.pointwise = functools.partial(_slstm_pointwise, steps)
+    try:
+        out = type(cell).forward(cell, *args, **kwargs)
+    finally:
+        cell.pointwise = own
+    steps.done()
+    return out
+
+
+def _slstm_refuse(cell: nn.Module) -> str | None:
+    if "pointwise" not in cell.__dict__:
+        return ("the sLSTM's CUDA backend computes its gates inside its kernel; build the model with "
+                "backend='vanilla' (the same weights load) to record it")
+    if cell.config.function != "slstm":
+        return f"the cell computes function={cell.config.function!r}; gatescope records the sLSTM ('slstm')"
+    return None
+
+
+def _slstm_info(cell: nn.Module) -> dict[str, Any]:
+    return {"cell": SLSTM.name, "hidden_size": cell.config.hidden_size, "num_heads": cell.config.num_heads,
+            "num_layers": 1, "bidirectional": False}
+
+
+# -- mLSTM ------------------------------------------------------------------------------------------
+def _mlstm_recurrent(steps: Steps, own, queries: Tensor, keys: Tensor, values: Tensor, igate_preact: Tensor,
+                     fgate_preact: Tensor, lower_triangular_matrix: Tensor | None = None,
+                     stabilize_rowwise: bool = True, eps: float = 1e-6, **kwargs: Any) -> Tensor:
+    """xlstm's ``parallel_stabilized_simple`` as its recurrent form, tapped. queries, keys, values
+    (B, NH, S, DH), gate pre-activations (B, NH, S, 1) -> h~ (B, NH, S, DH)."""
+    batch, heads, length, dh = queries.shape
+    mask = lower_triangular_matrix
+    if not stabilize_rowwise or (mask is not None and length > mask.size(-1)):
+        return own(queries=queries, keys=keys, values=values, igate_preact=igate_preact, fgate_preact=fgate_preact,
+                   lower_triangular_matrix=mask, stabilize_rowwise=stabilize_rowwise, eps=eps, **kwargs)
+    log_f = F.logsigmoid(fgate_preact)  # (B, NH, S, 1)
+    C = queries.new_zeros(batch, heads, dh, dh)
+    n = queries.new_zeros(batch, heads, dh, 1)
+    m = queries.new_full((batch, heads, 1, 1), -math.inf)  # the parallel form's stabiliser: from -inf
+    out = []
+    for t in range(length):
+        q, k, v = (x[:, :, t, :, None] for x in (queries, keys, values))  # (B, NH, DH, 1)
+        lf, ip = log_f[:, :, t, :, None], igate_preact[:, :, t, :, None]  # (B, NH, 1, 1)
+        m_new = steps.tap("m", torch.max(lf + m, ip), t)
+        i = steps.tap("i", torch.exp(ip - m_new), t)
+        f = steps.tap("f", torch.exp(lf + m - m_new), t)
+        k_scaled = k / math.sqrt(dh)
+        C = f * C + i * (k_scaled @ v.transpose(-1, -2))  # (B, NH, DH, DH)
+        C = steps.tap("s", C, t)
+        n = steps.tap("n", f * n + i * k_scaled, t)  # (B, NH, DH, 1)
+        numerator = q.transpose(-1, -2) @ C  # (B, NH, 1, DH)
+        denominator = torch.maximum((q.transpose(-1, -2) @ n).abs(), torch.exp(-m_new)) + eps  # (B, NH, 1, 1)
+        out.append(steps.tap("u", numerator / denominator, t))
+        m = m_new
+    return torch.cat(out, dim=2)  # (B, NH, S, DH)
+
+
+def _mlstm_forward(layer: nn.Module, steps: Steps, *args: Any, **kwargs: Any) -> Any:
+    """The layer's own forward with its cell's backend recurrent and tapped, and taps on o and h."""
+    cell = layer.mlstm_cell
+    own = cell.__dict__["backend_fn"]
+    cell.backend_fn = functools.partial(_mlstm_recurrent, steps, own)
+    handles = [
+        layer.ogate_act_fn.register_forward_hook(lambda module, args, o: steps.over_time("o", o)),
+        layer.proj_down.register_forward_pre_hook(lambda module, args: (steps.over_time("h", args[0]), *args[1:])),
+    ]
+    try:
+        out = type(layer).forward(layer, *args, **kwargs)
+    finally:
+        cell.backend_fn = own
+        for handle in handles:
+            handle.remove()
+    steps.done()
+    return out
+
+
+def _mlstm_width(layer: nn.Module, kind: str) -> int:
+    inner, heads = layer.config._inner_embedding_dim, layer.mlstm_cell.config.num_heads
+    return {"i": heads, "f": heads, "m": heads, "s": inner * inner // heads}.get(kind, inner)
+
+
+def _mlstm_info(layer: nn.Module) -> dict[str, Any]:
+    return {"cell": MLSTM.name, "input_size": layer.config.embedding_dim,
+            "hidden_size": layer.config._inner_embedding_dim, "num_heads": layer.mlstm_cell.config.num_heads,
+            "num_layers": 1, "bidirectional": False}
+
+
+SLSTM_CELLS = Packaged("xlstm", ("sLSTMCellBase",), SLSTM, lambda cell, kind: cell.config.hidden_size,
+                       _slstm_info, _slstm_forward, refuse=_slstm_refuse)
+MLSTM_LAYERS = Packaged("xlstm", ("mLSTMLayer",), MLSTM, _mlstm_width, _mlstm_info, _mlstm_forward,
+                        on_request=("s",), unrecorded=("step",))
