@@ -1,0 +1,193 @@
+"""The xlstm package's sLSTM and mLSTM recorded by gatescope: outputs unchanged, every quantity equal to the
+independent reference (tests/modern_reference.py), edits carried through, what cannot be recorded refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gatescope
+from gatescope.errors import GatescopeError, GatescopeWarning
+from tests.modern_reference import mlstm_reference, slstm_layer_pre, slstm_reference
+
+pytest.importorskip("xlstm", reason="the xlstm package is not installed (pip install gatescope[modern])")
+from xlstm.blocks.mlstm.layer import mLSTMLayer, mLSTMLayerConfig  # noqa: E402
+from xlstm.blocks.slstm.cell import sLSTMCell_cuda, sLSTMCellConfig  # noqa: E402
+from xlstm.blocks.slstm.layer import sLSTMLayer, sLSTMLayerConfig  # noqa: E402
+
+TOL = 1e-5
+SLSTM_KINDS = "ifzocnmh"
+MLSTM_KINDS = "ifmnuoh"
+
+
+@pytest.fixture
+def slstm():
+    torch.manual_seed(0)
+    return sLSTMLayer(sLSTMLayerConfig(embedding_dim=8, num_heads=2, backend="vanilla", conv1d_kernel_size=2,
+                                       bias_init="standard", recurrent_weight_init="standard"))
+
+
+@pytest.fixture
+def mlstm():
+    torch.manual_seed(1)
+    return mLSTMLayer(mLSTMLayerConfig(embedding_dim=8, num_heads=2, context_length=6, conv1d_kernel_size=3))
+
+
+@pytest.fixture
+def x():
+    return torch.randn(3, 6, 8, generator=torch.Generator().manual_seed(2))
+
+
+def seq(trace, name: str, b: int) -> torch.Tensor:
+    """Sequence b of quantity ``name``: (T, W)."""
+    return trace[name][trace.sequence(b)]
+
+
+def test_slstm_layer_output_unchanged_and_h_is_the_cells_output(slstm, x):
+    plain = slstm(x)
+    seen = {}
+    slstm.slstm_cell.register_forward_hook(lambda m, a, out: seen.__setitem__("y", out[0]))
+    with gatescope.record(slstm) as rec:
+        out = slstm(x)
+    assert torch.equal(out, plain)  # the package's own operations, in its order
+    assert rec.trace.names == [f"slstm_cell.l0.fwd.{k}" for k in SLSTM_KINDS]
+    cell_out = seen["y"].transpose(1, 2).reshape(3, 6, 8)  # (B, NH, S, DH) -> (B, S, H)
+    for b in range(3):
+        torch.testing.assert_close(seq(rec.trace, "slstm_cell.l0.fwd.h", b), cell_out[b], atol=TOL, rtol=0)
+
+
+def test_slstm_every_quantity_equals_the_reference(slstm, x):
+    with gatescope.record(slstm) as rec:
+        slstm(x)
+    for b in range(3):
+        # the reference reads i from the module named fgate and f from igate, as the layer feeds its cell
+        ref = slstm_reference(slstm.slstm_cell, slstm_layer_pre(slstm, x[b]))
+        for kind in SLSTM_KINDS:
+            torch.testing.assert_close(seq(rec.trace, f"slstm_cell.l0.fwd.{kind}", b), ref[kind],
+                                       atol=TOL, rtol=0, msg=f"{kind} of sequence {b}")
+
+
+def test_slstm_cell_alone_from_a_given_state(slstm, x):
+    cell = slstm.slstm_cell
+    pre = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))  # (B, S, 4H), gate-major
+    state = torch.rand(4, 2, 8, generator=torch.Generator().manual_seed(4)) + 0.5  # h c n m, n > 0
+    plain, _ = cell(pre, state)
+    with gatescope.record(cell) as rec:
+        out, _ = cell(pre, state)
+    assert torch.equal(out, plain)
+    for b in range(2):
+        ref = slstm_reference(cell, pre[b].view(5, 4, 8), state[:, b])
+        torch.testing.assert_close(seq(rec.trace, "slstm.l0.fwd.h", b), out[b].transpose(0, 1).reshape(5, 8),
+                                   atol=TOL, rtol=0)
+        for kind in SLSTM_KINDS:
+            torch.testing.assert_close(seq(rec.trace, f"slstm.l0.fwd.{kind}", b), ref[kind], atol=TOL, rtol=0)
+
+
+def test_slstm_intervention_is_carried_through(slstm, x):
+    edit = gatescope.Intervention("slstm_cell.l0.fwd.f", units=[1, 6], op="set", value=0.0, steps=[2])
+    with gatescope.record(slstm, interventions=[edit]) as rec:
+        out = slstm(x)
+    assert not torch.allclose(out, slstm(x))
+
+    def forget_nothing(kind, t, value):
+        if kind == "f" and t == 2:
+            value = value.clone()
+            value[[1, 6]] = 0.0
+        return value
+
+    ref = slstm_reference(slstm.slstm_cell, slstm_layer_pre(slstm, x[0]), edit=forget_nothing)
+    for kind in SLSTM_KINDS:
+        torch.testing.assert_close(seq(rec.trace, f"slstm_cell.l0.fwd.{kind}", 0), ref[kind], atol=TOL, rtol=0)
+
+
+def test_slstm_gradients_reach_the_gates(slstm, x):
+    with gatescope.record(slstm, kinds=["i", "f"]) as rec:
+        out = slstm(x)
+    grads = rec.gradients(out[:, -1].sum())
+    assert grads["slstm_cell.l0.fwd.f"].abs().sum() > 0
+
+
+def test_slstm_cuda_backend_is_refused_before_any_forward():
+    cell = sLSTMCell_cuda(sLSTMCellConfig(hidden_size=8, num_heads=2, backend="cuda"), skip_backend_init=True)
+    with pytest.raises(GatescopeError, match="backend='vanilla'"):
+        gatescope.record(cell)
+
+
+def test_mlstm_output_and_every_quantity(mlstm, x):
+    plain = mlstm(x)
+    with gatescope.record(mlstm) as rec:
+        out = mlstm(x)
+    torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
+    assert rec.trace.names == [f"mlstm.l0.fwd.{k}" for k in MLSTM_KINDS]  # no matrix memory unless asked
+    for b in range(3):
+        ref = mlstm_reference(mlstm, x[b])
+        torch.testing.assert_close(ref["y"], plain[b], atol=TOL, rtol=0)  # the reference is the package's layer
+        for kind in MLSTM_KINDS:
+            torch.testing.assert_close(seq(rec.trace, f"mlstm.l0.fwd.{kind}", b), ref[kind], atol=TOL, rtol=0,
+                                       msg=f"{kind} of sequence {b}")
+
+
+def test_mlstm_h_tilde_equals_the_parallel_forms_output(mlstm, x):
+    seen = {}
+    own = mlstm.mlstm_cell.backend_fn
+    mlstm.mlstm_cell.backend_fn = lambda **kw: seen.setdefault("u", own(**kw))
+    mlstm(x)
+    mlstm.mlstm_cell.backend_fn = own
+    with gatescope.record(mlstm, kinds=["u"]) as rec:
+        mlstm(x)
+    parallel = seen["u"].transpose(1, 2).reshape(3, 6, -1)  # (B, NH, S, DH) -> (B, S, NH*DH)
+    for b in range(3):
+        torch.testing.assert_close(seq(rec.trace, "mlstm.l0.fwd.u", b), parallel[b], atol=TOL, rtol=0)
+
+
+def test_mlstm_matrix_memory_on_request_with_its_size_said(mlstm, x):
+    with pytest.warns(GatescopeWarning, match=r"mlstm.l0.fwd.s is recorded: 2048 values per step"):
+        rec = gatescope.record(mlstm, names="*.s")
+    with rec:
+        mlstm(x)
+    assert rec.trace.names == ["mlstm.l0.fwd.s"]
+    ref = mlstm_reference(mlstm, x[1])
+    torch.testing.assert_close(seq(rec.trace, "mlstm.l0.fwd.s", 1), ref["s"], atol=TOL, rtol=0)
+
+
+def test_mlstm_edits_flow(mlstm, x):
+    """f' = 0 at step 3: the state forgets everything before, so h~_3 reads step 3's key and value alone."""
+    forget = gatescope.Intervention("mlstm.l0.fwd.f", op="set", value=0.0, steps=[3])
+    zero_h = gatescope.Intervention("mlstm.l0.fwd.h", op="set", value=0.0, steps=[5])
+    with gatescope.record(mlstm, interventions=[forget, zero_h]) as rec:
+        out = mlstm(x)
+    assert torch.equal(out[:, 5], torch.zeros_like(out[:, 5]))  # proj_down has no bias: h = 0 gives 0
+    ref = mlstm_reference(mlstm, x[0])
+    i = seq(rec.trace, "mlstm.l0.fwd.i", 0)[3]  # (NH,)
+    m = seq(rec.trace, "mlstm.l0.fwd.m", 0)[3]
+    q, k, v = (ref[key][3].view(2, -1) for key in ("q", "k", "v"))  # (NH, DH)
+    k = k / k.shape[1] ** 0.5
+    qk = (q * k).sum(-1)  # (NH,)
+    expected = (i * qk)[:, None] * v / (torch.maximum((i * qk).abs(), torch.exp(-m)) + 1e-6)[:, None]
+    torch.testing.assert_close(seq(rec.trace, "mlstm.l0.fwd.u", 0)[3], expected.reshape(-1), atol=TOL, rtol=0)
+
+
+def test_mlstm_step_is_refused_while_recorded(mlstm, x):
+    with gatescope.record(mlstm):
+        with pytest.raises(GatescopeError, match=r"step\(\) is not recorded"):
+            mlstm.step(x[:, :1])
+    mlstm.step(x[:, :1])  # the package's own again after the block
+
+
+def test_xlstm_block_stack_model_names(x):
+    from xlstm import xLSTMBlockStack, xLSTMBlockStackConfig
+    from xlstm.blocks.mlstm.block import mLSTMBlockConfig
+    from xlstm.blocks.slstm.block import sLSTMBlockConfig
+
+    config = xLSTMBlockStackConfig(
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2, conv1d_kernel_size=2)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=2, backend="vanilla", conv1d_kernel_size=2)),
+        context_length=6, num_blocks=2, embedding_dim=8, slstm_at=[1])
+    torch.manual_seed(5)
+    stack = xLSTMBlockStack(config)
+    plain = stack(x)
+    with gatescope.record(stack) as rec:
+        out = stack(x)
+    torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
+    assert "blocks.0.xlstm.l0.fwd.i" in rec.trace.names
+    assert "blocks.1.xlstm.slstm_cell.l0.fwd.f" in rec.trace.names
+    assert rec.trace.meta["modules"][0]["cell"] == "mLSTM"
