@@ -364,18 +364,28 @@ def _pop(module: nn.Module, recording: Recording) -> None:
             module.forward = stack.previous
 
 
-def _forward(module: nn.Module, input, hx=None):
-    """The forward of a recorded module: the engine, observed by every recording active on it."""
+def _forward(module: nn.Module, *args, **kwargs):
+    """The forward of a recorded module: the engine (or the module's own ``forward_observed``, see
+    gatescope.recorder.recordable), observed by every recording active on it."""
     active = list(_STACKS[module].active)
     route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
     graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
+    observer_for = lambda layer, d: _observer(active, layer, d, graph)  # noqa: E731
+    if not isinstance(module, RECURRENT_TYPES):
+        return module.forward_observed(observer_for, *args, **kwargs)
+    input, hx = _input_and_state(*args, **kwargs)
     if not is_cell(module):
-        return engine.run(module, input, hx, lambda layer, d: _observer(active, layer, d, graph), route)
+        return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
     out = engine.run_cell(module, input, hx, observer)
     for recording, path in active:
         recording._steps[path] += 1
     return out
+
+
+def _input_and_state(input, hx=None):
+    """torch's recurrent forward arguments ``(input, hx=None)``."""
+    return input, hx
 
 
 def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,
