@@ -260,7 +260,7 @@ class CellType:
     @property
     def is_standard(self) -> bool:
         """Whether this is the family's cell as torch computes it (its native kernels may run it)."""
-        return self == BASES[self.name] or self == RNN_RELU
+        return self == CELL_TYPES[self.name] or self == RNN_RELU
 
     def rows(self, kind: str, hidden: int) -> slice:
         """The rows of weight_ih, weight_hh, bias_ih and bias_hh that compute ``kind``."""
@@ -303,7 +303,7 @@ class CellType:
         """This cell type with fields changed, checked (ValueError), its row blocks following a coupling."""
         cell = dataclasses.replace(self, **changes)
         lstm_only = ("peepholes", "coupling", "cell_clip", "proj_clip", "forget_bias")
-        if cell.name != "LSTM" and any(getattr(cell, f) != getattr(BASES["LSTM"], f) for f in lstm_only):
+        if cell.name != "LSTM" and any(getattr(cell, f) != getattr(CELL_TYPES["LSTM"], f) for f in lstm_only):
             raise ValueError(f"{cell.name}: {', '.join(lstm_only)} belong to the LSTM")
         if cell.name != "GRU" and not cell.reset_after:
             raise ValueError("reset_after=False is a GRU's")
@@ -317,13 +317,13 @@ class CellType:
             raise ValueError(f"forget_bias must be finite, not {cell.forget_bias!r}")
         if cell.name == "LSTM":
             dropped = cell.coupled[0] if cell.coupled else None
-            cell = dataclasses.replace(cell, blocks=tuple(k for k in BASES["LSTM"].blocks if k != dropped))
+            cell = dataclasses.replace(cell, blocks=tuple(k for k in CELL_TYPES["LSTM"].blocks if k != dropped))
         return cell
 
     def info(self) -> dict[str, Any]:
         """What differs from the family's torch cell, as JSON values: the trace and checkpoint metadata's
         description (``{}`` for torch's own cells; `cell_type_of` reads it back)."""
-        base = BASES[self.name]
+        base = CELL_TYPES[self.name]
         out: dict[str, Any] = {}
         for field in VARIANT_FIELDS:
             value = getattr(self, field)
@@ -348,8 +348,7 @@ LSTM = CellType("LSTM", ("i", "f", "g", "o", "c", "h"), ("i", "f", "g", "o"), "f
 GRU = CellType("GRU", ("r", "z", "n", "h"), ("r", "z", "n"), "z", ("r", "z", "n", "h"))
 RNN = CellType("RNN", ("h",), ("h",), None, ("h",))
 
-BASES: dict[str, CellType] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
-CELL_TYPES = BASES  # the families by name, as torch names its modules
+CELL_TYPES: dict[str, CellType] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
 GRU_RESET_BEFORE = GRU.variant(reset_after=False)
 RNN_RELU = RNN.variant(activation=RELU)  # torch's nn.RNN(nonlinearity="relu")
 MEMORY_GATES: tuple[str, ...] = tuple(dict.fromkeys(c.memory_gate for c in CELL_TYPES.values() if c.memory_gate))
