@@ -1,6 +1,9 @@
 """An independent reference for the modern cells: the papers' equations, one sequence at a time, from the
 weights, written without gatescope's code or the packages' forward functions (only their parameters).
 
+Quantities are keyed by gatescope's symbols (gatescope.kinds): the papers' z, n, m of the sLSTM are g, d,
+s; the mLSTM's n, m, C are d, s, v; minGRU's z is x; minLSTM's f', i' are p, t.
+
 - `slstm_reference`: Beck et al. 2024's sLSTM with exponential input gate and the stabiliser, per step, from
   an sLSTM cell's external weights (recurrent_kernel (NH, DH, 4, DH), bias (NH, 4, DH)); `slstm_layer_pre`
   gives the pre-activations an sLSTMLayer feeds it (its module named ``fgate`` computes i, ``igate`` f).
@@ -51,29 +54,29 @@ def slstm_reference(cell, pre: torch.Tensor, state: torch.Tensor | None = None, 
     R = cell.recurrent_kernel[:]  # (NH, DH_in, 4, DH_out)
     bias = cell.bias[:].permute(1, 0, 2).reshape(4, -1)  # (4, H)
     h, c, n, m = state if state is not None else torch.zeros(4, heads * dh)
-    out = {k: [] for k in "ifzocnmh"}
+    out = {k: [] for k in "ifgocdsh"}
     for t in range(pre.shape[0]):
         rec = torch.stack([h[k * dh:(k + 1) * dh] @ R[k].reshape(dh, 4 * dh) for k in range(heads)])  # (NH, 4*DH)
         raw = pre[t] + rec.reshape(heads, 4, dh).permute(1, 0, 2).reshape(4, -1) + bias
         logf = F.logsigmoid(raw[1])
         fresh = state is None and t == 0  # a zero state: the stabiliser starts at i~
-        m_new = edit("m", t, raw[0] if fresh else torch.maximum(raw[0], logf + m))
+        m_new = edit("s", t, raw[0] if fresh else torch.maximum(raw[0], logf + m))
         i = edit("i", t, torch.exp(raw[0] - m_new))
         f = edit("f", t, torch.exp(logf + m - m_new))
-        z = edit("z", t, torch.tanh(raw[2]))
+        z = edit("g", t, torch.tanh(raw[2]))
         o = edit("o", t, torch.sigmoid(raw[3]))
         c = edit("c", t, f * c + i * z)
-        n = edit("n", t, f * n + i)
+        n = edit("d", t, f * n + i)
         h = edit("h", t, o * c / n)
         m = m_new
-        for kind, value in zip("ifzocnmh", (i, f, z, o, c, n, m, h)):
+        for kind, value in zip("ifgocdsh", (i, f, z, o, c, n, m, h)):
             out[kind].append(value)
     return {k: torch.stack(v) for k, v in out.items()}
 
 
 def mlstm_reference(layer, x: torch.Tensor, eps: float = 1e-6) -> dict:
     """An mLSTMLayer on x (T, E) -> kind -> (T, ·) (C flattened head-major, rows = key dims), the layer's
-    output y, and the inputs of the recurrence q, k, v (T, D), i~, f~ (T, NH)."""
+    output y, and the inputs of the recurrence: query, key, value (T, D), igate, fgate (T, NH) pre-activations."""
     cell = layer.mlstm_cell
     inner = layer.config._inner_embedding_dim
     heads = cell.config.num_heads
@@ -86,7 +89,7 @@ def mlstm_reference(layer, x: torch.Tensor, eps: float = 1e-6) -> dict:
     ip = qkv @ cell.igate.weight.T + cell.igate.bias  # (T, NH)
     fp = qkv @ cell.fgate.weight.T + cell.fgate.bias
     logf = F.logsigmoid(fp)
-    out = {key: [] for key in ("i", "f", "m", "n", "s", "u", "o", "h")}
+    out = {key: [] for key in ("i", "f", "s", "d", "v", "u", "o", "h")}  # u: the retrieval h~
     m_prev = torch.full((heads,), -math.inf)
     for t in range(x.shape[0]):
         logw = torch.stack([logf[j + 1:t + 1].sum(0) + ip[j] for j in range(t + 1)])  # (t+1, NH)
@@ -111,7 +114,7 @@ def mlstm_reference(layer, x: torch.Tensor, eps: float = 1e-6) -> dict:
         m_prev = m
     res = {key: torch.stack(value) for key, value in out.items()}
     res["y"] = res["h"] @ layer.proj_down.weight.T
-    res.update(q=q, k=k, v=v, ip=ip, fp=fp)
+    res.update(query=q, key=k, value=v, igate=ip, fgate=fp)
     return res
 
 
@@ -121,12 +124,12 @@ def g(x: torch.Tensor) -> torch.Tensor:
 
 
 def mingru_reference(module, x: torch.Tensor, h0: torch.Tensor | None = None, edit=_keep) -> dict:
-    """x (T, dim) -> {z, n (h~), h}: (T, D)."""
+    """x (T, dim) -> {x (the gate z), n (h~), h}: (T, D)."""
     hidden, gate = (x @ module.to_hidden_and_gate.weight.T).chunk(2, -1)
     h = torch.zeros(hidden.shape[-1]) if h0 is None else h0
-    out = {"z": [], "n": [], "h": []}
+    out = {"x": [], "n": [], "h": []}
     for t in range(x.shape[0]):
-        z = edit("z", t, torch.sigmoid(gate[t]))
+        z = edit("x", t, torch.sigmoid(gate[t]))
         candidate = edit("n", t, g(hidden[t]))
         h = edit("h", t, (1 - z) * h + z * candidate)
         for kind, value in zip(out, (z, candidate, h)):
@@ -135,15 +138,15 @@ def mingru_reference(module, x: torch.Tensor, h0: torch.Tensor | None = None, ed
 
 
 def minlstm_reference(module, x: torch.Tensor, h0: torch.Tensor | None = None, edit=_keep) -> dict:
-    """x (T, dim) -> {f, i, p (f'), q (i'), n (h~), h}: (T, D)."""
+    """x (T, dim) -> {f, i, p (f'), t (i'), n (h~), h}: (T, D)."""
     hidden, fg, ig = (x @ module.to_hidden_and_f_i_gate.weight.T).chunk(3, -1)
     h = torch.zeros(hidden.shape[-1]) if h0 is None else h0
-    out = {k: [] for k in "fipqnh"}
+    out = {k: [] for k in "fiptnh"}
     for t in range(x.shape[0]):
         f = edit("f", t, torch.sigmoid(fg[t]))
         i = edit("i", t, torch.sigmoid(ig[t]))
         fp = edit("p", t, f / (f + i))
-        ip = edit("q", t, i / (f + i))
+        ip = edit("t", t, i / (f + i))
         candidate = edit("n", t, g(hidden[t]))
         h = edit("h", t, fp * h + ip * candidate)
         for kind, value in zip(out, (f, i, fp, ip, candidate, h)):

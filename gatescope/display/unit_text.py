@@ -139,13 +139,11 @@ class UnitText(Figure):
 
 
 def _range(kind: str, values: np.ndarray) -> tuple[float, float]:
-    """The y range of a kind's plot: 0..1 for gates, -1..1 for tanh-range values, symmetric around 0 and at
-    least -1..1 for the unbounded cell state."""
+    """The y range of a kind's plot: its range where bounded (0..1 for gates, -1..1 for tanh-range values),
+    symmetric around 0 and at least -1..1 for an unbounded one (the cell state)."""
     rng = KINDS[kind].range
-    if rng == "unit":
-        return 0.0, 1.0
-    if rng == "signed":
-        return -1.0, 1.0
+    if rng.bounded and rng.high > rng.low:
+        return rng.low, rng.high
     finite = values[np.isfinite(values)]
     bound = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     return -bound, bound

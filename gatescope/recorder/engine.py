@@ -47,6 +47,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from gatescope.kinds import DIRECTIONS, param_suffix
 from gatescope.recorder import onednn
 from gatescope.recorder.cells import (
+    Tap,
     CellWeights,
     gru_replay,
     gru_reset_before_step,
@@ -76,6 +77,39 @@ class Observer:
 
 
 ObserverFor = Callable[[int, str], "Observer | None"]  # (layer, "fwd" | "bwd") -> Observer
+
+
+class Taps:
+    """One layer and direction stepped over ``steps`` timesteps, seen by ``observer``: every quantity of step
+    t passes through ``at(t)`` (the observer's edits applied in order, told input position ``t + offset``;
+    kept values stored), and `flush` hands the kept values to the observer's sink, in time order. The step
+    route uses it, and so can a recordable module's ``forward_observed`` (gatescope.recorder.recordable)."""
+
+    def __init__(self, observer: Observer | None, steps: int, offset: int = 0) -> None:
+        self.edits = observer.edits if observer else {}
+        self.sink = observer.sink if observer else None
+        self.kept: dict[str, list] = {kind: [None] * steps for kind in (observer.keep if observer else ())}
+        self.offset = offset
+
+    def at(self, t: int) -> Tap:
+        """The tap of step ``t``: ``tap(kind, value) -> value`` after the edits."""
+
+        def tap(kind: str, value: Tensor) -> Tensor:
+            for edit in self.edits.get(kind, ()):
+                changed = edit(value, t + self.offset)
+                if changed is not None:
+                    value = changed
+            if kind in self.kept:
+                self.kept[kind][t] = value
+            return value
+
+        return tap
+
+    def flush(self, lengths: Tensor | None) -> None:
+        """Hand every kept kind (T tensors (B, H)) to the sink, with each sequence's length (None: all T)."""
+        if self.sink is not None:
+            for kind, values in self.kept.items():
+                self.sink(kind, values, lengths)
 
 
 def layer_weights(module: nn.Module, layer: int, direction: str) -> CellWeights:
@@ -283,25 +317,14 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_aft
     steps = x.shape[0]
     xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
     sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
-    keep = observer.keep if observer else frozenset()
-    edits = observer.edits if observer else {}
-    kept: dict[str, list] = {kind: [None] * steps for kind in keep}
+    taps = Taps(observer, steps, offset)
     outs: list = [None] * steps
     cells: list = [None] * steps
     # the backward direction of a shorter sequence waits (keeps h0, c0) until its own last token
     masked = reverse and lengths is not None and bool((lengths < steps).any())
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-
-        def tap(kind: str, value: Tensor, t: int = t) -> Tensor:
-            for edit in edits.get(kind, ()):
-                changed = edit(value, t + offset)
-                if changed is not None:
-                    value = changed
-            if kind in kept:
-                kept[kind][t] = value
-            return value
-
+        tap = taps.at(t)
         if is_lstm:
             h_new, c_new = lstm_step(xs[t], h, c, sw, tap)
         elif reset_after:
@@ -318,9 +341,7 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_aft
     if lengths is not None and not reverse:  # final state of each sequence at its own last token
         h = _at_last(out, lengths)
         c = None if c is None else _at_last(torch.stack(cells), lengths)
-    if observer is not None and observer.sink is not None:
-        for kind, values in kept.items():
-            observer.sink(kind, values, lengths)
+    taps.flush(lengths)
     return out, h, c
 
 

@@ -11,12 +11,12 @@ step from the same weights (gatescope.recorder.mingru). A `Packaged` says how, f
   user's subclass is one too), read without importing the package;
 - its cell type (gatescope.kinds), the width of each kind, its description in the trace's metadata, the
   kinds recorded only on request (the mLSTM's matrix memory);
-- ``forward(module, steps, *args, **kwargs)``: the module's own forward, every quantity of every step
-  passing through ``steps`` (a `Steps`).
+- ``forward(module, observer_for, *args, **kwargs)``: the module's own forward, every quantity of every
+  step passing through the `gatescope.recorder.engine.Taps` of ``observer_for(0, "fwd")`` (the protocol of a
+  module's ``forward_observed``, gatescope.recorder.recordable), the values of any shape (B, ...)
+  flattened to (B, W) head-major for the edits and the trace (`shaped_tap`, `over_time`).
 
-`Steps` is the per-step tap of gatescope's step route (gatescope.recorder.engine) for these forwards: the
-edits in order (interventions and hooks, whose replacement the rest of the computation uses), the values
-kept, and the sink they go to when the call ends. Everything is differentiable, as on the step route.
+Everything is differentiable, as on the step route.
 """
 from __future__ import annotations
 
@@ -29,55 +29,21 @@ from torch import Tensor, nn
 
 from gatescope.errors import GatescopeError
 from gatescope.kinds import CellType
-from gatescope.recorder.engine import Observer
+from gatescope.recorder.cells import Tap
+from gatescope.recorder.engine import Taps
 
 
-class Steps:
-    """The taps of one call of a packaged module: ``tap(kind, value, t)`` for each quantity of step t."""
+def shaped_tap(taps: Taps, t: int) -> Tap:
+    """Step t's tap for values (B, ...) of any shape: seen, edited and kept as (B, W), returned in their shape."""
+    tap = taps.at(t)
+    return lambda kind, value: tap(kind, value.reshape(value.shape[0], -1)).reshape(value.shape)
 
-    def __init__(self, observer: Observer | None) -> None:
-        self.keep = observer.keep if observer else frozenset()
-        self.edits = observer.edits if observer else {}
-        self.sink = observer.sink if observer else None
-        self.kept: dict[str, dict[int, Tensor]] = {kind: {} for kind in self.keep}
-        self.t = -1  # the step a stepping function is at (`advance`)
 
-    def wants(self, kind: str) -> bool:
-        """Whether ``kind`` is kept or edited (else tapping it is the identity, and may be skipped)."""
-        return kind in self.keep or kind in self.edits
-
-    def advance(self) -> int:
-        """The next step's index, for a function the package calls once per step (0, 1, ...)."""
-        self.t += 1
-        return self.t
-
-    def tap(self, kind: str, value: Tensor, t: int) -> Tensor:
-        """``value`` (B, ...) of ``kind`` at step t after every edit, kept as (B, W) if recorded."""
-        if not self.wants(kind):
-            return value
-        shape = value.shape
-        flat = value.reshape(shape[0], -1)  # (B, W): heads and their rows in order, head-major
-        for edit in self.edits.get(kind, ()):
-            changed = edit(flat, t)
-            if changed is not None:
-                flat = changed
-        if kind in self.kept:
-            self.kept[kind][t] = flat
-        return flat.reshape(shape)
-
-    def over_time(self, kind: str, values: Tensor) -> Tensor:
-        """A quantity the package computes for every step at once, ``values`` (B, T, ...), tapped step by step."""
-        if not self.wants(kind):
-            return values
-        return torch.stack([self.tap(kind, values[:, t], t) for t in range(values.shape[1])], dim=1)
-
-    def done(self) -> None:
-        """Hand the kept values to the sink: per kind, T tensors (B, W) in time order."""
-        if self.sink is None:
-            return
-        for kind, by_step in self.kept.items():
-            if by_step:
-                self.sink(kind, [by_step[t] for t in sorted(by_step)], None)
+def over_time(taps: Taps, kind: str, values: Tensor) -> Tensor:
+    """A quantity the package computes for every step at once, values (B, T, W), tapped step by step."""
+    if kind not in taps.kept and kind not in taps.edits:
+        return values
+    return torch.stack([taps.at(t)(kind, values[:, t]) for t in range(values.shape[1])], dim=1)
 
 
 @dataclass(frozen=True)
@@ -89,7 +55,7 @@ class Packaged:
     cell: CellType  # its kinds, in step order
     width: Callable[[nn.Module, str], int]  # (module, kind) -> units
     info: Callable[[nn.Module], dict[str, Any]]  # the module's architecture, for the trace's metadata
-    forward: Callable[..., Any]  # (module, steps, *args, **kwargs) -> what the module's forward returns
+    forward: Callable[..., Any]  # (module, observer_for, *args, **kwargs) -> what the module's forward returns
     on_request: tuple[str, ...] = ()  # kinds recorded only when asked for by kinds= or names=
     refuse: Callable[[nn.Module], "str | None"] = lambda module: None  # why it cannot be recorded, or None
     unrecorded: tuple[str, ...] = ()  # its other methods that run steps: refused while it is recorded

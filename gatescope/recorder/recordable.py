@@ -1,13 +1,24 @@
 """What a model can record, known without running it: its recurrent modules, their quantities, their widths.
 
-A model's recurrent modules are the torch.nn.LSTM / GRU / LSTMCell / GRUCell (gatescope's LSTM and GRU
-subclass the first two) in ``model.named_modules()``, and the recurrent modules of other packages that
-`PACKAGED` describes (xlstm's sLSTM cell and mLSTM layer, minGRU-pytorch's minGRU and minLSTM), each under
-its path (`gatescope.names.root_name` for the root itself, or the packaged cell's name: ``slstm``). Each records the kinds of its cell type (`gatescope.kinds`) at every layer and
-direction, under the names of `gatescope.names`; ``h`` is ``proj_size`` wide on a projected LSTM, every
-other quantity ``hidden_size``. `quantities` lists them all; `check_name` and `check_units` say in one
-line what a name or a unit gets wrong. The recorder, the interventions' checks and the analysis layer
-all read these.
+A model's recurrent modules are, in ``model.named_modules()``, each under its path (`gatescope.names.root_name`
+for the root itself):
+
+* torch.nn.LSTM / GRU / RNN / LSTMCell / GRUCell / RNNCell (gatescope's drop-ins and variant modules
+  subclass them), run by gatescope.recorder.engine;
+* the recurrent modules of other packages that `PACKAGED` describes (gatescope.recorder.packaged: xlstm's
+  sLSTM cell and mLSTM layer, minGRU-pytorch's minGRU and minLSTM), recognised by class and run through
+  their own code; the root itself is named after its cell type (``slstm``);
+* any other module that declares its cell type and runs its own steps (`is_recordable`): a ``cell_type``
+  attribute (a gatescope.kinds.CellType) and a method ``forward_observed(observer_for, *args, **kwargs)``
+  that computes what its forward computes, passing every quantity of layer ``l``, direction ``d`` through
+  the `engine.Observer` that ``observer_for(l, d)`` returns (gatescope.recorder.engine.Taps does the
+  bookkeeping). It may also have ``num_layers``, ``bidirectional`` (default 1, False), and
+  ``kind_width(kind)`` when a kind is not ``hidden_size`` wide.
+
+Each records the kinds of its cell type (`gatescope.kinds.module_cell_type`) at every layer and direction,
+under the names of `gatescope.names`; ``h`` is ``proj_size`` wide on a projected LSTM, every other quantity
+``hidden_size``. `quantities` lists them all; `check_name` and `check_units` say in one line what a name
+or a unit gets wrong. The recorder, the interventions' checks and the analysis layer all read these.
 """
 from __future__ import annotations
 
@@ -17,13 +28,14 @@ from typing import Any
 from torch import nn
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import DIRECTIONS, cell_type
+from gatescope.kinds import DIRECTIONS, CellType, module_cell_type
 from gatescope.names import UnitName, format_name, parse_name, parse_unit, recurrent_class, root_name
 from gatescope.recorder.mingru import MINGRU_MODULES, MINLSTM_MODULES
 from gatescope.recorder.packaged import Packaged
 from gatescope.recorder.xlstm import MLSTM_LAYERS, SLSTM_CELLS
 
-RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
+RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+CELL_MODULES = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 PACKAGED: tuple[Packaged, ...] = (SLSTM_CELLS, MLSTM_LAYERS, MINGRU_MODULES, MINLSTM_MODULES)
 
 
@@ -35,20 +47,25 @@ def packaged_of(module: nn.Module) -> Packaged | None:
 
 
 def is_cell(module: nn.Module) -> bool:
-    """An LSTMCell or GRUCell: one step per call, the caller runs the loop."""
-    return isinstance(module, (nn.LSTMCell, nn.GRUCell))
+    """An LSTMCell, GRUCell or RNNCell: one step per call, the caller runs the loop."""
+    return isinstance(module, CELL_MODULES)
+
+
+def is_recordable(module: nn.Module) -> bool:
+    """One of torch's recurrent modules, or a module that declares a ``cell_type`` and a ``forward_observed``."""
+    return isinstance(module, RECURRENT_TYPES) or packaged_of(module) is not None or (
+        isinstance(getattr(module, "cell_type", None), CellType) and callable(getattr(module, "forward_observed", None))
+    )
 
 
 def find_recurrent(root: nn.Module) -> dict[str, nn.Module]:
     """Every recurrent module in ``root`` by its record path (`root_name` for the root itself)."""
-    found = {}
-    for name, module in root.named_modules():
-        packaged = packaged_of(module)
-        if packaged is not None:
-            found[name or packaged.root] = module
-        elif isinstance(module, RECURRENT_TYPES):
-            found[name or root_name(module)] = module
-    return found
+    return {name or _root_name(module): module for name, module in root.named_modules() if is_recordable(module)}
+
+
+def _root_name(module: nn.Module) -> str:
+    packaged = packaged_of(module)
+    return root_name(module) if packaged is None else packaged.root
 
 
 def kinds_of(module: nn.Module) -> tuple[str, ...]:
@@ -56,7 +73,7 @@ def kinds_of(module: nn.Module) -> tuple[str, ...]:
     packaged = packaged_of(module)
     if packaged is not None:
         return packaged.cell.kinds
-    return cell_type(recurrent_class(module)).kinds_for(getattr(module, "proj_size", 0))
+    return module_cell_type(module).kinds_for(getattr(module, "proj_size", 0))
 
 
 def directions_of(module: nn.Module) -> tuple[str, ...]:
@@ -64,10 +81,14 @@ def directions_of(module: nn.Module) -> tuple[str, ...]:
 
 
 def width_of(module: nn.Module, kind: str) -> int:
-    """Units of quantity ``kind`` of ``module``: proj_size for a projected LSTM's h, else hidden_size."""
+    """Units of quantity ``kind`` of ``module``: its ``kind_width(kind)`` where it has one, proj_size for a
+    projected LSTM's h, else hidden_size."""
     packaged = packaged_of(module)
     if packaged is not None:
         return packaged.width(module, kind)
+    own = getattr(module, "kind_width", None)
+    if callable(own):
+        return int(own(kind))
     proj = getattr(module, "proj_size", 0)
     return proj if kind == "h" and proj else module.hidden_size
 
@@ -132,10 +153,11 @@ def module_info(path: str, module: nn.Module) -> dict[str, Any]:
     return {
         "name": path,
         "cell": recurrent_class(module),
-        "input_size": module.input_size,
+        "input_size": getattr(module, "input_size", 0),
         "hidden_size": module.hidden_size,
         "num_layers": getattr(module, "num_layers", 1),
         "bidirectional": bool(getattr(module, "bidirectional", False)),
         "proj_size": getattr(module, "proj_size", 0),
-        "bias": bool(module.bias),
+        "bias": bool(getattr(module, "bias", True)),
+        **module_cell_type(module).info(),  # what a variant computes differently (gatescope.kinds.CellType.info)
     }

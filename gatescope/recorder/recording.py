@@ -39,7 +39,6 @@ from gatescope.names import format_name, parse_name
 from gatescope.recorder import engine
 from gatescope.recorder.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
 from gatescope.recorder.interventions import Intervention
-from gatescope.recorder.packaged import Steps
 from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, module_info, RECURRENT_TYPES: public here too)
     RECURRENT_TYPES,
     check_name,
@@ -117,7 +116,7 @@ class Recording:
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
         kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)
-                and (not self._on_request(n) or (kinds is not None or chosen is not None))]
+                and (not self._on_request(n) or kinds is not None or chosen is not None)]
         _say_sizes([n for n in kept if self._on_request(n)], self.widths)
         most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
@@ -371,8 +370,8 @@ _STACKS: "weakref.WeakKeyDictionary[nn.Module, _Stack]" = weakref.WeakKeyDiction
 def _push(module: nn.Module, recording: Recording, path: str) -> None:
     stack = _STACKS.get(module)
     if stack is None:
+        installed = {"forward": functools.partial(_forward, module)}
         packaged = packaged_of(module)
-        installed = {"forward": functools.partial(_forward if packaged is None else _packaged_forward, module)}
         for method in packaged.unrecorded if packaged is not None else ():
             installed[method] = packaged.refusal(path, method)
         stack = _STACKS[module] = _Stack({name: module.__dict__.get(name) for name in installed}, [])
@@ -395,13 +394,21 @@ def _pop(module: nn.Module, recording: Recording) -> None:
                 setattr(module, name, previous)
 
 
-def _forward(module: nn.Module, input, hx=None):
-    """The forward of a recorded module: the engine, observed by every recording active on it."""
+def _forward(module: nn.Module, *args, **kwargs):
+    """The forward of a recorded module: the engine (or the module's own ``forward_observed``, see
+    gatescope.recorder.recordable), observed by every recording active on it."""
     active = list(_STACKS[module].active)
     route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
     graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
+    observer_for = lambda layer, d: _observer(active, layer, d, graph)  # noqa: E731
+    if not isinstance(module, RECURRENT_TYPES):
+        packaged = packaged_of(module)  # another package's module, run through its own code
+        if packaged is not None:
+            return packaged.forward(module, observer_for, *args, **kwargs)
+        return module.forward_observed(observer_for, *args, **kwargs)
+    input, hx = _input_and_state(*args, **kwargs)
     if not is_cell(module):
-        return engine.run(module, input, hx, lambda layer, d: _observer(active, layer, d, graph), route)
+        return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
     out = engine.run_cell(module, input, hx, observer)
     for recording, path in active:
@@ -409,11 +416,9 @@ def _forward(module: nn.Module, input, hx=None):
     return out
 
 
-def _packaged_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """The forward of another package's recorded module: its own code, tapped (gatescope.recorder.packaged)."""
-    active = list(_STACKS[module].active)
-    observer = _observer(active, 0, "fwd", torch.is_grad_enabled())
-    return packaged_of(module).forward(module, Steps(observer), *args, **kwargs)
+def _input_and_state(input, hx=None):
+    """torch's recurrent forward arguments ``(input, hx=None)``."""
+    return input, hx
 
 
 def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,

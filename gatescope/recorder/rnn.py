@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import GRU_RESET_BEFORE, module_cell_type
+from gatescope.kinds import module_cell_type
 from gatescope.recorder import engine
 
 
@@ -110,6 +110,6 @@ def reset_before_names(metadata: dict[str, Any], cells: dict[str, str]) -> froze
     return frozenset(names)
 
 
-def variant_info(module: nn.Module) -> dict[str, bool]:
-    """The extra entry a module's description carries when the kind registry says it is reset-before."""
-    return {"reset_after": False} if module_cell_type(module) is GRU_RESET_BEFORE else {}
+def variant_info(module: nn.Module) -> dict[str, Any]:
+    """The extra entries a module's description carries for a variant cell (gatescope.kinds.CellType.info)."""
+    return module_cell_type(module).info()

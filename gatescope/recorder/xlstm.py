@@ -5,14 +5,15 @@ sLSTM (``sLSTMCell`` on the ``vanilla`` backend, alone or inside an ``sLSTMLayer
 step in its pointwise function (xlstm/blocks/slstm/src/vanilla/slstm.py), the cell's ``pointwise``
 attribute, called once per step by its loop. During a recorded forward that attribute is `_slstm_pointwise`,
 the same operations in the same order (so the outputs are the package's, bit for bit) with a tap on each
-quantity, per unit (H = heads x head size, head-major)::
+quantity, per unit (H = heads x head size, head-major), under gatescope's symbols (gatescope.kinds: the
+paper's z, n, m are g, d, s)::
 
-    m_t = i~ (first step of a zero state) or max(i~, log σ(f~) + m_{t-1})   the stabiliser
-    i = min(exp(i~ - m_t), 1)    f = min(exp(log σ(f~) + m_{t-1} - m_t), 1)  the gates as applied
-    z = tanh(z~)    o = σ(o~)    c_t = f c_{t-1} + i z    n_t = f n_{t-1} + i    h_t = o c_t / n_t
+    s_t = i~ (first step of a zero state) or max(i~, log σ(f~) + s_{t-1})   the stabiliser m
+    i = min(exp(i~ - s_t), 1)    f = min(exp(log σ(f~) + s_{t-1} - s_t), 1)  the gates as applied
+    g = tanh(z~)    o = σ(o~)    c_t = f c_{t-1} + i g    d_t = f d_{t-1} + i    h_t = o c_t / d_t
 
 where x~ = W_x x_t + R_x h_{t-1} + b_x, R block-diagonal per head. The package's pointwise function returns
-z~ (before tanh) among its gates; z here is tanh(z~), the candidate as it enters c. sLSTMLayer feeds its
+z~ (before tanh) among its gates; g here is tanh(z~), the candidate as it enters c. sLSTMLayer feeds its
 cell ``[fgate(x), igate(x), zgate(x), ogate(x)]`` in the order i, f, z, o: the module named ``fgate`` computes
 the input gate's pre-activation and ``igate`` the forget gate's. Recording reads the cell's own order, so i
 and f are what the cell uses as input and forget gate, whatever the modules are called. A call with S = 1
@@ -21,22 +22,25 @@ computes its steps inside a kernel and is refused.
 
 mLSTM (``mLSTMLayer``): its cell's forward uses the parallel form, which never forms a per-step state; the
 cell's ``backend_fn`` becomes `_mlstm_recurrent`, the recurrent form of the same function, with the parallel
-form's stabiliser (the row maximum of log D, i.e. the recurrence below started from m_0 = -inf), so that
-h~ equals the parallel form's output up to float rounding. Per head (i, f, m) or per unit::
+form's stabiliser (the row maximum of log D, i.e. the recurrence below started from s_0 = -inf), so that
+h~ equals the parallel form's output up to float rounding. Per head (i, f, s) or per unit (d, o, h; d the
+paper's n, s its m)::
 
-    m_t = max(log σ(f~) + m_{t-1}, i~)    i = exp(i~ - m_t)    f = exp(log σ(f~) + m_{t-1} - m_t)
-    C_t = f C_{t-1} + i k v^T / sqrt(d)    n_t = f n_{t-1} + i k / sqrt(d)
-    h~_t = C_t^T q / (max(|n_t . q|, exp(-m_t)) + 1e-6)
+    s_t = max(log σ(f~) + s_{t-1}, i~)    i = exp(i~ - s_t)    f = exp(log σ(f~) + s_{t-1} - s_t)
+    v_t = C_t = f C_{t-1} + i k v^T / sqrt(DH)    d_t = f d_{t-1} + i k / sqrt(DH)
+    h~_t = C_t^T q / (max(|d_t . q|, exp(-s_t)) + 1e-6)
 
 and the layer's output gate o = SiLU(z) (its ``ogate_act_fn``) and hidden state
 h = o * (GroupNorm(h~) + skip * conv(x)), what its ``proj_down`` reads (taps on those two modules). The
-matrix memory C (heads x d x d per step) is recorded only on request. ``mLSTMLayer.step`` (step-wise
+matrix memory C (kind v, heads x DH x DH per step, rows the key dimension) is recorded only on request. ``mLSTMLayer.step`` (step-wise
 generation) is not recorded: a recording refuses it in one line.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -44,39 +48,41 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gatescope.kinds import MLSTM, SLSTM
-from gatescope.recorder.packaged import Packaged, Steps
+from gatescope.recorder.engine import ObserverFor, Taps
+from gatescope.recorder.packaged import Packaged, over_time, shaped_tap
 
 
 # -- sLSTM ------------------------------------------------------------------------------------------
-def _slstm_pointwise(steps: Steps, Wx: Tensor, Ry: Tensor, b: Tensor, states: Tensor,
+def _slstm_pointwise(taps: Taps, steps: Iterator[int], Wx: Tensor, Ry: Tensor, b: Tensor, states: Tensor,
                      constants: dict | None = None) -> tuple[Tensor, Tensor]:
     """xlstm's vanilla ``slstm_forward_pointwise``, tapped: Wx, Ry (B, 4H), b (4H,), states (4, B, H)."""
-    t = steps.advance()
+    tap = taps.at(next(steps))  # the package's loop calls this once per step, in time order
     raw = Wx + Ry + b
     _, c, n, m = torch.unbind(states.view(4, states.shape[1], -1), dim=0)  # (B, H) each
     iraw, fraw, zraw, oraw = torch.unbind(raw.view(raw.shape[0], 4, -1), dim=1)  # (B, H) each
     logfplusm = m + F.logsigmoid(fraw)
-    mnew = steps.tap("m", iraw if torch.all(n == 0.0) else torch.max(iraw, logfplusm), t)
+    mnew = tap("s", iraw if torch.all(n == 0.0) else torch.max(iraw, logfplusm))  # zero state: from i~
     one = torch.ones_like(iraw)
-    i = steps.tap("i", torch.minimum(torch.exp(iraw - mnew), one), t)
-    f = steps.tap("f", torch.minimum(torch.exp(logfplusm - mnew), one), t)
-    z = steps.tap("z", torch.tanh(zraw), t)
-    o = steps.tap("o", torch.sigmoid(oraw), t)
-    cnew = steps.tap("c", f * c + i * z, t)
-    nnew = steps.tap("n", f * n + i, t)
-    h = steps.tap("h", o * cnew / nnew, t)
+    i = tap("i", torch.minimum(torch.exp(iraw - mnew), one))
+    f = tap("f", torch.minimum(torch.exp(logfplusm - mnew), one))
+    z = tap("g", torch.tanh(zraw))
+    o = tap("o", torch.sigmoid(oraw))
+    cnew = tap("c", f * c + i * z)
+    nnew = tap("d", f * n + i)
+    h = tap("h", o * cnew / nnew)
     return torch.stack((h, cnew, nnew, mnew), dim=0), torch.stack((i, f, zraw, o), dim=0)
 
 
-def _slstm_forward(cell: nn.Module, steps: Steps, *args: Any, **kwargs: Any) -> Any:
-    """The cell's own forward with its pointwise function tapped for the call."""
+def _slstm_forward(cell: nn.Module, observer_for: ObserverFor, input: Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The cell's own forward, its pointwise function tapped for the call. input (B, S, 4H) or (S, B, 4H)."""
+    taps = Taps(observer_for(0, "fwd"), input.shape[1] if cell.config.input_shape == "BSGNH" else input.shape[0])
     own = cell.__dict__["pointwise"]
-    cell.pointwise = functools.partial(_slstm_pointwise, steps)
+    cell.pointwise = functools.partial(_slstm_pointwise, taps, itertools.count())
     try:
-        out = type(cell).forward(cell, *args, **kwargs)
+        out = type(cell).forward(cell, input, *args, **kwargs)
     finally:
         cell.pointwise = own
-    steps.done()
+    taps.flush(None)
     return out
 
 
@@ -95,14 +101,14 @@ def _slstm_info(cell: nn.Module) -> dict[str, Any]:
 
 
 # -- mLSTM ------------------------------------------------------------------------------------------
-def _mlstm_recurrent(steps: Steps, own, queries: Tensor, keys: Tensor, values: Tensor, igate_preact: Tensor,
+def _mlstm_recurrent(taps: Taps, own, queries: Tensor, keys: Tensor, values: Tensor, igate_preact: Tensor,
                      fgate_preact: Tensor, lower_triangular_matrix: Tensor | None = None,
                      stabilize_rowwise: bool = True, eps: float = 1e-6, **kwargs: Any) -> Tensor:
     """xlstm's ``parallel_stabilized_simple`` as its recurrent form, tapped. queries, keys, values
     (B, NH, S, DH), gate pre-activations (B, NH, S, 1) -> h~ (B, NH, S, DH)."""
     batch, heads, length, dh = queries.shape
     mask = lower_triangular_matrix
-    if not stabilize_rowwise or (mask is not None and length > mask.size(-1)):
+    if not stabilize_rowwise or (mask is not None and length > mask.size(-1)):  # the package's, and its errors
         return own(queries=queries, keys=keys, values=values, igate_preact=igate_preact, fgate_preact=fgate_preact,
                    lower_triangular_matrix=mask, stabilize_rowwise=stabilize_rowwise, eps=eps, **kwargs)
     log_f = F.logsigmoid(fgate_preact)  # (B, NH, S, 1)
@@ -111,44 +117,45 @@ def _mlstm_recurrent(steps: Steps, own, queries: Tensor, keys: Tensor, values: T
     m = queries.new_full((batch, heads, 1, 1), -math.inf)  # the parallel form's stabiliser: from -inf
     out = []
     for t in range(length):
+        tap = shaped_tap(taps, t)
         q, k, v = (x[:, :, t, :, None] for x in (queries, keys, values))  # (B, NH, DH, 1)
         lf, ip = log_f[:, :, t, :, None], igate_preact[:, :, t, :, None]  # (B, NH, 1, 1)
-        m_new = steps.tap("m", torch.max(lf + m, ip), t)
-        i = steps.tap("i", torch.exp(ip - m_new), t)
-        f = steps.tap("f", torch.exp(lf + m - m_new), t)
+        m_new = tap("s", torch.max(lf + m, ip))
+        i = tap("i", torch.exp(ip - m_new))
+        f = tap("f", torch.exp(lf + m - m_new))
         k_scaled = k / math.sqrt(dh)
-        C = f * C + i * (k_scaled @ v.transpose(-1, -2))  # (B, NH, DH, DH)
-        C = steps.tap("s", C, t)
-        n = steps.tap("n", f * n + i * k_scaled, t)  # (B, NH, DH, 1)
+        C = tap("v", f * C + i * (k_scaled @ v.transpose(-1, -2)))  # (B, NH, DH, DH)
+        n = tap("d", f * n + i * k_scaled)  # (B, NH, DH, 1)
         numerator = q.transpose(-1, -2) @ C  # (B, NH, 1, DH)
         denominator = torch.maximum((q.transpose(-1, -2) @ n).abs(), torch.exp(-m_new)) + eps  # (B, NH, 1, 1)
-        out.append(steps.tap("u", numerator / denominator, t))
+        out.append(numerator / denominator)
         m = m_new
     return torch.cat(out, dim=2)  # (B, NH, S, DH)
 
 
-def _mlstm_forward(layer: nn.Module, steps: Steps, *args: Any, **kwargs: Any) -> Any:
-    """The layer's own forward with its cell's backend recurrent and tapped, and taps on o and h."""
+def _mlstm_forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The layer's own forward with its cell's backend recurrent and tapped, and taps on o and h. x (B, S, E)."""
+    taps = Taps(observer_for(0, "fwd"), x.shape[1])
     cell = layer.mlstm_cell
     own = cell.__dict__["backend_fn"]
-    cell.backend_fn = functools.partial(_mlstm_recurrent, steps, own)
+    cell.backend_fn = functools.partial(_mlstm_recurrent, taps, own)
     handles = [
-        layer.ogate_act_fn.register_forward_hook(lambda module, args, o: steps.over_time("o", o)),
-        layer.proj_down.register_forward_pre_hook(lambda module, args: (steps.over_time("h", args[0]), *args[1:])),
+        layer.ogate_act_fn.register_forward_hook(lambda module, args, o: over_time(taps, "o", o)),
+        layer.proj_down.register_forward_pre_hook(lambda module, args: (over_time(taps, "h", args[0]), *args[1:])),
     ]
     try:
-        out = type(layer).forward(layer, *args, **kwargs)
+        out = type(layer).forward(layer, x, *args, **kwargs)
     finally:
         cell.backend_fn = own
         for handle in handles:
             handle.remove()
-    steps.done()
+    taps.flush(None)
     return out
 
 
 def _mlstm_width(layer: nn.Module, kind: str) -> int:
     inner, heads = layer.config._inner_embedding_dim, layer.mlstm_cell.config.num_heads
-    return {"i": heads, "f": heads, "m": heads, "s": inner * inner // heads}.get(kind, inner)
+    return {"i": heads, "f": heads, "s": heads, "v": inner * inner // heads}.get(kind, inner)
 
 
 def _mlstm_info(layer: nn.Module) -> dict[str, Any]:
@@ -160,4 +167,4 @@ def _mlstm_info(layer: nn.Module) -> dict[str, Any]:
 SLSTM_CELLS = Packaged("xlstm", ("sLSTMCellBase",), SLSTM, lambda cell, kind: cell.config.hidden_size,
                        _slstm_info, _slstm_forward, refuse=_slstm_refuse)
 MLSTM_LAYERS = Packaged("xlstm", ("mLSTMLayer",), MLSTM, _mlstm_width, _mlstm_info, _mlstm_forward,
-                        on_request=("s",), unrecorded=("step",))
+                        on_request=("v",), unrecorded=("step",))

@@ -14,7 +14,7 @@ from minGRU_pytorch.minLM import minLM  # noqa: E402
 from minGRU_pytorch.minLSTM import minLSTM  # noqa: E402
 
 TOL = 1e-5
-CELLS = [(minGRU, mingru_reference, "znh"), (minLSTM, minlstm_reference, "fipqnh")]
+CELLS = [(minGRU, mingru_reference, "xnh"), (minLSTM, minlstm_reference, "fiptnh")]
 
 
 @pytest.fixture
@@ -69,14 +69,14 @@ def test_from_a_previous_hidden_state(cls, reference, kinds, x):
 def test_a_closed_update_gate_holds_the_state(x):
     torch.manual_seed(4)
     module = minGRU(8)
-    hold = gatescope.Intervention("mingru.l0.fwd.z", units=[0, 5], op="set", value=0.0, steps=slice(4, None))
+    hold = gatescope.Intervention("mingru.l0.fwd.x", units=[0, 5], op="set", value=0.0, steps=slice(4, None))
     with gatescope.record(module, interventions=[hold]) as rec:
         module(x)
     h = rec.trace.padded("mingru.l0.fwd.h")  # (B, T, D)
     assert torch.equal(h[:, 4:, [0, 5]], h[:, 3:4, [0, 5]].expand(-1, 5, -1))
 
     def closed(kind, t, value):
-        if kind == "z" and t >= 4:
+        if kind == "x" and t >= 4:
             value = value.clone()
             value[[0, 5]] = 0.0
         return value
@@ -107,6 +107,6 @@ def test_min_lm_layers_are_found_by_class():
     with gatescope.record(model) as rec:
         out = model(ids)
     torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
-    assert "layers.1.2.l0.fwd.q" in rec.trace.names
+    assert "layers.1.2.l0.fwd.t" in rec.trace.names
     assert rec.trace.num_sequences == 2 and rec.trace.token_ids is not None
     assert [m["cell"] for m in rec.trace.meta["modules"]] == ["minLSTM", "minLSTM"]
