@@ -149,7 +149,9 @@ def module_info(path: str, module: nn.Module) -> dict[str, Any]:
     """The architecture of one recurrent module, as the trace metadata and `inspect --json` give it."""
     packaged = packaged_of(module)
     if packaged is not None:
-        return {"name": path, **packaged.info(module)}
+        info = {"name": path, **packaged.info(module)}
+        widths = {k: width_of(module, k) for k in kinds_of(module) if width_of(module, k) != info["hidden_size"]}
+        return {**info, "widths": widths} if widths else info
     return {
         "name": path,
         "cell": recurrent_class(module),

@@ -32,8 +32,8 @@ paper's n, s its m)::
 
 and the layer's output gate o = SiLU(z) (its ``ogate_act_fn``) and hidden state
 h = o * (GroupNorm(h~) + skip * conv(x)), what its ``proj_down`` reads (taps on those two modules). The
-matrix memory C (kind v, heads x DH x DH per step, rows the key dimension) is recorded only on request. ``mLSTMLayer.step`` (step-wise
-generation) is not recorded: a recording refuses it in one line.
+matrix memory C (kind v, heads x DH x DH per step, rows the key dimension) is recorded only on request.
+``mLSTMLayer.step`` (step-wise generation) is not recorded: a recording refuses it in one line.
 """
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ metadata against `TraceMeta`, reads ``offsets`` and checks:
   [N] (an id outside the vocabulary is shown as ``<id>``, not refused); features F32 / F64 / F16 [N];
 - against the ``modules`` metadata (when given): every quantity belongs to a listed module, its
   kind is one of the module's cell type (gatescope.kinds), its layer below num_layers, ``bwd``
-  only for a bidirectional module, its width the module's (proj_size for an LSTM's ``h`` with a
-  projection, hidden_size otherwise). Without it, one path's kinds still come from one cell type.
+  only for a bidirectional module, its width the module's (its ``widths`` entry for the kind where it has
+  one, proj_size for an LSTM's ``h`` with a projection, hidden_size otherwise). Without it, one path's
+  kinds still come from one cell type.
 
 What it returns, `TraceLayout`, is what the reader maps; the reader checks nothing again.
 Torch-free: the browser reads traces without importing torch.
@@ -85,6 +86,7 @@ class ModuleMeta:
     bidirectional: bool = False
     proj_size: int = bounded(0, MAX_UNITS, default=0)
     bias: bool = True
+    widths: dict[str, int] | None = None  # kind -> units where not hidden_size (an mLSTM's per-head gates)
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ def _check_modules(path: Path, names: dict[str, QuantityName], tensors: dict[str
                 f"({module.num_layers} layers, {'bidirectional' if module.bidirectional else 'forward only'})"
             )
         width = module.proj_size if q.kind == "h" and module.proj_size else module.hidden_size
+        width = (module.widths or {}).get(q.kind, width)
         if tensors[name].shape[1] != width:
             raise GatescopeError(
                 f"{path}: quantity {shown(name)} has {tensors[name].shape[1]} units; module {module.name} gives {width}"

@@ -177,3 +177,26 @@ def test_xlstm_block_stack_model_names(x):
     assert "blocks.0.xlstm.l0.fwd.i" in rec.trace.names and "blocks.0.xlstm.l0.fwd.v" not in rec.trace.names
     assert "blocks.1.xlstm.slstm_cell.l0.fwd.f" in rec.trace.names
     assert rec.trace.meta["modules"][0]["cell"] == "mLSTM"
+
+
+def test_slstm_layer_steps_are_one_step_sequences_continuing_the_state(slstm, x):
+    with gatescope.record(slstm, kinds=["h", "s"]) as whole:
+        slstm(x)
+    with gatescope.record(slstm, kinds=["h", "s"]) as stepped:
+        state = {"conv_state": None, "slstm_state": None}
+        for t in range(3):
+            _, state = slstm.step(x[:, t:t + 1], **state)
+    assert stepped.trace.num_sequences == 9  # three calls of one step, three sequences each
+    for t in range(3):
+        for kind in ("h", "s"):
+            got = stepped.trace[f"slstm_cell.l0.fwd.{kind}"][3 * t:3 * t + 3]  # call t: (B, H)
+            torch.testing.assert_close(got, whole.trace.padded(f"slstm_cell.l0.fwd.{kind}")[:, t], atol=TOL, rtol=0)
+
+
+def test_mlstm_trace_file_keeps_the_per_head_widths(mlstm, x, tmp_path):
+    with gatescope.record(mlstm) as rec:
+        mlstm(x)
+    assert rec.trace.meta["modules"][0]["widths"] == {"i": 2, "f": 2, "s": 2, "v": 2048}
+    rec.trace.save(tmp_path / "mlstm.safetensors")
+    loaded = gatescope.load_trace(tmp_path / "mlstm.safetensors")
+    torch.testing.assert_close(loaded["mlstm.l0.fwd.f"], rec.trace["mlstm.l0.fwd.f"])
