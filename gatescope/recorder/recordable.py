@@ -112,6 +112,14 @@ def quantities(model: nn.Module) -> dict[str, int]:
     return widths
 
 
+def on_request(targets: dict[str, nn.Module], name: str) -> bool:
+    """Whether quantity ``name`` is one its cell records only when asked for by name or kind (the mLSTM's
+    matrix memory, gatescope.recorder.packaged): left out of everything a model records by default."""
+    path, _, _, kind = parse_name(name)
+    packaged = packaged_of(targets[path])
+    return packaged is not None and kind in packaged.on_request
+
+
 def check_name(targets: dict[str, nn.Module], name: str) -> None:
     """Raise a one-line GatescopeError unless ``name`` is a quantity of one of ``targets``."""
     path, layer, direction, kind = parse_name(name)

@@ -48,6 +48,7 @@ from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, modu
     kinds_of,
     module_info,
     module_quantities,
+    on_request,
     packaged_of,
 )
 from gatescope.traces.trace import Trace
@@ -116,8 +117,8 @@ class Recording:
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
         kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)
-                and (not self._on_request(n) or kinds is not None or chosen is not None)]
-        _say_sizes([n for n in kept if self._on_request(n)], self.widths)
+                and (not on_request(self.targets, n) or kinds is not None or chosen is not None)]
+        _say_sizes([n for n in kept if on_request(self.targets, n)], self.widths)
         most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
             raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
@@ -158,12 +159,6 @@ class Recording:
         path, layer, _, kind = parse_name(name)
         return (path in self.modules and (self.layers is None or layer in self.layers)
                 and (self.kinds is None or kind in self.kinds))
-
-    def _on_request(self, name: str) -> bool:
-        """A kind its cell records only when asked for (the mLSTM's matrix memory)."""
-        path, _, _, kind = parse_name(name)
-        packaged = packaged_of(self.targets[path])
-        return packaged is not None and kind in packaged.on_request
 
     # -- which quantities -------------------------------------------------------------
     def kinds_of(self, path: str) -> tuple[str, ...]:

@@ -110,3 +110,17 @@ def test_min_lm_layers_are_found_by_class():
     assert "layers.1.2.l0.fwd.t" in rec.trace.names
     assert rec.trace.num_sequences == 2 and rec.trace.token_ids is not None
     assert [m["cell"] for m in rec.trace.meta["modules"]] == ["minLSTM", "minLSTM"]
+
+
+def test_hook_points_on_a_min_lm():
+    torch.manual_seed(8)
+    model = minLM(num_tokens=20, dim=8, depth=1)
+    ids = torch.randint(0, 20, (2, 7), generator=torch.Generator().manual_seed(9))
+    hooked = gatescope.hook_points(model, per="sequence")
+    assert list(hooked.points) == ["layers.0.2.l0.fwd.x", "layers.0.2.l0.fwd.n", "layers.0.2.l0.fwd.h"]
+    assert not hooked.outputs  # the package shapes its modules' outputs: no .out point
+    hooked.points["layers.0.2.l0.fwd.x"].register_forward_hook(lambda module, args, gate: torch.zeros_like(gate))
+    out = hooked(ids)
+    with gatescope.record(model, interventions=[gatescope.Intervention("layers.0.2.l0.fwd.x", op="set")]):
+        expected = model(ids)
+    torch.testing.assert_close(out, expected, atol=TOL, rtol=0)

@@ -200,3 +200,8 @@ def test_mlstm_trace_file_keeps_the_per_head_widths(mlstm, x, tmp_path):
     rec.trace.save(tmp_path / "mlstm.safetensors")
     loaded = gatescope.load_trace(tmp_path / "mlstm.safetensors")
     torch.testing.assert_close(loaded["mlstm.l0.fwd.f"], rec.trace["mlstm.l0.fwd.f"])
+
+
+def test_mlstm_hook_points_leave_the_matrix_memory_out_unless_named(mlstm):
+    assert "mlstm.l0.fwd.v" not in gatescope.hook_points(mlstm).points
+    assert list(gatescope.hook_points(mlstm, names="*.v").points) == ["mlstm.l0.fwd.v"]
