@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gatescope.errors import GatescopeError
 from gatescope.kinds import MLSTM, SLSTM
 from gatescope.recorder.engine import ObserverFor, Taps
 from gatescope.recorder.packaged import Packaged, over_time, shaped_tap
@@ -108,9 +109,12 @@ def _mlstm_recurrent(taps: Taps, own, queries: Tensor, keys: Tensor, values: Ten
     (B, NH, S, DH), gate pre-activations (B, NH, S, 1) -> h~ (B, NH, S, DH)."""
     batch, heads, length, dh = queries.shape
     mask = lower_triangular_matrix
-    if not stabilize_rowwise or (mask is not None and length > mask.size(-1)):  # the package's, and its errors
+    if mask is not None and length > mask.size(-1):  # longer than its context_length: the package's own error
         return own(queries=queries, keys=keys, values=values, igate_preact=igate_preact, fgate_preact=fgate_preact,
-                   lower_triangular_matrix=mask, stabilize_rowwise=stabilize_rowwise, eps=eps, **kwargs)
+                   lower_triangular_matrix=mask, eps=eps, **kwargs)
+    if not stabilize_rowwise:
+        raise GatescopeError("an mLSTM stabilised over the whole matrix (stabilize_rowwise=False) is not recorded: "
+                             "its stabiliser is no recurrence")
     log_f = F.logsigmoid(fgate_preact)  # (B, NH, S, 1)
     C = queries.new_zeros(batch, heads, dh, dh)
     n = queries.new_zeros(batch, heads, dh, 1)

@@ -205,3 +205,12 @@ def test_mlstm_trace_file_keeps_the_per_head_widths(mlstm, x, tmp_path):
 def test_mlstm_hook_points_leave_the_matrix_memory_out_unless_named(mlstm):
     assert "mlstm.l0.fwd.v" not in gatescope.hook_points(mlstm).points
     assert list(gatescope.hook_points(mlstm, names="*.v").points) == ["mlstm.l0.fwd.v"]
+
+
+def test_mlstm_longer_than_its_context_fails_as_the_package_does(mlstm):
+    x = torch.randn(1, 9, 8)  # context_length is 6
+    with pytest.raises(RuntimeError) as plain:
+        mlstm(x)
+    with gatescope.record(mlstm), pytest.raises(RuntimeError) as recorded:
+        mlstm(x)
+    assert str(recorded.value) == str(plain.value)
