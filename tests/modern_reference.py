@@ -152,3 +152,44 @@ def minlstm_reference(module, x: torch.Tensor, h0: torch.Tensor | None = None, e
         for kind, value in zip(out, (f, i, fp, ip, candidate, h)):
             out[kind].append(value)
     return {k: torch.stack(v) for k, v in out.items()}
+
+
+def mlstm_large_reference(layer, x: torch.Tensor) -> dict:
+    """xlstm_large's mLSTMLayer (weight_mode "single") on x (T, E): per step from sums over the inputs j <= t
+    (no recurrence), the states starting at zero with stabiliser 0 as its kernels' do: m_t is the largest of
+    sum_{l<=t} log σ(f~_l) (the zero initial state's weight) and i~_j + sum_{j<l<=t} log σ(f~_l)."""
+    config = layer.config
+    heads = config.num_heads
+    cap = config.gate_soft_cap
+    q, k, v = x @ layer.q.weight.T, x @ layer.k.weight.T, x @ layer.v.weight.T
+    ip = cap * torch.tanh((x @ layer.igate_preact.weight.T + layer.igate_preact.bias) / cap)  # (T, NH)
+    fp = cap * torch.tanh((x @ layer.fgate_preact.weight.T + layer.fgate_preact.bias) / cap)
+    logf = F.logsigmoid(fp)
+    dk, dv = q.shape[1] // heads, v.shape[1] // heads
+    out = {key: [] for key in ("i", "f", "s", "d", "v", "o", "h")}
+    m_prev = torch.zeros(heads)
+    for t in range(x.shape[0]):
+        logw = torch.stack([logf[j + 1:t + 1].sum(0) + ip[j] for j in range(t + 1)])  # (t+1, NH)
+        m = torch.maximum(logw.max(0).values, logf[:t + 1].sum(0))
+        hs, ns, Cs = [], [], []
+        for hd in range(heads):
+            qk, vv = slice(hd * dk, (hd + 1) * dk), slice(hd * dv, (hd + 1) * dv)
+            w = torch.exp(logw[:, hd] - m[hd])  # (t+1,)
+            C = (w[:, None, None] * k[:t + 1, qk][:, :, None] * v[:t + 1, vv][:, None, :]).sum(0)  # (DK, DV)
+            nv = (w[:, None] * k[:t + 1, qk]).sum(0)
+            qs = q[t, qk] / math.sqrt(dk)
+            hs.append(qs @ C / (torch.maximum((qs @ nv).abs(), torch.exp(-m[hd])) + layer.mlstm_backend.config.eps))
+            ns.append(nv)
+            Cs.append(C.reshape(-1))
+        eps = layer.multihead_norm.eps
+        normed = torch.cat([(u - u.mean()) / torch.sqrt(u.var(unbiased=False) + eps) for u in hs])
+        normed = normed * layer.multihead_norm.weight
+        o = torch.sigmoid(x[t] @ layer.ogate_preact.weight.T)
+        values = (torch.exp(ip[t] - m), torch.exp(logf[t] + m_prev - m), m, torch.cat(ns), torch.cat(Cs), o,
+                  o * normed)
+        for key, value in zip(out, values):
+            out[key].append(value)
+        m_prev = m
+    res = {key: torch.stack(value) for key, value in out.items()}
+    res["y"] = res["h"] @ layer.out_proj.weight.T
+    return res

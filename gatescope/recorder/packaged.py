@@ -7,8 +7,8 @@ computes its gates: its pointwise or backend function where it has one (gatescop
 where the package computes the gates only inside a log-space parallel scan, the same recurrence step by
 step from the same weights (gatescope.recorder.mingru). A `Packaged` says how, for one family of classes:
 
-- which classes: recognised by class name and top-level package anywhere in the class hierarchy (so a
-  user's subclass is one too), read without importing the package;
+- which classes: recognised by class name and the package module they are defined in, anywhere in the
+  class hierarchy (so a user's subclass is one too), read without importing the package;
 - its cell type (gatescope.kinds), the width of each kind, its description in the trace's metadata, the
   kinds recorded only on request (the mLSTM's matrix memory);
 - ``forward(module, observer_for, *args, **kwargs)``: the module's own forward, every quantity of every
@@ -50,7 +50,7 @@ def over_time(taps: Taps, kind: str, values: Tensor) -> Tensor:
 class Packaged:
     """How gatescope records one family of recurrent module classes of another package."""
 
-    package: str  # the top-level package of the classes: "xlstm", "minGRU_pytorch"
+    package: str  # the (sub)package defining the classes: "xlstm.blocks", "minGRU_pytorch"
     classes: tuple[str, ...]  # class names recognised anywhere in a module's class hierarchy
     cell: CellType  # its kinds, in step order
     width: Callable[[nn.Module, str], int]  # (module, kind) -> units
@@ -66,7 +66,7 @@ class Packaged:
         return self.cell.name.lower()
 
     def recognises(self, module: nn.Module) -> bool:
-        return any(cls.__name__ in self.classes and cls.__module__.split(".")[0] == self.package
+        return any(cls.__name__ in self.classes and (cls.__module__ + ".").startswith(self.package + ".")
                    for cls in type(module).__mro__)
 
     def check(self, path: str, module: nn.Module) -> None:

@@ -6,7 +6,7 @@ for the root itself):
 * torch.nn.LSTM / GRU / RNN / LSTMCell / GRUCell / RNNCell (gatescope's drop-ins and variant modules
   subclass them), run by gatescope.recorder.engine;
 * the recurrent modules of other packages that `PACKAGED` describes (gatescope.recorder.packaged: xlstm's
-  sLSTM cell and mLSTM layer, minGRU-pytorch's minGRU and minLSTM), recognised by class and run through
+  sLSTM cell and mLSTM layers, minGRU-pytorch's minGRU and minLSTM), recognised by class and run through
   their own code; the root itself is named after its cell type (``slstm``);
 * any other module that declares its cell type and runs its own steps (`is_recordable`): a ``cell_type``
   attribute (a gatescope.kinds.CellType) and a method ``forward_observed(observer_for, *args, **kwargs)``
@@ -33,10 +33,11 @@ from gatescope.names import UnitName, format_name, parse_name, parse_unit, recur
 from gatescope.recorder.mingru import MINGRU_MODULES, MINLSTM_MODULES
 from gatescope.recorder.packaged import Packaged
 from gatescope.recorder.xlstm import MLSTM_LAYERS, SLSTM_CELLS
+from gatescope.recorder.xlstm_large import LARGE_MLSTM_LAYERS
 
 RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 CELL_MODULES = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
-PACKAGED: tuple[Packaged, ...] = (SLSTM_CELLS, MLSTM_LAYERS, MINGRU_MODULES, MINLSTM_MODULES)
+PACKAGED: tuple[Packaged, ...] = (SLSTM_CELLS, MLSTM_LAYERS, LARGE_MLSTM_LAYERS, MINGRU_MODULES, MINLSTM_MODULES)
 
 
 def packaged_of(module: nn.Module) -> Packaged | None:

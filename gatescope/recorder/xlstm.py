@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from gatescope.errors import GatescopeError
 from gatescope.kinds import MLSTM, SLSTM
+from gatescope.recorder.cells import Tap
 from gatescope.recorder.engine import ObserverFor, Taps
 from gatescope.recorder.packaged import Packaged, over_time, shaped_tap
 
@@ -121,20 +122,26 @@ def _mlstm_recurrent(taps: Taps, own, queries: Tensor, keys: Tensor, values: Ten
     m = queries.new_full((batch, heads, 1, 1), -math.inf)  # the parallel form's stabiliser: from -inf
     out = []
     for t in range(length):
-        tap = shaped_tap(taps, t)
         q, k, v = (x[:, :, t, :, None] for x in (queries, keys, values))  # (B, NH, DH, 1)
-        lf, ip = log_f[:, :, t, :, None], igate_preact[:, :, t, :, None]  # (B, NH, 1, 1)
-        m_new = tap("s", torch.max(lf + m, ip))
-        i = tap("i", torch.exp(ip - m_new))
-        f = tap("f", torch.exp(lf + m - m_new))
-        k_scaled = k / math.sqrt(dh)
-        C = tap("v", f * C + i * (k_scaled @ v.transpose(-1, -2)))  # (B, NH, DH, DH)
-        n = tap("d", f * n + i * k_scaled)  # (B, NH, DH, 1)
-        numerator = q.transpose(-1, -2) @ C  # (B, NH, 1, DH)
-        denominator = torch.maximum((q.transpose(-1, -2) @ n).abs(), torch.exp(-m_new)) + eps  # (B, NH, 1, 1)
-        out.append(numerator / denominator)
-        m = m_new
+        h, C, n, m = mlstm_step(shaped_tap(taps, t), C, n, m, q, k / math.sqrt(dh), v,
+                                igate_preact[:, :, t, :, None], log_f[:, :, t, :, None], eps)
+        out.append(h)
     return torch.cat(out, dim=2)  # (B, NH, S, DH)
+
+
+def mlstm_step(tap: Tap, C: Tensor, n: Tensor, m: Tensor, q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor,
+               log_f: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One stabilised mLSTM step, tapped (s, i, f, v, d): C (B, NH, DK, DV), n (B, NH, DK, 1), m, i_pre,
+    log_f = log σ(f~) (B, NH, 1, 1); q, k (B, NH, DK, 1) with the 1/sqrt(DK) already on one of them, v
+    (B, NH, DV, 1). Returns h~ (B, NH, 1, DV) and the new C, n, m."""
+    m_new = tap("s", torch.max(log_f + m, i_pre))
+    i = tap("i", torch.exp(i_pre - m_new))
+    f = tap("f", torch.exp(log_f + m - m_new))
+    C = tap("v", f * C + i * (k @ v.transpose(-1, -2)))  # (B, NH, DK, DV)
+    n = tap("d", f * n + i * k)  # (B, NH, DK, 1)
+    numerator = q.transpose(-1, -2) @ C  # (B, NH, 1, DV)
+    denominator = torch.maximum((q.transpose(-1, -2) @ n).abs(), torch.exp(-m_new)) + eps  # (B, NH, 1, 1)
+    return numerator / denominator, C, n, m_new
 
 
 def _mlstm_forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -168,7 +175,7 @@ def _mlstm_info(layer: nn.Module) -> dict[str, Any]:
             "num_layers": 1, "bidirectional": False}
 
 
-SLSTM_CELLS = Packaged("xlstm", ("sLSTMCellBase",), SLSTM, lambda cell, kind: cell.config.hidden_size,
+SLSTM_CELLS = Packaged("xlstm.blocks", ("sLSTMCellBase",), SLSTM, lambda cell, kind: cell.config.hidden_size,
                        _slstm_info, _slstm_forward, refuse=_slstm_refuse)
-MLSTM_LAYERS = Packaged("xlstm", ("mLSTMLayer",), MLSTM, _mlstm_width, _mlstm_info, _mlstm_forward,
+MLSTM_LAYERS = Packaged("xlstm.blocks", ("mLSTMLayer",), MLSTM, _mlstm_width, _mlstm_info, _mlstm_forward,
                         on_request=("v",), unrecorded=("step",))

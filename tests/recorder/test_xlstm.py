@@ -7,6 +7,7 @@ import torch
 
 import gatescope
 from gatescope.errors import GatescopeError, GatescopeWarning
+from tests.modern_reference import mlstm_large_reference as large_reference
 from tests.modern_reference import mlstm_reference, slstm_layer_pre, slstm_reference
 
 pytest.importorskip("xlstm", reason="the xlstm package is not installed (pip install gatescope[modern])")
@@ -214,3 +215,35 @@ def test_mlstm_longer_than_its_context_fails_as_the_package_does(mlstm):
     with gatescope.record(mlstm), pytest.raises(RuntimeError) as recorded:
         mlstm(x)
     assert str(recorded.value) == str(plain.value)
+
+
+@pytest.fixture
+def large():
+    from mlstm_kernels.torch.backend_module import mLSTMBackendConfig
+    from xlstm.xlstm_large.model import mLSTMLayer as LargeLayer
+    from xlstm.xlstm_large.model import mLSTMLayerConfig as LargeConfig
+
+    torch.manual_seed(6)
+    backend = mLSTMBackendConfig(chunkwise_kernel="chunkwise--native_autograd", chunk_size=4)
+    layer = LargeLayer(LargeConfig(embedding_dim=16, num_heads=2, mlstm_backend=backend))
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # gates and norm weights away from their initial values
+    return layer
+
+
+def test_large_mlstm_output_and_every_quantity(large):
+    x = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(7))
+    plain, plain_state = large(x)  # the chunkwise kernel of mlstm_kernels
+    with gatescope.record(large, names="*") as rec:
+        out, state = large(x)
+    torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
+    for mine, theirs in zip(state, plain_state):
+        torch.testing.assert_close(mine, theirs, atol=TOL, rtol=0)
+    assert rec.trace.meta["modules"][0]["widths"] == {"i": 2, "f": 2, "s": 2, "v": 64, "d": 8}
+    for b in range(2):
+        ref = large_reference(large, x[b])
+        torch.testing.assert_close(ref["y"], plain[b], atol=TOL, rtol=0)
+        for kind in "ifsdvoh":
+            torch.testing.assert_close(seq(rec.trace, f"mlstm.l0.fwd.{kind}", b), ref[kind], atol=TOL, rtol=0,
+                                       msg=f"{kind} of sequence {b}")
