@@ -435,3 +435,17 @@ def param_suffix(layer: int, direction: str, is_cell: bool = False) -> str:
 def describe(kind: str) -> str:
     """``describe("f") == "f (forget gate)"``, for messages and help."""
     return f"{kind} ({KINDS[kind].title})"
+
+
+def head_of(info: dict[str, Any], kind: str, unit: int) -> tuple[int, int] | None:
+    """(head, index within the head) of unit ``unit`` of quantity ``kind`` of a module with heads (an sLSTM or
+    mLSTM: its description, a trace's metadata ``modules`` entry, has ``num_heads``), or None without heads.
+
+    Units are head-major: a per-unit kind's unit u is unit u % DH of head u // DH, a per-head kind's unit is
+    its head (index 0), the mLSTM's matrix memory ``v`` holds each head's rows one after the other."""
+    heads = info.get("num_heads")
+    if not heads:
+        return None
+    width = (info.get("widths") or {}).get(kind, info["hidden_size"])
+    per_head = max(1, width // heads)
+    return unit // per_head, unit % per_head

@@ -106,3 +106,13 @@ def test_activations_parse_strictly():
             parse_activation(text)
     with pytest.raises(ValueError, match="takes no parameters"):
         Activation("sigmoid", 1.0)
+
+
+def test_head_of_reads_the_heads_of_a_module_description():
+    from gatescope.kinds import head_of
+
+    mlstm = {"cell": "mLSTM", "hidden_size": 64, "num_heads": 2, "widths": {"i": 2, "f": 2, "s": 2, "v": 2048}}
+    assert head_of(mlstm, "h", 40) == (1, 8)
+    assert head_of(mlstm, "f", 1) == (1, 0)
+    assert head_of(mlstm, "v", 1024 + 33) == (1, 33)  # head 1, row 1, column 1 of its 32 x 32 memory
+    assert head_of({"cell": "LSTM", "hidden_size": 8}, "h", 3) is None

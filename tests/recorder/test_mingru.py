@@ -124,3 +124,13 @@ def test_hook_points_on_a_min_lm():
     with gatescope.record(model, interventions=[gatescope.Intervention("layers.0.2.l0.fwd.x", op="set")]):
         expected = model(ids)
     torch.testing.assert_close(out, expected, atol=TOL, rtol=0)
+
+
+def test_a_subclass_is_recognised_by_its_packages_class(x):
+    class Mine(minGRU):
+        pass
+
+    module = Mine(8)
+    with gatescope.record(module) as rec:
+        module(x)
+    assert rec.trace.names == ["mingru.l0.fwd.x", "mingru.l0.fwd.n", "mingru.l0.fwd.h"]
