@@ -59,14 +59,15 @@ class TraceSource:
         _check(data)
         self.offsets = data.offsets  # (S+1,)
         self.num_tokens = int(self.offsets[-1])
-        kinds: dict[tuple[str, int, str], list[str]] = {}
-        for name in data.names:  # in module, layer, direction order (the model's module order)
+        # in module, layer, direction order (the model's module order); a layer whose kinds differ in width
+        # (an mLSTM's per-head gates beside its per-unit states) is shown as one layer per width
+        kinds: dict[tuple[str, int, str, int], list[str]] = {}
+        for name in data.names:
             q: QuantityName = parse_name(name)
-            kinds.setdefault((q.path, q.layer, q.direction), []).append(q.kind)
+            kinds.setdefault((q.path, q.layer, q.direction, int(data.arrays[name].shape[1])), []).append(q.kind)
         self.layers = [
-            Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)),
-                  int(data.arrays[format_name(path, layer, direction, ks[0])].shape[1]))
-            for (path, layer, direction), ks in kinds.items()
+            Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)), width)
+            for (path, layer, direction, width), ks in kinds.items()
         ]
         self.vocab: list[str] | None = data.meta.get("vocab")
         self.tokenizer = data.meta.get("tokenizer", "word")
