@@ -58,7 +58,7 @@ class Packaged:
     forward: Callable[..., Any]  # (module, observer_for, *args, **kwargs) -> what the module's forward returns
     on_request: tuple[str, ...] = ()  # kinds recorded only when asked for by kinds= or names=
     refuse: Callable[[nn.Module], "str | None"] = lambda module: None  # why it cannot be recorded, or None
-    unrecorded: tuple[str, ...] = ()  # its other methods that run steps: refused while it is recorded
+    methods: tuple[tuple[str, Callable[..., Any]], ...] = ()  # its other methods that run steps, as `forward`
 
     @property
     def root(self) -> str:
@@ -74,11 +74,3 @@ class Packaged:
         why = self.refuse(module)
         if why is not None:
             raise GatescopeError(f"{path} ({type(module).__name__}): {why}")
-
-    def refusal(self, path: str, method: str) -> Callable[..., Any]:
-        """What ``module.<method>`` is while the module is recorded: a one-line error, not an unrecorded run."""
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise GatescopeError(f"{path}: {method}() is not recorded by gatescope (only forward is); "
-                                 "call it outside the record() block, or record the forward over the whole sequence")
-        return refused
-

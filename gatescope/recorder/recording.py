@@ -367,8 +367,8 @@ def _push(module: nn.Module, recording: Recording, path: str) -> None:
     if stack is None:
         installed = {"forward": functools.partial(_forward, module)}
         packaged = packaged_of(module)
-        for method in packaged.unrecorded if packaged is not None else ():
-            installed[method] = packaged.refusal(path, method)
+        for name, method in packaged.methods if packaged is not None else ():  # e.g. an mLSTM layer's step
+            installed[name] = functools.partial(_packaged_method, module, method)
         stack = _STACKS[module] = _Stack({name: module.__dict__.get(name) for name in installed}, [])
         for name, value in installed.items():
             setattr(module, name, value)
@@ -395,7 +395,7 @@ def _forward(module: nn.Module, *args, **kwargs):
     active = list(_STACKS[module].active)
     route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
     graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
-    observer_for = lambda layer, d: _observer(active, layer, d, graph)  # noqa: E731
+    observer_for = _observer_for(active, graph)
     if not isinstance(module, RECURRENT_TYPES):
         packaged = packaged_of(module)  # another package's module, run through its own code
         if packaged is not None:
@@ -409,6 +409,15 @@ def _forward(module: nn.Module, *args, **kwargs):
     for recording, path in active:
         recording._steps[path] += 1
     return out
+
+
+def _observer_for(active: list[tuple[Recording, str]], graph: bool) -> engine.ObserverFor:
+    return lambda layer, d: _observer(active, layer, d, graph)
+
+
+def _packaged_method(module: nn.Module, method, *args, **kwargs):
+    """Another package's method that runs steps (an mLSTM layer's ``step``), observed as its forward is."""
+    return method(module, _observer_for(list(_STACKS[module].active), torch.is_grad_enabled()), *args, **kwargs)
 
 
 def _input_and_state(input, hx=None):

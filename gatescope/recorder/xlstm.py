@@ -33,7 +33,8 @@ paper's n, s its m)::
 and the layer's output gate o = SiLU(z) (its ``ogate_act_fn``) and hidden state
 h = o * (GroupNorm(h~) + skip * conv(x)), what its ``proj_down`` reads (taps on those two modules). The
 matrix memory C (kind v, heads x DH x DH per step, rows the key dimension) is recorded only on request.
-``mLSTMLayer.step`` (step-wise generation) is not recorded: a recording refuses it in one line.
+``mLSTMLayer.step`` (step-wise generation: the package's recurrent step from the given state, stabiliser
+from 0 for a new one) is recorded as a one-step sequence through the same taps.
 """
 from __future__ import annotations
 
@@ -144,24 +145,48 @@ def mlstm_step(tap: Tap, C: Tensor, n: Tensor, m: Tensor, q: Tensor, k: Tensor, 
     return numerator / denominator, C, n, m_new
 
 
-def _mlstm_forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-    """The layer's own forward with its cell's backend recurrent and tapped, and taps on o and h. x (B, S, E)."""
-    taps = Taps(observer_for(0, "fwd"), x.shape[1])
+def _mlstm_recurrent_step(taps: Taps, own, c_state: Tensor, n_state: Tensor, m_state: Tensor, q: Tensor, k: Tensor,
+                          v: Tensor, igate_preact: Tensor, fgate_preact: Tensor, eps: float = 1e-6,
+                          **kwargs: Any) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """xlstm's ``recurrent_step_stabilized_simple``, tapped: states C (B, NH, DH, DH), n (B, NH, DH, 1), m
+    (B, NH, 1, 1); q, k, v (B, NH, 1, DH); gate pre-activations (B, NH, 1, 1)."""
+    dh = q.shape[-1]
+    q, k, v = (x.squeeze(2).unsqueeze(-1) for x in (q, k, v))  # (B, NH, DH, 1)
+    h, C, n, m = mlstm_step(shaped_tap(taps, 0), c_state, n_state, m_state, q, k / math.sqrt(dh), v, igate_preact,
+                            F.logsigmoid(fgate_preact), eps)
+    return h, (C, n, m)
+
+
+def _mlstm_run(layer: nn.Module, taps: Taps, backend: str, recurrent, call) -> Any:
+    """``call()`` (the layer's forward or step) with its cell's ``backend`` function replaced by ``recurrent``
+    (tapped) and taps on the output gate and h."""
     cell = layer.mlstm_cell
-    own = cell.__dict__["backend_fn"]
-    cell.backend_fn = functools.partial(_mlstm_recurrent, taps, own)
+    own = cell.__dict__[backend]
+    setattr(cell, backend, functools.partial(recurrent, taps, own))
     handles = [
         layer.ogate_act_fn.register_forward_hook(lambda module, args, o: over_time(taps, "o", o)),
         layer.proj_down.register_forward_pre_hook(lambda module, args: (over_time(taps, "h", args[0]), *args[1:])),
     ]
     try:
-        out = type(layer).forward(layer, x, *args, **kwargs)
+        out = call()
     finally:
-        cell.backend_fn = own
+        setattr(cell, backend, own)
         for handle in handles:
             handle.remove()
     taps.flush(None)
     return out
+
+
+def _mlstm_forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The layer's own forward (parallel form) run as its recurrent form, tapped. x (B, S, E)."""
+    return _mlstm_run(layer, Taps(observer_for(0, "fwd"), x.shape[1]), "backend_fn", _mlstm_recurrent,
+                      lambda: type(layer).forward(layer, x, *args, **kwargs))
+
+
+def _mlstm_step_call(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The layer's own ``step`` (one step from a given state, for generation), tapped. x (B, 1, E)."""
+    return _mlstm_run(layer, Taps(observer_for(0, "fwd"), x.shape[1]), "backend_fn_step", _mlstm_recurrent_step,
+                      lambda: type(layer).step(layer, x, *args, **kwargs))
 
 
 def _mlstm_width(layer: nn.Module, kind: str) -> int:
@@ -178,4 +203,4 @@ def _mlstm_info(layer: nn.Module) -> dict[str, Any]:
 SLSTM_CELLS = Packaged("xlstm.blocks", ("sLSTMCellBase",), SLSTM, lambda cell, kind: cell.config.hidden_size,
                        _slstm_info, _slstm_forward, refuse=_slstm_refuse)
 MLSTM_LAYERS = Packaged("xlstm.blocks", ("mLSTMLayer",), MLSTM, _mlstm_width, _mlstm_info, _mlstm_forward,
-                        on_request=("v",), unrecorded=("step",))
+                        on_request=("v",), methods=(("step", _mlstm_step_call),))

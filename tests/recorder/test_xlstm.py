@@ -2,6 +2,8 @@
 independent reference (tests/modern_reference.py), edits carried through, what cannot be recorded refused."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -153,11 +155,33 @@ def test_mlstm_edits_flow(mlstm, x):
     torch.testing.assert_close(seq(rec.trace, "mlstm.l0.fwd.d", 0)[3], expected, atol=TOL, rtol=0)
 
 
-def test_mlstm_step_is_refused_while_recorded(mlstm, x):
-    with gatescope.record(mlstm):
-        with pytest.raises(GatescopeError, match=r"step\(\) is not recorded"):
-            mlstm.step(x[:, :1])
-    mlstm.step(x[:, :1])  # the package's own again after the block
+def test_mlstm_steps_are_recorded_and_edits_flow(mlstm, x):
+    """mLSTMLayer.step (generation) from the state of the call before: its outputs unchanged, h what proj_down
+    reads, an edit of f (forget everything) at the third call reaching the fourth call's output."""
+    def run(**record):
+        outs, state = [], {"mlstm_state": None, "conv_state": None}
+        with gatescope.record(mlstm, **record) as rec:
+            for t in range(4):
+                out, state = mlstm.step(x[:, t:t + 1], **state)
+                outs.append(out)
+        return torch.cat(outs, 1), rec.trace
+
+    plain = torch.cat([out for out, _ in _steps(mlstm, x, 4)], 1)
+    out, trace = run()
+    torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
+    assert trace.num_sequences == 12  # four calls of one step, three sequences each
+    h = trace["mlstm.l0.fwd.h"].view(4, 3, -1).transpose(0, 1)  # (B, T, D), calls in order
+    torch.testing.assert_close(h @ mlstm.proj_down.weight.T, plain, atol=TOL, rtol=0)
+    calls = itertools.count()  # f is seen once per call (each call is one step, step 0 of its own sequence)
+    edited, _ = run(hooks={"mlstm.l0.fwd.f": lambda value, step: torch.zeros_like(value) if next(calls) == 2 else None})
+    assert torch.equal(edited[:, :2], out[:, :2]) and not torch.allclose(edited[:, 3], out[:, 3], atol=1e-4)
+
+
+def _steps(layer, x, count):
+    state = {"mlstm_state": None, "conv_state": None}
+    for t in range(count):
+        out, state = layer.step(x[:, t:t + 1], **state)
+        yield out, state
 
 
 def test_xlstm_block_stack_model_names(x):
