@@ -1,8 +1,8 @@
-"""A small sLSTM (Beck et al. 2024) trained on gatescope's agreement grammar, and its number units.
+"""A small sLSTM or mLSTM (Beck et al. 2024) trained on gatescope's agreement grammar, and its number units.
 
 The study the README runs on ``agreement_lstm`` (Lakretz et al. 2019's experiment), on an xLSTM cell: train a
-word LM (embedding -> the xlstm package's sLSTMLayer, vanilla backend -> linear decoder) on the same grammar
-and schedule as the sample models (gatescope.samples.train), then
+word LM (embedding -> the xlstm package's sLSTMLayer on the vanilla backend, or its mLSTMLayer -> linear
+decoder) on the same grammar and schedule as the sample models (gatescope.samples.train), then
 
 1. agreement accuracy per condition and per distance between subject and verb (bundled stimuli);
 2. rank the sLSTM's h units by how well they separate singular from plural subjects (AUC);
@@ -10,8 +10,8 @@ and schedule as the sample models (gatescope.samples.train), then
    step) and measure incongruent NounPP accuracy, against random sets of k; the same with units ranked on one
    half of the lexicon and ablated on items of the other half (`independent_findings`).
 
-Run ``python examples/slstm_agreement.py [--steps 3000] [--out results.json]`` (needs ``gatescope[modern]``;
-about 5 minutes on one CPU core). Prints one JSON document.
+Run ``python examples/slstm_agreement.py [--cell slstm|mlstm] [--steps 1500] [--out results.json]`` (needs
+``gatescope[modern]``; about 8 minutes on one CPU core). Prints one JSON document.
 """
 from __future__ import annotations
 
@@ -37,17 +37,22 @@ from gatescope.samples.train import SampleConfig, _optimise
 from gatescope.vocab import Vocabulary
 
 
-class SLSTMLanguageModel(nn.Module):
-    """ids (B, T) -> logits (B, T, V) through one sLSTMLayer (no convolution), with its vocabulary."""
+class XLSTMLanguageModel(nn.Module):
+    """ids (B, T) -> logits (B, T, V) through one sLSTMLayer (no convolution) or mLSTMLayer, with its vocabulary."""
 
-    def __init__(self, vocab: Vocabulary, size: int, heads: int) -> None:
-        from xlstm.blocks.slstm.layer import sLSTMLayer, sLSTMLayerConfig
-
+    def __init__(self, vocab: Vocabulary, cell: str, size: int, heads: int) -> None:
         super().__init__()
         self.vocab = vocab
         self.embedding = nn.Embedding(len(vocab), size)
-        self.rnn = sLSTMLayer(sLSTMLayerConfig(embedding_dim=size, num_heads=heads, backend="vanilla",
-                                               conv1d_kernel_size=0))
+        if cell == "slstm":
+            from xlstm.blocks.slstm.layer import sLSTMLayer, sLSTMLayerConfig
+
+            self.rnn = sLSTMLayer(sLSTMLayerConfig(embedding_dim=size, num_heads=heads, backend="vanilla",
+                                                   conv1d_kernel_size=0))
+        else:
+            from xlstm.blocks.mlstm.layer import mLSTMLayer, mLSTMLayerConfig
+
+            self.rnn = mLSTMLayer(mLSTMLayerConfig(embedding_dim=size, num_heads=heads, context_length=64))
         self.decoder = nn.Linear(size, len(vocab))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,8 @@ class SLSTMLanguageModel(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--cell", choices=("slstm", "mlstm"), default="slstm")
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--draws", type=int, default=20)
@@ -67,12 +73,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    config = SampleConfig("agreement_slstm", "agreement", "sLSTM", args.size, args.size, 1, steps=args.steps,
+    config = SampleConfig(f"agreement_{args.cell}", "agreement", args.cell, args.size, args.size, 1, steps=args.steps,
                           batch_size=64, lr=3e-3, seed=1)
     torch.manual_seed(config.seed)
     lexicon = LEXICONS[config.lexicon]
     vocab = data.word_vocabulary(lexicon)
-    model = SLSTMLanguageModel(vocab, args.size, args.heads)
+    model = XLSTMLanguageModel(vocab, args.cell, args.size, args.heads)
     stream = data.word_batches(vocab, config.batch_size, config.seed, lexicon)
 
     def losses():
@@ -97,7 +103,7 @@ def main() -> None:
         ablations.append({"k": k, "units": units, "accuracy": effect.value, "drop": effect.harm,
                           "random_drop_mean": effect.random_mean, "random_drop_std": effect.random_std})
     result = {
-        "model": f"embedding {args.size} -> sLSTMLayer({args.size} units, {args.heads} heads, vanilla) -> decoder",
+        "model": f"embedding {args.size} -> {model.rnn.__class__.__name__}({args.heads} heads) -> decoder",
         "steps": args.steps, "train_seconds": round(trained, 1),
         **accuracy,
         "ranking_top": [{"unit": r["unit"], "score": r["score"]} for r in ranking.head(8)],
