@@ -4,6 +4,7 @@ Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMC
 gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine, which
 computes the same outputs as torch's kernel while handing every quantity to the recording. No model
 code changes; the originals are restored when the block ends.
+
 Another package's recurrent module (gatescope.recorder.packaged: xlstm's sLSTM and mLSTM, minGRU-pytorch's
 minGRU and minLSTM) runs its own forward with gatescope's taps in it instead. A kind such a cell records
 only on request (the mLSTM's matrix memory) is kept only when ``kinds`` or ``names`` ask for it, and its
@@ -355,7 +356,7 @@ def _no_ids(reason: str) -> None:
 # -- the stack of recordings on each module ------------------------------------------------------
 @dataclass
 class _Stack:
-    previous: dict[str, Any]  # the module's own instance attributes ``forward`` (and refused methods), if any
+    previous: dict[str, Any]  # the module's own instance attributes ``forward`` (and other step methods), if any
     active: list[tuple[Recording, str]]  # (recording, the module's path in it), outermost first
 
 

@@ -157,24 +157,34 @@ def _mlstm_recurrent_step(taps: Taps, own, c_state: Tensor, n_state: Tensor, m_s
     return h, (C, n, m)
 
 
-def _mlstm_run(layer: nn.Module, taps: Taps, backend: str, recurrent, call) -> Any:
-    """``call()`` (the layer's forward or step) with its cell's ``backend`` function replaced by ``recurrent``
-    (tapped) and taps on the output gate and h."""
-    cell = layer.mlstm_cell
-    own = cell.__dict__[backend]
-    setattr(cell, backend, functools.partial(recurrent, taps, own))
+def run_tapped(layer: nn.Module, taps: Taps, owner: nn.Module, attr: str, replacement, output: str, call) -> Any:
+    """``call()`` (an mLSTM layer's forward or step) with ``owner.<attr>`` (its cell's backend function) replaced
+    by ``replacement`` and taps on the layer's output gate (``ogate_act_fn``) and on h, the input of its
+    ``output`` projection; everything restored after, and the kept values handed over."""
+    own = owner.__dict__.get(attr)
+    setattr(owner, attr, replacement)
     handles = [
         layer.ogate_act_fn.register_forward_hook(lambda module, args, o: over_time(taps, "o", o)),
-        layer.proj_down.register_forward_pre_hook(lambda module, args: (over_time(taps, "h", args[0]), *args[1:])),
+        getattr(layer, output).register_forward_pre_hook(lambda module, args: (over_time(taps, "h", args[0]),
+                                                                               *args[1:])),
     ]
     try:
         out = call()
     finally:
-        setattr(cell, backend, own)
+        if own is None:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, own)
         for handle in handles:
             handle.remove()
     taps.flush(None)
     return out
+
+
+def _mlstm_run(layer: nn.Module, taps: Taps, backend: str, recurrent, call) -> Any:
+    cell = layer.mlstm_cell
+    replacement = functools.partial(recurrent, taps, cell.__dict__[backend])
+    return run_tapped(layer, taps, cell, backend, replacement, "proj_down", call)
 
 
 def _mlstm_forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any, **kwargs: Any) -> Any:

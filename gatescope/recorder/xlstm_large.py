@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from gatescope.kinds import MLSTM
 from gatescope.recorder.engine import ObserverFor, Taps
-from gatescope.recorder.packaged import Packaged, over_time, shaped_tap
-from gatescope.recorder.xlstm import mlstm_step
+from gatescope.recorder.packaged import Packaged, shaped_tap
+from gatescope.recorder.xlstm import mlstm_step, run_tapped
 
 
 def _recurrent(taps: Taps, backend: nn.Module, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor,
@@ -58,23 +58,8 @@ def _forward(layer: nn.Module, observer_for: ObserverFor, x: Tensor, *args: Any,
     """The layer's own forward with its backend recurrent and tapped, and taps on o and h. x (B, S, E)."""
     taps = Taps(observer_for(0, "fwd"), x.shape[1])
     backend = layer.mlstm_backend
-    own = backend.__dict__.get("forward")
-    backend.forward = functools.partial(_recurrent, taps, backend)
-    handles = [
-        layer.ogate_act_fn.register_forward_hook(lambda module, args, o: over_time(taps, "o", o)),
-        layer.out_proj.register_forward_pre_hook(lambda module, args: (over_time(taps, "h", args[0]), *args[1:])),
-    ]
-    try:
-        out = type(layer).forward(layer, x, *args, **kwargs)
-    finally:
-        if own is None:
-            del backend.forward
-        else:
-            backend.forward = own
-        for handle in handles:
-            handle.remove()
-    taps.flush(None)
-    return out
+    return run_tapped(layer, taps, backend, "forward", functools.partial(_recurrent, taps, backend), "out_proj",
+                      lambda: type(layer).forward(layer, x, *args, **kwargs))
 
 
 def _width(layer: nn.Module, kind: str) -> int:
