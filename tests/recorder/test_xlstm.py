@@ -271,3 +271,20 @@ def test_large_mlstm_output_and_every_quantity(large):
         for kind in "ifsdvoh":
             torch.testing.assert_close(seq(rec.trace, f"mlstm.l0.fwd.{kind}", b), ref[kind], atol=TOL, rtol=0,
                                        msg=f"{kind} of sequence {b}")
+
+
+@pytest.mark.slow
+def test_transformers_xlstm_records_through_the_xlstm_classes():
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (its xLSTM is optional)")
+    config = transformers.xLSTMConfig(vocab_size=50, hidden_size=32, num_heads=2, num_blocks=2, mode="train",
+                                      chunkwise_kernel="chunkwise--native_autograd", chunk_size=4,
+                                      sequence_kernel="native_sequence__native", step_kernel="native")
+    torch.manual_seed(8)
+    model = transformers.xLSTMForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        plain = model(ids, use_cache=False).logits
+        with gatescope.record(model) as rec:
+            out = model(ids, use_cache=False).logits
+    torch.testing.assert_close(out, plain, atol=TOL, rtol=0)
+    assert rec.trace.names[:6] == [f"backbone.blocks.0.mlstm_layer.l0.fwd.{k}" for k in "ifsdoh"]
