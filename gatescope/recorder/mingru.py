@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gatescope.errors import warn
 from gatescope.kinds import MINGRU, MINLSTM
 from gatescope.recorder.engine import ObserverFor, Taps
 from gatescope.recorder.packaged import Packaged
@@ -47,6 +48,9 @@ def _mingru_forward(module: nn.Module, observer_for: ObserverFor, x: Tensor, pre
                     return_next_prev_hidden: bool = False) -> Any:
     """minGRU's forward, one step at a time: x (B, T, dim), prev_hidden (B, 1, D) or None."""
     hidden, gate = module.to_hidden_and_gate(x).chunk(2, dim=-1)  # (B, T, D) each
+    if prev_hidden is not None and x.shape[1] > 1 and bool((prev_hidden < 0).any()):
+        warn("minGRU: prev_hidden has negative values, whose log the package's parallel scan takes (giving NaN); "
+             "the recorded forward computes the recurrence itself and gives numbers")
     h = None if prev_hidden is None else prev_hidden[:, 0]
     taps = Taps(observer_for(0, "fwd"), x.shape[1])
     hs = []

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gatescope
+from gatescope.errors import GatescopeWarning
 from tests.modern_reference import g, mingru_reference, minlstm_reference
 
 pytest.importorskip("minGRU_pytorch", reason="minGRU-pytorch is not installed (pip install gatescope[modern])")
@@ -134,3 +135,15 @@ def test_a_subclass_is_recognised_by_its_packages_class(x):
     with gatescope.record(module) as rec:
         module(x)
     assert rec.trace.names == ["mingru.l0.fwd.x", "mingru.l0.fwd.n", "mingru.l0.fwd.h"]
+
+
+def test_a_negative_previous_state_is_said(x):
+    torch.manual_seed(10)
+    module = minGRU(8)
+    prev = -torch.rand(3, 1, 8, generator=torch.Generator().manual_seed(11))
+    assert torch.isnan(module(x, prev)).any()  # the package's log-space scan
+    with gatescope.record(module) as rec, pytest.warns(GatescopeWarning, match="negative values"):
+        out = module(x, prev)
+    ref = mingru_reference(module, x[0], prev[0, 0])
+    torch.testing.assert_close(seq(rec.trace, "mingru.l0.fwd.h", 0), ref["h"], atol=TOL, rtol=0)
+    assert not torch.isnan(out).any()
