@@ -175,7 +175,11 @@ def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[st
     else:
         proj, hidden = 0, state
     if own is not None:
-        _gates(f"{base}weight_hh_l0", rows, hidden, allowed=(own.gates,))
+        try:
+            _gates(f"{base}weight_hh_l0", rows, hidden, allowed=(own.gates,))
+        except GatescopeError as exc:
+            raise GatescopeError(f"the metadata declares {prefix or own.name.lower()!r} a {own.describe()}, "
+                                 f"but {exc}") from None
         variant, cell = own, own.name
     else:
         allowed = (4,) if proj or peepholes else tuple(_GATES)

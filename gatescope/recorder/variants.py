@@ -151,12 +151,13 @@ def variant_module(cell: CellType, *args: Any, **kwargs: Any) -> nn.Module:
 
 
 def cells_metadata(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """``{"cells": {module name: {"cell": family, **variant}}}`` for every recurrent module of ``model`` that
-    is not torch's own cell: the checkpoint metadata that lets `gatescope.load` rebuild them. Merge it into the
-    ``gatescope`` metadata document when saving ``model.state_dict()`` with safetensors."""
+    """``{"cells": {module name: {"cell": family, **variant}}}`` for every recurrent module of ``model`` whose cell
+    is not its family's default (what parameter names alone say; a relu nn.RNN too): the checkpoint metadata that
+    lets `gatescope.load` rebuild them. Merge it into the ``gatescope`` metadata document when saving
+    ``model.state_dict()`` with safetensors."""
     cells = {}
     for name, module in find_recurrent(model).items():
         cell = module_cell_type(module)
-        if not cell.is_standard:
+        if cell != CELL_TYPES[cell.name]:
             cells[name] = {"cell": cell.name, **cell.info()}
     return {METADATA_KEY: cells} if cells else {}
