@@ -401,6 +401,19 @@ def kind_range(kind: str, cell: CellType | None = None, proj_size: int = 0) -> R
     return KINDS[kind].range if cell is None else cell.range_of(kind, proj_size)
 
 
+def described_range(modules: Any, path: str, kind: str) -> Range:
+    """The range of ``kind`` in the module ``path`` as a trace's metadata ``modules`` (or a model's
+    ``modules_info``) describes it: its cell type's (`cell_type_of`, with its proj_size); the kind's own
+    where no readable entry describes the module (an older trace)."""
+    for info in modules if isinstance(modules, list) else ():
+        if isinstance(info, dict) and info.get("name") == path:
+            try:
+                return cell_type_of(info).range_of(kind, int(info.get("proj_size") or 0))
+            except (ValueError, TypeError):
+                break
+    return KINDS[kind].range
+
+
 def param_suffix(layer: int, direction: str, is_cell: bool = False) -> str:
     """torch's parameter-name suffix: ``_l{layer}`` (+ ``_reverse`` for bwd); none for LSTMCell / GRUCell."""
     if is_cell:
