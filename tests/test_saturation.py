@@ -70,18 +70,14 @@ def test_the_browser_side_needs_no_torch():
 
 
 def test_a_relu_rnns_h_is_read_through_tanh_from_zero():
-    import torch
-    from torch import nn
-
     import gatescope
-    from gatescope.analysis.dynamics import saturation as saturation_table
 
     torch.manual_seed(0)
-    rnn = nn.RNN(3, 4, nonlinearity="relu")
+    rnn = torch.nn.RNN(3, 4, nonlinearity="relu")
     with torch.no_grad(), gatescope.record(rnn) as rec:
         rnn(torch.randn(50, 2, 3) * 3)
     h = rec.trace["rnn.l0.fwd.h"].numpy().astype(np.float64)
-    table = saturation_table(rec.trace, kinds="h")
+    table = analysis_saturation(rec.trace, kinds="h")
     left = [row["left"] for row in table.rows]
     np.testing.assert_allclose(left, (np.tanh(h) < 0.1).mean(0))  # not ((h + 1) / 2 < 0.1): h is never negative
     assert max(left) > 0
