@@ -29,7 +29,7 @@ import numpy as np
 
 from gatescope.errors import GatescopeError, shown
 from gatescope.files import open_regular
-from gatescope.kinds import CELL_TYPES, KINDS
+from gatescope.kinds import CELL_TYPES, KINDS, cell_type_of
 from gatescope.names import QuantityName, canonical_order, parse_name
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
 from gatescope.validation.safetensors import FLOATS, Header, TensorEntry, check_dtype, parse_json, read_header
@@ -162,6 +162,7 @@ def validate_trace(path: str | os.PathLike) -> TraceLayout:
     except GatescopeError as exc:
         raise GatescopeError(f"{path} is not a valid trace: {exc}") from None
     _check_modules(path, names, tensors, parsed.modules)
+    _check_cells(path, meta.get("modules") or [])
     order = canonical_order(names, [m.name for m in parsed.modules])
     return TraceLayout(header, meta, [tensors[n] for n in order], offsets, token_ids, features)
 
@@ -211,6 +212,15 @@ def _offsets(path: Path, header: Header, entry: TensorEntry) -> np.ndarray:
     if offsets[-1] < 1:
         raise GatescopeError(f"{path}: the trace holds no tokens (offsets end at {int(offsets[-1])})")
     return offsets
+
+
+def _check_cells(path: Path, modules: list[dict[str, Any]]) -> None:
+    """Each module's cell type reads back (gatescope.kinds.cell_type_of: a variant's activations, coupling, ...)."""
+    for info in modules:
+        try:
+            cell_type_of(info)
+        except (ValueError, TypeError) as exc:
+            raise GatescopeError(f"{path}: metadata 'modules' entry {shown(str(info.get('name')))}: {exc}") from None
 
 
 def _check_modules(path: Path, names: dict[str, QuantityName], tensors: dict[str, TensorEntry], modules) -> None:
