@@ -3,7 +3,7 @@
 Recurrent modules are found by torch.nn's parameter names under any key prefix: nn.LSTM / nn.GRU /
 nn.RNN store ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for
 the backward direction, ``weight_hr_l{k}`` for an LSTM with proj_size, Sak et al. 2014; ``weight_ch_l{k}``
-for a peephole LSTM, gatescope.recorder.variants), and nn.LSTMCell / nn.GRUCell / nn.RNNCell store the
+for a peephole LSTM, ``h0_l{k}`` for a learned initial state, gatescope.recorder.variants), and nn.LSTMCell / nn.GRUCell / nn.RNNCell store the
 same names without the ``_l{k}`` suffix. The cell type and sizes follow from the shapes
 (torch/nn/modules/rnn.py): weight_hh is (4H, H) for an LSTM, (3H, H) for a GRU, (H, H) for an RNN,
 (4H, proj) with a projection; a weight_ch makes a peephole LSTM. What the names cannot say (a relu RNN,
@@ -27,7 +27,7 @@ from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE_KEY  # the older
 from gatescope.recorder.variants import METADATA_KEY as CELLS_KEY  # module name -> its cell's description
 
 _LAYER_KEY = re.compile(
-    r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_ch)_l(?P<layer>\d+)"
+    r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_ch|h0)_l(?P<layer>\d+)"
     r"(?P<rev>_reverse)?$"
 )
 _CELL_KEY = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$")
@@ -53,6 +53,7 @@ class RecurrentSpec:
     proj_size: int
     bias: bool
     variant: CellType | None = None  # a cell type other than the family's torch cell (see the metadata "cells")
+    learned_h0: bool = False  # a learned initial hidden state, h0_l{k} (gatescope.recorder.variants)
 
     @property
     def cell_type(self) -> CellType:
@@ -71,8 +72,8 @@ class RecurrentSpec:
     def info(self) -> dict[str, Any]:
         """The public description (docs/architecture.md, `inspect --json` "modules" entries)."""
         info = asdict(self)
-        del info["prefix"], info["variant"]
-        return info | self.cell_type.info()
+        del info["prefix"], info["variant"], info["learned_h0"]
+        return info | self.cell_type.info() | ({"learned_h0": True} if self.learned_h0 else {})
 
     def expected_shapes(self) -> Shapes:
         """Every parameter key of this module in the file, with the shape torch gives it."""
@@ -97,6 +98,8 @@ class RecurrentSpec:
                     shapes[f"weight_hr{end}"] = (self.proj_size, self.hidden_size)
                 if cell.peepholes:
                     shapes[f"weight_ch{end}"] = (len(cell.peephole_kinds) * self.hidden_size,)
+                if self.learned_h0:
+                    shapes[f"h0{end}"] = (state,)
         return {self.prefix + k: v for k, v in shapes.items()}
 
 
@@ -197,6 +200,7 @@ def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[st
         proj_size=proj,
         bias=any("bias_" in k for k in keys),
         variant=None if variant is None or variant == CELL_TYPES[cell] else variant,
+        learned_h0=f"{base}h0_l0" in keys,
     )
     _check_shapes(spec, keys, shapes)
     return spec

@@ -205,7 +205,11 @@ def _prepare(module, input, hx):
         zeros = lambda size: torch.zeros(  # noqa: E731
             module.num_layers * num_dir, batch, size, dtype=data.dtype, device=data.device
         )
-        hx = (zeros(out_size), zeros(module.hidden_size)) if is_lstm else zeros(out_size)
+        h0 = zeros(out_size)
+        learned = learned_h0(module)  # (L*D, P): a module's learned initial state, else none
+        if learned is not None:
+            h0 = h0 + learned.to(h0.dtype).unsqueeze(1)  # (L*D, B, P), in the autograd graph
+        hx = (h0, zeros(module.hidden_size)) if is_lstm else h0
     module.check_forward_args(data, hx, batch_sizes)
     if batch_sizes is not None:
         x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
@@ -214,6 +218,16 @@ def _prepare(module, input, hx):
         x, lengths = (data.transpose(0, 1) if module.batch_first else data), None
     h0, c0 = hx if is_lstm else (hx, None)
     return x, lengths, h0, c0, unbatched
+
+
+def learned_h0(module: nn.Module) -> Tensor | None:
+    """A module's learned initial hidden state (gatescope.recorder.variants, ``learned_h0=True``): its ``h0_l{k}``
+    (``_reverse``) parameters stacked as torch orders h_0, (L*D, P); None when it has none."""
+    if not getattr(module, "learned_h0", False):
+        return None
+    dirs = DIRECTIONS[: 2 if module.bidirectional else 1]
+    return torch.stack([getattr(module, "h0" + param_suffix(layer, d)) for layer in range(module.num_layers)
+                        for d in dirs])
 
 
 def _check_hx_dims(hx, is_lstm: bool, unbatched: bool) -> None:

@@ -13,10 +13,12 @@ computes (gatescope.kinds.CellType; gatescope.recorder.cells has the equations):
   ``cell_clip``, ``proj_clip``, ``forget_bias`` (TF's LSTMCell);
 - GRU only: ``reset_after=False``, the original GRU of Cho et al. 2014.
 
-Parameters keep torch's names and layout, with two additions: a peephole LSTM has ``weight_ch_l{k}``
+Parameters keep torch's names and layout, with these additions: a peephole LSTM has ``weight_ch_l{k}``
 (``_reverse``), shape (K*H,), the peephole weights of the gates ``cell_type.peephole_kinds`` (i, f, o, less a
 coupled gate) block after block; a coupled LSTM's weight_ih / weight_hh / biases have the three row blocks
-of ``cell_type.blocks`` (i g o, or f g o), not four. A checkpoint of one is read back by `gatescope.load`
+of ``cell_type.blocks`` (i g o, or f g o), not four; with ``learned_h0=True`` (any of the three) the initial
+hidden state is learned, ``h0_l{k}`` (``_reverse``), shape (P,), used wherever the caller gives no h_0 (the
+initial cell state of an LSTM stays zero). A checkpoint of one is read back by `gatescope.load`
 (and ``inspect`` / ``trace``): peepholes from the names alone, the rest from the metadata key ``cells``
 that `cells_metadata` gives.
 
@@ -65,6 +67,16 @@ class _Variant:
     """A torch recurrent module whose cell is ``cell_type``, run by the engine's step route."""
 
     cell_type: CellType
+    learned_h0: bool = False
+
+    def _add_learned_h0(self) -> None:
+        """Register ``h0_l{k}`` (``_reverse``), zeros: the learned initial hidden state of each layer and direction."""
+        self.learned_h0 = True
+        width = getattr(self, "proj_size", 0) or self.hidden_size
+        for layer in range(self.num_layers):
+            for direction in self._directions():
+                tensor = torch.zeros(width, device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
+                self.register_parameter("h0" + param_suffix(layer, direction), nn.Parameter(tensor))
 
     def forward(self, input: Tensor | PackedSequence, hx=None):
         return engine.run(self, input, hx, route="step")
@@ -77,7 +89,8 @@ class _Variant:
                            "gatescope's engine, which TorchScript cannot compile")
 
     def extra_repr(self) -> str:
-        info = ", ".join(f"{k}={v!r}" for k, v in self.cell_type.info().items())
+        info = ", ".join(f"{k}={v!r}" for k, v in (self.cell_type.info() | (
+            {"learned_h0": True} if self.learned_h0 else {})).items())
         return f"{super().extra_repr()}, {info}" if info else super().extra_repr()
 
     def _directions(self) -> tuple[str, ...]:
@@ -91,7 +104,7 @@ class VariantLSTM(_Variant, nn.LSTM):
     def __init__(self, *args: Any, gate_activation: Activation | str = "sigmoid", activation: Activation | str = "tanh",
                  output_activation: Activation | str = "tanh", peepholes: bool = False, coupling: str | None = None,
                  clip: float | None = None, cell_clip: float | None = None, proj_clip: float | None = None,
-                 forget_bias: float = 0.0, **kwargs: Any) -> None:
+                 forget_bias: float = 0.0, learned_h0: bool = False, **kwargs: Any) -> None:
         cell = _cell_type(LSTM, dict(
             gate_activation=gate_activation, activation=activation, output_activation=output_activation,
             peepholes=peepholes, coupling=coupling, clip=clip, cell_clip=cell_clip, proj_clip=proj_clip,
@@ -114,17 +127,21 @@ class VariantLSTM(_Variant, nn.LSTM):
                     width = len(cell.peephole_kinds) * self.hidden_size
                     self.register_parameter("weight_ch" + sfx, nn.Parameter(torch.empty(width, **factory)))
         self.reset_parameters()
+        if learned_h0:
+            self._add_learned_h0()
 
 
 class VariantGRU(_Variant, nn.GRU):
     """torch.nn.GRU's arguments and contract, computing a variant GRU (activations, clipping, reset_after)."""
 
     def __init__(self, *args: Any, gate_activation: Activation | str = "sigmoid", activation: Activation | str = "tanh",
-                 clip: float | None = None, reset_after: bool = True, **kwargs: Any) -> None:
+                 clip: float | None = None, reset_after: bool = True, learned_h0: bool = False, **kwargs: Any) -> None:
         cell = _cell_type(GRU, dict(gate_activation=gate_activation, activation=activation, clip=clip,
                                     reset_after=reset_after))
         super().__init__(*args, **kwargs)
         self.cell_type = cell
+        if learned_h0:
+            self._add_learned_h0()
 
 
 class VariantRNN(_Variant, nn.RNN):
@@ -132,12 +149,14 @@ class VariantRNN(_Variant, nn.RNN):
     ``nonlinearity``, which stays "tanh" and is not read) and ``clip``: h = activation(clip(W x + b + U h + b'))."""
 
     def __init__(self, *args: Any, activation: Activation | str = "tanh", clip: float | None = None,
-                 **kwargs: Any) -> None:
+                 learned_h0: bool = False, **kwargs: Any) -> None:
         if "nonlinearity" in kwargs:
             raise TypeError("VariantRNN takes activation=..., not nonlinearity")
         cell = _cell_type(RNN, dict(activation=activation, clip=clip))
         super().__init__(*args, **kwargs)
         self.cell_type = cell
+        if learned_h0:
+            self._add_learned_h0()
 
 
 VARIANTS: dict[str, type[nn.Module]] = {"LSTM": VariantLSTM, "GRU": VariantGRU, "RNN": VariantRNN}

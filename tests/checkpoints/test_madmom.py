@@ -68,7 +68,7 @@ def network(m, kind: str, rng, bidirectional=False, peepholes=True, activation="
         if kind == "gru":
             gate = lambda: layers.Gate(weights=w(width, hidden), bias=w(hidden), recurrent_weights=w(hidden, hidden),  # noqa: E731
                                        peephole_weights=None, activation_fn=acts.sigmoid)
-            return layers.GRULayer(reset_gate=gate(), update_gate=gate(), hid_init=np.zeros(hidden, np.float32),
+            return layers.GRULayer(reset_gate=gate(), update_gate=gate(), hid_init=w(hidden),  # learned
                                    cell=layers.GRUCell(weights=w(width, hidden), bias=w(hidden),
                                                        recurrent_weights=w(hidden, hidden),
                                                        activation_fn=getattr(acts, activation)))
@@ -102,6 +102,8 @@ def madmom_run(layer, data):
         return data @ layer.weights + layer.bias  # before its activation, as gatescope gives it
     hidden = layer.bias.size if name == "RecurrentLayer" else layer.cell.bias.size
     h, c, out = np.zeros(hidden), np.zeros(hidden), []
+    if name == "GRULayer":
+        h = layer.hid_init.astype(np.float64)
     for x in data:
         if name == "LSTMLayer":
             i, f, g = gate(layer.input_gate, x, h, c), gate(layer.forget_gate, x, h, c), gate(layer.cell, x, h)
@@ -140,8 +142,9 @@ def test_madmom_networks_match_madmoms_formulas(madmom_names, tmp_path, kind, bi
     if kind == "lstm":
         assert module_cell_type(model.get_submodule("layers.0")).peepholes == peepholes
     if kind == "gru":  # torch's z is madmom's 1 - u
-        gate = getattr(net.layers[0], "fwd_layer", net.layers[0]).update_gate
-        h_prev = np.concatenate([np.zeros((1, 3)), first[:-1, :3]])
+        forward = getattr(net.layers[0], "fwd_layer", net.layers[0])
+        gate = forward.update_gate
+        h_prev = np.concatenate([forward.hid_init[None], first[:-1, :3]])
         u = sigmoid(x @ gate.weights + gate.bias + h_prev @ gate.recurrent_weights)
         torch.testing.assert_close(rec.trace["layers.0.l0.fwd.z"].double(), torch.as_tensor(1 - u), **TOL)
 
@@ -170,7 +173,7 @@ def test_anything_but_madmoms_classes_is_refused(madmom_names, tmp_path, capsys)
     err = fails(capsys, "inspect", path, "--json")
     assert "print, which is not one of madmom's network classes" in err and err.count("\n") == 1
     assert "never run" not in capsys.readouterr().out
-    learned = network(madmom_names, "gru", np.random.default_rng(0))
-    learned.layers[1].hid_init = np.ones(5, np.float32)
-    path.write_bytes(pickle.dumps(learned, protocol=2))
-    assert "learned initial state (hid_init)" in fails(capsys, "inspect", path, "--json")
+    other = network(madmom_names, "lstm", np.random.default_rng(0))
+    other.layers[0].cell.bias = np.zeros(3, dtype=object)
+    path.write_bytes(pickle.dumps(other, protocol=2))
+    assert "Cell.bias is object [3]; expected float" in fails(capsys, "inspect", path, "--json")

@@ -108,7 +108,7 @@ def test_the_two_hard_sigmoids_differ_as_keras_says():
                         cell_clip=0.8, proj_clip=0.4, output_activation="softsign", batch_first=True),
     lambda: VariantGRU(2, 3, reset_after=False, gate_activation="hard_sigmoid(0.2,0.5)", activation="softsign",
                        batch_first=True),
-    lambda: VariantRNN(2, 3, activation="elu(1.0)", clip=2.0, bidirectional=True, batch_first=True),
+    lambda: VariantRNN(2, 3, activation="elu(1.0)", clip=2.0, bidirectional=True, batch_first=True, learned_h0=True),
 ])
 def test_variants_have_gradients(make):
     torch.manual_seed(0)
@@ -150,6 +150,27 @@ def test_variant_checkpoints_read_back(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_learned_initial_state_is_used_recorded_and_read_back(tmp_path):
+    torch.manual_seed(0)
+    gru = VariantGRU(3, 4, num_layers=2, bidirectional=True, learned_h0=True, batch_first=True)
+    with torch.no_grad():
+        for name, p in gru.named_parameters():
+            if name.startswith("h0"):
+                p.normal_()
+    x = torch.randn(2, 5, 3)
+    plain = torch.nn.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    plain.load_state_dict({k: v for k, v in gru.state_dict().items() if not k.startswith("h0")})
+    h0 = torch.stack([getattr(gru, f"h0_l{k}{s}") for k in range(2) for s in ("", "_reverse")])  # (L*D, H)
+    expected, _ = plain(x, h0.unsqueeze(1).expand(-1, 2, -1).contiguous())
+    torch.testing.assert_close(gru(x)[0], expected, **TOL)
+    with torch.no_grad(), gatescope.record(gru) as rec:
+        gru(x)
+    torch.testing.assert_close(rec.trace["gru.l1.fwd.h"].reshape(2, 5, 4), expected[..., :4], **TOL)
+    loaded = gatescope.load(save(tmp_path / "h0.safetensors", {"": gru}))  # from the names alone
+    torch.testing.assert_close(loaded(x), expected, **TOL)
+    assert loaded.modules_info[0]["learned_h0"] is True
+
+
 def test_variant_arguments_are_checked():
     with pytest.raises(ValueError, match="proj_clip clips the projection"):
         VariantLSTM(3, 4, proj_clip=1.0)

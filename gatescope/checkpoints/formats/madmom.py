@@ -17,8 +17,8 @@ Converted to torch's names (madmom/ml/nn/layers.py; a Gate computes act(x W + b 
 - GRULayer (Cho et al. 2014, as in Lasagne): madmom computes h = u ⊙ c + (1 - u) ⊙ h_prev with the
   candidate c = act(x W + b + r ⊙ (h R)), a single candidate bias. That is torch's GRU (reset after the
   recurrent product, b_hn = 0) with torch's z = 1 - u, which is the update gate with its weights and bias
-  negated (sigmoid(-a) = 1 - sigmoid(a)): a conversion, not a new cell. A learned initial state
-  (``hid_init`` other than zero) is refused: gatescope starts from zeros.
+  negated (sigmoid(-a) = 1 - sigmoid(a)): a conversion, not a new cell. Its learned initial state
+  ``hid_init`` becomes ``h0_l0`` (``_reverse``: each direction starts from its own).
 - RecurrentLayer -> an RNN with its activation; BidirectionalLayer -> a bidirectional module
   (``_reverse``); the last FeedForwardLayer -> the decoder (its activation, e.g. sigmoid, is not applied:
   gatescope gives the logits, and says so).
@@ -218,6 +218,7 @@ class _Converter:
 
     def _recurrent(self, name: str, suffix: str, layer: Any, index: int) -> None:
         kind = layer.madmom_class if isinstance(layer, Record) else type(layer).__name__
+        extra: dict[str, np.ndarray] = {}
         if kind == "LSTMLayer":
             parts = [self._get(layer, k) for k in ("input_gate", "forget_gate", "cell", "output_gate")]
             blocks = [self._block(p, None, None) for p in parts]
@@ -229,7 +230,6 @@ class _Converter:
                 gate_activation=gates.pop(), activation=self._activation(parts[2], f"layer {index}'s cell"),
                 output_activation=self._activation(layer, f"layer {index}"), peepholes=peepholes)
             order = blocks  # madmom's input gate, forget gate, cell, output gate: torch's i, f, g, o
-            extra = {}
             if peepholes:
                 zeros = np.zeros_like(blocks[0]["b"])
                 extra["weight_ch"] = np.concatenate([b["p"] if b["p"] is not None else zeros
@@ -241,19 +241,15 @@ class _Converter:
             if self._activation(update, f"layer {index}'s update gate") != gate or gate.name != "sigmoid":
                 raise GatescopeError(f"{self.path}: layer {index}'s gates are not both sigmoids; torch's z = 1 - u "
                                      "holds for the sigmoid only")
-            init = self._get(layer, "hid_init")
-            if init is not None and np.any(np.asarray(init) != 0):
-                raise GatescopeError(f"{self.path}: layer {index} (GRULayer) starts from a learned initial state "
-                                     "(hid_init); gatescope starts from zeros")
+            if self._get(layer, "hid_init") is not None:
+                extra = {"h0": self._array(layer, "hid_init", (r["b"].shape[0],))}
             z = {"w": -u["w"], "r": -u["r"], "b": -u["b"]}  # torch's z = 1 - u = sigmoid(-(...))
             order = [r, z, c]
             cell = CELL_TYPES["GRU"].variant(activation=self._activation(candidate, f"layer {index}'s cell"))
-            extra = {}
         elif kind == "RecurrentLayer":
             block = self._block(layer, None, None)
             order = [block]
             cell = CELL_TYPES["RNN"].variant(activation=self._activation(layer, f"layer {index}"))
-            extra = {}
         else:
             raise GatescopeError(f"{self.path}: layer {index} is a madmom {kind}, which gatescope does not convert "
                                  "(it reads LSTMLayer, GRULayer, RecurrentLayer, BidirectionalLayer and an output "
