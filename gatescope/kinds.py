@@ -414,6 +414,15 @@ def described_range(modules: Any, path: str, kind: str) -> Range:
     return KINDS[kind].range
 
 
+def module_directions(module: Any) -> tuple[str, ...]:
+    """The directions a recurrent module (or its description) runs: ``fwd`` (and ``bwd`` when bidirectional);
+    ``bwd`` alone for a reverse-only module (ONNX ``direction="reverse"``, gatescope.recorder.variants)."""
+    get = module.get if isinstance(module, dict) else lambda key, default: getattr(module, key, default)
+    if get("reverse_only", False):
+        return DIRECTIONS[1:]
+    return DIRECTIONS if get("bidirectional", False) else DIRECTIONS[:1]
+
+
 def param_suffix(layer: int, direction: str, is_cell: bool = False) -> str:
     """torch's parameter-name suffix: ``_l{layer}`` (+ ``_reverse`` for bwd); none for LSTMCell / GRUCell."""
     if is_cell:

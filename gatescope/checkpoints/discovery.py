@@ -22,7 +22,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import CELL_TYPES, DIRECTIONS, GRU_RESET_BEFORE, LSTM, CellType, cell_type, cell_type_of, param_suffix
+from gatescope.kinds import (
+    CELL_TYPES,
+    GRU_RESET_BEFORE,
+    LSTM,
+    CellType,
+    cell_type,
+    cell_type_of,
+    module_directions,
+    param_suffix,
+)
 from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE_KEY  # the older key: names of reset-before GRUs
 from gatescope.recorder.variants import METADATA_KEY as CELLS_KEY  # module name -> its cell's description
 
@@ -54,6 +63,7 @@ class RecurrentSpec:
     bias: bool
     variant: CellType | None = None  # a cell type other than the family's torch cell (see the metadata "cells")
     learned_h0: bool = False  # a learned initial hidden state, h0_l{k} (gatescope.recorder.variants)
+    reverse_only: bool = False  # the backward direction alone (its keys all _reverse; ONNX direction="reverse")
 
     @property
     def cell_type(self) -> CellType:
@@ -72,8 +82,9 @@ class RecurrentSpec:
     def info(self) -> dict[str, Any]:
         """The public description (docs/architecture.md, `inspect --json` "modules" entries)."""
         info = asdict(self)
-        del info["prefix"], info["variant"], info["learned_h0"]
-        return info | self.cell_type.info() | ({"learned_h0": True} if self.learned_h0 else {})
+        del info["prefix"], info["variant"], info["learned_h0"], info["reverse_only"]
+        own = {k: True for k in ("learned_h0", "reverse_only") if getattr(self, k)}
+        return info | self.cell_type.info() | own
 
     def expected_shapes(self) -> Shapes:
         """Every parameter key of this module in the file, with the shape torch gives it."""
@@ -87,7 +98,7 @@ class RecurrentSpec:
         shapes = {}
         for layer in range(self.num_layers):
             width = self.input_size if layer == 0 else self.output_size
-            for direction in DIRECTIONS[: 1 + self.bidirectional]:
+            for direction in module_directions(self):
                 end = param_suffix(layer, direction)
                 shapes[f"weight_ih{end}"] = (rows, width)
                 shapes[f"weight_hh{end}"] = (rows, state)
@@ -169,38 +180,41 @@ def _gates(key: str, rows: int, hidden: int, allowed: tuple[int, ...] = (4, 3, 1
 
 def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[str, CellType]) -> RecurrentSpec:
     base = f"{prefix}." if prefix else ""
-    rows, state = _shape(shapes, f"{base}weight_hh_l0", 2)
+    reverse_only = all(k.endswith("_reverse") for k in keys)  # ONNX direction="reverse": the backward one alone
+    l0 = "_l0_reverse" if reverse_only else "_l0"
+    rows, state = _shape(shapes, f"{base}weight_hh{l0}", 2)
     own = declared.get(prefix) if prefix else next((declared[n.lower()] for n in CELL_TYPES if n.lower() in declared),
                                                    None)
-    peepholes = f"{base}weight_ch_l0" in keys
-    if f"{base}weight_hr_l0" in keys:
-        proj, hidden = _shape(shapes, f"{base}weight_hr_l0", 2)
+    peepholes = f"{base}weight_ch{l0}" in keys
+    if f"{base}weight_hr{l0}" in keys:
+        proj, hidden = _shape(shapes, f"{base}weight_hr{l0}", 2)
     else:
         proj, hidden = 0, state
     if own is not None:
         try:
-            _gates(f"{base}weight_hh_l0", rows, hidden, allowed=(own.gates,))
+            _gates(f"{base}weight_hh{l0}", rows, hidden, allowed=(own.gates,))
         except GatescopeError as exc:
             raise GatescopeError(f"the metadata declares {prefix or own.name.lower()!r} a {own.describe()}, "
                                  f"but {exc}") from None
         variant, cell = own, own.name
     else:
         allowed = (4,) if proj or peepholes else tuple(_GATES)
-        cell = _GATES[_gates(f"{base}weight_hh_l0", rows, hidden, allowed)]
+        cell = _GATES[_gates(f"{base}weight_hh{l0}", rows, hidden, allowed)]
         variant = LSTM.variant(peepholes=True) if peepholes else None
     layers = 1 + max(int(_LAYER_KEY.match(k)["layer"]) for k in keys)
     spec = RecurrentSpec(
         name=prefix or cell.lower(),
         prefix=base,
         cell=cell,
-        input_size=_shape(shapes, f"{base}weight_ih_l0", 2)[1],
+        input_size=_shape(shapes, f"{base}weight_ih{l0}", 2)[1],
         hidden_size=hidden,
         num_layers=layers,
-        bidirectional=any(k.endswith("_reverse") for k in keys),
+        bidirectional=not reverse_only and any(k.endswith("_reverse") for k in keys),
         proj_size=proj,
         bias=any("bias_" in k for k in keys),
         variant=None if variant is None or variant == CELL_TYPES[cell] else variant,
-        learned_h0=f"{base}h0_l0" in keys,
+        learned_h0=f"{base}h0{l0}" in keys,
+        reverse_only=reverse_only,
     )
     _check_shapes(spec, keys, shapes)
     return spec

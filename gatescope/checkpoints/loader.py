@@ -59,8 +59,8 @@ from gatescope.vocab import Vocabulary
 def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     """A fresh module with the spec's sizes and the checkpoint's parameter names: gatescope's
     drop-in LSTM / GRU / RNN for layered modules (batch-first), torch's cells for LSTMCell / GRUCell /
-    RNNCell, and for another cell type (a peephole LSTM, or what the metadata ``cells`` declares) or a learned
-    initial state the module of gatescope.recorder.variants that computes it."""
+    RNNCell, and for another cell type (a peephole LSTM, or what the metadata ``cells`` declares), a learned
+    initial state or the backward direction alone the module of gatescope.recorder.variants that computes it."""
     if spec.cell == "LSTMCell":
         return nn.LSTMCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     if spec.cell == "GRUCell":
@@ -71,8 +71,9 @@ def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     if spec.proj_size:
         kwargs["proj_size"] = spec.proj_size
     cell = spec.cell_type
-    if spec.learned_h0:
-        return variant_module(cell, spec.input_size, spec.hidden_size, learned_h0=True, **kwargs)
+    if spec.learned_h0 or spec.reverse_only:
+        return variant_module(cell, spec.input_size, spec.hidden_size, learned_h0=spec.learned_h0,
+                              reverse_only=spec.reverse_only, **kwargs)
     if cell == GRU_RESET_BEFORE:
         return ResetBeforeGRU(spec.input_size, spec.hidden_size, **kwargs)
     if cell == RNN_RELU:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from gatescope.kinds import DIRECTIONS, LSTM, CellType, module_cell_type, param_suffix
+from gatescope.kinds import LSTM, CellType, module_cell_type, module_directions, param_suffix
 from gatescope.recorder import onednn
 from gatescope.recorder.cells import (
     Tap,
@@ -138,12 +138,13 @@ def run(
     if x.shape[0] == 0 or h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
         return _torch_refuses(module, input, hx)  # errors only torch's kernel raises
 
-    num_dir = 2 if module.bidirectional else 1
+    directions = module_directions(module)
+    num_dir = len(directions)
     h_n, c_n = [], []
     layer_input = x
     for layer in range(module.num_layers):
         outs = []
-        for d, direction in enumerate(DIRECTIONS[:num_dir]):
+        for d, direction in enumerate(directions):
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
@@ -225,7 +226,7 @@ def learned_h0(module: nn.Module) -> Tensor | None:
     (``_reverse``) parameters stacked as torch orders h_0, (L*D, P); None when it has none."""
     if not getattr(module, "learned_h0", False):
         return None
-    dirs = DIRECTIONS[: 2 if module.bidirectional else 1]
+    dirs = module_directions(module)
     return torch.stack([getattr(module, "h0" + param_suffix(layer, d)) for layer in range(module.num_layers)
                         for d in dirs])
 

@@ -42,6 +42,7 @@ from gatescope.kinds import (
     Activation,
     CellType,
     module_cell_type,
+    module_directions,
     param_suffix,
     parse_activation,
 )
@@ -68,6 +69,13 @@ class _Variant:
 
     cell_type: CellType
     learned_h0: bool = False
+    reverse_only: bool = False
+
+    def _finish(self, learned_h0: bool, reverse_only: bool) -> None:
+        if reverse_only:
+            self._make_reverse_only()
+        if learned_h0:
+            self._add_learned_h0()
 
     def _add_learned_h0(self) -> None:
         """Register ``h0_l{k}`` (``_reverse``), zeros: the learned initial hidden state of each layer and direction."""
@@ -89,12 +97,26 @@ class _Variant:
                            "gatescope's engine, which TorchScript cannot compile")
 
     def extra_repr(self) -> str:
-        info = ", ".join(f"{k}={v!r}" for k, v in (self.cell_type.info() | (
-            {"learned_h0": True} if self.learned_h0 else {})).items())
+        own = {k: True for k in ("learned_h0", "reverse_only") if getattr(self, k)}
+        info = ", ".join(f"{k}={v!r}" for k, v in (self.cell_type.info() | own).items())
         return f"{super().extra_repr()}, {info}" if info else super().extra_repr()
 
     def _directions(self) -> tuple[str, ...]:
-        return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+        return module_directions(self)
+
+    def _make_reverse_only(self) -> None:
+        """Run the backward direction alone (ONNX ``direction="reverse"``): each layer's parameters are renamed
+        ``..._l{k}_reverse``, and the engine runs and records direction ``bwd`` only."""
+        if self.bidirectional:
+            raise ValueError("reverse_only runs one direction: bidirectional must be False")
+        for layer in range(self.num_layers):
+            for name in [n for n in self._parameters if n.endswith(f"_l{layer}")]:
+                param = self._parameters.pop(name)
+                self.register_parameter(f"{name}_reverse", param)
+        self._flat_weights_names = [f"{n}_reverse" for n in self._flat_weights_names]
+        self._all_weights = [[f"{n}_reverse" for n in names] for names in self._all_weights]
+        self.reverse_only = True
+        self._init_flat_weights()
 
 
 class VariantLSTM(_Variant, nn.LSTM):
@@ -104,7 +126,8 @@ class VariantLSTM(_Variant, nn.LSTM):
     def __init__(self, *args: Any, gate_activation: Activation | str = "sigmoid", activation: Activation | str = "tanh",
                  output_activation: Activation | str = "tanh", peepholes: bool = False, coupling: str | None = None,
                  clip: float | None = None, cell_clip: float | None = None, proj_clip: float | None = None,
-                 forget_bias: float = 0.0, learned_h0: bool = False, **kwargs: Any) -> None:
+                 forget_bias: float = 0.0, learned_h0: bool = False, reverse_only: bool = False,
+                 **kwargs: Any) -> None:
         cell = _cell_type(LSTM, dict(
             gate_activation=gate_activation, activation=activation, output_activation=output_activation,
             peepholes=peepholes, coupling=coupling, clip=clip, cell_clip=cell_clip, proj_clip=proj_clip,
@@ -127,21 +150,20 @@ class VariantLSTM(_Variant, nn.LSTM):
                     width = len(cell.peephole_kinds) * self.hidden_size
                     self.register_parameter("weight_ch" + sfx, nn.Parameter(torch.empty(width, **factory)))
         self.reset_parameters()
-        if learned_h0:
-            self._add_learned_h0()
+        self._finish(learned_h0, reverse_only)
 
 
 class VariantGRU(_Variant, nn.GRU):
     """torch.nn.GRU's arguments and contract, computing a variant GRU (activations, clipping, reset_after)."""
 
     def __init__(self, *args: Any, gate_activation: Activation | str = "sigmoid", activation: Activation | str = "tanh",
-                 clip: float | None = None, reset_after: bool = True, learned_h0: bool = False, **kwargs: Any) -> None:
+                 clip: float | None = None, reset_after: bool = True, learned_h0: bool = False,
+                 reverse_only: bool = False, **kwargs: Any) -> None:
         cell = _cell_type(GRU, dict(gate_activation=gate_activation, activation=activation, clip=clip,
                                     reset_after=reset_after))
         super().__init__(*args, **kwargs)
         self.cell_type = cell
-        if learned_h0:
-            self._add_learned_h0()
+        self._finish(learned_h0, reverse_only)
 
 
 class VariantRNN(_Variant, nn.RNN):
@@ -149,14 +171,13 @@ class VariantRNN(_Variant, nn.RNN):
     ``nonlinearity``, which stays "tanh" and is not read) and ``clip``: h = activation(clip(W x + b + U h + b'))."""
 
     def __init__(self, *args: Any, activation: Activation | str = "tanh", clip: float | None = None,
-                 learned_h0: bool = False, **kwargs: Any) -> None:
+                 learned_h0: bool = False, reverse_only: bool = False, **kwargs: Any) -> None:
         if "nonlinearity" in kwargs:
             raise TypeError("VariantRNN takes activation=..., not nonlinearity")
         cell = _cell_type(RNN, dict(activation=activation, clip=clip))
         super().__init__(*args, **kwargs)
         self.cell_type = cell
-        if learned_h0:
-            self._add_learned_h0()
+        self._finish(learned_h0, reverse_only)
 
 
 VARIANTS: dict[str, type[nn.Module]] = {"LSTM": VariantLSTM, "GRU": VariantGRU, "RNN": VariantRNN}

@@ -29,7 +29,7 @@ import numpy as np
 
 from gatescope.errors import GatescopeError, shown
 from gatescope.files import open_regular
-from gatescope.kinds import CELL_TYPES, KINDS, cell_type_of
+from gatescope.kinds import CELL_TYPES, KINDS, cell_type_of, module_directions
 from gatescope.names import QuantityName, canonical_order, parse_name
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
 from gatescope.validation.safetensors import FLOATS, Header, TensorEntry, check_dtype, parse_json, read_header
@@ -85,6 +85,7 @@ class ModuleMeta:
     bidirectional: bool = False
     proj_size: int = bounded(0, MAX_UNITS, default=0)
     bias: bool = True
+    reverse_only: bool = False  # the backward direction alone (gatescope.kinds.module_directions)
 
 
 @dataclass(frozen=True)
@@ -251,10 +252,10 @@ def _check_modules(path: Path, names: dict[str, QuantityName], tensors: dict[str
                 f"{path}: quantity {shown(name)} is a {KINDS[q.kind].title}, which a {module.cell}"
                 f"{' with proj_size' if module.proj_size else ''} does not have (kinds: {' '.join(kinds)})"
             )
-        if q.layer >= module.num_layers or (q.direction == "bwd" and not module.bidirectional):
+        if q.layer >= module.num_layers or q.direction not in module_directions(module):
             raise GatescopeError(
                 f"{path}: quantity {shown(name)} is not a layer/direction of {module.name} "
-                f"({module.num_layers} layers, {'bidirectional' if module.bidirectional else 'forward only'})"
+                f"({module.num_layers} layers, {' and '.join(module_directions(module))} only)"
             )
         width = module.proj_size if q.kind == "h" and module.proj_size else module.hidden_size
         if tensors[name].shape[1] != width:

@@ -103,8 +103,8 @@ def test_hand_built_gru_both_reset_variants_match_onnxruntime(tmp_path, capsys, 
 
 
 def test_what_gatescope_does_not_compute_is_refused(tmp_path, capsys):
-    err = fails(capsys, "inspect", gru_graph(tmp_path / "rev.onnx", 1, direction="reverse"), "--json")
-    assert "direction 'reverse' only" in err and err.count("\n") == 1
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "rev.onnx", 1, direction="sideways"), "--json")
+    assert "has direction 'sideways', not forward, reverse or bidirectional" in err and err.count("\n") == 1
     err = fails(capsys, "inspect", gru_graph(tmp_path / "act.onnx", 1, direction="bidirectional",
                                              activations=["Sigmoid", "Tanh", "HardSigmoid", "Tanh"]), "--json")
     assert "two directions with different activations" in err and err.count("\n") == 1

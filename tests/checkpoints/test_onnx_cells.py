@@ -41,20 +41,22 @@ def node_graph(path, op, direction="forward", peepholes=False, seed=0, **attrs):
 
 
 def check_against_onnxruntime(path, op, dirs):
-    """Load ``path``, record it on random X, and compare every h (and the LSTM's last c) with onnxruntime's."""
+    """Load ``path``, record it on random X, and compare every h (and the LSTM's last c) with onnxruntime's.
+    dirs: 1 (forward), 2 (bidirectional) or "reverse" (recorded as the backward direction alone)."""
+    directions = ("bwd",) if dirs == "reverse" else ("fwd", "bwd")[:dirs]
     x = np.random.default_rng(7).normal(0, 1.5, (STEPS, BATCH, INPUT)).astype(np.float32)
     expected = ort.InferenceSession(str(path)).run(None, {"X": x})  # Y (T, D, B, H), Y_c (D, B, H)
     model = gatescope.load(path)
     with torch.no_grad(), gatescope.record(model) as rec:
         out = model(torch.as_tensor(x).transpose(0, 1))  # (B, T, D*H)
     y = torch.as_tensor(expected[0])
-    for d, direction in enumerate(("fwd", "bwd")[:dirs]):
+    for d, direction in enumerate(directions):
         torch.testing.assert_close(out[..., d * HIDDEN:(d + 1) * HIDDEN], y[:, d].transpose(0, 1), **TOL)
         h = rec.trace[f"rnn.l0.{direction}.h"].reshape(BATCH, STEPS, HIDDEN)
         torch.testing.assert_close(h, y[:, d].transpose(0, 1), **TOL)
         if op == "LSTM":
             c = rec.trace[f"rnn.l0.{direction}.c"].reshape(BATCH, STEPS, HIDDEN)
-            torch.testing.assert_close(c[:, -1 if d == 0 else 0], torch.as_tensor(expected[1][d]), **TOL)
+            torch.testing.assert_close(c[:, -1 if direction == "fwd" else 0], torch.as_tensor(expected[1][d]), **TOL)
     return cell_type_of(rec.trace.meta["modules"][0]), rec.trace
 
 
@@ -157,3 +159,12 @@ def test_a_variant_survives_inspect_and_convert(tmp_path, capsys):
         "peepholes": True, "coupling": "forget_from_input", "gate_activation": "hard_sigmoid(0.25,0.44999998807907104)",
         "activation": "softsign", "output_activation": "elu(0.800000011920929)", "clip": 1.5}
     assert direct["modules"][0]["layers"][0]["timescale"]["gate"] == "f"
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("LSTM", dict(peepholes=True, input_forget=1, clip=1.0)), ("GRU", dict(linear_before_reset=0)), ("RNN", {}),
+])
+def test_direction_reverse_alone_matches_onnxruntime(tmp_path, op, attrs):
+    path = node_graph(tmp_path / "rev.onnx", op, "reverse", **attrs)
+    _, trace = check_against_onnxruntime(path, op, "reverse")
+    assert {n.split(".")[2] for n in trace.names} == {"bwd"} and trace.meta["modules"][0]["reverse_only"] is True

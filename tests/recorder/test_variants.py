@@ -171,6 +171,26 @@ def test_a_learned_initial_state_is_used_recorded_and_read_back(tmp_path):
     assert loaded.modules_info[0]["learned_h0"] is True
 
 
+def test_reverse_only_is_the_backward_half_of_a_bidirectional_module(tmp_path):
+    torch.manual_seed(0)
+    both = torch.nn.LSTM(3, 4, bidirectional=True, batch_first=True)
+    back = VariantLSTM(3, 4, reverse_only=True, batch_first=True)
+    back.load_state_dict({k: v for k, v in both.state_dict().items() if k.endswith("_reverse")})
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad(), gatescope.record(back) as rec:
+        out, (h, c) = back(x)
+    expected, (h_n, c_n) = both(x)
+    torch.testing.assert_close(out, expected[..., 4:], **TOL)
+    torch.testing.assert_close(h, h_n[1:], **TOL)
+    assert rec.trace.names[0] == "lstm.l0.bwd.i" and rec.trace.meta["modules"][0]["reverse_only"] is True
+    rec.trace.save(tmp_path / "t.safetensors")
+    assert gatescope.load_trace(tmp_path / "t.safetensors").names == rec.trace.names
+    loaded = gatescope.load(save(tmp_path / "rev.safetensors", {"": back}))  # from the names alone
+    torch.testing.assert_close(loaded(x), expected[..., 4:], **TOL)
+    with pytest.raises(ValueError, match="bidirectional must be False"):
+        VariantGRU(3, 4, bidirectional=True, reverse_only=True)
+
+
 def test_variant_arguments_are_checked():
     with pytest.raises(ValueError, match="proj_clip clips the projection"):
         VariantLSTM(3, 4, proj_clip=1.0)

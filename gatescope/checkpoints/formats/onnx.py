@@ -11,7 +11,8 @@ torch module with layers ``_l0``, ``_l1``. Converted to torch's layout (torch/nn
 - GRU: gate order z, r, h (torch's r, z, n); ``linear_before_reset=1`` is torch's GRU, ``0`` the
   original GRU of Cho et al. 2014.
 - RNN: W [D, H, I], R [D, H, H], B [D, 2H].
-- direction ``forward`` -> ``_l{k}``; ``bidirectional`` -> ``_l{k}`` and ``_l{k}_reverse``.
+- direction ``forward`` -> ``_l{k}``; ``bidirectional`` -> ``_l{k}`` and ``_l{k}_reverse``; ``reverse`` ->
+  ``_l{k}_reverse`` alone: a module that runs the backward direction only (recorded as ``bwd``).
 
 Each node's attributes make its cell type (`node_cell`, gatescope.kinds.CellType; the metadata key
 ``cells`` carries it to the loader), computed as onnxruntime computes them (its cpu/rnn kernels are the
@@ -22,8 +23,8 @@ consumed in order by the activations that read them, with onnxruntime's defaults
 spec's 1.0); ``clip`` on every pre-activation after bias and peephole; ``input_forget=1`` as f = 1 - i (the
 forget gate's W, R, B and P rows are not read).
 
-Refused with a one-line error: direction ``reverse`` alone (torch's modules have no such module), the
-two directions of a node with different activations, a non-zero initial state stored in the file.
+Refused with a one-line error: the two directions of a node with different activations, a non-zero
+initial state stored in the file.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ class _Module:
     scope: str
     op: str
     hidden: int
-    directions: int
+    direction: str  # forward, reverse or bidirectional
     cell: CellType
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     layers: int = 0
@@ -282,9 +283,8 @@ class _Reader:
         op, attrs = node.op_type, self._attrs(node)
         inputs = list(node.input) + [""] * (8 - len(node.input))
         direction = _text(attrs.get("direction", "forward"))
-        if direction == "reverse":
-            raise self.fail(node, "runs in direction 'reverse' only, which torch's modules (and gatescope) "
-                                  "have no module for; export it as bidirectional or forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise self.fail(node, f"has direction {direction!r}, not forward, reverse or bidirectional")
         directions = 2 if direction == "bidirectional" else 1
         p = None
         if op == "LSTM" and inputs[7]:
@@ -319,24 +319,26 @@ class _Reader:
         if cell.coupled:
             self.notes.append(f"{node.name or op}: input_forget=1 computes f = 1 - i (as onnxruntime does); "
                               "the forget gate's weights are not read")
-        module = self._module_for(node, modules, op, hidden, directions, cell, w.shape[-1])
-        for d, tensors in enumerate(node_weights(op, cell, w, r, b, p, hidden)):
-            end = f"_l{module.layers}" + ("", "_reverse")[d]
+        module = self._module_for(node, modules, op, hidden, direction, cell, w.shape[-1])
+        suffixes = ("_reverse",) if direction == "reverse" else ("", "_reverse")
+        for suffix, tensors in zip(suffixes, node_weights(op, cell, w, r, b, p, hidden)):
+            end = f"_l{module.layers}{suffix}"
             module.tensors.update({f"{k}{end}": v for k, v in tensors.items()})
         module.layers += 1
 
-    def _module_for(self, node, modules, op, hidden, directions, cell, width) -> _Module:
+    def _module_for(self, node, modules, op, hidden, direction, cell, width) -> _Module:
         """The previous module when this node is its next layer (same scope, cell and sizes), else a new one."""
         scope = self._scope(node)
         last = modules[-1] if modules else None
+        directions = 2 if direction == "bidirectional" else 1
         if (last is not None and scope and last.scope == scope and last.op == op and last.hidden == hidden
-                and last.directions == directions and last.cell == cell and width == directions * hidden):
+                and last.direction == direction and last.cell == cell and width == directions * hidden):
             return last
         taken = {m.name for m in modules}
         name = scope or op.lower()
         if name in taken:
             name = next(f"{name}_{i}" for i in range(1, len(modules) + 2) if f"{name}_{i}" not in taken)
-        module = _Module(name, scope, op, hidden, directions, cell)
+        module = _Module(name, scope, op, hidden, direction, cell)
         modules.append(module)
         return module
 
