@@ -425,6 +425,28 @@ def kind_range(kind: str, cell: CellType | None = None, proj_size: int = 0) -> R
     return KINDS[kind].range if cell is None else cell.range_of(kind, proj_size)
 
 
+def described_range(modules: Any, path: str, kind: str) -> Range:
+    """The range of ``kind`` in the module ``path`` as a trace's metadata ``modules`` (or a model's
+    ``modules_info``) describes it: its cell type's (`cell_type_of`, with its proj_size); the kind's own
+    where no readable entry describes the module (an older trace)."""
+    for info in modules if isinstance(modules, list) else ():
+        if isinstance(info, dict) and info.get("name") == path:
+            try:
+                return cell_type_of(info).range_of(kind, int(info.get("proj_size") or 0))
+            except (ValueError, TypeError):
+                break
+    return KINDS[kind].range
+
+
+def module_directions(module: Any) -> tuple[str, ...]:
+    """The directions a recurrent module (or its description) runs: ``fwd`` (and ``bwd`` when bidirectional);
+    ``bwd`` alone for a reverse-only module (ONNX ``direction="reverse"``, gatescope.recorder.variants)."""
+    get = module.get if isinstance(module, dict) else lambda key, default: getattr(module, key, default)
+    if get("reverse_only", False):
+        return DIRECTIONS[1:]
+    return DIRECTIONS if get("bidirectional", False) else DIRECTIONS[:1]
+
+
 def param_suffix(layer: int, direction: str, is_cell: bool = False) -> str:
     """torch's parameter-name suffix: ``_l{layer}`` (+ ``_reverse`` for bwd); none for LSTMCell / GRUCell."""
     if is_cell:

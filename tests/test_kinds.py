@@ -23,6 +23,7 @@ from gatescope.kinds import (
     Range,
     cell_type,
     cell_type_of,
+    described_range,
     kind_range,
     parse_activation,
 )
@@ -106,6 +107,15 @@ def test_activations_parse_strictly():
             parse_activation(text)
     with pytest.raises(ValueError, match="takes no parameters"):
         Activation("sigmoid", 1.0)
+
+
+def test_a_trace_describes_its_modules_ranges():
+    modules = [{"name": "rnn", "cell": "RNN", "activation": "relu"}, {"name": "lstm", "cell": "LSTM", "proj_size": 3},
+               {"name": "odd", "cell": "LSTM", "gate_activation": "nonsense"}]
+    assert described_range(modules, "rnn", "h") == NONNEGATIVE
+    assert described_range(modules, "lstm", "h") == REAL and described_range(modules, "lstm", "m") == SIGNED
+    assert described_range(modules, "gru", "h") == SIGNED and described_range(None, "rnn", "h") == SIGNED
+    assert described_range(modules, "odd", "f") == UNIT  # unreadable (the trace's door refuses it): the kind's own
 
 
 def test_head_of_reads_the_heads_of_a_module_description():

@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import DIRECTIONS, CellType, module_cell_type
+from gatescope.kinds import CellType, module_cell_type, module_directions
 from gatescope.names import UnitName, format_name, parse_name, parse_unit, recurrent_class, root_name
 from gatescope.recorder.mingru import MINGRU_MODULES, MINLSTM_MODULES
 from gatescope.recorder.packaged import Packaged
@@ -78,7 +78,7 @@ def kinds_of(module: nn.Module) -> tuple[str, ...]:
 
 
 def directions_of(module: nn.Module) -> tuple[str, ...]:
-    return DIRECTIONS if getattr(module, "bidirectional", False) else DIRECTIONS[:1]
+    return module_directions(module)
 
 
 def width_of(module: nn.Module, kind: str) -> int:
@@ -131,7 +131,8 @@ def check_name(targets: dict[str, nn.Module], name: str) -> None:
     if layer >= layers:
         raise GatescopeError(f"{name}: {path} has {layers} layer(s)")
     if direction not in directions_of(module):
-        raise GatescopeError(f"{name}: {path} is not bidirectional")
+        raise GatescopeError(f"{name}: {path} runs the backward direction alone" if getattr(module, "reverse_only", False)
+                             else f"{name}: {path} is not bidirectional")
     if kind not in kinds_of(module):
         raise GatescopeError(
             f"{name}: {type(module).__name__} has no kind {kind!r} (it has {' '.join(kinds_of(module))})"
@@ -170,5 +171,6 @@ def module_info(path: str, module: nn.Module) -> dict[str, Any]:
         "bidirectional": bool(getattr(module, "bidirectional", False)),
         "proj_size": getattr(module, "proj_size", 0),
         "bias": bool(getattr(module, "bias", True)),
+        **({"reverse_only": True} if getattr(module, "reverse_only", False) else {}),
         **module_cell_type(module).info(),  # what a variant computes differently (gatescope.kinds.CellType.info)
     }

@@ -269,8 +269,8 @@ class GatescopeApp(App[None]):
             f"  row {row}  seq {sequence} pos {row - start}  token {token!r}  ",
             ("value ", "dim"), ("nan" if math.isnan(value) else f"{value:+.4f}", "bold"), "   ",
         )
-        scale = self.source.scales[self.kind]
-        text.append(f"{'tanh c ' if self.kind == 'c' else ''}{scale.low:g} ", "dim")
+        scale = self.source.scale(self.name_shown)
+        text.append(f"{'' if scale.range.bounded else f'tanh {self.kind} '}{scale.low:g} ", "dim")
         for style in scale.text_styles[:-1]:
             text.append(" ", style)
         text.append(f" {scale.high:g}", "dim")
