@@ -29,7 +29,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "LSTM": "gatescope.recorder.rnn",
     "GRU": "gatescope.recorder.rnn",
+    "RNN": "gatescope.recorder.rnn",
     "ResetBeforeGRU": "gatescope.recorder.rnn",
+    "VariantLSTM": "gatescope.recorder.variants",
+    "VariantGRU": "gatescope.recorder.variants",
+    "VariantRNN": "gatescope.recorder.variants",
     "record": "gatescope.recorder.recording",
     "run_with_cache": "gatescope.recorder.recording",
     "quantities": "gatescope.recorder.recordable",
@@ -44,9 +48,9 @@ _EXPORTS = {
     "explain": "gatescope.analysis.explain",
 }
 __all__ = [
-    "GRU", "LSTM", "GatescopeError", "GatescopeWarning", "HookContext", "Intervention", "Recording",
-    "ResetBeforeGRU", "Trace", "UnknownNameError", "hook_points", "load", "load_trace", "quantities", "record",
-    "run_with_cache", "show", "explain",
+    "GRU", "LSTM", "RNN", "GatescopeError", "GatescopeWarning", "HookContext", "Intervention", "Recording",
+    "ResetBeforeGRU", "Trace", "UnknownNameError", "VariantGRU", "VariantLSTM", "VariantRNN", "explain",
+    "hook_points", "load", "load_trace", "quantities", "record", "run_with_cache", "show",
 ]
 
 if TYPE_CHECKING:
@@ -57,7 +61,8 @@ if TYPE_CHECKING:
     from gatescope.recorder.hooks import HookContext
     from gatescope.recorder.recordable import quantities
     from gatescope.recorder.recording import Intervention, Recording, record, run_with_cache
-    from gatescope.recorder.rnn import GRU, LSTM, ResetBeforeGRU
+    from gatescope.recorder.rnn import GRU, LSTM, RNN, ResetBeforeGRU
+    from gatescope.recorder.variants import VariantGRU, VariantLSTM, VariantRNN
     from gatescope.traces.trace import Trace, load_trace
 
 

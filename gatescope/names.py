@@ -24,6 +24,7 @@ from gatescope.kinds import (  # noqa: E402,F401
     LSTM_KINDS,
     LSTM_PROJ_KINDS,
     SIGMOID_KINDS,
+    CellType,
 )
 
 # ASCII digits only, and few of them: int() refuses "²" and numbers beyond Python's int-string limit
@@ -54,16 +55,18 @@ class UnitName(NamedTuple):
         return format_unit(self.name, self.index)
 
 
-RECURRENT_CLASSES: tuple[str, ...] = ("LSTM", "GRU", "LSTMCell", "GRUCell")
+RECURRENT_CLASSES: tuple[str, ...] = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 
 
 def recurrent_class(module: object) -> str | None:
-    """torch's recurrent class ``module`` is an instance of (``"LSTM"``, ``"GRU"``, ``"LSTMCell"``,
-    ``"GRUCell"``), read from its class hierarchy (no torch import), or None."""
+    """torch's recurrent class ``module`` is an instance of (``"LSTM"``, ``"GRU"``, ``"RNN"``, ``"LSTMCell"``,
+    ``"GRUCell"``, ``"RNNCell"``), read from its class hierarchy (no torch import); for another module
+    that declares a ``cell_type`` (gatescope.kinds.CellType), that type's name; else None."""
     for cls in type(module).__mro__:
         if cls.__name__ in RECURRENT_CLASSES and cls.__module__.startswith("torch.nn"):
             return cls.__name__
-    return None
+    own = getattr(module, "cell_type", None)
+    return own.name if isinstance(own, CellType) else None
 
 
 def root_name(module: object) -> str:
@@ -71,7 +74,8 @@ def root_name(module: object) -> str:
     (a user's ``class MyLSTM(nn.LSTM)`` is ``lstm``, as a bare LSTM state dict is)."""
     cls = recurrent_class(module)
     if cls is None:
-        raise GatescopeError(f"{type(module).__name__} is not an LSTM, GRU, LSTMCell or GRUCell")
+        raise GatescopeError(f"{type(module).__name__} is not a recurrent module (LSTM, GRU, RNN, their cells, "
+                             "or a module declaring a cell_type)")
     return cls.lower()
 
 

@@ -67,3 +67,17 @@ def test_the_browser_side_needs_no_torch():
     code = ("import sys, gatescope.saturation, gatescope.tui.ranking; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_relu_rnns_h_is_read_through_tanh_from_zero():
+    import gatescope
+
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(3, 4, nonlinearity="relu")
+    with torch.no_grad(), gatescope.record(rnn) as rec:
+        rnn(torch.randn(50, 2, 3) * 3)
+    h = rec.trace["rnn.l0.fwd.h"].numpy().astype(np.float64)
+    table = analysis_saturation(rec.trace, kinds="h")
+    left = [row["left"] for row in table.rows]
+    np.testing.assert_allclose(left, (np.tanh(h) < 0.1).mean(0))  # not ((h + 1) / 2 < 0.1): h is never negative
+    assert max(left) > 0

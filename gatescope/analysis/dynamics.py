@@ -33,7 +33,7 @@ from gatescope.analysis.selection import (
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type
+from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type, described_range
 from gatescope.names import format_name, format_unit, parse_name, root_name
 from gatescope.recorder.engine import layer_weights
 from gatescope.saturation import HIGH, LOW
@@ -64,7 +64,9 @@ def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: floa
     rows = []
     for name in names:
         blocks = [block.numpy() for _, block in iter_rows(trace, name)]  # float64 (rows, H)
-        counts = count_saturation(blocks, parse_name(name).kind, trace[name].shape[1], low, high)
+        q = parse_name(name)
+        value_range = described_range(trace.meta.get("modules"), q.path, q.kind)  # the kind's range in its cell
+        counts = count_saturation(blocks, q.kind, trace[name].shape[1], low, high, value_range)
         total = sum(np.nansum(b, axis=0) for b in blocks)  # (H,)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(counts.counted > 0, total / counts.counted, np.nan)

@@ -1,10 +1,11 @@
 """The `gatescope inspect` report as data: a JSON-able dict about a loaded checkpoint.
 
-From the weights alone: each recurrent module and layer, per gate the weight norms and
-bias statistics (torch's gate order: LSTM i f g o, GRU r z n), and the timescale of each
-unit's memory at zero input, 1/(1 - sigmoid(b)) with b the summed bias of the LSTM forget
-gate f (the "chrono" reading of Tallec & Ollivier 2018) or of the GRU update gate z (which
-weights the previous state). Warnings flag non-finite weights and recurrent matrices whose
+From the weights alone: each recurrent module and layer, per row block the weight norms and
+bias statistics (torch's gate order: LSTM i f g o, GRU r z n, RNN h; a cell type's own blocks,
+gatescope.kinds), and the timescale of each unit's memory at zero input and state, 1/(1 - g) with g
+the memory gate's value there: the LSTM forget gate f (the "chrono" reading of Tallec & Ollivier
+2018; 1 - i when f is coupled to i) or the GRU update gate z (which weights the previous state),
+through the cell type's gate activation (sigmoid(b) for torch's cells); none for the plain RNN. Warnings flag non-finite weights and recurrent matrices whose
 spectral radius is far above 1. From a trace: gate saturation as in Karpathy, Johnson &
 Fei-Fei 2015, the fraction of time a gate is left-saturated (< 0.1) or right-saturated (> 0.9).
 """
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 
 from gatescope.checkpoints.loader import LoadedModel
-from gatescope.kinds import DIRECTIONS, SIGMOID_KINDS, cell_type, param_suffix
+from gatescope.kinds import DIRECTIONS, SIGMOID_KINDS, CellType, cell_type_of, param_suffix
+from gatescope.recorder.activations import apply
 from gatescope.names import parse_name
 from gatescope.traces.trace import Trace
 
@@ -51,7 +53,7 @@ def weight_report(model: LoadedModel) -> dict[str, Any]:
 
 def _module_report(model: LoadedModel, info: dict[str, Any]) -> dict[str, Any]:
     module = model.get_submodule(info["name"])
-    cell = info["cell"].removesuffix("Cell")
+    cell = cell_type_of(info)
     layers = []
     for layer in range(info["num_layers"]):
         for direction in DIRECTIONS[: 1 + info["bidirectional"]]:
@@ -67,7 +69,7 @@ def _module_report(model: LoadedModel, info: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def _layer_report(
-    info: dict[str, Any], cell: str, layer: int, direction: str, params: dict[str, torch.Tensor]
+    info: dict[str, Any], ctype: CellType, layer: int, direction: str, params: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
     """One layer and direction: gate norms, bias statistics, memory timescale, spectral radii."""
     hidden = info["hidden_size"]
@@ -79,7 +81,6 @@ def _layer_report(
     w_hr = params["weight_hr"].double() if "weight_hr" in params else None  # (P, H)
     where = f"{info['name']} l{layer} {direction}"
     gates, warnings = {}, []
-    ctype = cell_type(cell)
     for gate in ctype.gate_kinds:
         rows = ctype.rows(gate, hidden)
         b = bias[rows]  # (H,)
@@ -99,14 +100,15 @@ def _layer_report(
                 f"{where}: the recurrent matrix of gate {gate} has spectral radius {radius:.2f} (far above 1)"
             )
     memory = ctype.memory_gate  # the gate whose bias sets how long a unit remembers
-    timescale = 1.0 / (1.0 - torch.sigmoid(bias[ctype.rows(memory, hidden)]))  # (H,) steps
+    at_rest = _memory_at_rest(ctype, bias, hidden)
+    timescale = None if at_rest is None else 1.0 / (1.0 - at_rest)  # (H,) steps
     return {
         "layer": layer,
         "direction": direction,
         "input_size": w_ih.shape[1],
         "parameters": sum(p.numel() for p in params.values()),
         "gates": gates,
-        "timescale": {
+        "timescale": None if timescale is None else {
             "gate": memory,
             "min": _finite(timescale.min()),
             "median": _finite(timescale.quantile(0.5)),  # the mean of the middle two for even H
@@ -114,6 +116,20 @@ def _layer_report(
         },
         "warnings": warnings,
     }
+
+
+def _memory_at_rest(ctype: CellType, bias: torch.Tensor, hidden: int) -> torch.Tensor | None:
+    """The memory gate's value at zero input and state (H,), as the cell type computes it; None without one."""
+    gate = ctype.memory_gate
+    if gate is None:
+        return None
+    coupled = ctype.coupled is not None and ctype.coupled[0] == gate
+    source = ctype.coupled[1] if coupled else gate  # a coupled forget gate is 1 minus the input gate
+    pre = bias[ctype.rows(source, hidden)] + (ctype.forget_bias if source == "f" else 0.0)
+    if ctype.clip is not None:
+        pre = pre.clamp(-ctype.clip, ctype.clip)
+    value = apply(ctype.gate_activation, pre)
+    return 1 - value if coupled else value
 
 
 def _finite(value: torch.Tensor) -> float | None:

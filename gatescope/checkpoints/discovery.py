@@ -1,11 +1,15 @@
 """Discovery of a checkpoint's recurrent modules, embedding and decoder from tensor shapes alone.
 
-Recurrent modules are found by torch.nn's parameter names under any key prefix: nn.LSTM / nn.GRU
-store ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for
-the backward direction, ``weight_hr_l{k}`` for an LSTM with proj_size, Sak et al. 2014), and
-nn.LSTMCell / nn.GRUCell store the same names without the ``_l{k}`` suffix. The cell type and
-sizes follow from the shapes (torch/nn/modules/rnn.py): weight_hh is (4H, H) for an LSTM, (3H, H)
-for a GRU, (4H, proj) with a projection. The input embedding and the output decoder are guessed
+Recurrent modules are found by torch.nn's parameter names under any key prefix: nn.LSTM / nn.GRU /
+nn.RNN store ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for
+the backward direction, ``weight_hr_l{k}`` for an LSTM with proj_size, Sak et al. 2014; ``weight_ch_l{k}``
+for a peephole LSTM, ``h0_l{k}`` for a learned initial state, gatescope.recorder.variants), and nn.LSTMCell / nn.GRUCell / nn.RNNCell store the
+same names without the ``_l{k}`` suffix. The cell type and sizes follow from the shapes
+(torch/nn/modules/rnn.py): weight_hh is (4H, H) for an LSTM, (3H, H) for a GRU, (H, H) for an RNN,
+(4H, proj) with a projection; a weight_ch makes a peephole LSTM. What the names cannot say (a relu RNN,
+a coupled LSTM, other activations, clipping, a reset-before GRU) the metadata key ``cells`` declares:
+``{module name: {"cell": "LSTM", "coupling": ..., ...}}`` (gatescope.kinds.cell_type_of; the older
+``reset_before`` list of GRU names is read too), and the declared cell's row blocks are checked. The input embedding and the output decoder are guessed
 as in PyTorch's word_language_model example (``encoder.weight`` / ``decoder``), and a Linear
 before the first recurrent module as its input projection (a time-series model's Linear(features
 -> input)); explicit roles from the checkpoint's metadata override the guesses. Every tensor is
@@ -18,13 +22,26 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import DIRECTIONS, param_suffix
+from gatescope.kinds import (
+    CELL_TYPES,
+    GRU_RESET_BEFORE,
+    LSTM,
+    CellType,
+    cell_type,
+    cell_type_of,
+    module_directions,
+    param_suffix,
+)
+from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE_KEY  # the older key: names of reset-before GRUs
+from gatescope.recorder.variants import METADATA_KEY as CELLS_KEY  # module name -> its cell's description
 
 _LAYER_KEY = re.compile(
-    r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$"
+    r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_ch|h0)_l(?P<layer>\d+)"
+    r"(?P<rev>_reverse)?$"
 )
 _CELL_KEY = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$")
-_GATES = {4: "LSTM", 3: "GRU"}  # rows of weight_hh per hidden unit -> cell
+_GATES = {4: "LSTM", 3: "GRU", 1: "RNN"}  # rows of weight_hh per hidden unit -> cell
+
 _DECODER_HINTS = ("dec", "out", "fc", "head", "linear", "classifier", "proj")
 _INPUT_HINTS = ("in", "proj", "fc", "linear", "enc")
 
@@ -44,6 +61,14 @@ class RecurrentSpec:
     bidirectional: bool
     proj_size: int
     bias: bool
+    variant: CellType | None = None  # a cell type other than the family's torch cell (see the metadata "cells")
+    learned_h0: bool = False  # a learned initial hidden state, h0_l{k} (gatescope.recorder.variants)
+    reverse_only: bool = False  # the backward direction alone (its keys all _reverse; ONNX direction="reverse")
+
+    @property
+    def cell_type(self) -> CellType:
+        """What the module computes: its declared or discovered variant, else its family's torch cell."""
+        return self.variant or cell_type(self.cell)
 
     @property
     def output_size(self) -> int:
@@ -57,13 +82,14 @@ class RecurrentSpec:
     def info(self) -> dict[str, Any]:
         """The public description (docs/architecture.md, `inspect --json` "modules" entries)."""
         info = asdict(self)
-        del info["prefix"]
-        return info
+        del info["prefix"], info["variant"], info["learned_h0"], info["reverse_only"]
+        own = {k: True for k in ("learned_h0", "reverse_only") if getattr(self, k)}
+        return info | self.cell_type.info() | own
 
     def expected_shapes(self) -> Shapes:
         """Every parameter key of this module in the file, with the shape torch gives it."""
-        gates = 4 if self.cell.startswith("LSTM") else 3
-        rows, state = gates * self.hidden_size, self.proj_size or self.hidden_size
+        cell = self.cell_type
+        rows, state = cell.gates * self.hidden_size, self.proj_size or self.hidden_size
         if self.is_cell:
             shapes = {"weight_ih": (rows, self.input_size), "weight_hh": (rows, state)}
             if self.bias:
@@ -72,7 +98,7 @@ class RecurrentSpec:
         shapes = {}
         for layer in range(self.num_layers):
             width = self.input_size if layer == 0 else self.output_size
-            for direction in DIRECTIONS[: 1 + self.bidirectional]:
+            for direction in module_directions(self):
                 end = param_suffix(layer, direction)
                 shapes[f"weight_ih{end}"] = (rows, width)
                 shapes[f"weight_hh{end}"] = (rows, state)
@@ -81,12 +107,48 @@ class RecurrentSpec:
                     shapes[f"bias_hh{end}"] = (rows,)
                 if self.proj_size:
                     shapes[f"weight_hr{end}"] = (self.proj_size, self.hidden_size)
+                if cell.peepholes:
+                    shapes[f"weight_ch{end}"] = (len(cell.peephole_kinds) * self.hidden_size,)
+                if self.learned_h0:
+                    shapes[f"h0{end}"] = (state,)
         return {self.prefix + k: v for k, v in shapes.items()}
 
 
 # -- discovery from shapes alone -------------------------------------------------------------
-def discover_recurrent(shapes: Shapes) -> list[RecurrentSpec]:
-    """Every recurrent module among the checkpoint's keys, validated against torch's shapes."""
+def declared_cells(metadata: dict[str, Any]) -> dict[str, CellType]:
+    """The cell types the metadata declares, by module name: ``cells`` entries, and the GRUs that the older
+    ``reset_before`` lists (one-line GatescopeError on a malformed entry)."""
+    declared: dict[str, CellType] = {}
+    names = metadata.get(RESET_BEFORE_KEY, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise GatescopeError(f"metadata '{RESET_BEFORE_KEY}' must list GRU module names, not {names!r}")
+    declared.update(dict.fromkeys(names, GRU_RESET_BEFORE))
+    cells = metadata.get(CELLS_KEY, {})
+    if not isinstance(cells, dict):
+        raise GatescopeError(f"metadata '{CELLS_KEY}' must map module names to cell descriptions, not {cells!r}")
+    for name, info in cells.items():
+        try:
+            declared[name] = cell_type_of(info if isinstance(info, dict) else {})
+        except (ValueError, TypeError) as exc:
+            raise GatescopeError(f"metadata '{CELLS_KEY}' entry {name!r}: {exc}") from None
+    return declared
+
+
+def check_declared(specs: list[RecurrentSpec], declared: dict[str, CellType]) -> None:
+    """Every declared module is a discovered one of the declared family (GatescopeError otherwise)."""
+    found = {spec.name: spec for spec in specs}
+    for name, cell in declared.items():
+        spec = found.get(name)
+        if spec is None or spec.cell_type != cell:
+            have = ", ".join(f"{s.name} ({s.cell})" for s in specs) or "none"
+            raise GatescopeError(f"the metadata declares {name!r} a {cell.describe()}, which is not a module "
+                                 f"found here (modules: {have})")
+
+
+def discover_recurrent(shapes: Shapes, declared: dict[str, CellType] | None = None) -> list[RecurrentSpec]:
+    """Every recurrent module among the checkpoint's keys, validated against torch's shapes (and the cell
+    types ``declared`` by module name, see `declared_cells`)."""
+    declared = declared or {}
     layered: dict[str, set[str]] = {}
     cells: dict[str, set[str]] = {}
     for key in shapes:
@@ -94,7 +156,7 @@ def discover_recurrent(shapes: Shapes) -> list[RecurrentSpec]:
             layered.setdefault(match["prefix"] or "", set()).add(key)
         elif match := _CELL_KEY.match(key):
             cells.setdefault(match["prefix"] or "", set()).add(key)
-    specs = [_layered_spec(prefix, keys, shapes) for prefix, keys in layered.items()]
+    specs = [_layered_spec(prefix, keys, shapes, declared) for prefix, keys in layered.items()]
     specs += [_cell_spec(prefix, keys, shapes) for prefix, keys in cells.items()]
     return sorted(specs, key=lambda spec: spec.prefix)
 
@@ -107,7 +169,7 @@ def _shape(shapes: Shapes, key: str, dims: int) -> tuple[int, ...]:
     return shapes[key]
 
 
-def _gates(key: str, rows: int, hidden: int, allowed: tuple[int, ...] = (4, 3)) -> int:
+def _gates(key: str, rows: int, hidden: int, allowed: tuple[int, ...] = (4, 3, 1)) -> int:
     if hidden == 0 or rows % hidden or rows // hidden not in allowed:
         raise GatescopeError(
             f"inconsistent shapes: {key} has {rows} rows for hidden size {hidden}; "
@@ -116,27 +178,43 @@ def _gates(key: str, rows: int, hidden: int, allowed: tuple[int, ...] = (4, 3)) 
     return rows // hidden
 
 
-def _layered_spec(prefix: str, keys: set[str], shapes: Shapes) -> RecurrentSpec:
+def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[str, CellType]) -> RecurrentSpec:
     base = f"{prefix}." if prefix else ""
-    rows, state = _shape(shapes, f"{base}weight_hh_l0", 2)
-    if f"{base}weight_hr_l0" in keys:
-        proj, hidden = _shape(shapes, f"{base}weight_hr_l0", 2)
-        _gates(f"{base}weight_hh_l0", rows, hidden, allowed=(4,))
-        cell = "LSTM"
+    reverse_only = all(k.endswith("_reverse") for k in keys)  # ONNX direction="reverse": the backward one alone
+    l0 = "_l0_reverse" if reverse_only else "_l0"
+    rows, state = _shape(shapes, f"{base}weight_hh{l0}", 2)
+    own = declared.get(prefix) if prefix else next((declared[n.lower()] for n in CELL_TYPES if n.lower() in declared),
+                                                   None)
+    peepholes = f"{base}weight_ch{l0}" in keys
+    if f"{base}weight_hr{l0}" in keys:
+        proj, hidden = _shape(shapes, f"{base}weight_hr{l0}", 2)
     else:
         proj, hidden = 0, state
-        cell = _GATES[_gates(f"{base}weight_hh_l0", rows, hidden)]
+    if own is not None:
+        try:
+            _gates(f"{base}weight_hh{l0}", rows, hidden, allowed=(own.gates,))
+        except GatescopeError as exc:
+            raise GatescopeError(f"the metadata declares {prefix or own.name.lower()!r} a {own.describe()}, "
+                                 f"but {exc}") from None
+        variant, cell = own, own.name
+    else:
+        allowed = (4,) if proj or peepholes else tuple(_GATES)
+        cell = _GATES[_gates(f"{base}weight_hh{l0}", rows, hidden, allowed)]
+        variant = LSTM.variant(peepholes=True) if peepholes else None
     layers = 1 + max(int(_LAYER_KEY.match(k)["layer"]) for k in keys)
     spec = RecurrentSpec(
         name=prefix or cell.lower(),
         prefix=base,
         cell=cell,
-        input_size=_shape(shapes, f"{base}weight_ih_l0", 2)[1],
+        input_size=_shape(shapes, f"{base}weight_ih{l0}", 2)[1],
         hidden_size=hidden,
         num_layers=layers,
-        bidirectional=any(k.endswith("_reverse") for k in keys),
+        bidirectional=not reverse_only and any(k.endswith("_reverse") for k in keys),
         proj_size=proj,
         bias=any("bias_" in k for k in keys),
+        variant=None if variant is None or variant == CELL_TYPES[cell] else variant,
+        learned_h0=f"{base}h0{l0}" in keys,
+        reverse_only=reverse_only,
     )
     _check_shapes(spec, keys, shapes)
     return spec

@@ -34,9 +34,19 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.overrides import TorchFunctionMode
 
 from gatescope.checkpoints import initial_state
-from gatescope.checkpoints.discovery import RecurrentSpec, Roles, Shapes, discover_recurrent, resolve_roles
+from gatescope.checkpoints.discovery import (
+    RecurrentSpec,
+    Roles,
+    Shapes,
+    check_declared,
+    declared_cells,
+    discover_recurrent,
+    resolve_roles,
+)
 from gatescope.errors import GatescopeError, warn
-from gatescope.recorder.rnn import GRU, LSTM, ResetBeforeGRU, reset_before_names, variant_info
+from gatescope.kinds import CELL_TYPES, GRU_RESET_BEFORE, RNN_RELU
+from gatescope.recorder.rnn import GRU, LSTM, RNN, ResetBeforeGRU
+from gatescope.recorder.variants import variant_module
 from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names, kept public here)
     META_KEY,
     MODEL_FORMAT,
@@ -48,18 +58,31 @@ from gatescope.vocab import Vocabulary
 
 
 # -- the runnable model ----------------------------------------------------------------------
-def _build_recurrent(spec: RecurrentSpec, reset_after: bool = True) -> nn.Module:
+def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     """A fresh module with the spec's sizes and the checkpoint's parameter names: gatescope's
-    drop-in LSTM / GRU for layered modules (batch-first), torch's cells for LSTMCell / GRUCell,
-    the reset-before GRU where the metadata says so."""
+    drop-in LSTM / GRU / RNN for layered modules (batch-first), torch's cells for LSTMCell / GRUCell /
+    RNNCell, and for another cell type (a peephole LSTM, or what the metadata ``cells`` declares), a learned
+    initial state or the backward direction alone the module of gatescope.recorder.variants that computes it."""
     if spec.cell == "LSTMCell":
         return nn.LSTMCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     if spec.cell == "GRUCell":
         return nn.GRUCell(spec.input_size, spec.hidden_size, bias=spec.bias)
+    if spec.cell == "RNNCell":
+        return nn.RNNCell(spec.input_size, spec.hidden_size, bias=spec.bias)
     kwargs = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=True, bidirectional=spec.bidirectional)
-    if spec.cell == "LSTM":
-        return LSTM(spec.input_size, spec.hidden_size, proj_size=spec.proj_size, **kwargs)
-    return (GRU if reset_after else ResetBeforeGRU)(spec.input_size, spec.hidden_size, **kwargs)
+    if spec.proj_size:
+        kwargs["proj_size"] = spec.proj_size
+    cell = spec.cell_type
+    if spec.learned_h0 or spec.reverse_only:
+        return variant_module(cell, spec.input_size, spec.hidden_size, learned_h0=spec.learned_h0,
+                              reverse_only=spec.reverse_only, **kwargs)
+    if cell == GRU_RESET_BEFORE:
+        return ResetBeforeGRU(spec.input_size, spec.hidden_size, **kwargs)
+    if cell == RNN_RELU:
+        return RNN(spec.input_size, spec.hidden_size, nonlinearity="relu", **kwargs)
+    if cell == CELL_TYPES[spec.cell]:
+        return {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}[spec.cell](spec.input_size, spec.hidden_size, **kwargs)
+    return variant_module(cell, spec.input_size, spec.hidden_size, **kwargs)
 
 
 class LoadedModel(nn.Module):
@@ -83,7 +106,6 @@ class LoadedModel(nn.Module):
         # plain attributes first: the checkpoint's module names may be anything, even "vocab"
         self.metadata = metadata
         self.vocab = vocab
-        reset_before = reset_before_names(metadata, {spec.name: spec.cell for spec in specs})
         self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
         self.recurrent_names = [spec.name for spec in roles.recurrent]
         self.recurrent_output_size = roles.recurrent[-1].output_size  # what the decoder reads, per step
@@ -100,14 +122,13 @@ class LoadedModel(nn.Module):
             out_features, in_features = shapes[f"{roles.input_projection}.weight"]
             self._place(roles.input_projection, nn.Linear(in_features, out_features, bias=roles.input_projection_bias))
         for spec in specs:
-            self._place(spec.name, _build_recurrent(spec, reset_after=spec.name not in reset_before))
+            self._place(spec.name, _build_recurrent(spec))
         self.initial_states: dict[str, dict[str, str]] = {}  # module -> h / c -> key of its learned initial state
         for state in initial_states:
             self._place_buffer(state.key, torch.empty(shapes[state.key]))
             self.initial_states.setdefault(state.module, {})[state.kind] = state.key
-        self.modules_info.extend(spec.info() | variant_info(self.get_submodule(spec.name))
-                                 | ({"initial_state": self.initial_states[spec.name]} if spec.name in self.initial_states
-                                    else {}) for spec in specs)
+        self.modules_info.extend(spec.info() | ({"initial_state": self.initial_states[spec.name]}
+                                                if spec.name in self.initial_states else {}) for spec in specs)
         if roles.decoder:
             out_features, in_features = shapes[f"{roles.decoder}.weight"]
             self._place(roles.decoder, nn.Linear(in_features, out_features, bias=roles.decoder_bias))
@@ -342,7 +363,12 @@ def load(
     path = Path(path)
     device = _device(device)
     shapes, metadata = read_header(path)
-    specs = discover_recurrent(shapes)
+    try:
+        declared = declared_cells(metadata)
+        specs = discover_recurrent(shapes, declared)
+        check_declared(specs, declared)
+    except GatescopeError as exc:
+        raise GatescopeError(f"{path}: {exc}") from None
     if not specs:
         shown = ", ".join(f"{k} {list(v)}" for k, v in list(shapes.items())[:8])
         more = f" and {len(shapes) - 8} more" if len(shapes) > 8 else ""

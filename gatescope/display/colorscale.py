@@ -1,10 +1,11 @@
 """Colour scales for recorded values: value -> colour, one scale per kind; shared by the browser and the notebook.
 
-Each kind's range comes from the registry (gatescope.kinds). Sigmoid gates (range ``unit``: i f o r z)
-live in 0..1 and use a sequential scale (viridis, the matplotlib default, perceptually uniform);
-tanh-range values (``signed``: g m n h) use a diverging scale (RdBu, blue for negative, red for
-positive, as in Karpathy et al. 2015's cell visualisations). The cell state c (``unbounded``) is
-coloured by tanh(c), the value it contributes to h. NaN is grey, on neither scale.
+Each kind's range comes from the registry (gatescope.kinds: the kind's own, or its range in a cell type).
+Values that cannot be negative (sigmoid gates i f o r z in 0..1, a relu RNN's h) use a sequential scale
+(viridis, the matplotlib default, perceptually uniform); signed values (tanh-range g m n h) a diverging
+scale (RdBu, blue for negative, red for positive, as in Karpathy et al. 2015's cell visualisations).
+An unbounded kind (the cell state c) is coloured by tanh(c), the value it contributes to h. NaN is grey,
+on neither scale.
 
 Values are quantised once with numpy into small integer levels, and ``colors[level]`` is the colour,
 so a renderer looks colours up in a table. Imports neither torch nor Textual nor rich.
@@ -14,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import KINDS
+from gatescope.kinds import KINDS, Range, kind_range
+from gatescope.saturation import on_unit_interval
 
 # viridis, 16 samples (matplotlib's table at i/15)
 SEQUENTIAL = (
@@ -33,28 +35,29 @@ NAN_COLOR = "#5a5a5a"  # missing values (NaN): grey, on neither scale
 class ColorScale:
     """The colour scale of one kind: `levels` maps values to small ints, `colors[level]` is the colour."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, value_range: Range | None = None) -> None:
+        """value_range: the kind's range in its cell type (`gatescope.kinds.CellType.range_of`); default the kind's own."""
         if kind not in KINDS:
             raise GatescopeError(f"no colour scale for kind {kind!r}: not one of {', '.join(KINDS)}")
         self.kind = kind
-        self.sequential = KINDS[kind].is_gate
+        self.range = kind_range(kind) if value_range is None else value_range
+        self.low, self.high = self.range.shown.low, self.range.shown.high
+        self.sequential = self.low >= 0
         self.colors: tuple[str, ...] = (SEQUENTIAL if self.sequential else DIVERGING) + (NAN_COLOR,)
         self.nan_level = len(self.colors) - 1
-        self.low, self.high = (0.0, 1.0) if self.sequential else (-1.0, 1.0)
 
     @property
     def label(self) -> str:
-        """What the scale shows: ``tanh(c)`` for the cell state, the kind itself otherwise."""
-        return "tanh(c)" if KINDS[self.kind].range == "unbounded" else self.kind
+        """What the scale shows: ``tanh(c)`` for an unbounded kind (the cell state), the kind itself otherwise."""
+        return self.kind if self.range.bounded else f"tanh({self.kind})"
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """The values as coloured: tanh of an unbounded kind (the cell state), the values themselves otherwise."""
-        return np.tanh(values) if KINDS[self.kind].range == "unbounded" else values
+        return values if self.range.bounded else np.tanh(values)
 
     def unit_interval(self, values: np.ndarray) -> np.ndarray:
-        """Transformed values mapped onto 0..1 along the scale, clipped; NaN stays NaN."""
-        scaled = (self.transform(values) - self.low) / (self.high - self.low)
-        return np.clip(scaled, 0.0, 1.0)
+        """Values mapped onto 0..1 along the scale (gatescope.saturation.on_unit_interval), clipped; NaN stays NaN."""
+        return np.clip(on_unit_interval(values, self.kind, self.range), 0.0, 1.0)
 
     def levels(self, values: np.ndarray) -> np.ndarray:
         """Quantise float values (any shape) to uint8 levels; NaN -> `nan_level`."""

@@ -14,6 +14,7 @@ from gatescope.display import svg
 from gatescope.display.colorscale import ColorScale
 from gatescope.display.figure import Figure
 from gatescope.display.selection import Span, read
+from gatescope.kinds import described_range
 from gatescope.names import format_unit, parse_name
 
 MARGIN = svg.MARGIN
@@ -41,7 +42,9 @@ class Heatmap(Figure):
                 block[rows] = read(trace, name, s.start, s.stop, [units[r][1] for r in rows]).T
             self.values.append(block)
         self.tokens = [trace.tokens(s.start, s.stop) for s in spans]
-        self.scales = [ColorScale(parse_name(name).kind) for name, _ in units]
+        modules = getattr(trace, "meta", {}).get("modules")  # each kind's range in its module's cell type
+        self.scales = [ColorScale(q.kind, described_range(modules, q.path, q.kind))
+                       for q in (parse_name(name) for name, _ in units)]
         title = title or f"{len(units)} units x {sum(s.stop - s.start for s in spans)} tokens"
         super().__init__(self._draw(title, notes), title, notes)
 

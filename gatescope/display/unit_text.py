@@ -15,7 +15,7 @@ from gatescope.display import svg
 from gatescope.display.colorscale import ColorScale, is_light
 from gatescope.display.figure import Figure
 from gatescope.display.selection import Span, describe, read
-from gatescope.kinds import KINDS
+from gatescope.kinds import KINDS, Range, described_range
 from gatescope.kinds import describe as describe_kind
 from gatescope.names import parse_name
 
@@ -37,7 +37,9 @@ class UnitText(Figure):
                  notes: list[str]) -> None:
         self.unit, self.spans, self.kinds = unit, spans, kinds
         q = parse_name(name)
-        self.scale = ColorScale(q.kind)
+        modules = getattr(trace, "meta", {}).get("modules")  # each kind's range in its module's cell type
+        self.ranges = {k: described_range(modules, q.path, k) for k in {*kinds, q.kind}}
+        self.scale = ColorScale(q.kind, self.ranges[q.kind])
         layer = name[: -len(q.kind)]
         self.plotted = {k: [read(trace, layer + k, s.start, s.stop, index) for s in spans] for k in kinds}
         self.values = [self.plotted[q.kind][i] if q.kind in kinds else read(trace, name, s.start, s.stop, index)
@@ -109,7 +111,7 @@ class UnitText(Figure):
         top = y
         for kind in self.kinds:
             values = self.plotted[kind][i]
-            low, high = _range(kind, values)
+            low, high = _range(self.ranges[kind], values)
             body.append(f"<g>{svg.title(describe_kind(kind))}"
                         + svg.text(MARGIN, y + PLOT_HEIGHT / 2 + 5, kind, size=svg.FONT_SIZE, fill=svg.INK) + "</g>")
             body.append(svg.text(x0 - 3, y + 9, f"{high:.3g}", size=9, anchor="end"))
@@ -138,14 +140,11 @@ class UnitText(Figure):
         return y + 4
 
 
-def _range(kind: str, values: np.ndarray) -> tuple[float, float]:
-    """The y range of a kind's plot: 0..1 for gates, -1..1 for tanh-range values, symmetric around 0 and at
-    least -1..1 for the unbounded cell state."""
-    rng = KINDS[kind].range
-    if rng == "unit":
-        return 0.0, 1.0
-    if rng == "signed":
-        return -1.0, 1.0
+def _range(rng: Range, values: np.ndarray) -> tuple[float, float]:
+    """The y range of a kind's plot: its range where bounded (0..1 for gates, -1..1 for tanh-range values),
+    symmetric around 0 and at least -1..1 for an unbounded one (the cell state)."""
+    if rng.bounded and rng.high > rng.low:
+        return rng.low, rng.high
     finite = values[np.isfinite(values)]
     bound = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     return -bound, bound

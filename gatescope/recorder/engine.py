@@ -1,11 +1,11 @@
-"""Runs a whole torch-style LSTM or GRU (layers, directions, packing) through gatescope.recorder.cells.
+"""Runs a whole torch-style LSTM, GRU or RNN (layers, directions, packing) through gatescope.recorder.cells.
 
-The forward contract is torch.nn.LSTM / GRU's (torch/nn/modules/rnn.py): batched or unbatched
+The forward contract is torch.nn.LSTM / GRU / RNN's (torch/nn/modules/rnn.py): batched or unbatched
 input, batch_first, given initial states, PackedSequence in and out, dropout between layers,
 layer k > 0 reading the concatenated directions of layer k-1, proj_size for the LSTM.
 Arguments are checked by torch's own code (the module's ``check_forward_args``, and torch's forward
 for what only its kernel refuses), so errors are torch's, type and message; an empty batch runs.
-`run_cell` is the same for one call of an LSTMCell / GRUCell, stepped as a one-step layer.
+`run_cell` is the same for one call of an LSTMCell / GRUCell / RNNCell, stepped as a one-step layer.
 
 Two routes compute the same values:
 
@@ -29,8 +29,9 @@ Timesteps given to observers are input positions: for the backward direction, st
 state after reading input t. Padded positions (t >= length) are computed but never recorded, and
 the backward direction of a shorter sequence starts at its own last token.
 
-A GRU module whose ``reset_after`` attribute is False (gatescope.recorder.rnn.ResetBeforeGRU, the
-original GRU of Cho et al. 2014) always takes the step route: no native kernel computes it.
+A module's cell type is `gatescope.kinds.module_cell_type`'s: a variant no native kernel computes
+(a reset-before GRU, a peephole or coupled LSTM, other activations, clipping: gatescope.recorder.variants)
+always takes the step route.
 """
 from __future__ import annotations
 
@@ -44,18 +45,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from gatescope.kinds import DIRECTIONS, param_suffix
+from gatescope.kinds import LSTM, CellType, module_cell_type, module_directions, param_suffix
 from gatescope.recorder import onednn
 from gatescope.recorder.cells import (
+    Tap,
     CellWeights,
+    folds_bias_hh,
     gru_replay,
-    gru_reset_before_step,
     gru_step,
     input_projection,
     lstm_replay,
     lstm_step,
     per_sample,
     reset_before_weights,
+    rnn_step,
     step_weights,
 )
 from gatescope.recorder.interventions import split
@@ -78,41 +81,77 @@ class Observer:
 ObserverFor = Callable[[int, str], "Observer | None"]  # (layer, "fwd" | "bwd") -> Observer
 
 
+class Taps:
+    """One layer and direction stepped over ``steps`` timesteps, seen by ``observer``: every quantity of step
+    t passes through ``at(t)`` (the observer's edits applied in order, told input position ``t + offset``;
+    kept values stored), and `flush` hands the kept values to the observer's sink, in time order. The step
+    route uses it, and so can a recordable module's ``forward_observed`` (gatescope.recorder.recordable)."""
+
+    def __init__(self, observer: Observer | None, steps: int, offset: int = 0) -> None:
+        self.edits = observer.edits if observer else {}
+        self.sink = observer.sink if observer else None
+        self.kept: dict[str, list] = {kind: [None] * steps for kind in (observer.keep if observer else ())}
+        self.offset = offset
+
+    def at(self, t: int) -> Tap:
+        """The tap of step ``t``: ``tap(kind, value) -> value`` after the edits."""
+
+        def tap(kind: str, value: Tensor) -> Tensor:
+            for edit in self.edits.get(kind, ()):
+                changed = edit(value, t + self.offset)
+                if changed is not None:
+                    value = changed
+            if kind in self.kept:
+                self.kept[kind][t] = value
+            return value
+
+        return tap
+
+    def flush(self, lengths: Tensor | None) -> None:
+        """Hand every kept kind (T tensors (B, H)) to the sink, with each sequence's length (None: all T)."""
+        if self.sink is not None:
+            for kind, values in self.kept.items():
+                self.sink(kind, values, lengths)
+
+
 def layer_weights(module: nn.Module, layer: int, direction: str) -> CellWeights:
-    """The weights of one layer and direction of an nn.LSTM / nn.GRU, by torch's names."""
+    """The weights of one layer and direction of an nn.LSTM / GRU / RNN, by torch's names (and a peephole
+    LSTM's ``weight_ch``, gatescope.recorder.variants)."""
     sfx = param_suffix(layer, direction)
     get = lambda name: getattr(module, name + sfx, None)  # noqa: E731
-    return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"))
+    return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"),
+                       get("weight_ch"))
 
 
 def run(
-    module: nn.LSTM | nn.GRU,
+    module: nn.LSTM | nn.GRU | nn.RNN,
     input: Tensor | PackedSequence,
     hx: Tensor | tuple[Tensor, Tensor] | None = None,
     observer_for: ObserverFor | None = None,
     route: Route = "auto",
 ):
     """The forward of ``module`` (same arguments, results and errors as torch's), observed layer by layer."""
-    is_lstm = isinstance(module, nn.LSTM)
-    reset_after = getattr(module, "reset_after", True)
+    cell = module_cell_type(module)
+    is_lstm = cell.name == "LSTM"
     packed = isinstance(input, PackedSequence)
     x, lengths, h0, c0, unbatched = _prepare(module, input, hx)  # (T, B, I), states (L*D, B, ·)
     if x.shape[0] == 0 or h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
         return _torch_refuses(module, input, hx)  # errors only torch's kernel raises
 
-    num_dir = 2 if module.bidirectional else 1
+    directions = module_directions(module)
+    num_dir = len(directions)
     h_n, c_n = [], []
     layer_input = x
     for layer in range(module.num_layers):
         outs = []
-        for d, direction in enumerate(DIRECTIONS[:num_dir]):
+        for d, direction in enumerate(directions):
             k = layer * num_dir + d
             observer = observer_for(layer, direction) if observer_for else None
             w = layer_weights(module, layer, direction)
-            chosen = _choose_route(route, observer, layer_input, w, is_lstm, direction) if reset_after else "step"
+            chosen = _choose_route(route, observer, layer_input, w, cell, direction)
             out, h_last, c_last = _run_direction(
-                is_lstm, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
-                direction == "bwd", observer, chosen, reset_after,
+                cell, layer_input, h0[k], None if c0 is None else c0[k], w, lengths,
+                direction == "bwd", observer, chosen,
             )
             outs.append(out)
             h_n.append(h_last)
@@ -152,8 +191,9 @@ def _prepare(module, input, hx):
     else:
         data, batch_sizes = input, None
         if input.dim() not in (2, 3):
-            name = "LSTM" if is_lstm else "GRU"
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            name = module_cell_type(module).name
+            tensor = " tensor" if name == "RNN" else ""  # torch's nn.RNN words it so
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D{tensor} instead")
         unbatched = input.dim() == 2
         if hx is not None:
             _check_hx_dims(hx, is_lstm, unbatched)
@@ -166,7 +206,11 @@ def _prepare(module, input, hx):
         zeros = lambda size: torch.zeros(  # noqa: E731
             module.num_layers * num_dir, batch, size, dtype=data.dtype, device=data.device
         )
-        hx = (zeros(out_size), zeros(module.hidden_size)) if is_lstm else zeros(out_size)
+        h0 = zeros(out_size)
+        learned = learned_h0(module)  # (L*D, P): a module's learned initial state, else none
+        if learned is not None:
+            h0 = h0 + learned.to(h0.dtype).unsqueeze(1)  # (L*D, B, P), in the autograd graph
+        hx = (h0, zeros(module.hidden_size)) if is_lstm else h0
     module.check_forward_args(data, hx, batch_sizes)
     if batch_sizes is not None:
         x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
@@ -175,6 +219,16 @@ def _prepare(module, input, hx):
         x, lengths = (data.transpose(0, 1) if module.batch_first else data), None
     h0, c0 = hx if is_lstm else (hx, None)
     return x, lengths, h0, c0, unbatched
+
+
+def learned_h0(module: nn.Module) -> Tensor | None:
+    """A module's learned initial hidden state (gatescope.recorder.variants, ``learned_h0=True``): its ``h0_l{k}``
+    (``_reverse``) parameters stacked as torch orders h_0, (L*D, P); None when it has none."""
+    if not getattr(module, "learned_h0", False):
+        return None
+    dirs = module_directions(module)
+    return torch.stack([getattr(module, "h0" + param_suffix(layer, d)) for layer in range(module.num_layers)
+                        for d in dirs])
 
 
 def _check_hx_dims(hx, is_lstm: bool, unbatched: bool) -> None:
@@ -196,13 +250,13 @@ def _torch_refuses(module: nn.Module, *args):
     torch's own forward runs on the arguments and raises its own error; should it accept them after
     all, gatescope says in one line that it cannot run them rather than return an unobserved result.
     """
-    base = next(t for t in (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell) if isinstance(module, t))
+    base = next(t for t in (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell) if isinstance(module, t))
     base.forward(module, *args)
     raise RuntimeError(f"{base.__name__}: gatescope's engine cannot run these arguments, which torch accepts")
 
 
-def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer: Observer | None = None):
-    """One call of an LSTMCell / GRUCell (same arguments, results and errors as torch's: input (B, I)
+def run_cell(module: nn.LSTMCell | nn.GRUCell | nn.RNNCell, input: Tensor, hx=None, observer: Observer | None = None):
+    """One call of an LSTMCell / GRUCell / RNNCell (same arguments, results and errors as torch's: input (B, I)
     or unbatched (I,)), run by the same stepper as every layer of `run`: a one-step forward direction
     whose quantities ``observer`` sees at step 0. Arguments torch would refuse go to torch's forward,
     which raises torch's own error."""
@@ -218,7 +272,7 @@ def run_cell(module: nn.LSTMCell | nn.GRUCell, input: Tensor, hx=None, observer:
         hx = tuple(s.unsqueeze(0) for s in hx) if is_lstm else hx.unsqueeze(0)
     h0, c0 = hx if is_lstm else (hx, None)
     w = CellWeights(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
-    _, h, c = _step_direction(is_lstm, x.unsqueeze(0), h0, c0, w, None, False, observer)
+    _, h, c = _step_direction(module_cell_type(module), x.unsqueeze(0), h0, c0, w, None, False, observer)
     out = (h, c) if is_lstm else h
     if unbatched:
         out = tuple(s.squeeze(0) for s in out) if is_lstm else out.squeeze(0)
@@ -251,8 +305,11 @@ SMALL_STEP = 4096
 
 
 def _choose_route(
-    route: Route, observer: Observer | None, x: Tensor, w: CellWeights, is_lstm: bool, direction: str
+    route: Route, observer: Observer | None, x: Tensor, w: CellWeights, cell: CellType, direction: str
 ) -> str:
+    if not cell.is_standard:  # no native kernel computes it
+        return "step"
+    is_lstm = cell.name == "LSTM"
     if per_sample(w):  # ExpandedWeights answer nothing but F.linear (not even requires_grad): the step route
         return "step" if route == "auto" else route
     if route == "replay" and observer is not None and observer.edits:
@@ -269,45 +326,34 @@ def _choose_route(
     return "replay" if x.is_cuda or small or fused_gates else "step"
 
 
-def _run_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, route, reset_after=True):
+def _run_direction(cell, x, h0, c0, w, lengths, reverse, observer, route):
     """One layer, one direction. x (T, B, I) -> out (T, B, P), h_n (B, P), c_n (B, H) or None."""
     if route == "replay":
-        return _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer)
+        return _replay_direction(cell, x, h0, c0, w, lengths, reverse, observer)
     if route == "split":
         return _split_direction(x, h0, c0, w, lengths, observer)
-    return _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after)
+    return _step_direction(cell, x, h0, c0, w, lengths, reverse, observer)
 
 
-def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_after=True, offset=0):
+def _step_direction(cell: CellType, x, h0, c0, w, lengths, reverse, observer, offset=0):
     """The step route; x (T, B, I) holds input positions ``offset`` to ``offset + T`` (what edits are told)."""
     steps = x.shape[0]
-    xs = input_projection(x, w, fold_bias_hh=is_lstm)  # (T, B, 4H) or (T, B, 3H), one product
-    sw = step_weights(w, is_lstm) if reset_after else reset_before_weights(w)
-    keep = observer.keep if observer else frozenset()
-    edits = observer.edits if observer else {}
-    kept: dict[str, list] = {kind: [None] * steps for kind in keep}
+    xs = input_projection(x, w, fold_bias_hh=folds_bias_hh(cell, w))  # (T, B, G*H), one product
+    sw = reset_before_weights(w) if not cell.reset_after else step_weights(w, cell)
+    taps = Taps(observer, steps, offset)
     outs: list = [None] * steps
     cells: list = [None] * steps
     # the backward direction of a shorter sequence waits (keeps h0, c0) until its own last token
     masked = reverse and lengths is not None and bool((lengths < steps).any())
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-
-        def tap(kind: str, value: Tensor, t: int = t) -> Tensor:
-            for edit in edits.get(kind, ()):
-                changed = edit(value, t + offset)
-                if changed is not None:
-                    value = changed
-            if kind in kept:
-                kept[kind][t] = value
-            return value
-
-        if is_lstm:
-            h_new, c_new = lstm_step(xs[t], h, c, sw, tap)
-        elif reset_after:
-            h_new, c_new = gru_step(xs[t], h, sw, tap), None
+        tap = taps.at(t)
+        if cell.name == "LSTM":
+            h_new, c_new = lstm_step(xs[t], h, c, sw, tap, cell)
+        elif cell.name == "GRU":
+            h_new, c_new = gru_step(xs[t], h, sw, tap, cell), None
         else:
-            h_new, c_new = gru_reset_before_step(xs[t], h, sw, tap), None
+            h_new, c_new = rnn_step(xs[t], h, sw, tap, cell), None
         if masked:
             valid = (t < lengths).unsqueeze(1)  # (B, 1)
             h_new = torch.where(valid, h_new, h)
@@ -318,20 +364,19 @@ def _step_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer, reset_aft
     if lengths is not None and not reverse:  # final state of each sequence at its own last token
         h = _at_last(out, lengths)
         c = None if c is None else _at_last(torch.stack(cells), lengths)
-    if observer is not None and observer.sink is not None:
-        for kind, values in kept.items():
-            observer.sink(kind, values, lengths)
+    taps.flush(lengths)
     return out, h, c
 
 
 @torch.no_grad()
-def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
+def _replay_direction(cell, x, h0, c0, w, lengths, reverse, observer):
+    is_lstm = cell.name == "LSTM"
     if per_sample(w):
         raise RuntimeError("the replay route has no autograd, so no per-sample gradients "
                            "(call_for_per_sample_grads); use route='step' or 'auto'")
     if reverse:
         x = _reverse_within(x, lengths)
-    out, quantities = _fused(is_lstm, x, h0, c0, w)
+    out, quantities = _fused(cell, x, h0, c0, w)
     if lengths is not None:
         h_n = _at_last(out, lengths)
         c_n = _at_last(quantities["c"], lengths) if is_lstm else None
@@ -347,8 +392,9 @@ def _replay_direction(is_lstm, x, h0, c0, w, lengths, reverse, observer):
 
 
 @torch.no_grad()
-def _fused(is_lstm, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
+def _fused(cell: CellType, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
     """The native kernel over x (T, B, I) in step order, then every quantity: out (T, B, P), kind -> (T, B, ·)."""
+    is_lstm = cell.name == "LSTM"
     params = [p for p in (w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh, w.weight_hr) if p is not None]
     has_bias = w.bias_ih is not None
     with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
@@ -359,6 +405,10 @@ def _fused(is_lstm, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
         if is_lstm:
             out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
             return out, lstm_replay(x, out, h0, c0, w)
+        if cell.name == "RNN":  # h is all an RNN computes
+            kernel = torch._VF.rnn_relu if cell.activation.name == "relu" else torch._VF.rnn_tanh
+            out, _ = kernel(x, h0[None], params, has_bias, 1, 0.0, False, False, False)
+            return out, {"h": out}
         out, _ = torch._VF.gru(x, h0[None], params, has_bias, 1, 0.0, False, False, False)
         return out, gru_replay(x, out, h0, w)
 
@@ -374,7 +424,7 @@ def _split_direction(x, h0, c0, w, lengths, observer):
     steps, hidden = x.shape[0], c0.shape[-1]
     plan = split(observer.edits, steps, hidden)
     if plan is None:
-        return _step_direction(True, x, h0, c0, w, lengths, False, observer)
+        return _step_direction(LSTM, x, h0, c0, w, lengths, False, observer)
     parts: list[dict[str, Tensor]] = []  # kind -> (t, B, H), consecutive runs of steps
 
     def run(stop: int, how) -> None:  # steps t..stop-1 of x; how(x, h, c, t) -> kind -> (stop - t, B, H)
@@ -383,7 +433,7 @@ def _split_direction(x, h0, c0, w, lengths, observer):
             parts.append(how(x[t:stop], h, c, t))
             h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], stop
 
-    fused = lambda x, h, c, t: _fused(True, x, h, c, w)[1]  # noqa: E731
+    fused = lambda x, h, c, t: _fused(LSTM, x, h, c, w)[1]  # noqa: E731
     stepped = lambda x, h, c, t: _stepped(x, h, c, w, observer, t)  # noqa: E731
     h, c, t = h0, c0, 0
     for start, stop in plan.runs:
@@ -396,7 +446,7 @@ def _split_direction(x, h0, c0, w, lengths, observer):
         if not torch.equal(h[:, units], values.expand(h.shape[0], -1)):  # one step sets h_t to the constant
             run(t + 1, stepped)
         folded = _folded(w, units, values)
-        run(stop, lambda x, h, c, t: _with_h(_fused(True, x, h, c, folded)[1], units, values))
+        run(stop, lambda x, h, c, t: _with_h(_fused(LSTM, x, h, c, folded)[1], units, values))
     run(steps, fused)
     kept = {kind: parts[0][kind] if len(parts) == 1 else torch.cat([p[kind] for p in parts]) for kind in
             observer.keep | {"h", "c"}}  # (T, B, H)
@@ -419,7 +469,7 @@ def _stepped(x, h0, c0, w, observer, offset) -> dict[str, Tensor]:
     kept: dict[str, Tensor] = {}
     sink = lambda kind, values, lengths: kept.__setitem__(kind, torch.stack(values))  # noqa: E731
     inner = Observer(observer.keep | {"h", "c"}, observer.edits, sink)
-    _step_direction(True, x, h0, c0, w, None, False, inner, offset=offset)
+    _step_direction(LSTM, x, h0, c0, w, None, False, inner, offset=offset)
     return kept
 
 

@@ -7,7 +7,8 @@ own, ``hooked.get_submodule("hooks." + name)`` (``hooks.rnn.l0.fwd.f`` for the q
 replacement, which the rest of the recurrence uses. ``hooks.{path}.out`` is the recurrent module's output
 sequence (the tensor of its ``(output, hidden)`` tuple; a PackedSequence's ``data``) as a module of its own:
 the layer to give captum when the question is about the whole LSTM or GRU rather than one gate (an
-nn.LSTM / GRU / gatescope.LSTM / GRU; a cell's output is one step's state, so cells have none).
+nn.LSTM / GRU / gatescope.LSTM / GRU; a cell's output is one step's state, so cells have none, and neither
+have other packages' modules, gatescope.recorder.packaged, whose outputs their packages shape).
 
 Two ways of passing a quantity, chosen by ``per``:
 
@@ -53,7 +54,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from gatescope.errors import GatescopeError
 from gatescope.recorder.hooks import HookContext, Selector, select
-from gatescope.recorder.recordable import check_name, find_recurrent, is_cell, quantities
+from gatescope.recorder.recordable import check_name, find_recurrent, is_cell, on_request, packaged_of, quantities
 from gatescope.recorder.recording import _STACKS, record  # _STACKS: the recordings active on each module
 
 Per = Literal["step", "sequence"]
@@ -96,14 +97,16 @@ class HookedModel(nn.Module):
         if not targets:
             raise GatescopeError(f"no LSTM or GRU module found in {type(model).__name__}")
         widths = quantities(model)
-        chosen = list(widths) if names is None else select(names, list(widths), functools.partial(check_name, targets))
+        chosen = ([n for n in widths if not on_request(targets, n)] if names is None
+                  else select(names, list(widths), functools.partial(check_name, targets)))
         self.model = model
         self.per = per
         self.hooks = HookPointTree()
         self.names = chosen  # the quantities passed through hook points, in the trace's order
         self.points: dict[str, HookPoint] = {n: self._add(n) for n in chosen}
         self._recurrent = targets
-        self._sequences = {p: m for p, m in targets.items() if not is_cell(m)}  # a cell's output is one step's state
+        # a cell's output is one step's state; another package's module returns what its package chose
+        self._sequences = {p: m for p, m in targets.items() if not is_cell(m) and packaged_of(m) is None}
         self.outputs: dict[str, HookPoint] = {p: self._add(f"{p}.{OUTPUT}") for p in self._sequences}
 
     def _add(self, name: str) -> HookPoint:

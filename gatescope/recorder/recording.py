@@ -5,6 +5,11 @@ gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gate
 computes the same outputs as torch's kernel while handing every quantity to the recording. No model
 code changes; the originals are restored when the block ends.
 
+Another package's recurrent module (gatescope.recorder.packaged: xlstm's sLSTM and mLSTM, minGRU-pytorch's
+minGRU and minLSTM) runs its own forward with gatescope's taps in it instead. A kind such a cell records
+only on request (the mLSTM's matrix memory) is kept only when ``kinds`` or ``names`` ask for it, and its
+size is said (a GatescopeWarning) before anything is recorded.
+
 Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
 (gatescope.recorder.hooks): `Intervention` (set, scale, add or patch chosen units at chosen timesteps, as
 pyvene's interventions do) and ``hooks`` change the value during the forward, and the change is carried
@@ -29,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.kinds import ALL_KINDS, CELL_TYPES
 from gatescope.names import format_name, parse_name
 from gatescope.recorder import engine
@@ -44,6 +49,8 @@ from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, modu
     kinds_of,
     module_info,
     module_quantities,
+    on_request,
+    packaged_of,
 )
 from gatescope.traces.trace import Trace
 
@@ -95,6 +102,10 @@ class Recording:
                 raise GatescopeError(f"no recurrent module {', '.join(unknown)}; "
                                      f"the model has: {', '.join(self.targets)}")
         self.modules = list(self.targets) if modules is None else [m for m in self.targets if m in modules]
+        for path in self.modules:
+            packaged = packaged_of(self.targets[path])
+            if packaged is not None:
+                packaged.check(path, self.targets[path])
         self.layers = None if layers is None else frozenset(layers)
         if kinds is not None:
             bad = sorted(set(kinds) - set(ALL_KINDS))
@@ -106,7 +117,9 @@ class Recording:
                        for n, w in module_quantities(path, module).items()}
         check = functools.partial(check_name, self.targets)
         chosen = None if names is None else set(select(names, list(self.widths), check))
-        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)]
+        kept = [n for n in self.widths if self._wanted(n) and (chosen is None or n in chosen)
+                and (not on_request(self.targets, n) or kinds is not None or chosen is not None)]
+        _say_sizes([n for n in kept if on_request(self.targets, n)], self.widths)
         most = max((getattr(self.targets[m], "num_layers", 1) for m in self.modules), default=1)
         if self.layers and max(self.layers) >= most:
             raise GatescopeError(f"no layer {max(self.layers)}: the recorded modules have at most {most} layer(s)")
@@ -328,6 +341,13 @@ class Recording:
         return {"vocab": list(tokens), "tokenizer": getattr(vocab, "tokenizer", None)}
 
 
+def _say_sizes(names: list[str], widths: dict[str, int]) -> None:
+    """Say how large each quantity recorded on request is, before anything is recorded."""
+    for name in names:
+        warnings.warn(f"{name} is recorded: {widths[name]} values per step per sequence "
+                      f"({widths[name] * 4} bytes per token at float32)", GatescopeWarning, stacklevel=4)
+
+
 def _no_ids(reason: str) -> None:
     warnings.warn(f"gatescope: the trace has no token ids: {reason}", stacklevel=4)
     return None
@@ -336,7 +356,7 @@ def _no_ids(reason: str) -> None:
 # -- the stack of recordings on each module ------------------------------------------------------
 @dataclass
 class _Stack:
-    previous: Any  # the module's own instance attribute ``forward``, if it had one
+    previous: dict[str, Any]  # the module's own instance attributes ``forward`` (and other step methods), if any
     active: list[tuple[Recording, str]]  # (recording, the module's path in it), outermost first
 
 
@@ -346,8 +366,13 @@ _STACKS: "weakref.WeakKeyDictionary[nn.Module, _Stack]" = weakref.WeakKeyDiction
 def _push(module: nn.Module, recording: Recording, path: str) -> None:
     stack = _STACKS.get(module)
     if stack is None:
-        stack = _STACKS[module] = _Stack(module.__dict__.get("forward"), [])
-        module.forward = functools.partial(_forward, module)
+        installed = {"forward": functools.partial(_forward, module)}
+        packaged = packaged_of(module)
+        for name, method in packaged.methods if packaged is not None else ():  # e.g. an mLSTM layer's step
+            installed[name] = functools.partial(_packaged_method, module, method)
+        stack = _STACKS[module] = _Stack({name: module.__dict__.get(name) for name in installed}, [])
+        for name, value in installed.items():
+            setattr(module, name, value)
     stack.active.append((recording, path))
 
 
@@ -358,24 +383,47 @@ def _pop(module: nn.Module, recording: Recording) -> None:
     stack.active = [(r, p) for r, p in stack.active if r is not recording]
     if not stack.active:
         del _STACKS[module]
-        if stack.previous is None:
-            module.__dict__.pop("forward", None)
-        else:
-            module.forward = stack.previous
+        for name, previous in stack.previous.items():
+            if previous is None:
+                module.__dict__.pop(name, None)
+            else:
+                setattr(module, name, previous)
 
 
-def _forward(module: nn.Module, input, hx=None):
-    """The forward of a recorded module: the engine, observed by every recording active on it."""
+def _forward(module: nn.Module, *args, **kwargs):
+    """The forward of a recorded module: the engine (or the module's own ``forward_observed``, see
+    gatescope.recorder.recordable), observed by every recording active on it."""
     active = list(_STACKS[module].active)
     route = next((r.route for r, _ in reversed(active) if r.route != "auto"), "auto")
     graph = torch.is_grad_enabled() and route != "replay"  # recorded values join the graph (gradients())
+    observer_for = _observer_for(active, graph)
+    if not isinstance(module, RECURRENT_TYPES):
+        packaged = packaged_of(module)  # another package's module, run through its own code
+        if packaged is not None:
+            return packaged.forward(module, observer_for, *args, **kwargs)
+        return module.forward_observed(observer_for, *args, **kwargs)
+    input, hx = _input_and_state(*args, **kwargs)
     if not is_cell(module):
-        return engine.run(module, input, hx, lambda layer, d: _observer(active, layer, d, graph), route)
+        return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
     out = engine.run_cell(module, input, hx, observer)
     for recording, path in active:
         recording._steps[path] += 1
     return out
+
+
+def _observer_for(active: list[tuple[Recording, str]], graph: bool) -> engine.ObserverFor:
+    return lambda layer, d: _observer(active, layer, d, graph)
+
+
+def _packaged_method(module: nn.Module, method, *args, **kwargs):
+    """Another package's method that runs steps (an mLSTM layer's ``step``), observed as its forward is."""
+    return method(module, _observer_for(list(_STACKS[module].active), torch.is_grad_enabled()), *args, **kwargs)
+
+
+def _input_and_state(input, hx=None):
+    """torch's recurrent forward arguments ``(input, hx=None)``."""
+    return input, hx
 
 
 def _observer(active: list[tuple[Recording, str]], layer: int, direction: str, graph: bool,

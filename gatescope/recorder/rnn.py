@@ -1,4 +1,4 @@
-"""gatescope.LSTM and gatescope.GRU: drop-in replacements for torch.nn.LSTM and torch.nn.GRU.
+"""gatescope.LSTM, GRU and RNN: drop-in replacements for torch.nn.LSTM, torch.nn.GRU and torch.nn.RNN.
 
 They subclass torch's modules, so constructor arguments (num_layers, bias, batch_first, dropout,
 bidirectional, proj_size), parameter names (weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0) and
@@ -15,18 +15,16 @@ Inside ``gatescope.record`` every recurrent module, these and torch's, is record
 the reset gate after the recurrent product, ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``; the original
 (Keras ``reset_after=False``, ONNX ``linear_before_reset=0``) before it, ``n = tanh(W_in x + b_in + W_hn (r ⊙ h)
 + b_hn)``. It keeps torch's GRU parameters and forward contract and runs through the engine's step route.
-Checkpoints say which GRUs are reset-before in the metadata key ``reset_before`` (module names).
+Checkpoints say which GRUs are reset-before in the metadata key ``cells`` (gatescope.recorder.variants), or in
+the older key ``reset_before`` (module names).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from gatescope.errors import GatescopeError
-from gatescope.kinds import GRU_RESET_BEFORE, module_cell_type
 from gatescope.recorder import engine
 
 
@@ -62,7 +60,7 @@ class _Recurrent:
                 f"torch.jit.script: a gatescope {type(self).__name__} with route={self.route!r} cannot be "
                 "scripted (TorchScript runs torch's kernel only); script it with route='auto'"
             )
-        base = nn.LSTM if isinstance(self, nn.LSTM) else nn.GRU
+        base = next(b for b in (nn.LSTM, nn.GRU, nn.RNN) if isinstance(self, b))
         stock = base.__new__(base)
         own = ("route", "forward")  # gatescope's route, and a forward record() may have put on the instance
         stock.__dict__.update({k: v for k, v in self.__dict__.items() if k not in own})  # configuration, hooks
@@ -83,6 +81,10 @@ class GRU(_Recurrent, nn.GRU):
     """torch.nn.GRU whose gates gatescope can record and edit at every timestep."""
 
 
+class RNN(_Recurrent, nn.RNN):
+    """torch.nn.RNN (tanh or relu) whose hidden state gatescope can record and edit at every timestep."""
+
+
 METADATA_KEY = "reset_before"
 
 
@@ -96,20 +98,3 @@ class ResetBeforeGRU(nn.GRU):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, reset_after=False"
-
-
-def reset_before_names(metadata: dict[str, Any], cells: dict[str, str]) -> frozenset[str]:
-    """The module names the metadata's ``reset_before`` lists, checked against ``cells`` (name -> cell)."""
-    names = metadata.get(METADATA_KEY, [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise GatescopeError(f"metadata '{METADATA_KEY}' must list GRU module names, not {names!r}")
-    for name in names:
-        if cells.get(name) != "GRU":
-            found = ", ".join(n for n, c in cells.items() if c == "GRU") or "none"
-            raise GatescopeError(f"metadata '{METADATA_KEY}' names {name!r}, which is not a GRU here (GRUs: {found})")
-    return frozenset(names)
-
-
-def variant_info(module: nn.Module) -> dict[str, bool]:
-    """The extra entry a module's description carries when the kind registry says it is reset-before."""
-    return {"reset_after": False} if module_cell_type(module) is GRU_RESET_BEFORE else {}

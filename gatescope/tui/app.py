@@ -131,7 +131,7 @@ class GatescopeApp(App[None]):
         if name not in self.source.data.arrays:
             raise GatescopeError(f"the trace has no quantity {name}")
         label, self.kind = name.rsplit(".", 1)
-        self.layer = next(l for l in self.source.layers if l.label == label)
+        self.layer = next(l for l in self.source.layers if l.label == label and self.kind in l.kinds)
         self.start_unit = unit
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -274,8 +274,8 @@ class GatescopeApp(App[None]):
             f"  row {row}  seq {sequence} pos {row - start}  token {token!r}  ",
             ("value ", "dim"), ("nan" if math.isnan(value) else f"{value:+.4f}", "bold"), "   ",
         )
-        scale = self.source.scales[self.kind]
-        text.append(f"{'tanh c ' if self.kind == 'c' else ''}{scale.low:g} ", "dim")
+        scale = self.source.scale(self.name_shown)
+        text.append(f"{'' if scale.range.bounded else f'tanh {self.kind} '}{scale.low:g} ", "dim")
         for style in scale.text_styles[:-1]:
             text.append(" ", style)
         text.append(f" {scale.high:g}", "dim")
@@ -431,11 +431,13 @@ class GatescopeApp(App[None]):
         self.query_one(RankedUnits).show(self.name_shown)
 
     def action_kind(self, kind: str) -> None:
-        if kind not in self.layer.kinds:
-            self.notify(f"{self.layer.label} has no kind {kind!r} (it has {' '.join(self.layer.kinds)})",
-                        severity="warning")
+        # a layer whose kinds differ in width (an mLSTM's per-head gates) is one Layer per width: any of them
+        layer = next((l for l in self.source.layers if l.label == self.layer.label and kind in l.kinds), None)
+        if layer is None:
+            kinds = [k for l in self.source.layers if l.label == self.layer.label for k in l.kinds]
+            self.notify(f"{self.layer.label} has no kind {kind!r} (it has {' '.join(kinds)})", severity="warning")
             return
-        self.select_layer(self.layer, kind)
+        self.select_layer(layer, kind)
 
     def action_next_kind(self) -> None:
         kinds = self.layer.kinds
@@ -506,7 +508,7 @@ class GatescopeApp(App[None]):
                 if name not in self.source.data.arrays:
                     raise GatescopeError(f"the trace has no quantity {name}")
                 label, kind = name.rsplit(".", 1)
-                layer = next(l for l in self.source.layers if l.label == label)
+                layer = next(l for l in self.source.layers if l.label == label and kind in l.kinds)
             if unit >= layer.hidden:
                 raise GatescopeError(f"no unit {unit}: {layer.name(kind)} has {layer.hidden} units")
         except GatescopeError as exc:

@@ -11,6 +11,7 @@ from rich.color import Color
 from rich.style import Style
 
 from gatescope.display.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale, is_light  # noqa: F401
+from gatescope.kinds import Range
 
 CURSOR_COLOR = "#ff00ff"  # the cursor's half cell: magenta, on neither scale
 BLANK_COLOR = "#000000"  # below the last unit when the hidden size is odd
@@ -20,8 +21,8 @@ SPARK = "▁▂▃▄▅▆▇█"
 class Scale(ColorScale):
     """A kind's colour scale (gatescope.display.colorscale) with its rich styles: on a background, as foreground."""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
+    def __init__(self, kind: str, value_range: Range | None = None) -> None:
+        super().__init__(kind, value_range)
         self.text_styles = tuple(_on_background(color) for color in self.colors)
         self.fg_styles = tuple(Style(color=color) for color in self.colors)
 

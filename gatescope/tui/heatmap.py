@@ -101,7 +101,7 @@ class Heatmap(ScrollView, can_focus=True):
         self.span: tuple[int, int] | None = None  # the selected rows start:stop
         self._anchor: int | None = None  # where a selection started (keys or drag)
         self._dragging = False
-        self._styles = PairStyles(source.scales[self.kind])
+        self._styles = PairStyles(source.scale(self.quantity))
         self._strips: LRUCache[tuple, Strip] = LRUCache(2048)
         self._window_key: tuple[str, int, int] | None = None
         self._window: np.ndarray | None = None
@@ -175,7 +175,7 @@ class Heatmap(ScrollView, can_focus=True):
         self.rnn_layer, self.kind = layer, kind
         self.quantity = layer.name(kind)
         self.shown = np.arange(layer.hidden)
-        self._styles = PairStyles(self.source.scales[kind])
+        self._styles = PairStyles(self.source.scale(self.quantity))
         self._strips.clear()
         self._update_virtual_size()
         self.refresh(layout=True)

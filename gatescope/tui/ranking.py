@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gatescope.kinds import described_range
 from gatescope.names import parse_name
 from gatescope.saturation import saturation as count_saturation
 from gatescope.traces.file import TraceFile
@@ -63,4 +64,6 @@ def correlation(data: TraceFile, name: str, feature: np.ndarray, progress: Progr
 def saturation(data: TraceFile, name: str, progress: Progress | None = None) -> np.ndarray:
     """Fraction of counted rows where each unit of ``name`` is saturated (see the module docstring): (H,)."""
     blocks = (x for _, x in _chunks(data, name, progress))
-    return count_saturation(blocks, parse_name(name).kind, int(data.arrays[name].shape[1])).fraction
+    q = parse_name(name)
+    value_range = described_range(data.meta.get("modules"), q.path, q.kind)  # the kind's range in its cell
+    return count_saturation(blocks, q.kind, int(data.arrays[name].shape[1]), value_range=value_range).fraction

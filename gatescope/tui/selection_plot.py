@@ -54,9 +54,10 @@ class SelectionPlot(Widget):
         return HEIGHT
 
     def axis(self, values: np.ndarray) -> tuple[float, float]:
-        """The y range: the kind's scale, or for the cell state the window's extremes (at least -1..1)."""
-        scale = self.source.scales[self.quantity.rsplit(".", 1)[1]]
-        if scale.kind != "c":
+        """The y range: the kind's scale, or for an unbounded kind (the cell state) the window's extremes
+        (at least -1..1)."""
+        scale = self.source.scale(self.quantity)
+        if scale.range.bounded:
             return scale.low, scale.high
         extreme = max(float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0, 1.0, abs(self.threshold))
         return -extreme, extreme

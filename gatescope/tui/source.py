@@ -17,7 +17,7 @@ import numpy as np
 from textual.cache import LRUCache
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import ALL_KINDS
+from gatescope.kinds import ALL_KINDS, described_range
 from gatescope.names import QuantityName, format_name, parse_name
 from gatescope.traces.file import TraceFile
 from gatescope.tui.colors import Scale
@@ -59,20 +59,29 @@ class TraceSource:
         _check(data)
         self.offsets = data.offsets  # (S+1,)
         self.num_tokens = int(self.offsets[-1])
-        kinds: dict[tuple[str, int, str], list[str]] = {}
-        for name in data.names:  # in module, layer, direction order (the model's module order)
+        # in module, layer, direction order (the model's module order); a layer whose kinds differ in width
+        # (an mLSTM's per-head gates beside its per-unit states) is shown as one layer per width
+        kinds: dict[tuple[str, int, str, int], list[str]] = {}
+        for name in data.names:
             q: QuantityName = parse_name(name)
-            kinds.setdefault((q.path, q.layer, q.direction), []).append(q.kind)
+            kinds.setdefault((q.path, q.layer, q.direction, int(data.arrays[name].shape[1])), []).append(q.kind)
         self.layers = [
-            Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)),
-                  int(data.arrays[format_name(path, layer, direction, ks[0])].shape[1]))
-            for (path, layer, direction), ks in kinds.items()
+            Layer(path, layer, direction, tuple(sorted(ks, key=ALL_KINDS.index)), width)
+            for (path, layer, direction, width), ks in kinds.items()
         ]
         self.vocab: list[str] | None = data.meta.get("vocab")
         self.tokenizer = data.meta.get("tokenizer", "word")
-        self.scales = {kind: Scale(kind) for kind in ALL_KINDS}
+        self._scales: dict[str, Scale] = {}
         self._blocks: LRUCache[tuple[str, int], Block] = LRUCache(cache_blocks)
         self._mapped = {name: file_backed(array) for name, array in data.arrays.items()}  # release pages once read
+
+    def scale(self, name: str) -> Scale:
+        """The colour scale of quantity ``name``: its kind's, over the kind's range in its module's cell type
+        (the trace's metadata ``modules``; gatescope.kinds.described_range)."""
+        if name not in self._scales:
+            q = parse_name(name)
+            self._scales[name] = Scale(q.kind, described_range(self.data.meta.get("modules"), q.path, q.kind))
+        return self._scales[name]
 
     # -- rows --------------------------------------------------------------------------
     def block(self, name: str, index: int) -> Block:
@@ -95,7 +104,7 @@ class TraceSource:
         if rows.shape[0] < BLOCK:
             pad = np.full((BLOCK - rows.shape[0], rows.shape[1]), np.nan, dtype=np.float32)
             rows = np.concatenate([rows, pad])
-        return Block(rows, self.scales[parse_name(name).kind].levels(rows))
+        return Block(rows, self.scale(name).levels(rows))
 
     def read_blocks(self, keys: list[tuple[str, int]], cancelled: Callable[[], bool]) -> list[Block] | None:
         """`read_block` for each key (in a worker thread); None as soon as ``cancelled()``."""

@@ -19,7 +19,6 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-from gatescope.names import parse_name
 from gatescope.tui.messages import RowChosen, SpanChosen
 from gatescope.tui.source import TraceSource
 
@@ -78,7 +77,7 @@ class TextView(Widget):
         self._lines = lines[:height]
         rows = [p.row for line in self._lines for p in line if p.row >= 0]
         if rows:
-            scale = self.source.scales[parse_name(self.quantity).kind]
+            scale = self.source.scale(self.quantity)
             levels = scale.levels(self.source.column(self.quantity, rows[0], rows[-1] + 1, self.unit))
             self._styles = {row: scale.text_styles[levels[row - rows[0]]] for row in rows}
 

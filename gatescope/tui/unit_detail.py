@@ -76,7 +76,7 @@ class UnitDetail(Widget):
         return Strip(segments).crop_extend(0, width, None)
 
     def _sparkline(self, kind: str) -> list[Segment]:
-        scale = self.source.scales[kind]
+        scale = self.source.scale(self.rnn_layer.name(kind))
         values = self.source.column(self.rnn_layer.name(kind), self.start, self.stop, self.unit)  # (W,)
         with np.errstate(invalid="ignore"):
             heights = np.minimum(scale.unit_interval(values) * len(SPARK), len(SPARK) - 1)

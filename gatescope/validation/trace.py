@@ -11,8 +11,9 @@ metadata against `TraceMeta`, reads ``offsets`` and checks:
   [N] (an id outside the vocabulary is shown as ``<id>``, not refused); features F32 / F64 / F16 [N];
 - against the ``modules`` metadata (when given): every quantity belongs to a listed module, its
   kind is one of the module's cell type (gatescope.kinds), its layer below num_layers, ``bwd``
-  only for a bidirectional module, its width the module's (proj_size for an LSTM's ``h`` with a
-  projection, hidden_size otherwise). Without it, one path's kinds still come from one cell type.
+  only for a bidirectional module, its width the module's (its ``widths`` entry for the kind where it has
+  one, proj_size for an LSTM's ``h`` with a projection, hidden_size otherwise). Without it, one path's
+  kinds still come from one cell type.
 
 What it returns, `TraceLayout`, is what the reader maps; the reader checks nothing again.
 Torch-free: the browser reads traces without importing torch.
@@ -29,7 +30,7 @@ import numpy as np
 
 from gatescope.errors import GatescopeError, shown
 from gatescope.files import open_regular
-from gatescope.kinds import CELL_TYPES, KINDS
+from gatescope.kinds import CELL_TYPES, KINDS, cell_type_of, module_directions
 from gatescope.names import QuantityName, canonical_order, parse_name
 from gatescope.validation.limits import MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS, MAX_UNITS, MAX_VOCAB
 from gatescope.validation.safetensors import FLOATS, META_KEY, Header, TensorEntry, check_dtype, parse_json, read_header
@@ -84,6 +85,8 @@ class ModuleMeta:
     bidirectional: bool = False
     proj_size: int = bounded(0, MAX_UNITS, default=0)
     bias: bool = True
+    reverse_only: bool = False  # the backward direction alone (gatescope.kinds.module_directions)
+    widths: dict[str, int] | None = None  # kind -> units where not hidden_size (an mLSTM's per-head gates)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ def validate_trace(path: str | os.PathLike) -> TraceLayout:
     except GatescopeError as exc:
         raise GatescopeError(f"{path} is not a valid trace: {exc}") from None
     _check_modules(path, names, tensors, parsed.modules)
+    _check_cells(path, meta.get("modules") or [])
     order = canonical_order(names, [m.name for m in parsed.modules])
     return TraceLayout(header, meta, [tensors[n] for n in order], offsets, token_ids, features)
 
@@ -212,6 +216,15 @@ def _offsets(path: Path, header: Header, entry: TensorEntry) -> np.ndarray:
     return offsets
 
 
+def _check_cells(path: Path, modules: list[dict[str, Any]]) -> None:
+    """Each module's cell type reads back (gatescope.kinds.cell_type_of: a variant's activations, coupling, ...)."""
+    for info in modules:
+        try:
+            cell_type_of(info)
+        except (ValueError, TypeError) as exc:
+            raise GatescopeError(f"{path}: metadata 'modules' entry {shown(str(info.get('name')))}: {exc}") from None
+
+
 def _check_modules(path: Path, names: dict[str, QuantityName], tensors: dict[str, TensorEntry], modules) -> None:
     by_path = {}
     for module in modules:
@@ -240,12 +253,13 @@ def _check_modules(path: Path, names: dict[str, QuantityName], tensors: dict[str
                 f"{path}: quantity {shown(name)} is a {KINDS[q.kind].title}, which a {module.cell}"
                 f"{' with proj_size' if module.proj_size else ''} does not have (kinds: {' '.join(kinds)})"
             )
-        if q.layer >= module.num_layers or (q.direction == "bwd" and not module.bidirectional):
+        if q.layer >= module.num_layers or q.direction not in module_directions(module):
             raise GatescopeError(
                 f"{path}: quantity {shown(name)} is not a layer/direction of {module.name} "
-                f"({module.num_layers} layers, {'bidirectional' if module.bidirectional else 'forward only'})"
+                f"({module.num_layers} layers, {' and '.join(module_directions(module))} only)"
             )
         width = module.proj_size if q.kind == "h" and module.proj_size else module.hidden_size
+        width = (module.widths or {}).get(q.kind, width)
         if tensors[name].shape[1] != width:
             raise GatescopeError(
                 f"{path}: quantity {shown(name)} has {tensors[name].shape[1]} units; module {module.name} gives {width}"

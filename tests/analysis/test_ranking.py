@@ -215,7 +215,7 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(GatescopeError, match="no quantity of kind f"):
         rank_units(trace, feature="label", kinds="f")
     with pytest.raises(GatescopeError, match="unknown kind"):
-        rank_units(trace, feature="label", kinds="h,x")
+        rank_units(trace, feature="label", kinds="h,q")  # q is never a kind (a browser key)
     with pytest.raises(GatescopeError, match="exactly one"):
         rank_units(trace)
     with pytest.raises(GatescopeError, match="same value"):

@@ -117,9 +117,9 @@ def test_keras_layers_it_cannot_run_are_refused(keras_model, tmp_path, capsys):
     model.save(tmp_path / "conv.keras")
     err = fails(capsys, "inspect", tmp_path / "conv.keras", "--json")
     assert "layer conv is a Keras Conv1D, which gatescope does not convert" in err and err.count("\n") == 1
-    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(2, activation="relu", name="lstm")])
-    model.save(tmp_path / "relu.keras")
-    assert "activation='relu'" in fails(capsys, "inspect", tmp_path / "relu.keras", "--json")
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(2, activation="selu", name="lstm")])
+    model.save(tmp_path / "selu.keras")
+    assert "activation='selu'; gatescope computes" in fails(capsys, "inspect", tmp_path / "selu.keras", "--json")
     import h5py
 
     with h5py.File(tmp_path / "keras2.h5", "w") as f:  # Keras 2's layout: model_weights/NAME/NAME/kernel:0

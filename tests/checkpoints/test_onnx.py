@@ -103,18 +103,21 @@ def test_hand_built_gru_both_reset_variants_match_onnxruntime(tmp_path, capsys, 
 
 
 def test_what_gatescope_does_not_compute_is_refused(tmp_path, capsys):
-    err = fails(capsys, "inspect", gru_graph(tmp_path / "rev.onnx", 1, direction="reverse"), "--json")
-    assert "direction 'reverse' only" in err and err.count("\n") == 1
-    err = fails(capsys, "inspect", gru_graph(tmp_path / "clip.onnx", 1, clip=3.0), "--json")
-    assert "gatescope does not implement clipping" in err
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "rev.onnx", 1, direction="sideways"), "--json")
+    assert "has direction 'sideways', not forward, reverse or bidirectional" in err and err.count("\n") == 1
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "act.onnx", 1, direction="bidirectional",
+                                             activations=["Sigmoid", "Tanh", "HardSigmoid", "Tanh"]), "--json")
+    assert "two directions with different activations" in err and err.count("\n") == 1
+    err = fails(capsys, "inspect", gru_graph(tmp_path / "odd.onnx", 1, activations=["Sigmoid", "Gelu"]), "--json")
+    assert "activation 'gelu', which is not one of ONNX's" in err
     lstm = helper.make_node("LSTM", ["X", "W", "R", "", "", "", "", "P"], ["Y"], hidden_size=2)
     graph = helper.make_graph(
         [lstm], "peep", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", 1, 3])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in
-         (("W", (1, 8, 3)), ("R", (1, 8, 2)), ("P", (1, 6)))])
+         (("W", (1, 8, 3)), ("R", (1, 8, 2)), ("P", (1, 5)))])
     onnx.save(helper.make_model(graph), str(tmp_path / "peep.onnx"))
-    assert "gatescope does not implement peepholes" in fails(capsys, "inspect", tmp_path / "peep.onnx", "--json")
+    assert "has P [1, 5]; expected [1, 6]" in fails(capsys, "inspect", tmp_path / "peep.onnx", "--json")
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
     assert "is not a readable ONNX model" in fails(capsys, "inspect", tmp_path / "bad.onnx", "--json")
 

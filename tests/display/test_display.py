@@ -17,7 +17,7 @@ from gatescope import Trace
 from gatescope.display import Heatmap, UnitText, show
 from gatescope.display.colorscale import DIVERGING, NAN_COLOR, SEQUENTIAL, ColorScale
 from gatescope.errors import GatescopeError
-from gatescope.kinds import KINDS
+from gatescope.kinds import KINDS, RNN_RELU
 
 SVG = "{http://www.w3.org/2000/svg}"
 VOCAB = ["<unk>", "the", "boy", "boys", "near", "car", "cars", "greets", "greet", "a\tb", "x\ny", "<i>&"]
@@ -64,14 +64,21 @@ def float32(text: str) -> float:
 def test_scales_follow_the_kind_registry():
     for symbol, kind in KINDS.items():
         scale = ColorScale(symbol)
-        assert scale.sequential == (kind.range == "unit")
-        assert (scale.low, scale.high) == ((0.0, 1.0) if kind.range == "unit" else (-1.0, 1.0))
+        assert scale.sequential == (kind.range.low >= 0)  # a gate, a normaliser: from 0 up
+        assert (scale.low, scale.high) == (kind.range.shown.low, kind.range.shown.high)  # unbounded: through tanh
     assert ColorScale("f").hex_colors(np.array([0.0, 0.5, 1.0, np.nan])) == [
         SEQUENTIAL[0], SEQUENTIAL[8], SEQUENTIAL[15], NAN_COLOR]
     assert ColorScale("c").hex_colors(np.array([math.atanh(-0.5), 0.0, 30.0])) == [
         DIVERGING[4], DIVERGING[8], DIVERGING[16]]
     with pytest.raises(GatescopeError, match="no colour scale for kind 'q'"):
         ColorScale("q")
+
+
+def test_scales_follow_a_kinds_range_in_its_cell_type():
+    relu_h = ColorScale("h", RNN_RELU.range_of("h"))  # 0..inf: sequential, read through tanh
+    assert relu_h.sequential and (relu_h.low, relu_h.high) == (0.0, 1.0) and relu_h.label == "tanh(h)"
+    assert relu_h.hex_colors(np.array([0.0, math.atanh(0.5), 50.0])) == [SEQUENTIAL[0], SEQUENTIAL[8], SEQUENTIAL[15]]
+    assert ColorScale("h").hex_colors(np.array([-1.0, 0.0, 1.0])) == [DIVERGING[0], DIVERGING[8], DIVERGING[16]]
 
 
 def test_colorscale_and_display_import_neither_textual_nor_torch():

@@ -6,7 +6,7 @@ import struct
 import pytest
 import torch
 
-from gatescope import GatescopeError, Trace, load_trace
+from gatescope import GatescopeError, Trace, load_trace, record
 
 
 def _trace(dtype=torch.float32):
@@ -239,3 +239,22 @@ def test_a_sharded_trace_pads_like_the_one_file(tmp_path):
     many = load_trace(tmp_path / "dir")
     assert "rnn.l0.fwd.h" in many and many.get("rnn.l9.fwd.h") is None
     assert torch.equal(many.padded("rnn.l0.fwd.h", fill=0.0), trace.padded("rnn.l0.fwd.h", fill=0.0))
+
+
+def test_a_variant_cells_trace_reads_back_and_a_bad_description_is_refused(tmp_path):
+    from gatescope.kinds import HARD_SIGMOID_KERAS2, cell_type_of
+    from gatescope.recorder.variants import VariantLSTM
+
+    torch.manual_seed(0)
+    lstm = VariantLSTM(3, 4, peepholes=True, coupling="input_from_forget", gate_activation=HARD_SIGMOID_KERAS2)
+    with torch.no_grad(), record(lstm) as rec:
+        lstm(torch.randn(5, 3))
+    rec.trace.save(tmp_path / "t.safetensors")
+    back = load_trace(tmp_path / "t.safetensors")
+    assert cell_type_of(back.meta["modules"][0]) == lstm.cell_type
+    torch.testing.assert_close(back["lstm.l0.fwd.i"], 1 - back["lstm.l0.fwd.f"])
+    bad = Trace({"lstm.l0.fwd.h": torch.zeros(5, 4)}, [0, 5], meta={"modules": [
+        {**back.meta["modules"][0], "coupling": "sometimes"}]})
+    bad.save(tmp_path / "bad.safetensors")
+    with pytest.raises(GatescopeError, match="metadata 'modules' entry 'lstm': coupling 'sometimes'"):
+        load_trace(tmp_path / "bad.safetensors")

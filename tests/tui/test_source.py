@@ -287,3 +287,14 @@ def test_malformed_trace_files_are_refused_in_one_line(tmp_path, label, message)
         data.offsets = np.array([[0, 31]])
     with pytest.raises(GatescopeError, match=message):
         TraceSource(data)
+
+
+def test_a_layer_whose_kinds_differ_in_width_is_one_layer_per_width():
+    """An mLSTM records its gates per head (2) and its states per unit (8): the browser shows each width."""
+    g = torch.Generator().manual_seed(3)
+    trace = Trace({"m.l0.fwd.i": torch.rand(6, 2, generator=g), "m.l0.fwd.f": torch.rand(6, 2, generator=g),
+                   "m.l0.fwd.o": torch.rand(6, 8, generator=g), "m.l0.fwd.h": torch.randn(6, 8, generator=g)},
+                  np.array([0, 6]))
+    source = TraceSource(trace_file(trace))
+    assert [(layer.label, layer.kinds, layer.hidden) for layer in source.layers] == [
+        ("m.l0.fwd", ("i", "f"), 2), ("m.l0.fwd", ("o", "h"), 8)]

@@ -178,7 +178,7 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         await settle(pilot)
         assert isinstance(app.screen, CompareScreen)
         pair = app.screen.query_one(PairView)
-        scale = app.source.scales["h"]
+        scale = app.source.scale("rnn.l0.fwd.h")
         h = trace["rnn.l0.fwd.h"].numpy()
         a, b = h[trace.sequence(0)], h[trace.sequence(1)]
         np.testing.assert_array_equal(pair.levels(0)[:len(a)], scale.levels(a))

@@ -38,7 +38,7 @@ import torch
 
 from gatescope.analysis.stats import midranks, mutual_information_bits, quantile_bins
 from gatescope.errors import GatescopeError
-from gatescope.kinds import KINDS
+from gatescope.kinds import Range, kind_range
 from gatescope.saturation import HIGH, LOW
 from gatescope.saturation import Saturation as SaturationCounts
 
@@ -168,15 +168,14 @@ class Grid:
     transform: str = "identity"  # or "asinh"
 
     @classmethod
-    def for_kind(cls, kind: str, bins: int = DEFAULT_GRID_BINS) -> "Grid":
-        """The grid of a recorded kind, from its range in gatescope.kinds."""
+    def for_kind(cls, kind: str, bins: int = DEFAULT_GRID_BINS, value_range: Range | None = None) -> "Grid":
+        """The grid of a recorded kind, from its range in gatescope.kinds (``value_range``: its range in its
+        cell type, `CellType.range_of`; default the kind's own): the range itself when bounded, else asinh."""
         if bins < 2:
             raise GatescopeError(f"a grid needs at least 2 bins, not {bins}")
-        rng = KINDS[kind].range
-        if rng == "unit":
-            return cls(0.0, 1.0, bins)
-        if rng == "signed":
-            return cls(-1.0, 1.0, bins)
+        rng = kind_range(kind) if value_range is None else value_range
+        if rng.bounded and rng.high > rng.low:
+            return cls(rng.low, rng.high, bins)
         return cls(-ASINH_LIMIT, ASINH_LIMIT, bins, "asinh")
 
     @property

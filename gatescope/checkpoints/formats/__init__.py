@@ -13,7 +13,9 @@ One module per format:
   (torch's restricted unpickler, which builds only tensors and plain containers, never user code);
   fastai's AWD-LSTM layout is recognised there (`awd_lstm`).
 - `keras`: Keras 3 ``.keras`` archives and ``.weights.h5`` files, read with h5py.
-- `onnx`: ONNX graphs with LSTM / GRU nodes, read with the onnx package.
+- `onnx`: ONNX graphs with LSTM / GRU / RNN nodes, read with the onnx package.
+- `madmom`: madmom's pickled networks (``.pkl``), read by a restricted unpickler that admits madmom's layer
+  classes as plain records and numpy's arrays, nothing else (madmom is never imported).
 
 A safetensors file is not converted: `read` returns None for it and the loader reads it lazily.
 """
@@ -41,10 +43,11 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 ONNX_SUFFIXES = (".onnx",)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MADMOM_MARK = b"madmom.ml.nn"  # the module of the first class a madmom model's pickle names
 
 
 def kind_of(path: Path) -> str | None:
-    """``torch``, ``keras`` or ``onnx`` for a file in another format; None for safetensors (or no file).
+    """``torch``, ``keras``, ``onnx`` or ``madmom`` for a file in another format; None for safetensors (or no file).
 
     The first bytes decide where they can (safetensors' header length and ``{``, HDF5's signature, a
     zip archive: Keras' holds config.json, torch's does not; a pickle opcode: torch's legacy format),
@@ -53,7 +56,10 @@ def kind_of(path: Path) -> str | None:
     if not path.is_file() or name.endswith(".safetensors"):  # safetensors' own reader says what is wrong
         return None
     with reading(path, "checkpoint file"), open(path, "rb") as f:
-        head = f.read(9)
+        head = f.read(256)
+    if MADMOM_MARK in head:  # a pickle whose first class is madmom's network, whatever the suffix
+        return "madmom"
+    head = head[:9]
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") > 1:
         return None
     if head[:8] == _HDF5_MAGIC:
@@ -90,6 +96,8 @@ def _read_cached(resolved: str, mtime_ns: int, size: int, kind: str, path: str) 
         from gatescope.checkpoints.formats import torch_state as reader
     elif kind == "keras":
         from gatescope.checkpoints.formats import keras as reader
+    elif kind == "madmom":
+        from gatescope.checkpoints.formats import madmom as reader
     else:
         from gatescope.checkpoints.formats import onnx as reader
     with reading(path, "checkpoint file"):

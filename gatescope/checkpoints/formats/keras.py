@@ -12,7 +12,15 @@ keras/src/layers/rnn/lstm.py and gru.py:
 - GRU: gate order z, r, h (torch's r, z, n: blocks swapped), transposed. ``reset_after=True`` keeps
   two biases, bias (2, 3H) = [input, recurrent], torch's formulation; ``reset_after=False`` is the
   original GRU of Cho et al. 2014 (gatescope.recorder.rnn), with one input bias.
+- SimpleRNN: kernel (I, H), recurrent_kernel (H, H), bias (H,): torch's nn.RNN.
 - Bidirectional (merge_mode "concat"): forward_layer -> ``_l0``, backward_layer -> ``_l0_reverse``.
+- Activations (gatescope.kinds.CellType, in the metadata key ``cells``): ``recurrent_activation`` is the
+  gates', ``activation`` the candidate's and (LSTM) the cell output's: sigmoid, tanh, relu, linear, softsign,
+  softplus, elu, Keras 3's leaky_relu, and hard_sigmoid with the slope of the Keras that wrote the file
+  (``keras_version``, in a .keras archive's metadata.json and a .h5 file's attributes): clip(0.2 x + 0.5, 0, 1)
+  in Keras 1 and 2 and tf.keras (keras 2.2.4 backend/tensorflow_backend.py), clip(x / 6 + 0.5, 0, 1) in
+  Keras 3 (keras/src/backend/*/nn.py). A missing ``recurrent_activation`` is Keras' default of that version:
+  hard_sigmoid before Keras 2.3.0, sigmoid since.
 - Embedding: embeddings (V, E) -> ``weight``; Dense (or TimeDistributed Dense): kernel (I, O) ->
   ``weight`` (O, I), ``bias``.
 
@@ -22,8 +30,8 @@ found under the name Keras' saving gives it (the class in snake case, numbered i
 config: cells and variants are read from the shapes, Keras' default activations are assumed, and
 the order is left to discovery. A Keras 2 (or tf.keras) ``model.save("model.h5")`` file keeps its
 config in the ``model_config`` attribute and layer NAME's variables under ``model_weights/NAME``, in
-the order its ``weight_names`` attribute lists; it is read like a ``.keras`` file (old Keras' default
-``recurrent_activation="hard_sigmoid"`` is refused: torch's gates are sigmoids).
+the order its ``weight_names`` attribute lists; it is read like a ``.keras`` file, its hard_sigmoid with
+the slope of the Keras version it names.
 """
 from __future__ import annotations
 
@@ -38,11 +46,20 @@ import numpy as np
 
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
 from gatescope.errors import GatescopeError
-from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
+from gatescope.kinds import CELL_TYPES, HARD_SIGMOID, HARD_SIGMOID_KERAS2, Activation, CellType
+from gatescope.recorder.variants import METADATA_KEY as CELLS
 
-RECURRENT = ("LSTM", "GRU")
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+FAMILIES = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}  # Keras layer -> gatescope.kinds family
+GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
 NO_OPS = ("InputLayer", "Dropout", "SpatialDropout1D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
-READ = ("Embedding", "LSTM", "GRU", "Bidirectional", "Dense", "TimeDistributed") + NO_OPS
+READ = ("Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dense", "TimeDistributed") + NO_OPS
+ACTIVATIONS = {  # Keras' names -> the activation (hard_sigmoid: by version, see `_activation`)
+    "sigmoid": Activation("sigmoid"), "tanh": Activation("tanh"), "relu": Activation("relu"),
+    "linear": Activation("affine", 1.0, 0.0), "softsign": Activation("softsign"),
+    "softplus": Activation("softplus"), "elu": Activation("elu", 1.0),
+}
+KERAS3_ACTIVATIONS = {"leaky_relu": Activation("leaky_relu", 0.2)}  # keras 3's negative_slope default
 
 
 def read(path: Path) -> Converted:
@@ -57,15 +74,34 @@ def read(path: Path) -> Converted:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise GatescopeError(f"{path}: config.json is not valid JSON") from None
             weights = io.BytesIO(archive.read("model.weights.h5"))
+            version = _version(_archive_metadata(archive, names).get("keras_version"))
         with _h5(h5py, weights, path) as f:
             layers = _config_layers(path, config)
             weights = _Keras3Weights(path, _layers_group(path, f), layers)
-            return _from_config(path, layers, weights, "Keras 3 (.keras)")
+            return _from_config(path, layers, weights, "Keras 3 (.keras)", version)
     with _h5(h5py, path, path) as f:
         if "model_config" in f.attrs and "model_weights" in f:  # Keras 2 / tf.keras model.save("model.h5")
             layers = _config_layers(path, _legacy_config(path, f.attrs["model_config"]))
-            return _from_config(path, layers, _LegacyWeights(path, f["model_weights"]), "Keras 2 (.h5)")
+            version = _version(f.attrs.get("keras_version"))
+            return _from_config(path, layers, _LegacyWeights(path, f["model_weights"]), "Keras 2 (.h5)", version)
         return _from_weights(path, _layers_group(path, f))
+
+
+def _archive_metadata(archive: zipfile.ZipFile, names: list[str]) -> dict[str, Any]:
+    if "metadata.json" not in names:
+        return {}
+    try:
+        found = json.loads(archive.read("metadata.json"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _version(raw: Any) -> tuple[int, ...] | None:
+    """``"2.2.4"``, ``b"2.15.0-tf"`` -> (2, 2, 4), (2, 15, 0); None when absent or unreadable."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    match = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", text) if isinstance(text, str) else None
+    return None if match is None else tuple(int(g) for g in match.groups() if g is not None)
 
 
 def _h5(h5py, source, path: Path):
@@ -139,10 +175,11 @@ class _LegacyWeights:
 
 
 # -- with the config: the model's layers in order ---------------------------------------------
-def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str) -> Converted:
+def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str,
+                 version: tuple[int, ...] | None) -> Converted:
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, Any] = {"recurrent": []}
-    reset_before: list[str] = []
+    cells: dict[str, CellType] = {}
     notes: list[str] = []
     seen_dense = False
     for index, layer in enumerate(layers):
@@ -183,24 +220,26 @@ def _from_config(path: Path, layers: list[dict[str, Any]], weights, source: str)
             seen_dense = True
         else:
             if kind == "Bidirectional":
-                tensors.update(_bidirectional(path, name, cfg, values, reset_before))
+                tensors.update(_bidirectional(path, name, cfg, values, cells, version))
             else:
-                tensors.update(_recurrent(path, name, kind, cfg, values, name))
-                if kind == "GRU" and not cfg.get("reset_after", True):
-                    reset_before.append(name)
+                tensors.update(_recurrent(path, name, kind, cfg, values, name, cells, version))
             sequences = (cfg.get("layer", {}).get("config", {}) if kind == "Bidirectional" else cfg)
             if not sequences.get("return_sequences", False):
                 notes.append(f"{name} has return_sequences=False: Keras passes on its last step only, "
                              "gatescope runs the next layer on every step (the recorded steps are the same)")
             roles["recurrent"].append(name)
     if not roles["recurrent"]:
-        raise GatescopeError(f"{path} has no LSTM or GRU layer")
+        raise GatescopeError(f"{path} has no LSTM, GRU or SimpleRNN layer")
     roles.setdefault("embedding", None)
     roles.setdefault("decoder", None)
-    metadata: dict[str, Any] = {"roles": roles}
-    if reset_before:
-        metadata[RESET_BEFORE] = sorted(set(reset_before))
-    return Converted(from_numpy(tensors), metadata, source, notes)
+    return Converted(from_numpy(tensors), {"roles": roles, **_cells_metadata(cells)}, source, notes)
+
+
+def _cells_metadata(cells: dict[str, CellType]) -> dict[str, Any]:
+    """The metadata key ``cells`` for the modules whose cell is not their family's default."""
+    found = {name: {"cell": cell.name, **cell.info()} for name, cell in sorted(cells.items())
+             if cell != CELL_TYPES[cell.name]}
+    return {CELLS: found} if found else {}
 
 
 def _config_layers(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -262,31 +301,66 @@ def _expect(path: Path, name: str, values: list[np.ndarray], *counts: int) -> li
     return values
 
 
-def _check_activations(path: Path, name: str, cfg: dict[str, Any]) -> None:
-    for key, want in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
-        got = cfg.get(key, want)
-        if got != want:
-            raise GatescopeError(f"{path}: layer {name} has {key}={got!r}; gatescope computes torch's {want}")
+def _cell(path: Path, name: str, kind: str, cfg: dict[str, Any], version: tuple[int, ...] | None) -> CellType:
+    """What a Keras LSTM / GRU / SimpleRNN layer computes, from its config and the Keras version."""
     if cfg.get("go_backwards"):
         raise GatescopeError(f"{path}: layer {name} has go_backwards=True outside a Bidirectional wrapper, "
                              "which torch's modules have no equivalent for")
+    family = FAMILIES[kind]
+    activation = _activation(path, name, "activation", cfg.get("activation", "tanh"), version)
+    fields: dict[str, Any] = {"activation": activation}
+    if family != "RNN":
+        if "recurrent_activation" in cfg:
+            gate = cfg["recurrent_activation"]
+        elif version is None:
+            raise GatescopeError(f"{path}: layer {name} names no recurrent_activation and the file no Keras "
+                                 "version, so its default (hard_sigmoid before Keras 2.3, sigmoid since) is unknown")
+        else:
+            gate = "hard_sigmoid" if version < (2, 3) else "sigmoid"
+        fields["gate_activation"] = _activation(path, name, "recurrent_activation", gate, version)
+    if family == "LSTM":
+        fields["output_activation"] = activation  # Keras: h = o * activation(c)
+    if family == "GRU":
+        fields["reset_after"] = bool(cfg.get("reset_after", True))
+    return CELL_TYPES[family].variant(**fields)
 
 
-def _recurrent(path: Path, name: str, kind: str, cfg: dict[str, Any], values, module: str, suffix: str = "_l0"):
-    """One Keras LSTM / GRU cell's variables as torch's parameters of ``module`` (layer 0, ``suffix``)."""
-    _check_activations(path, name, cfg)
+def _activation(path: Path, name: str, key: str, value: Any, version: tuple[int, ...] | None) -> Activation:
+    """A Keras activation (a name, or Keras 3's serialized function) as a gatescope.kinds.Activation."""
+    if isinstance(value, dict):  # {"module": "keras.activations", "class_name": "function", "config": "tanh"}
+        value = value.get("config") if isinstance(value.get("config"), str) else value.get("class_name")
+    if value == "hard_sigmoid":
+        if version is None:
+            raise GatescopeError(f"{path}: layer {name} has {key}='hard_sigmoid' and the file says no Keras "
+                                 "version, whose slope (0.2 before Keras 3, 1/6 since) decides it")
+        return HARD_SIGMOID_KERAS2 if version < (3,) else HARD_SIGMOID
+    known = ACTIVATIONS | (KERAS3_ACTIVATIONS if version is None or version >= (3,) else {})
+    if value not in known:
+        raise GatescopeError(f"{path}: layer {name} has {key}={value!r}; gatescope computes "
+                             f"{', '.join([*known, 'hard_sigmoid'])}")
+    return known[value]
+
+
+def _recurrent(path: Path, name: str, kind: str, cfg: dict[str, Any], values, module: str,
+               cells: dict[str, CellType], version: tuple[int, ...] | None, suffix: str = "_l0"):
+    """One Keras LSTM / GRU / SimpleRNN cell's variables as torch's parameters of ``module`` (layer 0, ``suffix``);
+    its cell type goes into ``cells`` (both sides of a Bidirectional layer must agree)."""
+    cell = _cell(path, name, kind, cfg, version)
+    if cells.setdefault(module, cell) != cell:
+        raise GatescopeError(f"{path}: the two sides of {module} compute different cells "
+                             f"({cells[module].describe()}, {cell.describe()}); a torch module has one cell for both")
     values = _expect(path, name, values, 2, 3)
     kernel, recurrent = values[0], values[1]  # (I, G*H), (H, G*H)
     bias = values[2] if len(values) == 3 else None
     hidden = recurrent.shape[0]
-    gates = 4 if kind == "LSTM" else 3
+    gates = GATES[kind]
     if kernel.ndim != 2 or recurrent.shape != (hidden, gates * hidden) or kernel.shape[1] != gates * hidden:
         raise GatescopeError(f"{path}: layer {name} has kernels {list(kernel.shape)} and {list(recurrent.shape)}; "
                              f"expected [input, {gates}*units] and [units, {gates}*units] for a {kind}")
     order = _gru_order(hidden) if kind == "GRU" else slice(None)
     out = {f"weight_ih{suffix}": kernel.T[order], f"weight_hh{suffix}": recurrent.T[order]}  # (G*H, I), (G*H, H)
     if bias is not None:
-        if kind == "LSTM" or bias.ndim == 1:
+        if kind != "GRU" or bias.ndim == 1:
             out[f"bias_ih{suffix}"] = bias.reshape(-1)[order]
             out[f"bias_hh{suffix}"] = np.zeros_like(out[f"bias_ih{suffix}"])
         else:  # GRU reset_after=True: (2, 3H) = [input bias, recurrent bias]
@@ -300,7 +374,8 @@ def _gru_order(hidden: int) -> np.ndarray:
     return np.concatenate([blocks[1], blocks[0], blocks[2]])
 
 
-def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.ndarray], reset_before: list[str]):
+def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.ndarray], cells: dict[str, CellType],
+                   version: tuple[int, ...] | None):
     """A Bidirectional layer's variables (forward's, then backward's) as one bidirectional module."""
     if cfg.get("merge_mode", "concat") != "concat":
         raise GatescopeError(f"{path}: Bidirectional {name} has merge_mode={cfg.get('merge_mode')!r}; "
@@ -308,14 +383,10 @@ def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.n
     inner = cfg.get("layer", {})
     kind, inner_cfg = inner.get("class_name"), dict(inner.get("config", {}))
     if kind not in RECURRENT:
-        raise GatescopeError(f"{path}: Bidirectional {name} wraps a {kind}; gatescope reads LSTM and GRU")
+        raise GatescopeError(f"{path}: Bidirectional {name} wraps a {kind}; gatescope reads LSTM, GRU and SimpleRNN")
     backward_cfg = dict((cfg.get("backward_layer") or {}).get("config", inner_cfg))
     for side in (inner_cfg, backward_cfg):
         side.pop("go_backwards", None)
-    if kind == "GRU" and inner_cfg.get("reset_after", True) != backward_cfg.get("reset_after", True):
-        raise GatescopeError(f"{path}: Bidirectional {name}'s two GRUs differ in reset_after")
-    if kind == "GRU" and not inner_cfg.get("reset_after", True):
-        reset_before.append(name)
     if not values or len(values) % 2:
         raise GatescopeError(f"{path}: Bidirectional {name} has {len(values)} weights; expected one set per side")
     half = len(values) // 2
@@ -323,7 +394,7 @@ def _bidirectional(path: Path, name: str, cfg: dict[str, Any], values: list[np.n
     sides = (("forward_layer", "_l0", inner_cfg, values[:half]),
              ("backward_layer", "_l0_reverse", backward_cfg, values[half:]))
     for side, suffix, side_cfg, side_values in sides:
-        tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg, side_values, name, suffix))
+        tensors.update(_recurrent(path, f"{name}/{side}", kind, side_cfg, side_values, name, cells, version, suffix))
     return tensors
 
 
@@ -345,39 +416,40 @@ def _dense(path: Path, name: str, cfg: dict[str, Any], values, notes: list[str])
 # -- weights only: the layers read from the shapes -----------------------------------------------
 def _from_weights(path: Path, layers_h5) -> Converted:
     tensors: dict[str, np.ndarray] = {}
-    reset_before: list[str] = []
+    cells: dict[str, CellType] = {}
     notes = ["a .weights.h5 file has no config: Keras' default activations (tanh, sigmoid) are assumed, "
              "and the layer order is guessed from the shapes"]
+    defaults = {"activation": "tanh", "recurrent_activation": "sigmoid"}  # the assumption the note says
     for name in layers_h5:
         group = layers_h5[name]
         if "forward_layer" in group:
             forward = _cell_vars(path, group["forward_layer"], name)
             kind = _kind_from_shapes(path, name, forward)
-            cfg = {"reset_after": _reset_after(forward)}
+            cfg = {**defaults, "reset_after": _reset_after(forward)}
             layer = {"layer": {"class_name": kind, "config": cfg}, "backward_layer": {"config": cfg}}
             backward = _cell_vars(path, group["backward_layer"], name) if "backward_layer" in group else []
-            tensors.update(_bidirectional(path, name, layer, forward + backward, reset_before))
+            tensors.update(_bidirectional(path, name, layer, forward + backward, cells, None))
         elif "cell" in group:
             values = _cell_vars(path, group, name)
             kind = _kind_from_shapes(path, name, values)
-            tensors.update(_recurrent(path, name, kind, {}, values, name))
-            if kind == "GRU" and not _reset_after(values):
-                reset_before.append(name)
+            cfg = {**defaults, "reset_after": _reset_after(values)}
+            tensors.update(_recurrent(path, name, kind, cfg, values, name, cells, None))
         else:
             values = _vars(group["layer"] if "layer" in group else group)  # a TimeDistributed Dense: its inner layer
             if len(values) == 1 and "embed" in name.lower():
                 tensors[f"{name}.weight"] = values[0]
             elif values:
                 tensors.update(_dense(path, name, {}, values, notes))
-    metadata: dict[str, Any] = {RESET_BEFORE: sorted(reset_before)} if reset_before else {}
-    return Converted(from_numpy(tensors), metadata, "Keras 3 (.weights.h5)", notes)
+    return Converted(from_numpy(tensors), _cells_metadata(cells), "Keras 3 (.weights.h5)", notes)
 
 
 def _kind_from_shapes(path: Path, name: str, values: list[np.ndarray]) -> str:
-    if len(values) < 2 or values[1].ndim != 2 or values[1].shape[1] not in (3 * values[1].shape[0],
-                                                                             4 * values[1].shape[0]):
-        raise GatescopeError(f"{path}: layer {name}'s cell weights are neither an LSTM's nor a GRU's")
-    return "LSTM" if values[1].shape[1] == 4 * values[1].shape[0] else "GRU"
+    """LSTM, GRU or SimpleRNN from the recurrent kernel (H, G*H)."""
+    by_gates = {gates: kind for kind, gates in GATES.items()}
+    if len(values) < 2 or values[1].ndim != 2 or values[1].shape[0] == 0 or \
+            values[1].shape[1] % values[1].shape[0] or values[1].shape[1] // values[1].shape[0] not in by_gates:
+        raise GatescopeError(f"{path}: layer {name}'s cell weights are neither an LSTM's, a GRU's nor a SimpleRNN's")
+    return by_gates[values[1].shape[1] // values[1].shape[0]]
 
 
 def _reset_after(values: list[np.ndarray]) -> bool:

@@ -1,4 +1,4 @@
-"""ONNX models with LSTM / GRU nodes, read with the onnx package (onnx.ai operator specs).
+"""ONNX models with LSTM / GRU / RNN nodes, read with the onnx package (onnx.ai operator specs).
 
 The graph is read as embedding (a Gather from a 2-D initializer) -> LSTM / GRU nodes -> decoder
 (MatMul + Add or Gemm with initializers), with only shape plumbing between them (Transpose,
@@ -7,13 +7,23 @@ one scope (``/rnn/LSTM``, ``/rnn/LSTM_1``, as torch.onnx.export writes a stacked
 torch module with layers ``_l0``, ``_l1``. Converted to torch's layout (torch/nn/modules/rnn.py):
 
 - LSTM: W [D, 4H, I], R [D, 4H, H] in gate order i, o, f, c (torch's i, f, g, o); B [D, 8H] = [Wb, Rb]
-  -> ``bias_ih``, ``bias_hh``.
+  -> ``bias_ih``, ``bias_hh``; peepholes P [D, 3H] in order i, o, f -> ``weight_ch`` (i, f, o).
 - GRU: gate order z, r, h (torch's r, z, n); ``linear_before_reset=1`` is torch's GRU, ``0`` the
-  original GRU of Cho et al. 2014 (gatescope.recorder.rnn).
-- direction ``forward`` -> ``_l{k}``; ``bidirectional`` -> ``_l{k}`` and ``_l{k}_reverse``.
+  original GRU of Cho et al. 2014.
+- RNN: W [D, H, I], R [D, H, H], B [D, 2H].
+- direction ``forward`` -> ``_l{k}``; ``bidirectional`` -> ``_l{k}`` and ``_l{k}_reverse``; ``reverse`` ->
+  ``_l{k}_reverse`` alone: a module that runs the backward direction only (recorded as ``bwd``).
 
-Refused with a one-line error: direction ``reverse`` alone (torch's modules have no such module),
-peepholes (input P), ``clip``, ``input_forget``, activations other than the defaults, a non-zero
+Each node's attributes make its cell type (`node_cell`, gatescope.kinds.CellType; the metadata key
+``cells`` carries it to the loader), computed as onnxruntime computes them (its cpu/rnn kernels are the
+reference; the spec leaves input_forget without a formula, and ONNX's reference evaluator ignores
+activations, clip and input_forget): ``activations`` with ``activation_alpha`` / ``activation_beta``
+consumed in order by the activations that read them, with onnxruntime's defaults where none is left
+(LeakyRelu 0.01, HardSigmoid 0.2 and 0.5, Elu 1.0, every other 0: ThresholdedRelu's alpha is 0, not the
+spec's 1.0); ``clip`` on every pre-activation after bias and peephole; ``input_forget=1`` as f = 1 - i (the
+forget gate's W, R, B and P rows are not read).
+
+Refused with a one-line error: the two directions of a node with different activations, a non-zero
 initial state stored in the file.
 """
 from __future__ import annotations
@@ -28,16 +38,95 @@ import numpy as np
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
 from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
-from gatescope.recorder.rnn import METADATA_KEY as RESET_BEFORE
+from gatescope.kinds import CELL_TYPES, Activation, CellType
+from gatescope.recorder.variants import METADATA_KEY as CELLS
 
 PLUMBING = frozenset({
     "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Shape", "Constant", "ConstantOfShape",
     "Cast", "Identity", "Expand", "Dropout", "Flatten", "Size", "Range", "Split", "Gather",
 })
 OUTPUT_NOTES = {"Softmax": "softmax", "LogSoftmax": "log-softmax"}
-LSTM_ORDER = (0, 2, 3, 1)  # ONNX i, o, f, c -> torch i, f, g, o
-GRU_ORDER = (1, 0, 2)  # ONNX z, r, h -> torch r, z, n
-DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+BLOCKS = {"LSTM": ("i", "o", "f", "g"), "GRU": ("z", "r", "n"), "RNN": ("h",)}  # W / R / B rows, as gatescope kinds
+PEEPHOLE_BLOCKS = ("i", "o", "f")  # P's order
+# the activations attribute's slots, in its order (ONNX f, g, h), as CellType fields; and their defaults
+SLOTS = {"LSTM": ("gate_activation", "activation", "output_activation"), "GRU": ("gate_activation", "activation"),
+         "RNN": ("activation",)}
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
+ACTIVATION_NAMES = {  # ONNX's names, lower-cased as onnxruntime reads them -> gatescope.kinds' names
+    "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "affine": "affine", "leakyrelu": "leaky_relu",
+    "thresholdedrelu": "thresholded_relu", "scaledtanh": "scaled_tanh", "hardsigmoid": "hard_sigmoid", "elu": "elu",
+    "softsign": "softsign", "softplus": "softplus",
+}
+ORT_DEFAULTS = {"leaky_relu": (0.01, 0.0), "hard_sigmoid": (0.2, 0.5), "elu": (1.0, 0.0)}  # onnxruntime's; else 0
+
+
+def node_cell(op: str, attrs: dict[str, Any], peepholes: bool) -> CellType:
+    """The cell type an LSTM / GRU / RNN node computes, from its attributes (``onnx.helper.get_attribute_value``
+    values) and whether it has peephole weights; ValueError says what cannot be read."""
+    directions = 2 if _text(attrs.get("direction", "forward")) == "bidirectional" else 1
+    fields: dict[str, Any] = dict(zip(SLOTS[op], _activations(op, attrs, directions)))
+    if "clip" in attrs:
+        fields["clip"] = float(attrs["clip"])
+    if op == "LSTM":
+        fields["peepholes"] = peepholes
+        if attrs.get("input_forget", 0):
+            fields["coupling"] = "forget_from_input"
+    if op == "GRU":
+        fields["reset_after"] = bool(attrs.get("linear_before_reset", 0))
+    return CELL_TYPES[op].variant(**fields)
+
+
+def _activations(op: str, attrs: dict[str, Any], directions: int) -> tuple[Activation, ...]:
+    """The node's activations (one per slot), with alpha / beta as onnxruntime assigns them."""
+    names = [_text(a).lower() for a in attrs.get("activations", [])] or DEFAULT_ACTIVATIONS[op] * directions
+    slots = len(SLOTS[op])
+    if len(names) == slots and directions == 2:
+        names = names * 2
+    if len(names) != slots * directions:
+        raise ValueError(f"has {len(names)} activations; expected {slots} per direction")
+    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    found = []
+    for name in names:
+        key = name.lower()
+        if key not in ACTIVATION_NAMES:
+            raise ValueError(f"uses activation {name!r}, which is not one of ONNX's")
+        kind = ACTIVATION_NAMES[key]
+        reads = {"affine": "ab", "scaled_tanh": "ab", "hard_sigmoid": "ab"}.get(kind, "a" if kind in (
+            "leaky_relu", "thresholded_relu", "elu") else "")
+        alpha, beta = ORT_DEFAULTS.get(kind, (0.0, 0.0))
+        if "a" in reads and alphas:
+            alpha = float(alphas.pop(0))
+        if "b" in reads and betas:
+            beta = float(betas.pop(0))
+        found.append(Activation(kind, alpha if "a" in reads else 0.0, beta if "b" in reads else 0.0))
+    if found[:slots] != found[slots:] and directions == 2:
+        shown = ", ".join(map(str, found))
+        raise ValueError(f"computes its two directions with different activations ({shown}); "
+                         "a torch module has one cell for both")
+    return tuple(found[:slots])
+
+
+def node_weights(op: str, cell: CellType, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                 p: np.ndarray | None, hidden: int) -> list[dict[str, np.ndarray]]:
+    """Per direction, torch's parameters of one layer (``weight_ih`` ..., ``weight_ch``) from W, R, B, P, with
+    the rows of ``cell.blocks`` (a coupled LSTM's forget rows are not read)."""
+    order = [BLOCKS[op].index(kind) for kind in cell.blocks]
+    gates = len(BLOCKS[op])
+    out = []
+    for d in range(w.shape[0]):
+        tensors = {"weight_ih": _reorder(w[d], order, hidden), "weight_hh": _reorder(r[d], order, hidden)}
+        if b is not None:
+            tensors["bias_ih"] = _reorder(b[d, : gates * hidden], order, hidden)
+            tensors["bias_hh"] = _reorder(b[d, gates * hidden :], order, hidden)
+        if p is not None:
+            tensors["weight_ch"] = _reorder(p[d], [PEEPHOLE_BLOCKS.index(k) for k in cell.peephole_kinds], hidden)
+        out.append(tensors)
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -48,8 +137,8 @@ class _Module:
     scope: str
     op: str
     hidden: int
-    directions: int
-    reset_after: bool
+    direction: str  # forward, reverse or bidirectional
+    cell: CellType
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     layers: int = 0
 
@@ -102,7 +191,7 @@ class _Reader:
         pending_matmul = None  # (node, name, weight) of a MatMul waiting for its Add
         for node in self.graph.node:
             op = node.op_type
-            if op in ("LSTM", "GRU"):
+            if op in RECURRENT_OPS:
                 if roles["decoder"] or pending_matmul:
                     raise self.fail(node, "follows the decoder; gatescope runs embedding -> recurrent -> decoder")
                 self._recurrent(node, modules)
@@ -133,22 +222,22 @@ class _Reader:
                 if op == "Gather" and any(self.values.get(i, np.zeros(0)).ndim >= 2 for i in node.input):
                     raise self.fail(node, "gathers from a weight gatescope does not understand")
             else:
-                raise self.fail(node, "is not one gatescope runs (it reads an embedding Gather, LSTM and GRU "
-                                      "nodes, and a MatMul+Add or Gemm decoder)")
+                raise self.fail(node, "is not one gatescope runs (it reads an embedding Gather, LSTM, GRU and "
+                                      "RNN nodes, and a MatMul+Add or Gemm decoder)")
         if pending_matmul:
             node, weight = pending_matmul
             name = self._name(node, "", "decoder", ".weight")
             tensors[f"{name}.weight"] = weight
             roles["decoder"] = name
         if not modules:
-            raise GatescopeError(f"{self.path} has no LSTM or GRU node")
+            raise GatescopeError(f"{self.path} has no LSTM, GRU or RNN node")
         for module in modules:
             tensors.update({f"{module.name}.{k}": v for k, v in module.tensors.items()})
             roles["recurrent"].append(module.name)
         metadata: dict[str, Any] = {"roles": roles}
-        reset_before = [m.name for m in modules if not m.reset_after]
-        if reset_before:
-            metadata[RESET_BEFORE] = reset_before
+        cells = {m.name: {"cell": m.op, **m.cell.info()} for m in modules if m.cell != CELL_TYPES[m.op]}
+        if cells:
+            metadata[CELLS] = cells
         return Converted(from_numpy(tensors), metadata, "ONNX", notes)
 
     # -- pieces -----------------------------------------------------------------------------
@@ -194,23 +283,19 @@ class _Reader:
     def _recurrent(self, node, modules: list[_Module]) -> None:
         op, attrs = node.op_type, self._attrs(node)
         inputs = list(node.input) + [""] * (8 - len(node.input))
-        direction = attrs.get("direction", b"forward")
-        direction = direction.decode() if isinstance(direction, bytes) else direction
-        if direction == "reverse":
-            raise self.fail(node, "runs in direction 'reverse' only, which torch's modules (and gatescope) "
-                                  "have no module for; export it as bidirectional or forward")
-        if "clip" in attrs:
-            raise self.fail(node, f"clips its cell inputs (clip={attrs['clip']}); "
-                                  "gatescope does not implement clipping")
-        if attrs.get("input_forget", 0):
-            raise self.fail(node, "couples its input and forget gates (input_forget=1); gatescope does not")
+        direction = _text(attrs.get("direction", "forward"))
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise self.fail(node, f"has direction {direction!r}, not forward, reverse or bidirectional")
         directions = 2 if direction == "bidirectional" else 1
-        activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-        if activations and activations != DEFAULT_ACTIVATIONS[op] * directions:
-            raise self.fail(node, f"uses activations {activations}; gatescope computes "
-                                  f"{DEFAULT_ACTIVATIONS[op]} (the defaults)")
+        p = None
         if op == "LSTM" and inputs[7]:
-            raise self.fail(node, "has peephole weights (input P); gatescope does not implement peepholes")
+            p = self._weight_input(node, 7, dims=2)
+            if p is None:
+                raise self.fail(node, "has peephole weights P that are not stored in the file")
+        try:
+            cell = node_cell(op, attrs, peepholes=p is not None)
+        except ValueError as exc:
+            raise self.fail(node, str(exc)) from None
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             if inputs[index] in self.values and np.any(self.values[inputs[index]]):
                 raise self.fail(node, f"starts from a non-zero {label} stored in the file; gatescope starts from zeros")
@@ -223,7 +308,7 @@ class _Reader:
         if w is None or r is None:
             raise self.fail(node, "has weights W and R that are not stored in the file")
         hidden = int(attrs.get("hidden_size", r.shape[-1]))
-        gates = 4 if op == "LSTM" else 3
+        gates = len(BLOCKS[op])
         if w.shape[:2] != (directions, gates * hidden) or r.shape != (directions, gates * hidden, hidden):
             rows = gates * hidden
             raise self.fail(node, f"has W {list(w.shape)} and R {list(r.shape)}; expected "
@@ -233,37 +318,36 @@ class _Reader:
             raise self.fail(node, "has a bias B that is not stored in the file")
         if b is not None and b.shape != (directions, 2 * gates * hidden):
             raise self.fail(node, f"has B {list(b.shape)}; expected [{directions}, {2 * gates * hidden}]")
-        reset_after = op == "LSTM" or bool(attrs.get("linear_before_reset", 0))
-        order = LSTM_ORDER if op == "LSTM" else GRU_ORDER
-        module = self._module_for(node, modules, op, hidden, directions, reset_after, w.shape[-1])
-        layer = module.layers
-        for d, suffix in enumerate(("", "_reverse")[:directions]):
-            end = f"_l{layer}{suffix}"
-            module.tensors[f"weight_ih{end}"] = _reorder(w[d], order, hidden)
-            module.tensors[f"weight_hh{end}"] = _reorder(r[d], order, hidden)
-            if b is not None:
-                module.tensors[f"bias_ih{end}"] = _reorder(b[d, : gates * hidden], order, hidden)
-                module.tensors[f"bias_hh{end}"] = _reorder(b[d, gates * hidden :], order, hidden)
+        if p is not None and p.shape != (directions, 3 * hidden):
+            raise self.fail(node, f"has P {list(p.shape)}; expected [{directions}, {3 * hidden}]")
+        if cell.coupled:
+            self.notes.append(f"{node.name or op}: input_forget=1 computes f = 1 - i (as onnxruntime does); "
+                              "the forget gate's weights are not read")
+        module = self._module_for(node, modules, op, hidden, direction, cell, w.shape[-1])
+        suffixes = ("_reverse",) if direction == "reverse" else ("", "_reverse")
+        for suffix, tensors in zip(suffixes, node_weights(op, cell, w, r, b, p, hidden)):
+            end = f"_l{module.layers}{suffix}"
+            module.tensors.update({f"{k}{end}": v for k, v in tensors.items()})
         module.layers += 1
 
-    def _module_for(self, node, modules, op, hidden, directions, reset_after, width) -> _Module:
+    def _module_for(self, node, modules, op, hidden, direction, cell, width) -> _Module:
         """The previous module when this node is its next layer (same scope, cell and sizes), else a new one."""
         scope = self._scope(node)
         last = modules[-1] if modules else None
+        directions = 2 if direction == "bidirectional" else 1
         if (last is not None and scope and last.scope == scope and last.op == op and last.hidden == hidden
-                and last.directions == directions and last.reset_after == reset_after
-                and width == directions * hidden):
+                and last.direction == direction and last.cell == cell and width == directions * hidden):
             return last
         taken = {m.name for m in modules}
         name = scope or op.lower()
         if name in taken:
             name = next(f"{name}_{i}" for i in range(1, len(modules) + 2) if f"{name}_{i}" not in taken)
-        module = _Module(name, scope, op, hidden, directions, reset_after)
+        module = _Module(name, scope, op, hidden, direction, cell)
         modules.append(module)
         return module
 
 
-def _reorder(rows: np.ndarray, order: tuple[int, ...], hidden: int) -> np.ndarray:
+def _reorder(rows: np.ndarray, order: list[int], hidden: int) -> np.ndarray:
     """Gate blocks of ``hidden`` rows put in torch's order."""
     return np.concatenate([rows[g * hidden : (g + 1) * hidden] for g in order])
 
