@@ -33,7 +33,6 @@ from gatescope.errors import GatescopeError, warn
 from gatescope.names import format_name, parse_name
 from gatescope.recorder.interventions import Intervention
 from gatescope.recorder.recordable import module_info
-from gatescope.recorder.rnn import variant_info
 from gatescope.runs.onnx_run import name_outputs, run_nodes
 from gatescope.traces.trace import Trace
 
@@ -71,13 +70,15 @@ def node_module(graph: Graph, entry: RecurrentNode, values: Mapping[str, np.ndar
     from gatescope.checkpoints.discovery import discover_recurrent
     from gatescope.checkpoints.formats import onnx as onnx_format
     from gatescope.checkpoints.loader import _build_recurrent
+    from gatescope.kinds import CELL_TYPES
 
     weights = {entry.node.input[i]: values[role] for i, role in enumerate(INPUT_ROLES)
                if role in ("W", "R", "B", "P") and role in values}
     module = onnx_format.node_module(graph.path, entry.node, weights)
     tensors = {f"{module.name}.{k}": torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in module.tensors.items()}
-    (spec,) = discover_recurrent({k: tuple(v.shape) for k, v in tensors.items()})
-    built = _build_recurrent(spec, reset_after=module.reset_after)
+    declared = {} if module.cell == CELL_TYPES[module.op] else {module.name: module.cell}
+    (spec,) = discover_recurrent({k: tuple(v.shape) for k, v in tensors.items()}, declared)
+    built = _build_recurrent(spec)
     built.load_state_dict({k.removeprefix(f"{module.name}."): v for k, v in tensors.items()})
     return built.eval()
 
@@ -369,7 +370,7 @@ def _modules_meta(entries: Sequence[RecurrentNode], runs: Mapping[int, NodeRun])
     for k, run in runs.items():
         entry = entries[k]
         if entry.name not in out:
-            out[entry.name] = module_info(entry.name, run.module) | variant_info(run.module)
+            out[entry.name] = module_info(entry.name, run.module)
         out[entry.name]["num_layers"] = max(out[entry.name]["num_layers"], entry.layer + 1)
     return list(out.values())
 
