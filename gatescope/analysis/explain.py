@@ -4,7 +4,10 @@ The seed's picture of an LSTM cell (Olah 2015, "Understanding LSTM Networks"), c
 pre-activation split into the input term W x_t, the recurrent term U h_{t-1} and the bias, then the activation;
 ``c_t = f_t·c_{t-1} + i_t·g_t`` with both products; ``h_t = o_t·tanh(c_t)``. The GRU the same way (torch's
 rows r, z, n): ``n = tanh(W_in x + b_in + r·(W_hn h + b_hn))`` (the reset-before GRU of Cho et al. 2014:
-``W_hn (r ⊙ h) + b_hn``), ``h_t = (1 - z)·n + z·h_{t-1}``. The recurrent term is broken down into the upstream
+``W_hn (r ⊙ h) + b_hn``), ``h_t = (1 - z)·n + z·h_{t-1}``; the plain RNN ``h_t = tanh(W x + U h + b)``. Every
+variant the registry of cell types holds (gatescope.kinds) is explained as the engine computes it: its activations,
+peephole terms (Gers & Schmidhuber 2000), a coupled gate (1 minus its source), clipping and TF's forget bias. The
+recurrent term is broken down into the upstream
 units that move it most (signed: "the forget gate closed because h:12 and h:70 pushed it down"), the input term
 into the previous layer's units (layer 0: the input's features ``x:j``).
 
@@ -15,7 +18,6 @@ largest difference is the explanation's ``check``; over 1e-4 it is said (a Gates
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,10 +30,11 @@ from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.kinds import KINDS, module_cell_type, param_suffix
 from gatescope.names import format_name, format_unit, parse_name
 from gatescope.recorder.recordable import check_units, find_recurrent, is_cell
+from gatescope.recorder.activations import apply
 from gatescope.recorder.recording import record
 
 CHECK_TOLERANCE = 1e-4  # a larger difference between the terms and the recording is said, not hidden
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
+CANDIDATES = ("g", "n", "h")  # the blocks a cell's activation computes; every other block is a gate
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,12 @@ class GateTerms:
     input: float  # W x_t (for the GRU's n: W_in x_t)
     recurrent: float  # U h_{t-1} (the GRU's n: r·(W_hn h), or W_hn (r ⊙ h) reset-before)
     bias: float  # b_ih + b_hh (the GRU's n: b_in + r·b_hn, or b_in + b_hn reset-before)
-    preactivation: float
-    activation: str
+    preactivation: float | None  # the sum of the terms (None for a coupled gate: it is 1 minus its source)
+    activation: str  # e.g. sigmoid, hard_sigmoid(0.2,0.5), or "1 - i" for a coupled gate
     value: float  # as the model's run recorded it
+    peephole: float = 0.0  # w_c·c (i, f: c_{t-1}; o: c_t), peephole LSTMs only
+    forget_bias: float = 0.0  # TF's forget_bias, added to f at run time
+    clipped: bool = False  # the pre-activation was clipped (ONNX clip) before the activation
     upstream: list[Upstream] = field(default_factory=list)  # the recurrent term's largest shares
     inputs: list[Upstream] = field(default_factory=list)  # the input term's largest shares
 
@@ -122,8 +128,9 @@ def explain(model: nn.Module, input: Any, unit: str, at: int, *, sequence: int =
     quantity = parse_name(name.name)
     module = find_recurrent(model)[quantity.path]
     cell = module_cell_type(module)
-    if cell.name not in ("LSTM", "GRU"):
-        raise GatescopeError(f"explain knows the LSTM and GRU equations; {quantity.path} is a {cell.name}")
+    if cell.name not in ("LSTM", "GRU", "RNN"):
+        raise GatescopeError(f"explain knows the LSTM, GRU and RNN equations and their variants; {quantity.path} is "
+                             f"a {cell.name} (record it and read its kinds instead)")
     if module.training and getattr(module, "dropout", 0) and quantity.layer > 0:
         raise GatescopeError("explain needs the model in eval mode: dropout between layers changes each layer's input")
     if quantity.kind == "h" and getattr(module, "proj_size", 0):
@@ -153,8 +160,7 @@ def explain(model: nn.Module, input: Any, unit: str, at: int, *, sequence: int =
         warnings.warn(f"the explanation of {unit} at step {at} differs from the recorded values by {check:.2g}",
                       GatescopeWarning, stacklevel=2)
     return StepExplanation(unit=format_unit(name.name, name.index), module=quantity.path, layer=quantity.layer,
-                           direction=quantity.direction, cell="GRU" if cell.name == "GRU" and cell.reset_after
-                           else ("GRU (reset before)" if cell.name == "GRU" else cell.name),
+                           direction=quantity.direction, cell=cell.describe(),
                            index=name.index, at=at, sequence=sequence,
                            tokens=list(tokens) if tokens is not None else trace.tokens(step.row - at, step.row - at + length),
                            gates=gates, state=state, check=check)
@@ -174,6 +180,7 @@ class _Step:
         weight = lambda n: getattr(module, n + sfx, None)  # noqa: E731
         as64 = lambda t: None if t is None else t.detach().to(torch.float64).cpu()  # noqa: E731
         self.w_ih, self.w_hh = as64(weight("weight_ih")), as64(weight("weight_hh"))  # (G*H, I), (G*H, P)
+        self.w_ch = as64(weight("weight_ch"))  # (K*H,) peepholes, or None
         self.b_ih, self.b_hh = as64(weight("bias_ih")), as64(weight("bias_hh"))  # (G*H,) or None
         self.x = self._layer_input(calls, sequence)  # (I,)
         self.h_prev = self._previous("h", calls, sequence, state=0)  # (P,)
@@ -237,11 +244,9 @@ class _Step:
         b_hh = self.b_hh if self.b_hh is not None else zeros
         gi = self.w_ih @ self.x + b_ih  # (G*H,) the whole input projection, one product
         gh = self.w_hh @ self.h_prev + b_hh  # (G*H,)
-        activations = {k: ("tanh" if KINDS[k].range == "signed" else "sigmoid") for k in cell.gate_kinds}
         deviations: list[float] = []
         gates: dict[str, GateTerms] = {}
-        reset_after = cell.name != "GRU" or cell.reset_after
-        for kind in cell.gate_kinds:
+        for kind in cell.blocks:
             row = cell.rows(kind, hidden).start + j
             input_shares = self.w_ih[row] * self.x  # (I,)
             recurrent_shares = self.w_hh[row] * self.h_prev  # (P,)
@@ -249,9 +254,9 @@ class _Step:
             pre = float(gi[row] + gh[row])
             if cell.name == "GRU" and kind == "n":
                 rows = cell.rows("r", hidden)
-                r_all = torch.sigmoid(gi[rows] + gh[rows])  # (H,) the reset gate, recomputed
+                r_all = apply(cell.gate_activation, self._clip(gi[rows] + gh[rows]))  # (H,) the reset gate, recomputed
                 r = float(self.recorded("r")[j])
-                if reset_after:
+                if cell.reset_after:
                     recurrent_shares = r * recurrent_shares
                     bias = float(b_ih[row] + r * b_hh[row])
                     pre = float(gi[row] + r_all[j] * gh[row])
@@ -259,18 +264,41 @@ class _Step:
                     recurrent_shares = self.w_hh[row] * (self.recorded("r") * self.h_prev)
                     w_hn = self.w_hh[cell.rows("n", hidden)]  # (H, H)
                     pre = float(gi[row] + (w_hn @ (r_all * self.h_prev))[j] + b_hh[row])
-            terms = (float(input_shares.sum()), float(recurrent_shares.sum()), bias)
+            peephole, forget_bias = self._peephole(kind), (cell.forget_bias if kind == "f" else 0.0)
+            terms = (float(input_shares.sum()), float(recurrent_shares.sum()), bias, peephole, forget_bias)
+            pre += peephole + forget_bias
+            act = cell.activation if kind in CANDIDATES else cell.gate_activation
+            clipped = self._clip(torch.tensor(pre, dtype=torch.float64))
             value = float(self.recorded(kind)[j])
-            act = ACTIVATIONS[activations[kind]]
-            deviations += [abs(sum(terms) - pre), abs(float(act(torch.tensor(pre, dtype=torch.float64))) - value)]
+            deviations += [abs(sum(terms) - pre), abs(float(apply(act, clipped)) - value)]
             gates[kind] = GateTerms(
                 kind=kind, title=KINDS[kind].title, input=terms[0], recurrent=terms[1], bias=bias,
-                preactivation=sum(terms), activation=activations[kind], value=value,
+                preactivation=sum(terms), activation=str(act), value=value, peephole=peephole,
+                forget_bias=forget_bias, clipped=float(clipped) != pre,
                 upstream=self._upstream(recurrent_shares, self._recurrent_name, self.previous, top),
                 inputs=self._upstream(input_shares, self._input_name, self.at, top))
-        state, products = (self._lstm_state(gates) if cell.name == "LSTM" else self._gru_state(gates))
+        if cell.coupled:  # the derived gate: 1 minus its source, as the step uses it
+            derived, source = cell.coupled
+            value = float(self.recorded(derived)[j])
+            deviations.append(abs(1 - gates[source].value - value))
+            gates[derived] = GateTerms(kind=derived, title=KINDS[derived].title, input=0.0, recurrent=0.0, bias=0.0,
+                                       preactivation=None, activation=f"1 - {source}", value=value)
+            gates = {k: gates[k] for k in cell.kinds if k in gates}  # step order
+        state, products = {"LSTM": self._lstm_state, "GRU": self._gru_state, "RNN": self._rnn_state}[cell.name](gates)
         deviations += products
         return gates, state, max(deviations)
+
+    def _clip(self, x: Tensor) -> Tensor:
+        return x if self.cell.clip is None else x.clamp(-self.cell.clip, self.cell.clip)
+
+    def _peephole(self, kind: str) -> float:
+        """w_c·c of ``kind`` (i and f see c_{t-1}, o the new c_t), 0 without peepholes."""
+        if kind not in self.cell.peephole_kinds:
+            return 0.0
+        block = self.cell.peephole_kinds.index(kind)
+        w = float(self.w_ch[block * self.hidden + self.j])
+        seen = float(self.recorded("c")[self.j]) if kind == "o" else float(self.c_prev[self.j])
+        return w * seen
 
     def _lstm_state(self, gates: dict[str, GateTerms]) -> tuple[dict[str, float], list[float]]:
         f, i, g, o = (gates[k].value for k in "figo")
@@ -278,8 +306,13 @@ class _Step:
         c = float(self.recorded("c")[self.j])
         out = "m" if getattr(self.module, "proj_size", 0) else "h"  # with a projection, h mixes the units
         h = float(self.recorded(out)[self.j])
-        state = {"c_prev": c_prev, "f*c_prev": f * c_prev, "i*g": i * g, "c": c, "tanh(c)": math.tanh(c), out: h}
-        return state, [abs(f * c_prev + i * g - c), abs(o * math.tanh(c) - h)]
+        act = self.cell.output_activation
+        squashed = float(apply(act, torch.tensor(c, dtype=torch.float64)))
+        new = f * c_prev + i * g
+        if self.cell.cell_clip is not None:
+            new = min(max(new, -self.cell.cell_clip), self.cell.cell_clip)
+        state = {"c_prev": c_prev, "f*c_prev": f * c_prev, "i*g": i * g, "c": c, f"{act.name}(c)": squashed, out: h}
+        return state, [abs(new - c), abs(o * squashed - h)]
 
     def _gru_state(self, gates: dict[str, GateTerms]) -> tuple[dict[str, float], list[float]]:
         z, n = gates["z"].value, gates["n"].value
@@ -287,3 +320,6 @@ class _Step:
         h = float(self.recorded("h")[self.j])
         state = {"h_prev": h_prev, "(1-z)*n": (1 - z) * n, "z*h_prev": z * h_prev, "h": h}
         return state, [abs((1 - z) * n + z * h_prev - h)]
+
+    def _rnn_state(self, gates: dict[str, GateTerms]) -> tuple[dict[str, float], list[float]]:
+        return {"h_prev": float(self.h_prev[self.j]), "h": gates["h"].value}, []

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from gatescope.display import svg
-from gatescope.display.cell_text import short
+from gatescope.display.cell_text import diagram_lines, short, squashed
 from gatescope.display.figure import Figure
 
 WIDTH, HEIGHT = 760, 330
@@ -44,6 +44,8 @@ def _value(x: float, y: float, body: str, anchor: str = "middle") -> str:
 
 def _gate_tip(e: Any, kind: str) -> str:
     g = e.gates[kind]
+    if g.preactivation is None:  # a coupled gate
+        return f"{kind} ({g.title}) = {g.activation} = {g.value:+.3f}"
     ups = ", ".join(f"{short(u.unit, e)} {u.contribution:+.3f}" for u in g.upstream[:3])
     return (f"{kind} ({g.title}) = {g.activation}({g.input:+.3f} W x + {g.recurrent:+.3f} U h + {g.bias:+.3f} bias "
             f"= {g.preactivation:+.3f}); upstream: {ups}")
@@ -66,9 +68,10 @@ def _lstm(e: Any) -> list[str]:
     body += [_line([(xg, 109), (xg, top)]), _value(xg + 14, 104, f"i·g {s['i*g']:+.3f}", "start")]
     body += _op(xg, top, "+")
     xt = 650
+    act, value = squashed(s)
     body += [_line([(xt, top), (xt, 110)]), f'<ellipse cx="{xt}" cy="122" rx="26" ry="12" fill="{OP}" stroke="{LINE}"/>',
-             svg.text(xt, 126, "tanh", size=svg.SMALL, fill=svg.INK, anchor="middle"),
-             _value(xt + 32, 126, f"{s['tanh(c)']:+.3f}", "start"),
+             svg.text(xt, 126, act, size=svg.SMALL, fill=svg.INK, anchor="middle"),
+             _value(xt + 32, 126, f"{value:+.3f}", "start"),
              _line([(xt, 134), (xt, 174)]), _line([(xo + 34, 170), (xt - 11, 185)])]
     body += _op(xt, 185, "×") + [_line([(xt, 196), (xt, 290), (720, 290)]),
                                  _value(720, 284, f"{out} {s[out]:+.3f}", "end")]
@@ -99,7 +102,13 @@ def cell_figure(e: Any) -> Figure:
     """The cell with this step's values (hover a gate box for its terms)."""
     title = f"{e.module}.l{e.layer}.{e.direction} unit {e.index} ({e.cell}) at step {e.at} {svg.visible(e.token)!r}"
     body = [svg.text(svg.MARGIN, 22, title, size=svg.FONT_SIZE, fill=svg.INK)]
-    body += _lstm(e) if "c" in e.state else _gru(e)
+    if "c" in e.state:
+        body += _lstm(e)
+    elif "z" in e.gates:
+        body += _gru(e)
+    else:  # the plain RNN has no picture of gates: its one line
+        body += [svg.text(svg.MARGIN, 80 + 20 * i, line, size=svg.FONT_SIZE, fill=svg.INK)
+                 for i, line in enumerate(diagram_lines(e))]
     body.append(svg.text(svg.MARGIN, HEIGHT - 8, f"check: the terms reproduce the recorded values within {e.check:.1e}"))
     return Figure(svg.document(WIDTH, HEIGHT, body, title), title, [])
 
@@ -110,6 +119,10 @@ def terms_table(e: Any) -> str:
                                                     "top upstream"))
     rows = []
     for kind, g in e.gates.items():
+        if g.preactivation is None:  # a coupled gate
+            rows.append(f"<tr><td>{kind} ({escape(g.title)})</td><td colspan=\"5\">= {escape(g.activation)}</td>"
+                        f"<td>{g.value:.3f}</td><td></td></tr>")
+            continue
         ups = ", ".join(f"{escape(short(u.unit, e))} {u.contribution:+.3f}" for u in g.upstream)
         cells = [f"{kind} ({escape(g.title)})", f"{g.input:+.3f}", f"{g.recurrent:+.3f}", f"{g.bias:+.3f}",
                  f"{g.preactivation:+.3f}", g.activation, f"{g.value:.3f}", ups]

@@ -199,3 +199,98 @@ def test_the_command_runs_one_sequence(tmp_path, capsys):
     _, path = language_model(tmp_path, word_metadata())
     fails(capsys, "explain", path, "--text", "the boy", "--text", "the car", "--unit", "rnn.l0.fwd.c:1", "--at", "0",
           match="explain runs one sequence")
+
+
+# -- every cell type of the registry: an independent step written out per unit (float64) ----------------------
+def _act(name: str, x: float, alpha: float = 0.0, beta: float = 0.0) -> float:
+    import math
+
+    return {"sigmoid": lambda: 1 / (1 + math.exp(-x)), "tanh": lambda: math.tanh(x), "relu": lambda: max(x, 0.0),
+            "hard_sigmoid": lambda: min(max(alpha * x + beta, 0.0), 1.0)}[name]()
+
+
+def _written_out(module, x: torch.Tensor, j: int, t: int) -> dict[str, float]:
+    """Unit j at step t of a one-layer forward variant, every quantity by the textbook equations, one step at a time
+    (the LSTM with peepholes, coupling, clip, cell_clip and forget_bias; the GRU; the RNN)."""
+    cell, hidden = module.cell_type, module.hidden_size
+    w_ih, w_hh = module.weight_ih_l0.detach(), module.weight_hh_l0.detach()
+    b = (module.bias_ih_l0 + module.bias_hh_l0).detach()
+    clip = (lambda v: v) if cell.clip is None else (lambda v: min(max(v, -cell.clip), cell.clip))
+    gate = lambda v: _act(cell.gate_activation.name, clip(v), cell.gate_activation.alpha, cell.gate_activation.beta)  # noqa: E731
+    cand = lambda v: _act(cell.activation.name, clip(v), cell.activation.alpha, cell.activation.beta)  # noqa: E731
+    h, c = torch.zeros(hidden), torch.zeros(hidden)
+    for step in range(t + 1):
+        pre = {k: w_ih[cell.rows(k, hidden)] @ x[step] + w_hh[cell.rows(k, hidden)] @ h + b[cell.rows(k, hidden)]
+               for k in cell.blocks}  # kind -> (H,)
+        out = {}
+        if cell.name == "RNN":
+            h = torch.tensor([cand(float(v)) for v in pre["h"]])
+            out["h"] = h
+            continue
+        if cell.name == "GRU":
+            r = torch.tensor([gate(float(v)) for v in pre["r"]])
+            z = torch.tensor([gate(float(v)) for v in pre["z"]])
+            rows = cell.rows("n", hidden)
+            n_pre = w_ih[rows] @ x[step] + module.bias_ih_l0.detach()[rows] + (
+                r * (w_hh[rows] @ h + module.bias_hh_l0.detach()[rows]) if cell.reset_after
+                else w_hh[rows] @ (r * h) + module.bias_hh_l0.detach()[rows])
+            n = torch.tensor([cand(float(v)) for v in n_pre])
+            h = (1 - z) * n + z * h
+            out = {"r": r, "z": z, "n": n, "h": h}
+            continue
+        peep = dict(zip(cell.peephole_kinds, module.weight_ch_l0.detach().chunk(len(cell.peephole_kinds)))) \
+            if cell.peepholes else {}
+        if "f" in pre:
+            pre["f"] = pre["f"] + cell.forget_bias
+        g = {k: torch.tensor([gate(float(v)) for v in pre[k] + peep.get(k, 0) * c]) for k in ("i", "f") if k in pre}
+        if cell.coupled:
+            derived, source = cell.coupled
+            g[derived] = 1 - g[source]
+        g["g"] = torch.tensor([cand(float(v)) for v in pre["g"]])
+        c = g["f"] * c + g["i"] * g["g"]
+        if cell.cell_clip is not None:
+            c = c.clamp(-cell.cell_clip, cell.cell_clip)
+        o = torch.tensor([gate(float(v)) for v in pre["o"] + peep.get("o", 0) * c])
+        h = o * torch.tensor([_act(cell.output_activation.name, float(v)) for v in c])
+        out = {**g, "o": o, "c": c, "h": h}
+    return {k: float(v[j]) for k, v in out.items()}
+
+
+VARIANTS = [
+    ("VariantLSTM", dict(peepholes=True, gate_activation="hard_sigmoid(0.2,0.5)", clip=1.5, forget_bias=1.0,
+                         cell_clip=0.8)),
+    ("VariantLSTM", dict(coupling="forget_from_input")),
+    ("VariantLSTM", dict(coupling="input_from_forget", peepholes=True)),
+    ("VariantGRU", dict(gate_activation="hard_sigmoid(0.2,0.5)", reset_after=False, clip=2.0)),
+    ("VariantRNN", dict(activation="relu")),
+    ("VariantRNN", dict(activation="tanh", clip=0.5)),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs", VARIANTS)
+def test_every_variant_of_the_registry_is_explained_as_written_out(float64, cls, kwargs):
+    import gatescope
+
+    torch.manual_seed(3)
+    module = getattr(gatescope, cls)(3, 5, **kwargs).double().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-1.5, 1.5)  # large enough that clipping and the hard sigmoid's corners are reached
+    x = torch.randn(6, 3) * 2
+    name = {"VariantLSTM": "lstm", "VariantGRU": "gru", "VariantRNN": "rnn"}[cls]
+    for t in (0, 3, 5):
+        ref = _written_out(module, x, 2, t)
+        e = explain(module, x, f"{name}.l0.fwd.h:2", at=t, top=10)
+        assert e.check < 1e-6
+        for kind, gate in e.gates.items():
+            assert gate.value == pytest.approx(ref[kind], abs=1e-6), kind
+        if "c" in e.state:
+            assert e.state["c"] == pytest.approx(ref["c"], abs=1e-6)
+        assert e.state["h"] == pytest.approx(ref["h"], abs=1e-6)
+    if kwargs.get("peepholes"):
+        assert any(gate.peephole for gate in e.gates.values())
+    if kwargs.get("coupling"):
+        derived = {"forget_from_input": "f", "input_from_forget": "i"}[kwargs["coupling"]]
+        assert e.gates[derived].preactivation is None and e.gates[derived].activation.startswith("1 - ")
+    assert e.render() and e.figure().svg.startswith("<svg")
+    json.dumps(e.to_dict(), allow_nan=False)
