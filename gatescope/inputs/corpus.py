@@ -111,12 +111,15 @@ class Corpus:
 
 
 def batch_groups(items: Iterable[_Item], size: int, length: Callable[[_Item], int],
-                 equal_lengths: bool = False) -> Iterator[list[_Item]]:
+                 equal_lengths: bool = False, alone_over: int = 0) -> Iterator[list[_Item]]:
     """Consecutive ``items`` in groups of at most ``size``; with ``equal_lengths`` a group also ends where
-    ``length`` changes. One rule for a corpus in memory and one read a line at a time."""
+    ``length`` changes; an item longer than ``alone_over`` (when it is not 0) is a group of its own. One
+    rule for a corpus in memory and one read a line at a time."""
     group: list[_Item] = []
     for item in items:
-        if group and (len(group) == size or (equal_lengths and length(item) != length(group[0]))):
+        alone = bool(alone_over) and length(item) > alone_over
+        if group and (len(group) == size or alone or (equal_lengths and length(item) != length(group[0]))
+                      or (alone_over and length(group[0]) > alone_over)):
             yield group
             group = []
         group.append(item)

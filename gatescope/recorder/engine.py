@@ -353,9 +353,10 @@ def _fused(is_lstm, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
     has_bias = w.bias_ih is not None
     with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-        fused = onednn.lstm_gates(x, h0, c0, w) if is_lstm and onednn.available(x, w) else None
-        if fused is not None:  # oneDNN's own gates, checked against its output
-            return fused
+        if is_lstm and onednn.available(x, w):  # oneDNN's own gates, checked against its output
+            out, quantities = onednn.lstm_gates(x, h0, c0, w)
+            # refused: the gates from oneDNN's output, which is the fused kernel's
+            return out, quantities if quantities is not None else lstm_replay(x, out, h0, c0, w)
         if is_lstm:
             out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
             return out, lstm_replay(x, out, h0, c0, w)

@@ -228,6 +228,11 @@ class Recording:
 
     # -- the result ------------------------------------------------------------------------
     @property
+    def kept(self) -> dict[str, int]:
+        """What this recording keeps, known before any forward: quantity name -> units."""
+        return {name: self.widths[name] for name in self._buffers}
+
+    @property
     def trace(self) -> Trace:
         """Everything recorded so far, as a Trace of detached values (assembled once, then cached)."""
         if self._trace is None:
