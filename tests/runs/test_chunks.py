@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from gatescope.checkpoints.loader import ChainState, load
-from gatescope.errors import GatescopeError
 from gatescope.inputs.corpus import from_sequences
 from gatescope.runs import chunks
 from gatescope.runs.trace import RunOptions, record_inputs
