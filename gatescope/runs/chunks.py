@@ -3,7 +3,8 @@
 A recording holds every quantity of every step of a batch at once (float32 while it is computed), so a
 whole file read as one sequence (``gatescope trace --file a.py --whole``), a book or a long time series
 would need memory in proportion to batch x longest sequence x every quantity. Here a sequence longer than
-``chunk_steps`` is run ``chunk_steps`` at a time: each chunk is one recorded call of the model from the
+``chunk_steps`` is run ``chunk_steps`` steps at a time (a batch of B such sequences ``chunk_steps // B`` steps
+of each, so that a chunk always holds about ``chunk_steps`` rows): each chunk is one recorded call of the model from the
 state the previous chunk left (`gatescope.checkpoints.loader.ChainState`: h, c, or whatever state each
 module returns), and its quantities go to the file or the analysis before the next chunk runs. A
 recurrent step depends only on its input and the state before it, so the values equal an unchunked run.
@@ -66,8 +67,9 @@ class Chunk:
 
 
 def run_batch(model, x: torch.Tensor, lengths: torch.Tensor | None, options, chunk_steps: int) -> Iterator[Chunk]:
-    """Record ``model`` over the padded batch x [B, T(, F)] with ``lengths`` [B] (None: all T), in chunks of
-    ``chunk_steps`` steps (0: whole) with the state carried; the batch sorted longest first when chunked.
+    """Record ``model`` over the padded batch x [B, T(, F)] with ``lengths`` [B] (None: all T); when T exceeds
+    ``chunk_steps`` (not 0), in chunks of ``chunk_steps`` rows (``chunk_steps // B`` steps of each sequence)
+    with the state carried, the batch sorted longest first.
 
     Yields each chunk's recording before the next runs."""
     batch, steps = x.shape[:2]
@@ -78,10 +80,11 @@ def run_batch(model, x: torch.Tensor, lengths: torch.Tensor | None, options, chu
     if bool((full[1:] > full[:-1]).any()):
         raise ValueError("a chunked batch must be sorted longest first")
     state = ChainState()
-    for start in range(0, steps, chunk_steps):
+    every = max(1, chunk_steps // batch)  # a chunk holds chunk_steps rows, whatever the batch
+    for start in range(0, steps, every):
         active = int((full > start).sum())
         state.keep(active)
-        part = (full[:active] - start).clamp(max=chunk_steps)  # (B',)
+        part = (full[:active] - start).clamp(max=every)  # (B',)
         piece = x[:active, start:start + int(part.max())]
         given = None if bool((part == part[0]).all()) else part
         yield Chunk(start, part, _record(model, piece, given, options, state))
@@ -122,7 +125,7 @@ def check_memory(model, widths: dict[str, int], storage_bytes: int, batch: int, 
     chunks of ``chunk_steps``; 0: whole) would need more memory than the model's device has available.
 
     widths: recorded quantity -> units; storage_bytes: bytes of one stored value."""
-    rows = batch * (min(steps, chunk_steps) if chunk_steps else steps)
+    rows = min(batch * steps, chunk_steps) if chunk_steps and steps > chunk_steps else batch * steps
     need = estimate(model, widths, storage_bytes, rows)
     have = available_memory(next(model.parameters()).device)
     if have is None or need <= have:

@@ -80,10 +80,10 @@ def _chunks(model, corpus: Corpus, options: RunOptions) -> Iterator[tuple[np.nda
     chunk_steps = chunked(model, options.chunk_steps)
     lengths = corpus.lengths
     groups = plan(lengths, options.batch_size, chunk_steps, equal_lengths)
-    widest = max(groups, key=lambda g: len(g) * min(int(lengths[g].max()), chunk_steps or int(lengths[g].max())))
-    rec = options.record(model)
-    check_memory(model, rec.kept, torch.empty((), dtype=options.dtype).element_size(), len(widest),
-                 int(lengths[widest].max()), chunk_steps)
+    storage = torch.empty((), dtype=options.dtype).element_size()
+    kept = options.record(model).kept
+    for group in {(len(g), int(lengths[g].max())) for g in groups}:  # (batch, steps): refused before any run
+        check_memory(model, kept, storage, *group, chunk_steps)
     with token_progress(corpus.num_tokens, "tracing", options.progress) as advance:
         for group, x, batch_lengths in batches(corpus, options, chunk_steps, equal_lengths):
             for chunk in run_batch(model, x, batch_lengths, options, chunk_steps):
