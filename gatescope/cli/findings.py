@@ -53,7 +53,14 @@ def _release_freed_memory(first: bool = False) -> None:
 
 @contextlib.contextmanager
 def _stages(enabled: bool) -> Iterator[Any]:
-    """A rich progress display on stderr with one line per stage (spinner, then its time)."""
+    """One line per stage on stderr: on a terminal a live rich display (spinner, then its time); otherwise
+    (a log file, a pipe, CI) a plain line as each stage ends, with its wall and CPU time."""
+    import sys
+
+    if enabled and not sys.stderr.isatty():
+        _release_freed_memory(first=True)
+        yield _logged_stage
+        return
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -71,6 +78,18 @@ def _stages(enabled: bool) -> Iterator[Any]:
 
         _release_freed_memory(first=True)
         yield stage
+
+
+@contextlib.contextmanager
+def _logged_stage(description: str) -> Iterator[None]:
+    """A stage written as one line when it ends: ``gatescope findings: DESCRIPTION: 12.3 s (CPU 20.1 s)``."""
+    import time
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    click.echo(f"gatescope findings: {description}: {time.perf_counter() - wall:.1f} s "
+               f"(CPU {time.process_time() - cpu:.1f} s)", err=True)
+    _release_freed_memory()
 
 
 def _read_results(path: Path) -> dict[str, Any]:
