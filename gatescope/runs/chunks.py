@@ -32,6 +32,7 @@ import torch
 from gatescope.checkpoints.loader import ChainState
 from gatescope.errors import GatescopeError
 from gatescope.inputs.corpus import batch_groups, pad_batch
+from gatescope.runs import CHUNK_STEPS
 
 # float32 copies of a recorded quantity alive at once while a chunk is recorded: the engine's (T, B, H),
 # its rows in sequence order, the storage dtype's copy and the gate pre-activations beside them
@@ -134,9 +135,11 @@ def check_memory(model, widths: dict[str, int], storage_bytes: int, batch: int, 
         lower = f"lower --chunk-steps (now {chunk_steps}) or --batch-size"
     elif chunk_steps:
         lower = "lower --batch-size"
+    elif chunked(model, 1):
+        lower = f"give --chunk-steps (e.g. {CHUNK_STEPS}: a longer sequence then runs in chunks) or lower --batch-size"
     else:
-        lower = ("lower --batch-size; a bidirectional layer reads each sequence whole (its backward direction "
-                 "needs every later step), so it is not run in chunks")
+        lower = ("lower --batch-size (a bidirectional layer reads each sequence whole: its backward direction "
+                 "needs every later step, so it is not run in chunks)")
     raise GatescopeError(f"recording {batch} sequence(s) x {steps:,} steps at once would need about "
                          f"{need / 2**30:.1f} GiB, and {have / 2**30:.1f} GiB is available: {lower}, "
                          "or record less (--kinds, --modules, --dtype float16)")
