@@ -94,7 +94,7 @@ def run_batch(model, x: torch.Tensor, lengths: torch.Tensor | None, options, chu
 def _record(model, x: torch.Tensor, lengths: torch.Tensor | None, options, state: ChainState | None):
     device = next(model.parameters()).device
     with torch.no_grad(), options.record(model) as rec:
-        model(x.to(device), None if lengths is None else lengths, decode=False, state=state)
+        model(x.to(device), lengths, decode=False, state=state)
     return rec.trace
 
 
