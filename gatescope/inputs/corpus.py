@@ -107,7 +107,21 @@ class Corpus:
         With ``equal_lengths``, a batch is cut where the length changes, so no batch is padded."""
         lengths = self.lengths
         for group in batch_groups(range(self.num_sequences), size, lambda s: int(lengths[s]), equal_lengths):
-            yield pad_batch([self.sequence(s) for s in group])
+            yield self.padded(group)
+
+    def padded(self, group: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sequences ``group`` as one padded batch [B, T(, F)] (zeros past each one's end) and their lengths
+        [B] (None when all are equal): `pad_batch`, gathered from the flat layout at once."""
+        import torch
+
+        group = np.asarray(group, dtype=np.int64)
+        lengths = self.lengths[group]  # (B,)
+        steps = np.arange(int(lengths.max()))  # (T,)
+        valid = steps < lengths[:, None]  # (B, T)
+        padded = np.zeros((len(group), len(steps), *self.values.shape[1:]), dtype=self.values.dtype)
+        padded[valid] = self.values[(self.offsets[group][:, None] + steps)[valid]]
+        same = bool((lengths == lengths[0]).all())
+        return torch.from_numpy(padded), None if same else torch.from_numpy(lengths)
 
 
 def batch_groups(items: Iterable[_Item], size: int, length: Callable[[_Item], int],

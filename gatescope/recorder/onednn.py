@@ -90,8 +90,8 @@ def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tenso
     for t in range(steps):  # one fused kernel per step for both
         previous = state[:, t].addcmul_(f[t], previous)
     c, tolerance = state[0], state[1]
-    since = torch.arange(1, steps + 1, dtype=torch.float32).view(steps, 1, 1)  # (T, 1, 1): steps taken
-    tolerance.mul_(since).mul_(ROUNDING).add_(ACTIVATION_TOLERANCE)  # (T, B, H), in place of A
+    since = torch.arange(1, steps + 1, dtype=torch.float32).mul_(ROUNDING).view(steps, 1, 1)  # (T, 1, 1)
+    tolerance.mul_(since).add_(ACTIVATION_TOLERANCE)  # (T, B, H), in place of A: 8u (t + 1) A_t + activations
     if not (_within(out, tolerance, o, c.tanh()) and _within(c_n, tolerance[-1], c[-1])):
         return out, None
     return out, {"i": i, "f": f, "g": g, "o": o, "c": c, "h": out}

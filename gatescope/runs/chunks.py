@@ -31,7 +31,7 @@ import torch
 
 from gatescope.checkpoints.loader import ChainState
 from gatescope.errors import GatescopeError
-from gatescope.inputs.corpus import batch_groups, pad_batch
+from gatescope.inputs.corpus import batch_groups
 from gatescope.runs import CHUNK_STEPS
 
 # float32 copies of a recorded quantity alive at once while a chunk is recorded: the engine's (T, B, H),
@@ -102,7 +102,7 @@ def batches(corpus, options, chunk_steps: int, equal_lengths: bool
             ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """(sequence indices, padded batch [B, T(, F)], lengths [B] or None) of `plan` over a corpus in memory."""
     for group in plan(corpus.lengths, options.batch_size, chunk_steps, equal_lengths):
-        x, lengths = pad_batch([corpus.sequence(s) for s in group])
+        x, lengths = corpus.padded(group)
         yield np.asarray(group), x, lengths
 
 
