@@ -137,3 +137,21 @@ def test_a_batch_that_does_not_fit_is_refused_in_one_line_before_it_runs(tmp_pat
                  "-o", tmp_path / "t.safetensors", match="GiB is available")
     assert option in line and "--batch-size" in line and not ran
     assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_record_on_a_loaded_model_fed_chunks_with_its_state_equals_one_call(tmp_path):
+    from gatescope import record
+
+    _, path = language_model(tmp_path, word_metadata(), num_layers=2)
+    model = load(path)
+    ids = torch.randint(0, len(WORDS), (1, 23))
+    with torch.no_grad(), record(model) as whole:
+        model(ids, decode=False)
+    state, parts = ChainState(), []
+    for chunk in ids.split(5, dim=1):
+        with torch.no_grad(), record(model) as rec:
+            model(chunk, decode=False, state=state)
+        parts.append(rec.trace)
+    for name in whole.trace.names:
+        joined = torch.cat([part[name] for part in parts])  # each chunk's steps, in order
+        torch.testing.assert_close(joined, whole.trace[name], rtol=1e-5, atol=1e-6, msg=name)
