@@ -7,12 +7,14 @@ al. 2019 found number units) and at T=1024, B=1, H=256, it times:
 * record:     ``gatescope.record`` keeping every gate of every layer (route "auto");
 * intervene:  the same with one h unit of layer 0 ablated (set to 0) at every step: on an LSTM on a CPU
               the split route folds it into W_hh and stays on oneDNN's fused kernel, elsewhere it steps;
-* edit c:     the same with one c unit of layer 0 scaled at every step, which no kernel can fold: layer 0
-              runs the step loop (layer 1, unedited, the fused kernel);
+* edit c:     the same with one c unit of layer 0 scaled at every step (a GRU: one z unit), which no kernel
+              can fold: layer 0 steps (an LSTM at batch < 8 in the TorchScript-compiled loop,
+              gatescope.recorder.compiled; otherwise the step route's loop), layer 1, unedited, fused;
 * naive loop: the usual hooked implementation, a per-timestep Python loop over F.linear that
               appends every gate (what one writes by hand to get the gates).
 
-Targets: record <= 1.5x plain on a CPU and <= 2x on a GPU; intervene <= 3x on a CPU.
+Targets: record <= 1.5x plain on a CPU and <= 2x on a GPU; intervene <= 3x on a CPU; edit c/z <= 2x at
+T=1024, B=1, H=256.
 Usage: python benchmarks/bench_record.py [--device cuda] [--repeats 3] [--threads N] [--quick]
 The header says the machine's load average: on a shared machine take the ratios, not the times.
 """

@@ -7,10 +7,14 @@ left out):
 * the char model (pysource_lstm) over gatescope's own top-level modules, one sequence a line (``--file``).
 
 Phases, each timed on its own: ``load`` (the checkpoint), ``corpus`` (reading and tokenising, once),
-``forward`` (the model's plain forward over the same batches, logits and all: the floor),
+``forward`` (the model's plain forward over the same batches, logits and all),
 ``recurrent`` (the embedding and the recurrent module only: what the trace needs of the forward),
-and ``trace`` (record every gate + convert to the storage dtype + write the file: `write_inputs`), the
-last also in float16. Ratios are to ``forward`` in the same run; the header gives the load average.
+``write`` (the trace file's bytes alone, written from memory by the same TraceWriter, float32 and
+float16), and ``trace`` (record every gate + convert to the storage dtype + write the file:
+`write_inputs`) in float32 and float16. Ratios are to ``forward``, and the trace's to its floor,
+``recurrent + write`` of the same dtype (target: at most 1.5x, aim 1.2x); all in the same run, the
+phases interleaved round by round so that a shared machine's noise falls on all alike; the best round
+of each is kept. The header gives the load average.
 Usage: python benchmarks/bench_trace.py [--threads 1] [--repeats 3]
 """
 from __future__ import annotations
@@ -26,7 +30,8 @@ from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope.checkpoints.loader import load
-from gatescope.runs.trace import RunOptions, write_inputs
+from gatescope.runs.trace import STORAGE_NAMES, RunOptions, _storage, record_inputs, write_inputs
+from gatescope.traces.file import TraceWriter
 from gatescope.inputs import corpus as corpora
 from gatescope.inputs.features import stimuli_corpus
 
@@ -61,26 +66,46 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
             x = model.embedding(x)  # (B, T, E)
             rnn(x if lengths is None else pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
 
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    held = {d: record_inputs(model, corpus, RunOptions(batch_size, dtype=dtype, progress=False))
+            for d, dtype in dtypes.items()}
     with tempfile.TemporaryDirectory() as folder:
-        def trace(dtype: torch.dtype) -> None:
-            write_inputs(str(Path(folder) / "t.safetensors"), model, corpus,
-                         RunOptions(batch_size, dtype=dtype, progress=False))
+        path = str(Path(folder) / "t.safetensors")
 
+        def trace(dtype: torch.dtype) -> None:
+            write_inputs(path, model, corpus, RunOptions(batch_size, dtype=dtype, progress=False))
+
+        def write(d: str) -> None:
+            """The same file's bytes from memory: what any trace must pay to reach the disk."""
+            part = held[d]
+            widths = {n: part[n].shape[1] for n in part.names}
+            writer = TraceWriter(path, widths, STORAGE_NAMES[dtypes[d]], corpus.offsets, True, part.meta)
+            for n in part.names:
+                writer.write(n, 0, _storage(part[n]))
+            writer.write("token_ids", 0, part.token_ids.numpy())
+            writer.close()
+
+        phases = {"forward": forward, "recurrent": recurrent,
+                  **{f"write {d}": (lambda d=d: write(d)) for d in dtypes},
+                  **{f"trace {d}": (lambda d=d: trace(dtypes[d])) for d in dtypes}}
         with torch.no_grad():
-            rounds = {"forward": [], "recurrent": [], "trace float32": [], "trace float16": []}
+            rounds = {phase: [] for phase in phases}
             for _ in range(repeats):  # interleaved, so that a shared machine's noise falls on all alike
-                rounds["forward"].append(best(forward, 1))
-                rounds["recurrent"].append(best(recurrent, 1))
-                rounds["trace float32"].append(best(lambda: trace(torch.float32), 1))
-                rounds["trace float16"].append(best(lambda: trace(torch.float16), 1))
-        size = (Path(folder) / "t.safetensors").stat().st_size
+                for phase, fn in phases.items():
+                    rounds[phase].append(best(fn, 1))
+        trace(torch.float16)
+        size = Path(path).stat().st_size
     times = {k: min(v) for k, v in rounds.items()}
     tokens = corpus.num_tokens
     print(f"{name}: {corpus.num_sequences} sequences, {tokens} tokens, batch {batch_size}; "
           f"load {loaded:.2f}s, corpus read and tokenised once {read:.2f}s; float16 file {size / 1e6:.0f} MB")
     for phase, seconds in times.items():
         ratio = seconds / times["forward"]
-        print(f"  {phase:15} {seconds:7.3f}s {ratio:6.2f}x forward {tokens / seconds:10.0f} tokens/s")
+        floor = ""
+        if phase.startswith("trace"):
+            d = phase.split()[1]
+            floor = f" {seconds / (times['recurrent'] + times[f'write {d}']):6.2f}x recurrent + write"
+        print(f"  {phase:15} {seconds:7.3f}s {ratio:6.2f}x forward {tokens / seconds:10.0f} tokens/s{floor}")
 
 
 def main() -> None:
@@ -94,7 +119,7 @@ def main() -> None:
     load_avg = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; best of {args.repeats} interleaved "
           f"rounds; load average {load_avg}")
-    stimuli = ROOT / "gatescope" / "stimuli" / "agreement_stimuli.tsv"
+    stimuli = ROOT / "gatescope" / "inputs" / "stimuli" / "agreement_stimuli.tsv"
     run("agreement_lstm", lambda model: stimuli_corpus(model, str(stimuli), False), args.repeats, args.batch_size)
     sources = sorted(str(p) for p in (ROOT / "gatescope").glob("*.py"))
     run("pysource_lstm", lambda model: corpora.gather(model, (), (), sources, False, (), None, False),

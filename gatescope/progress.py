@@ -1,7 +1,7 @@
 """A rich progress bar on stderr for the analyses' long loops (off unless asked for)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -45,3 +45,21 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         for item in items:
             yield item
             bar.advance()
+
+
+@contextmanager
+def token_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich bar on stderr over ``total`` tokens with tokens/s; yields ``advance(tokens)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:,.0f} tokens/s")
+
+    columns = (TextColumn(description), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+               Rate(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda tokens: bar.advance(task, tokens)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -285,11 +286,16 @@ class LoadedModel(nn.Module):
         if ids.shape[1] == 0:
             raise GatescopeError("empty input: sequences need at least one step")
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, decode: bool = True) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, decode: bool = True,
+                state: ChainState | None = None) -> torch.Tensor:
         """ids [B, T] (or floats [B, T, input_size] without an embedding), lengths [B] -> logits [B, T, V]
         (or the last recurrent output [B, T, D*H] without a decoder, or with ``decode=False``: a trace
         never reads the logits, and a word LM's decoder can cost as much as its recurrence). Padded
-        positions are not run."""
+        positions are not run.
+
+        state: a `ChainState` to start from and to leave the final state in (each sequence's, after its
+        last step), so that a long sequence can be run in chunks of steps with the recurrent state carried
+        exactly from one chunk to the next; None starts every module from zeros and keeps nothing."""
         self.check_runnable()
         embedding = self.embedding
         if embedding is not None:
@@ -303,10 +309,13 @@ class LoadedModel(nn.Module):
             x = projection(x)  # (B, T, input_size of the first recurrent module)
         for name in self.recurrent_names:
             module = self.get_submodule(name)
-            if self._is_cell[name]:
-                x = _step_cell(module, x, lengths)
-            else:
-                x = _run_layered(module, x, lengths, self.initial_hx(name, x.shape[0]))
+            hx = None if state is None else state.hidden.get(name)
+            if hx is None and not self._is_cell[name]:
+                hx = self.initial_hx(name, x.shape[0])  # a learned initial state, or None (zeros)
+            run = _step_cell if self._is_cell[name] else _run_layered
+            x, hidden = run(module, x, lengths, hx)
+            if state is not None:
+                state.hidden[name] = hidden
         decoder = self.decoder
         return decoder(x) if decoder is not None and decode else x  # (B, T, V) or (B, T, D*H)
 
@@ -314,16 +323,43 @@ class LoadedModel(nn.Module):
         return next(self.parameters()).dtype
 
 
-def _run_layered(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, hx=None) -> torch.Tensor:
-    """An nn.LSTM/GRU (batch_first) over x [B, T, in] from hx (None: zeros); with lengths, through a PackedSequence."""
+@dataclass
+class ChainState:
+    """The recurrent state of every module of a `LoadedModel`'s chain (module name -> what the module
+    returns as its hidden state: h, (h, c), or a variant's own state), for carrying a sequence from one
+    chunk of steps to the next: ``model(chunk, state=state)`` starts from it and leaves the state after
+    each sequence's last step of the chunk in it. Batch rows are the call's rows."""
+
+    hidden: dict[str, Any] = field(default_factory=dict)
+
+    def keep(self, rows: int) -> None:
+        """Keep the first ``rows`` sequences only (those still running into the next chunk)."""
+        self.hidden = {name: _rows_of(h, rows) for name, h in self.hidden.items()}
+
+
+def _rows_of(state: Any, rows: int) -> Any:
+    """The first ``rows`` batch rows of a module's state: tensors (L*D, B, H) of layered modules or
+    (B, H) of cells, alone or in a tuple."""
+    if isinstance(state, tuple):
+        return tuple(_rows_of(s, rows) for s in state)
+    return state[:rows] if state.dim() == 2 else state[:, :rows]
+
+
+def _run_layered(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None,
+                 hx: Any = None) -> tuple[torch.Tensor, Any]:
+    """An nn.LSTM/GRU (batch_first) over x [B, T, in] from ``hx`` (None: zeros); with lengths, through a
+    PackedSequence -> (output [B, T, D*P], the module's final state at each sequence's last step)."""
     if lengths is None:
-        return module(x, hx)[0]
+        return module(x, hx)
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    return pad_packed_sequence(module(packed, hx)[0], batch_first=True, total_length=x.shape[1])[0]
+    out, hidden = module(packed, hx)
+    return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], hidden
 
 
-def _step_cell(cell: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """An LSTMCell/GRUCell stepped over x [B, T, in] from a zero state -> h for every step [B, T, H].
+def _step_cell(cell: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None,
+               hx: Any = None) -> tuple[torch.Tensor, Any]:
+    """An LSTMCell/GRUCell stepped over x [B, T, in] from ``hx`` (None: zeros) -> (h for every step
+    [B, T, H], the state after each sequence's last step).
 
     With lengths, step t runs only the sequences longer than t (longest first, as in a
     PackedSequence), so padded positions are never computed; their outputs are zero.
@@ -334,18 +370,45 @@ def _step_cell(cell: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -
         lengths = lengths.to(x.device)
         order = torch.argsort(lengths, descending=True, stable=True)
         x = x[order]
+        if hx is not None:
+            hx = tuple(s[order] for s in hx) if isinstance(hx, tuple) else hx[order]
     out = x.new_zeros(batch, steps, cell.hidden_size)  # (B, T, H)
-    state = None
+    state, ended = hx, []  # ended: the states of the sequences that stopped, last rows first
     for t in range(steps):
         active = batch if lengths is None else int((lengths > t).sum())
         if active == 0:
             break
-        if state is not None:
-            state = tuple(s[:active] for s in state) if isinstance(state, tuple) else state[:active]
+        if state is not None and _batch_of(state) > active:
+            ended.append(_rows_from(state, active))
+            state = _rows_of(state, active)
         state = cell(x[:active, t], state)
         out[:active, t] = state[0] if isinstance(state, tuple) else state
     result = torch.empty_like(out)
     result[order] = out
+    final = _unsorted(_cat_rows([state, *reversed(ended)]), order)
+    return result, final
+
+
+def _batch_of(state: Any) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[0]
+
+
+def _rows_from(state: Any, rows: int) -> Any:
+    return tuple(s[rows:] for s in state) if isinstance(state, tuple) else state[rows:]
+
+
+def _cat_rows(states: list[Any]) -> Any:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*states))
+    return torch.cat(states)
+
+
+def _unsorted(state: Any, order: torch.Tensor) -> Any:
+    """Rows in ``order`` (sorted) back to the call's order."""
+    if isinstance(state, tuple):
+        return tuple(_unsorted(s, order) for s in state)
+    result = torch.empty_like(state)
+    result[order] = state
     return result
 
 

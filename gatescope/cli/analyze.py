@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from gatescope.errors import GatescopeError
+from gatescope.runs import CHUNK_STEPS
 
 TRACE = click.Path()  # a trace file, or a sharded trace's folder
 COUNT = click.IntRange(min=0)  # --top, --draws, --permutations: a negative count is a usage error
@@ -55,6 +56,9 @@ def _corpus_options(f):
     f = click.option("--distributed", is_flag=True,
                      help="With --file: split the corpus over torchrun's processes (implied under torchrun).")(f)
     f = click.option("--device", default="cpu", show_default=True, help="With --file: where to run the model.")(f)
+    f = click.option("--chunk-steps", type=click.IntRange(min=0), default=CHUNK_STEPS, show_default=True,
+                     help="With --file: a longer line runs this many steps at a time, its state carried "
+                          "(0: whole).")(f)
     f = click.option("--batch-size", type=POSITIVE, default=64, show_default=True,
                      help="With --file: sequences run together.")(f)
     f = click.option("--file", "corpus", metavar="CORPUS",
@@ -63,10 +67,10 @@ def _corpus_options(f):
     return f
 
 
-def _run_options(batch_size: int, as_json: bool):
+def _run_options(batch_size: int, chunk_steps: int, as_json: bool):
     from gatescope.runs.trace import RunOptions
 
-    return RunOptions(batch_size, progress=not as_json)
+    return RunOptions(batch_size, progress=not as_json, chunk_steps=chunk_steps)
 
 
 def _check_mode(ctx: click.Context, corpus: str | None, file_only: tuple[str, ...] = (), **not_streamed: str) -> None:
@@ -80,7 +84,7 @@ def _check_mode(ctx: click.Context, corpus: str | None, file_only: tuple[str, ..
     for name, why in not_streamed.items():
         if corpus is not None and given(name):
             raise GatescopeError(f"--{name.replace('_', '-')} {why}")
-    for name in (*file_only, "batch_size", "device", "distributed"):
+    for name in (*file_only, "batch_size", "chunk_steps", "device", "distributed"):
         if corpus is None and given(name):
             raise GatescopeError(f"--{name.replace('_', '-')} applies with --file (streaming a model over a corpus)")
 
@@ -166,7 +170,7 @@ def analyze() -> None:
 @_corpus_options
 @click.pass_context
 def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, seed, csv_path, as_json, grid_bins,
-          feature_from, code_features, corpus, batch_size, device, distributed):
+          feature_from, code_features, corpus, batch_size, chunk_steps, device, distributed):
     """Rank every unit of TRACE by its association with a per-token label.
 
     \b
@@ -192,7 +196,7 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
 
         table = stream_units(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
                              kinds=kinds, metric=metric, grid_bins=grid_bins,
-                             run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+                             run=_run_options(batch_size, chunk_steps, as_json), device=device, distributed=distributed)
         if table is None:  # another process of a torchrun: rank 0 reports
             return
         click.echo(f"streamed {table[0]['n']} labelled tokens in one pass: no permutation p-values; "
@@ -227,7 +231,7 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
 @_corpus_options
 @click.pass_context
 def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed, as_json, feature_from,
-          code_features, corpus, batch_size, device, distributed):
+          code_features, corpus, batch_size, chunk_steps, device, distributed):
     """Train a linear probe per layer and kind of TRACE; rank units by weight; top-k curves.
 
     With --file, TRACE is a model, streamed over the corpus (epochs + 2 passes, no trace written),
@@ -243,7 +247,7 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
 
         table = stream_probes(trace, corpus, _stream_labels(feature, labels_file, feature_from, code_features),
                               kinds=kinds, epochs=epochs, l1=l1, l2=l2, seed=seed, control=control,
-                              run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+                              run=_run_options(batch_size, chunk_steps, as_json), device=device, distributed=distributed)
         click.echo("streamed probes: no top-k curve", err=True)
         if as_json:
             click.echo(table.to_json())
@@ -275,7 +279,7 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
 @_corpus_options
 @click.pass_context
-def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, device, distributed):
+def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, chunk_steps, device, distributed):
     """Gate saturation per unit (fraction of steps < LOW and > HIGH) and forget-gate timescales.
 
     With --file, TRACE is a model, streamed over the corpus in one pass (no trace written).
@@ -294,7 +298,7 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, d
         from gatescope.runs.stream import stream_saturation
 
         result = stream_saturation(trace, corpus, kinds=kinds, low=low, high=high,
-                                   run=_run_options(batch_size, as_json), device=device, distributed=distributed)
+                                   run=_run_options(batch_size, chunk_steps, as_json), device=device, distributed=distributed)
         if result is None:  # another process of a torchrun: rank 0 reports
             return
         table, scales = result

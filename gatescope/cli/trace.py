@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from gatescope.errors import GatescopeError
+from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
@@ -146,6 +147,10 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
               help="Storage dtype of the recorded values (float16/bfloat16 halve the file).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Sequences run together.")
+@click.option("--chunk-steps", type=click.IntRange(min=0), default=CHUNK_STEPS, show_default=True,
+              help="A longer sequence (a --whole file) runs this many steps at a time, its recurrent state "
+                   "carried exactly, each chunk written before the next: memory follows the chunk, not the "
+                   "file (0: whole; a bidirectional model reads each sequence whole).")
 @click.option("--modules", multiple=True, metavar="NAMES",
               help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
 @click.option("--kinds", multiple=True, metavar="KINDS",
@@ -156,8 +161,8 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
 @click.option("--distributed", is_flag=True,
               help="Split the corpus over the processes torchrun started (implied under torchrun).")
 def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_paths, strict, feature_files,
-          stimuli_path, code_features, device, dtype, batch_size, modules, kinds, shard_tokens, chunk, chunk_axis, carry,
-          distributed) -> None:
+          stimuli_path, code_features, device, dtype, batch_size, chunk_steps, modules, kinds, shard_tokens, chunk,
+          chunk_axis, carry, distributed) -> None:
     """Record every gate and state of MODEL (a checkpoint, or any ONNX graph) over some input into a trace file.
 
     An ONNX model given --input runs in onnxruntime on its own inputs; every LSTM / GRU node of the graph
@@ -203,7 +208,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         if any(others) or len(files) != 1:
             raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
         options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
-                             meta={"model": str(model)})
+                             meta={"model": str(model)}, chunk_steps=chunk_steps)
         summary = trace_sharded(model, output, files[0], device, options, shard_tokens, distributed)
         if summary:
             click.echo(summary)
@@ -236,7 +241,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         attach_feature_file(corpus, name, path)
     counts: list[tuple[int, int, int]] = []
     options = RunOptions(batch_size, modules, kinds, DTYPES[dtype],
-                         meta={"model": str(model), "input": corpus.description})
+                         meta={"model": str(model), "input": corpus.description}, chunk_steps=chunk_steps)
     atomic_write(output, lambda tmp: counts.append(write_inputs(tmp, loaded, corpus, options)))
     sequences, tokens, quantities = counts[0]
     attached = f", features {', '.join(corpus.features)}" if corpus.features else ""

@@ -107,16 +107,33 @@ class Corpus:
         With ``equal_lengths``, a batch is cut where the length changes, so no batch is padded."""
         lengths = self.lengths
         for group in batch_groups(range(self.num_sequences), size, lambda s: int(lengths[s]), equal_lengths):
-            yield pad_batch([self.sequence(s) for s in group])
+            yield self.padded(group)
+
+    def padded(self, group: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sequences ``group`` as one padded batch [B, T(, F)] (zeros past each one's end) and their lengths
+        [B] (None when all are equal): `pad_batch`, gathered from the flat layout at once."""
+        import torch
+
+        group = np.asarray(group, dtype=np.int64)
+        lengths = self.lengths[group]  # (B,)
+        steps = np.arange(int(lengths.max()))  # (T,)
+        valid = steps < lengths[:, None]  # (B, T)
+        padded = np.zeros((len(group), len(steps), *self.values.shape[1:]), dtype=self.values.dtype)
+        padded[valid] = self.values[(self.offsets[group][:, None] + steps)[valid]]
+        same = bool((lengths == lengths[0]).all())
+        return torch.from_numpy(padded), None if same else torch.from_numpy(lengths)
 
 
 def batch_groups(items: Iterable[_Item], size: int, length: Callable[[_Item], int],
-                 equal_lengths: bool = False) -> Iterator[list[_Item]]:
+                 equal_lengths: bool = False, alone_over: int = 0) -> Iterator[list[_Item]]:
     """Consecutive ``items`` in groups of at most ``size``; with ``equal_lengths`` a group also ends where
-    ``length`` changes. One rule for a corpus in memory and one read a line at a time."""
+    ``length`` changes; an item longer than ``alone_over`` (when it is not 0) is a group of its own. One
+    rule for a corpus in memory and one read a line at a time."""
     group: list[_Item] = []
     for item in items:
-        if group and (len(group) == size or (equal_lengths and length(item) != length(group[0]))):
+        alone = bool(alone_over) and length(item) > alone_over
+        if group and (len(group) == size or alone or (equal_lengths and length(item) != length(group[0]))
+                      or (alone_over and length(group[0]) > alone_over)):
             yield group
             group = []
         group.append(item)

@@ -23,6 +23,8 @@ Two routes compute the same values:
   up to the first edited step, the step route from there; an h ablation (units set to a constant at
   every step from some step on) stays on the fused kernel, the constant folded into W_hh's columns
   (see `_split_direction`). Layers and directions without edits run fused as they would unedited.
+  At small batch the edited runs step in the TorchScript-compiled loop (gatescope.recorder.compiled),
+  their Interventions applied as one affine map per kind and step.
   Edits that cannot be foreseen (hooks) and anything else take the step route.
 
 Timesteps given to observers are input positions: for the backward direction, step t is the
@@ -46,7 +48,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from gatescope.kinds import LSTM, CellType, module_cell_type, module_directions, param_suffix
-from gatescope.recorder import onednn
+from gatescope.recorder import compiled, onednn
 from gatescope.recorder.cells import (
     Tap,
     CellWeights,
@@ -61,7 +63,8 @@ from gatescope.recorder.cells import (
     rnn_step,
     step_weights,
 )
-from gatescope.recorder.interventions import split
+from gatescope.recorder.gemm import ONEDNN_MIN_ROWS
+from gatescope.recorder.interventions import affine, split
 
 Route = Literal["auto", "step", "replay"]
 Edit = Callable[[Tensor, int], "Tensor | None"]
@@ -399,9 +402,10 @@ def _fused(cell: CellType, x, h0, c0, w) -> tuple[Tensor, dict[str, Tensor]]:
     has_bias = w.bias_ih is not None
     with warnings.catch_warnings():  # per-layer weights are not one flattened cuDNN buffer
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-        fused = onednn.lstm_gates(x, h0, c0, w) if is_lstm and onednn.available(x, w) else None
-        if fused is not None:  # oneDNN's own gates, checked against its output
-            return fused
+        if is_lstm and onednn.available(x, w):  # oneDNN's own gates, checked against its output
+            out, quantities = onednn.lstm_gates(x, h0, c0, w)
+            # refused: the gates from oneDNN's output, which is the fused kernel's
+            return out, quantities if quantities is not None else lstm_replay(x, out, h0, c0, w)
         if is_lstm:
             out, _, _ = torch._VF.lstm(x, (h0[None], c0[None]), params, has_bias, 1, 0.0, False, False, False)
             return out, lstm_replay(x, out, h0, c0, w)
@@ -434,7 +438,10 @@ def _split_direction(x, h0, c0, w, lengths, observer):
             h, c, t = parts[-1]["h"][-1], parts[-1]["c"][-1], stop
 
     fused = lambda x, h, c, t: _fused(LSTM, x, h, c, w)[1]  # noqa: E731
-    stepped = lambda x, h, c, t: _stepped(x, h, c, w, observer, t)  # noqa: E731
+    if x.shape[1] < ONEDNN_MIN_ROWS:  # small batch: the loop's own overhead is the cost, compiled away
+        stepped = lambda x, h, c, t: _compiled(x, h, c, w, observer, t)  # noqa: E731
+    else:
+        stepped = lambda x, h, c, t: _stepped(x, h, c, w, observer, t)  # noqa: E731
     h, c, t = h0, c0, 0
     for start, stop in plan.runs:
         run(start, fused)
@@ -471,6 +478,16 @@ def _stepped(x, h0, c0, w, observer, offset) -> dict[str, Tensor]:
     inner = Observer(observer.keep | {"h", "c"}, observer.edits, sink)
     _step_direction(LSTM, x, h0, c0, w, None, False, inner, offset=offset)
     return kept
+
+
+def _compiled(x, h0, c0, w, observer, offset) -> dict[str, Tensor]:
+    """The compiled step loop (gatescope.recorder.compiled) over x (T, B, I) from input position ``offset``,
+    ``observer``'s Interventions as one affine map per kind: kind -> (T, B, H)."""
+    steps, batch = x.shape[:2]
+    hidden = c0.shape[-1]
+    maps = {kind: affine(fns, offset, steps, batch, hidden, x.dtype, x.device)
+            for kind, fns in observer.edits.items() if fns}
+    return compiled.lstm_run(input_projection(x, w, fold_bias_hh=True), h0, c0, w.weight_hh, maps)
 
 
 def _folded(w: CellWeights, units: Tensor, values: Tensor) -> CellWeights:

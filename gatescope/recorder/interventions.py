@@ -204,3 +204,42 @@ def split(edits: Mapping[str, Sequence], steps: int, width: int) -> Split | None
     for _, e, _ in active:
         fold.update(dict.fromkeys(range(width) if e.units is None else e.units, e.constant()))
     return Split(runs, fold)
+
+
+def affine(edits: Sequence[Intervention], start: int, steps: int, batch: int, width: int,
+           dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``edits`` of one quantity (in the order they apply) over input positions start..start+steps-1 as
+    one affine map per step and unit: value -> value * scale + shift, each (steps, B, H). Every op is one:
+    set (scale 0, shift the value), scale (both times the value), add (shift plus the value), patch (a
+    set to the source's value at that step)."""
+    scale = torch.ones(steps, batch, width, dtype=dtype, device=device)
+    shift = torch.zeros(steps, batch, width, dtype=dtype, device=device)
+    for e in edits:
+        within = e.steps_within(start + steps)
+        if isinstance(within, range):
+            at = range(max(within.start, start) - start, within.stop - start)
+            rows = torch.arange(at.start, at.stop, device=device)
+        else:
+            at = [s - start for s in within if s >= start]
+            rows = torch.tensor(at, dtype=torch.int64, device=device)
+        if not len(at):
+            continue
+        index = e._index(device)
+        new = e.value.to(device=device, dtype=dtype) if isinstance(e.value, Tensor) else torch.tensor(
+            e.value, dtype=dtype, device=device)
+        if e.op == "patch":
+            if new.shape[0] != batch or start + at[-1] >= new.shape[1]:
+                raise GatescopeError(f"patch for {e.name}: source has shape {tuple(new.shape)}, but this run has "
+                                     f"batch {batch} and reaches step {start + at[-1]}")
+            new = new[:, rows + start].transpose(0, 1)  # (k, B, U)
+        a, b = scale[rows], shift[rows]  # (k, B, H) copies
+        if e.op in ("set", "patch"):
+            a[..., index] = 0
+            b[..., index] = new
+        elif e.op == "scale":
+            a[..., index] *= new
+            b[..., index] *= new
+        else:
+            b[..., index] += new
+        scale[rows], shift[rows] = a, b
+    return scale, shift

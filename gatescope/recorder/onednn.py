@@ -15,7 +15,18 @@ The workspace layout is oneDNN's internal one, not an API, so every use is check
 is returned: h_t must equal o_t * tanh(c_t) at every step and every unit (which ties o, and through
 c every i, f and g, to the output the fused kernel computed) and the last c must equal the
 primitive's c_n. If the check fails (another oneDNN layout, a build without oneDNN), `lstm_gates`
-returns None and the caller recomputes the gates from h (`cells.lstm_replay`): never a wrong value.
+returns the primitive's output alone and the caller recomputes the gates from it (`cells.lstm_replay`):
+never a wrong value, and the recurrence never run twice.
+
+The check's tolerance follows the quantity. oneDNN and gatescope evaluate the same recurrence
+c_t = f_t c_{t-1} + i_t g_t on the same gates, each in float32 with at most two roundings a step (unit
+roundoff u = 2^-24), in different orders. With the magnitude bound A_t = f_t A_{t-1} + |i_t g_t| >= |c_t|
+(A_{-1} = |c_0|), the two results differ by d_t <= f_t d_{t-1} + 4u A_t, so d_t <= 4u (t + 1) A_t (each
+earlier term, carried by the product of later f <= 1, is at most A_t): a tolerance relative to the size
+the cell state can have reached, growing with the steps since the chunk's start, taken twice for the
+rounding of A itself. The same bound goes through o tanh(.) (both at most 1 in slope) to h, plus
+ACTIVATION_TOLERANCE for oneDNN's vectorised tanh and sigmoid against torch's. A wrong layout puts
+other gates (or padding) where i, f, g, o should be, and misses by far more, from the first steps on.
 """
 from __future__ import annotations
 
@@ -24,7 +35,8 @@ from torch import Tensor
 
 from gatescope.recorder.cells import CellWeights
 
-TOLERANCE = 1e-5  # oneDNN's vectorised tanh and sigmoid agree with torch's to a few ulps
+ACTIVATION_TOLERANCE = 1e-5  # oneDNN's vectorised tanh and sigmoid agree with torch's to a few ulps
+ROUNDING = 8 * 2.0**-24  # twice 4u: the two evaluations' rounding of c, per step and unit of magnitude
 
 
 def available(x: Tensor, w: CellWeights) -> bool:
@@ -48,12 +60,12 @@ def good_ld(n: int) -> int:
 
 
 @torch.no_grad()
-def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tensor, dict[str, Tensor]] | None:
-    """One forward LSTM layer through oneDNN: ``(out, {i, f, g, o, c, h})``, each (T, B, H); or None.
+def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """One forward LSTM layer through oneDNN: ``(out, {i, f, g, o, c, h})``, each (T, B, H).
 
-    x: (T, B, I) time-major, already in step order; h0, c0: (B, H). None when the workspace does not
-    hold what this module expects (the caller then replays).
-    """
+    x: (T, B, I) time-major, already in step order; h0, c0: (B, H). The quantities are None when the
+    workspace does not hold what this module expects: ``out`` is the fused kernel's output all the same,
+    from which the caller recomputes the gates (`cells.lstm_replay`)."""
     steps, batch = x.shape[:2]
     hidden = c0.shape[-1]
     has_bias = w.bias_ih is not None
@@ -67,19 +79,25 @@ def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tenso
         )
     ld = good_ld(4 * hidden)
     if workspace is None or workspace.numel() < steps * batch * ld * 4:
-        return None
+        return out, None
     gates = workspace.view(torch.float32)[: steps * batch * ld].view(steps, batch, ld)  # (T, B, ld)
     i, f, g, o = (gates[..., k * hidden : (k + 1) * hidden] for k in range(4))  # (T, B, H) views
-    c = i * g  # (T, B, H), then c_t = f_t c_{t-1} + i_t g_t in place: one fused kernel per step
-    c_prev = c0
-    for t in range(steps):
-        c_prev = c[t].addcmul_(f[t], c_prev)
-    if not (_close(out, o, c.tanh()) and _close(c_n, c[-1])):
-        return None
+    # c and its magnitude bound A side by side: c_t = f_t c_{t-1} + i_t g_t, A_t = f_t A_{t-1} + |i_t g_t|
+    state = torch.empty(2, steps, batch, hidden)  # (2, T, B, H): [c, A]
+    torch.mul(i, g, out=state[0])
+    torch.abs(state[0], out=state[1])
+    previous = torch.stack([c0, c0.abs()])  # (2, B, H)
+    for t in range(steps):  # one fused kernel per step for both
+        previous = state[:, t].addcmul_(f[t], previous)
+    c, tolerance = state[0], state[1]
+    since = torch.arange(1, steps + 1, dtype=torch.float32).mul_(ROUNDING).view(steps, 1, 1)  # (T, 1, 1)
+    tolerance.mul_(since).add_(ACTIVATION_TOLERANCE)  # (T, B, H), in place of A: 8u (t + 1) A_t + activations
+    if not (_within(out, tolerance, o, c.tanh()) and _within(c_n, tolerance[-1], c[-1])):
+        return out, None
     return out, {"i": i, "f": f, "g": g, "o": o, "c": c, "h": out}
 
 
-def _close(expected: Tensor, a: Tensor, b: Tensor | None = None) -> bool:
-    """Whether ``a`` (times ``b``, when given) equals ``expected`` within TOLERANCE everywhere."""
+def _within(expected: Tensor, tolerance: Tensor, a: Tensor, b: Tensor | None = None) -> bool:
+    """Whether ``a`` (times ``b``, when given) equals ``expected`` within ``tolerance`` everywhere."""
     diff = torch.addcmul(expected, a, b, value=-1) if b is not None else expected - a
-    return bool(diff.abs_().max() <= TOLERANCE)
+    return bool((diff.abs_() <= tolerance).all())

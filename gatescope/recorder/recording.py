@@ -241,6 +241,11 @@ class Recording:
 
     # -- the result ------------------------------------------------------------------------
     @property
+    def kept(self) -> dict[str, int]:
+        """What this recording keeps, known before any forward: quantity name -> units."""
+        return {name: self.widths[name] for name in self._buffers}
+
+    @property
     def trace(self) -> Trace:
         """Everything recorded so far, as a Trace of detached values (assembled once, then cached)."""
         if self._trace is None:
@@ -261,7 +266,7 @@ class Recording:
                     "record them separately with modules=[...]"
                 )
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        tensors = {name: torch.cat(self._buffers[name].rows) for name in names}
+        tensors = {name: _joined(self._buffers[name].rows) for name in names}
         return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
 
     def gradients(self, output: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -330,7 +335,7 @@ class Recording:
                 layout = "[B, T]" if batch_first or batch_first is None else "[T, B]"
                 return _no_ids(f"the model's integer input has shape {given}, read as {layout}, but {name} saw "
                                f"{batch} sequence(s) of up to {longest} steps; pass record(..., batch_first=...)")
-            pieces += [ids[b, : int(n)].cpu() for b, n in enumerate(lengths)]
+            pieces.append(_to_rows(ids[:, :longest, None].cpu(), lengths)[:, 0])  # (sum of lengths,)
         return torch.cat(pieces).to(torch.int64) if pieces else None
 
     def _vocab_meta(self) -> dict[str, Any]:
@@ -487,12 +492,18 @@ def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tens
     return padded, lengths
 
 
+def _joined(rows: list[Tensor]) -> Tensor:
+    """The rows of every call, one after another (a single call's as they are: no copy)."""
+    return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+
 def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
     """(B, T, H) values -> (sum of lengths, H) rows, sequence by sequence (padding dropped)."""
     batch, steps = by_sequence.shape[:2]
     if bool((lengths == steps).all()):
         return by_sequence.reshape(batch * steps, by_sequence.shape[-1])  # explicit: B may be 0
-    return torch.cat([by_sequence[b, : int(n)] for b, n in enumerate(lengths.tolist())])
+    valid = torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (B, T), row order b then t
+    return by_sequence[valid.to(by_sequence.device)]  # one gather, whatever the batch
 
 
 def record(

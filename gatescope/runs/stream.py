@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,25 +23,9 @@ import torch
 
 from gatescope.analysis.streaming.analyses import Rows
 from gatescope.errors import GatescopeError
+from gatescope.progress import token_progress
+from gatescope.runs.chunks import check_memory, chunked, run_batch
 from gatescope.runs.distributed import World, all_ok, all_reduce_sum, broadcast, join, leave
-
-
-@contextmanager
-def token_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich bar on stderr over ``total`` tokens with tokens/s; yields ``advance(tokens)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:,.0f} tokens/s")
-
-    columns = (TextColumn(description), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-               Rate(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda tokens: bar.advance(task, tokens)
 
 
 class CorpusStream:
@@ -56,7 +39,7 @@ class CorpusStream:
         from gatescope.inputs.corpus import check, from_sequences
 
         self.model, self.path, self.source = model, path, source
-        self.sequences = self.tokens = self.types = 0
+        self.sequences = self.tokens = self.types = self.longest = 0
         self.first: np.ndarray | None = None
         self.scheme = None
         self._scan(report)
@@ -85,6 +68,7 @@ class CorpusStream:
             self.first = ids if self.first is None else self.first
             self.sequences += 1
             self.tokens += len(ids)
+            self.longest = max(self.longest, len(ids))
             self.types = max(self.types, int(ids.max()) + 1)
             if values is not None:
                 pending.append(values)
@@ -99,15 +83,17 @@ class CorpusStream:
                 scan.update(np.concatenate(pending))
             self.scheme = scan.scheme(self.source.name)
 
-    def batches(self, size: int, equal_lengths: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, Rows]]:
+    def batches(self, size: int, equal_lengths: bool, chunk_steps: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, Rows]]:
         """(padded batch [B, T], lengths [B] or None, its Rows: start, label values, token ids, held out),
-        batched as `gatescope trace` batches a corpus (`corpus.batch_groups`)."""
+        batched as `gatescope trace` batches a corpus (`corpus.batch_groups`), in the corpus's order; a
+        line longer than ``chunk_steps`` (not 0) is a batch of its own, to be run in chunks."""
         from gatescope.analysis.streaming.labels import heldout_sequences
         from gatescope.inputs.corpus import batch_groups, pad_batch
 
         held = heldout_sequences(self.sequences, self.tokens)
         row = sequence = 0
-        for group in batch_groups(self.lines(), size, lambda line: len(line[0]), equal_lengths):
+        for group in batch_groups(self.lines(), size, lambda line: len(line[0]), equal_lengths, chunk_steps):
             x, lengths = pad_batch([torch.from_numpy(ids) for ids, _ in group])
             out, first = [], row
             for ids, _ in group:
@@ -118,16 +104,9 @@ class CorpusStream:
                                    torch.from_numpy(np.concatenate(out)))
 
 
-def _run(model, x: torch.Tensor, lengths: torch.Tensor | None, options):
-    with torch.no_grad(), options.record(model) as rec:
-        model(x.to(next(model.parameters()).device), lengths, decode=False)
-    return rec.trace
-
-
-def recorded_widths(model, first: torch.Tensor, options) -> dict[str, int]:
-    """Quantity name -> units, as ``options`` record them (the sequence ``first`` [T] run to find out)."""
-    part = _run(model, first[None], None, options)
-    return {name: int(part[name].shape[1]) for name in part.names}
+def recorded_widths(model, options) -> dict[str, int]:
+    """Quantity name -> units, as ``options`` record them."""
+    return options.record(model).kept
 
 
 def open_corpus(model_path, file: str, device: str, distributed: bool, options=None):
@@ -152,19 +131,33 @@ def _open_model(model_path, device: str, distributed: bool, options=None):
     return world, model
 
 
+def _rows_from(rows: Rows, start: int, count: int) -> Rows:
+    """``count`` of ``rows`` from its ``start``-th on (a chunk of a batch of one sequence)."""
+    if start == 0 and count == rows.ids.numel():
+        return rows
+    cut = lambda t: None if t is None else t[start:start + count]  # noqa: E731
+    return Rows(rows.start + start, cut(rows.values), cut(rows.ids), cut(rows.held))
+
+
 def stream_analysis(world: World, model, stream: CorpusStream, analysis, options, description: str = "streaming"
                     ) -> None:
     """Feed every batch this rank owns to ``analysis`` (its ``update(quantities, rows)``), then sum
     the accumulators over the ranks: on return every rank holds the whole corpus's statistics."""
     error: GatescopeError | None = None
     has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
+    chunk_steps = chunked(model, options.chunk_steps)
     try:
+        check_memory(model, options.record(model).kept, 4, min(options.batch_size, stream.sequences),
+                     stream.longest, chunk_steps)
         with token_progress(stream.tokens, description, options.progress and world.main) as advance:
-            for k, (x, lengths, rows) in enumerate(stream.batches(options.batch_size, equal_lengths=has_cells)):
-                if world.owns(k):
-                    part = _run(model, x, lengths, options)
-                    # statistics are kept on the CPU: a batch recorded on a GPU comes over once
-                    analysis.update({name: part[name].to("cpu") for name in part.names}, rows)
+            batches = stream.batches(options.batch_size, has_cells, chunk_steps)
+            for k, (x, lengths, rows) in enumerate(batches):
+                if world.owns(k):  # a long line alone, in chunks: each chunk's rows follow the last's
+                    for chunk in run_batch(model, x, lengths, options, chunk_steps):
+                        part = chunk.trace
+                        # statistics are kept on the CPU: a batch recorded on a GPU comes over once
+                        analysis.update({name: part[name].to("cpu") for name in part.names},
+                                        _rows_from(rows, chunk.start, part.num_tokens))
                 advance(rows.ids.numel())
     except GatescopeError as exc:
         error = exc
@@ -261,7 +254,7 @@ def _streamed(model_path, file: str, run, device: str, distributed: bool, make, 
         source = None if labels is None else label_source(model, labels.labels, labels.feature_from,
                                                           labels.code_features, labels.feature)
         stream = CorpusStream(model, file, source, report=world.main)
-        analysis = make(recorded_widths(model, torch.from_numpy(stream.first), run), stream)
+        analysis = make(recorded_widths(model, run), stream)
         run = dataclasses.replace(run, kinds=analysis.kinds())
         passes = getattr(analysis, "passes", lambda: [None])()
         for i, phase in enumerate(passes, 1):

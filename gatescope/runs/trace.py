@@ -1,8 +1,8 @@
 """Tracing a corpus through a loaded model: every gate of every step, in memory or straight into a trace file.
 
-The corpus (gatescope.inputs.corpus) streams through the model in batches; each batch's recording goes
-straight to its place in the trace file (gatescope.traces.file.TraceWriter), so memory stays bounded by one
-batch of recorded values; the file keeps the input's order and is renamed into place only once complete
+The corpus (gatescope.inputs.corpus) streams through the model in batches, a long sequence in chunks of
+steps with its state carried (gatescope.runs.chunks); each chunk's recording goes straight to its place in
+the trace file (gatescope.traces.file.TraceWriter), so memory stays bounded by one chunk of recorded values; the file keeps the input's order and is renamed into place only once complete
 (gatescope.files.atomic_write). A selection of modules or kinds that matches nothing is an error naming what
 the model has. `gatescope trace` and `gatescope inspect` run their inputs through here; so can a notebook.
 """
@@ -17,36 +17,12 @@ import torch
 from gatescope.errors import GatescopeError
 from gatescope.inputs.corpus import Corpus
 from gatescope.kinds import KINDS, cell_type
+from gatescope.progress import token_progress
+from gatescope.runs import CHUNK_STEPS
+from gatescope.runs.chunks import Chunk, batches, check_memory, chunked, placements, plan, run_batch
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _padded_batches(
-    model, corpus: Corpus, batch_size: int, progress: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(padded batch, lengths or None) in the corpus's order, on the model's device, with a progress bar.
-
-    Sequences of different lengths are packed by the model, so padding is never recorded; a model
-    with an LSTMCell / GRUCell (stepped in a loop) gets batches of equal-length sequences instead.
-    """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    device = next(model.parameters()).device
-    has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
-    columns = (TextColumn("tracing"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("trace", total=corpus.num_sequences)
-        for x, lengths in corpus.batches(batch_size, equal_lengths=has_cells):
-            yield x.to(device), lengths
-            bar.advance(task, x.shape[0])
 
 
 def check_selection(model, modules: Sequence[str] | None, kinds: Sequence[str] | None) -> None:
@@ -77,7 +53,8 @@ def check_selection(model, modules: Sequence[str] | None, kinds: Sequence[str] |
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How inputs are run and recorded: batch size, what to keep, storage dtype, extra metadata."""
+    """How inputs are run and recorded: batch size, what to keep, storage dtype, extra metadata, and
+    ``chunk_steps``: a longer sequence runs this many steps at a time, its state carried (0: whole)."""
 
     batch_size: int = 64
     modules: list[str] | None = None
@@ -85,6 +62,7 @@ class RunOptions:
     dtype: torch.dtype = torch.float32
     meta: dict | None = None
     progress: bool = True
+    chunk_steps: int = CHUNK_STEPS
 
     def record(self, model):
         """A `gatescope.record` block over ``model`` with these options (by default, every module of
@@ -95,52 +73,79 @@ class RunOptions:
         return record(model, modules=modules, kinds=self.kinds, dtype=self.dtype, meta=self.meta)
 
 
+def _chunks(model, corpus: Corpus, options: RunOptions) -> Iterator[tuple[np.ndarray, Chunk]]:
+    """(sequence indices of the batch, one recorded chunk) over the whole corpus, after a memory check of
+    the largest batch; a progress bar in tokens on stderr."""
+    equal_lengths = any(info["cell"].endswith("Cell") for info in model.modules_info)
+    chunk_steps = chunked(model, options.chunk_steps)
+    lengths = corpus.lengths
+    groups = plan(lengths, options.batch_size, chunk_steps, equal_lengths)
+    storage = torch.empty((), dtype=options.dtype).element_size()
+    kept = options.record(model).kept
+    for group in {(len(g), int(lengths[g].max())) for g in groups}:  # (batch, steps): refused before any run
+        check_memory(model, kept, storage, *group, chunk_steps)
+    with token_progress(corpus.num_tokens, "tracing", options.progress) as advance:
+        for group, x, batch_lengths in batches(corpus, options, chunk_steps, equal_lengths):
+            for chunk in run_batch(model, x, batch_lengths, options, chunk_steps):
+                yield group, chunk
+                advance(int(chunk.lengths.sum()))
+
+
 def record_inputs(model, corpus: Corpus, options: RunOptions = RunOptions()):
-    """Run `corpus` through `model` batch by batch inside one `gatescope.record` block -> Trace (in
-    memory), with the corpus's features attached."""
-    with torch.no_grad(), options.record(model) as rec:
-        for x, lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
-            model(x, lengths, decode=False)  # the logits are not recorded
-    trace = rec.trace
+    """Run `corpus` through `model` batch by batch (a long sequence in chunks, its state carried) -> Trace
+    (in memory, in the corpus's order), with the corpus's features attached."""
+    from gatescope.traces.trace import Trace
+
+    tensors: dict[str, torch.Tensor] = {}
+    token_ids, meta = None, {}
+    for group, chunk in _chunks(model, corpus, options):
+        part = chunk.trace
+        if not tensors:
+            tensors = {name: part[name].new_empty((corpus.num_tokens, part[name].shape[1])) for name in part.names}
+            token_ids = None if part.token_ids is None else torch.empty(corpus.num_tokens, dtype=torch.int64)
+            meta = part.meta
+        for first, stop, row in placements(group, chunk, corpus.offsets):
+            for name in part.names:
+                tensors[name][row:row + stop - first] = part[name][first:stop]
+            if token_ids is not None:
+                token_ids[row:row + stop - first] = part.token_ids[first:stop]
+    trace = Trace(tensors, torch.from_numpy(corpus.offsets), token_ids=token_ids, meta=meta)
     for name, values in corpus.features.items():
         trace.add_feature(name, values)
     return trace
 
 
 def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOptions()) -> tuple[int, int, int]:
-    """Trace `corpus` straight into the trace file `path`, one batch at a time, in bounded memory.
+    """Trace `corpus` straight into the trace file `path`, one chunk at a time, in bounded memory.
 
-    Returns (sequences, tokens, quantities). The file's layout is fixed by the first batch (names,
+    Returns (sequences, tokens, quantities). The file's layout is fixed by the first chunk (names,
     widths) and by the corpus's offsets; the corpus's features are written with it.
     """
     from gatescope.traces.file import FEATURE_PREFIX, TraceWriter
 
-    with options.record(model):  # unknown modules or kinds fail before any work
-        pass
-    writer, row, widths = None, 0, {}
+    writer, written, widths = None, 0, {}
     try:
-        for x, batch_lengths in _padded_batches(model, corpus, options.batch_size, options.progress):
-            with torch.no_grad(), options.record(model) as rec:
-                model(x, batch_lengths, decode=False)
-            part = rec.trace
+        for group, chunk in _chunks(model, corpus, options):
+            part = chunk.trace
             if writer is None:
                 widths = {name: part[name].shape[1] for name in part.names}
                 writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], corpus.offsets,
                                      part.token_ids is not None, part.meta, tuple(corpus.features))
                 for name, values in corpus.features.items():
                     writer.write(FEATURE_PREFIX + name, 0, values.astype("<f4"))
-            for name in part.names:
-                writer.write(name, row, _storage(part[name]))
-            if part.token_ids is not None:
-                writer.write("token_ids", row, part.token_ids.numpy())
-            row += part.num_tokens
+            for first, stop, row in placements(group, chunk, corpus.offsets):
+                for name in part.names:
+                    writer.write(name, row, _storage(part[name][first:stop]))
+                if part.token_ids is not None:
+                    writer.write("token_ids", row, part.token_ids[first:stop].numpy())
+            written += part.num_tokens
     finally:
         if writer is not None:
             writer.close()
-    if row != corpus.num_tokens or not widths:
-        raise GatescopeError(f"the trace would hold {row} of {corpus.num_tokens} tokens and {len(widths)} quantities; "
-                             "nothing written")
-    return corpus.num_sequences, row, len(widths)
+    if written != corpus.num_tokens or not widths:
+        raise GatescopeError(f"the trace would hold {written} of {corpus.num_tokens} tokens and {len(widths)} "
+                             "quantities; nothing written")
+    return corpus.num_sequences, written, len(widths)
 
 
 STORAGE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}

@@ -222,3 +222,17 @@ def test_batches_keep_the_order_and_cut_where_lengths_change():
     assert all(lengths is None for _, lengths in batches)
     (x, lengths), = corpus.batches(4)
     assert x.tolist() == [[1, 2], [3, 4], [5, 0], [6, 7]] and lengths.tolist() == [2, 2, 1, 2]
+
+
+def test_padded_batches_gathered_from_the_flat_layout_equal_pad_batch():
+    from gatescope.inputs.corpus import Corpus, from_sequences, pad_batch
+
+    ids = from_sequences([[3, 1, 4], [1, 5], [9, 2, 6, 5], [3]], "ids")
+    floats = Corpus(np.arange(20, dtype=np.float32).reshape(10, 2), np.array([0, 3, 5, 9, 10]), "floats")
+    for corpus in (ids, floats):
+        for group in ([2, 0, 3], [1], [0, 1, 2, 3]):
+            x, lengths = corpus.padded(group)
+            expected, expected_lengths = pad_batch([corpus.sequence(s) for s in group])
+            assert torch.equal(x, expected) and x.dtype == expected.dtype
+            assert (lengths is None) == (expected_lengths is None)
+            assert lengths is None or torch.equal(lengths, expected_lengths)

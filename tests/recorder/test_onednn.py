@@ -1,6 +1,8 @@
 """The oneDNN workspace route: an LSTM's gates read from the fused kernel's own workspace equal the
 independent reference loop, the route is really taken where it applies, and a workspace that does
-not hold what gatescope expects falls back to recomputing (never a wrong value)."""
+not hold what gatescope expects falls back to recomputing the gates from the fused kernel's own output
+(never a wrong value, never the recurrence twice). The check's tolerance follows the cell state's
+magnitude, so a long sequence with large cell values still takes the route."""
 import pytest
 import torch
 from torch import nn
@@ -23,7 +25,7 @@ def calls(monkeypatch):
 
     def spy(*args):
         result = real(*args)
-        seen.append(result is not None)
+        seen.append(result[1] is not None)
         return result
 
     monkeypatch.setattr(onednn, "lstm_gates", spy)
@@ -64,10 +66,43 @@ def test_workspace_gates_equal_the_reference_and_the_route_is_taken(calls, hidde
 
 def test_a_workspace_that_does_not_match_falls_back_to_recomputing(calls, monkeypatch):
     monkeypatch.setattr(onednn, "good_ld", lambda n: n)  # a wrong row length: the check must catch it
+    kernels = []
+    real = torch._VF.lstm
+    monkeypatch.setattr(torch._VF, "lstm", lambda *args: kernels.append(1) or real(*args))
     torch.manual_seed(1)
     module = nn.LSTM(4, 6, num_layers=2)
     check_against_reference(module, torch.randn(2, 5, 4), [5, 3])
     assert calls == [False, False]
+    assert kernels == []  # the gates come from oneDNN's own output: the fused kernel is not run again
+
+
+def saturated_lstm(hidden: int) -> nn.LSTM:
+    """An LSTM whose first units keep adding about 1 to c at every step (f ~ 1, i ~ 1, g ~ 1): |c| ~ t."""
+    torch.manual_seed(3)
+    module = nn.LSTM(4, hidden, batch_first=True)
+    with torch.no_grad():
+        module.weight_hh_l0.mul_(0.1)
+        bias = module.bias_ih_l0.view(4, hidden)  # i, f, g, o
+        bias[:3, : hidden // 2] = 12.0
+    return module
+
+
+@pytest.mark.parametrize("wrong_layout", [False, True])
+def test_a_long_sequence_with_large_cell_values_takes_the_route_and_a_wrong_layout_is_still_caught(
+        calls, monkeypatch, wrong_layout):
+    if wrong_layout:
+        monkeypatch.setattr(onednn, "good_ld", lambda n: n + 16)  # rows one cache line too long
+    module = saturated_lstm(8)
+    steps = 1500
+    x = torch.randn(2, steps, 4)
+    with torch.no_grad(), record(module) as rec:
+        module(x)
+    c = rec.trace["lstm.l0.fwd.c"]
+    assert float(c.abs().max()) > 1000  # the cell state grew with the sequence
+    assert calls == [not wrong_layout]
+    expected, _ = reference_run(module, x[1], path="lstm")
+    for name, values in expected.items():  # relative where the magnitude grows, as the check itself
+        torch.testing.assert_close(rec.trace[name][rec.trace.sequence(1)], values, rtol=1e-4, atol=ATOL)
 
 
 def test_the_route_stays_out_of_what_it_cannot_do(calls):

@@ -1,6 +1,8 @@
 """The split route: an edited LSTM forward direction runs oneDNN's fused kernel up to its first edited
 step, and past it for an h ablation (folded into W_hh); every value equals the step route's and the
-independent reference loop's, and the fused kernel is really used where the edits allow."""
+independent reference loop's, and the fused kernel is really used where the edits allow. At small batch
+the edited runs step in the TorchScript-compiled loop, their Interventions as affine maps; at larger batch
+in the step route's own loop: both are checked."""
 import pytest
 import torch
 from torch import nn
@@ -40,17 +42,23 @@ CONFIGS = [
 
 
 @pytest.fixture
-def stepped(monkeypatch):
-    """The number of steps of every forward-direction call of the step loop, in call order."""
-    seen: list[int] = []
-    real = engine._step_direction
+def loops(monkeypatch):
+    """(which loop, steps) of every forward-direction call of a step loop, in call order: "python" (the
+    step route's loop) or "compiled" (the TorchScript loop of an edited run at small batch)."""
+    seen: list[tuple[str, int]] = []
+    real_step, real_compiled = engine._step_direction, engine._compiled
 
-    def spy(is_lstm, x, *args, **kwargs):
+    def step_spy(is_lstm, x, *args, **kwargs):
         if not args[4]:  # reverse
-            seen.append(x.shape[0])
-        return real(is_lstm, x, *args, **kwargs)
+            seen.append(("python", x.shape[0]))
+        return real_step(is_lstm, x, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "_step_direction", spy)
+    def compiled_spy(x, *args):
+        seen.append(("compiled", x.shape[0]))
+        return real_compiled(x, *args)
+
+    monkeypatch.setattr(engine, "_step_direction", step_spy)
+    monkeypatch.setattr(engine, "_compiled", compiled_spy)
     return seen
 
 
@@ -72,16 +80,17 @@ def run(module, x, lengths, hx, edits, route):
     return out, state, rec.trace
 
 
+@pytest.mark.parametrize("batch,loop", [(3, "compiled"), (9, "python")])
 @pytest.mark.parametrize("kwargs", CONFIGS)
 @pytest.mark.parametrize("case", list(EDITS))
-def test_the_split_route_equals_the_step_route_and_the_reference(stepped, case, kwargs):
+def test_the_split_route_equals_the_step_route_and_the_reference(loops, case, kwargs, batch, loop):
     edits, runs = EDITS[case]
     torch.manual_seed(5)
     module = nn.LSTM(4, 5, batch_first=True, **kwargs)
-    x = torch.randn(3, STEPS, 4)
-    lengths = torch.tensor([STEPS, 4, 6])
+    x = torch.randn(batch, STEPS, 4)
+    lengths = torch.tensor([STEPS, 4, 6, 7, 5, 1, 3, 7, 2][:batch])
     split_out, split_state, got = run(module, x, lengths, None, edits, "auto")
-    assert stepped == runs
+    assert [n for _, n in loops] == runs and {kind for kind, _ in loops} <= {loop}
     step_out, step_state, expected = run(module, x, lengths, None, edits, "step")
     assert torch.allclose(split_out.data, step_out.data, atol=ATOL)
     for a, b in zip(split_state, step_state):
@@ -95,7 +104,7 @@ def test_the_split_route_equals_the_step_route_and_the_reference(stepped, case, 
             assert torch.allclose(got[name][got.sequence(b)], values, atol=ATOL), (name, b)
 
 
-def test_an_ablation_of_units_that_do_not_start_at_the_constant_steps_once(stepped):
+def test_an_ablation_of_units_that_do_not_start_at_the_constant_steps_once(loops):
     torch.manual_seed(6)
     module = nn.LSTM(4, 5, num_layers=2)
     x = torch.randn(STEPS, 2, 4)
@@ -105,7 +114,7 @@ def test_an_ablation_of_units_that_do_not_start_at_the_constant_steps_once(stepp
     for route in ("auto", "step"):
         with torch.no_grad(), record(module, interventions=edits, route=route) as rec:
             results.append((module(x, hx), rec.trace))
-    assert stepped[:2] == [1, 1]  # then the fused kernel, folded; the step route's two full layers follow
+    assert [n for _, n in loops[:2]] == [1, 1]  # then the fused kernel, folded; the step route's two full layers follow
     ((out, (h_n, c_n)), got), ((out_s, (h_s, c_s)), expected) = results
     for a, b in ((out, out_s), (h_n, h_s), (c_n, c_s)):
         assert torch.allclose(a, b, atol=ATOL)
@@ -114,19 +123,40 @@ def test_an_ablation_of_units_that_do_not_start_at_the_constant_steps_once(stepp
     assert torch.all(got["lstm.l0.fwd.h"][:, 1] == 0) and torch.all(got["lstm.l1.fwd.h"][:, 0] == 0.3)
 
 
-def test_a_workspace_that_does_not_match_still_gives_the_step_routes_values(stepped, monkeypatch):
+def test_a_workspace_that_does_not_match_still_gives_the_step_routes_values(loops, monkeypatch):
     monkeypatch.setattr(onednn, "good_ld", lambda n: n)  # the workspace check fails: gates are recomputed
-    test_the_split_route_equals_the_step_route_and_the_reference(stepped, "h set from step 3", {"num_layers": 2})
+    test_the_split_route_equals_the_step_route_and_the_reference(loops, "h set from step 3", {"num_layers": 2}, 3,
+                                                                 "compiled")
 
 
-def test_hooks_and_other_edits_keep_the_step_route(stepped):
+def test_hooks_and_other_edits_keep_the_step_route(loops):
     torch.manual_seed(7)
     module = nn.LSTM(4, 5)
     x = torch.randn(STEPS, 2, 4)
     hook = (lambda value, hook: None)  # a hook's changes cannot be foreseen
     with torch.no_grad(), record(module, hooks=[("lstm.l0.fwd.h", hook)]):
         module(x)
-    assert stepped == [STEPS]
+    assert loops == [("python", STEPS)]
     assert split({"h": [lambda v, t: None]}, STEPS, 5) is None
     tensor_value = Intervention("lstm.l0.fwd.h", units=[0], value=torch.ones(2, 1))
     assert split({"h": [tensor_value]}, STEPS, 5).fold is None  # per-sample values: not one constant
+
+
+def test_affine_maps_apply_every_op_as_the_interventions_do():
+    from gatescope.recorder.interventions import affine
+
+    torch.manual_seed(8)
+    source = torch.randn(2, 12, 2)
+    edits = [Intervention("lstm.l0.fwd.c", units=[0, 2], op="patch", value=source, steps=range(3, 9)),
+             Intervention("lstm.l0.fwd.c", units=[2, 4], op="scale", value=torch.tensor([[2.0], [-1.0]])),
+             Intervention("lstm.l0.fwd.c", units=[1], op="add", value=0.25, steps=slice(5, None)),
+             Intervention("lstm.l0.fwd.c", units=[4], op="set", value=3.0, steps=[4, 10])]
+    start, steps = 2, 9  # input positions 2..10
+    scale, shift = affine(edits, start, steps, 2, 5, torch.float32, torch.device("cpu"))
+    for t in range(steps):
+        value = torch.randn(2, 5)
+        expected = value
+        for e in edits:
+            changed = e(expected, start + t)
+            expected = expected if changed is None else changed
+        torch.testing.assert_close(value * scale[t] + shift[t], expected, rtol=0, atol=1e-6)
