@@ -4,10 +4,12 @@ Each document runs on its own, in a new folder holding the repository's files (w
 sample_models/ included): its ```bash blocks each as one bash script (``set -euo pipefail``), its ```python
 blocks each as one program, so a block stands alone, reading only the files that the blocks before it wrote.
 A block that must not run there (installing, long training, an interactive terminal, a cluster) is preceded
-by ``<!-- skip: why -->``; the skipped blocks are counted and listed. Other fences (```text, ```json, ...)
-are output or formats, not commands; a fence without a language is refused, so none is left out unnoticed.
+by ``<!-- skip: why -->``; a block that needs an optional extra names its packages by import name,
+``<!-- requires: nnsight -->``, and runs where they are installed (CI installs them). The blocks not run are
+counted and listed. Other fences (```text, ```json, ...) are output or formats, not commands; a fence
+without a language is refused, so none is left out unnoticed.
 
-The runs are slow (a few minutes on two cores: the README's findings alone take one or two):
+The runs are slow (minutes on two cores: docs/findings.md's `gatescope findings` alone takes one or two):
 ``python -m pytest -q -m slow tests/test_docs.py``; the checks of the markers run by default.
 """
 from __future__ import annotations
