@@ -119,6 +119,8 @@ def test_every_block_runs_in_order_in_a_fresh_clone(doc, tmp_path, capsys):
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),  # this checkout's gatescope
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
     for block in run:
+        # never install into the interpreter running the tests: such a block must be marked skipped
+        assert "pip install" not in block.code, f"{doc}:{block.line}: installs packages: mark it <!-- skip: why -->"
         args = (["bash", "-c", "set -euo pipefail\n" + block.code] if RUN[block.lang] == "bash"
                 else [sys.executable, "-c", block.code])
         done = subprocess.run(args, cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True,
