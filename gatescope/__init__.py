@@ -1,6 +1,6 @@
 """gatescope: gate introspection and interpretability for LSTM and GRU networks.
 
-The public API; everything here is re-exported from the module that holds it::
+The public API; everything here is re-exported from the module that holds it:
 
     with gatescope.record(model) as rec:      # every gate of every LSTM/GRU, every step
         model(x)

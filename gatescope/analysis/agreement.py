@@ -199,8 +199,20 @@ def _summary(diffs: torch.Tensor) -> dict[str, Any]:
 
 def agreement_metric(model: torch.nn.Module, items: Sequence[AgreementItem], conditions: Sequence[str] | None = None,
                      measure: str = "accuracy") -> Metric:
-    """Agreement accuracy (or ``measure="mean_logit_diff"``: logit of the correct minus the wrong
-    verb) of ``model`` on the items of ``conditions`` (default all), as a causal-test `Metric`."""
+    """Agreement of ``model`` on stimuli, as a causal-test `Metric`.
+
+    Args:
+        model: a language model (ids -> logits over its vocabulary).
+        items: the stimuli, e.g. ``read_stimuli(bundled_stimuli_path())``.
+        conditions: the conditions kept (default: all), e.g. ``["nounpp_SP", "nounpp_PS"]``.
+        measure: "accuracy", or "mean_logit_diff" (logit of the correct minus the wrong verb).
+
+    Returns:
+        The Metric: interventions -> the measure under them.
+
+    Raises:
+        GatescopeError: no item of the conditions, or an unknown measure.
+    """
     if conditions is not None:
         wanted = set(conditions)
         items = [it for it in items if it.condition in wanted]

@@ -85,8 +85,21 @@ def ablate(
     steps: Iterable[int] | None = None,
     start: int | None = None,
 ) -> list[Intervention]:
-    """Interventions holding ``units`` at ``value``: "zero", "mean" (their mean over ``trace``) or a
-    number; at every step, at ``steps``, or from step ``start`` on."""
+    """Interventions holding ``units`` at a value.
+
+    Args:
+        units: unit names, e.g. ``["rnn.l0.fwd.h:69"]``.
+        value: "zero", "mean" (each unit's mean over ``trace``) or a number.
+        trace: the trace the means come from.
+        steps: the steps edited (default: every step).
+        start: edit from this step on (instead of ``steps``).
+
+    Returns:
+        One `Intervention` per quantity, for `gatescope.record`.
+
+    Raises:
+        GatescopeError: both ``steps`` and ``start``, a mean without a trace, an unknown value.
+    """
     if start is not None:
         if steps is not None:
             raise GatescopeError("give steps or start, not both")
@@ -109,8 +122,20 @@ def ablate(
 
 def patch(model: nn.Module, units: Iterable[str | UnitName], source: torch.Tensor,
           steps: Iterable[int] | None = None) -> list[Intervention]:
-    """Interventions copying ``units``' values from a run of ``model`` on ``source`` (the
-    counterfactual inputs [B, T], same shape as the run they are patched into)."""
+    """Interventions copying ``units``' values from a run of ``model`` on counterfactual inputs.
+
+    Args:
+        model: the model patched.
+        units: unit names.
+        source: the counterfactual inputs [B, T], the shape of the run they are patched into.
+        steps: the steps patched (default: every step).
+
+    Returns:
+        One patch `Intervention` per quantity.
+
+    Raises:
+        GatescopeError: a source that is not a batch of equal-length sequences, or an unknown unit.
+    """
     if source.dim() < 2:
         raise GatescopeError(f"a patching source is a batch of sequences [B, T, ...]; got shape {list(source.shape)}")
     grouped = _by_quantity(check_units(model, units))
@@ -174,8 +199,24 @@ class SetEffect:
 def set_effect(metric: Metric, units: Sequence[str], *, pool: Sequence[str] | None = None,
              model: nn.Module | None = None, draws: int = 20, seed: int = 0, edit: Edit = ablate,
              baseline: float | None = None) -> SetEffect:
-    """Effect of ``edit(units)`` on ``metric`` vs ``draws`` random sets of as many units from
-    ``pool`` (default: the other units of the same quantities of ``model``)."""
+    """Effect of ``edit(units)`` on ``metric``, against random sets of as many units.
+
+    Args:
+        metric: what is measured (e.g. `gatescope.analysis.agreement_metric`).
+        units: the units edited, e.g. ``top_k(ranking, 4)``.
+        pool: the units random sets are drawn from (default: the other units of the same quantities of ``model``).
+        model: the model, for the default pool.
+        draws: how many random sets.
+        seed: the seed of the draws.
+        edit: units -> interventions (default: `ablate`, held at zero).
+        baseline: the metric without edits (default: measured).
+
+    Returns:
+        A SetEffect: ``harm`` (the drop the units cause), ``random_mean`` and ``random_std`` (the random sets').
+
+    Raises:
+        GatescopeError: negative draws, or random sets asked for without a pool or a model.
+    """
     if draws < 0:
         raise GatescopeError(f"draws must be >= 0, not {draws}")
     units = [str(u) for u in units]

@@ -72,12 +72,26 @@ def rank_units(
     seed: int = 0,
     progress: bool = False,
 ) -> Table:
-    """Rank all units of ``trace`` (of ``kinds``, default all) by association with the labels, best first.
+    """Rank all units of ``trace`` by association with a per-token label, best first.
 
-    labels: array-like [N] or a file path (see `resolve_labels`), or ``feature=`` a trace feature.
-    metric: "auto" (auc for binary, mi for categorical, corr for continuous labels), or one of METRICS.
-    Each row: unit, score (higher = stronger), metric, name, layer, direction, kind, index, the
-    metrics' values (corr or eta2, auc, mi, probe), n (labelled tokens), p_value, p_adjusted, p_fwer.
+    Args:
+        trace: the recorded run.
+        labels: array-like [N] or a file path (see `resolve_labels`); or give ``feature``.
+        feature: the name of a feature stored in the trace, as labels.
+        kinds: the kinds ranked (default: all recorded).
+        metric: "auto" (auc for binary, mi for categorical, corr for continuous labels), or one of METRICS.
+        permutations: label shuffles for the permutation p-values (0: none).
+        bins: quantile bins of the mutual information.
+        seed: the seed of the shuffles and of the held-out split.
+        progress: a progress bar on stderr.
+
+    Returns:
+        A Table, one row a unit: unit, score (higher = stronger), metric, name, layer, direction, kind,
+        index, the metrics' values (corr or eta2, auc, mi, probe), n (labelled tokens), p_value (permutation),
+        p_adjusted (Benjamini-Hochberg), p_fwer (family-wise).
+
+    Raises:
+        GatescopeError: labels that do not fit the trace, an unknown metric or feature, negative permutations.
     """
     lab = resolve_labels(trace, labels, feature=feature)
     metric = check_metric(lab, metric, bins)

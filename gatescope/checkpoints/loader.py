@@ -418,10 +418,21 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> LoadedModel:
-    """Load a safetensors checkpoint as a runnable `LoadedModel` (in eval mode).
+    """Load a checkpoint as a runnable `LoadedModel` (in eval mode).
 
-    dtype: the parameters' dtype; by default float32 for half-precision weights on the CPU
-    (which computes half precision slowly or not at all), else the stored dtype.
+    Args:
+        path: a safetensors file, or a torch, Keras, ONNX or fastai file (converted as it is read).
+        device: where to put the parameters (default: the CPU).
+        dtype: the parameters' dtype; by default float32 for half-precision weights on the CPU
+            (which computes half precision slowly or not at all), else the stored dtype.
+
+    Returns:
+        The model: embedding -> input projection -> recurrent modules -> decoder, as the file's
+        metadata or its tensors' names and shapes say. A file that is not one such chain loads for
+        inspection, and refuses to run, saying why (``model.refusal``).
+
+    Raises:
+        GatescopeError: a file that is missing, corrupt, of an unknown format, or holds no recurrent module.
     """
     path = Path(path)
     device = _device(device)

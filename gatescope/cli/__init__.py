@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agreement": ("agreement", "agreement", "Subject-verb agreement accuracy of a language model."),
     "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
     "samples": ("samples", "samples", "Train or list the bundled sample models."),
-    "findings": ("findings", "findings", "Reproduce the README's findings on the sample models."),
+    "findings": ("findings", "findings", "Reproduce the docs' findings on the sample models."),
     "convert": ("convert", "convert", "Convert a torch, Keras, ONNX or fastai checkpoint to safetensors."),
 }
 

@@ -1,8 +1,8 @@
-"""`gatescope findings`: reproduce, on the bundled sample models, every figure of the README's Findings.
+"""`gatescope findings`: reproduce, on the bundled sample models, every figure of the docs' Findings page.
 
 Runs gatescope.findings.study (about 3 minutes of CPU time), writes its traces, figures, JSON and
 Markdown report under one folder (default ./findings; an existing non-empty folder is refused unless
---force), and can re-render the findings blocks of Markdown files (the README) from a JSON document,
+--force), and can re-render the findings blocks of Markdown files (docs/findings.md) from a JSON document,
 so the docs quote exactly one run.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _read_results(path: Path) -> dict[str, Any]:
 def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, only: str | None, no_traces: bool,
              update: tuple[Path, ...], from_json: Path | None, large_model: Path | None,
              legacy_traces: Path | None, legacy_figures: Path | None) -> None:
-    """Reproduce the README's findings on the bundled sample models.
+    """Reproduce the docs' findings on the bundled sample models.
 
     \b
     - Number units in the agreement LSTM and GRU: which hidden units track whether the subject is

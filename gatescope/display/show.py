@@ -20,14 +20,26 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
          sequences: int | Iterable[int] | None = None, kinds: str | Iterable[str] | None = None,
          window: tuple[int, int] | None = None, max_tokens: int | None = None,
          max_units: int = MAX_HEATMAP_UNITS) -> UnitText | Heatmap:
-    """A figure of ``trace`` (a `gatescope.Trace`, or a trace file's path) that displays itself in a notebook.
+    """A figure of ``trace`` that displays itself in a notebook; ``.save("x.html")`` or ``.save("x.svg")`` writes it.
 
-    ``unit="rnn.l0.fwd.c:160"``: the tokens coloured by that unit (Karpathy et al. 2015), and under them each
-    of ``kinds`` (default: every kind recorded for the unit's layer) of the same unit as a line plot.
-    ``units=[...]`` (unit names, or rows of a ranking Table): a units x tokens heatmap; with ``kinds``, each
-    unit in each of those kinds of its layer. ``sequences`` (default the first), ``window=(start, stop)``
-    positions within each sequence; at most ``max_tokens`` tokens are drawn (2000 of text, 200 heatmap columns)
-    and the figure says what it cut. ``.save("x.html")`` or ``.save("x.svg")`` writes it.
+    Args:
+        trace: a `gatescope.Trace`, or a trace file's path.
+        unit: one unit, e.g. ``"rnn.l0.fwd.c:160"``: the tokens coloured by it (Karpathy et al. 2015), and
+            under them each of ``kinds`` of the same unit as a line plot.
+        units: unit names, or rows of a ranking Table: a units x tokens heatmap (give ``unit`` or ``units``).
+        sequences: the sequences drawn (default: the first).
+        kinds: the kinds drawn (default: every kind recorded for the unit's layer); with ``units``, each unit
+            in each of those kinds of its layer.
+        window: ``(start, stop)`` positions within each sequence.
+        max_tokens: at most this many tokens are drawn (default: 2000 of text, 200 heatmap columns); the
+            figure says what it cut.
+        max_units: at most this many heatmap rows.
+
+    Returns:
+        The figure (a `UnitText` for ``unit``, a `Heatmap` for ``units``).
+
+    Raises:
+        GatescopeError: neither or both of ``unit`` and ``units``, a unit or kind the trace does not hold.
     """
     if (unit is None) == (units is None):
         raise GatescopeError("show: give unit='rnn.l0.fwd.h:3' (one unit over text) or units=[...] (a heatmap)")

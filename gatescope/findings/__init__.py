@@ -1,2 +1,2 @@
-"""Findings: the reproduction study on the sample models, rendered into the README and the docs.
+"""Findings: the reproduction study on the sample models, rendered into the docs (docs/findings.md).
 """

@@ -1,5 +1,5 @@
 """The findings JSON (gatescope.findings.study) as Markdown: the full report, and the blocks that
-README.md and sample_models/README.md embed, so that no figure is written down twice.
+docs/findings.md and sample_models/README.md embed, so that no figure is written down twice.
 
 An embedded block sits between ``<!-- findings:NAME -->`` and ``<!-- /findings:NAME -->`` lines;
 `update_markdown` rewrites every block of a file from a findings document and `stale_blocks` names

@@ -58,7 +58,7 @@ LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
 AGREEMENT_MODELS = ("agreement_lstm", "agreement_gru")
 LARGE_MODEL = "agreement_lstm_2x650"
-# the ranking trace holds Lakretz et al.'s conditions and ObjRC (2,520 items; the README's sequence
+# the ranking trace holds Lakretz et al.'s conditions and ObjRC (2,520 items; the docs' sequence
 # numbers refer to it: NounPP SS starts at 920), not every construction: it stays a few hundred MB
 RANKING_CONDITIONS = tuple(c for c in CONDITIONS if c.rpartition("_")[0] in ("simple", "adv", "namepp", "nounpp",
                                                                           "objrc"))

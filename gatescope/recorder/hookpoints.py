@@ -181,9 +181,23 @@ def hook_points(model: nn.Module, names: Selector | None = None, per: Per = "ste
     """``model`` with every recorded quantity (or those ``names`` selects) passing through a `HookPoint`.
 
     ``gatescope.hook_points(model, per="sequence").get_submodule("hooks.rnn.l0.fwd.f")`` is the point of
-    ``rnn.l0.fwd.f``; ``per`` says whether it is called per step ([B, H]) or once per forward
-    ([B, T, H], applied as a patch; what captum, nnsight and pyvene need). The result is an nn.Module
-    (``.model`` is ``model``, shared, not copied) to call, trace or attribute in place of ``model``."""
+    ``rnn.l0.fwd.f``.
+
+    Args:
+        model: any nn.Module with recurrent modules inside; shared, not copied.
+        names: a selector of the quantities to give points (a name, a glob, a list or a predicate;
+            default: every quantity).
+        per: ``"step"``: a point is called at every step with [B, H], one forward; ``"sequence"``: once per
+            forward with [B, T, H], what it returns patched in by a second forward (what captum, nnsight
+            and pyvene need).
+
+    Returns:
+        An nn.Module (``.model`` is ``model``) to call, trace or attribute in place of ``model``; the
+        points are its submodules ``hooks.{name}``, and ``hooks.{path}.out`` is each recurrent module's output.
+
+    Raises:
+        GatescopeError: a selector that matches nothing, or a quantity whose name cannot be a module path.
+    """
     return HookedModel(model, names, per)
 
 

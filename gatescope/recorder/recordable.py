@@ -105,8 +105,13 @@ def module_quantities(path: str, module: nn.Module) -> dict[str, int]:
 def quantities(model: nn.Module) -> dict[str, int]:
     """Every recordable quantity of ``model`` -> its number of units, without running the model.
 
-    ``gatescope.quantities(model) == {"rnn.l0.fwd.i": 650, ..., "rnn.l1.fwd.h": 650}``, in module,
-    layer, direction and kind order (the order of a recorded trace's names)."""
+    Args:
+        model: any nn.Module.
+
+    Returns:
+        ``{"rnn.l0.fwd.i": 650, ..., "rnn.l1.fwd.h": 650}``, in module, layer, direction and kind order (the
+        order of a recorded trace's names); empty when the model holds no recurrent module.
+    """
     widths: dict[str, int] = {}
     for path, module in find_recurrent(model).items():
         widths.update(module_quantities(path, module))

@@ -522,14 +522,27 @@ def record(
 ) -> Recording:
     """Record (and optionally edit) every gate of every recurrent module of ``model``: ``with record(model) as rec``.
 
-    modules / layers / kinds / names: what to keep (default: everything; ``names`` is a selector: a name,
-    a glob such as ``"*.f"``, a list or a predicate); dtype: storage dtype of the recorded values (float16 /
-    bfloat16 halve the memory); interventions: `Intervention` edits, checked against each quantity's
-    width now; hooks: ``[(selector, fn(value, hook))]`` (gatescope.recorder.hooks) or ``{name: fn(value, step)}``,
-    each returning a replacement [B, H] or None; route: the engine route (``auto`` picks ``replay`` on CUDA
-    when nothing needs the step loop); meta: extra entries for the trace's metadata; batch_first: the
-    layout of the model's integer input (token ids), by default the recorded module's own batch_first.
-    After the block, ``rec.trace`` is the Trace.
+    Args:
+        model: any nn.Module; every LSTM, GRU, LSTMCell and GRUCell inside it is recorded, unchanged.
+        modules: the recurrent modules to keep, by path (default: all).
+        layers: the layers to keep (default: all).
+        kinds: the kinds to keep, e.g. ``["f", "c", "h"]`` (default: all the cell records).
+        names: a selector of the quantities to keep: a name, a glob such as ``"*.f"``, a list or a predicate.
+        dtype: storage dtype of the recorded values (float16 / bfloat16 halve the memory).
+        interventions: `Intervention` edits, checked against each quantity's width now.
+        hooks: ``[(selector, fn(value, hook))]`` (gatescope.recorder.hooks) or ``{name: fn(value, step)}``,
+            each returning a replacement [B, H] or None.
+        route: the engine route (``auto`` picks ``replay`` on CUDA when nothing needs the step loop).
+        meta: extra entries for the trace's metadata.
+        batch_first: the layout of the model's integer input (token ids), by default the recorded
+            module's own batch_first.
+
+    Returns:
+        The `Recording`, a context manager; after the block, ``rec.trace`` is the Trace.
+
+    Raises:
+        GatescopeError: a filter or selector that selects nothing, or an intervention's units outside its
+            quantity's width (all checked before any forward).
     """
     return Recording(model, modules=modules, layers=layers, kinds=kinds, names=names, dtype=dtype,
                      interventions=interventions, hooks=hooks, route=route, meta=meta, batch_first=batch_first)
@@ -549,9 +562,22 @@ def run(model: nn.Module, input: Any, interventions: Iterable[Intervention] = ()
 
 
 def run_with_cache(model: nn.Module, *args: Any, names: Selector | None = None, **kwargs: Any) -> tuple[Any, Trace]:
-    """``(model(*args, **kwargs), trace)``: the output and a Trace of the quantities ``names`` selects
-    (a name, a glob such as ``"*.h"``, a list or a predicate; default every quantity), as
-    TransformerLens's ``run_with_cache``. Grad mode is the caller's; the trace holds detached values."""
+    """Run ``model(*args, **kwargs)`` once and record it, as TransformerLens's ``run_with_cache``.
+
+    Args:
+        model: any nn.Module with recurrent modules inside.
+        *args: the model's positional arguments.
+        names: a selector of the quantities to keep: a name, a glob such as ``"*.h"``, a list or a
+            predicate (default: every quantity).
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        ``(output, trace)``: the model's output and a Trace of the selected quantities. Grad mode is the
+        caller's; the trace holds detached values.
+
+    Raises:
+        GatescopeError: a selector that matches nothing.
+    """
     with record(model, names=names) as rec:
         output = model(*args, **kwargs)
     return output, rec.trace

@@ -190,7 +190,17 @@ class Trace(Mapping[str, torch.Tensor]):
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Open a trace file (or a sharded trace's folder) lazily: tensors are memory-mapped and read only where indexed."""
+    """Open a trace file (or a sharded trace's folder) lazily: tensors are memory-mapped and read only where indexed.
+
+    Args:
+        path: a trace file written by `Trace.save` or ``gatescope trace``, or a sharded trace's folder.
+
+    Returns:
+        The Trace.
+
+    Raises:
+        GatescopeError: a file that is not a valid trace (every check of docs/trace-format.md).
+    """
     file = read_trace_file(path)
 
     def tensor(array: np.ndarray, dtype: str) -> torch.Tensor:

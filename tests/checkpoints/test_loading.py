@@ -178,15 +178,15 @@ def test_agreement_refuses_models_that_cannot_score_the_next_word(tmp_path, caps
     fails(capsys, "agreement", wrong, match="decoder out.weight has shape [10, 7]; expected [vocabulary, 5] after rnn")
 
 
-def test_the_readme_seq2seq_example_records_the_encoder_and_decoder_exactly(tmp_path, monkeypatch):
+def test_the_docs_seq2seq_example_records_the_encoder_and_decoder_exactly(tmp_path, monkeypatch):
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Models the loader cannot run"):]
+    page = (Path(__file__).parents[2] / "docs" / "recording.md").read_text()
+    section = page[page.index("## Models the loader cannot run"):]
     code = section[section.index("```python\n") + 10:section.index("\n```", section.index("```python"))]
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/recording.md", "exec"), namespace)
     model, src, tgt = namespace["model"], namespace["src"], namespace["tgt"]
     with torch.no_grad():
         encoded, state = model.encoder(model.src_emb(src))

@@ -1,6 +1,6 @@
 """`gatescope findings`: the lexicon halves it tests on, the Markdown it renders, and its command line.
 
-The docs test is the one source of the README's figures: every findings block of README.md and
+The docs test is the one source of the documentation's figures: every findings block of docs/findings.md and
 sample_models/README.md must equal what docs/findings.json renders to.
 """
 import copy
@@ -71,7 +71,7 @@ def test_items_from_one_half_use_only_its_words():
     assert {w for it in items for w in it.tokens} & set(NOUN_PL) and {it.tokens[-1] for it in items} & set(VERB_PL)
 
 
-@pytest.mark.parametrize("doc", ["README.md", "sample_models/README.md"])
+@pytest.mark.parametrize("doc", ["docs/findings.md", "sample_models/README.md"])
 def test_docs_quote_the_findings_json(doc, results):
     text = (ROOT / doc).read_text()
     assert "<!-- findings:" in text
