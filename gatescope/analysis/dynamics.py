@@ -6,8 +6,9 @@
   (x + 1) / 2, the cell state as tanh(c), NaN values not counted).
 - Timescales: a unit that keeps a fraction f of its cell per step forgets with time constant
   1 / (1 - f) steps (the LSTM forget gate f; for a GRU, the update gate z weighs the previous
-  state). From a trace: the mean gate per unit; from weights: the gate at zero input and state,
-  sigmoid(b_i + b_h) (the bias alone, as in chrono initialisation, Tallec & Ollivier 2018).
+  state). From a trace: the mean gate per unit; from weights: the gate at zero input and state, the
+  biases through the cell type's gate activation (sigmoid(b_i + b_h) for torch's cells, as in chrono
+  initialisation, Tallec & Ollivier 2018), computed once in gatescope.analysis.weights.
 - Gate profile: the values of one unit's gates and states along chosen sentences, one panel per
   kind, one line per sentence; the picture of Lakretz et al. 2019 Fig. 1 (c~ = g, i, f, c, o of
   the number units across "the boy(s) near the car(s) greet(s)"). Saved as PNG or SVG with
@@ -33,9 +34,20 @@ from gatescope.analysis.selection import (
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
-from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type, described_range
-from gatescope.names import format_name, format_unit, parse_name, root_name
+from gatescope.kinds import (
+    ALL_KINDS,
+    CELL_TYPES,
+    MEMORY_GATES,
+    SIGMOID_KINDS,
+    SIGNED_KINDS,
+    described_range,
+    module_cell_type,
+    module_directions,
+)
+from gatescope.names import format_name, format_unit, parse_name
+from gatescope.analysis.weights import memory_at_rest, timescale_of
 from gatescope.recorder.engine import layer_weights
+from gatescope.recorder.recordable import find_recurrent, is_cell, packaged_of
 from gatescope.saturation import HIGH, LOW
 from gatescope.saturation import saturation as count_saturation
 from gatescope.traces.trace import Trace
@@ -44,6 +56,7 @@ from gatescope.traces.trace import Trace
 GATE_KINDS = tuple(k for k in ALL_KINDS if k in SIGMOID_KINDS)  # i f o r z
 TANH_KINDS = SIGNED_KINDS  # g m n h
 TIMESCALE_KINDS = MEMORY_GATES  # f (LSTM), z (GRU): the gate that keeps the previous state
+TIMESCALE_COLUMNS = ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"]
 PROFILE_KINDS = {name.lower(): cell.profile for name, cell in CELL_TYPES.items()}  # Lakretz et al. 2019 Fig. 1
 
 
@@ -89,45 +102,42 @@ def saturation_summary(table: Table, by: str = "name") -> Table:
 
 
 def timescales(trace: Trace) -> Table:
-    """Per unit of every f (LSTM) and z (GRU) in the trace: mean gate and timescale 1 / (1 - mean)."""
+    """Per unit of every memory gate (LSTM f, GRU z) in the trace: its mean and the timescale 1 / (1 - mean)."""
     names = select_quantities(trace, TIMESCALE_KINDS)
     rows = []
     for name in names:
-        total = sum(block.sum(0) for _, block in iter_rows(trace, name))
+        total = sum(block.double().sum(0) for _, block in iter_rows(trace, name))  # (H,)
         mean = total / max(1, trace.num_tokens)
-        for j, m in enumerate(mean.tolist()):
-            rows.append(unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
-    return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
-
-
-def _timescale(keep: float) -> float:
-    return float("inf") if keep >= 1 else 1 / (1 - keep)
+        rows += timescale_rows(name, mean)
+    return Table(rows, TIMESCALE_COLUMNS)
 
 
 def weight_timescales(model: nn.Module) -> Table:
-    """Per unit of every recurrent module of ``model``: forget (LSTM) or update (GRU) gate at zero
-    input and state, sigmoid(b_ih + b_hh) of its rows, and the timescale 1 / (1 - that)."""
+    """Per unit of every recurrent module of ``model`` with a memory gate: that gate at zero input and state,
+    as its cell type computes it from the biases (sigmoid(b_ih + b_hh) for torch's cells), and the timescale
+    1 / (1 - that): the same reading as ``gatescope inspect``'s report (gatescope.analysis.weights)."""
     rows = []
-    for path, module in model.named_modules():
-        if not isinstance(module, (nn.LSTM, nn.GRU)):
+    for path, module in find_recurrent(model).items():
+        cell = module_cell_type(module) if packaged_of(module) is None else None
+        if cell is None or cell.memory_gate is None or is_cell(module):
             continue
-        path = path or root_name(module)
-        cell = cell_type("LSTM" if isinstance(module, nn.LSTM) else "GRU")
-        kind, h = cell.memory_gate, module.hidden_size
+        h = module.hidden_size
         for layer in range(module.num_layers):
-            for direction in DIRECTIONS[: 1 + module.bidirectional]:
+            for direction in module_directions(module):
                 w = layer_weights(module, layer, direction)
-                bias = torch.zeros(h)
-                for b in (w.bias_ih, w.bias_hh):
-                    if b is not None:
-                        bias = bias + b.detach().float().cpu()[cell.rows(kind, h)]  # f (LSTM) / z (GRU)
-                keep = torch.sigmoid(bias)
-                name = format_name(path, layer, direction, kind)
-                for j, m in enumerate(keep.tolist()):
-                    rows.append(unit_row(name, j) | {"mean": m, "timescale": _timescale(m)})
+                bias = sum((b.detach().double().cpu() for b in (w.bias_ih, w.bias_hh) if b is not None),
+                           torch.zeros(w.weight_ih.shape[0], dtype=torch.float64))  # (G*H,)
+                keep = memory_at_rest(cell, bias, h)  # (H,)
+                rows += timescale_rows(format_name(path, layer, direction, cell.memory_gate), keep)
     if not rows:
-        raise GatescopeError("the model has no LSTM or GRU module")
-    return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
+        raise GatescopeError("the model has no recurrent module with a memory gate (an LSTM's f, a GRU's z)")
+    return Table(rows, TIMESCALE_COLUMNS)
+
+
+def timescale_rows(name: str, keep: torch.Tensor) -> list[dict]:
+    """One row per unit of quantity ``name`` that keeps the fraction ``keep`` (H,) of its memory per step."""
+    return [unit_row(name, j) | {"mean": m, "timescale": t}
+            for j, (m, t) in enumerate(zip(keep.tolist(), timescale_of(keep).tolist()))]
 
 
 def gate_profile(trace: Trace, unit: str, sequences: Sequence[int], kinds: Sequence[str] | None = None

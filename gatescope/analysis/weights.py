@@ -100,8 +100,8 @@ def _layer_report(
                 f"{where}: the recurrent matrix of gate {gate} has spectral radius {radius:.2f} (far above 1)"
             )
     memory = ctype.memory_gate  # the gate whose bias sets how long a unit remembers
-    at_rest = _memory_at_rest(ctype, bias, hidden)
-    timescale = None if at_rest is None else 1.0 / (1.0 - at_rest)  # (H,) steps
+    at_rest = memory_at_rest(ctype, bias, hidden)
+    timescale = None if at_rest is None else timescale_of(at_rest)  # (H,) steps
     return {
         "layer": layer,
         "direction": direction,
@@ -118,8 +118,9 @@ def _layer_report(
     }
 
 
-def _memory_at_rest(ctype: CellType, bias: torch.Tensor, hidden: int) -> torch.Tensor | None:
-    """The memory gate's value at zero input and state (H,), as the cell type computes it; None without one."""
+def memory_at_rest(ctype: CellType, bias: torch.Tensor, hidden: int) -> torch.Tensor | None:
+    """The memory gate's value at zero input and state (H,), as the cell type computes it, from the summed
+    biases (G*H,); None for a cell without a memory gate (the plain RNN)."""
     gate = ctype.memory_gate
     if gate is None:
         return None
@@ -130,6 +131,12 @@ def _memory_at_rest(ctype: CellType, bias: torch.Tensor, hidden: int) -> torch.T
         pre = pre.clamp(-ctype.clip, ctype.clip)
     value = apply(ctype.gate_activation, pre)
     return 1 - value if coupled else value
+
+
+def timescale_of(keep: torch.Tensor) -> torch.Tensor:
+    """The time constant 1 / (1 - keep) in steps of a unit that keeps the fraction ``keep`` of its memory per
+    step; infinite where it keeps all of it."""
+    return torch.where(keep >= 1, torch.inf, 1.0 / (1.0 - keep))
 
 
 def _finite(value: torch.Tensor) -> float | None:

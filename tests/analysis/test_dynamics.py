@@ -4,6 +4,8 @@ import os
 import numpy as np
 import pytest
 import torch
+
+from gatescope.recorder.variants import VariantLSTM
 from torch import nn
 
 from gatescope.analysis.dynamics import (
@@ -65,8 +67,26 @@ def test_timescales_from_trace_and_weights(lstm_trace):
     assert len(gw) == 16 and gw[-1]["unit"] == "gru.l1.bwd.z:3"
     z = torch.sigmoid((gru.bias_ih_l1_reverse + gru.bias_hh_l1_reverse)[4:8]).detach().numpy()
     assert [r["mean"] for r in gw][-4:] == pytest.approx(z.tolist())
-    with pytest.raises(GatescopeError, match="no LSTM or GRU"):
+    with pytest.raises(GatescopeError, match="no recurrent module with a memory gate"):
         weight_timescales(nn.Linear(2, 2))
+    with pytest.raises(GatescopeError, match="no recurrent module with a memory gate"):
+        weight_timescales(nn.RNN(2, 3))  # the plain RNN keeps no gated memory
+
+
+def test_weight_timescales_follow_the_cell_type_as_inspect_does():
+    """A hard-sigmoid LSTM's forget gate at rest is clip(0.2 b + 0.5, 0, 1), not sigmoid(b); a forget gate
+    coupled to the input gate is 1 minus it: read from the cell type, the same numbers as inspect's report."""
+    from gatescope.kinds import HARD_SIGMOID_KERAS2
+
+    torch.manual_seed(0)
+    hard = VariantLSTM(3, 4, gate_activation=HARD_SIGMOID_KERAS2)
+    b = (hard.bias_ih_l0 + hard.bias_hh_l0)[4:8].detach().double()
+    expected = (0.2 * b + 0.5).clamp(0, 1)
+    assert [r["mean"] for r in weight_timescales(hard)] == pytest.approx(expected.tolist())
+    assert [r["timescale"] for r in weight_timescales(hard)] == pytest.approx((1 / (1 - expected)).tolist())
+    coupled = VariantLSTM(3, 4, coupling="forget_from_input")
+    i = torch.sigmoid((coupled.bias_ih_l0 + coupled.bias_hh_l0)[0:4].detach().double())
+    assert [r["mean"] for r in weight_timescales(coupled)] == pytest.approx((1 - i).tolist())
 
 
 def test_gate_profile_and_figures(lstm_trace, tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gatescope.analysis.dynamics import GATE_KINDS, TANH_KINDS, TIMESCALE_KINDS, _timescale
+from gatescope.analysis.dynamics import GATE_KINDS, TANH_KINDS, TIMESCALE_COLUMNS, TIMESCALE_KINDS, timescale_rows
 from gatescope.analysis.labels import Labels
 from gatescope.analysis.selection import parse_kinds, unit_row
 from gatescope.analysis.stats import check_metric, sort_ranking
@@ -225,9 +225,8 @@ class StreamingSaturation(StreamingAnalysis):
             return None
         rows = []
         for name, acc in self.means.items():
-            rows += [unit_row(name, j) | {"mean": m, "timescale": _timescale(m)}
-                     for j, m in enumerate(acc.result()["mean"].tolist())]
-        return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "mean", "timescale"])
+            rows += timescale_rows(name, torch.as_tensor(acc.result()["mean"], dtype=torch.float64))
+        return Table(rows, TIMESCALE_COLUMNS)
 
 
 class StreamingProbes(StreamingAnalysis):
