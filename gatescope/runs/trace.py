@@ -20,6 +20,7 @@ from gatescope.kinds import KINDS, cell_type
 from gatescope.progress import token_progress
 from gatescope.runs import CHUNK_STEPS
 from gatescope.runs.chunks import Chunk, batches, check_memory, chunked, placements, plan, run_batch
+from gatescope.traces.trace import STORAGE_NAMES, storage_rows
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -130,12 +131,12 @@ def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOpti
             if writer is None:
                 widths = {name: part[name].shape[1] for name in part.names}
                 writer = TraceWriter(path, widths, STORAGE_NAMES[options.dtype], corpus.offsets,
-                                     part.token_ids is not None, part.meta, tuple(corpus.features))
+                                     part.token_ids is not None, part.meta, dict.fromkeys(corpus.features, "F32"))
                 for name, values in corpus.features.items():
                     writer.write(FEATURE_PREFIX + name, 0, values.astype("<f4"))
             for first, stop, row in placements(group, chunk, corpus.offsets):
                 for name in part.names:
-                    writer.write(name, row, _storage(part[name][first:stop]))
+                    writer.write(name, row, storage_rows(part[name][first:stop]))
                 if part.token_ids is not None:
                     writer.write("token_ids", row, part.token_ids[first:stop].numpy())
             written += part.num_tokens
@@ -146,15 +147,6 @@ def write_inputs(path: str, model, corpus: Corpus, options: RunOptions = RunOpti
         raise GatescopeError(f"the trace would hold {written} of {corpus.num_tokens} tokens and {len(widths)} "
                              "quantities; nothing written")
     return corpus.num_sequences, written, len(widths)
-
-
-STORAGE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-
-
-def _storage(values: torch.Tensor) -> np.ndarray:
-    """A recorded tensor's bytes as numpy (bfloat16 kept as its 16 raw bits)."""
-    values = values.detach().cpu()
-    return values.view(torch.int16).numpy() if values.dtype == torch.bfloat16 else values.numpy()
 
 
 def counted(n: int, noun: str) -> str:

@@ -109,14 +109,15 @@ class TraceWriter:
         self,
         path: str | os.PathLike,
         widths: Mapping[str, int],
-        dtype: str,
+        dtype: str | Mapping[str, str],
         offsets: np.ndarray,
         token_ids: bool,
         meta: Mapping[str, Any],
-        features: tuple[str, ...] = (),
+        features: Mapping[str, str] | None = None,
     ) -> None:
-        """widths: quantity name -> hidden size; dtype: F32, F16 or BF16; offsets: (S+1,) int;
-        features: names of per-token features (float32, written as ``feature.{name}``)."""
+        """widths: quantity name -> hidden size; dtype: F32, F16, BF16 or F64, one for all quantities or
+        one per name; offsets: (S+1,) int; features: per-token feature name -> dtype (F32, F16, F64),
+        written as ``feature.{name}``. ``meta`` gains the format's name and version."""
         n = int(offsets[-1])
         header: dict[str, Any] = {}
         self._places: dict[str, tuple[int, int, int]] = {}  # tensor -> (start, end in the data, bytes per row)
@@ -130,12 +131,12 @@ class TraceWriter:
             cursor += row_bytes * shape[0]
 
         for name, width in widths.items():
-            place(name, dtype, [n, width])
+            place(name, dtype if isinstance(dtype, str) else dtype[name], [n, width])
         place("offsets", "I64", [len(offsets)])
         if token_ids:
             place("token_ids", "I64", [n])
-        for name in features:
-            place(FEATURE_PREFIX + name, "F32", [n])
+        for name, feature_dtype in (features or {}).items():
+            place(FEATURE_PREFIX + name, feature_dtype, [n])
         header["__metadata__"] = {META_KEY: json.dumps({**meta, "format": FORMAT, "format_version": FORMAT_VERSION})}
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes

@@ -11,10 +11,8 @@ can be browsed and analysed.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,7 @@ import torch
 from gatescope.errors import GatescopeError, UnknownNameError
 from gatescope.files import atomic_write
 from gatescope.traces.file import read_trace_file
-from gatescope.validation.trace import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY, check_layout
+from gatescope.validation.trace import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, check_layout
 
 
 class Trace(Mapping[str, torch.Tensor]):
@@ -173,20 +171,46 @@ class Trace(Mapping[str, torch.Tensor]):
 
     # -- the file ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the trace to ``path`` atomically (a temporary file in the same folder, then rename)."""
-        from safetensors.torch import save_file
+        """Write the trace to ``path`` atomically (a temporary file in the same folder, then rename), by the
+        writer `gatescope trace` streams with (gatescope.traces.file.TraceWriter), a block of rows at a time."""
+        from gatescope.traces.file import TraceWriter
 
-        path = Path(path)
-        tensors: dict[str, torch.Tensor] = {
-            name: t[:].detach().to("cpu").contiguous() for name, t in self._tensors.items()
-        }
-        tensors["offsets"] = self.offsets.contiguous()
-        if self.token_ids is not None:
-            tensors["token_ids"] = self.token_ids.to("cpu").contiguous()
-        for fname, values in self.features.items():
-            tensors[FEATURE_PREFIX + fname] = values.to("cpu").contiguous()
-        metadata = {META_KEY: json.dumps(self.meta)}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        widths = {name: int(t.shape[1]) for name, t in self._tensors.items()}
+        dtypes = {name: _storage_name(t.dtype, name) for name, t in self._tensors.items()}
+        features = {name: _storage_name(values.dtype, name) for name, values in self.features.items()}
+        meta = {k: v for k, v in self.meta.items() if k not in ("format", "format_version")}
+
+        def write(tmp: str) -> None:
+            writer = TraceWriter(tmp, widths, dtypes, self.offsets.numpy(), self.token_ids is not None, meta, features)
+            try:
+                for name, t in self._tensors.items():
+                    for start in range(0, self.num_tokens, SAVE_BLOCK_ROWS):
+                        writer.write(name, start, storage_rows(t[start:start + SAVE_BLOCK_ROWS]))  # (rows, H)
+                if self.token_ids is not None:
+                    writer.write("token_ids", 0, self.token_ids.cpu().numpy())
+                for fname, values in self.features.items():
+                    writer.write(FEATURE_PREFIX + fname, 0, storage_rows(values))
+            finally:
+                writer.close()
+
+        atomic_write(path, write)
+
+
+SAVE_BLOCK_ROWS = 65536  # rows of each quantity converted and written at a time by Trace.save
+STORAGE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _storage_name(dtype: torch.dtype, name: str) -> str:
+    try:
+        return STORAGE_NAMES[dtype]
+    except KeyError:
+        raise GatescopeError(f"{name} is {dtype}: a trace file stores float32, float16, bfloat16 or float64") from None
+
+
+def storage_rows(values: torch.Tensor) -> np.ndarray:
+    """A recorded tensor's bytes as numpy, on the CPU (bfloat16 kept as its 16 raw bits)."""
+    values = values.detach().cpu()
+    return values.view(torch.int16).numpy() if values.dtype == torch.bfloat16 else values.numpy()
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
