@@ -12,9 +12,10 @@ point, its shape 1-D and its data inside the file) or a text file, one value a l
 (``nan`` or an empty line = not applicable) or words (each distinct word a category). Values are
 finite or NaN; complex numbers are refused (in a .npy or written as ``1+2j``), as is infinity.
 
-JSON documents (`read_json`, e.g. the browser's ``--ranking`` file): a regular file of at most a given
-size, UTF-8, parsed with the guards of a safetensors header (no duplicate keys, no nesting beyond the
-stack, no integer beyond Python's int-string limit); what the document must hold is its reader's.
+JSON documents (`read_json`, e.g. the browser's ``--ranking`` file, a ``--vocab`` list, a sharded trace's
+index): a regular file of at most a given size, UTF-8, parsed with the guards of a safetensors header (no
+duplicate keys, nesting at most gatescope.validation.limits.MAX_JSON_DEPTH deep, no integer beyond Python's int-string limit); what
+the document must hold is its reader's.
 
 Text is read a bounded line at a time through gatescope.files, which refuses FIFOs and devices.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gatescope.errors import GatescopeError, shown
-from gatescope.files import file_size, open_regular, text_lines
+from gatescope.files import file_size, open_regular, read_limited, text_lines
 from gatescope.validation.limits import MAX_NPY_HEADER_BYTES
 from gatescope.validation.safetensors import parse_json
 
@@ -74,12 +75,7 @@ def read_stimuli_rows(path: str | os.PathLike) -> list[Stimulus]:
 def read_json(path: str | os.PathLike, what: str, limit: int, expected: str) -> Any:
     """The JSON document in file ``path`` (a ``what`` of at most ``limit`` bytes); ``expected`` says what it
     should be, for the message when it is not JSON."""
-    with open_regular(path, what) as f:
-        size = file_size(f)
-        if size > limit:
-            raise GatescopeError(f"{path} is {size / 1e6:.0f} MB; a {what} is at most {limit >> 20} MB")
-        raw = f.read(limit + 1)
-    return parse_json(raw, str(path), f"is not JSON; expected {expected}")
+    return parse_json(read_limited(path, what, limit), str(path), f"is not JSON; expected {expected}")
 
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are continuous
