@@ -144,13 +144,10 @@ class _Module:
 
 
 def read(path: Path) -> Converted:
+    from gatescope.checkpoints.formats.onnx_graph import load_model
+
     onnx = need("onnx", "ONNX files")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
-    return _Reader(path, model, onnx).convert()
+    return _Reader(path, load_model(path), onnx).convert()
 
 
 class _Reader:
