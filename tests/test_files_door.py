@@ -16,7 +16,7 @@ ALLOWED = {  # module -> (what it opens, why that is not a user's path read anot
                                         "open_regular (a safetensors file, or a zip's names)"),
     "checkpoints/formats/keras.py": ("zipfile.ZipFile(|h5py.File(", "after check_regular; every member and "
                                      "dataset checked before it is read (_member, _check_h5)"),
-    "checkpoints/formats/onnx_graph.py": ("onnx.load(", "in load_model, after check_regular and the size limit"),
+    "checkpoints/formats/onnx.py": ("onnx.load(", "in load_model, after check_regular and the size limit"),
     "checkpoints/formats/torch_state.py": ("torch.load(", "after kind_of opened it through open_regular"),
     "checkpoints/formats/torchscript.py": ("zipfile.ZipFile(|torch.load(", "after kind_of; torch.load is named "
                                            "in its docstring only"),

@@ -31,8 +31,8 @@ import numpy as np
 
 from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
-from gatescope.files import check_regular, open_regular, reading
-from gatescope.validation.limits import MAX_NAME_CHARS, MAX_ONNX_BYTES
+from gatescope.files import open_regular
+from gatescope.validation.limits import MAX_NAME_CHARS
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 QUANTIZED_OPS = ("DynamicQuantizeLSTM",)  # com.microsoft's contrib op (onnxruntime/core/graph/contrib_ops)
@@ -110,30 +110,14 @@ def read_graph(path: str | os.PathLike) -> Graph:
     """The model at ``path`` with its external data read (checked) and its recurrent nodes found.
 
     Raises GatescopeError when the file is not an ONNX model or its external data is out of bounds."""
+    from gatescope.checkpoints.formats.onnx import load_model
+
     path = Path(path)
     model = load_model(path)
     read_external_data(path, model)
     graph = Graph(path, model)
     graph.nodes = find_nodes(model)
     return graph
-
-
-def load_model(path: Path):
-    """The ONNX model in ``path`` without its external data; a file over protobuf's 2 GB limit
-    (`MAX_ONNX_BYTES`) is refused before it is read."""
-    onnx = onnx_package()
-    size = check_regular(path, "ONNX model")
-    if size > MAX_ONNX_BYTES:
-        raise GatescopeError(f"{path} is {size} bytes; an ONNX model file holds at most {MAX_ONNX_BYTES} "
-                             "(protobuf's limit: larger weights go in external data files)")
-    with reading(path, "ONNX model"):
-        try:
-            return onnx.load(str(path), load_external_data=False)
-        except OSError:
-            raise
-        except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
 
 
 # -- external data -------------------------------------------------------------------------------
