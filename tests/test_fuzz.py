@@ -598,7 +598,7 @@ def test_files_pointing_elsewhere_and_bombs_are_refused(bases, tmp_path):
     tally.add("onnx", "a sparse 2 GB file", outcome, detail, seconds)
     print(tally.summary())
     assert not tally.failures, "\n".join(tally.failures)
-    assert tally.slowest < 1.0
+    assert tally.slowest < 3.0  # as the other recipes: a bomb is refused before it is inflated
 
 
 def check_cli(tally: Tally, what: str, code: int, err: str, seconds: float, escaped: str | None) -> None:
