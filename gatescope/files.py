@@ -4,8 +4,12 @@ all or nothing.
 Reading: every reader opens a user's file through `open_regular` (or checks a path it hands to
 another library with `check_regular`): a FIFO, a device such as /dev/zero, a socket or a folder
 is refused before a byte is read (a FIFO is opened without blocking, so one with no writer cannot
-hang the reader), and text is read a bounded line at a time (`text_lines`: no line longer than
-`MAX_LINE_BYTES`). Errors from the operating system become one-line GatescopeErrors naming the file.
+hang the reader), a whole file is read only up to a limit (`read_limited`), and text is read a
+bounded line at a time (`text_lines`: no line longer than `MAX_LINE_BYTES`). A file that a folder
+or another file names (a sharded trace's shards, an ONNX model's external data) is read only when it
+lies inside that folder (`inside`: no absolute path, no ``..``, no link leading out). Errors from
+the operating system become one-line GatescopeErrors naming the file. tests/test_files_door.py
+fails when a module reads a path another way.
 
 Writing: every file gatescope writes (traces, checkpoints, tables, figures) goes to a temporary
 file ``.{name}.XXXX.tmp`` in the destination's folder and is renamed into place only once
@@ -176,6 +180,41 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> Iterator[Binary
             raise
         with f:
             yield f
+
+
+def read_limited(path: str | os.PathLike, what: str, limit: int, raise_with: str = "") -> bytes:
+    """The whole of the regular file ``path`` (a ``what``) when it holds at most ``limit`` bytes; a larger
+    one is refused before it is read (``raise_with``: the option that raises the limit, for the message)."""
+    with open_regular(path, what) as f:
+        size = file_size(f)
+        if size > limit:
+            raise GatescopeError(f"{path} is {_megabytes(size)}; a {what} is read whole up to {_megabytes(limit)}"
+                                 + (f" ({raise_with} raises the limit)" if raise_with else ""))
+        with reading(path, what):
+            raw = f.read(limit + 1)
+    if len(raw) > limit:  # grew while read
+        raise GatescopeError(f"{path} grew past {_megabytes(limit)} while it was read")
+    return raw
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size < 2**30 else f"{size / 2**30:.1f} GB"
+
+
+def inside(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """``folder/name`` when ``name`` is a plain file name and the path does not lead out of ``folder``
+    (a symbolic link resolving elsewhere); anything else is a one-line error naming where it points."""
+    folder = Path(folder)
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise GatescopeError(f"{folder}: the {what} {name!r} is not a file of the folder (gatescope reads "
+                             "only files inside it: no absolute path, no '..')")
+    path = folder / name
+    if path.is_symlink():
+        target = os.path.realpath(path)
+        if os.path.dirname(target) != os.path.realpath(folder):
+            raise GatescopeError(f"{path}: the {what} is a symbolic link to {target}, outside the folder; "
+                                 "gatescope reads no file the user did not name")
+    return path
 
 
 def file_size(f: BinaryIO) -> int:

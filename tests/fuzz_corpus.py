@@ -297,3 +297,71 @@ def fifo(folder: Path, name: str = "fifo") -> Path:
     if not path.exists():
         os.mkfifo(path)
     return path
+
+
+# -- files that point elsewhere or declare more than they hold (HDF5, zip) --------------------------------
+SECRET = np.arange(36, dtype=np.float32).reshape(3, 12)  # the bytes of a file the user did not name
+
+
+def keras_weights(path: Path, change: Callable[[Any, Any], None] | None = None) -> Path:
+    """A small valid Keras 3 .weights.h5 (one LSTM of 2 inputs and 3 units), ``change(h5py, vars group)``
+    applied to its recurrent kernel's group before it is closed."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        group = f.create_group("layers/lstm/cell/vars")
+        group["0"], group["1"], group["2"] = np.ones((2, 12), np.float32), np.ones((3, 12), np.float32), np.ones(12, np.float32)
+        if change is not None:
+            del group["1"]
+            change(h5py, group)
+    return path
+
+
+def hdf5_recipes(folder: Path) -> dict[str, Path]:
+    """.weights.h5 files whose recurrent kernel lies in another file, or declares more than the file holds."""
+    import h5py
+
+    secret = folder / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["x"] = SECRET
+    (folder / "secret.bin").write_bytes(SECRET.tobytes())
+
+    def virtual(h5, group):
+        layout = h5.VirtualLayout(shape=(3, 12), dtype="f4")
+        layout[:] = h5.VirtualSource(str(secret), "x", shape=(3, 12))
+        group.create_virtual_dataset("1", layout)
+
+    changes = {
+        "an external link (absolute)": lambda h5, g: g.__setitem__("1", h5.ExternalLink(str(secret), "/x")),
+        "an external link (relative)": lambda h5, g: g.__setitem__("1", h5.ExternalLink("secret.h5", "/x")),
+        "external storage": lambda h5, g: g.create_dataset("1", shape=(3, 12), dtype="f4",
+                                                           external=[(str(folder / "secret.bin"), 0, 144)]),
+        "a virtual dataset": virtual,
+        "an 8 TB dataset": lambda h5, g: g.create_dataset("1", shape=(2**40,), dtype="f8", chunks=(2**16,)),
+        "a 2 GB dataset": lambda h5, g: g.create_dataset("1", shape=(3, 2**27), dtype="f4", chunks=(1, 2**16)),
+    }
+    return {what: keras_weights(folder / f"hostile-{i}.weights.h5", change)
+            for i, (what, change) in enumerate(changes.items())}
+
+
+def keras_archive(path: Path, config: bytes, weights: bytes, stored: bool = False) -> Path:
+    """A .keras zip of ``config`` (config.json) and ``weights`` (model.weights.h5)."""
+    import zipfile
+
+    method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(path, "w", method) as archive:
+        archive.writestr("config.json", config)
+        archive.writestr("model.weights.h5", weights)
+    return path
+
+
+def zip_recipes(folder: Path) -> dict[str, Path]:
+    """.keras archives that inflate far beyond their size or nest their config 100,000 deep."""
+    weights = keras_weights(folder / "plain.weights.h5").read_bytes()
+    config = json.dumps({"class_name": "Sequential", "config": {"layers": []}}).encode()
+    return {
+        "a weights bomb": keras_archive(folder / "bomb.keras", config, weights + b"\0" * (20 << 20)),
+        "a config.json bomb": keras_archive(folder / "config-bomb.keras", config + b" " * (20 << 20), weights),
+        "a config.json nested 100,000 deep": keras_archive(folder / "deep.keras", b"[" * 100_000 + b"]" * 100_000,
+                                                           weights, stored=True),
+    }

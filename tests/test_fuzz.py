@@ -37,9 +37,11 @@ from tests.fuzz_corpus import (
     split,
     use_checkpoint,
     use_trace_file,
+    hdf5_recipes,
     with_entry,
     with_meta,
     with_tensor_data,
+    zip_recipes,
 )
 from torch import nn
 
@@ -519,6 +521,12 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         cases.append((f"browse --ranking {what}", ["browse", trace, "--ranking", str(special[what])]))
         cases.append((f"findings --from-json {what}", ["findings", "--from-json", str(special[what])]))
     cases.append(("findings --from-json deep.json", ["findings", "--from-json", str(folder / "deep.json")]))
+    for what in ("a FIFO with no writer", "/dev/zero", "a link to /dev/zero", "a folder"):
+        cases.append((f"convert --vocab {what}", ["convert", lm, "-o", out, "--vocab", str(special[what])]))
+    cases.append(("convert --vocab deep.json", ["convert", lm, "-o", out, "--vocab", str(folder / "deep.json")]))
+    for what, path in {**hdf5_recipes(folder), **zip_recipes(folder), **hostile_metadata(folder, bases)}.items():
+        cases.append((f"convert {what}", ["convert", str(path), "-o", out]))
+        cases.append((f"inspect {what}", ["inspect", str(path)]))
     cases.append(("trace -o /dev/null", ["trace", lm, "--text", "the boy", "-o", "/dev/null"]))
     cases.append(("trace -o a FIFO", ["trace", lm, "--text", "the boy", "-o", str(special["a FIFO with no writer"])]))
     for name in ("long-line.tsv", "binary.tsv", "three-fields.tsv", "empty.tsv"):
@@ -541,6 +549,56 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         cases.append((f"inspect {name}", ["inspect", str(path)]))
         cases.append((f"trace {name}", ["trace", str(path), "--text", "the boy", "-o", out]))
     return cases
+
+
+def hostile_metadata(folder: Path, bases) -> dict[str, Path]:
+    """Checkpoints whose gatescope metadata is not a JSON object, or not one gatescope can parse."""
+    raw = bases["lm"].read_bytes()
+    header, data = split(raw)
+    out = {}
+    for i, text in enumerate(["[]", "null", '"hello"', "1e400", "[" * 100_000 + "]" * 100_000, "1" * 5000]):
+        path = folder / f"meta-{i}.safetensors"
+        path.write_bytes(join({**header, "__metadata__": {"gatescope": text}}, data))
+        out[f"metadata {text[:12]}"] = path
+    return out
+
+
+def symlinked_shards(folder: Path, trace: Path) -> dict[str, Path]:
+    """Sharded trace folders whose shard or index is a link to a file outside the folder."""
+    from gatescope.traces.file import shard_name, write_index
+
+    cases = {}
+    for what in ("shard", "index"):
+        elsewhere, here = folder / f"elsewhere-{what}", folder / f"linked-{what}"
+        for d in (elsewhere, here):
+            d.mkdir()
+            (d / shard_name(0, 1)).write_bytes(trace.read_bytes())
+            n = gatescope.load_trace(trace).num_tokens
+            write_index(d, [{"file": shard_name(0, 1), "sequences": 2, "tokens": n}], {})
+        link = here / (shard_name(0, 1) if what == "shard" else "index.json")
+        link.unlink()
+        link.symlink_to(elsewhere / link.name)
+        cases[f"a {what} linked out of the folder"] = here
+    return cases
+
+
+def test_files_pointing_elsewhere_and_bombs_are_refused(bases, tmp_path):
+    """HDF5 links, external storage and virtual datasets, HDF5 and zip bombs, deep JSON, linked shards."""
+    tally = Tally()
+    for name, path in {**hdf5_recipes(tmp_path), **zip_recipes(tmp_path)}.items():
+        outcome, detail, seconds = attempt(lambda: use_checkpoint(path), must_refuse=True)
+        tally.add("keras", name, outcome, detail, seconds)
+    for name, path in symlinked_shards(tmp_path, bases["lm_trace"]).items():
+        outcome, detail, seconds = attempt(lambda: use_trace_file(path), must_refuse=True)
+        tally.add("shards", name, outcome, detail, seconds)
+    sparse = tmp_path / "sparse.onnx"
+    with open(sparse, "wb") as f:
+        f.truncate(2**31)  # a 2 GB file of no blocks
+    outcome, detail, seconds = attempt(lambda: use_checkpoint(sparse), must_refuse=True)
+    tally.add("onnx", "a sparse 2 GB file", outcome, detail, seconds)
+    print(tally.summary())
+    assert not tally.failures, "\n".join(tally.failures)
+    assert tally.slowest < 3.0  # as the other recipes: a bomb is refused before it is inflated
 
 
 def check_cli(tally: Tally, what: str, code: int, err: str, seconds: float, escaped: str | None) -> None:

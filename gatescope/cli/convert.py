@@ -15,30 +15,29 @@ from typing import Any
 import click
 
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write, check_writable, reading
+from gatescope.files import atomic_write, check_writable, text_lines
+from gatescope.validation.limits import MAX_JSON_BYTES, MAX_VOCAB
+from gatescope.validation.text import read_json
 
 ROLES = ("embedding", "recurrent", "decoder")
 
 
 def read_vocab(path: Path) -> list[str]:
-    """A vocabulary file: a JSON list of strings (``.json``), else one token a line (id = line number)."""
-    with reading(path, "vocabulary file"):
-        text = path.read_text(encoding="utf-8")
+    """A vocabulary file: a JSON list of strings (``.json``), else one token a line (id = line number);
+    read through the doors of gatescope.files and gatescope.validation.text (regular files, bounded)."""
     if path.suffix.lower() == ".json":
-        try:
-            tokens = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GatescopeError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        tokens = read_json(path, "vocabulary file", MAX_JSON_BYTES, "a JSON list of token strings")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise GatescopeError(f"{path} must hold a JSON list of token strings")
         return tokens
-    tokens = text.split("\n")
-    if tokens and tokens[-1] == "":
-        tokens.pop()  # the final newline
-    tokens = [t.removesuffix("\r") for t in tokens]
-    if "" in tokens:
-        raise GatescopeError(f"{path}: line {tokens.index('') + 1} is empty (one token a line; "
-                             "a vocabulary with a newline or empty token goes in a .json list)")
+    tokens = []
+    for number, line in text_lines(path, "vocabulary file"):
+        if not line:
+            raise GatescopeError(f"{path}: line {number} is empty (one token a line; "
+                                 "a vocabulary with a newline or empty token goes in a .json list)")
+        if len(tokens) == MAX_VOCAB:
+            raise GatescopeError(f"{path} holds more than {MAX_VOCAB} tokens")
+        tokens.append(line)
     return tokens
 
 
@@ -61,27 +60,20 @@ def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[str]]:
-    """(tensors, gatescope metadata, format read, notes) of any checkpoint gatescope reads."""
+    """(tensors, gatescope metadata, format read, notes) of any checkpoint gatescope reads; a safetensors
+    file passes the same door as every command's (gatescope.checkpoints.loader.read_header, which
+    checks the metadata with gatescope.validation.checkpoint) before a tensor is read."""
     from gatescope.checkpoints import formats
+    from gatescope.checkpoints.loader import read_header
 
     if not path.exists():
         raise GatescopeError(f"no such file: {path}")
+    _, metadata = read_header(path)
     converted = formats.read(path)
     if converted is not None:
         return dict(converted.tensors), dict(converted.metadata), converted.source, list(converted.notes)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with reading(path, "checkpoint file"), safe_open(path, framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            raw = (f.metadata() or {}).get(formats.META_KEY)
-    except SafetensorError as exc:
-        raise GatescopeError(f"{path} is not a checkpoint gatescope reads (safetensors: {str(exc).splitlines()[0]}; "
-                             "other formats by suffix: .pt .pth .bin .ckpt .keras .h5 .onnx)") from None
-    try:
-        metadata = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        raise GatescopeError(f"{path}: the '{formats.META_KEY}' metadata is not valid JSON") from None
+    with formats.open_checkpoint(path) as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     return tensors, metadata, "safetensors", []
 
 

@@ -21,11 +21,17 @@ from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
+from gatescope.validation.limits import MAX_WHOLE_BYTES
 
 def split_list(values: tuple[str, ...]) -> list[str] | None:
     """Repeatable, comma-separated option values -> a list (None when none given)."""
     items = [item for value in values for item in value.replace(",", " ").split()]
     return items or None
+
+
+def _set_whole_limit(ctx: click.Context, param: click.Parameter, megabytes: int) -> int:
+    corpora.WHOLE_LIMIT.set(megabytes << 20)
+    return megabytes
 
 
 def input_options(f):
@@ -36,7 +42,11 @@ def input_options(f):
         click.option("--file", "files", multiple=True, metavar="FILE",
                      help="A text corpus, one sequence a line (blank lines skipped; repeatable)."),
         click.option("--whole", is_flag=True,
-                     help="Each --file is one sequence (for char models: a source file read as one stream)."),
+                     help="Each --file is one sequence (for char models: a source file read as one stream), "
+                          f"read whole: at most {MAX_WHOLE_BYTES >> 20} MB a file unless --max-whole-mb says more."),
+        click.option("--max-whole-mb", type=click.IntRange(min=1), default=MAX_WHOLE_BYTES >> 20, show_default=True,
+                     expose_value=False, callback=_set_whole_limit,
+                     help="The largest --whole file read, in MB (a larger one is refused before it is read)."),
         click.option("--ids", "ids", multiple=True, metavar='"3 17 4"',
                      help="A sequence of token ids, for models without a vocabulary (repeatable)."),
         click.option("--ids-file", "ids_files", multiple=True, metavar="FILE",

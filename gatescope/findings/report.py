@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gatescope.errors import GatescopeError
-from gatescope.files import atomic_write
+from gatescope.files import atomic_write, read_limited, reading
+from gatescope.validation.limits import MAX_WHOLE_BYTES
 
 GOAL_POINTS = 50.0  # the top-4 drop on the independent set that counts as a robust number-unit effect
 RANDOM_POINTS = 5.0  # what random sets of 4 may cost at most
@@ -401,9 +402,16 @@ def render_blocks(text: str, results: dict[str, Any]) -> str:
     return text
 
 
+def _read_markdown(path: Path) -> str:
+    """A Markdown file of the user's, through the door of gatescope.files (regular, bounded, UTF-8)."""
+    raw = read_limited(path, "Markdown file", MAX_WHOLE_BYTES)
+    with reading(path, "Markdown file"):
+        return raw.decode("utf-8")
+
+
 def stale_blocks(path: str | Path, results: dict[str, Any]) -> list[str]:
     """The findings blocks of Markdown file ``path`` that differ from ``results`` (empty: all agree)."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = _read_markdown(Path(path))
     return [name for name, render in BLOCKS.items()
             if (m := _pattern(name).search(text)) and m.group(2) != render(results) + "\n"]
 
@@ -411,10 +419,7 @@ def stale_blocks(path: str | Path, results: dict[str, Any]) -> list[str]:
 def update_markdown(path: str | Path, results: dict[str, Any]) -> list[str]:
     """Rewrite the findings blocks of Markdown file ``path`` (all or nothing); the names of those found."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GatescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = _read_markdown(path)
     found = [name for name in BLOCKS if _pattern(name).search(text)]
     if not found:
         raise GatescopeError(f"{path} has no findings block (<!-- findings:NAME --> ... <!-- /findings:NAME -->; "

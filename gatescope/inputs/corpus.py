@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+from contextvars import ContextVar
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,9 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from gatescope.errors import GatescopeError, warn
-from gatescope.files import check_regular, reading, text_lines
+from gatescope.files import check_regular, read_limited, reading, text_lines
+from gatescope.validation.limits import MAX_WHOLE_BYTES
+from gatescope.validation.text import read_npy
 
 if TYPE_CHECKING:
     import torch
@@ -216,14 +219,21 @@ def from_texts(texts: Sequence[str], tokenizer: Tokenizer, keep_text: bool = Fal
     return from_sequences(ids, f"{len(ids)} texts", [("--text", t) for t in texts] if keep_text else None)
 
 
+WHOLE_LIMIT: ContextVar[int] = ContextVar("whole_limit", default=MAX_WHOLE_BYTES)
+"""Bytes of a file read as one sequence (``--whole``): set by the command line's ``--max-whole-mb``."""
+
+
 def read_text_file(path: str | os.PathLike, tokenizer: Tokenizer, whole: bool = False,
                    keep_text: bool = False) -> Corpus:
-    """A text file: one sequence a non-blank line, or (``whole``) the whole file as one sequence."""
+    """A text file: one sequence a non-blank line, or (``whole``) the whole file as one sequence, of at most
+    `WHOLE_LIMIT` bytes (a larger one is refused before it is read)."""
     path = Path(path)
     if whole:
-        check_regular(path, "text file")
-        with reading(path, "text file"):
-            text = path.read_text(encoding="utf-8")
+        raw = read_limited(path, "file read as one sequence (--whole)", WHOLE_LIMIT.get(), "--max-whole-mb")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GatescopeError(f"{path} is not UTF-8 text") from None
         if not text:
             raise GatescopeError(f"empty input: {path} is empty")
         return from_sequences([tokenizer.encode(text, str(path))], str(path),
@@ -325,17 +335,16 @@ def _read_safetensors(path: Path) -> tuple[np.ndarray, str]:
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, str]:
-    with reading(path, ".npy file"):
-        try:
-            return np.load(path, allow_pickle=False), "the array"
-        except (ValueError, EOFError) as exc:
-            raise GatescopeError(f"{path} is not a readable .npy array of numbers ({exc})") from None
+    return read_npy(path, "--input array", ndims=(2, 3)), "the array"
 
 
 def _read_table(path: Path, delimiter: str) -> Corpus:
-    """One row per timestep; a blank line or the ``sequence`` column separates sequences."""
-    with reading(path, "table"), open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter=delimiter))
+    """One row per timestep; a blank line or the ``sequence`` column separates sequences. Read a bounded line
+    at a time (a field holds no line break)."""
+    try:
+        rows = list(csv.reader((line for _, line in text_lines(path, "table")), delimiter=delimiter))
+    except csv.Error as exc:
+        raise GatescopeError(f"{path} is not a readable table ({exc})") from None
     header, first = None, next((i for i, r in enumerate(rows) if any(c.strip() for c in r)), None)
     if first is None:
         raise GatescopeError(f"empty input: {path} has no rows")

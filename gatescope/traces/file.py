@@ -16,7 +16,8 @@ safetensors checkpoints, ``model-00001-of-00003.safetensors`` + ``model.safetens
     DIR/trace-00002-of-00003.safetensors
     DIR/index.json                         {"metadata": {...}, "shards": [{"file", "sequences", "tokens"}]}
 
-`read_sharded` validates every shard (`gatescope.traces.file.read_trace_file`) and the index, and
+`read_sharded` validates every shard (`gatescope.traces.file.read_trace_file`) and the index (each a
+file of the folder: a link leading out of it is refused, gatescope.files.inside), and
 gives one `TraceFile` whose quantities are `RowConcat`s: lazy row concatenations of the shards'
 memory maps, so ``arrays[name][a:b]`` reads only the shards and rows it touches. Token ids,
 offsets and features (a few bytes a token) are concatenated when the folder is opened.
@@ -37,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.files import _UMASK
+from gatescope.files import _UMASK, inside
+from gatescope.validation.limits import MAX_JSON_BYTES
 from gatescope.validation.text import read_json
 from gatescope.validation.trace import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY
 
@@ -280,7 +282,8 @@ class RowConcat:
 def read_sharded(folder: str | os.PathLike):
     """Validate and open a sharded trace folder -> one `TraceFile` (quantities as `RowConcat`)."""
     folder = Path(folder)
-    index = read_json(folder / INDEX, "sharded trace index", 64 << 20, "a sharded trace index: corrupt JSON")
+    index = read_json(inside(folder, INDEX, "sharded trace index"), "sharded trace index", MAX_JSON_BYTES,
+                      "a sharded trace index: corrupt JSON")
     try:
         meta, shards = index["metadata"], index["shards"]
         files = [s["file"] for s in shards]
@@ -300,7 +303,7 @@ def read_sharded(folder: str | os.PathLike):
     for i, name in enumerate(files):
         if not isinstance(name, str) or name != shard_name(i, len(files)):
             raise GatescopeError(f"{folder / INDEX}: shard {i} is {name!r}; expected {shard_name(i, len(files))}")
-    parts = [read_trace_file(folder / name) for name in files]
+    parts = [read_trace_file(inside(folder, name, "shard")) for name in files]
     first = parts[0]
     layout = {n: (a.shape[1], first.dtypes[n]) for n, a in first.arrays.items()}
     for name, part, (seqs, tokens) in zip(files, parts, counts):

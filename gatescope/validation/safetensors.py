@@ -29,6 +29,7 @@ from gatescope.validation.limits import (
     MAX_HEADER_BYTES,
     MAX_HEADER_CONTAINERS,
     MAX_HEADER_ITEMS,
+    MAX_JSON_DEPTH,
     MAX_NAME_CHARS,
 )
 from gatescope.validation.schema import invalid, one_of, parse, sized
@@ -97,9 +98,33 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of objects and lists in JSON text (brackets inside strings not counted)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:  # cannot nest deeper: skip the scan
+        return 0
+    import numpy as np
+
+    text = np.frombuffer(raw, dtype=np.uint8)
+    step = np.zeros(256, dtype=np.int32)  # byte -> change of depth
+    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    steps = step[text]
+    quote = text == ord('"')
+    backslash = text == ord("\\")
+    if backslash.any():  # a quote after an odd run of backslashes is inside its string
+        at = np.arange(len(text))
+        last_other = np.maximum.accumulate(np.where(backslash, -1, at))  # the last non-backslash at or before i
+        run = np.concatenate([[0], at[:-1] - last_other[:-1]])  # backslashes just before i
+        quote &= run % 2 == 0
+    steps[np.cumsum(quote) % 2 == 1] = 0  # inside a string (from its opening quote)
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def parse_json(raw: bytes | str, where: str, wording: str = "is not valid JSON") -> Any:
-    """JSON text -> value; invalid JSON, duplicate keys, deep nesting, huge integers: one-line errors
-    ``{where} {wording} ({why})``."""
+    """JSON text -> value; invalid JSON, duplicate keys, nesting deeper than `MAX_JSON_DEPTH`, huge integers:
+    one-line errors ``{where} {wording} ({why})``. Every JSON document of a user's goes through here."""
+    depth = json_depth(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    if depth > MAX_JSON_DEPTH:
+        raise GatescopeError(f"{where} {wording} (nested {depth} deep; the limit is {MAX_JSON_DEPTH})")
     try:
         return json.loads(raw, object_pairs_hook=_no_duplicates)
     except RecursionError:

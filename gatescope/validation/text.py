@@ -12,9 +12,10 @@ point, its shape 1-D and its data inside the file) or a text file, one value a l
 (``nan`` or an empty line = not applicable) or words (each distinct word a category). Values are
 finite or NaN; complex numbers are refused (in a .npy or written as ``1+2j``), as is infinity.
 
-JSON documents (`read_json`, e.g. the browser's ``--ranking`` file): a regular file of at most a given
-size, UTF-8, parsed with the guards of a safetensors header (no duplicate keys, no nesting beyond the
-stack, no integer beyond Python's int-string limit); what the document must hold is its reader's.
+JSON documents (`read_json`, e.g. the browser's ``--ranking`` file, a ``--vocab`` list, a sharded trace's
+index): a regular file of at most a given size, UTF-8, parsed with the guards of a safetensors header (no
+duplicate keys, nesting at most gatescope.validation.limits.MAX_JSON_DEPTH deep, no integer beyond Python's int-string limit); what
+the document must hold is its reader's.
 
 Text is read a bounded line at a time through gatescope.files, which refuses FIFOs and devices.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gatescope.errors import GatescopeError, shown
-from gatescope.files import file_size, open_regular, text_lines
+from gatescope.files import file_size, open_regular, read_limited, text_lines
 from gatescope.validation.limits import MAX_NPY_HEADER_BYTES
 from gatescope.validation.safetensors import parse_json
 
@@ -74,12 +75,7 @@ def read_stimuli_rows(path: str | os.PathLike) -> list[Stimulus]:
 def read_json(path: str | os.PathLike, what: str, limit: int, expected: str) -> Any:
     """The JSON document in file ``path`` (a ``what`` of at most ``limit`` bytes); ``expected`` says what it
     should be, for the message when it is not JSON."""
-    with open_regular(path, what) as f:
-        size = file_size(f)
-        if size > limit:
-            raise GatescopeError(f"{path} is {size / 1e6:.0f} MB; a {what} is at most {limit >> 20} MB")
-        raw = f.read(limit + 1)
-    return parse_json(raw, str(path), f"is not JSON; expected {expected}")
+    return parse_json(read_limited(path, what, limit), str(path), f"is not JSON; expected {expected}")
 
 
 MAX_CLASSES = 32  # more distinct integer values than this: the labels are continuous
@@ -166,30 +162,44 @@ def _is_complex(text: str) -> bool:
 
 def _read_npy(path: Path) -> np.ndarray:
     """A 1-D numeric .npy array, its header checked before its data is read."""
-    with open_regular(path, "labels file") as f:
-        shape, dtype = _npy_header(f, path)
-        return np.frombuffer(f.read(shape[0] * dtype.itemsize), dtype=dtype)
+    return read_npy(path, "labels file", ndims=(1,))
 
 
-def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of the 1-D numeric .npy array open in ``f``, left at its data; anything else is refused."""
+def read_npy(path: str | os.PathLike, what: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """The numeric .npy array in ``path`` (a ``what``) of one of ``ndims`` dimensions, never unpickled: its
+    header checked (`npy_header`) before its data is read."""
+    path = Path(path)
+    with open_regular(path, what) as f:
+        shape, dtype, fortran = npy_header(f, path, what, ndims)
+        count = math.prod(shape)
+        data = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+    return data.reshape(shape, order="F" if fortran else "C")
+
+
+def npy_header(f, path: Path, what: str = "labels file", ndims: tuple[int, ...] = (1,)
+               ) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, Fortran order) of the numeric .npy array open in ``f``, left at its data: a .npy of
+    another kind (an .npz, a pickle), of other than ``ndims`` dimensions, or claiming more values than the
+    file holds is refused."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
         if version not in ((1, 0), (2, 0), (3, 0)):
             raise ValueError(f"unknown .npy version {version}")
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
+        shape, fortran, dtype = read(f, max_header_size=MAX_NPY_HEADER_BYTES)
     except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
         raise GatescopeError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
     if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None:
         raise GatescopeError(f"{path} is not a readable .npy array of numbers (dtype {shown(str(dtype))})")
-    if len(shape) != 1:
-        raise GatescopeError(f"{path}: labels must be a 1-D numeric array; got shape {shape}")
-    need = shape[0] * dtype.itemsize
+    if len(shape) not in ndims:
+        dims = " or ".join(f"{n}-D" for n in ndims)
+        raise GatescopeError(f"{path}: a {what} must be a {dims} numeric array; got shape {shape}")
+    count = math.prod(shape)
+    need = count * dtype.itemsize
     if need > file_size(f) - f.tell():
-        raise GatescopeError(f"{path} is truncated: its header claims {shape[0]} values ({need} bytes)")
-    return shape, dtype
+        raise GatescopeError(f"{path} is truncated: its header claims {count} values ({need} bytes)")
+    return shape, dtype, fortran
 
 
 # -- the same labels read a piece at a time (a streamed corpus: gatescope.analysis.streaming.labels) --------------
@@ -198,7 +208,7 @@ def map_npy_labels(path: str | os.PathLike) -> np.ndarray:
     `read_labels` checks them except for infinity, which `label_values` finds in each piece read."""
     path = Path(path)
     with open_regular(path, "labels file") as f:
-        shape, dtype = _npy_header(f, path)
+        shape, dtype, _ = npy_header(f, path)
         offset = f.tell()
     if dtype.kind == "c":
         raise GatescopeError(f"{path}: labels must be real numbers; got complex values")

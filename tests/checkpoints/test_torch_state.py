@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tests.checkpoint_fixtures import WORDS, LanguageModel
@@ -115,17 +116,17 @@ def test_a_whole_pickled_model_is_refused_with_the_two_lines_that_convert_it(tmp
     torch.save(tied_model(), path)  # the module itself, as the Gulordava et al. LM is distributed
     err = fails(capsys, "inspect", path, "--json")
     first, *code = err.strip().splitlines()
-    assert "holds a pickled tests.checkpoint_fixtures.LanguageModel" in first and "weights_only=True) refuses" in first
+    assert "holds a pickled tests.checkpoint_fixtures.LanguageModel" in first and "does not unpickle" in first
+    assert "weights_only" not in err and "torch.load" not in err  # never advice to unpickle the file
     assert code == [
-        "  import torch, safetensors.torch",
-        "  safetensors.torch.save_file({k: v.clone().contiguous() for k, v in "
-        f"torch.load({str(path)!r}, weights_only=False).state_dict().items()}}, "
+        "  import safetensors.torch",
+        "  safetensors.torch.save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, "
         f"{str(path.with_suffix('.safetensors'))!r})",
     ]
     with pytest.raises(gatescope.GatescopeError) as error:  # from Python: the one line, and the fix as code
         gatescope.load(path)
     assert "\n" not in str(error.value) and [f"  {line}" for line in error.value.fix] == code
-    namespace = {}  # the two lines work, where the model's class is importable
+    namespace = {"model": tied_model()}  # the two lines work where the model is built
     exec("\n".join(line.strip() for line in code), namespace)
     assert modules(inspect_json(capsys, path.with_suffix(".safetensors")))[0]["name"] == "rnn"
 
@@ -238,3 +239,17 @@ def test_models_loaded_from_one_file_do_not_share_weights(tmp_path):
         first.get_submodule("rnn").weight_hh_l0.zero_()
     second = gatescope.load(path)  # read once and cached: the cache must not be the first model's weights
     torch.testing.assert_close(second.get_submodule("rnn").weight_hh_l0, tied_model().rnn.weight_hh_l0)
+
+
+def test_torchs_own_warnings_and_advice_are_not_passed_on(tmp_path):
+    import pickle
+    import warnings
+
+    path = tmp_path / "arrays.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"rnn.weight_ih_l0": np.zeros(3)}, f, protocol=4)  # torch warns of the protocol, then refuses
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(gatescope.GatescopeError) as error:
+        warnings.simplefilter("always")
+        gatescope.load(path)
+    assert not seen, [str(w.message) for w in seen]
+    assert "weights_only=False" not in str(error.value)

@@ -236,3 +236,33 @@ def test_padded_batches_gathered_from_the_flat_layout_equal_pad_batch():
             assert torch.equal(x, expected) and x.dtype == expected.dtype
             assert (lengths is None) == (expected_lengths is None)
             assert lengths is None or torch.equal(lengths, expected_lengths)
+
+
+def test_hostile_float_inputs_are_refused_before_they_are_read(tmp_path, capsys, bare):
+    np.savez(tmp_path / "x.npz", a=np.zeros((4, 3), np.float32))
+    (tmp_path / "x.npz").rename(tmp_path / "npz.npy")
+    np.save(tmp_path / "claim.npy", np.zeros((2, 3), np.float32))
+    raw = (tmp_path / "claim.npy").read_bytes().replace(b"(2, 3)", f"({2**60}, 3)".encode().ljust(6))
+    (tmp_path / "claim.npy").write_bytes(raw)
+    (tmp_path / "field.csv").write_text("a,b,c\n1,2," + "3" * 200_000 + "\n")
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(12, dtype=np.float32).reshape(4, 3)))
+    for name, match in (("npz.npy", "is not a readable .npy array (the magic string is not correct"),
+                        ("claim.npy", f"its header claims {2**60 * 3} values"),
+                        ("field.csv", "is not a readable table (field larger than field limit")):
+        fails(capsys, "trace", bare[1], "--input", tmp_path / name, "-o", tmp_path / "o.st", match=match)
+    trace = traced(capsys, tmp_path, bare[1], tmp_path / "fortran.npy")  # numpy's other layout still reads right
+    with torch.no_grad():
+        x = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+        torch.testing.assert_close(trace["lstm.l0.fwd.h"][:], lstm_reference(bare[0], x)["h"], rtol=0, atol=1e-5)
+
+
+def test_a_whole_file_over_the_limit_is_refused_before_it_is_read_and_the_limit_can_be_raised(tmp_path, capsys):
+    _, _, path = char_model(tmp_path)
+    (tmp_path / "big.py").write_text("x" * (1 << 20) + "y")  # just over 1 MB, one line
+    fails(capsys, "trace", path, "--file", tmp_path / "big.py", "--whole", "--max-whole-mb", "1", "-o",
+          tmp_path / "o.st", match="big.py is 1.0 MB; a file read as one sequence (--whole) is read whole up to "
+                                   "1.0 MB (--max-whole-mb raises the limit)")
+    assert "--max-whole-mb" in cli(capsys, "trace", "--help").out
+    (tmp_path / "small.py").write_text(CHARS[0] * 6)
+    cli(capsys, "trace", path, "--file", tmp_path / "small.py", "--whole", "--max-whole-mb", "1", "-o", tmp_path / "o.st")
+    assert load_trace(tmp_path / "o.st").num_tokens == 6

@@ -140,3 +140,20 @@ def test_notebook_display_of_a_shard_folder_is_the_whole_traces(tmp_path):
     assert many._repr_html_() == one._repr_html_()
     assert gatescope.show(many, "rnn.l0.fwd.h:1")._repr_html_() == gatescope.show(one, "rnn.l0.fwd.h:1")._repr_html_()
 
+
+
+def test_a_shard_or_index_linked_out_of_the_folder_is_refused(tmp_path):
+    trace = word_trace()
+    save_sharded(trace, tmp_path / "dir", 9)
+    save_sharded(trace, tmp_path / "elsewhere", 9)
+    shard = tmp_path / "dir" / shard_name(1, len(list((tmp_path / "dir").glob("trace-*"))))
+    shard.unlink()
+    shard.symlink_to(tmp_path / "elsewhere" / shard.name)  # a valid trace file, but not the folder's
+    with pytest.raises(GatescopeError, match="the shard is a symbolic link to .*elsewhere.*outside the folder"):
+        load_trace(tmp_path / "dir")
+    shard.unlink()
+    shard.symlink_to(shard.with_name("trace-00000-of-99999.safetensors"))  # a link inside the folder is a file of it
+    (tmp_path / "dir" / "index.json").unlink()
+    (tmp_path / "dir" / "index.json").symlink_to(tmp_path / "elsewhere" / "index.json")
+    with pytest.raises(GatescopeError, match="the sharded trace index is a symbolic link to .*outside the folder"):
+        load_trace(tmp_path / "dir")

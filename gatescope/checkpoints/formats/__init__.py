@@ -37,7 +37,7 @@ from gatescope.checkpoints.formats.converted import (  # noqa: F401  (re-exporte
     owned,
 )
 from gatescope.errors import GatescopeError
-from gatescope.files import reading
+from gatescope.files import open_regular, reading
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -55,7 +55,7 @@ def kind_of(path: Path) -> str | None:
     name = path.name.lower()
     if not path.is_file() or name.endswith(".safetensors"):  # safetensors' own reader says what is wrong
         return None
-    with reading(path, "checkpoint file"), open(path, "rb") as f:
+    with open_regular(path, "checkpoint file") as f, reading(path, "checkpoint file"):
         head = f.read(256)
     if MADMOM_MARK in head:  # a pickle whose first class is madmom's network, whatever the suffix
         return "madmom"

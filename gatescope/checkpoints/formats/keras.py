@@ -32,11 +32,19 @@ the order is left to discovery. A Keras 2 (or tf.keras) ``model.save("model.h5")
 config in the ``model_config`` attribute and layer NAME's variables under ``model_weights/NAME``, in
 the order its ``weight_names`` attribute lists; it is read like a ``.keras`` file, its hard_sigmoid with
 the slope of the Keras version it names.
+
+The door (`_open_h5`, `_member`): before a byte of data is read, every link and dataset of the HDF5 file is
+inspected without following it (h5py's ``getlink=True``, a dataset's creation property list): an external
+link, a dataset with external storage or a virtual dataset (bytes in another file) is refused, as is a dataset
+that declares more bytes than the file stores (`MAX_INFLATION` times what it stores, compressed). A ``.keras``
+archive's members are checked by their declared sizes (at most `MAX_ARCHIVE_MEMBER_BYTES`, `MAX_INFLATION`
+times their compressed size; config.json at most `MAX_JSON_BYTES`) and read with a bounded read; the JSON
+goes through gatescope.validation's one JSON reader (depth and size limits).
 """
 from __future__ import annotations
 
 import io
-import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -45,7 +53,10 @@ from typing import Any
 import numpy as np
 
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
+from gatescope.files import check_regular
+from gatescope.validation.limits import MAX_ARCHIVE_MEMBER_BYTES, MAX_INFLATION, MAX_JSON_BYTES
+from gatescope.validation.safetensors import parse_json
 from gatescope.kinds import CELL_TYPES, HARD_SIGMOID, HARD_SIGMOID_KERAS2, Activation, CellType
 from gatescope.recorder.variants import METADATA_KEY as CELLS
 
@@ -64,22 +75,20 @@ KERAS3_ACTIVATIONS = {"leaky_relu": Activation("leaky_relu", 0.2)}  # keras 3's 
 
 def read(path: Path) -> Converted:
     h5py = need("h5py", "Keras files")
+    size = check_regular(path, "Keras file")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise GatescopeError(f"{path} is a zip file but not a Keras 3 .keras archive (no config.json)")
-            try:
-                config = json.loads(archive.read("config.json"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise GatescopeError(f"{path}: config.json is not valid JSON") from None
-            weights = io.BytesIO(archive.read("model.weights.h5"))
-            version = _version(_archive_metadata(archive, names).get("keras_version"))
-        with _h5(h5py, weights, path) as f:
+            config = parse_json(_member(path, archive, "config.json", MAX_JSON_BYTES), f"{path}: config.json")
+            raw = _member(path, archive, "model.weights.h5", MAX_ARCHIVE_MEMBER_BYTES)
+            version = _version(_archive_metadata(path, archive, names).get("keras_version"))
+        with _open_h5(h5py, io.BytesIO(raw), len(raw), f"{path}: model.weights.h5") as f:
             layers = _config_layers(path, config)
             weights = _Keras3Weights(path, _layers_group(path, f), layers)
             return _from_config(path, layers, weights, "Keras 3 (.keras)", version)
-    with _h5(h5py, path, path) as f:
+    with _open_h5(h5py, path, size, str(path)) as f:
         if "model_config" in f.attrs and "model_weights" in f:  # Keras 2 / tf.keras model.save("model.h5")
             layers = _config_layers(path, _legacy_config(path, f.attrs["model_config"]))
             version = _version(f.attrs.get("keras_version"))
@@ -87,12 +96,27 @@ def read(path: Path) -> Converted:
         return _from_weights(path, _layers_group(path, f))
 
 
-def _archive_metadata(archive: zipfile.ZipFile, names: list[str]) -> dict[str, Any]:
+def _member(path: Path, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """The bytes of archive member ``name``, its declared sizes checked before it is inflated, read bounded."""
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise GatescopeError(f"{path}: {name} declares {info.file_size} bytes; gatescope reads at most {limit}")
+    if info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+        raise GatescopeError(f"{path}: {name} declares {info.file_size} bytes from {info.compress_size} compressed "
+                             f"(over {MAX_INFLATION} times: a zip bomb?); gatescope does not inflate it")
+    with archive.open(info) as f:
+        raw = f.read(info.file_size + 1)
+    if len(raw) != info.file_size:
+        raise GatescopeError(f"{path}: {name} holds other than the {info.file_size} bytes it declares")
+    return raw
+
+
+def _archive_metadata(path: Path, archive: zipfile.ZipFile, names: list[str]) -> dict[str, Any]:
     if "metadata.json" not in names:
         return {}
     try:
-        found = json.loads(archive.read("metadata.json"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        found = parse_json(_member(path, archive, "metadata.json", MAX_JSON_BYTES), f"{path}: metadata.json")
+    except GatescopeError:
         return {}
     return found if isinstance(found, dict) else {}
 
@@ -104,11 +128,57 @@ def _version(raw: Any) -> tuple[int, ...] | None:
     return None if match is None else tuple(int(g) for g in match.groups() if g is not None)
 
 
-def _h5(h5py, source, path: Path):
+def _open_h5(h5py, source, size: int, where: str):
+    """The HDF5 file ``source`` (``size`` bytes) opened, once every link and dataset in it is checked."""
     try:
-        return h5py.File(source, "r")
+        f = h5py.File(source, "r")
     except OSError as exc:
-        raise GatescopeError(f"{path} is not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+        raise GatescopeError(f"{where} is not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+    try:
+        _check_h5(h5py, f, size, where, set())
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_h5(h5py, group, size: int, where: str, seen: set) -> None:
+    """Refuse what would read bytes outside the file, or more than it holds, in ``group`` and below; nothing
+    is followed out of the file (links are inspected with getlink=True, datasets by their property lists)."""
+    for name in group:
+        link = group.get(name, getlink=True)
+        at = f"{group.name.rstrip('/')}/{name}"
+        if isinstance(link, h5py.ExternalLink):
+            raise GatescopeError(f"{where}: {at} is an external link to {shown(link.filename)}:{shown(link.path)}; "
+                                 "gatescope reads only the file it is given")
+        if not isinstance(link, h5py.HardLink):
+            continue  # a soft link names a path in this file, checked where it lies
+        obj = group.get(name)
+        key = (obj.id.fileno, h5py.h5o.get_info(obj.id).addr)
+        if key in seen:
+            continue
+        seen.add(key)
+        if isinstance(obj, h5py.Group):
+            _check_h5(h5py, obj, size, where, seen)
+        elif isinstance(obj, h5py.Dataset):
+            _check_dataset(obj, at, size, where)
+
+
+def _check_dataset(dataset, at: str, size: int, where: str) -> None:
+    if dataset.is_virtual:
+        sources = ", ".join(sorted({f"{m.file_name}:{m.dset_name}" for m in dataset.virtual_sources()}))
+        raise GatescopeError(f"{where}: dataset {at} is a virtual dataset mapping {shown(sources)}; "
+                             "gatescope reads only datasets stored in the file")
+    plist = dataset.id.get_create_plist()
+    if plist.get_external_count():
+        name, _, _ = plist.get_external(0)
+        raise GatescopeError(f"{where}: dataset {at} is stored in the external file "
+                             f"{shown(name.decode(errors='replace'))}; gatescope reads only datasets stored in the file")
+    declared = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if stored > size or declared > MAX_INFLATION * stored:
+        raise GatescopeError(f"{where}: dataset {at} declares {declared} bytes {list(dataset.shape)} but the file "
+                             f"stores {stored} of the {size} it has; gatescope does not read it")
 
 
 def _layers_group(path: Path, f):
@@ -128,10 +198,9 @@ def _vars(group) -> list[np.ndarray]:
 
 
 def _legacy_config(path: Path, raw: Any) -> dict[str, Any]:
-    try:
-        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
-        raise GatescopeError(f"{path}: its model_config is not valid JSON") from None
+    if not isinstance(raw, (bytes, str)):
+        raise GatescopeError(f"{path}: its model_config is not JSON text")
+    config = parse_json(raw, f"{path}: its model_config")
     if isinstance(config, dict) and isinstance(config.get("config"), list):  # Keras 2.2's Sequential
         config = {**config, "config": {"layers": config["config"]}}
     return config

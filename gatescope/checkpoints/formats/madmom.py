@@ -36,6 +36,7 @@ import numpy as np
 
 from gatescope.checkpoints.formats.converted import Converted, from_numpy
 from gatescope.errors import GatescopeError
+from gatescope.files import open_regular
 from gatescope.kinds import CELL_TYPES, Activation, CellType
 from gatescope.recorder.variants import METADATA_KEY as CELLS
 
@@ -126,7 +127,7 @@ def _ndarray_reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
 
 def read(path: Path) -> Converted:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "madmom model") as f:
             network = _Unpickler(f, path).load()
     except GatescopeError:
         raise

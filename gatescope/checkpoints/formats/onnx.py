@@ -38,8 +38,10 @@ import numpy as np
 from gatescope.checkpoints.formats.converted import Converted, from_numpy, need
 from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
+from gatescope.files import check_regular, reading
 from gatescope.kinds import CELL_TYPES, Activation, CellType
 from gatescope.recorder.variants import METADATA_KEY as CELLS
+from gatescope.validation.limits import MAX_ONNX_BYTES
 
 PLUMBING = frozenset({
     "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Shape", "Constant", "ConstantOfShape",
@@ -145,12 +147,25 @@ class _Module:
 
 def read(path: Path) -> Converted:
     onnx = need("onnx", "ONNX files")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
-    return _Reader(path, model, onnx).convert()
+    return _Reader(path, load_model(path), onnx).convert()
+
+
+def load_model(path: Path):
+    """The ONNX model in ``path`` without its external data; a file over protobuf's 2 GB limit
+    (`MAX_ONNX_BYTES`) is refused before it is read."""
+    onnx = need("onnx", "ONNX files")
+    size = check_regular(path, "ONNX model")
+    if size > MAX_ONNX_BYTES:
+        raise GatescopeError(f"{path} is {size} bytes; an ONNX model file holds at most {MAX_ONNX_BYTES} "
+                             "(protobuf's limit: larger weights go in external data files)")
+    with reading(path, "ONNX model"):
+        try:
+            return onnx.load(str(path), load_external_data=False)
+        except OSError:
+            raise
+        except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
 
 
 class _Reader:

@@ -31,7 +31,7 @@ import numpy as np
 
 from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
-from gatescope.files import check_regular, open_regular, reading
+from gatescope.files import open_regular
 from gatescope.validation.limits import MAX_NAME_CHARS
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -110,17 +110,10 @@ def read_graph(path: str | os.PathLike) -> Graph:
     """The model at ``path`` with its external data read (checked) and its recurrent nodes found.
 
     Raises GatescopeError when the file is not an ONNX model or its external data is out of bounds."""
-    onnx = onnx_package()
+    from gatescope.checkpoints.formats.onnx import load_model
+
     path = Path(path)
-    check_regular(path, "ONNX model")
-    with reading(path, "ONNX model"):
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except OSError:
-            raise
-        except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GatescopeError(f"{path} is not a readable ONNX model ({reason})") from None
+    model = load_model(path)
     read_external_data(path, model)
     graph = Graph(path, model)
     graph.nodes = find_nodes(model)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,13 @@ WRAPPER_PREFIX = "module."  # DataParallel / DistributedDataParallel
 COMPILED_SEGMENT = "_orig_mod."  # torch.compile's OptimizedModule
 
 WHOLE_MODEL = (
-    "{path} holds a pickled {what} (e.g. a whole model saved with torch.save(model)), which "
-    "torch.load(weights_only=True) refuses to unpickle because that would run code from the file; "
-    "convert it where the model's code is installed, then use the .safetensors file:"
+    "{path} holds a pickled {what} (e.g. a whole model saved with torch.save(model)), which gatescope does "
+    "not unpickle: that would run code from the file; where the model is built by its own code, save its "
+    "weights (model: the torch module) and use the .safetensors file:"
 )
-WHOLE_MODEL_FIX = (
-    "import torch, safetensors.torch",
-    "safetensors.torch.save_file({{k: v.clone().contiguous() for k, v in "
-    "torch.load({path_repr}, weights_only=False).state_dict().items()}}, {out_repr})",
+WHOLE_MODEL_FIX = (  # from the user's own model object: never advice to unpickle the file
+    "import safetensors.torch",
+    "safetensors.torch.save_file({{k: v.clone().contiguous() for k, v in model.state_dict().items()}}, {out_repr})",
 )
 
 
@@ -47,7 +47,9 @@ def read(path: Path) -> Converted:
     if torchscript.is_archive(path):
         return _torchscript(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice (pickle protocols, weights_only=False) is not printed
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if found := re.search(r"Unsupported global: GLOBAL (\S+)", reason):
