@@ -15,11 +15,13 @@ Writing: every file gatescope writes (traces, checkpoints, tables, figures) goes
 file ``.{name}.XXXX.tmp`` in the destination's folder and is renamed into place only once
 complete, so an error or an interrupt never leaves a half-written file behind. The writer holds a
 lock on its temporary file; a temporary file of that naming that nobody holds a lock on was left
-by a killed writer, and the next write to the same path removes it.
+by a killed writer, and the next write to the same path removes it (and so for the temporary
+folders of gatescope.folders).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -103,7 +105,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove ``.{name}.*.tmp`` files next to ``path`` that no writer holds (left by a killed one)."""
+    """Remove ``.{name}.*.tmp`` files and folders next to ``path`` that no writer holds (left by a killed one)."""
     removed: list[Path] = []
     if fcntl is None:
         return removed
@@ -117,13 +119,17 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         except OSError:
             continue
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             continue  # a live writer holds it
         else:
-            candidate.unlink(missing_ok=True)
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
             removed.append(candidate)
         finally:
             os.close(fd)

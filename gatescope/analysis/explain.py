@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from gatescope.checkpoints.loader import LoadedModel
 from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.kinds import KINDS, module_cell_type, param_suffix
 from gatescope.names import format_name, format_unit, parse_name
@@ -144,7 +145,10 @@ def explain(model: nn.Module, input: Any, unit: str, at: int, *, sequence: int =
                                               args[1] if len(args) > 1 else kwargs.get("hx"))), with_kwargs=True)
     try:
         with torch.no_grad(), record(model, modules=[quantity.path]) as rec:
-            model(input)
+            if isinstance(model, LoadedModel):
+                model(input, decode=False)  # the recurrent stack only: a step's terms never read the logits
+            else:
+                model(input)
     finally:
         handle.remove()
     trace = rec.trace

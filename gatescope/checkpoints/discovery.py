@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
 from gatescope.kinds import (
     CELL_TYPES,
     GRU_RESET_BEFORE,
@@ -266,8 +266,9 @@ class Roles:
     input_projection: str | None = None  # module path of a Linear applied before the first recurrent module
     input_projection_bias: bool = False
     guessed_projection: bool = False  # found from the shapes, not named by the metadata
-    unused: tuple[str, ...] = ()  # tensors of the file the runnable model does not use
+    unused: tuple[str, ...] = ()  # tensors of the file the runnable model does not use, not declared outside it
     refusal: str | None = None  # why the model cannot run as one chain (None: it can)
+    outside: tuple[str, ...] = ()  # tensors the metadata role "outside" declares outside the chain
 
 
 def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, Any]) -> Roles:
@@ -323,10 +324,30 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
         if path is not None:
             chain_keys |= {f"{path}.weight"} | ({f"{path}.bias"} if bias else set())
     chain_keys |= {embedding} if embedding else set()
-    unused = tuple(k for k in shapes if k not in chain_keys)
+    outside = _outside(shapes, roles.get("outside"), chain_keys)
+    unused = tuple(k for k in shapes if k not in chain_keys and k not in outside)
     refusal = None if "recurrent" in roles else _refusal(shapes, specs, chain, unused, embedding)
     return Roles(embedding, chain, decoder, decoder_bias, projection, projection_bias,
-                 projection is not None and "input" not in roles, unused, refusal)
+                 projection is not None and "input" not in roles, unused, refusal, outside)
+
+
+def _outside(shapes: Shapes, value: Any, chain_keys: set[str]) -> tuple[str, ...]:
+    """The tensors the metadata role ``outside`` names (tensors, or modules: every tensor under the name):
+    tensors the model's outputs do not go through (an auxiliary head, a training-only tensor)."""
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise GatescopeError(f"metadata role 'outside' must list tensor or module names, not {shown(value)}")
+    outside: list[str] = []
+    for name in names:
+        keys = [k for k in shapes if k == name or k.startswith(f"{name}.")]
+        if not keys:
+            raise GatescopeError(f"metadata role 'outside' names {shown(name)}, which is not in the file")
+        if used := [k for k in keys if k in chain_keys]:
+            raise GatescopeError(f"metadata role 'outside' names {shown(name)}, but the chain uses {used[0]}")
+        outside += [k for k in keys if k not in outside]
+    return tuple(outside)
 
 
 def _check_linear(shapes: Shapes, path: str | None, in_features: int | None, where: str, role: str) -> bool:

@@ -114,7 +114,8 @@ class LoadedModel(nn.Module):
         self.embedding_name = roles.embedding.removesuffix(".weight") if roles.embedding else None
         self.decoder_name = roles.decoder
         self.input_projection_name = roles.input_projection
-        self.unused = list(roles.unused)  # tensors of the file the model does not use
+        self.unused = list(roles.unused)  # tensors of the file the model does not use (and not declared outside it)
+        self.outside = list(roles.outside)  # tensors the metadata roles declare outside the chain
         self.refusal = roles.refusal  # why the model cannot run (None: it can)
         self.load_warnings: list[str] = []  # what load() did not use or had to assume
         if roles.embedding:
@@ -185,10 +186,26 @@ class LoadedModel(nn.Module):
             module = module._modules[part]
         return module
 
+    def check_outputs(self) -> None:
+        """Raise GatescopeError unless the model's outputs (its logits) are the file's: a tensor the chain
+        does not use may be a layer between the recurrent stack and the decoder (a LayerNorm, a Linear +
+        ReLU head) that the loader cannot place, so the logits it would give are not the model's. The
+        recurrent stack still runs (``decode=False``: trace, explain). The metadata role ``outside``
+        (`gatescope convert --roles outside=NAME`) declares tensors the outputs do not go through."""
+        self.check_runnable()
+        if self.unused:
+            names = ",".join(self.unused[:6]) + (f" and {len(self.unused) - 6} more" if len(self.unused) > 6 else "")
+            raise GatescopeError(
+                f"cannot compute this model's outputs: the chain does not use {names}, which may lie between "
+                f"{self.recurrent_names[-1]} and the decoder (tracing the recurrent stack still works); if they are "
+                f"outside the chain, declare them: gatescope convert MODEL -o OUT.safetensors --roles outside={names}"
+            )
+
     def check_language_model(self) -> None:
         """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
-        a decoder from the last recurrent output to one logit per vocabulary entry."""
-        self.check_runnable()
+        a decoder from the last recurrent output to one logit per vocabulary entry, whose logits
+        are the file's (`check_outputs`)."""
+        self.check_outputs()
         last, width = self.recurrent_names[-1], self.recurrent_output_size
         if self.vocab is None:
             raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
@@ -295,8 +312,12 @@ class LoadedModel(nn.Module):
 
         state: a `ChainState` to start from and to leave the final state in (each sequence's, after its
         last step), so that a long sequence can be run in chunks of steps with the recurrent state carried
-        exactly from one chunk to the next; None starts every module from zeros and keeps nothing."""
-        self.check_runnable()
+        exactly from one chunk to the next; None starts every module from zeros and keeps nothing.
+        Decoding refuses a model with unused tensors (`check_outputs`)."""
+        if decode:
+            self.check_outputs()
+        else:
+            self.check_runnable()
         embedding = self.embedding
         if embedding is not None:
             x = embedding(ids)  # (B, T, E)
@@ -498,7 +519,9 @@ def _load_warnings(roles: Roles, shapes: Shapes) -> list[str]:
         shown = ", ".join(f"{k} {list(shapes[k])}" for k in roles.unused[:6])
         more = f" and {len(roles.unused) - 6} more" if len(roles.unused) > 6 else ""
         noun = "tensor is" if len(roles.unused) == 1 else "tensors are"
-        messages.append(f"{len(roles.unused)} {noun} not used by the runnable model: {shown}{more}")
+        messages.append(f"{len(roles.unused)} {noun} not used by the runnable model: {shown}{more}; its recurrent "
+                        "stack runs, its outputs (logits) are refused until the unused tensors are declared "
+                        "outside the chain (gatescope convert --roles outside=NAME)")
     if roles.guessed_projection:
         messages.append(
             f"{roles.input_projection} is taken as a Linear applied straight before {roles.recurrent[0].name} "

@@ -5,12 +5,16 @@ it runs, so `gatescope --help` starts fast and the core never pays for Textual o
 matplotlib. A `GatescopeError` (bad input) is printed as one line on stderr with
 exit status 1, never as a traceback (line breaks and control characters in it escaped); a
 `GatescopeWarning` (a tensor not used, a word mapped to the unknown token) as
-``gatescope: warning: ...`` on stderr, every time it is issued.
+``gatescope: warning: ...`` on stderr, every time it is issued. SIGTERM ends a command as Ctrl+C does,
+by unwinding it (exit status 143), so the temporary files and folders of what it was writing are removed
+(gatescope.files, gatescope.folders).
 """
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,8 +79,31 @@ def warnings_on_stderr() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While a command runs (in the main thread), SIGTERM raises SystemExit(143) instead of ending the
+    process where it stands, so cleanups run as they do for Ctrl+C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gatescope` console script."""
+    with sigterm_unwinds():
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="gatescope", standalone_mode=False)
     except GatescopeError as exc:

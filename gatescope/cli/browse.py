@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gatescope.tui.web import MAX_SESSIONS  # (no textual-serve import until --web runs)
+
 WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind a web page
 
 
@@ -24,17 +26,21 @@ WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind
     "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="The checkpoint for the explain panel (x): default, the one the trace's metadata names.",
 )
-@click.option("--web", is_flag=True, help="Serve the browser to a web browser on localhost (textual-serve).")
+@click.option("--web", is_flag=True, help="Serve the browser to a web browser on 127.0.0.1 (textual-serve), at a "
+              "URL with a secret token.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port for --web (default 8000).")
+@click.option("--max-sessions", type=click.IntRange(1, 100), default=None,
+              help=f"Pages --web serves at once, each its own process (default {MAX_SESSIONS}).")
 def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Path | None, web: bool,
-           port: int | None) -> None:
+           port: int | None, max_sessions: int | None) -> None:
     """Browse TRACE (a file written by `gatescope trace` or Trace.save) in the terminal.
 
     Heatmap of units x tokens for one quantity, the text coloured by the selected unit, every
     gate of that unit, the features as tracks, the sequences, units ranked by a feature, and
     LSTMVis's select-and-match (v or shift+arrows select a span). Press ? for the keys.
-    With --web, open http://localhost:PORT instead (through an SSH tunnel on a remote machine:
-    ssh -L PORT:localhost:PORT HOST).
+    With --web, open the URL it prints instead (http://127.0.0.1:PORT/?token=...: the token keeps other
+    users and other web pages out); on a remote machine through an SSH tunnel, ssh -L PORT:127.0.0.1:PORT HOST,
+    then the same URL.
     """
     from gatescope.errors import GatescopeError
 
@@ -42,6 +48,8 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Pa
         raise GatescopeError(f"--export-dir {export_dir} is not a folder")
     if port is not None and not web:
         raise GatescopeError("--port is the port of --web; add --web to serve the browser on it")
+    if max_sessions is not None and not web:
+        raise GatescopeError("--max-sessions is a limit of --web; add --web to serve the browser")
     from gatescope.tui.arrays import trace_file
     from gatescope.tui.ranking_file import read_ranking
 
@@ -51,7 +59,8 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Pa
     if web:
         from gatescope.tui.web import serve
 
-        serve(trace, export_dir, ranking, 8000 if port is None else port)
+        serve(trace, export_dir, ranking, 8000 if port is None else port,
+              MAX_SESSIONS if max_sessions is None else max_sessions)
         return
     if WEB_DRIVER not in os.environ and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise GatescopeError("gatescope browse needs a terminal (stdin and stdout are not both one); "

@@ -19,7 +19,8 @@ from gatescope.files import atomic_write, check_writable, text_lines
 from gatescope.validation.limits import MAX_JSON_BYTES, MAX_VOCAB
 from gatescope.validation.text import read_json
 
-ROLES = ("embedding", "recurrent", "decoder")
+ROLES = ("embedding", "recurrent", "decoder", "outside")
+LISTS = ("recurrent", "outside")  # roles that name several modules or tensors
 
 
 def read_vocab(path: Path) -> list[str]:
@@ -42,7 +43,8 @@ def read_vocab(path: Path) -> list[str]:
 
 
 def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
-    """``("recurrent=rnns.0,rnns.1", "decoder=none")`` -> ``{"recurrent": [...], "decoder": None}``."""
+    """``("recurrent=rnns.0,rnns.1", "decoder=none", "outside=aux")`` -> ``{"recurrent": [...], "decoder": None,
+    "outside": ["aux"]}``."""
     roles: dict[str, Any] = {}
     for value in values:
         role, sep, names = value.partition("=")
@@ -50,7 +52,7 @@ def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
         if not sep or role not in ROLES or not names.strip():
             raise GatescopeError(f"--roles {value!r}: expected ROLE=NAME with ROLE one of {', '.join(ROLES)}")
         items = [n.strip() for n in names.split(",") if n.strip()]
-        if role == "recurrent":
+        if role in LISTS:
             roles[role] = items
         elif len(items) != 1:
             raise GatescopeError(f"--roles {value!r}: {role} names one tensor or module")
@@ -119,8 +121,9 @@ def converted_metadata(
 @click.option("--unk", metavar="TOKEN", help="The unknown-word token (default: <unk> when the vocabulary has it).")
 @click.option("--eos", metavar="TOKEN", help="The end-of-sequence token (default: <eos> when the vocabulary has it).")
 @click.option("--roles", "role_values", multiple=True, metavar="ROLE=NAME[,NAME]",
-              help="Name the embedding, the recurrent chain (in order) or the decoder, e.g. "
-                   "--roles recurrent=rnns.0,rnns.1 --roles decoder=none (repeatable).")
+              help="Name the embedding, the recurrent chain (in order) or the decoder, or declare tensors or "
+                   "modules outside the chain (its outputs do not go through them), e.g. --roles "
+                   "recurrent=rnns.0,rnns.1 --roles decoder=none --roles outside=aux_head (repeatable).")
 def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str | None, unk: str | None,
             eos: str | None, role_values: tuple[str, ...]) -> None:
     """Convert SOURCE (.pt/.pth/.bin state dict, fastai AWD-LSTM, .keras/.weights.h5, .onnx, .safetensors)

@@ -2,13 +2,16 @@
 
 Runs gatescope.findings.study (about 3 minutes of CPU time), writes its traces, figures, JSON and
 Markdown report under one folder (default ./findings; an existing non-empty folder is refused unless
---force), and can re-render the findings blocks of Markdown files (docs/findings.md) from a JSON document,
+--force) all or nothing: into a temporary folder beside it, moved into place once complete, so an
+interrupted run leaves nothing and a second run on the same folder at once is refused (gatescope.folders);
+and it can re-render the findings blocks of Markdown files (docs/findings.md) from a JSON document,
 so the docs quote exactly one run.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,21 @@ def _check_out(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise GatescopeError(f"--out {out} exists and is not empty: choose a new folder, or --force to "
                              "overwrite the files findings writes there")
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Move the complete results into place: the folder itself when ``out`` is new or empty, else (--force) file
+    by file over the files there."""
+    from gatescope.folders import publish
+
+    if not (out.is_dir() and any(out.iterdir())):
+        publish(tmp, out)
+    elif not force:
+        raise GatescopeError(f"--out {out} was written by another command while this one ran; these results are "
+                             "not kept (run again with a new folder)")
+    else:
+        for path in tmp.iterdir():
+            os.replace(path, out / path.name)
 
 
 def _release_freed_memory(first: bool = False) -> None:
@@ -144,11 +162,13 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     memory (695 MB peak); the wall time is that or less on an idle two-core machine, much longer on a busy
     one. On a terminal a live display shows the stages; otherwise each stage is one line on stderr with
     its wall and CPU time. Writes the traces (ready for `gatescope analyze` and `gatescope browse`),
-    figures, findings.json and findings.md under --out and prints the report.
+    figures, findings.json and findings.md under --out, all at once when the run completes (an
+    interrupted run leaves nothing; a second run on the same --out at once is refused), and prints the report.
     """
     from gatescope.analysis.table import jsonable
     from gatescope.files import atomic_write, check_writable
     from gatescope.findings import report as findings_report
+    from gatescope.folders import temporary_folder
 
     for legacy in (legacy_traces, legacy_figures):  # the options of the first findings script
         if legacy is not None:
@@ -165,15 +185,17 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
         from gatescope.findings.study import run_findings
 
         _check_out(out_dir, force)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with _stages(enabled=True) as stage:
-            results = run_findings(out_dir, draws=draws, only=only, stage=stage, save_traces=not no_traces,
-                                   large_model=large_model,
-                                   say=lambda line: click.echo(f"gatescope: warning: {line}", err=True))
-        results = jsonable(results)
-        text = json.dumps(results, indent=1, allow_nan=False)
-        atomic_write(out_dir / "findings.json", lambda tmp: Path(tmp).write_text(text + "\n"))
-        atomic_write(out_dir / "findings.md", lambda tmp: Path(tmp).write_text(findings_report.report(results)))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with temporary_folder(out_dir, exclusive=True) as tmp:  # all or nothing; a second run at once is refused
+            with _stages(enabled=True) as stage:
+                results = run_findings(tmp, draws=draws, only=only, stage=stage, save_traces=not no_traces,
+                                       large_model=large_model,
+                                       say=lambda line: click.echo(f"gatescope: warning: {line}", err=True))
+            results = jsonable(results)
+            text = json.dumps(results, indent=1, allow_nan=False)
+            (tmp / "findings.json").write_text(text + "\n")
+            (tmp / "findings.md").write_text(findings_report.report(results))
+            _publish(tmp, out_dir, force)
     if json_path is not None:
         text = json.dumps(results, indent=1, allow_nan=False)
         atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))

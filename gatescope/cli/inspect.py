@@ -81,6 +81,7 @@ def build_report(
         "out_features": projection.out_features, "bias": projection.bias is not None,
     }
     report["unused"] = list(model.unused)
+    report["outside"] = list(model.outside)  # declared outside the chain by the metadata roles
     report["converted"] = model.metadata.get(CONVERTED_KEY)  # {"from", "file", "notes"}: None for safetensors
     report["runnable"] = model.runnable
     refusal = [] if model.runnable else [f"cannot run this model as one chain: {model.refusal}"]
@@ -137,7 +138,9 @@ def print_report(report: dict[str, Any]) -> None:
         for note in notes:
             console.print(f"  - {note}")
     if report["unused"]:
-        console.print(f"unused tensors: {', '.join(report['unused'])}")
+        console.print(f"unused tensors: {', '.join(report['unused'])} (the model's outputs are refused)")
+    if report["outside"]:
+        console.print(f"outside the chain (metadata roles): {', '.join(report['outside'])}")
 
     modules = _table("Recurrent modules (timescale: 1/(1-sigmoid(b)) of the f or z gate bias, in steps)",
                     "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
@@ -288,7 +291,9 @@ def inspect(
     update-gate bias (GRU), and warnings (NaN/Inf weights, spectral radius far above 1). When the
     model can run (a vocabulary in its metadata, or --text/--file/--ids/--ids-file/--input), it traces
     the input and reports gate saturation; on a terminal it then opens the trace browser. Tensors the
-    runnable model does not use are listed ("unused" in --json) with a warning; a model that is not
+    runnable model does not use are listed ("unused" in --json) with a warning, and every command that
+    reads the model's logits refuses it until they are declared outside the chain (convert --roles
+    outside=NAME, listed as "outside"); a model that is not
     one embedding -> recurrent stack -> decoder chain is reported from its weights only.
 
     \b

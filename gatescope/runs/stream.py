@@ -12,8 +12,8 @@ and tokens per second (of all ranks: rank 0 counts the batches of the others as 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,40 +168,41 @@ def stream_analysis(world: World, model, stream: CorpusStream, analysis, options
 
 def write_sharded(world: World, output: Path, model, inputs, options, shard_tokens: int) -> tuple[int, int, int, int]:
     """Trace the corpus into the sharded trace folder ``output``; rank r writes shards r, r + K, ...
-    -> (sequences, tokens, quantities, shards). Written as a set: nothing is left on an error."""
+    -> (sequences, tokens, quantities, shards). Written as a set (gatescope.folders): nothing is left on
+    an error, Ctrl+C or SIGTERM, and what a killed run left is removed by the next."""
+    from gatescope.folders import publish, temporary_folder
     from gatescope.runs.trace import write_inputs
-    from gatescope.traces.file import new_folder, plan_shards, publish, shard_name, write_index
+    from gatescope.traces.file import check_destination, plan_shards, shard_name, write_index
 
     lengths = inputs.lengths.tolist()
     plan = plan_shards(lengths, shard_tokens)
     made: tuple[str, str] | None = None
-    if world.main:  # one rank makes the folder; a refusal reaches every rank, so none waits for it
+    with contextlib.ExitStack() as held:  # rank 0 holds the temporary folder (and removes it unless published)
+        if world.main:  # one rank makes the folder; a refusal reaches every rank, so none waits for it
+            try:
+                check_destination(output)
+                made = ("ok", str(held.enter_context(temporary_folder(output))))
+            except GatescopeError as exc:
+                made = ("error", str(exc))
+        status, value = broadcast(world, made)
+        if status == "error":
+            raise GatescopeError(value)
+        tmp = Path(value)
+        quiet = dataclasses.replace(options, progress=False)
+        error: GatescopeError | None = None
+        quantities = 0
         try:
-            made = ("ok", str(new_folder(output)))
+            with token_progress(sum(lengths), "tracing", options.progress and world.main) as advance:
+                for j, shard in enumerate(plan):
+                    if world.owns(j):  # one shard's input at a time
+                        counts = write_inputs(str(tmp / shard_name(j, len(plan))), model,
+                                              inputs.part(shard.start, shard.stop), quiet)
+                        quantities = counts[2]
+                    advance(sum(lengths[s] for s in shard))
         except GatescopeError as exc:
-            made = ("error", str(exc))
-    status, value = broadcast(world, made)
-    if status == "error":
-        raise GatescopeError(value)
-    tmp = Path(value)
-    quiet = dataclasses.replace(options, progress=False)
-    error: GatescopeError | None = None
-    quantities = 0
-    try:
-        with token_progress(sum(lengths), "tracing", options.progress and world.main) as advance:
-            for j, shard in enumerate(plan):
-                if world.owns(j):  # one shard's input at a time
-                    counts = write_inputs(str(tmp / shard_name(j, len(plan))), model,
-                                          inputs.part(shard.start, shard.stop), quiet)
-                    quantities = counts[2]
-                advance(sum(lengths[s] for s in shard))
-    except GatescopeError as exc:
-        error = exc
-    ok = all_ok(world, error is None)
-    if world.main:
-        if not ok:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
+            error = exc
+        ok = all_ok(world, error is None)
+        if world.main and ok:
             shards = [{"file": shard_name(j, len(plan)), "sequences": len(s), "tokens": sum(lengths[i] for i in s)}
                       for j, s in enumerate(plan)]
             write_index(tmp, shards, {"shard_tokens": shard_tokens})

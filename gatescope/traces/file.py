@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gatescope.errors import GatescopeError
-from gatescope.files import _UMASK, inside
+from gatescope.files import inside
 from gatescope.validation.limits import MAX_JSON_BYTES
 from gatescope.validation.text import read_json
 from gatescope.validation.trace import FEATURE_PREFIX, FORMAT, FORMAT_VERSION, META_KEY
@@ -201,31 +199,12 @@ def write_index(folder: Path, shards: Sequence[dict[str, Any]], meta: dict[str, 
     (folder / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
 
 
-def new_folder(output: str | os.PathLike) -> Path:
-    """A temporary folder beside ``output`` to write the shards into (checked writable now)."""
+def check_destination(output: str | os.PathLike) -> None:
+    """Refuse to write a sharded trace to ``output`` unless it is new, an empty folder or an older sharded trace."""
     output = Path(output)
     if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or is_sharded(output))):
         raise GatescopeError(f"cannot write a sharded trace to {output}: it exists and is not an empty folder "
                              f"or a sharded trace")
-    if not output.parent.is_dir():
-        raise GatescopeError(f"cannot write {output}: folder {output.parent} does not exist")
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    except OSError as exc:
-        raise GatescopeError(f"cannot write {output}: {exc.strerror}") from None
-
-
-def publish(tmp: Path, output: str | os.PathLike) -> None:
-    """Move the complete folder ``tmp`` to ``output``, replacing an empty folder or an older sharded trace."""
-    output = Path(output)
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700
-    old = None
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
-        os.replace(output, old / "trace")
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 class RowConcat:

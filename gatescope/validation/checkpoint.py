@@ -12,7 +12,7 @@ file). On top of that, `validate_checkpoint` checks:
   billion-layer allocations);
 - the ``gatescope`` metadata against `ModelMeta`: format ``gatescope.model``, version 1, the
   vocabulary a list of strings, the tokenizer word or char, unk / eos strings, roles naming
-  tensors or modules by strings.
+  tensors or modules by strings (``outside``: tensors the model's outputs do not go through).
 
 Discovery (gatescope.checkpoints.discovery) then works from shapes it can trust.
 """
@@ -54,6 +54,7 @@ class RolesMeta:
     recurrent: str | list[str] | None = sized(max_items=1000, max_chars=MAX_NAME_CHARS, default=None)
     decoder: str | None = sized(max_chars=MAX_NAME_CHARS, default=None)
     initial_state: dict[str, dict[str, str]] | None = None  # module -> h / c -> tensor (checkpoints.initial_state)
+    outside: str | list[str] | None = sized(max_items=100000, max_chars=MAX_NAME_CHARS, default=None)  # not in the chain
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -165,3 +166,54 @@ def test_two_processes_under_torchrun_write_the_same_shards(corpus, capsys):
         assert (tmp / "one" / name).read_bytes() == (tmp / "two" / name).read_bytes(), name
     whole = load_trace(tmp / "one")
     assert whole.num_tokens == sum(len(line.split()) for line in (tmp / "corpus.txt").read_text().splitlines())
+
+
+def _interrupted_after_one_shard(monkeypatch, interrupt):
+    """Make the next sharded trace call ``interrupt()`` once its first shard is written."""
+    import gatescope.runs.trace as runs_trace
+
+    write = runs_trace.write_inputs
+
+    def write_then_interrupt(*args, **kwargs):
+        counts = write(*args, **kwargs)
+        interrupt()
+        return counts
+
+    monkeypatch.setattr(runs_trace, "write_inputs", write_then_interrupt)
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("interrupt, status", [(_raise_keyboard_interrupt, 130),
+                                                (lambda: os.kill(os.getpid(), signal.SIGTERM), 143)])
+def test_ctrl_c_and_sigterm_leave_no_temporary_shard_folder(corpus, monkeypatch, interrupt, status):
+    tmp, model = corpus
+    before = signal.signal(signal.SIGTERM, lambda *_: sys.exit(99))  # never kills pytest, whatever the code does
+    try:
+        _interrupted_after_one_shard(monkeypatch, interrupt)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "--shard-tokens", "30", "-o",
+                  str(tmp / "cut")])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert exit_info.value.code == status
+    assert not [p for p in os.listdir(tmp) if p.startswith(".cut.")] and not (tmp / "cut").exists()
+
+
+def test_the_next_run_removes_a_killed_runs_shard_folder_and_keeps_a_live_ones(corpus, capsys):
+    import fcntl
+
+    tmp, model = corpus
+    killed, live = tmp / ".kill.abc123.tmp", tmp / ".kill.def456.tmp"  # as a SIGKILLed run and a running one leave them
+    for folder in (killed, live):
+        folder.mkdir()
+        (folder / "trace-00000-of-00009.safetensors").write_bytes(b"partial")
+    held = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        main(["trace", str(model), "--file", str(tmp / "corpus.txt"), "--shard-tokens", "200", "-o", str(tmp / "kill")])
+        assert not killed.exists() and live.exists() and (tmp / "kill" / "index.json").exists()
+    finally:
+        os.close(held)

@@ -2,7 +2,9 @@
 
 Chromium (Debian's package) is driven over the DevTools protocol: it opens the page textual-serve
 serves, the page's script opens its websocket and starts the app, and the frames the app sends to
-the page (the terminal output xterm.js draws) must carry the trace's words. Skipped, with the
+the page (the terminal output xterm.js draws) must carry the trace's words. The page is opened at the URL
+the command prints, with its token (tests/tui/test_web_server.py checks what the token, the Origin check and
+the session limit refuse). Skipped, with the
 reason, when chromium or textual-serve is not installed (.ci/run installs both).
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = [
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("localhost", 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -81,16 +83,17 @@ def test_the_web_page_loads_and_shows_the_tokens(tmp_path):
     port, devtools = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-c", "from gatescope.cli import main; main()", "browse",
                                str(tmp_path / "t.safetensors"), "--web", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     browser = None
     try:
-        wait_for_port(port, server, 30)
+        url = next((line.split(" at ")[1].split()[0] for line in server.stderr if line.startswith("serving ")), None)
+        assert url is not None and url.startswith(f"http://127.0.0.1:{port}/?token="), server.wait()
         browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                     f"--remote-debugging-port={devtools}", f"--user-data-dir={tmp_path / 'profile'}",
                                     "--window-size=1400,900", "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(devtools, browser, 30)
-        shown = asyncio.run(frames_of_page(f"http://localhost:{port}", devtools, "greets", 60))
+        shown = asyncio.run(frames_of_page(url, devtools, "greets", 60))  # the URL it printed, with its token
         assert "greets" in shown and "boys" in shown  # the sequence list and the text view, drawn in the page
     finally:
         for process in (browser, server):
