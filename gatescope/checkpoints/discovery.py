@@ -188,6 +188,9 @@ def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[st
     peepholes = f"{base}weight_ch{l0}" in keys
     if f"{base}weight_hr{l0}" in keys:
         proj, hidden = _shape(shapes, f"{base}weight_hr{l0}", 2)
+        if proj >= hidden:  # torch's LSTM: proj_size < hidden_size
+            raise GatescopeError(f"inconsistent shapes: {base}weight_hr{l0} has shape {[proj, hidden]}; a projection "
+                                 f"[proj_size, {hidden}] must be narrower than the hidden size {hidden}")
     else:
         proj, hidden = 0, state
     if own is not None:

@@ -86,7 +86,20 @@ def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     return variant_module(cell, spec.input_size, spec.hidden_size, **kwargs)
 
 
-class LoadedModel(nn.Module):
+class _AnyNames(nn.Module):
+    """A module whose submodules may carry any name of the checkpoint, even one of nn.Module's own attributes
+    (``forward.training.weight_ih_l0`` makes a submodule named ``training``). torch refuses to assign a plain value
+    to an attribute that names a submodule, and ``eval()`` assigns ``training`` on every module; here a plain
+    value stays a plain attribute, and submodules are reached through ``_modules`` (`get_submodule`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__.get("_modules", {}) and not isinstance(value, nn.Module):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+class LoadedModel(_AnyNames):
     """A checkpoint as a runnable model: embedding -> recurrent modules -> decoder.
 
     Submodules carry the checkpoint's key prefixes as names (keys ``encoder.rnn.weight_ih_l0``
@@ -104,7 +117,7 @@ class LoadedModel(nn.Module):
         initial_states: list[initial_state.InitialState] = (),
     ) -> None:
         super().__init__()
-        # plain attributes first: the checkpoint's module names may be anything, even "vocab"
+        # the checkpoint's module names may be anything, even "vocab" or "training" (see _AnyNames)
         self.metadata = metadata
         self.vocab = vocab
         self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
@@ -141,8 +154,8 @@ class LoadedModel(nn.Module):
         for part in parents:
             child = parent._modules.get(part)
             if child is None:
-                child = parent._modules[part] = nn.Module()
-            elif type(child) is not nn.Module:
+                child = parent._modules[part] = _AnyNames()
+            elif type(child) is not _AnyNames:
                 raise GatescopeError(f"cannot build the model: {path} lies inside the {type(child).__name__} {part}")
             parent = child
         if leaf in parent._modules:
@@ -155,7 +168,7 @@ class LoadedModel(nn.Module):
         parent = self
         for part in parents:
             if parent._modules.get(part) is None:
-                parent._modules[part] = nn.Module()
+                parent._modules[part] = _AnyNames()
             parent = parent._modules[part]
         parent._buffers[leaf] = value
 

@@ -1,0 +1,37 @@
+"""Hostile inputs that once escaped as tracebacks or as messages of several lines: each is now handled, or
+refused in one line ``gatescope: error: ...`` with exit status 1. The checkpoints are built by
+tests/fuzz_corpus.py (`hostile_checkpoints`), which the fuzz tests' command-line cases use too."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tests.cli_helpers import cli, fails
+from tests.fuzz_corpus import hostile_checkpoints
+
+import gatescope
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict:
+    return hostile_checkpoints(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.mark.parametrize("name", ["module named forward.training", "module named training",
+                                  "module named initial_states"])
+def test_modules_named_like_attributes_of_nn_module_load_and_keep_their_names(hostile, name, capsys):
+    path, _ = hostile[name]
+    prefix = name.removeprefix("module named ")
+    model = gatescope.load(path)
+    assert model.training is False and model.recurrent_names == [prefix]
+    with torch.no_grad(), gatescope.record(model) as rec:
+        model(torch.tensor([[2, 3, 5]]))
+    assert f"{prefix}.l0.fwd.f" in rec.trace
+    report = json.loads(cli(capsys, "inspect", path, "--json").out)
+    assert report["modules"][0]["name"] == prefix and report["saturation"] is not None
+
+
+def test_a_projection_as_wide_as_the_hidden_state_is_refused(hostile, capsys):
+    path, words = hostile["projection as wide as the hidden state"]
+    fails(capsys, "inspect", path, "--no-tui", match=f"rnn.weight_hr_l0 has shape [8, 8]; {words}")
