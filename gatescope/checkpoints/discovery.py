@@ -382,7 +382,7 @@ def _has_bias(shapes: Shapes, weight_key: str) -> bool:
     return weight_key.removesuffix("weight") + "bias" in shapes
 
 
-def _named_embedding(key: str) -> bool:
+def named_like_embedding(key: str) -> bool:
     return "emb" in key.lower() or key.endswith("encoder.weight")
 
 
@@ -391,13 +391,13 @@ def _looks_like_embedding(shapes: Shapes, key: str, widths: set[int]) -> bool:
     bias and is not named like an output layer (those are Linears, not nn.Embedding)."""
     if not key.endswith(".weight") or len(shapes[key]) != 2 or shapes[key][1] not in widths:
         return False
-    return _named_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
+    return named_like_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
 
 
 def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str | None:
     """The weight that looks like an embedding, one named like one (emb, encoder.weight) first."""
     candidates = [k for k in free if _looks_like_embedding(shapes, k, widths)]
-    return min(candidates, key=lambda k: not _named_embedding(k), default=None)
+    return min(candidates, key=lambda k: not named_like_embedding(k), default=None)
 
 
 def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:

@@ -42,6 +42,7 @@ from gatescope.checkpoints.discovery import (
     check_declared,
     declared_cells,
     discover_recurrent,
+    named_like_embedding,
     resolve_roles,
 )
 from gatescope.errors import GatescopeError, warn
@@ -200,19 +201,21 @@ class LoadedModel(_AnyNames):
 
     def check_language_model(self) -> None:
         """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
-        a decoder from the last recurrent output to one logit per vocabulary entry."""
+        a decoder from the last recurrent output to one logit per vocabulary entry. The message ends with
+        what the loader did not use (`load_warnings`), so that it says all in one line."""
         self.check_runnable()
         last, width = self.recurrent_names[-1], self.recurrent_output_size
+        unused = "".join(f"; {message}" for message in self.load_warnings)  # a decoder that did not fit, say
         if self.vocab is None:
-            raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
+            raise GatescopeError(f"this model has no vocabulary in its metadata, so words cannot be scored{unused}")
         decoder = self.decoder
         if decoder is None:
             raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
-                                 f"{last}), so it does not score the next word")
+                                 f"{last}), so it does not score the next word{unused}")
         if decoder.out_features != len(self.vocab):  # (its in_features were checked against `width` by load)
             raise GatescopeError(
                 f"decoder {self.decoder_name} has weight [{decoder.out_features}, {decoder.in_features}]; scoring the "
-                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output)"
+                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output){unused}"
             )
 
     @property
@@ -471,11 +474,7 @@ def load(
         roles = dataclasses.replace(roles, unused=tuple(k for k in roles.unused if k not in taken))
     with torch.device("meta"), _SkipInit():  # no memory, no initialisation: every parameter comes from the file
         model = LoadedModel(specs, roles, shapes, metadata, vocab, states)
-    if vocab is not None and model.embedding is not None and len(vocab) != model.embedding.num_embeddings:
-        raise GatescopeError(
-            f"{path}: the vocabulary has {len(vocab)} tokens "
-            f"but the embedding has {model.embedding.num_embeddings} rows"
-        )
+    _check_vocabulary(path, model, shapes)
     state = _read_tensors(path, model, specs)
     stored = _common_dtype(state.values())
     if dtype is None:
@@ -488,6 +487,26 @@ def load(
     for message in model.load_warnings:
         warn(f"{path}: {message}")
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_vocabulary(path: Path, model: LoadedModel, shapes: Shapes) -> None:
+    """Raise GatescopeError unless the vocabulary can be fed to a runnable model: through the embedding, one row
+    a token, or one-hot where there is no embedding and the input is as wide as the vocabulary (a char-rnn)."""
+    vocab, embedding = model.vocab, model.embedding
+    if vocab is None or not model.runnable:
+        return
+    if embedding is not None:
+        if len(vocab) != embedding.num_embeddings:
+            raise GatescopeError(f"{path}: the vocabulary has {len(vocab)} tokens "
+                                 f"but the embedding has {embedding.num_embeddings} rows")
+        return
+    if len(vocab) == model.input_size:
+        return
+    named = [k for k in model.unused if named_like_embedding(k) and len(shapes[k]) == 2]
+    why = (f"{named[0]} {list(shapes[named[0]])} gives {shapes[named[0]][1]} values a step" if named else
+           "its tokens go in one-hot only to an input as wide as the vocabulary")
+    raise GatescopeError(f"{path}: the vocabulary has {len(vocab)} tokens, but no embedding feeds "
+                         f"{model.input_description()}: {why}")
 
 
 class _SkipInit(TorchFunctionMode):

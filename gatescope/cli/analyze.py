@@ -349,7 +349,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     from gatescope.analysis import causal
     from gatescope.analysis.agreement import agreement_metric
     from gatescope.analysis.selection import parse_kinds
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
     from gatescope.inputs.stimuli.agreement import CONDITIONS, AgreementItem, random_draw, read_stimuli
 
     if unit_list is not None and top_from:
@@ -363,7 +363,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
             raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
     if value == "mean" and not top_from:
         raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
-    model = load_to_edit(model_path)
+    model = load_language_model(model_path)
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
     if stimuli is not None:
         items, drawn = read_stimuli(stimuli), stimuli
@@ -492,10 +492,10 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
         token_attributions,
         unit_attributions,
     )
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
     from gatescope.names import format_name
 
-    model = load_to_edit(model_path)
+    model = load_language_model(model_path)
     ids = torch.tensor([model.encode(text)])  # (1, T); empty text or no vocabulary: a GatescopeError
     vocab = model.vocab
     correct_id, wrong_id = _token_id(vocab, correct), _token_id(vocab, wrong)

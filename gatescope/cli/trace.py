@@ -12,6 +12,7 @@ naming what the model has. The run helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -104,9 +105,17 @@ def load_checkpoint(model, device: str = "cpu", hint: str = ONNX_RECORDED):
         raise
 
 
-def load_to_edit(model):
-    """`load_checkpoint` for a command that edits the model (ablation, attribution, agreement)."""
-    return load_checkpoint(model, hint=ONNX_NOT_EDITED)
+def load_language_model(model):
+    """`load_checkpoint` for a command that edits the model and scores the next word (agreement, ablation,
+    attribution): a model that does not score it is refused in one line, which says what the loader did not
+    use; the loader's warnings come out only once the model is taken, so they never stand before that error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm = load_checkpoint(model, hint=ONNX_NOT_EDITED)
+    lm.check_language_model()
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return lm
 
 
 def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None, kinds=None,

@@ -35,3 +35,22 @@ def test_modules_named_like_attributes_of_nn_module_load_and_keep_their_names(ho
 def test_a_projection_as_wide_as_the_hidden_state_is_refused(hostile, capsys):
     path, words = hostile["projection as wide as the hidden state"]
     fails(capsys, "inspect", path, "--no-tui", match=f"rnn.weight_hr_l0 has shape [8, 8]; {words}")
+
+
+@pytest.mark.parametrize("name", ["embedding narrower than the input", "vocabulary wider than the input, no embedding"])
+def test_a_vocabulary_no_embedding_can_feed_is_refused_at_load_in_one_line(hostile, name, capsys):
+    path, words = hostile[name]
+    with pytest.raises(gatescope.GatescopeError, match="no embedding feeds rnn with input size 6"):
+        gatescope.load(path)
+    for argv in (["inspect", path, "--no-tui"], ["agreement", path],
+                 ["analyze", "ablate", path, "--units", "rnn.l0.fwd.h:1", "--draws", "1"]):
+        fails(capsys, *argv, match=words)
+
+
+def test_a_model_without_a_fitting_decoder_is_refused_in_one_line_that_names_what_was_not_used(hostile, capsys):
+    path, _ = hostile["decoder narrower than the hidden state"]
+    words = "no decoder (an output Linear [10, 8] after rnn), so it does not score the next word; 2 tensors are not " \
+            "used by the runnable model: decoder.bias [10], decoder.weight [10, 5]"
+    for argv in (["agreement", path], ["analyze", "ablate", path, "--units", "rnn.l0.fwd.h:1", "--draws", "1"],
+                 ["analyze", "attribute", path, "--text", "the boy", "--correct", "greets", "--wrong", "greet"]):
+        fails(capsys, *argv, match=words)
