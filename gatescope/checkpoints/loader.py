@@ -589,12 +589,22 @@ def _common_dtype(tensors) -> torch.dtype:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
+    """The device a user named (every ``--device`` comes here), checked: one torch knows, that holds data
+    (``meta`` keeps shapes only), and that this machine and this build of torch have."""
     try:
         device = torch.device(device or "cpu")
     except (RuntimeError, TypeError):
         raise GatescopeError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "meta":
+        raise GatescopeError(f"device {device} holds no data, only shapes: run on a device that computes "
+                             "(cpu, cuda, cuda:1)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GatescopeError(f"device {device} asked for, but CUDA is not available here")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ImportError):  # a backend this build lacks, a GPU the machine lacks
+        raise GatescopeError(f"device {device} is not available here (not in this build of torch, or not on "
+                             "this machine)") from None
     return device
 
 

@@ -54,3 +54,11 @@ def test_a_model_without_a_fitting_decoder_is_refused_in_one_line_that_names_wha
     for argv in (["agreement", path], ["analyze", "ablate", path, "--units", "rnn.l0.fwd.h:1", "--draws", "1"],
                  ["analyze", "attribute", path, "--text", "the boy", "--correct", "greets", "--wrong", "greet"]):
         fails(capsys, *argv, match=words)
+
+
+def test_a_device_that_holds_no_data_is_refused_in_one_line(toy_lm, tmp_path, capsys):
+    _, path = toy_lm
+    out = tmp_path / "out.safetensors"
+    fails(capsys, "inspect", path, "--device", "meta", "--no-tui", match="device meta holds no data")
+    fails(capsys, "trace", path, "--text", "the boy", "--device", "meta", "-o", out, match="device meta holds no data")
+    assert not out.exists()
