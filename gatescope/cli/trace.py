@@ -12,6 +12,7 @@ naming what the model has. The run helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (an output that would overwrite an input): links followed as far
+    as they lead, so a symlink loop is compared as the path it stops at, not an error (Path.resolve raises)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
 
 def split_list(values: tuple[str, ...]) -> list[str] | None:
     """Repeatable, comma-separated option values -> a list (None when none given)."""
@@ -228,7 +235,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     inputs += [("--file", f) for f in files] + [("--ids-file", f) for f in ids_files]
     inputs += [("--feature", path) for _, path in features]
     for role, given in inputs:
-        if given is not None and Path(given).resolve() == output.resolve():
+        if given is not None and same_file(given, output):
             raise GatescopeError(f"the output {output} is the {role} file; choose another path")
     loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
@@ -262,7 +269,7 @@ def trace_onnx(model: Path, output: Path, input_paths, chunk, chunk_axis, carry,
     """`trace` of an ONNX graph over its own inputs."""
     check_writable(output)
     for given in [model] + [value.partition("=")[2] or value for value in input_paths]:
-        if Path(given).resolve() == output.resolve():
+        if same_file(given, output):
             raise GatescopeError(f"the output {output} is an input file; choose another path")
     meta = {"model": str(model), "input": ", ".join(input_paths)}
     _, recording = record_onnx(model, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype, meta)

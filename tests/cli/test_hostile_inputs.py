@@ -62,3 +62,12 @@ def test_a_device_that_holds_no_data_is_refused_in_one_line(toy_lm, tmp_path, ca
     fails(capsys, "inspect", path, "--device", "meta", "--no-tui", match="device meta holds no data")
     fails(capsys, "trace", path, "--text", "the boy", "--device", "meta", "-o", out, match="device meta holds no data")
     assert not out.exists()
+
+
+def test_a_checkpoint_that_is_a_symlink_loop_is_refused_in_one_line(hostile, toy_lm, tmp_path, capsys):
+    loop, words = hostile["a symlink loop"]
+    out = tmp_path / "out.safetensors"
+    fails(capsys, "trace", loop, "--text", "the boy", "-o", out, match=words)
+    fails(capsys, "trace", toy_lm[1], "--text", "the boy", "--feature", f"x={loop}", "-o", out, match=words)
+    fails(capsys, "convert", loop, "-o", out, match=loop.name)
+    assert not out.exists()
