@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from gatescope.errors import GatescopeError, shown
+from gatescope.numbers import whole_number
 
 # The kind lists live in gatescope.kinds; they are re-exported here for the code that names quantities.
 from gatescope.kinds import (  # noqa: E402,F401
@@ -113,7 +114,8 @@ def format_unit(name: str, index: int) -> str:
 def parse_unit(unit: str) -> UnitName:
     """Split ``"rnn.l1.fwd.h:37"`` into ("rnn.l1.fwd.h", 37); malformed input raises GatescopeError."""
     name, sep, index = unit.strip().rpartition(":")
-    if not sep or not (index.isascii() and index.isdigit() and len(index) <= 9):
+    number = whole_number(index) if len(index) <= 9 else None
+    if not sep or number is None or number < 0:
         raise GatescopeError(f"not a unit name: {shown(unit)} (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)")
     parse_name(name)
-    return UnitName(name, int(index))
+    return UnitName(name, number)

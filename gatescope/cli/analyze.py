@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
 from gatescope.runs import CHUNK_STEPS
 
 TRACE = click.Path()  # a trace file, or a sharded trace's folder
@@ -132,10 +132,12 @@ def _emit_json(data: Any) -> None:
 
 def _numbers(text: str, option: str, what: str) -> list[int]:
     """A comma-separated list of integers; anything else is a one-line error naming the option."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise GatescopeError(f"{option} takes {what}; got {text!r}") from None
+    from gatescope.numbers import whole_numbers
+
+    numbers = whole_numbers(text)
+    if numbers is None:
+        raise GatescopeError(f"{option} takes {what}; got {shown(text)}")
+    return numbers
 
 
 def _token_id(vocab, word: str) -> int:

@@ -71,3 +71,10 @@ def test_a_checkpoint_that_is_a_symlink_loop_is_refused_in_one_line(hostile, toy
     fails(capsys, "trace", toy_lm[1], "--text", "the boy", "--feature", f"x={loop}", "-o", out, match=words)
     fails(capsys, "convert", loop, "-o", out, match=loop.name)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "trace"])
+def test_token_ids_typed_with_a_superscript_digit_are_refused_in_one_line(toy_lm, command, tmp_path, capsys):
+    options = ["--no-tui"] if command == "inspect" else ["-o", tmp_path / "out.safetensors"]
+    fails(capsys, command, toy_lm[1], "--ids", "1 \u00b2", *options, match="'\u00b2' is not a token id (an integer)")
+    assert not (tmp_path / "out.safetensors").exists()
