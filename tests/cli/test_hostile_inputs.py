@@ -78,3 +78,17 @@ def test_token_ids_typed_with_a_superscript_digit_are_refused_in_one_line(toy_lm
     options = ["--no-tui"] if command == "inspect" else ["-o", tmp_path / "out.safetensors"]
     fails(capsys, command, toy_lm[1], "--ids", "1 \u00b2", *options, match="'\u00b2' is not a token id (an integer)")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.fixture
+def toy_trace(toy_lm, tmp_path, capsys) -> str:
+    path = tmp_path / "toy.trace.safetensors"
+    cli(capsys, "trace", toy_lm[1], "--text", "the boy greets the car", "--text", "the boys greet", "-o", path)
+    return str(path)
+
+
+@pytest.mark.parametrize("units, words", [("-1", "unit(s) -1 out of range; rnn.l0.fwd.h has 8 units (0..7)"),
+                                          ("1,8,-2", "unit(s) 8, -2 out of range")])
+def test_match_refuses_negative_and_out_of_range_units_in_one_line(toy_trace, units, words, capsys):
+    fails(capsys, "analyze", "match", toy_trace, "--name", "rnn.l0.fwd.h", "--start", 0, "--stop", 2,
+          "--units", units, match=words)
