@@ -92,3 +92,9 @@ def toy_trace(toy_lm, tmp_path, capsys) -> str:
 def test_match_refuses_negative_and_out_of_range_units_in_one_line(toy_trace, units, words, capsys):
     fails(capsys, "analyze", "match", toy_trace, "--name", "rnn.l0.fwd.h", "--start", 0, "--stop", 2,
           "--units", units, match=words)
+
+
+def test_saturation_of_an_unbounded_kind_is_refused_naming_the_kinds_it_measures(toy_trace, capsys):
+    fails(capsys, "analyze", "saturation", toy_trace, "--kinds", "c",
+          match="saturation is defined on kinds of bounded range (a gate near 0 or 1), and c lies in -inf..inf: "
+                "give kinds among i,f,g,o,h")
