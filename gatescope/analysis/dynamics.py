@@ -33,6 +33,7 @@ from gatescope.analysis.selection import (
     unit_row,
 )
 from gatescope.analysis.table import Table
+from gatescope.display.plot_text import plain
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.kinds import ALL_KINDS, CELL_TYPES, DIRECTIONS, MEMORY_GATES, SIGMOID_KINDS, SIGNED_KINDS, cell_type, described_range
@@ -203,15 +204,15 @@ def plot_gate_profile(
     ticks = _merged_tokens(texts)
     for ax, (kind, series) in zip(axes, profile.items()):
         for values, label in zip(series, labels):
-            ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=label)
+            ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=plain(label))
         ax.set_title({"g": "g (c~)"}.get(kind, kind))
         ax.set_xticks(range(len(ticks)))
-        ax.set_xticklabels(ticks, rotation=60, fontsize=7)
+        ax.set_xticklabels([plain(t) for t in ticks], rotation=60, fontsize=7)
         if kind in SIGMOID_KINDS:
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="best")
-    fig.suptitle(title or unit, fontsize=9)
+    fig.suptitle(plain(title or unit), fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
     return path
 
