@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from gatescope.errors import GatescopeError, shown
+from gatescope.numbers import whole_number
 
 # The kind lists live in gatescope.kinds; they are re-exported here for the code that names quantities.
 from gatescope.kinds import (  # noqa: E402,F401
@@ -110,10 +111,21 @@ def format_unit(name: str, index: int) -> str:
     return f"{name}:{index}"
 
 
+def check_unit_indices(name: str, indices: Iterable[int], width: int, where: str = "") -> None:
+    """Raise GatescopeError unless every index lies in 0..width-1, the units of quantity ``name``: the one check
+    of typed or given unit indices (interventions, selections, unit names), in the words
+    ``{where}unit(s) -1, 9 out of range; rnn.l0.fwd.h has 8 units (0..7)``."""
+    bad = [index for index in indices if not 0 <= index < width]
+    if bad:
+        raise GatescopeError(f"{where}unit(s) {', '.join(map(str, bad))} out of range; "
+                             f"{name} has {width} units (0..{width - 1})")
+
+
 def parse_unit(unit: str) -> UnitName:
     """Split ``"rnn.l1.fwd.h:37"`` into ("rnn.l1.fwd.h", 37); malformed input raises GatescopeError."""
     name, sep, index = unit.strip().rpartition(":")
-    if not sep or not (index.isascii() and index.isdigit() and len(index) <= 9):
+    number = whole_number(index) if len(index) <= 9 else None
+    if not sep or number is None or number < 0:
         raise GatescopeError(f"not a unit name: {shown(unit)} (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)")
     parse_name(name)
-    return UnitName(name, int(index))
+    return UnitName(name, number)

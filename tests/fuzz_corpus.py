@@ -365,3 +365,51 @@ def zip_recipes(folder: Path) -> dict[str, Path]:
         "a config.json nested 100,000 deep": keras_archive(folder / "deep.keras", b"[" * 100_000 + b"]" * 100_000,
                                                            weights, stored=True),
     }
+
+
+# -- checkpoints that once crashed the command line -------------------------------------------------------
+MATH_WORDS = ["<unk>", "<eos>", "$x^$", "a\x07b", "$\\frac{$", "the", "x\ny", "$$", "\\", "boy"]  # mathtext, controls
+
+
+def hostile_checkpoints(folder: Path) -> dict[str, tuple[Path, str | None]]:
+    """Checkpoints built to break the command line -> (path, None if it must load, else words of its refusal).
+
+    Names of nn.Module's own attributes as module prefixes, an embedding or a vocabulary that cannot feed the
+    recurrent module, a projection as wide as the hidden state, a vocabulary of mathtext and control characters,
+    a decoder that reads the wrong width, and a checkpoint path that is a symlink loop."""
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from tests.checkpoint_fixtures import WORDS, LanguageModel, save, word_metadata
+
+    torch.manual_seed(0)
+    lm = LanguageModel()
+    out: dict[str, tuple[Path, str | None]] = {}
+
+    def add(name: str, modules: dict, refusal: str | None, metadata: dict | None = None) -> None:
+        path = folder / f"hostile-{len(out)}.safetensors"
+        out[name] = (save(path, modules, word_metadata() if metadata is None else metadata), refusal)
+
+    add("module named forward.training", {"encoder": lm.encoder, "forward.training": lm.rnn, "decoder": lm.decoder},
+        None)
+    add("module named training", {"encoder": lm.encoder, "training": lm.rnn, "decoder": lm.decoder}, None)
+    add("module named initial_states", {"encoder": lm.encoder, "initial_states": lm.rnn, "decoder": lm.decoder}, None)
+    add("embedding narrower than the input", {"encoder": nn.Embedding(len(WORDS), 5), "rnn": lm.rnn,
+                                              "decoder": lm.decoder}, "encoder.weight [10, 5] gives 5 values a step")
+    add("vocabulary wider than the input, no embedding", {"rnn": lm.rnn, "decoder": lm.decoder},
+        "the vocabulary has 10 tokens")
+    add("decoder narrower than the hidden state", {"encoder": lm.encoder, "rnn": lm.rnn, "decoder": nn.Linear(5, 10)},
+        None)
+    add("vocabulary of mathtext and control characters", {"encoder": lm.encoder, "rnn": lm.rnn, "decoder": lm.decoder},
+        None, word_metadata(vocab=MATH_WORDS, unk="<unk>", eos="<eos>"))
+    projected = {f"rnn.{k}": v.detach().clone() for k, v in nn.LSTM(6, 8, batch_first=True).state_dict().items()}
+    projected["rnn.weight_hr_l0"] = torch.zeros(8, 8)  # proj_size == hidden_size: torch's LSTM refuses it
+    save_file(projected, str(folder / "hostile-projection.safetensors"))
+    out["projection as wide as the hidden state"] = (folder / "hostile-projection.safetensors",
+                                                     "a projection [proj_size, 8] must be narrower")
+    loop = folder / "hostile-loop.safetensors"
+    if not loop.is_symlink():
+        (folder / "hostile-loop-b.safetensors").symlink_to(loop)
+        loop.symlink_to(folder / "hostile-loop-b.safetensors")
+    out["a symlink loop"] = (loop, "symbolic links")
+    return out

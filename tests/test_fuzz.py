@@ -30,6 +30,7 @@ from tests.fuzz_corpus import (
     Tally,
     attempt,
     fifo,
+    hostile_checkpoints,
     is_one_line,
     join,
     mutate,
@@ -412,6 +413,9 @@ def test_recipes_are_refused_and_valid_files_accepted(bases, tmp_path):
               use_trace_file, False)
     run_files(tally, "checkpoint", tmp_path, checkpoint_recipes(bases["lm"].read_bytes()), use_checkpoint, True)
     run_files(tally, "checkpoint", tmp_path, accepted_checkpoints(bases), use_checkpoint, False)
+    for name, (path, refusal) in hostile_checkpoints(tmp_path).items():
+        outcome, detail, seconds = attempt(lambda: use_checkpoint(path), must_refuse=refusal is not None)
+        tally.add("hostile checkpoint", name, outcome, detail, seconds)
     for name, path in special_files(tmp_path, bases["lm"]).items():
         for kind, use in (("trace", use_trace_file), ("checkpoint", use_checkpoint), ("text", read_text_file)):
             outcome, detail, seconds = attempt(lambda: use(path), must_refuse=True)
@@ -541,6 +545,23 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
         path.write_bytes(bad_traces[name])
         cases.append((f"browse {name}", ["browse", str(path)]))
         cases.append((f"analyze units {name}", ["analyze", "units", str(path), "--feature", "number"]))
+    hostile = hostile_checkpoints(folder)
+    for what, (path, refusal) in hostile.items():
+        if refusal is not None:
+            cases.append((f"inspect {what}", ["inspect", str(path)]))
+            cases.append((f"trace {what}", ["trace", str(path), "--text", "the boy", "-o", out]))
+            cases.append((f"agreement {what}", ["agreement", str(path)]))
+    narrow = str(hostile["decoder narrower than the hidden state"][0])
+    cases.append(("agreement decoder narrower than the hidden state", ["agreement", narrow]))
+    cases.append(("analyze ablate decoder narrower than the hidden state",
+                  ["analyze", "ablate", narrow, "--units", "rnn.l0.fwd.h:1"]))
+    for command in (["inspect", lm], ["trace", lm, "-o", out]):
+        cases.append((f"{command[0]} --ids with a superscript digit", [*command, "--ids", "1 \u00b2"]))
+        cases.append((f"{command[0]} --device meta", [*command, "--text", "the boy", "--device", "meta"]))
+    for units in ("-1", "\u00b2", "99"):
+        cases.append((f"analyze match --units {units}", ["analyze", "match", trace, "--name", "rnn.l0.fwd.h", "--start",
+                                                        "0", "--stop", "2", "--units", units]))
+    cases.append(("analyze saturation --kinds c", ["analyze", "saturation", trace, "--kinds", "c"]))
     bad_ckpts = checkpoint_recipes(bases["lm"].read_bytes())
     for i, name in enumerate(("float8 E4M3 weights", "layer 10**9", "a layer of 5,000 digits", "vocab an int",
                               "version as a string")):

@@ -1,4 +1,5 @@
-"""gatescope.saturation is the one saturation: its rules (ranges, tanh(c), NaN), and its three users agree."""
+"""gatescope.saturation is the one saturation: its rules (ranges, tanh(c), NaN), and its three users agree (the
+analysis on the kinds of bounded range it measures)."""
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import torch
 
 from gatescope.analysis.dynamics import saturation as analysis_saturation
 from gatescope.analysis.weights import saturation_report
+from gatescope.errors import GatescopeError
 from gatescope.saturation import Saturation, on_unit_interval, saturation
 from gatescope.traces.trace import Trace
 from gatescope.tui import ranking
@@ -49,13 +51,17 @@ def test_analysis_inspect_and_browser_agree_with_nan_rows(kind):
     with np.errstate(invalid="ignore"):
         left = np.where(valid.any(0), ((unit < 0.1) & valid).sum(0) / valid.sum(0), np.nan)
         right = np.where(valid.any(0), ((unit > 0.9) & valid).sum(0) / valid.sum(0), np.nan)
+    np.testing.assert_allclose(ranking.saturation(trace_file(trace), f"rnn.l0.fwd.{kind}"), left + right)
+    if kind == "c":  # the browser ranks the cell state through tanh; the analysis measures bounded kinds only
+        with pytest.raises(GatescopeError, match="c lies in -inf..inf"):
+            analysis_saturation(trace, kinds=kind)
+        return
     table = analysis_saturation(trace, kinds=kind)
     np.testing.assert_allclose(table["left"], left)
     np.testing.assert_allclose(table["right"], right)
     with np.errstate(invalid="ignore"):
         mean = np.where(valid.any(0), np.nansum(x.numpy(), 0) / valid.sum(0), np.nan)
     np.testing.assert_allclose(table["mean"], mean, rtol=1e-6)
-    np.testing.assert_allclose(ranking.saturation(trace_file(trace), f"rnn.l0.fwd.{kind}"), left + right)
     if kind == "f":  # inspect reports sigmoid gates: means over the units that have a value
         report = saturation_report(trace)["rnn.l0.fwd.f"]
         assert report["left"] == pytest.approx(np.nanmean(left)) and report["right"] == pytest.approx(np.nanmean(right))
@@ -77,7 +83,9 @@ def test_a_relu_rnns_h_is_read_through_tanh_from_zero():
     with torch.no_grad(), gatescope.record(rnn) as rec:
         rnn(torch.randn(50, 2, 3) * 3)
     h = rec.trace["rnn.l0.fwd.h"].numpy().astype(np.float64)
-    table = analysis_saturation(rec.trace, kinds="h")
-    left = [row["left"] for row in table.rows]
-    np.testing.assert_allclose(left, (np.tanh(h) < 0.1).mean(0))  # not ((h + 1) / 2 < 0.1): h is never negative
+    sat = ranking.saturation(trace_file(rec.trace), "rnn.l0.fwd.h")  # the browser's ranking
+    left, right = (np.tanh(h) < 0.1).mean(0), (np.tanh(h) > 0.9).mean(0)  # not (h + 1) / 2: h is never negative
+    np.testing.assert_allclose(sat, left + right)
     assert max(left) > 0
+    with pytest.raises(GatescopeError, match="h lies in 0..inf"):  # unbounded: no saturation to analyse
+        analysis_saturation(rec.trace, kinds="h")

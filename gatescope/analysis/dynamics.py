@@ -3,7 +3,8 @@
 - Saturation (Karpathy, Johnson & Fei-Fei 2015, "Visualizing and understanding recurrent
   networks", Fig. 3): per unit and gate, the fraction of steps it is left-saturated (< 0.1) and
   right-saturated (> 0.9), as defined once in gatescope.saturation (tanh-range kinds read as
-  (x + 1) / 2, the cell state as tanh(c), NaN values not counted).
+  (x + 1) / 2, NaN values not counted), of the kinds whose range is bounded: an unbounded one, such as
+  the cell state c, is refused (`saturation_kinds`).
 - Timescales: a unit that keeps a fraction f of its cell per step forgets with time constant
   1 / (1 - f) steps (the LSTM forget gate f; for a GRU, the update gate z weighs the previous
   state). From a trace: the mean gate per unit; from weights: the gate at zero input and state, the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from gatescope.analysis.selection import (
     unit_row,
 )
 from gatescope.analysis.table import Table
+from gatescope.display.plot_text import plain
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.kinds import (
@@ -63,15 +66,10 @@ PROFILE_KINDS = {name.lower(): cell.profile for name, cell in CELL_TYPES.items()
 def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: float = LOW, high: float = HIGH) -> Table:
     """Per unit: ``left`` (fraction of steps < low), ``right`` (> high), ``mean``, in trace order.
 
-    kinds: default the sigmoid gates present (i f o, r z), else the tanh outputs present (g n h m),
-    else the cell state (read as tanh(c)). Fractions and means are over a unit's non-NaN values
-    (gatescope.saturation).
+    kinds: of bounded range (`saturation_kinds`); default the sigmoid gates present (i f o, r z), else the
+    tanh outputs present (g n h m). Fractions and means are over a unit's non-NaN values (gatescope.saturation).
     """
-    if kinds is None:
-        present = {parse_name(n).kind for n in trace.names}
-        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS) or sorted(present)
-    kinds = parse_kinds(kinds)
-    names = select_quantities(trace, kinds)
+    names = select_quantities(trace, saturation_kinds(trace.names, kinds, trace.meta.get("modules")))
     if trace.num_tokens == 0:
         raise GatescopeError("the trace has no tokens")
     rows = []
@@ -87,6 +85,29 @@ def saturation(trace: Trace, kinds: str | Iterable[str] | None = None, low: floa
         for j in range(len(left)):
             rows.append(unit_row(name, j) | {"left": float(left[j]), "right": float(right[j]), "mean": float(mean[j])})
     return Table(rows, ["unit", "name", "layer", "direction", "kind", "index", "left", "right", "mean"])
+
+
+def saturation_kinds(names: Iterable[str], kinds: str | Iterable[str] | None = None,
+                     modules: Any = None) -> tuple[str, ...]:
+    """The kinds `saturation` measures over the quantities ``names`` (each kind's range in its cell type as
+    ``modules``, a trace's metadata, describes it; gatescope.kinds): the given ones, else the sigmoid gates
+    present, else the other kinds of bounded range present. Saturation is defined on a bounded range (a gate
+    near 0 or 1): a kind unbounded there (the LSTM cell state c, a relu RNN's h) is refused in one line that
+    names the kinds it can measure."""
+    quantities = [parse_name(name) for name in names]
+    unbounded = {q.kind: r for q in quantities if not (r := described_range(modules, q.path, q.kind)).bounded}
+    measurable = [k for k in ALL_KINDS if k not in unbounded and any(q.kind == k for q in quantities)]
+    if kinds is None:
+        kinds = [k for k in GATE_KINDS if k in measurable] or measurable
+        if not kinds:
+            raise GatescopeError(f"saturation is defined on kinds of bounded range; these quantities hold only "
+                                 f"{', '.join(f'{k} ({r})' for k, r in unbounded.items())}")
+    kinds = parse_kinds(kinds)
+    if refused := [k for k in kinds if k in unbounded]:
+        raise GatescopeError(f"saturation is defined on kinds of bounded range (a gate near 0 or 1), and "
+                             f"{', '.join(f'{k} lies in {unbounded[k]}' for k in refused)}: give kinds among "
+                             f"{','.join(measurable) or 'none'}")
+    return kinds
 
 
 def saturation_summary(table: Table, by: str = "name") -> Table:
@@ -193,15 +214,15 @@ def plot_gate_profile(
     ticks = _merged_tokens(texts)
     for ax, (kind, series) in zip(axes, profile.items()):
         for values, label in zip(series, labels):
-            ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=label)
+            ax.plot(range(len(values)), values.numpy(), marker="o", markersize=3, label=plain(label))
         ax.set_title({"g": "g (c~)"}.get(kind, kind))
         ax.set_xticks(range(len(ticks)))
-        ax.set_xticklabels(ticks, rotation=60, fontsize=7)
+        ax.set_xticklabels([plain(t) for t in ticks], rotation=60, fontsize=7)
         if kind in SIGMOID_KINDS:
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="best")
-    fig.suptitle(title or unit, fontsize=9)
+    fig.suptitle(plain(title or unit), fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
     return path
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from gatescope.analysis import selection
-from gatescope.analysis.selection import resolve_unit, width
+from gatescope.analysis.selection import width
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
 from gatescope.kinds import KINDS
-from gatescope.names import UnitName
+from gatescope.names import check_unit_indices
 from gatescope.traces.trace import Trace
 
 THRESHOLD = 0.3  # LSTMVis's default, on tanh-range values
@@ -144,9 +144,9 @@ def select(
         if not units:
             raise GatescopeError(f"no unit of {name} is above {threshold} over all of rows {start}:{stop}")
     else:
-        units = [resolve_unit(trace, UnitName(name, int(u))).index for u in units]
         if not units:
             raise GatescopeError("select at least one unit")
+        check_unit_indices(name, units, width(trace, name))
     return Selection(name, tuple(units), start, stop, threshold)
 
 

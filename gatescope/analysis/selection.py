@@ -11,7 +11,7 @@ import torch
 
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
-from gatescope.names import UnitName, format_unit, parse_name, parse_unit
+from gatescope.names import UnitName, check_unit_indices, format_unit, parse_name, parse_unit
 from gatescope.traces.trace import Trace
 
 CHUNK_ROWS = 65536  # rows read from a trace at once (read at call time: tests make it small)
@@ -60,8 +60,7 @@ def resolve_unit(trace: Trace, unit: str | UnitName) -> UnitName:
     parsed = parse_unit(unit) if isinstance(unit, str) else unit
     if parsed.name not in trace.names:
         raise GatescopeError(f"unknown unit {unit}: the trace has no quantity {parsed.name}")
-    if parsed.index >= width(trace, parsed.name):
-        raise GatescopeError(f"unknown unit {unit}: {parsed.name} has {width(trace, parsed.name)} units")
+    check_unit_indices(parsed.name, [parsed.index], width(trace, parsed.name), where=f"unknown unit {unit}: ")
     return parsed
 
 

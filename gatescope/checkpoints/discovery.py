@@ -188,6 +188,9 @@ def _layered_spec(prefix: str, keys: set[str], shapes: Shapes, declared: dict[st
     peepholes = f"{base}weight_ch{l0}" in keys
     if f"{base}weight_hr{l0}" in keys:
         proj, hidden = _shape(shapes, f"{base}weight_hr{l0}", 2)
+        if proj >= hidden:  # torch's LSTM: proj_size < hidden_size
+            raise GatescopeError(f"inconsistent shapes: {base}weight_hr{l0} has shape {[proj, hidden]}; a projection "
+                                 f"[proj_size, {hidden}] must be narrower than the hidden size {hidden}")
     else:
         proj, hidden = 0, state
     if own is not None:
@@ -400,7 +403,7 @@ def _has_bias(shapes: Shapes, weight_key: str) -> bool:
     return weight_key.removesuffix("weight") + "bias" in shapes
 
 
-def _named_embedding(key: str) -> bool:
+def named_like_embedding(key: str) -> bool:
     return "emb" in key.lower() or key.endswith("encoder.weight")
 
 
@@ -409,13 +412,13 @@ def _looks_like_embedding(shapes: Shapes, key: str, widths: set[int]) -> bool:
     bias and is not named like an output layer (those are Linears, not nn.Embedding)."""
     if not key.endswith(".weight") or len(shapes[key]) != 2 or shapes[key][1] not in widths:
         return False
-    return _named_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
+    return named_like_embedding(key) or not (_has_bias(shapes, key) or any(h in key.lower() for h in _DECODER_HINTS))
 
 
 def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str | None:
     """The weight that looks like an embedding, one named like one (emb, encoder.weight) first."""
     candidates = [k for k in free if _looks_like_embedding(shapes, k, widths)]
-    return min(candidates, key=lambda k: not _named_embedding(k), default=None)
+    return min(candidates, key=lambda k: not named_like_embedding(k), default=None)
 
 
 def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:

@@ -42,6 +42,7 @@ from gatescope.checkpoints.discovery import (
     check_declared,
     declared_cells,
     discover_recurrent,
+    named_like_embedding,
     resolve_roles,
 )
 from gatescope.errors import GatescopeError, warn
@@ -86,7 +87,20 @@ def _build_recurrent(spec: RecurrentSpec) -> nn.Module:
     return variant_module(cell, spec.input_size, spec.hidden_size, **kwargs)
 
 
-class LoadedModel(nn.Module):
+class _AnyNames(nn.Module):
+    """A module whose submodules may carry any name of the checkpoint, even one of nn.Module's own attributes
+    (``forward.training.weight_ih_l0`` makes a submodule named ``training``). torch refuses to assign a plain value
+    to an attribute that names a submodule, and ``eval()`` assigns ``training`` on every module; here a plain
+    value stays a plain attribute, and submodules are reached through ``_modules`` (`get_submodule`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__.get("_modules", {}) and not isinstance(value, nn.Module):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+class LoadedModel(_AnyNames):
     """A checkpoint as a runnable model: embedding -> recurrent modules -> decoder.
 
     Submodules carry the checkpoint's key prefixes as names (keys ``encoder.rnn.weight_ih_l0``
@@ -104,7 +118,7 @@ class LoadedModel(nn.Module):
         initial_states: list[initial_state.InitialState] = (),
     ) -> None:
         super().__init__()
-        # plain attributes first: the checkpoint's module names may be anything, even "vocab"
+        # the checkpoint's module names may be anything, even "vocab" or "training" (see _AnyNames)
         self.metadata = metadata
         self.vocab = vocab
         self.modules_info: list[dict[str, Any]] = []  # filled once the modules are built
@@ -142,8 +156,8 @@ class LoadedModel(nn.Module):
         for part in parents:
             child = parent._modules.get(part)
             if child is None:
-                child = parent._modules[part] = nn.Module()
-            elif type(child) is not nn.Module:
+                child = parent._modules[part] = _AnyNames()
+            elif type(child) is not _AnyNames:
                 raise GatescopeError(f"cannot build the model: {path} lies inside the {type(child).__name__} {part}")
             parent = child
         if leaf in parent._modules:
@@ -156,7 +170,7 @@ class LoadedModel(nn.Module):
         parent = self
         for part in parents:
             if parent._modules.get(part) is None:
-                parent._modules[part] = nn.Module()
+                parent._modules[part] = _AnyNames()
             parent = parent._modules[part]
         parent._buffers[leaf] = value
 
@@ -203,21 +217,24 @@ class LoadedModel(nn.Module):
 
     def check_language_model(self) -> None:
         """Raise GatescopeError unless the model runs and scores the next token: a vocabulary, and
-        a decoder from the last recurrent output to one logit per vocabulary entry, whose logits
-        are the file's (`check_outputs`)."""
-        self.check_outputs()
+        a decoder from the last recurrent output to one logit per vocabulary entry, whose logits are the
+        file's (`check_outputs`). The message ends with what the loader did not use (`load_warnings`), so
+        that it says all in one line."""
+        self.check_runnable()
         last, width = self.recurrent_names[-1], self.recurrent_output_size
+        unused = "".join(f"; {message}" for message in self.load_warnings)  # a decoder that did not fit, say
         if self.vocab is None:
-            raise GatescopeError("this model has no vocabulary in its metadata, so words cannot be scored")
+            raise GatescopeError(f"this model has no vocabulary in its metadata, so words cannot be scored{unused}")
         decoder = self.decoder
         if decoder is None:
             raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
-                                 f"{last}), so it does not score the next word")
+                                 f"{last}), so it does not score the next word{unused}")
         if decoder.out_features != len(self.vocab):  # (its in_features were checked against `width` by load)
             raise GatescopeError(
                 f"decoder {self.decoder_name} has weight [{decoder.out_features}, {decoder.in_features}]; scoring the "
-                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output)"
+                f"next word needs [{len(self.vocab)}, {width}] (the vocabulary, by {last}'s output){unused}"
             )
+        self.check_outputs()
 
     @property
     def embedding(self) -> nn.Embedding | None:
@@ -479,11 +496,7 @@ def load(
         roles = dataclasses.replace(roles, unused=tuple(k for k in roles.unused if k not in taken))
     with torch.device("meta"), _SkipInit():  # no memory, no initialisation: every parameter comes from the file
         model = LoadedModel(specs, roles, shapes, metadata, vocab, states)
-    if vocab is not None and model.embedding is not None and len(vocab) != model.embedding.num_embeddings:
-        raise GatescopeError(
-            f"{path}: the vocabulary has {len(vocab)} tokens "
-            f"but the embedding has {model.embedding.num_embeddings} rows"
-        )
+    _check_vocabulary(path, model, shapes)
     state = _read_tensors(path, model, specs)
     stored = _common_dtype(state.values())
     if dtype is None:
@@ -496,6 +509,26 @@ def load(
     for message in model.load_warnings:
         warn(f"{path}: {message}")
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_vocabulary(path: Path, model: LoadedModel, shapes: Shapes) -> None:
+    """Raise GatescopeError unless the vocabulary can be fed to a runnable model: through the embedding, one row
+    a token, or one-hot where there is no embedding and the input is as wide as the vocabulary (a char-rnn)."""
+    vocab, embedding = model.vocab, model.embedding
+    if vocab is None or not model.runnable:
+        return
+    if embedding is not None:
+        if len(vocab) != embedding.num_embeddings:
+            raise GatescopeError(f"{path}: the vocabulary has {len(vocab)} tokens "
+                                 f"but the embedding has {embedding.num_embeddings} rows")
+        return
+    if len(vocab) == model.input_size:
+        return
+    named = [k for k in model.unused if named_like_embedding(k) and len(shapes[k]) == 2]
+    why = (f"{named[0]} {list(shapes[named[0]])} gives {shapes[named[0]][1]} values a step" if named else
+           "its tokens go in one-hot only to an input as wide as the vocabulary")
+    raise GatescopeError(f"{path}: the vocabulary has {len(vocab)} tokens, but no embedding feeds "
+                         f"{model.input_description()}: {why}")
 
 
 class _SkipInit(TorchFunctionMode):
@@ -580,12 +613,22 @@ def _common_dtype(tensors) -> torch.dtype:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
+    """The device a user named (every ``--device`` comes here), checked: one torch knows, that holds data
+    (``meta`` keeps shapes only), and that this machine and this build of torch have."""
     try:
         device = torch.device(device or "cpu")
     except (RuntimeError, TypeError):
         raise GatescopeError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "meta":
+        raise GatescopeError(f"device {device} holds no data, only shapes: run on a device that computes "
+                             "(cpu, cuda, cuda:1)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GatescopeError(f"device {device} asked for, but CUDA is not available here")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ImportError):  # a backend this build lacks, a GPU the machine lacks
+        raise GatescopeError(f"device {device} is not available here (not in this build of torch, or not on "
+                             "this machine)") from None
     return device
 
 

@@ -36,12 +36,11 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, by: tupl
     bootstrap 95% interval."""
     import gatescope
     from gatescope.analysis.agreement import ablation_effect, ablation_interventions, evaluate_agreement
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
     from gatescope.inputs.stimuli.agreement import bundled_stimuli_path, read_stimuli
 
     items = read_stimuli(stimuli_path or bundled_stimuli_path())
-    lm = load_to_edit(model)
-    lm.check_language_model()
+    lm = load_language_model(model)
     units = [u.strip() for u in (ablate or "").split(",") if u.strip()]
     if ablate is not None and not units:
         raise gatescope.GatescopeError("--ablate needs at least one unit, e.g. rnn.l0.fwd.h:37")

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
 from gatescope.runs import CHUNK_STEPS
 
 TRACE = click.Path()  # a trace file, or a sharded trace's folder
@@ -132,10 +132,12 @@ def _emit_json(data: Any) -> None:
 
 def _numbers(text: str, option: str, what: str) -> list[int]:
     """A comma-separated list of integers; anything else is a one-line error naming the option."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise GatescopeError(f"{option} takes {what}; got {text!r}") from None
+    from gatescope.numbers import whole_numbers
+
+    numbers = whole_numbers(text)
+    if numbers is None:
+        raise GatescopeError(f"{option} takes {what}; got {shown(text)}")
+    return numbers
 
 
 def _token_id(vocab, word: str) -> int:
@@ -349,7 +351,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     from gatescope.analysis import causal
     from gatescope.analysis.agreement import agreement_metric
     from gatescope.analysis.selection import parse_kinds
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
     from gatescope.inputs.stimuli.agreement import CONDITIONS, AgreementItem, random_draw, read_stimuli
 
     if unit_list is not None and top_from:
@@ -363,7 +365,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
             raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
     if value == "mean" and not top_from:
         raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
-    model = load_to_edit(model_path)
+    model = load_language_model(model_path)
     wanted = None if conditions == "all" else [c for c in conditions.split(",") if c]
     if stimuli is not None:
         items, drawn = read_stimuli(stimuli), stimuli
@@ -492,10 +494,10 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
         token_attributions,
         unit_attributions,
     )
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
     from gatescope.names import format_name
 
-    model = load_to_edit(model_path)
+    model = load_language_model(model_path)
     ids = torch.tensor([model.encode(text)])  # (1, T); empty text or no vocabulary: a GatescopeError
     vocab = model.vocab
     correct_id, wrong_id = _token_id(vocab, correct), _token_id(vocab, wrong)

@@ -132,10 +132,11 @@ def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str 
 
     from gatescope.checkpoints.formats import META_KEY
     from gatescope.checkpoints.loader import load
+    from gatescope.cli.trace import same_file
 
     if output.suffix != ".safetensors":
         raise GatescopeError(f"the output {output} must be a .safetensors file")
-    if output.resolve() == source.resolve():
+    if same_file(output, source):
         raise GatescopeError(f"the output {output} is the input; write a new file")
     check_writable(output)
     roles = parse_roles(role_values)

@@ -12,6 +12,8 @@ naming what the model has. The run helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import click
@@ -22,6 +24,12 @@ from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
 from gatescope.validation.limits import MAX_WHOLE_BYTES
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (an output that would overwrite an input): links followed as far
+    as they lead, so a symlink loop is compared as the path it stops at, not an error (Path.resolve raises)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
 
 def split_list(values: tuple[str, ...]) -> list[str] | None:
     """Repeatable, comma-separated option values -> a list (None when none given)."""
@@ -114,9 +122,17 @@ def load_checkpoint(model, device: str = "cpu", hint: str = ONNX_RECORDED):
         raise
 
 
-def load_to_edit(model):
-    """`load_checkpoint` for a command that edits the model (ablation, attribution, agreement)."""
-    return load_checkpoint(model, hint=ONNX_NOT_EDITED)
+def load_language_model(model):
+    """`load_checkpoint` for a command that edits the model and scores the next word (agreement, ablation,
+    attribution): a model that does not score it is refused in one line, which says what the loader did not
+    use; the loader's warnings come out only once the model is taken, so they never stand before that error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm = load_checkpoint(model, hint=ONNX_NOT_EDITED)
+    lm.check_language_model()
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return lm
 
 
 def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None, kinds=None,
@@ -229,7 +245,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     inputs += [("--file", f) for f in files] + [("--ids-file", f) for f in ids_files]
     inputs += [("--feature", path) for _, path in features]
     for role, given in inputs:
-        if given is not None and Path(given).resolve() == output.resolve():
+        if given is not None and same_file(given, output):
             raise GatescopeError(f"the output {output} is the {role} file; choose another path")
     loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
@@ -263,7 +279,7 @@ def trace_onnx(model: Path, output: Path, input_paths, chunk, chunk_axis, carry,
     """`trace` of an ONNX graph over its own inputs."""
     check_writable(output)
     for given in [model] + [value.partition("=")[2] or value for value in input_paths]:
-        if Path(given).resolve() == output.resolve():
+        if same_file(given, output):
             raise GatescopeError(f"the output {output} is an input file; choose another path")
     meta = {"model": str(model), "input": ", ".join(input_paths)}
     _, recording = record_onnx(model, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype, meta)

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from gatescope.errors import GatescopeError, warn
+from gatescope.errors import GatescopeError, shown, warn
 from gatescope.files import check_regular, read_limited, reading, text_lines
+from gatescope.numbers import whole_number
 from gatescope.validation.limits import MAX_WHOLE_BYTES
 from gatescope.validation.text import read_npy
 
@@ -268,11 +269,9 @@ def parse_ids(text: str, where: str = "--ids", size: int | None = None) -> list[
     pieces = text.replace(",", " ").split()
     if not pieces:
         raise GatescopeError(f"empty input: {where} needs at least one token id")
-    try:
-        ids = [int(p) for p in pieces]
-    except ValueError:
-        bad = next(p for p in pieces if not p.lstrip("+-").isdigit())
-        raise GatescopeError(f"{where}: {bad!r} is not a token id (an integer)") from None
+    ids = [whole_number(p) for p in pieces]
+    if None in ids:
+        raise GatescopeError(f"{where}: {shown(pieces[ids.index(None)])} is not a token id (an integer)")
     if size is not None and (min(ids) < 0 or max(ids) >= size):
         bad = next(i for i in ids if not 0 <= i < size)
         raise GatescopeError(f"{where}: token id {bad} is outside the vocabulary 0..{size - 1}")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from gatescope.errors import GatescopeError
-from gatescope.names import parse_name
+from gatescope.names import check_unit_indices, parse_name
 
 OPS = ("set", "scale", "add", "patch")
 
@@ -72,10 +72,8 @@ class Intervention:
 
     def check(self, width: int) -> None:
         """Raise a one-line GatescopeError unless this edit fits a quantity of ``width`` units."""
-        if self.units is not None and max(self.units) >= width:
-            bad = ", ".join(str(u) for u in self.units if u >= width)
-            raise GatescopeError(f"intervention on {self.name}: unit(s) {bad} out of range; "
-                                 f"{self.name} has {width} units (0..{width - 1})")
+        if self.units is not None:
+            check_unit_indices(self.name, self.units, width, where=f"intervention on {self.name}: ")
         count = width if self.units is None else len(self.units)
         if isinstance(self.value, Tensor) and self.value.dim() > 0:
             last = self.value.shape[-1]

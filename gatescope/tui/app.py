@@ -30,6 +30,7 @@ from textual.worker import get_current_worker
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS
 from gatescope.names import parse_unit
+from gatescope.numbers import whole_number
 from gatescope.tui import export, features, matching
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
@@ -407,11 +408,17 @@ class GatescopeApp(App[None]):
     def _compare(self, answer: str | None) -> None:
         if not answer:
             return
-        if not answer.isdigit() or int(answer) >= self.source.num_sequences:
+        other = self._sequence_number(answer)
+        if other is not None:
+            self.push_screen(CompareScreen(self.source, self.name_shown, self._sequence(), other, self.heatmap.unit))
+
+    def _sequence_number(self, answer: str) -> int | None:
+        """The sequence a prompt's answer names, or None (and the reason shown)."""
+        number = whole_number(answer)
+        if number is None or not 0 <= number < self.source.num_sequences:
             self.notify(f"no sequence {answer}: the trace has {self.source.num_sequences}", severity="error")
-            return
-        self.push_screen(CompareScreen(self.source, self.name_shown, self._sequence(), int(answer),
-                                       self.heatmap.unit))
+            return None
+        return number
 
     @on(UnitChosen)
     def _unit_chosen(self, event: UnitChosen) -> None:
@@ -501,15 +508,14 @@ class GatescopeApp(App[None]):
             return
         layer, kind = self.layer, self.kind
         try:
-            if answer.isdigit():
-                unit = int(answer)
-            else:
+            unit = whole_number(answer)
+            if unit is None:
                 name, unit = parse_unit(answer)
                 if name not in self.source.data.arrays:
                     raise GatescopeError(f"the trace has no quantity {name}")
                 label, kind = name.rsplit(".", 1)
                 layer = next(l for l in self.source.layers if l.label == label and kind in l.kinds)
-            if unit >= layer.hidden:
+            if not 0 <= unit < layer.hidden:
                 raise GatescopeError(f"no unit {unit}: {layer.name(kind)} has {layer.hidden} units")
         except GatescopeError as exc:
             self.notify(str(exc), severity="error")
@@ -538,10 +544,9 @@ class GatescopeApp(App[None]):
     def _goto_sequence(self, answer: str | None) -> None:
         if not answer:
             return
-        if not answer.isdigit() or int(answer) >= self.source.num_sequences:
-            self.notify(f"no sequence {answer}: the trace has {self.source.num_sequences}", severity="error")
-            return
-        self.post_message(SequenceChosen(int(answer)))
+        number = self._sequence_number(answer)
+        if number is not None:
+            self.post_message(SequenceChosen(number))
 
     def action_rank(self, criterion: str) -> None:
         self.query_one(RankedUnits).choose(criterion)

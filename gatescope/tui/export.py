@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gatescope.display.plot_text import plain
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
 from gatescope.tui.colors import Scale
@@ -95,7 +96,7 @@ def heatmap_figure(values: np.ndarray, figure: HeatmapFigure) -> Figure:
         extent=(-0.5, rows - 0.5, units - 0.5, -0.5),
     )
     step = max(1, -(-rows // MAX_TICKS))
-    labels = [t.replace("\n", "↵") for t in figure.tokens[::step]]
+    labels = [plain(t.replace("\n", "↵")) for t in figure.tokens[::step]]
     ax.set_xticks(range(0, rows, step), labels, rotation=90, fontsize=7)
     ustep = max(1, -(-units // 40))
     ax.set_yticks(range(0, units, ustep), [str(u) for u in figure.units[::ustep]], fontsize=7)
@@ -107,7 +108,7 @@ def heatmap_figure(values: np.ndarray, figure: HeatmapFigure) -> Figure:
     if figure.start <= figure.cursor_row < figure.stop:
         ax.axvline(figure.cursor_row - figure.start, color=CURSOR_COLOR, linewidth=0.8, linestyle=":")
     ax.set_ylabel("unit")
-    ax.set_title(figure.title, fontsize=9)
+    ax.set_title(plain(figure.title), fontsize=9)
     fig.colorbar(image, ax=ax, label="tanh(c)" if figure.kind == "c" else figure.kind)
     return fig
 

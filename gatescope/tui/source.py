@@ -19,6 +19,7 @@ from textual.cache import LRUCache
 from gatescope.errors import GatescopeError
 from gatescope.kinds import ALL_KINDS, described_range
 from gatescope.names import QuantityName, format_name, parse_name
+from gatescope.numbers import whole_numbers
 from gatescope.traces.file import TraceFile
 from gatescope.tui.colors import Scale
 from gatescope.tui.pages import copy_rows, file_backed, release
@@ -215,10 +216,10 @@ class TraceSource:
         """Token ids of a query: vocabulary entries (words, or characters for a char model), else integers."""
         vocab = self.vocab
         if vocab is None:
-            parts = query.split()
-            if not parts or not all(p.isdigit() for p in parts):
+            ids = whole_numbers(query)
+            if not ids:
                 raise GatescopeError("this trace has no vocabulary: search for token ids, e.g. 12 7")
-            return np.array([int(p) for p in parts])
+            return np.array(ids)
         index = {token: i for i, token in enumerate(vocab)}
         pieces = list(query) if self.tokenizer == "char" else query.split()
         if not pieces:

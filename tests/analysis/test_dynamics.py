@@ -42,9 +42,8 @@ def test_saturation_matches_numpy(lstm_trace):
     g = saturation(trace, kinds="g", low=0.2, high=0.8)
     x = trace["lstm.l0.fwd.g"][:, 2].numpy()
     assert g[2]["left"] == pytest.approx(((x + 1) / 2 < 0.2).mean())
-    c = saturation(trace, kinds="c")  # the unbounded cell state is read as tanh(c) (gatescope.saturation)
-    x = (np.tanh(trace["lstm.l0.fwd.c"][:, 1].numpy()) + 1) / 2
-    assert (c[1]["left"], c[1]["right"]) == (pytest.approx((x < 0.1).mean()), pytest.approx((x > 0.9).mean()))
+    with pytest.raises(GatescopeError, match="c lies in -inf..inf: give kinds among i,f,g,o,h$"):
+        saturation(trace, kinds="i,c")  # the unbounded cell state has no saturation
     by_kind = saturation_summary(table, "kind")
     assert by_kind["kind"] == ["i", "f", "o"] and by_kind["units"] == [5, 5, 5]
     for row in by_kind:
@@ -123,6 +122,11 @@ def test_saturation_of_a_synthetic_gate():
     states = Trace({"rnn.l0.fwd.c": 5 * x, "rnn.l0.fwd.h": 2 * x - 1}, [0, 4])  # recorded with kinds c,h
     assert saturation(states)["unit"] == ["rnn.l0.fwd.h:0"]  # never the unbounded c
     assert (saturation(states)[0]["left"], saturation(states)[0]["right"]) == (0.25, 0.5)
-    only_c = saturation(Trace({"rnn.l0.fwd.c": 5 * x}, [0, 4]))  # tanh(5x) > 0.8 from 5x = 1.1 on
-    assert only_c["unit"] == ["rnn.l0.fwd.c:0"] and (only_c[0]["left"], only_c[0]["right"]) == (0.0, 0.75)
+    with pytest.raises(GatescopeError, match=r"these quantities hold only c \(-inf..inf\)"):
+        saturation(Trace({"rnn.l0.fwd.c": 5 * x}, [0, 4]))
+    relu = nn.RNN(1, 1, nonlinearity="relu", batch_first=True)
+    with torch.no_grad(), record(relu) as rec:
+        relu(x.view(1, 4, 1))
+    with pytest.raises(GatescopeError, match=r"h lies in 0..inf: give kinds among none"):
+        saturation(rec.trace, kinds="h")  # a kind's range in its cell type: a relu RNN's h is unbounded
     assert np.isinf(timescales(Trace({"rnn.l0.fwd.z": torch.ones(2, 1)}, [0, 2]))[0]["timescale"])

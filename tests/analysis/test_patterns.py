@@ -84,8 +84,9 @@ def test_bad_selections():
         select(trace, "rnn.l0.fwd.c", 3, 7)
     with pytest.raises(GatescopeError, match="not a non-empty span"):
         select(trace, NAME, 7, 3)
-    with pytest.raises(GatescopeError, match="unknown unit"):
-        select(trace, NAME, 3, 7, units=[99])
+    for units in ([99], [-1]):  # negative indices are refused, not read from the end
+        with pytest.raises(GatescopeError, match=rf"unit\(s\) {units[0]} out of range; {NAME} has"):
+            select(trace, NAME, 3, 7, units=units)
     with pytest.raises(GatescopeError, match="at least one unit"):
         match(trace, Selection(NAME, (), 3, 7))
     with pytest.raises(GatescopeError, match="a span of 1 to 1200 rows"):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gatescope.analysis.dynamics import GATE_KINDS, TANH_KINDS, TIMESCALE_COLUMNS, TIMESCALE_KINDS, timescale_rows
+from gatescope.analysis.dynamics import TIMESCALE_COLUMNS, TIMESCALE_KINDS, saturation_kinds, timescale_rows
 from gatescope.analysis.labels import Labels
 from gatescope.analysis.selection import parse_kinds, unit_row
 from gatescope.analysis.stats import check_metric, sort_ranking
@@ -181,15 +181,6 @@ class StreamingRanking(StreamingAnalysis):
             ["auc", "auc_bound"] if lab.kind == "binary" else [])
         columns = ["unit", "score", "metric", "name", "layer", "direction", "kind", "index", *value_cols, "mi", "n"]
         return Table([{c: row[c] for c in columns} for row in rows], columns)
-
-
-def saturation_kinds(names: Iterable[str], kinds: str | Iterable[str] | None) -> tuple[str, ...]:
-    """The kinds `dynamics.saturation` measures: the given ones, else the sigmoid gates present, else
-    the tanh outputs present, else the cell state (read as tanh(c))."""
-    if kinds is None:
-        present = {parse_name(n).kind for n in names}
-        kinds = [k for k in GATE_KINDS if k in present] or sorted(present & TANH_KINDS) or sorted(present)
-    return parse_kinds(kinds)
 
 
 class StreamingSaturation(StreamingAnalysis):

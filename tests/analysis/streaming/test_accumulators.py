@@ -144,10 +144,12 @@ def test_streaming_ranking_merge_of_halves():
 
 def test_streaming_saturation_equals_dynamics():
     trace = quantised_trace()
-    for kinds in (None, "h", "f,h", "c"):
+    for kinds in (None, "h", "f,h"):
         stream = feed(StreamingSaturation(widths(trace), kinds=kinds), trace)
         assert stream.result().rows == pytest.approx(saturation(trace, kinds=kinds).rows)
         assert stream.timescales().rows == pytest.approx(timescales(trace).rows)
+    with pytest.raises(GatescopeError, match="c lies in -inf..inf"):  # refused by both, in the same words
+        StreamingSaturation(widths(trace), kinds="c")
     nan = Trace({"rnn.l0.fwd.h": torch.tensor([[0.95, np.nan], [np.nan, np.nan], [-0.99, 0.0]])}, [0, 3])
     stream = feed(StreamingSaturation(widths(nan)), nan, 0, 3, 2)
     assert stream.result().rows == pytest.approx(saturation(nan).rows, nan_ok=True)  # NaN: the one rule

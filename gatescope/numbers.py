@@ -1,0 +1,30 @@
+"""The one reader of the whole numbers a user types: token ids (``--ids``, ``--ids-file``), unit indices
+(``rnn.l0.fwd.h:37``, ``--units``), sequence numbers (``--sequences``) and the browser's prompts (go to unit, go
+to sequence, compare, token search).
+
+A number here is ASCII digits with an optional sign. Python's ``int()`` takes more than that (other scripts'
+digits such as ``"٣"``, underscores, surrounding spaces) and ``str.isdigit()`` takes what ``int()`` refuses
+(superscripts such as ``"²"``), so checking with one and converting with the other let a typed ``²`` escape as a
+traceback; every place that reads a typed number asks this module instead.
+"""
+from __future__ import annotations
+
+import re
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as an int when it is a whole number (ASCII digits, an optional sign), else None (so is a
+    number of more digits than Python converts, about 4,300)."""
+    if not _WHOLE.fullmatch(text):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return None
+
+
+def whole_numbers(text: str) -> list[int] | None:
+    """Whole numbers separated by commas or spaces (``"3,17 4"``), or None when a piece is not one."""
+    numbers = [whole_number(piece) for piece in text.replace(",", " ").split()]
+    return None if None in numbers else numbers
