@@ -69,9 +69,9 @@ async def test_columns_widen_to_the_tokens_with_a_key():
         await pilot.press("w")
         await settle(pilot)
         start, stop = heatmap.visible_rows()
-        assert heatmap.cell_width == max(len(t) for t in app.source.tokens(0, 40)) == 6
+        assert heatmap.cell_width == max(len(t) for t in app.source.tokens(0, 40)) + 1 == 7  # and a gap
         ruler = "".join(s.text for s in heatmap.render_line(0))
-        assert "greets" in ruler or "greet " in ruler
+        assert "greets " in ruler or "greet  " in ruler
         await pilot.press("w")
         assert heatmap.cell_width == 3
 
@@ -84,8 +84,31 @@ async def test_a_short_trace_is_stretched_over_the_screen():
         await settle(pilot)
         heatmap = app.query_one(Heatmap)
         assert heatmap.cell_width == heatmap.data_width // trace.num_tokens > 3
-        assert heatmap.data_width - trace.num_tokens * heatmap.cell_width < trace.num_tokens  # no black half-screen
+        assert heatmap.columns.total == heatmap.data_width  # spread over all of it: no blank band on the right
         assert heatmap.size.height == heatmap.lines + 1  # only as tall as its units: the text view gets the rest
+
+
+@sync
+async def test_the_ruler_keeps_tokens_apart_and_uses_the_whole_width():
+    """31 words in a 200-column terminal: every column is spread to 4 or 5 cells, each label ends in a gap."""
+    words = ("the boy near the car greets the boys near the cars greet the dog near the boy greets "
+             "the boys near the car greet the dog near the cars greets")
+    trace = word_trace(sentences=[words])
+    assert trace.num_tokens == 31
+    app = GatescopeApp(trace)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        heatmap = app.query_one(Heatmap)
+        assert heatmap.visible_rows() == (0, 31) and heatmap.columns.total == heatmap.data_width
+        ruler = "".join(s.text for s in heatmap.render_line(0))[heatmap.gutter_width:]
+        assert len(ruler.rstrip()) > heatmap.data_width - 2  # the last token ends at the right edge
+        assert "greetsthe" not in ruler and "…s the " in ruler  # a blank cell between neighbours
+        assert set(heatmap.columns.widths(0, 31).tolist()) == {4, 5}
+        assert len(ruler.split()) == 31  # each label apart from the next
+        await pilot.press("w")  # widen: the longest token and a gap, scrolling
+        await settle(pilot)
+        ruler = "".join(s.text for s in heatmap.render_line(0))
+        assert heatmap.cell_width == len("greets") + 1 and "greets the" in ruler
 
 
 @sync
