@@ -51,6 +51,13 @@ GAP_FROM = 4  # columns this wide end with a blank cell between tokens
 MARGIN = 8  # tokens kept in view beyond the cursor, at most a quarter of the view
 
 
+def ruler_label(text: str, width: int, style: Style) -> list[Segment]:
+    """A token on a ruler, in a column of ``width`` cells: fitted, and a blank last cell when the column has room."""
+    if width < GAP_FROM:
+        return [Segment(fit(text, width), style)]
+    return [Segment(fit(text, width - 1), style), Segment(" ", EMPTY_STYLE)]
+
+
 def fit(text: str, width: int) -> str:
     """``text`` in ``width`` cells: cut in the middle when too long, so its end shows ("greets" -> "gr…s")."""
     if len(text) <= width:
@@ -400,11 +407,7 @@ class Heatmap(ScrollView, can_focus=True):
             else:
                 style = (START_STYLES if row in firsts else RULER_STYLES)[row % 2]
             text = token.replace("\n", "↵").replace(" ", "␣") if self.source.tokenizer == "char" else token
-            width = widths[i]
-            if width >= GAP_FROM:  # the label, then a blank cell before the next token
-                segments += [Segment(fit(text, width - 1), style), Segment(" ", EMPTY_STYLE)]
-            else:
-                segments.append(Segment(fit(text, width), style))
+            segments += ruler_label(text, widths[i], style)
         return Strip(segments, sum(widths))
 
     def _line(self, line: int, start: int, stop: int) -> Strip:

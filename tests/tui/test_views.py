@@ -207,15 +207,43 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         np.testing.assert_array_equal(pair.levels(0)[:len(a)], scale.levels(a))
         np.testing.assert_array_equal(pair.levels(1)[:len(b)], scale.levels(b))
         np.testing.assert_allclose(pair.difference_values()[:len(a)], (a - b) / 2, rtol=1e-6)
-        assert pair.cell_width == len("greets")  # the longest token of the two: suffixes are not cut
+        assert pair.min_width == len("greets") + 1  # the longest token of the two and a gap: suffixes are not cut
         title = "".join(s.text for s in pair.render_line(0))
-        assert "greets" in title and title.index("boy") == pair.gutter_width + pair.cell_width  # one column a position
+        assert "greets" in title and title.index("boy") == pair.gutter_width + pair.columns.x(1)  # a column a position
         await pilot.press("k", "v")  # the main screen's keys do nothing over the split view
         assert app.name_shown == "rnn.l0.fwd.h" and app.selection is None
         await pilot.press("d")
         assert pair.panes == 3 and "A-B" in "".join(s.text for s in pair.render_line(2 * (pair.unit_lines + 1)))
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
+
+
+@sync
+async def test_the_split_view_opens_at_the_top_over_the_whole_width_and_shows_hidden_units():
+    trace = word_trace(hidden=60)
+    app = GatescopeApp(trace, start="rnn.l0.fwd.h:2")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("C", "1", "enter")
+        await settle(pilot)
+        pair = app.screen.query_one(PairView)
+        assert pair.first_unit == 0  # unit 2 is on the first page: units 0-1 are not scrolled away
+        assert pair.columns.total == pair.size.width - pair.gutter_width  # 7 positions over all 200 columns
+        title = "".join(s.text for s in pair.render_line(0))
+        assert title.index("<eos>") == pair.gutter_width + pair.columns.x(6) > pair.size.width - 30  # the last
+        first, last = ("".join(s.text for s in pair.render_line(y))[:pair.gutter_width] for y in (1, pair.unit_lines))
+        assert "↑" not in first and "↓" in last  # more units below, none above
+        await pilot.press("pagedown")
+        assert "↑" in "".join(s.text for s in pair.render_line(1))[:pair.gutter_width]
+        title = str(app.screen.query_one("#compare-title").render())
+        assert "B = sequence 1" in title  # the long first line does not wrap over the second
+    app = GatescopeApp(trace, start="rnn.l0.fwd.h:51")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("C", "1", "enter")
+        await settle(pilot)
+        pair = app.screen.query_one(PairView)
+        assert pair.first_unit <= 50 < pair.first_unit + 2 * pair.unit_lines  # a unit further down is in view
 
 
 @pytest.mark.slow  # several seconds; CI runs it with the slow tests
