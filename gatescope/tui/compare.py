@@ -25,6 +25,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import PairStyles, Scale
 from gatescope.tui.columns import Columns
 from gatescope.tui.heatmap import EMPTY_STYLE, GUTTER_STYLE, HALF, MAX_CELL, RULER_STYLES, ruler_label
@@ -137,7 +138,7 @@ class PairView(Widget, can_focus=True):
         if pane >= self.panes:
             return Strip.blank(width, EMPTY_STYLE)
         if line == 0:
-            return self._title(pane).crop_extend(0, width, EMPTY_STYLE)
+            return clip(list(self._title(pane)), width, EMPTY_STYLE)
         first = self.first_unit + 2 * (line - 1)
         if first >= self.hidden:
             return Strip.blank(width, EMPTY_STYLE)

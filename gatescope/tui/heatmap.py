@@ -164,9 +164,11 @@ class Heatmap(ScrollView, can_focus=True):
 
     def _update_virtual_size(self) -> None:
         self.virtual_size = Size(self.gutter_width + self.columns.total, self.lines + 1)
+        scrollbar = 1 if self.columns.total > self.data_width else 0
+        self.styles.max_height = self.lines + 1 + scrollbar  # no taller than its units: a small layer leaves room
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        """As tall as the units need (and the ruler): a small layer leaves room below (Textual adds the scrollbar)."""
+        """As tall as the units need (and the ruler)."""
         return self.lines + 1
 
     def on_resize(self) -> None:

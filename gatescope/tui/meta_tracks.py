@@ -13,6 +13,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import SEQUENTIAL
 from gatescope.tui.columns import Columns
 from gatescope.tui.features import Track
@@ -56,7 +57,7 @@ class MetaTracks(Widget):
         if y > len(self.tracks) or not self.tracks:
             return Strip.blank(width)
         if y == len(self.tracks):
-            return Strip(self._legend()).crop_extend(0, width, None)
+            return clip(self._legend(), width)
         track = self.tracks[y]
         label = Segment(f"{track.name[: self.indent - 1]:>{self.indent - 1}} ", LABEL)
         return Strip([label, *self._cells(track)]).crop_extend(0, width, None)

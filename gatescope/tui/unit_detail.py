@@ -19,6 +19,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import SPARK
 from gatescope.tui.columns import Columns
 from gatescope.tui.source import Layer, TraceSource
@@ -70,6 +71,7 @@ class UnitDetail(Widget):
             segments = [Segment(f"unit {self.unit} {token!r} ", LABEL)]
             for kind, value in self.values_at_cursor().items():
                 segments += [Segment(f" {kind} ", LABEL), Segment(_format(value), VALUE)]
+            return clip(segments, width)
         else:
             kind = self.rnn_layer.kinds[y - 1]
             segments = [Segment(f"{kind:>{self.indent - 1}} ", LABEL)]

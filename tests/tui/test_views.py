@@ -17,6 +17,7 @@ from gatescope.tui.app import GatescopeApp
 from gatescope.tui.compare import CompareScreen, PairView
 from gatescope.tui.heatmap import MARGIN, Heatmap, fit
 from gatescope.tui.ranked_units import RankedUnits
+from gatescope.tui.sequence_list import SequenceList
 
 
 def long_trace(sequences: int = 12, length: int = 40) -> Trace:
@@ -282,3 +283,26 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
         for _ in range(4):
             await pilot.press("tab")
             assert app.focused.id != "rank-now" and app.focused.region.area > 0
+
+
+@sync
+async def test_a_one_line_text_leaves_the_height_to_the_heatmap_and_cut_lines_end_in_an_ellipsis():
+    trace = word_trace(hidden=80, sentences=["the boy near the cars greets the dog near the boys near the car"] * 2)
+    app = GatescopeApp(trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        heatmap, text = app.query_one(Heatmap), app.query_one("#text")
+        assert text.outer_size.height == 2  # its rule and its one line of text, nothing empty under it
+        views = app.query_one("#views")
+        assert sum(w.outer_size.height for w in views.children if w.display) == views.size.height
+        assert heatmap.outer_size.height > views.size.height // 2  # the heatmap has the room instead
+        line = "".join(s.text for s in app.query_one(SequenceList).render_line(0))
+        assert line.endswith("…") and len(line) == app.query_one(SequenceList).size.width  # cut, and says so
+
+
+def test_clip_marks_a_cut_with_an_ellipsis_and_pads_a_short_line():
+    from rich.segment import Segment
+
+    from gatescope.tui.clip import clip
+    assert "".join(s.text for s in clip([Segment("greets the")], 6)) == "greet…"
+    assert "".join(s.text for s in clip([Segment("the")], 6)) == "the   " and clip([Segment("abc")], 3).cell_length == 3
