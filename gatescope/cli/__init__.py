@@ -75,6 +75,15 @@ def warnings_on_stderr() -> Iterator[None]:
         yield
 
 
+def with_formats(command: click.Command) -> click.Command:
+    """Put the checkpoint formats gatescope reads (gatescope.checkpoints.formats.READABLE) where the help says
+    ``{formats}``: the commands that take a checkpoint say the same, from one list."""
+    from gatescope.checkpoints.formats import READABLE
+
+    command.help = (command.help or "").replace("{formats}", READABLE)
+    return command
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gatescope` console script."""
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from gatescope.cli import with_formats
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable, reading
 
@@ -89,6 +90,8 @@ def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[s
 
     if not path.exists():
         raise GatescopeError(f"no such file: {path}")
+    if (error := formats.not_a_checkpoint(path)) is not None:
+        raise error
     converted = formats.read(path)
     if converted is not None:
         return dict(converted.tensors), dict(converted.metadata), converted.source, list(converted.notes)
@@ -100,7 +103,7 @@ def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[s
             raw = (f.metadata() or {}).get(formats.META_KEY)
     except SafetensorError as exc:
         raise GatescopeError(f"{path} is not a checkpoint gatescope reads (safetensors: {str(exc).splitlines()[0]}; "
-                             "other formats by suffix: .pt .pth .bin .ckpt .keras .h5 .onnx)") from None
+                             f"it reads {formats.READABLE})") from None
     try:
         metadata = json.loads(raw) if raw else {}
     except json.JSONDecodeError:
@@ -139,6 +142,7 @@ def converted_metadata(
     return meta
 
 
+@with_formats
 @click.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT.safetensors",
@@ -155,8 +159,8 @@ def converted_metadata(
                    "--roles recurrent=rnns.0,rnns.1 --roles decoder=none (repeatable).")
 def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str | None, unk: str | None,
             eos: str | None, role_values: tuple[str, ...]) -> None:
-    """Convert SOURCE (.pt/.pth/.bin state dict, fastai AWD-LSTM, .keras/.weights.h5, .onnx, .safetensors)
-    to a torch-named safetensors checkpoint with gatescope's metadata, which every command then reads."""
+    """Convert SOURCE ({formats}) to a torch-named safetensors checkpoint with gatescope's metadata, which
+    every command then reads."""
     from safetensors.torch import save_file
 
     from gatescope.checkpoints.formats import META_KEY

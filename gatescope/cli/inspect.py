@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gatescope.checkpoints.formats import CONVERTED_KEY
+from gatescope.cli import with_formats
 from gatescope.cli.trace import input_options, is_onnx, onnx_run_options, one_input, record_onnx
 from gatescope.runs.trace import RunOptions, counted, record_inputs
 from gatescope.errors import GatescopeError
@@ -265,6 +266,7 @@ def open_browser(trace: Trace) -> None:
     run_browser(trace)
 
 
+@with_formats
 @click.command("inspect")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (and nothing else).")
@@ -277,7 +279,7 @@ def inspect(
     ids: tuple[str, ...], ids_files: tuple[str, ...], input_paths: tuple[str, ...], strict: bool,
     chunk: int | None, chunk_axis: int, carry: tuple[str, ...], no_tui: bool, device: str,
 ) -> None:
-    """Report on MODEL, a checkpoint or an ONNX graph (default: the bundled agreement LSTM).
+    """Report on MODEL, a checkpoint ({formats}) or an ONNX graph (default: the bundled agreement LSTM).
 
     An ONNX graph: every LSTM / GRU / RNN node, where it sits (top level, an If branch, a Loop body),
     what feeds it, its initial state and whether it can be recorded; with --input (the graph's own

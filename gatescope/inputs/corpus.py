@@ -34,6 +34,7 @@ import numpy as np
 
 from gatescope.errors import GatescopeError, warn
 from gatescope.files import check_regular, reading, text_lines
+from gatescope.vocab import NO_VOCABULARY
 
 if TYPE_CHECKING:
     import torch
@@ -193,8 +194,7 @@ class Tokenizer:
 
     def __init__(self, vocab: Vocabulary | None, strict: bool = False) -> None:
         if vocab is None:
-            raise GatescopeError("this model has no vocabulary in its metadata; give token ids "
-                                 "(--ids, --ids-file) instead of text")
+            raise GatescopeError(f"{NO_VOCABULARY}, or give token ids (--ids, --ids-file) instead of text")
         self.vocab, self.strict = vocab, strict
         self.unknown: list[str] = []
 
