@@ -14,8 +14,12 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import rich.console
 
 from gatescope.errors import GatescopeError, GatescopeWarning, one_line
 
@@ -73,6 +77,19 @@ def warnings_on_stderr() -> Iterator[None]:
         warnings.simplefilter("always", GatescopeWarning)
         warnings.showwarning = show
         yield
+
+
+UNWRAPPED = 10_000  # the width of a report written to a pipe or a file: as wide as its lines
+
+
+def report_console() -> rich.console.Console:
+    """Where a command prints its report: a terminal's width on a terminal; otherwise (a pipe, a file, a test)
+    lines are not wrapped, where rich would break sentences at 80 columns."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True, width=UNWRAPPED)
 
 
 def with_formats(command: click.Command) -> click.Command:

@@ -248,3 +248,12 @@ def test_the_help_of_commands_taking_a_checkpoint_lists_the_formats_read(capsys)
     for command in ("trace", "inspect", "convert"):
         main([command, "--help"])
         assert " ".join(READABLE.split()) in " ".join(capsys.readouterr().out.split()), command
+
+
+def test_a_report_written_to_a_pipe_is_not_wrapped_mid_sentence(capsys):
+    main(["inspect", "--no-tui"])  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    chain = next(line for line in out.splitlines() if "-> rnn ->" in line)
+    assert len(chain) > 80 and chain.endswith("word tokens")  # one line, not cut at 80 columns
+    assert any(line.startswith("Gates (bias = b_ih + b_hh; radius =") and line.endswith("matrix)")
+               for line in out.splitlines())
