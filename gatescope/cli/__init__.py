@@ -101,6 +101,21 @@ def with_formats(command: click.Command) -> click.Command:
     return command
 
 
+def _taken_by(option: str) -> str:
+    """For an option the command does not take: which commands take it (`` It is an option of inspect.``), or ""."""
+    def commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
+        for name in group.list_commands(click.Context(group)):
+            command = group.get_command(click.Context(group), name)
+            yield from commands(command, f"{prefix}{name} ") if isinstance(command, click.Group) else [
+                (f"{prefix}{name}", command)]
+
+    names = [name for name, command in commands(cli, "")
+             if any(option in p.opts or option in p.secondary_opts for p in command.params)]
+    if not names:
+        return ""
+    return f" It is an option of {', '.join(names)}."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gatescope` console script."""
     try:
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         message = exc.format_message()
+        if isinstance(exc, click.NoSuchOption):
+            message += _taken_by(exc.option_name)
         exc.format_message = lambda: one_line(message)  # click quotes most values; this covers the rest
         exc.show()
         sys.exit(exc.exit_code)

@@ -218,3 +218,10 @@ def test_text_for_a_checkpoint_without_a_vocabulary_points_to_convert_vocab(tmp_
     line = fails(capsys, "trace", tmp_path / "lm.pt", "--text", "the boy", "-o", tmp_path / "run.safetensors",
                  match="gatescope convert MODEL --vocab FILE")
     assert "--ids" in line and not (tmp_path / "run.safetensors").exists()
+
+
+def test_an_option_of_another_command_is_named_with_the_commands_that_take_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["trace", "model.safetensors", "--no-tui", "-o", str(tmp_path / "run.safetensors")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "No such option '--no-tui'. It is an option of inspect." in err
