@@ -102,6 +102,7 @@ class PairView(Widget, can_focus=True):
         length, room = self.length - self.first_position, max(self.size.width - self.gutter_width, 1)
         columns = Columns.uniform(max(length, 1), self.min_width)
         self.columns = columns if columns.total >= room else Columns(length, room)
+        self.refresh()
         if not self._placed:
             self._placed = True
             if self.unit >= 2 * self.unit_lines:  # further down than the first page: start at its pair
@@ -125,7 +126,6 @@ class PairView(Widget, can_focus=True):
     def action_shift(self, step: int) -> None:
         self.first_position = min(max(self.first_position + step, 0), max(self.length - 1, 0))
         self.on_resize()
-        self.refresh()
 
     def action_toggle_difference(self) -> None:
         self.difference = not self.difference
