@@ -17,6 +17,9 @@ from gatescope.errors import GatescopeError, warn
 
 TOKENIZERS = ("word", "char")
 SHOWN = 5  # unknown tokens named in a message
+# what an error says when text meets a model without a vocabulary, and how to give it one
+NO_VOCABULARY = ("this model has no vocabulary in its metadata; add one with "
+                 "`gatescope convert MODEL --vocab FILE -o OUT.safetensors` (FILE: one token a line, or JSON)")
 
 
 class Vocabulary:

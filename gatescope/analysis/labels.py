@@ -7,6 +7,7 @@ integer codes, or words in a text file) or continuous; `Labels` records which.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,17 @@ def resolve_labels(
     return make_labels(values, name=name, kind=kind)
 
 
-def make_labels(values: torch.Tensor, name: str = "labels", kind: str | None = None) -> Labels:
-    """Classify ``values`` (float [N], NaN = none) as binary, categorical or continuous."""
-    values = values.to(torch.float64)
+def make_labels(values: torch.Tensor | np.ndarray | Sequence[float], name: str = "labels",
+                kind: str | None = None) -> Labels:
+    """Classify ``values`` (float [N], NaN = none; a tensor, a numpy array or a list) as binary, categorical or
+    continuous."""
+    try:
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64) if not torch.is_tensor(values) else values,
+                                 dtype=torch.float64)  # (N,)
+    except (TypeError, ValueError) as exc:
+        raise GatescopeError(f"{name}: labels are numbers, one per token (NaN: none); {exc}") from None
+    if values.ndim != 1:
+        raise GatescopeError(f"{name}: labels are one number per token, shape [N]; got shape {tuple(values.shape)}")
     valid = torch.isfinite(values)
     if not bool(valid.any()):
         raise GatescopeError(f"{name}: no token has a label (all NaN)")

@@ -78,6 +78,12 @@ class Table(Sequence[dict[str, Any]]):
     def __repr__(self) -> str:
         return f"Table({len(self)} rows: {', '.join(self.columns)})"
 
+    def __str__(self) -> str:
+        """The rows as aligned text (``print(table.head(3))``); the first 50 when there are more."""
+        from gatescope.display.tables import table_text
+
+        return table_text(self.columns, self.rows)
+
     def _repr_html_(self) -> str:
         """The rows as an HTML table in a notebook (gatescope.display.tables)."""
         from gatescope.display.tables import table_html

@@ -56,7 +56,7 @@ from gatescope.validation.checkpoint import (  # noqa: F401  (the format's names
     check_contents,
     validate_checkpoint,
 )
-from gatescope.vocab import Vocabulary
+from gatescope.vocab import NO_VOCABULARY, Vocabulary
 
 
 # -- the runnable model ----------------------------------------------------------------------
@@ -224,7 +224,7 @@ class LoadedModel(_AnyNames):
         last, width = self.recurrent_names[-1], self.recurrent_output_size
         unused = "".join(f"; {message}" for message in self.load_warnings)  # a decoder that did not fit, say
         if self.vocab is None:
-            raise GatescopeError(f"this model has no vocabulary in its metadata, so words cannot be scored{unused}")
+            raise GatescopeError(f"words cannot be scored: {NO_VOCABULARY}{unused}")
         decoder = self.decoder
         if decoder is None:
             raise GatescopeError(f"this model has no decoder (an output Linear [{len(self.vocab)}, {width}] after "
@@ -294,7 +294,7 @@ class LoadedModel(_AnyNames):
     def encode(self, text: str, add_eos: bool = False) -> list[int]:
         """Token ids of `text` in the checkpoint's vocabulary."""
         if self.vocab is None:
-            raise GatescopeError("this model has no vocabulary in its metadata; give token ids instead of text")
+            raise GatescopeError(f"{NO_VOCABULARY}, or give token ids instead of text")
         return self.vocab.encode(text, add_eos=add_eos)
 
     @property
@@ -567,6 +567,10 @@ def read_header(path: Path) -> tuple[Shapes, dict[str, Any]]:
     """Tensor shapes and the parsed gatescope metadata of a safetensors file, without reading data."""
     converted = _converted(path)
     if converted is None:
+        from gatescope.checkpoints.formats import not_a_checkpoint
+
+        if (error := not_a_checkpoint(path)) is not None:
+            raise error
         return validate_checkpoint(path)  # the door: gatescope.validation.checkpoint checks it all
     return check_contents(path, converted.header(), json.dumps(converted.metadata))  # the same checks
 

@@ -18,8 +18,12 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import rich.console
 
 from gatescope.errors import GatescopeError, GatescopeWarning, one_line
 
@@ -97,6 +101,43 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+UNWRAPPED = 10_000  # the width of a report written to a pipe or a file: as wide as its lines
+
+
+def report_console() -> rich.console.Console:
+    """Where a command prints its report: a terminal's width on a terminal; otherwise (a pipe, a file, a test)
+    lines are not wrapped, where rich would break sentences at 80 columns."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True, width=UNWRAPPED)
+
+
+def with_formats(command: click.Command) -> click.Command:
+    """Put the checkpoint formats gatescope reads (gatescope.checkpoints.formats.READABLE) where the help says
+    ``{formats}``: the commands that take a checkpoint say the same, from one list."""
+    from gatescope.checkpoints.formats import READABLE
+
+    command.help = (command.help or "").replace("{formats}", READABLE)
+    return command
+
+
+def _taken_by(option: str) -> str:
+    """For an option the command does not take: which commands take it (`` It is an option of inspect.``), or ""."""
+    def commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
+        for name in group.list_commands(click.Context(group)):
+            command = group.get_command(click.Context(group), name)
+            yield from commands(command, f"{prefix}{name} ") if isinstance(command, click.Group) else [
+                (f"{prefix}{name}", command)]
+
+    names = [name for name, command in commands(cli, "")
+             if any(option in p.opts or option in p.secondary_opts for p in command.params)]
+    if not names:
+        return ""
+    return f" It is an option of {', '.join(names)}."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gatescope` console script."""
     with sigterm_unwinds():
@@ -116,6 +157,8 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         message = exc.format_message()
+        if isinstance(exc, click.NoSuchOption):
+            message += _taken_by(exc.option_name)
         exc.format_message = lambda: one_line(message)  # click quotes most values; this covers the rest
         exc.show()
         sys.exit(exc.exit_code)

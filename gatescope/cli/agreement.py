@@ -62,8 +62,9 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, by: tupl
 
 
 def _print_table(result: dict, model: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from gatescope.cli import report_console
 
     title = f"Agreement accuracy of {Path(model).name}"
     if "ablated" in result:
@@ -80,7 +81,7 @@ def _print_table(result: dict, model: str) -> None:
     table.add_section()
     table.add_row("all", str(result["n"]), f"{result['accuracy']:.3f}", _interval(result["ci95"]),
                   f"{result['mean_logit_diff']:+.2f}", style="bold")
-    console = Console()
+    console = report_console()
     console.print(table)
     if not result["by_distance"]:
         return
@@ -101,10 +102,11 @@ def _interval(bounds, scale: float = 1.0, digits: int = 3) -> str:
 
 def _print_breakdown(result: dict, fields: list[str]) -> None:
     """One table per --by field: accuracy and its interval per value; with --ablate, the drop in points."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from gatescope.cli import report_console
+
+    console = report_console()
     effect = result.get("effect")
     if effect is not None:
         console.print(f"ablation costs {100 * effect['drop']:.1f} points "

@@ -112,15 +112,16 @@ def _fmt(value: Any) -> str:
 
 
 def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table as RichTable
+
+    from gatescope.cli import report_console
 
     table = RichTable(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in ("unit", "name", "token"))
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
-    Console().print(table)
+    report_console().print(table)
 
 
 def _emit_json(data: Any) -> None:

@@ -16,7 +16,7 @@ WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind
 @click.argument("trace", type=click.Path(path_type=Path))
 @click.option(
     "--export-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Folder for SVG and PNG exports (e and E keys). Default: the current folder.",
+    help="Folder for SVG and PNG exports (e and E keys), made if missing. Default: the current folder.",
 )
 @click.option(
     "--ranking", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -44,8 +44,6 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Pa
     """
     from gatescope.errors import GatescopeError
 
-    if export_dir is not None and not export_dir.is_dir():
-        raise GatescopeError(f"--export-dir {export_dir} is not a folder")
     if port is not None and not web:
         raise GatescopeError("--port is the port of --web; add --web to serve the browser on it")
     if max_sessions is not None and not web:
@@ -56,6 +54,11 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Pa
     data = trace_file(trace)  # a bad file is a one-line error before anything else
     if ranking is not None:
         read_ranking(ranking, data)
+    if export_dir is not None:
+        try:
+            export_dir.mkdir(parents=True, exist_ok=True)  # made now, so the first e or E does not fail
+        except OSError as exc:
+            raise GatescopeError(f"--export-dir {export_dir}: cannot make the folder ({exc.strerror})") from None
     if web:
         from gatescope.tui.web import serve
 

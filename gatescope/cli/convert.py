@@ -9,11 +9,13 @@ loaded before it is renamed into place, so a file that would not load is never w
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from gatescope.cli import with_formats
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, check_writable, text_lines
 from gatescope.validation.limits import MAX_JSON_BYTES, MAX_VOCAB
@@ -24,12 +26,16 @@ LISTS = ("recurrent", "outside")  # roles that name several modules or tensors
 
 
 def read_vocab(path: Path) -> list[str]:
-    """A vocabulary file: a JSON list of strings (``.json``), else one token a line (id = line number);
-    read through the doors of gatescope.files and gatescope.validation.text (regular files, bounded)."""
+    """A vocabulary file: JSON (``.json``), a list of token strings or a ``{token: id}`` object (ids 0..n-1,
+    each once: the layout of torchtext's, gensim's and most tokenizers' ``vocab.json``), else one token a line
+    (id = line number); read through the doors of gatescope.files and gatescope.validation.text (regular
+    files, bounded)."""
     if path.suffix.lower() == ".json":
-        tokens = read_json(path, "vocabulary file", MAX_JSON_BYTES, "a JSON list of token strings")
+        tokens = read_json(path, "vocabulary file", MAX_JSON_BYTES, "a JSON list of token strings or a {token: id} object")
+        if isinstance(tokens, dict):
+            return _by_id(path, tokens)
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise GatescopeError(f"{path} must hold a JSON list of token strings")
+            raise GatescopeError(f"{path} must hold a JSON list of token strings or a {{token: id}} object")
         return tokens
     tokens = []
     for number, line in text_lines(path, "vocabulary file"):
@@ -40,6 +46,24 @@ def read_vocab(path: Path) -> list[str]:
             raise GatescopeError(f"{path} holds more than {MAX_VOCAB} tokens")
         tokens.append(line)
     return tokens
+
+
+def _by_id(path: Path, ids: dict[str, Any]) -> list[str]:
+    """The tokens of a ``{token: id}`` object in id order; GatescopeError unless the ids are 0..n-1, each once."""
+    for token, i in ids.items():
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise GatescopeError(f"{path}: the id of {token!r} is {json.dumps(i)}, not an integer "
+                                 "(a {token: id} vocabulary maps each token to its row 0..n-1)")
+    tokens: list[str | None] = [None] * len(ids)
+    for token, i in sorted(ids.items(), key=lambda item: item[1]):
+        if not 0 <= i < len(ids):
+            missing = tokens.index(None)
+            raise GatescopeError(f"{path}: {token!r} has id {i}, but {len(ids)} tokens take ids 0..{len(ids) - 1} "
+                                 f"(no token has id {missing})")
+        if tokens[i] is not None:
+            raise GatescopeError(f"{path}: {tokens[i]!r} and {token!r} both have id {i} (ids are 0..n-1, each once)")
+        tokens[i] = token
+    return tokens  # type: ignore[return-value]  # every slot filled: n distinct ids in 0..n-1
 
 
 def parse_roles(values: tuple[str, ...]) -> dict[str, Any]:
@@ -70,6 +94,8 @@ def read_source(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, list[s
 
     if not path.exists():
         raise GatescopeError(f"no such file: {path}")
+    if (error := formats.not_a_checkpoint(path)) is not None:
+        raise error
     _, metadata = read_header(path)
     converted = formats.read(path)
     if converted is not None:
@@ -110,12 +136,14 @@ def converted_metadata(
     return meta
 
 
+@with_formats
 @click.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT.safetensors",
               help="The torch-named safetensors file to write.")
 @click.option("--vocab", "vocab_path", type=click.Path(path_type=Path), metavar="FILE",
-              help="The vocabulary: one token a line (id = line number), or a JSON list of strings (.json).")
+              help="The vocabulary: one token a line (id = line number), or .json: a list of strings or a "
+                   "{token: id} object (ids 0..n-1).")
 @click.option("--tokenizer", type=click.Choice(["word", "char"]),
               help="How text becomes tokens: split on whitespace (word, the default) or every character (char).")
 @click.option("--unk", metavar="TOKEN", help="The unknown-word token (default: <unk> when the vocabulary has it).")
@@ -126,8 +154,8 @@ def converted_metadata(
                    "recurrent=rnns.0,rnns.1 --roles decoder=none --roles outside=aux_head (repeatable).")
 def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str | None, unk: str | None,
             eos: str | None, role_values: tuple[str, ...]) -> None:
-    """Convert SOURCE (.pt/.pth/.bin state dict, fastai AWD-LSTM, .keras/.weights.h5, .onnx, .safetensors)
-    to a torch-named safetensors checkpoint with gatescope's metadata, which every command then reads."""
+    """Convert SOURCE ({formats}) to a torch-named safetensors checkpoint with gatescope's metadata, which
+    every command then reads."""
     from safetensors.torch import save_file
 
     from gatescope.checkpoints.formats import META_KEY
@@ -146,11 +174,16 @@ def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str 
 
     def write(tmp: str) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={META_KEY: json.dumps(metadata)})
-        try:
-            model = load(tmp)
-        except GatescopeError as exc:
-            raise GatescopeError(f"{source} converted, but the result would not load: "
-                                 f"{str(exc).replace(tmp, str(output))}") from None
+        with warnings.catch_warnings(record=True) as caught:  # they name the temporary file: name the output
+            warnings.simplefilter("always")
+            try:
+                model = load(tmp)
+            except GatescopeError as exc:
+                raise GatescopeError(f"{source} converted, but the result would not load: "
+                                     f"{str(exc).replace(tmp, str(output))}") from None
+        for warning in caught:
+            message = str(warning.message).replace(tmp, str(output)).replace(Path(tmp).name, output.name)
+            warnings.warn(message, warning.category, stacklevel=2)
         summary.append(model)
 
     summary: list = []

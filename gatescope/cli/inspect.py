@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gatescope.checkpoints.formats import CONVERTED_KEY
+from gatescope.cli import report_console, with_formats
 from gatescope.cli.trace import input_options, is_onnx, onnx_run_options, one_input, record_onnx
 from gatescope.runs.trace import RunOptions, counted, record_inputs
 from gatescope.errors import GatescopeError
@@ -112,10 +113,7 @@ def _num(value: float | None) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     """The report as rich tables on stdout."""
-    from rich.console import Console
-
-
-    console = Console(highlight=False)
+    console = report_console()
     console.print(f"[bold]{report['file']}[/]: {report['parameters']:,} parameters")
     emb, dec, vocab = report["embedding"], report["decoder"], report["vocab"]
     projection = report["input_projection"]
@@ -237,9 +235,7 @@ def build_onnx_report(path: Path, input_paths: tuple[str, ...], chunk: int | Non
 
 def print_onnx_report(report: dict[str, Any]) -> None:
     """An ONNX graph's report: its recurrent nodes, then the checkpoint report or the saturation of a run."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
+    console = report_console()
     graph = report["onnx"]
     inputs = ", ".join(f"{n} ({v['type']} {v['shape']})" for n, v in graph["inputs"].items())
     console.print(f"[bold]{report['file']}[/]: an ONNX graph; inputs {inputs or 'none'}", soft_wrap=True)
@@ -268,6 +264,7 @@ def open_browser(trace: Trace) -> None:
     run_browser(trace)
 
 
+@with_formats
 @click.command("inspect")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (and nothing else).")
@@ -280,7 +277,7 @@ def inspect(
     ids: tuple[str, ...], ids_files: tuple[str, ...], input_paths: tuple[str, ...], strict: bool,
     chunk: int | None, chunk_axis: int, carry: tuple[str, ...], no_tui: bool, device: str,
 ) -> None:
-    """Report on MODEL, a checkpoint or an ONNX graph (default: the bundled agreement LSTM).
+    """Report on MODEL, a checkpoint ({formats}) or an ONNX graph (default: the bundled agreement LSTM).
 
     An ONNX graph: every LSTM / GRU / RNN node, where it sits (top level, an If branch, a Loop body),
     what feeds it, its initial state and whether it can be recorded; with --input (the graph's own

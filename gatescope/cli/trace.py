@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from gatescope.cli import with_formats
 from gatescope.errors import GatescopeError
 from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
@@ -154,6 +155,7 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
     return graph, recording
 
 
+@with_formats
 @click.command("trace")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -189,7 +191,9 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
 def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_paths, strict, feature_files,
           stimuli_path, code_features, device, dtype, batch_size, chunk_steps, modules, kinds, shard_tokens, chunk,
           chunk_axis, carry, distributed) -> None:
-    """Record every gate and state of MODEL (a checkpoint, or any ONNX graph) over some input into a trace file.
+    """Record every gate and state of MODEL over some input into a trace file.
+
+    MODEL is a checkpoint ({formats}), or any ONNX graph.
 
     An ONNX model given --input runs in onnxruntime on its own inputs; every LSTM / GRU node of the graph
     (inside If branches and Loop bodies too) is recorded from the inputs the graph computes for it, and

@@ -3,7 +3,9 @@
 ("Visualizing and understanding recurrent networks", Fig. 2.) Under the text of each sequence, every
 chosen kind of the same unit (index) in the same layer is a small line plot over the tokens, as in
 Lakretz et al. 2019's Fig. 1 gate profiles; hovering a token or a plot column shows the exact recorded
-values. Colours are the browser's (gatescope.display.colorscale).
+values. Colours are the browser's (gatescope.display.colorscale). The figure is as wide as its longest line
+of text (up to `WRAP` characters) or its title, and a sentence that fits on one line is spread over the
+plots' width, each token centred over its values, so 6 tokens never fill a corner of the plots.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from gatescope.kinds import describe as describe_kind
 from gatescope.names import parse_name
 
 WRAP = 100  # characters per line of text
+LEGEND = 120  # px of the colour legend, right of the title
 MARGIN = svg.MARGIN
 LABEL = 48  # px left of the line plots, for the kind's symbol and range
 PLOT_HEIGHT = 34
@@ -50,33 +53,50 @@ class UnitText(Figure):
         title = f"{unit} ({KINDS[q.kind].title})"
         super().__init__(self._draw(title, notes, lengths, char), title, notes)
 
+    def _columns(self, char: bool) -> int:
+        """Characters of the longest line of text (the tokens and the spaces between them), at most WRAP."""
+        gap = 0 if char else 1
+        longest = max((sum(max(len(svg.visible(t)), 1) + gap for t in tokens) - gap for tokens in self.tokens),
+                      default=WRAP)
+        return min(longest, WRAP)
+
     def _draw(self, title: str, notes: list[str], lengths: list[int], char: bool) -> str:
-        width = 2 * MARGIN + LABEL + WRAP * svg.CHAR_WIDTH
-        body: list[str] = [svg.text(MARGIN, 18, title + f", coloured by {self.scale.label}", size=svg.FONT_SIZE,
-                                    fill=svg.INK)]
-        body += svg.legend(width - MARGIN - 120, 9, self.scale)
+        heading = title + f", coloured by {self.scale.label}"
+        scale = self.scale
+        labels = len(f"{scale.label}  {scale.low:g}") + len(f"{scale.high:g}")  # the legend's, either side of it
+        heading_width = 2 * MARGIN + (len(heading) + labels + 4) * svg.CHAR_WIDTH + LEGEND  # the title, the legend
+        width = max(2 * MARGIN + LABEL + self._columns(char) * svg.CHAR_WIDTH, heading_width)
+        body: list[str] = [svg.text(MARGIN, 18, heading, size=svg.FONT_SIZE, fill=svg.INK)]
+        body += svg.legend(width - MARGIN - LEGEND, 9, self.scale)
         y = svg.notes(body, 26.0, notes)
         for i, span in enumerate(self.spans):
             body.append(svg.text(MARGIN, y + 20, describe(span, lengths[i])))
             y += 26
-            y, centres = self._text(body, y, i, char)
+            y, centres = self._text(body, y, i, char, width - 2 * MARGIN - LABEL)
             y = self._plots(body, y + 6, i, width, centres)
         return svg.document(width, y + MARGIN, body, title)
 
-    def _text(self, body: list[str], y: float, i: int, char: bool) -> tuple[float, list[float] | None]:
-        """The tokens of span ``i`` from height ``y``, wrapped; returns the height below them, and the tokens'
-        centres when they fit on one line (the plots then put each token's value under it)."""
+    def _text(self, body: list[str], y: float, i: int, char: bool, room: float) -> tuple[float, list[float] | None]:
+        """The tokens of span ``i`` from height ``y``, wrapped, or spread over ``room`` px when they fit on one
+        line; returns the height below them, and the tokens' centres when they are on one line (the plots then
+        put each token's value under it)."""
         span, values, tokens = self.spans[i], self.values[i], self.tokens[i]
         colors = self.scale.hex_colors(values)
         column, line = 0, 0
         centres = []
+        gap = 0 if char else 1
+        cells_of = [max(len(svg.visible(t)), 1) for t in tokens]
+        slot = room / max(len(tokens), 1)  # px per token when spread
+        spread = (sum(cells_of) + gap * (len(tokens) - 1) <= WRAP and not (char and "\n" in tokens[:-1])
+                  and max(cells_of, default=0) * svg.CHAR_WIDTH <= slot)  # one line, no token wider than its share
         for k, token in enumerate(tokens):
             shown = svg.visible(token)
-            cells = max(len(shown), 1)
-            gap = 0 if char else 1
+            cells = cells_of[k]
             if column and column + cells > WRAP:
                 column, line = 0, line + 1
             x, top = MARGIN + LABEL + column * svg.CHAR_WIDTH, y + line * svg.LINE_HEIGHT
+            if spread:  # centred in its share of the width
+                x = MARGIN + LABEL + (k + 0.5) * slot - cells * svg.CHAR_WIDTH / 2
             centres.append(x + cells * svg.CHAR_WIDTH / 2)
             row = span.start + k
             lines = [f"{token!r}: sequence {span.sequence}, position {span.first + k} (row {row})",

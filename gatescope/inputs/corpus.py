@@ -38,6 +38,7 @@ from gatescope.files import check_regular, read_limited, reading, text_lines
 from gatescope.numbers import whole_number
 from gatescope.validation.limits import MAX_WHOLE_BYTES
 from gatescope.validation.text import read_npy
+from gatescope.vocab import NO_VOCABULARY
 
 if TYPE_CHECKING:
     import torch
@@ -197,8 +198,7 @@ class Tokenizer:
 
     def __init__(self, vocab: Vocabulary | None, strict: bool = False) -> None:
         if vocab is None:
-            raise GatescopeError("this model has no vocabulary in its metadata; give token ids "
-                                 "(--ids, --ids-file) instead of text")
+            raise GatescopeError(f"{NO_VOCABULARY}, or give token ids (--ids, --ids-file) instead of text")
         self.vocab, self.strict = vocab, strict
         self.unknown: list[str] = []
 

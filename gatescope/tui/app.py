@@ -220,11 +220,9 @@ class GatescopeApp(App[None]):
     def _update_views(self) -> None:
         heatmap = self.heatmap
         unit, row = heatmap.unit, heatmap.row
-        self.query_one(UnitDetail).show(
-            self.layer, unit, row, heatmap.visible_rows(), heatmap.cell_width, heatmap.gutter_width
-        )
-        window, width, indent = heatmap.visible_rows(), heatmap.cell_width, heatmap.gutter_width
-        self.query_one(MetaTracks).show(window, width, indent)
+        window, columns, indent = heatmap.visible_rows(), heatmap.columns, heatmap.gutter_width
+        self.query_one(UnitDetail).show(self.layer, unit, row, window, columns, indent)
+        self.query_one(MetaTracks).show(window, columns, indent)
         chosen = self.selection
         plot = self.query_one(SelectionPlot)
         shown = chosen is not None and bool(chosen.units) and chosen.name == self.name_shown
@@ -232,7 +230,7 @@ class GatescopeApp(App[None]):
             plot.display = shown
         if shown and chosen.threshold is not None:
             plot.show(self.name_shown, chosen.units, chosen.threshold,
-                                               (chosen.start, chosen.stop), window, width, indent)
+                      (chosen.start, chosen.stop), window, columns, indent)
         span = None if chosen is None else (chosen.start, chosen.stop)
         self.query_one(TextView).show(self.name_shown, unit, row, span)
         sequence = self.source.sequence_of(row)

@@ -5,8 +5,11 @@ greets" against "the boys near the car greet"): pane A and pane B are the heatma
 sequences over the same units, token position t of both in the same column, and the optional
 difference pane colours value(A) - value(B) on a diverging scale (blue: B higher, red: A
 higher; the difference of two values on a scale of width w is divided by w, so -1..1; the cell
-state is compared as tanh(c), as it is coloured). Columns are as wide as the longest token of
-the two, so a suffix ("greets" / "greet") is never cut.
+state is compared as tanh(c), as it is coloured). Columns are at least as wide as the longest
+token of the two and a gap, so a suffix ("greets" / "greet") is never cut, and short sequences
+are spread over the whole width (gatescope.tui.columns). The panes open on the first units (on
+the cursor's unit when it lies further down); an arrow in the gutter says units are hidden above
+or below.
 """
 from __future__ import annotations
 
@@ -22,11 +25,14 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import PairStyles, Scale
-from gatescope.tui.heatmap import EMPTY_STYLE, GUTTER_STYLE, HALF, MAX_CELL, RULER_STYLES, fit
+from gatescope.tui.columns import Columns
+from gatescope.tui.heatmap import EMPTY_STYLE, GUTTER_STYLE, HALF, MAX_CELL, RULER_STYLES, ruler_label
 from gatescope.tui.source import TraceSource
 
 MAX_POSITIONS = 2048  # positions compared (a sequence may be a whole corpus)
+TITLE_TOKENS = 400  # tokens of each sequence written out in the screen's title
 TITLE_STYLE = Style(color="#00d7ff", bold=True, bgcolor="#121212")
 DIFFERENCE = Scale("h")  # -1..1, blue .. white .. red
 
@@ -50,7 +56,9 @@ class PairView(Widget, can_focus=True):
         self.kind = quantity.rsplit(".", 1)[1]
         self.scale = source.scale(quantity)
         self.hidden = int(source.data.arrays[quantity].shape[1])
-        self.first_unit = unit - unit % 2
+        self.unit = unit
+        self.first_unit = 0
+        self._placed = False  # the first layout puts the cursor's unit in view
         self.first_position = 0
         self.difference = False
         rows = [source.sequence_rows(s) for s in (a, b)]
@@ -59,8 +67,9 @@ class PairView(Widget, can_focus=True):
         self.tokens = [source.tokens(*r) for r in rows]
         self.length = max(len(t) for t in self.tokens)
         longest = max(len(t) for tokens in self.tokens for t in tokens)
-        self.cell_width = 1 if source.tokenizer == "char" else min(max(longest, 3), MAX_CELL)
-        self.gutter_width = max(len(str(self.hidden - 1)), 3) + 1
+        self.min_width = 1 if source.tokenizer == "char" else min(max(longest + 1, 3), MAX_CELL)  # and a gap
+        self.columns = Columns.uniform(self.length, self.min_width)
+        self.gutter_width = max(len(str(self.hidden - 1)), 3) + 2  # room for an arrow: units hidden above/below
         self._styles = PairStyles(self.scale)
         self._difference_styles = PairStyles(DIFFERENCE)
         self._levels = [self._pane_levels(pane) for pane in range(3)]
@@ -85,6 +94,21 @@ class PairView(Widget, can_focus=True):
         return (a - b) / (self.scale.high - self.scale.low)
 
     @property
+    def cell_width(self) -> int:
+        """The narrowest column (spread sequences have some one cell wider)."""
+        return self.columns.narrowest
+
+    def on_resize(self) -> None:
+        length, room = self.length - self.first_position, max(self.size.width - self.gutter_width, 1)
+        columns = Columns.uniform(max(length, 1), self.min_width)
+        self.columns = columns if columns.total >= room else Columns(length, room)
+        self.refresh()
+        if not self._placed:
+            self._placed = True
+            if self.unit >= 2 * self.unit_lines:  # further down than the first page: start at its pair
+                self.action_units(self.unit - self.unit % 2)
+
+    @property
     def panes(self) -> int:
         return 3 if self.difference else 2
 
@@ -101,7 +125,7 @@ class PairView(Widget, can_focus=True):
 
     def action_shift(self, step: int) -> None:
         self.first_position = min(max(self.first_position + step, 0), max(self.length - 1, 0))
-        self.refresh()
+        self.on_resize()
 
     def action_toggle_difference(self) -> None:
         self.difference = not self.difference
@@ -114,7 +138,7 @@ class PairView(Widget, can_focus=True):
         if pane >= self.panes:
             return Strip.blank(width, EMPTY_STYLE)
         if line == 0:
-            return self._title(pane).crop_extend(0, width, EMPTY_STYLE)
+            return clip(list(self._title(pane)), width, EMPTY_STYLE)
         first = self.first_unit + 2 * (line - 1)
         if first >= self.hidden:
             return Strip.blank(width, EMPTY_STYLE)
@@ -122,9 +146,10 @@ class PairView(Widget, can_focus=True):
         levels = self.levels(pane)[self.first_position:]  # (P, H)
         upper = levels[:, first].astype(np.int32)
         lower = levels[:, first + 1].astype(np.int32) if first + 1 < self.hidden else np.full_like(upper, styles.blank)
-        segments = [Segment(f"{first:>{self.gutter_width - 1}} ", GUTTER_STYLE)]
-        cells = HALF * self.cell_width
-        segments += [Segment(cells, styles.table[u][l]) for u, l in zip(upper.tolist(), lower.tolist())]
+        arrow = "↑" if line == 1 and first > 0 else "↓" if line == self.unit_lines and first + 2 < self.hidden else ""
+        segments = [Segment(f"{arrow}{first:>{self.gutter_width - 1 - len(arrow)}} ", GUTTER_STYLE)]
+        widths = self.columns.widths(self.first_position, self.length).tolist()
+        segments += [Segment(HALF * w, styles.table[u][l]) for u, l, w in zip(upper.tolist(), lower.tolist(), widths)]
         return Strip(Segment.simplify(segments)).crop_extend(0, width, EMPTY_STYLE)
 
     def _title(self, pane: int) -> Strip:
@@ -133,8 +158,9 @@ class PairView(Widget, can_focus=True):
         if pane == 2:
             return Strip(segments + [Segment(" value(A) - value(B): blue B higher, red A higher", GUTTER_STYLE)])
         tokens = self.tokens[pane][self.first_position:]
-        segments += [Segment(fit(t.replace("\n", "↵"), self.cell_width), RULER_STYLES[i % 2])
-                     for i, t in enumerate(tokens)]
+        widths = self.columns.widths(self.first_position, self.length).tolist()
+        for i, (token, width) in enumerate(zip(tokens, widths)):
+            segments += ruler_label(token.replace("\n", "↵"), width, RULER_STYLES[(self.first_position + i) % 2])
         return Strip(segments)
 
 
@@ -149,11 +175,17 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         a, b = self.pair
-        text = [self.source.join(self.source.tokens(*self.source.sequence_rows(s)))[:200] for s in self.pair]
+        text = [self._text(s) for s in self.pair]
         yield Static(f"{self.quantity}   A = sequence {a}: {text[0]}\n{' ' * len(self.quantity)}   "
-                     f"B = sequence {b}: {text[1]}", id="compare-title")
+                     f"B = sequence {b}: {text[1]}", id="compare-title", markup=False)
         yield PairView(self.source, self.quantity, a, b, self.unit, id="pair")
         yield Footer()
+
+    def _text(self, sequence: int) -> str:
+        """The sequence's text, its first TITLE_TOKENS tokens (and "…" when there are more)."""
+        start, stop = self.source.sequence_rows(sequence)
+        text = self.source.join(self.source.tokens(start, min(stop, start + TITLE_TOKENS)))
+        return text + (" …" if stop - start > TITLE_TOKENS else "")
 
     def on_mount(self) -> None:
         self.query_one(PairView).focus()

@@ -5,14 +5,16 @@ trace of a million tokens costs only the visible window: the window's rows are r
 the (memory-mapped) trace in blocks, quantised once with numpy, and every line is a few
 run-length segments of "▀" whose (foreground, background) colours are the (upper, lower)
 unit of the pair: two units per terminal row, as in LSTMVis-style state heatmaps.
-Line 0 is a sticky ruler of the tokens; the left gutter (unit numbers) is sticky too.
+Line 0 is a sticky ruler of the tokens, each on its own shade with a blank cell after it when its
+column has room (so "greets the" never reads "greetsthe"); the left gutter (unit numbers) is
+sticky too.
 
 The heatmap may show a subset of the units (the units of a select-and-match selection,
 LSTMVis's view of the selected cells only); the cursor then moves among those. A span of
 tokens is selected with shift+arrows, the mark key or a mouse drag, and reported to the app
 with `SpanChosen`. The view scrolls before the cursor reaches an edge (as editors do), a
 token wider than its column shows its start and its end ("gr…s"), and a trace shorter than
-the screen is stretched over it.
+the screen is spread over all of it (gatescope.tui.columns).
 """
 from __future__ import annotations
 
@@ -30,19 +32,30 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gatescope.tui.colors import PairStyles
+from gatescope.tui.columns import Columns
 from gatescope.tui.messages import SpanChosen
 from gatescope.tui.source import Layer, TraceSource
 
 HALF = "▀"
-RULER_STYLES = (Style(color="#d0d0d0", bgcolor="#262626"), Style(color="#d0d0d0", bgcolor="#444444"))
-START_STYLES = tuple(style + Style(color="#00d7ff", bold=True) for style in RULER_STYLES)  # a sequence's first token
+# tokens alternate a dark and a light shade, so neighbours read apart even where no gap fits
+RULER_STYLES = (Style(color="#e4e4e4", bgcolor="#303030"), Style(color="#121212", bgcolor="#b2b2b2"))
+START_STYLES = (Style(color="#00d7ff", bgcolor="#303030", bold=True),  # a sequence's first token
+                Style(color="#005f87", bgcolor="#b2b2b2", bold=True))
 SPAN_STYLE = Style(color="black", bgcolor="#ffd75f", bold=True)  # the selected span, on the ruler
 CURSOR_STYLE = Style(color="black", bgcolor="#ff00ff", bold=True)
 GUTTER_STYLE = Style(color="#8a8a8a", bgcolor="#121212")
 CHOSEN_STYLE = Style(color="#ffd75f", bgcolor="#121212", bold=True)  # a gutter line holding a selected unit
 EMPTY_STYLE = Style(bgcolor="#000000")
-MAX_CELL = 12  # widest column
+MAX_CELL = 13  # widest column (12 characters and the gap)
+GAP_FROM = 4  # columns this wide end with a blank cell between tokens
 MARGIN = 8  # tokens kept in view beyond the cursor, at most a quarter of the view
+
+
+def ruler_label(text: str, width: int, style: Style) -> list[Segment]:
+    """A token on a ruler, in a column of ``width`` cells: fitted, and a blank last cell when the column has room."""
+    if width < GAP_FROM:
+        return [Segment(fit(text, width), style)]
+    return [Segment(fit(text, width - 1), style), Segment(" ", EMPTY_STYLE)]
 
 
 def fit(text: str, width: int) -> str:
@@ -58,8 +71,8 @@ def fit(text: str, width: int) -> str:
 class Heatmap(ScrollView, can_focus=True):
     """Units x timesteps of one quantity; arrows move the cursor, pages scroll time.
 
-    The ruler alternates two shades per token; a sequence's first token is bold cyan, the
-    selected span yellow.
+    The ruler alternates a dark and a light shade per token; a sequence's first token is bold
+    cyan, the selected span yellow.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -89,8 +102,9 @@ class Heatmap(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.source = source
         self.base_width = 1 if source.tokenizer == "char" else 3
-        self.cell_width = self.base_width
-        self.zoomed = False  # the user chose the width: no stretching
+        self.width_asked = self.base_width  # the narrowest column: the default, the tokens' (w) or the user's (+ -)
+        self.zoomed = False  # the user chose the width with + or -: no spreading
+        self.columns = Columns.uniform(source.num_tokens, self.base_width)
         self.unit = 0
         self.row = 0
         self.rnn_layer: Layer = source.layers[0]
@@ -129,12 +143,15 @@ class Heatmap(ScrollView, can_focus=True):
     def data_height(self) -> int:
         return max(self.scrollable_content_region.height - 1, 1)
 
+    @property
+    def cell_width(self) -> int:
+        """The narrowest column (a spread trace has some one cell wider)."""
+        return self.columns.narrowest
+
     def visible_rows(self) -> tuple[int, int]:
         """The token rows (start, stop) whose columns are on screen."""
         x = self.scroll_offset.x
-        start = x // self.cell_width
-        stop = -(-(x + self.data_width) // self.cell_width)
-        return start, min(stop, self.source.num_tokens)
+        return self.columns.row_at(x), self.columns.row_at(x + self.data_width - 1) + 1
 
     def visible_units(self) -> list[int]:
         """The units whose rows are on screen, top to bottom."""
@@ -146,24 +163,26 @@ class Heatmap(ScrollView, can_focus=True):
         return min(int(np.searchsorted(self.shown, unit)), len(self.shown) - 1)
 
     def _update_virtual_size(self) -> None:
-        self.virtual_size = Size(self.gutter_width + self.source.num_tokens * self.cell_width, self.lines + 1)
+        self.virtual_size = Size(self.gutter_width + self.columns.total, self.lines + 1)
+        scrollbar = 1 if self.columns.total > self.data_width else 0
+        self.styles.max_height = self.lines + 1 + scrollbar  # no taller than its units: a small layer leaves room
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        """As tall as the units need (and the ruler): a small layer leaves room below (Textual adds the scrollbar)."""
+        """As tall as the units need (and the ruler)."""
         return self.lines + 1
 
     def on_resize(self) -> None:
-        self._stretch()
-
-    def _stretch(self) -> None:
-        """A trace narrower than the view gets columns as wide as fill it, rather than a black half-screen."""
-        if self.zoomed:
-            return
-        self._set_width(max(self.base_width, self.data_width // max(self.source.num_tokens, 1)))
+        self._set_width(self.width_asked)
 
     def _set_width(self, width: int) -> None:
-        if width != self.cell_width:
-            self.cell_width = width
+        """Columns at least ``width`` wide; a trace narrower than the view is spread over it (unless zoomed)."""
+        self.width_asked = width
+        count = self.source.num_tokens
+        columns = Columns.uniform(count, width)
+        if not self.zoomed and columns.total < self.data_width:
+            columns = Columns(count, self.data_width)  # rather than a blank band on the right
+        if columns != self.columns:
+            self.columns = columns
             self._strips.clear()
             self._update_virtual_size()
             self.refresh()
@@ -185,6 +204,7 @@ class Heatmap(ScrollView, can_focus=True):
         """Draw only ``units`` (ascending unit order), or every unit (None); the cursor goes to a shown unit."""
         self.shown = np.arange(self.rnn_layer.hidden) if not units else np.array(sorted(units))
         self._strips.clear()
+        self.call_after_refresh(self._set_width, self.width_asked)  # the gutter's width changed the view's
         self._update_virtual_size()
         self.refresh(layout=True)
         self.move_to(int(self.shown[self._position(self.unit)]), self.row)
@@ -218,7 +238,7 @@ class Heatmap(ScrollView, can_focus=True):
         x, y = self.scroll_offset
         cw = self.cell_width
         margin = min(MARGIN, self.data_width // cw // 4) * cw
-        left, right = self.row * cw, (self.row + 1) * cw
+        left, right = self.columns.x(self.row), self.columns.x(self.row + 1)
         if align_left:
             x = left
         elif left - margin < x:
@@ -256,7 +276,8 @@ class Heatmap(ScrollView, can_focus=True):
 
     def action_page(self, pages: int) -> None:
         step = max(self.data_width // self.cell_width, 1) * pages
-        self.scroll_to(x=self.scroll_offset.x + step * self.cell_width, animate=False, immediate=True)
+        first = min(max(self.visible_rows()[0] + step, 0), self.source.num_tokens)
+        self.scroll_to(x=self.columns.x(first), animate=False, immediate=True)
         self.move_to(self.unit, self.row + step)
 
     def action_unit_page(self, pages: int) -> None:
@@ -272,12 +293,12 @@ class Heatmap(ScrollView, can_focus=True):
         self._set_width(min(max(self.cell_width + step, 1), MAX_CELL))
 
     def action_fit_tokens(self) -> None:
-        """Columns as wide as the longest token on screen (up to MAX_CELL); again: back to the default."""
+        """Columns as wide as the longest token on screen and its gap (up to MAX_CELL); again: back to the default."""
         start, stop = self.visible_rows()
         longest = max((len(t) for t in self.source.tokens(start, stop)), default=1)
-        wide = min(max(longest, self.base_width), MAX_CELL)
-        self.zoomed = True
-        self._set_width(self.base_width if self.cell_width == wide else wide)
+        wide = min(max(longest + (self.base_width > 1), self.base_width), MAX_CELL)  # words get their gap
+        self.zoomed = False
+        self._set_width(self.base_width if self.width_asked == wide else wide)
 
     # -- mouse -------------------------------------------------------------------------
     def _cell_at(self, event: events.MouseEvent) -> tuple[int, int] | None:
@@ -285,8 +306,7 @@ class Heatmap(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None or offset.x < self.gutter_width:
             return None
-        row = (self.scroll_offset.x + offset.x - self.gutter_width) // self.cell_width
-        return offset.y, min(row, self.source.num_tokens - 1)
+        return offset.y, self.columns.row_at(self.scroll_offset.x + offset.x - self.gutter_width)
 
     def on_mouse_down(self, event: events.MouseDown) -> None:
         cell = self._cell_at(event)
@@ -345,19 +365,19 @@ class Heatmap(ScrollView, can_focus=True):
         line = scroll_y + y - 1
         cursor_col = self.row if start <= self.row < stop else -1
         if y == 0:
-            key = ("ruler", scroll_x, width, self.cell_width, cursor_col, self.span)
+            key = ("ruler", scroll_x, width, self.columns, cursor_col, self.span)
         elif line >= self.lines:
             return Strip.blank(width, EMPTY_STYLE)
         else:
             position = self._position(self.unit)
             cursor = (cursor_col, position % 2) if position // 2 == line else None
             chosen = bool(self.chosen.intersection(self.shown[2 * line:2 * line + 2].tolist()))
-            key = (self.quantity, line, scroll_x, width, self.cell_width, cursor, chosen)
+            key = (self.quantity, line, scroll_x, width, self.columns, cursor, chosen)
         strip = self._strips.get(key)
         if strip is None:
             body = self._ruler(start, stop) if y == 0 else self._line(line, start, stop)
             gutter = self._gutter(line if y else None)
-            skip = scroll_x - start * self.cell_width
+            skip = scroll_x - self.columns.x(start)
             body = body.crop(skip, skip + width - self.gutter_width)
             strip = Strip.join([gutter, body]).extend_cell_length(width, EMPTY_STYLE)
             self._strips.set(key, strip)
@@ -374,7 +394,7 @@ class Heatmap(ScrollView, can_focus=True):
         return Strip([Segment(f"{label:>{width - 1}} ", style)], width)
 
     def _ruler(self, start: int, stop: int) -> Strip:
-        cw = self.cell_width
+        widths = self.columns.widths(start, stop).tolist()
         tokens = self.source.tokens(start, stop)
         offsets = self.source.offsets
         firsts = set(offsets[np.searchsorted(offsets, start):np.searchsorted(offsets, stop)].tolist())
@@ -389,8 +409,8 @@ class Heatmap(ScrollView, can_focus=True):
             else:
                 style = (START_STYLES if row in firsts else RULER_STYLES)[row % 2]
             text = token.replace("\n", "↵").replace(" ", "␣") if self.source.tokenizer == "char" else token
-            segments.append(Segment(fit(text, cw), style))
-        return Strip(segments, (stop - start) * cw)
+            segments += ruler_label(text, widths[i], style)
+        return Strip(segments, sum(widths))
 
     def _line(self, line: int, start: int, stop: int) -> Strip:
         levels = self._levels(start, stop)  # (W, H)
@@ -404,10 +424,10 @@ class Heatmap(ScrollView, can_focus=True):
         code = upper * styles.size + lower  # (W,)
         starts = np.flatnonzero(np.diff(code, prepend=-1))
         ends = np.append(starts[1:], len(code))
-        cw = self.cell_width
+        edges = self.columns.edges(start, stop).tolist()
         table = styles.table
         segments = [
-            Segment(HALF * ((e - s) * cw), table[upper[s]][lower[s]])
+            Segment(HALF * (edges[e] - edges[s]), table[upper[s]][lower[s]])
             for s, e in zip(starts.tolist(), ends.tolist())
         ]
-        return Strip(segments, len(code) * cw)
+        return Strip(segments, edges[-1])

@@ -65,11 +65,20 @@ class MatchPanel(Vertical):
                  f"> {chosen.threshold:g} over {chosen.length} tokens")
         features.update("\n".join(result.summaries))
         features.display = bool(result.summaries)
+        rows = []
         for rank, (start, matched) in enumerate(zip(result.starts, result.matched), 1):
             sequence = self.source.sequence_of(start)
             position = start - self.source.sequence_rows(sequence)[0]
-            table.add_row(str(rank), f"{sequence}:{position}", f"{matched / result.cells:.2f}",
-                          self.in_context(start, start + chosen.length), key=str(start))
+            rows.append((str(rank), f"{sequence}:{position}", f"{matched / result.cells:.2f}", start))
+        # the text gets what the other columns leave of the panel (each column is padded by a cell either side,
+        # one cell for the scrollbar), cut with an ellipsis rather than by the panel's edge
+        fixed = sum(max([len(header)] + [len(row[i]) for row in rows]) + 2
+                    for i, header in enumerate(("#", "seq:pos", "score")))
+        room = max(self.size.width - fixed - 3, 8)
+        for rank, where, score, start in rows:
+            text = self.in_context(start, start + chosen.length)
+            text.truncate(room, overflow="ellipsis")
+            table.add_row(rank, where, score, text, key=str(start))
 
     def in_context(self, start: int, stop: int) -> Text:
         """The span's tokens, highlighted, with ``context`` tokens of its sequence either side."""

@@ -13,7 +13,9 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import SEQUENTIAL
+from gatescope.tui.columns import Columns
 from gatescope.tui.features import Track
 
 LABEL = Style(color="#8a8a8a", bgcolor="#121212")
@@ -34,7 +36,7 @@ class MetaTracks(Widget):
         super().__init__(id=id)
         self.tracks: list[Track] = []
         self.start = self.stop = 0
-        self.cell_width = 1
+        self.columns = Columns(1, 1)
         self.indent = 5
 
     def set_tracks(self, tracks: list[Track]) -> None:
@@ -42,9 +44,9 @@ class MetaTracks(Widget):
         self.display = bool(tracks)
         self.refresh(layout=True)
 
-    def show(self, window: tuple[int, int], cell_width: int, indent: int) -> None:
+    def show(self, window: tuple[int, int], columns: Columns, indent: int) -> None:
         self.start, self.stop = window
-        self.cell_width, self.indent = cell_width, indent
+        self.columns, self.indent = columns, indent
         self.refresh()
 
     def get_content_height(self, container, viewport, width: int) -> int:
@@ -55,7 +57,7 @@ class MetaTracks(Widget):
         if y > len(self.tracks) or not self.tracks:
             return Strip.blank(width)
         if y == len(self.tracks):
-            return Strip(self._legend()).crop_extend(0, width, None)
+            return clip(self._legend(), width)
         track = self.tracks[y]
         label = Segment(f"{track.name[: self.indent - 1]:>{self.indent - 1}} ", LABEL)
         return Strip([label, *self._cells(track)]).crop_extend(0, width, None)
@@ -76,11 +78,12 @@ class MetaTracks(Widget):
 
     def _cells(self, track: Track) -> list[Segment]:
         segments: list[Segment] = []
-        for glyph, style in self.cells(track):
+        widths = self.columns.widths(self.start, self.stop).tolist()
+        for (glyph, style), width in zip(self.cells(track), widths):
             if segments and segments[-1].style == style and segments[-1].text[0] == glyph:
-                segments[-1] = Segment(segments[-1].text + glyph * self.cell_width, style)
+                segments[-1] = Segment(segments[-1].text + glyph * width, style)
             else:
-                segments.append(Segment(glyph * self.cell_width, style))
+                segments.append(Segment(glyph * width, style))
         return segments
 
     def _legend(self) -> list[Segment]:

@@ -15,6 +15,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.columns import Columns
 from gatescope.tui.source import TraceSource
 
 HEIGHT = 5  # terminal lines of plot
@@ -39,14 +40,14 @@ class SelectionPlot(Widget):
         self.threshold = 0.0
         self.span = (0, 0)
         self.start = self.stop = 0
-        self.cell_width, self.indent = 1, 5
+        self.columns, self.indent = Columns(1, 1), 5
         self._rows: list[Strip] | None = None
 
     def show(self, quantity: str, units: tuple[int, ...], threshold: float, span: tuple[int, int],
-             window: tuple[int, int], cell_width: int, indent: int) -> None:
+             window: tuple[int, int], columns: Columns, indent: int) -> None:
         self.quantity, self.units, self.threshold, self.span = quantity, units, threshold, span
         self.start, self.stop = window
-        self.cell_width, self.indent = cell_width, indent
+        self.columns, self.indent = columns, indent
         self._rows = None
         self.refresh()
 
@@ -64,7 +65,8 @@ class SelectionPlot(Widget):
 
     def dots(self) -> tuple[np.ndarray, int]:
         """The plot as Braille cells: (HEIGHT, W) int codes (0 = empty) and the line holding the threshold."""
-        width = (self.stop - self.start) * self.cell_width
+        edges = self.columns.edges(self.start, self.stop)  # (W+1,) each token's first cell
+        width = int(edges[-1])
         canvas = np.zeros((HEIGHT * 4, width * 2), dtype=bool)  # (dots y, dots x), y = 0 at the top
         values = self.source.window(self.quantity, self.start, self.stop, units=list(self.units))  # (W, k)
         low, high = self.axis(values)
@@ -73,10 +75,10 @@ class SelectionPlot(Widget):
         def to_y(v: np.ndarray) -> np.ndarray:
             return np.rint((1 - (np.clip(v, low, high) - low) / span) * (HEIGHT * 4 - 1)).astype(np.int64)
 
-        per_token = self.cell_width * 2
+        per_token = np.diff(edges) * 2  # (W,) dot columns of each token
         xs = np.arange(width * 2)  # (X,) dot columns
         heights = np.arange(HEIGHT * 4)[:, None]  # (Y, 1) dot rows
-        joins = (np.arange(1, len(values)) * per_token - 1)  # (W-1,) the last dot column of each token but the last
+        joins = edges[1:-1] * 2 - 1  # (W-1,) the last dot column of each token but the last
         for unit_values in values.T:  # (W,) per unit
             finite = np.isfinite(unit_values)
             ys = to_y(np.where(finite, unit_values, low))
@@ -101,8 +103,8 @@ class SelectionPlot(Widget):
 
     def _draw(self) -> list[Strip]:
         codes, rule = self.dots()
-        cw = self.cell_width
-        first, last = ((self.span[0] - self.start) * cw, (self.span[1] - self.start) * cw)
+        first, last = (self.columns.x(self.span[0]) - self.columns.x(self.start),
+                       self.columns.x(self.span[1]) - self.columns.x(self.start))
         rows = []
         for y in range(HEIGHT):
             label = f"{self.threshold:g}" if y == rule else ("sel" if y == 0 else "")

@@ -17,6 +17,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gatescope.tui.clip import clip
 from gatescope.tui.messages import SequenceChosen
 from gatescope.tui.source import TraceSource
 
@@ -85,12 +86,12 @@ class SequenceList(ScrollView, can_focus=True):
         strip = self._strips.get(key)
         if strip is None:
             start, stop = self.source.sequence_rows(index)
-            text = self.source.join(self.source.tokens(start, min(stop, start + width)))
+            text = self.source.join(self.source.tokens(start, min(stop, start + width + 1)))  # "…" if more
             number = f"{index:>{self._digits}} "
             if index == self.highlighted:
                 segments = [Segment(number + text, HIGHLIGHT)]
             else:
                 segments = [Segment(number, NUMBER), Segment(text, TEXT)]
-            strip = Strip(segments).crop_extend(0, width, HIGHLIGHT if index == self.highlighted else None)
+            strip = clip(segments, width, HIGHLIGHT if index == self.highlighted else None)
             self._strips.set(key, strip)
         return strip

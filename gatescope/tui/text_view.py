@@ -19,6 +19,7 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.clip import ELLIPSIS, clip
 from gatescope.tui.messages import RowChosen, SpanChosen
 from gatescope.tui.source import TraceSource
 
@@ -52,8 +53,14 @@ class TextView(Widget):
         self._key: tuple | None = None
 
     def show(self, quantity: str, unit: int, row: int, span: tuple[int, int] | None = None) -> None:
+        relayout = not self.quantity or self.source.sequence_of(row) != self.source.sequence_of(self.row)
         self.quantity, self.unit, self.row, self.span = quantity, unit, row, span
-        self.refresh()
+        self.refresh(layout=relayout)  # another sequence may need another height
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        """As many lines as the cursor's sequence wraps to (the stylesheet caps it)."""
+        start, stop = self.source.sequence_rows(self.source.sequence_of(self.row))
+        return len(self._wrap(start, start, stop, max(width, 1), max(container.height, 1))[: container.height])
 
     def lines(self) -> list[list[Placed]]:
         """The laid-out lines for the current quantity, unit, cursor and size (recomputed when they change)."""
@@ -94,8 +101,8 @@ class TextView(Widget):
         while row < stop and len(lines) <= 2 * height:
             for token in self.source.tokens(row, min(stop, row + batch)):
                 text = token.replace("\n", "↵")
-                if not char:
-                    text = text[:width]
+                if not char and cell_len(text) > width:  # a word wider than the view
+                    text = text[:max(width - 1, 0)] + ELLIPSIS
                 cells = cell_len(text)
                 if x + cells > width and x > 0:
                     lines.append([])
@@ -130,7 +137,7 @@ class TextView(Widget):
                     style += SPAN
             segments.append(Segment(placed.text, style))
             x = placed.x + cell_len(placed.text)
-        return Strip(segments).crop_extend(0, width, None)
+        return clip(segments, width)
 
     def row_at(self, event: events.MouseEvent) -> int | None:
         """The trace row of the token under the mouse, or None."""

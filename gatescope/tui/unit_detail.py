@@ -19,7 +19,9 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gatescope.tui.clip import clip
 from gatescope.tui.colors import SPARK
+from gatescope.tui.columns import Columns
 from gatescope.tui.source import Layer, TraceSource
 
 LABEL = Style(color="#8a8a8a")
@@ -35,14 +37,14 @@ class UnitDetail(Widget):
         self.source = source
         self.rnn_layer: Layer | None = None
         self.unit = self.row = self.start = self.stop = 0
-        self.cell_width = 1
+        self.columns = Columns(1, 1)
         self.indent = 0
 
-    def show(self, layer: Layer, unit: int, row: int, window: tuple[int, int], cell_width: int, indent: int) -> None:
+    def show(self, layer: Layer, unit: int, row: int, window: tuple[int, int], columns: Columns, indent: int) -> None:
         relayout = layer != self.rnn_layer  # the height is one line per kind
         self.rnn_layer, self.unit, self.row = layer, unit, row
         self.start, self.stop = window
-        self.cell_width, self.indent = cell_width, indent
+        self.columns, self.indent = columns, indent
         self.refresh(layout=relayout)
 
     def _ready(self, kind: str, start: int, stop: int) -> bool:
@@ -69,6 +71,7 @@ class UnitDetail(Widget):
             segments = [Segment(f"unit {self.unit} {token!r} ", LABEL)]
             for kind, value in self.values_at_cursor().items():
                 segments += [Segment(f" {kind} ", LABEL), Segment(_format(value), VALUE)]
+            return clip(segments, width)
         else:
             kind = self.rnn_layer.kinds[y - 1]
             segments = [Segment(f"{kind:>{self.indent - 1}} ", LABEL)]
@@ -88,11 +91,12 @@ class UnitDetail(Widget):
             code[cursor] = -2  # a run of its own
         starts = np.flatnonzero(np.diff(code, prepend=-3))
         ends = np.append(starts[1:], len(code))
+        edges = self.columns.edges(self.start, self.stop).tolist()
         segments = []
         for s, e in zip(starts.tolist(), ends.tolist()):
             glyph = " " if heights[s] < 0 else SPARK[heights[s]]
             style = scale.fg_styles[levels[s]] + (CURSOR if s == cursor else Style())
-            segments.append(Segment(glyph * ((e - s) * self.cell_width), style))
+            segments.append(Segment(glyph * (edges[e] - edges[s]), style))
         return segments
 
 

@@ -232,3 +232,24 @@ def test_bad_input_is_a_clear_error():
         rank_units(trace, np.arange(N) % 3, metric="auc")
     with pytest.raises(GatescopeError, match="binary labels need exactly two"):
         make_labels(torch.tensor([0.0, 1.0, 2.0]), kind="binary")
+
+
+def test_make_labels_takes_numpy_arrays_and_lists_as_rank_units_does():
+    as_tensor = make_labels(torch.tensor([0.0, 1.0, 1.0, float("nan")]))
+    for values in (np.array([0, 1, 1, np.nan]), [0.0, 1.0, 1.0, float("nan")]):
+        labels = make_labels(values)
+        assert labels.kind == "binary" and labels.codes.tolist() == as_tensor.codes.tolist() == [0, 1, 1, -1]
+    with pytest.raises(GatescopeError, match=r"one number per token, shape \[N\]; got shape \(2, 2\)"):
+        make_labels(np.zeros((2, 2)))
+
+
+def test_printing_a_table_shows_its_rows_and_its_repr_stays_short():
+    table = Table([{"unit": f"rnn.l0.fwd.h:{u}", "score": s, "p": p}
+                   for u, s, p in [(3, 0.912345, 0.001), (12, -0.5, float("nan")), (7, 0.1, 0.2), (1, 0.0, 1.0)]])
+    lines = str(table.head(3)).splitlines()
+    assert lines[0].split() == ["unit", "score", "p"] and len(lines) == 4
+    assert lines[1].split() == ["rnn.l0.fwd.h:3", "0.9123", "0.001"] and lines[2].split()[-1] == "nan"
+    assert len({len(line) for line in lines[1:]}) == 1  # aligned: numbers right-justified
+    assert repr(table.head(3)) == "Table(3 rows: unit, score, p)"
+    long = Table([{"unit": i} for i in range(60)])
+    assert str(long).splitlines()[-1] == "… 10 more rows (to_pandas() has them all)"

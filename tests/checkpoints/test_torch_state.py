@@ -253,3 +253,34 @@ def test_torchs_own_warnings_and_advice_are_not_passed_on(tmp_path):
         gatescope.load(path)
     assert not seen, [str(w.message) for w in seen]
     assert "weights_only=False" not in str(error.value)
+
+
+def test_convert_reads_a_token_to_id_json_vocabulary_and_says_what_is_wrong_with_one(tmp_path, capsys):
+    path = tmp_path / "lm.pt"
+    torch.save(tied_model().state_dict(), path)
+    out = tmp_path / "out.safetensors"
+    vocab = tmp_path / "vocab.json"
+    shuffled = dict(sorted({w: i for i, w in enumerate(WORDS)}.items()))  # keys in another order than the ids
+    vocab.write_text(json.dumps(shuffled))
+    main(["convert", str(path), "-o", str(out), "--vocab", str(vocab)])
+    assert gatescope.load(out).vocab.tokens == WORDS
+    out.unlink()
+    for ids, said in [({"a": 0, "b": 2}, "'b' has id 2, but 2 tokens take ids 0..1 (no token has id 1)"),
+                      ({"a": 0, "b": 0}, "'a' and 'b' both have id 0"),
+                      ({"a": 0, "b": "1"}, "the id of 'b' is \"1\", not an integer")]:
+        vocab.write_text(json.dumps(ids))
+        assert said in fails(capsys, "convert", path, "-o", out, "--vocab", vocab)
+    assert not out.exists()
+
+
+def test_convert_warnings_name_the_output_not_its_temporary_file(tmp_path, capsys):
+    state = tied_model().state_dict()
+    state["extra.weight"] = torch.zeros(3)  # a tensor the loader does not use: a warning
+    path = tmp_path / "lm.pt"
+    torch.save(state, path)
+    out = tmp_path / "ln.safetensors"
+    capsys.readouterr()
+    main(["convert", str(path), "-o", str(out)])
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if line.startswith("gatescope: warning:"))
+    assert f"{out}:" in warning and ".tmp" not in err and "extra.weight" in warning

@@ -34,8 +34,10 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors(tmp_path, capsys)
     truncated.write_bytes((tmp_path / "ok.safetensors").read_bytes()[:-100])
     code, err = browse(capsys, str(truncated))
     assert code == 1 and "truncated or corrupt" in err and err.count("\n") == 1
-    code, err = browse(capsys, str(tmp_path / "ok.safetensors"), "--export-dir", str(tmp_path / "no-such-folder"))
-    assert code == 1 and "is not a folder" in err
+    code, err = browse(capsys, str(tmp_path / "ok.safetensors"), "--export-dir", str(tmp_path / "figs" / "run1"))
+    assert (tmp_path / "figs" / "run1").is_dir() and "needs a terminal" in err  # made; then no terminal here
+    code, err = browse(capsys, str(tmp_path / "ok.safetensors"), "--export-dir", str(tmp_path / "ok.safetensors" / "x"))
+    assert code == 1 and "cannot make the folder" in err and err.count("\n") == 1
 
 
 def test_a_trace_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys):

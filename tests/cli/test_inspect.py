@@ -211,7 +211,7 @@ def test_weights_only_report_does_not_open_the_browser(tmp_path, capsys, monkeyp
     ("make", "args", "match"),
     [
         (lambda p: p / "none.safetensors", [], "no such file"),
-        (lambda p: (p / "junk.st").write_bytes(b"junk" * 10) and p / "junk.st", [], "not a readable safetensors file"),
+        (lambda p: (p / "junk.st").write_bytes(b"junk" * 10) and p / "junk.st", [], "is not a checkpoint: gatescope reads"),
         (lambda p: save(p / "lin.st", {"fc": nn.Linear(2, 2)}), [], "no recurrent weights"),
         (lambda p: language_model(p)[1], ["--text", "the boy"], "no vocabulary"),
         (lambda p: language_model(p, metadata=word_metadata(unk=None))[1], ["--text", "a dog"],
@@ -228,3 +228,32 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, make, args, match):
     assert exit_info.value.code == 1 and captured.out == ""
     assert captured.err.startswith("gatescope: error: ") and captured.err.count("\n") == 1
     assert match in captured.err
+
+
+def test_a_file_that_is_no_checkpoint_says_so_and_what_is_read(tmp_path, capsys):
+    from tests.cli_helpers import fails
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# gatescope\n\nGate introspection for LSTM and GRU networks.\n")
+    line = fails(capsys, "inspect", readme, "--no-tui", match=f"{readme} is not a checkpoint: gatescope reads")
+    assert "header claims" not in line and all(s in line for s in (".pt", ".keras", ".onnx", "safetensors"))
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    fails(capsys, "inspect", empty, "--no-tui", match="is not a checkpoint")
+
+
+def test_the_help_of_commands_taking_a_checkpoint_lists_the_formats_read(capsys):
+    from gatescope.checkpoints.formats import READABLE
+
+    for command in ("trace", "inspect", "convert"):
+        main([command, "--help"])
+        assert " ".join(READABLE.split()) in " ".join(capsys.readouterr().out.split()), command
+
+
+def test_a_report_written_to_a_pipe_is_not_wrapped_mid_sentence(capsys):
+    main(["inspect", "--no-tui"])  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    chain = next(line for line in out.splitlines() if "-> rnn ->" in line)
+    assert len(chain) > 80 and chain.endswith("word tokens")  # one line, not cut at 80 columns
+    assert any(line.startswith("Gates (bias = b_ih + b_hh; radius =") and line.endswith("matrix)")
+               for line in out.splitlines())

@@ -207,3 +207,21 @@ def test_cuda_device_matches_the_cpu_or_is_a_clear_error(tmp_path, capsys, lm):
     assert on_gpu.offsets.tolist() == on_cpu.offsets.tolist()
     for name in on_cpu.names:
         torch.testing.assert_close(on_gpu[name], on_cpu[name], rtol=0, atol=1e-4)
+
+
+def test_text_for_a_checkpoint_without_a_vocabulary_points_to_convert_vocab(tmp_path, capsys):
+    from tests.cli_helpers import fails
+
+    model = nn.Module()
+    model.encoder, model.rnn = nn.Embedding(10, 8), nn.LSTM(8, 8, batch_first=True)
+    torch.save(model.state_dict(), tmp_path / "lm.pt")
+    line = fails(capsys, "trace", tmp_path / "lm.pt", "--text", "the boy", "-o", tmp_path / "run.safetensors",
+                 match="gatescope convert MODEL --vocab FILE")
+    assert "--ids" in line and not (tmp_path / "run.safetensors").exists()
+
+
+def test_an_option_of_another_command_is_named_with_the_commands_that_take_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["trace", "model.safetensors", "--no-tui", "-o", str(tmp_path / "run.safetensors")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "No such option '--no-tui'. It is an option of inspect." in err

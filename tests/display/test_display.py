@@ -383,3 +383,23 @@ def test_trace_repr_html_summarises_the_trace():
     cells = [r for r in parse(svg).iter(SVG + "rect") if r.get("class") == "cell"]
     assert len(cells) == 5 * 4  # every unit of h over sequence 0
     assert float32(cells[0].find(SVG + "title").text.rsplit(" = ", 1)[1]) == float(trace["rnn.l0.fwd.h"][0, 0])
+
+
+def test_a_short_sentence_spreads_over_the_plots_and_a_long_one_sets_the_width():
+    """6 tokens: each token sits over its share of the plot, so the line covers the plot, not a quarter of it."""
+    g = torch.Generator().manual_seed(0)
+    words = "the boy near the cars greets".split()
+    vocab = sorted(set(words))
+    trace = Trace({"rnn.l0.fwd.h": torch.tanh(torch.randn(6, 4, generator=g)),
+                   "rnn.l0.fwd.f": torch.sigmoid(torch.randn(6, 4, generator=g))}, [0, 6],
+                  token_ids=torch.tensor([vocab.index(w) for w in words]), meta={"vocab": vocab, "tokenizer": "word"})
+    root = parse(show(trace, unit="rnn.l0.fwd.h:1").svg)
+    plot = next(r for r in root.iter(SVG + "rect") if r.get("fill") == "#f6f6f6")
+    x0, plot_width = float(plot.get("x")), float(plot.get("width"))
+    xs = [float(p.split(",")[0]) for p in next(root.iter(SVG + "polyline")).get("points").split()]
+    assert len(xs) == 6 and xs[-1] - xs[0] > 0.8 * plot_width  # the line spans the plot
+    token_xs = [float(g.find(SVG + "rect").get("x")) for g in root.iter(SVG + "g") if g.get("class") == "token"]
+    assert token_xs[-1] > x0 + 0.75 * plot_width  # the last token is over the right end
+    long_trace = Trace({"rnn.l0.fwd.h": torch.zeros(60, 4)}, [0, 60], token_ids=torch.zeros(60, dtype=torch.long),
+                       meta={"vocab": ["greets"], "tokenizer": "word"})
+    assert float(parse(show(long_trace, unit="rnn.l0.fwd.h:1").svg).get("width")) > float(root.get("width"))

@@ -129,7 +129,7 @@ async def test_arrows_move_the_cursor_and_every_view_follows(trace):
         assert heatmap.row == min(trace.num_tokens - 1, heatmap.data_width // heatmap.cell_width)
         await pilot.press("plus", "plus")
         await settle(pilot)
-        assert heatmap.cell_width == 5 and app.query_one(UnitDetail).cell_width == 5
+        assert heatmap.cell_width == 5 and app.query_one(UnitDetail).columns == heatmap.columns
         assert heatmap.row * 5 in range(heatmap.scroll_offset.x, heatmap.scroll_offset.x + heatmap.data_width)
 
 

@@ -182,11 +182,11 @@ async def test_the_selection_plot_draws_the_units_against_the_threshold():
         codes, rule = plot.dots()
         assert plot.units == PLANTED and plot.axis(np.zeros(1)) == (-1.0, 1.0)
         assert rule == int(round((1 - (0.3 + 1) / 2) * 19)) // 4  # the line holding 0.3 on -1..1
-        cw = plot.cell_width
+        edges = plot.columns.edges(plot.start, plot.stop)
         values = trace[H].numpy()[plot.start:plot.stop][:, list(PLANTED)]  # (W, 2)
         for t in range(len(values)):  # each token's dots lie on the lines holding its units' values
             lines = {int(round((1 - (v + 1) / 2) * 19)) // 4 for v in values[t]}
-            drawn = {y for y in range(codes.shape[0]) if codes[y, t * cw:(t + 1) * cw].any()}
+            drawn = {y for y in range(codes.shape[0]) if codes[y, edges[t]:edges[t + 1]].any()}
             assert lines <= drawn
 
 

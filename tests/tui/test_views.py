@@ -17,6 +17,7 @@ from gatescope.tui.app import GatescopeApp
 from gatescope.tui.compare import CompareScreen, PairView
 from gatescope.tui.heatmap import MARGIN, Heatmap, fit
 from gatescope.tui.ranked_units import RankedUnits
+from gatescope.tui.sequence_list import SequenceList
 
 
 def long_trace(sequences: int = 12, length: int = 40) -> Trace:
@@ -69,9 +70,9 @@ async def test_columns_widen_to_the_tokens_with_a_key():
         await pilot.press("w")
         await settle(pilot)
         start, stop = heatmap.visible_rows()
-        assert heatmap.cell_width == max(len(t) for t in app.source.tokens(0, 40)) == 6
+        assert heatmap.cell_width == max(len(t) for t in app.source.tokens(0, 40)) + 1 == 7  # and a gap
         ruler = "".join(s.text for s in heatmap.render_line(0))
-        assert "greets" in ruler or "greet " in ruler
+        assert "greets " in ruler or "greet  " in ruler
         await pilot.press("w")
         assert heatmap.cell_width == 3
 
@@ -84,8 +85,31 @@ async def test_a_short_trace_is_stretched_over_the_screen():
         await settle(pilot)
         heatmap = app.query_one(Heatmap)
         assert heatmap.cell_width == heatmap.data_width // trace.num_tokens > 3
-        assert heatmap.data_width - trace.num_tokens * heatmap.cell_width < trace.num_tokens  # no black half-screen
+        assert heatmap.columns.total == heatmap.data_width  # spread over all of it: no blank band on the right
         assert heatmap.size.height == heatmap.lines + 1  # only as tall as its units: the text view gets the rest
+
+
+@sync
+async def test_the_ruler_keeps_tokens_apart_and_uses_the_whole_width():
+    """31 words in a 200-column terminal: every column is spread to 4 or 5 cells, each label ends in a gap."""
+    words = ("the boy near the car greets the boys near the cars greet the dog near the boy greets "
+             "the boys near the car greet the dog near the cars greets")
+    trace = word_trace(sentences=[words])
+    assert trace.num_tokens == 31
+    app = GatescopeApp(trace)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        heatmap = app.query_one(Heatmap)
+        assert heatmap.visible_rows() == (0, 31) and heatmap.columns.total == heatmap.data_width
+        ruler = "".join(s.text for s in heatmap.render_line(0))[heatmap.gutter_width:]
+        assert len(ruler.rstrip()) > heatmap.data_width - 2  # the last token ends at the right edge
+        assert "greetsthe" not in ruler and "…s the " in ruler  # a blank cell between neighbours
+        assert set(heatmap.columns.widths(0, 31).tolist()) == {4, 5}
+        assert len(ruler.split()) == 31  # each label apart from the next
+        await pilot.press("w")  # widen: the longest token and a gap, scrolling
+        await settle(pilot)
+        ruler = "".join(s.text for s in heatmap.render_line(0))
+        assert heatmap.cell_width == len("greets") + 1 and "greets the" in ruler
 
 
 @sync
@@ -184,15 +208,43 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         np.testing.assert_array_equal(pair.levels(0)[:len(a)], scale.levels(a))
         np.testing.assert_array_equal(pair.levels(1)[:len(b)], scale.levels(b))
         np.testing.assert_allclose(pair.difference_values()[:len(a)], (a - b) / 2, rtol=1e-6)
-        assert pair.cell_width == len("greets")  # the longest token of the two: suffixes are not cut
+        assert pair.min_width == len("greets") + 1  # the longest token of the two and a gap: suffixes are not cut
         title = "".join(s.text for s in pair.render_line(0))
-        assert "greets" in title and title.index("boy") == pair.gutter_width + pair.cell_width  # one column a position
+        assert "greets" in title and title.index("boy") == pair.gutter_width + pair.columns.x(1)  # a column a position
         await pilot.press("k", "v")  # the main screen's keys do nothing over the split view
         assert app.name_shown == "rnn.l0.fwd.h" and app.selection is None
         await pilot.press("d")
         assert pair.panes == 3 and "A-B" in "".join(s.text for s in pair.render_line(2 * (pair.unit_lines + 1)))
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
+
+
+@sync
+async def test_the_split_view_opens_at_the_top_over_the_whole_width_and_shows_hidden_units():
+    trace = word_trace(hidden=60)
+    app = GatescopeApp(trace, start="rnn.l0.fwd.h:2")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("C", "1", "enter")
+        await settle(pilot)
+        pair = app.screen.query_one(PairView)
+        assert pair.first_unit == 0  # unit 2 is on the first page: units 0-1 are not scrolled away
+        assert pair.columns.total == pair.size.width - pair.gutter_width  # 7 positions over all 200 columns
+        title = "".join(s.text for s in pair.render_line(0))
+        assert title.index("<eos>") == pair.gutter_width + pair.columns.x(6) > pair.size.width - 30  # the last
+        first, last = ("".join(s.text for s in pair.render_line(y))[:pair.gutter_width] for y in (1, pair.unit_lines))
+        assert "↑" not in first and "↓" in last  # more units below, none above
+        await pilot.press("pagedown")
+        assert "↑" in "".join(s.text for s in pair.render_line(1))[:pair.gutter_width]
+        title = str(app.screen.query_one("#compare-title").render())
+        assert "B = sequence 1" in title  # the long first line does not wrap over the second
+    app = GatescopeApp(trace, start="rnn.l0.fwd.h:51")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("C", "1", "enter")
+        await settle(pilot)
+        pair = app.screen.query_one(PairView)
+        assert pair.first_unit <= 50 < pair.first_unit + 2 * pair.unit_lines  # a unit further down is in view
 
 
 @pytest.mark.slow  # several seconds; CI runs it with the slow tests
@@ -231,3 +283,26 @@ async def test_tab_visits_only_controls_that_are_shown(monkeypatch):
         for _ in range(4):
             await pilot.press("tab")
             assert app.focused.id != "rank-now" and app.focused.region.area > 0
+
+
+@sync
+async def test_a_one_line_text_leaves_the_height_to_the_heatmap_and_cut_lines_end_in_an_ellipsis():
+    trace = word_trace(hidden=80, sentences=["the boy near the cars greets the dog near the boys near the car"] * 2)
+    app = GatescopeApp(trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        heatmap, text = app.query_one(Heatmap), app.query_one("#text")
+        assert text.outer_size.height == 2  # its rule and its one line of text, nothing empty under it
+        views = app.query_one("#views")
+        assert sum(w.outer_size.height for w in views.children if w.display) == views.size.height
+        assert heatmap.outer_size.height > views.size.height // 2  # the heatmap has the room instead
+        line = "".join(s.text for s in app.query_one(SequenceList).render_line(0))
+        assert line.endswith("…") and len(line) == app.query_one(SequenceList).size.width  # cut, and says so
+
+
+def test_clip_marks_a_cut_with_an_ellipsis_and_pads_a_short_line():
+    from rich.segment import Segment
+
+    from gatescope.tui.clip import clip
+    assert "".join(s.text for s in clip([Segment("greets the")], 6)) == "greet…"
+    assert "".join(s.text for s in clip([Segment("the")], 6)) == "the   " and clip([Segment("abc")], 3).cell_length == 3

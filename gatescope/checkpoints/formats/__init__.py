@@ -44,6 +44,23 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 ONNX_SUFFIXES = (".onnx",)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MADMOM_MARK = b"madmom.ml.nn"  # the module of the first class a madmom model's pickle names
+# what the command line's help and its errors say gatescope reads: this list is the one place
+READABLE = (f"safetensors, torch state dicts ({' '.join(TORCH_SUFFIXES)}; fastai AWD-LSTM too), "
+            f"Keras ({' '.join(KERAS_SUFFIXES)}), ONNX ({' '.join(ONNX_SUFFIXES)}), madmom (.pkl)")
+
+
+def not_a_checkpoint(path: Path) -> GatescopeError | None:
+    """The error for a file that is no checkpoint at all (a README, a CSV): it is in none of the formats read
+    (``kind_of`` finds none) and does not start like a safetensors file (8 bytes of length, then ``{``). None
+    for anything that may be a checkpoint, even a damaged one, and for a ``.safetensors`` file (whose reader
+    says what is wrong with it)."""
+    if path.name.lower().endswith(".safetensors") or not path.is_file() or kind_of(path) is not None:
+        return None
+    with reading(path, "checkpoint file"), open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:] == b"{":
+        return None
+    return GatescopeError(f"{path} is not a checkpoint: gatescope reads {READABLE}")
 
 
 def kind_of(path: Path) -> str | None:
