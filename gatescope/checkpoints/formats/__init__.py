@@ -56,7 +56,7 @@ def not_a_checkpoint(path: Path) -> GatescopeError | None:
     says what is wrong with it)."""
     if path.name.lower().endswith(".safetensors") or not path.is_file() or kind_of(path) is not None:
         return None
-    with reading(path, "checkpoint file"), open(path, "rb") as f:
+    with open_regular(path, "checkpoint file") as f:
         head = f.read(9)
     if len(head) == 9 and head[8:] == b"{":
         return None
