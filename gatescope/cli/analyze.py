@@ -522,3 +522,12 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     click.echo(f"logit({correct}) - logit({wrong}) after {text!r}: {value:.3f}")
     _show(result["tokens"], ["token", "attribution"], f"tokens vs token id 0 (sum {float(tokens[0].sum()):.3f})")
     _show(result["units"], ["unit", "attribution"], f"units of {quantity} (all: {result['unit_total']:.3f})")
+
+
+def _add_decompose() -> None:
+    from gatescope.cli.decompose import decompose
+
+    analyze.add_command(decompose)
+
+
+_add_decompose()

@@ -49,18 +49,38 @@ class Decomposition:
     logits: Tensor
     actual: dict[str, Tensor] = field(repr=False)  # name (and "logits") -> the model's own values
     check: float = 0.0  # largest |sum of parts (gcd, cd: beta + gamma of each pass) - actual|
-    sampling_error: Tensor | None = None  # sampled Shapley: the standard error of each logit contribution
+    replicas: Tensor | None = None  # sampled Shapley: the logit contributions of each independent run [parts, R, ...]
     num_samples: int | None = None
+
+    @property
+    def sampling_error(self) -> Tensor | None:
+        """Sampled Shapley: the standard error of each part's logit contribution (shaped like ``logits``)."""
+        return None if self.replicas is None else self.replicas.std(1) / self.replicas.shape[1] ** 0.5
 
     @property
     def interaction(self) -> Tensor:
         """The logits' part that no single part's contribution holds: actual - sum of parts (0 for shapley)."""
         return self.actual["logits"] - self.logits.sum(0)
 
+    def labels(self, tokens: Sequence[str]) -> list[str]:
+        """Each part named by its tokens ("constants" for the first)."""
+        return [" ".join(tokens[t] for t in positions) if positions else "constants" for positions in self.parts]
+
     def logit_difference(self, position: int, correct: int, wrong: int) -> Tensor:
         """Each part's contribution to logit[correct] - logit[wrong] at ``position``: [parts] (or [parts, B])."""
-        at = self.logits[..., position, :]
-        return at[..., correct] - at[..., wrong]
+        return _difference(self.logits, position, correct, wrong)
+
+    def logit_difference_error(self, position: int, correct: int, wrong: int) -> Tensor | None:
+        """Sampled Shapley: the standard error of each part's `logit_difference` (None when exact)."""
+        if self.replicas is None:
+            return None
+        runs = _difference(self.replicas, position, correct, wrong)  # (P, R, ...)
+        return runs.std(1) / runs.shape[1] ** 0.5
+
+
+def _difference(logits: Tensor, position: int, correct: int, wrong: int) -> Tensor:
+    at = logits[..., position, :]  # (..., V)
+    return at[..., correct] - at[..., wrong]
 
 
 @dataclass
@@ -187,7 +207,7 @@ def _result(method: str, spans: list[tuple[int, ...]], values: dict[str, Tensor]
             batch: int, single: bool, num_samples: int | None) -> Decomposition:
     """Parts from the propagated slots, the completeness check, the sampling error."""
     count = len(spans)
-    check, parts, error = 0.0, {}, None
+    check, parts, replicas = 0.0, {}, None
     for name, value in values.items():  # value (K, N, T, H)
         truth = actual[name].to(value.dtype)  # (B, T, H)
         scale = max(1.0, float(truth.abs().max()))
@@ -196,7 +216,7 @@ def _result(method: str, spans: list[tuple[int, ...]], values: dict[str, Tensor]
             gap = (runs.sum(0) - truth).abs().max()
             part = runs.mean(1)
             if name == "logits" and runs.shape[1] > 1:
-                error = runs.std(1) / runs.shape[1] ** 0.5
+                replicas = runs.float()[:, :, 0] if single else runs.float()  # (P, R, [B,] T, V)
         else:
             passes = value.unflatten(1, (count, batch))  # (K, P, B, T, H)
             gap = (passes.sum(0) - truth).abs().max()
@@ -209,6 +229,4 @@ def _result(method: str, spans: list[tuple[int, ...]], values: dict[str, Tensor]
     logits = parts.pop("logits")
     first = lambda t: t[0] if single else t  # noqa: E731
     actual = {name: first(value) for name, value in actual.items()}
-    if error is not None:
-        error = error.float()[:, 0] if single else error.float()
-    return Decomposition(method, spans, parts, logits, actual, check, error, num_samples)
+    return Decomposition(method, spans, parts, logits, actual, check, replicas, num_samples)
