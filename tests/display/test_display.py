@@ -383,3 +383,22 @@ def test_trace_repr_html_summarises_the_trace():
     cells = [r for r in parse(svg).iter(SVG + "rect") if r.get("class") == "cell"]
     assert len(cells) == 5 * 4  # every unit of h over sequence 0
     assert float32(cells[0].find(SVG + "title").text.rsplit(" = ", 1)[1]) == float(trace["rnn.l0.fwd.h"][0, 0])
+
+
+def test_a_decomposition_is_shown_as_tokens_coloured_by_their_contribution():
+    import torch
+
+    from gatescope.analysis.decomposition import decompose
+
+    model = gatescope.load("sample_models/agreement_lstm.safetensors")
+    result = decompose(model, torch.tensor(model.encode("the boys near the car")), "gcd")
+    greet, greets = model.vocab.index["greet"], model.vocab.index["greets"]
+    figure = gatescope.show(result, correct=greet, wrong=greets)
+    html = figure._repr_html_()
+    parts = result.logit_difference(-1, greet, greets)
+    assert ">boys</text>" in html and f"boys: {float(parts[2]):+.4f}" in html and "interaction" in html
+    assert "#67001f" in html or "#053061" in html  # the largest |contribution| takes an end of the scale
+    unit = gatescope.show(result, "rnn.l0.fwd.h:69", at=3)
+    assert "rnn.l0.fwd.h:69 at step 3" in unit._repr_html_()
+    with pytest.raises(gatescope.GatescopeError, match="give correct= and wrong="):
+        gatescope.show(result)

@@ -7,6 +7,6 @@ language model, by Shapley values (diagNNose's ShapleyDecomposer), generalised c
 - cells: the LSTM and GRU equations over decomposed tensors;
 - decompose: the public `decompose` and its `Decomposition`.
 """
-from gatescope.analysis.decomposition.decompose import METHODS, Decomposition, decompose
+from gatescope.analysis.decomposition.decompose import METHODS, Decomposition, decompose, logit_difference_summary
 
-__all__ = ["METHODS", "Decomposition", "decompose"]
+__all__ = ["METHODS", "Decomposition", "decompose", "logit_difference_summary"]

@@ -49,6 +49,7 @@ class Decomposition:
     logits: Tensor
     actual: dict[str, Tensor] = field(repr=False)  # name (and "logits") -> the model's own values
     check: float = 0.0  # largest |sum of parts (gcd, cd: beta + gamma of each pass) - actual|
+    tokens: list[str] | None = None  # the tokens of a one-sequence input, where the model has a vocabulary
     replicas: Tensor | None = None  # sampled Shapley: the logit contributions of each independent run [parts, R, ...]
     num_samples: int | None = None
 
@@ -200,7 +201,11 @@ def decompose(model: nn.Module, ids: Tensor, method: str = "shapley", parts: Seq
     if decoder.bias is not None:
         logits = logits + rules.resolve(rules.constant(decoder.bias.detach().to(dtype)))[:, :, None]
     quantities["logits"] = logits
-    return _result(method, spans, quantities, actual, batch, single, num_samples)
+    result = _result(method, spans, quantities, actual, batch, single, num_samples)
+    vocab = getattr(model, "vocab", None)
+    if single and vocab is not None:
+        result.tokens = vocab.decode(ids[0].tolist())
+    return result
 
 
 def _result(method: str, spans: list[tuple[int, ...]], values: dict[str, Tensor], actual: dict[str, Tensor],
@@ -229,4 +234,24 @@ def _result(method: str, spans: list[tuple[int, ...]], values: dict[str, Tensor]
     logits = parts.pop("logits")
     first = lambda t: t[0] if single else t  # noqa: E731
     actual = {name: first(value) for name, value in actual.items()}
-    return Decomposition(method, spans, parts, logits, actual, check, replicas, num_samples)
+    return Decomposition(method, spans, parts, logits, actual, check, replicas=replicas, num_samples=num_samples)
+
+
+def logit_difference_summary(model: nn.Module, ids: Tensor, correct: int, wrong: int, method: str = "shapley",
+                             num_samples: int | None = None) -> dict:
+    """Each part's contribution to logit[correct] - logit[wrong] after ids [T], as `gatescope analyze decompose
+    --json` prints it: {"method", "tokens", "parts", "contributions", "total", "check"}, with "interaction"
+    (gcd, cd) and "sampling_error" (sampled Shapley)."""
+    result = decompose(model, ids, method, num_samples=num_samples)
+    tokens = result.tokens or [str(int(i)) for i in ids]
+    parts = result.logit_difference(-1, correct, wrong)  # (P,)
+    actual = result.actual["logits"][-1]  # (V,)
+    summary = {"method": method, "tokens": tokens, "parts": result.labels(tokens),
+               "contributions": [float(v) for v in parts], "total": float(actual[correct] - actual[wrong]),
+               "check": result.check}
+    if method != "shapley":
+        summary["interaction"] = summary["total"] - float(parts.sum())
+    error = result.logit_difference_error(-1, correct, wrong)  # (P,) or None
+    if error is not None:
+        summary["sampling_error"] = [float(e) for e in error]
+    return summary
