@@ -3,7 +3,8 @@
 Subcommands: ``units`` (rank units against a label), ``probe`` (diagnostic classifiers per
 layer and kind), ``saturation`` (gate saturation and timescales), ``ablate`` (ablation sweeps
 and sets against random baselines), ``match`` (LSTMVis select-and-match), ``profile`` (a unit's
-gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units).
+gates along sentences, as a figure), ``attribute`` (integrated gradients to tokens and units), ``decompose``
+(each token's share of a logit difference: Shapley, GCD, CD).
 The work is done by gatescope.analysis; this module parses options and prints: rich tables on
 stdout, or with ``--json`` JSON alone on stdout. A TRACE is a trace file or a sharded trace's folder;
 ``units``, ``saturation`` and ``probe`` with ``--file CORPUS`` take a MODEL instead and stream it over
@@ -525,3 +526,41 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
     click.echo(f"logit({correct}) - logit({wrong}) after {text!r}: {value:.3f}")
     _show(result["tokens"], ["token", "attribution"], f"tokens vs token id 0 (sum {float(tokens[0].sum()):.3f})")
     _show(result["units"], ["unit", "attribution"], f"units of {quantity} (all: {result['unit_total']:.3f})")
+
+
+@analyze.command(short_help="Each token's share of a logit difference (Shapley, GCD, CD).")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--text", required=True, help="The prefix, e.g. 'the boys near the car'.")
+@click.option("--correct", required=True, help="The token the model should predict next (e.g. greet).")
+@click.option("--wrong", required=True, help="The competing token (e.g. greets).")
+@click.option("--method", type=click.Choice(["shapley", "gcd", "cd"]), default="shapley", show_default=True,
+              help="shapley: exact Shapley values per operation (diagNNose's ShapleyDecomposer); gcd: generalised "
+                   "contextual decomposition (Jumelet et al. 2019); cd: Murdoch et al. 2018.")
+@click.option("--samples", type=POSITIVE, help="shapley: sampled values from this many orders per operation "
+                                               "(long texts), with their sampling error.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: method, tokens, parts, contributions, total, check.")
+def decompose(model_path, text, correct, wrong, method, samples, as_json):
+    """Split logit(CORRECT) - logit(WRONG) after TEXT into the constants' and each token's contribution
+    (gatescope.analysis.decomposition; gcd and cd parts need not add up: the rest is the interaction)."""
+    import torch
+
+    from gatescope.analysis.decomposition import logit_difference_summary
+    from gatescope.cli.trace import load_to_edit
+
+    if samples is not None and method != "shapley":
+        raise GatescopeError("--samples is for --method shapley")
+    model = load_to_edit(model_path)
+    ids = torch.tensor(model.encode(text))  # (T,); empty text or no vocabulary: a GatescopeError
+    report = logit_difference_summary(model, ids, _token_id(model.vocab, correct), _token_id(model.vocab, wrong),
+                                      method, samples)
+    if as_json:
+        _emit_json(report)
+        return
+    errors = report.get("sampling_error")
+    rows = [{"part": p, "contribution": c} | ({"sampling error": errors[k]} if errors else {})
+            for k, (p, c) in enumerate(zip(report["parts"], report["contributions"]))]
+    if "interaction" in report:
+        rows.append({"part": "(interaction)", "contribution": report["interaction"]})
+    click.echo(f"{method}: logit({correct}) - logit({wrong}) after {text!r} = {report['total']:.3f}")
+    _show(rows, ["part", "contribution"] + (["sampling error"] if errors else []),
+          f"parts add up to within {report['check']:.1e}")

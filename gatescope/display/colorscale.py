@@ -72,6 +72,16 @@ class ColorScale:
         return [self.colors[level] for level in self.levels(np.asarray(values, dtype=np.float32)).reshape(-1)]
 
 
+def signed_colors(values: np.ndarray) -> list[str]:
+    """Each value on the diverging scale, symmetric about 0 and reaching its ends at the largest |value|
+    (contributions and attributions, whose range is the data's)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    top = float(np.abs(values).max()) if values.size else 0.0
+    scaled = np.zeros_like(values) if top == 0 else values / top  # -1..1
+    levels = np.rint((scaled + 1) / 2 * (len(DIVERGING) - 1)).astype(int)
+    return [DIVERGING[level] for level in levels]
+
+
 def is_light(color: str) -> bool:
     """Whether text on ``color`` (``#rrggbb``) reads better in black than in white (ITU-R 601 luma > 140)."""
     r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))

@@ -5,6 +5,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gatescope.display.contributions import ContributionText
 from gatescope.display.heatmap import Heatmap
 from gatescope.display.selection import as_sequences, spans
 from gatescope.display.unit_text import UnitText
@@ -19,7 +20,8 @@ MAX_HEATMAP_UNITS = 128  # rows of one heatmap
 def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = None,
          sequences: int | Iterable[int] | None = None, kinds: str | Iterable[str] | None = None,
          window: tuple[int, int] | None = None, max_tokens: int | None = None,
-         max_units: int = MAX_HEATMAP_UNITS) -> UnitText | Heatmap:
+         max_units: int = MAX_HEATMAP_UNITS, correct: int | None = None, wrong: int | None = None,
+         at: int = -1) -> UnitText | Heatmap | ContributionText:
     """A figure of ``trace`` that displays itself in a notebook; ``.save("x.html")`` or ``.save("x.svg")`` writes it.
 
     Args:
@@ -35,12 +37,18 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
             figure says what it cut.
         max_units: at most this many heatmap rows.
 
+    With a `gatescope.analysis.decomposition.Decomposition` of one sequence instead of a trace: its tokens
+    coloured by their contribution to logit[correct] - logit[wrong] at step ``at`` (default the last; ids), or
+    with ``unit`` to that unit's value at step ``at`` (a `ContributionText`).
+
     Returns:
         The figure (a `UnitText` for ``unit``, a `Heatmap` for ``units``).
 
     Raises:
         GatescopeError: neither or both of ``unit`` and ``units``, a unit or kind the trace does not hold.
     """
+    if hasattr(trace, "logit_difference"):
+        return _contributions(trace, unit, correct, wrong, at)
     if (unit is None) == (units is None):
         raise GatescopeError("show: give unit='rnn.l0.fwd.h:3' (one unit over text) or units=[...] (a heatmap)")
     if isinstance(trace, (str, os.PathLike)):
@@ -71,6 +79,25 @@ def show(trace: Any, unit: str | None = None, *, units: Iterable[Any] | None = N
         rows = rows[:max_units]
     picked, cut = spans(offsets, chosen, window, MAX_HEATMAP_TOKENS if max_tokens is None else max_tokens)
     return Heatmap(trace, rows, picked, notes + cut)
+
+
+def _contributions(result: Any, unit: str | None, correct: int | None, wrong: int | None,
+                   at: int) -> ContributionText:
+    """A decomposition's tokens coloured by their contribution to a logit difference or to one unit."""
+    if result.logits.dim() != 3:
+        raise GatescopeError("show: a decomposition of one sequence (ids [T]) is drawn; this one holds a batch")
+    if unit is not None:
+        name, index = parse_unit(unit)
+        if name not in result.quantities:
+            raise GatescopeError(f"show: the decomposition has no {name}; it has: {', '.join(result.quantities)}")
+        values = result.quantities[name][:, at, index].numpy()  # (P,)
+        return ContributionText(result, values, float(result.actual[name][at, index]), f"{unit} at step {at}")
+    if correct is None or wrong is None:
+        raise GatescopeError("show: give correct= and wrong= (token ids) or unit= for a decomposition")
+    values = result.logit_difference(at, correct, wrong).numpy()
+    actual = result.actual["logits"][at]
+    return ContributionText(result, values, float(actual[correct] - actual[wrong]),
+                            f"logit[{correct}] - logit[{wrong}] at step {at}")
 
 
 def _check_unit(trace: Any, unit: Any) -> tuple[str, int]:

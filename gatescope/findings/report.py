@@ -197,6 +197,37 @@ def gate_profile(results: dict[str, Any]) -> list[str]:
             f"draws it as {agreement[0]['figure']}):"]
 
 
+def default_reasoning(results: dict[str, Any]) -> list[str]:
+    """Each part's mean contribution to the NounPP verb's logit difference, by subject number and method."""
+    models = [m for m in results.get("agreement", []) if "default_reasoning" in m]
+    if not models:
+        return []
+    first = models[0]["default_reasoning"]
+    parts = first["parts"]
+    lines = ["**Default reasoning** (Jumelet, Zuidema & Hupkes 2019): the verb's logit difference, logit(correct) - "
+             "logit(wrong), after the NounPP prefixes of the bundled stimuli (\"the boy(s) near the car(s)\", "
+             f"{first['by_subject']['singular']['items']} items a subject number), split by decomposition into the "
+             "constants (biases), the subject noun, the attractor noun and the other words (mean over items; gcd "
+             "parts need not add up to the total, shapley parts do):", "",
+             "| model | subject | method | " + " | ".join(parts) + " | total |",
+             "| --- | --- | --- |" + " --- |" * (len(parts) + 1)]
+    for m in models:
+        for number, row in m["default_reasoning"]["by_subject"].items():
+            for method in m["default_reasoning"]["methods"]:
+                lines.append(f"| {_stem(m)} | {number} | {method} | "
+                             + " | ".join(f"{row[method][p]:.2f}" for p in parts) + f" | {row['total']:.2f} |")
+    lines.append("")
+    for m in models:
+        gcd = m["default_reasoning"]["by_subject"]
+        sg, pl = gcd["singular"]["gcd"], gcd["plural"]["gcd"]
+        default = sg["constants"] > max(pl["constants"], 0)
+        lines.append(f"- {_stem(m)}: by gcd the constants add {sg['constants']:.2f} to a singular verb's lead and "
+                     f"{pl['constants']:.2f} to a plural one's, the subject {sg['subject']:.2f} and "
+                     f"{pl['subject']:.2f}: " + ("singular works as a default here too, as in Jumelet et al.'s LM" if default
+                                                 else "no singular default here, unlike Jumelet et al.'s LM") + ".")
+    return lines
+
+
 def _agreement_models(results: dict[str, Any]) -> list[dict[str, Any]]:
     large = results.get("agreement_large")
     return [*results.get("agreement", []), *([large] if large else [])]
@@ -379,6 +410,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "agreement-accuracy": lambda r: _join(accuracy_tables(r)),
     "number-units-2x650": lambda r: _join(large_model(r)),
     "number-units": lambda r: _join(number_units(r), scope(r), independent_sets(r), gate_profile(r)),
+    "default-reasoning": lambda r: _join(default_reasoning(r)),
     "number-units-summary": lambda r: _join(_first_table(number_units(r)), _first_table(independent_sets(r))),
     "string-unit": lambda r: _join(code_units(r)),
 }
@@ -386,7 +418,8 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def report(results: dict[str, Any]) -> str:
     """The whole findings document as Markdown (what `gatescope findings` prints and writes)."""
-    names = ("agreement-accuracy", "number-units", "number-units-2x650") if results.get("agreement") else ()
+    names = (("agreement-accuracy", "number-units", "default-reasoning", "number-units-2x650")
+             if results.get("agreement") else ())
     body = [BLOCKS[name](results).splitlines() for name in (*names, "string-unit")]
     return _join(["## Findings"], *body) + "\n"
 

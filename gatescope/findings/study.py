@@ -50,6 +50,7 @@ from gatescope.analysis.ranking import rank_units
 from gatescope.analysis.stats import mann_whitney_auc, midranks
 from gatescope.analysis.table import Table
 from gatescope.errors import GatescopeError
+from gatescope.findings.default_reasoning import default_reasoning
 from gatescope.inputs.stimuli.agreement import CONDITIONS
 from gatescope.traces.trace import Trace
 
@@ -277,6 +278,8 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         independent = independent_findings(model, draws=draws, seed=seed)
     with stage(f"{name}: the top {k} on the bundled items and on a random draw from the lexicon"):
         scope = scope_findings(model, ablations[-1]["units"], items)
+    with stage(f"{name}: decomposing the NounPP verbs (default reasoning)"):
+        reasoning = default_reasoning(model, items)
     return {
         "model": model_path.name,
         "hidden_size": model.modules_info[0]["hidden_size"],
@@ -296,6 +299,7 @@ def agreement_findings(model_path: Path, figure: Path | None, ks: Sequence[int] 
         "figure": figure.name if figure else None,
         "independent": independent,
         "scope": scope,
+        "default_reasoning": reasoning,
     }
 
 def accuracy_findings(model: torch.nn.Module, items: Sequence[Any]) -> dict[str, Any]:

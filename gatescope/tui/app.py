@@ -28,6 +28,7 @@ from textual.widgets import Footer, Label, Static
 from textual.worker import get_current_worker
 
 from gatescope.errors import GatescopeError
+from gatescope.tui.colors import contribution_styles
 from gatescope.kinds import ALL_KINDS
 from gatescope.names import parse_unit
 from gatescope.numbers import whole_number
@@ -86,6 +87,7 @@ class GatescopeApp(App[None]):
         Binding("escape", "clear_selection", "clear selection", show=False),
         Binding("C", "compare", "compare"),
         Binding("x", "explain", "explain"),
+        Binding("W", "toggle_contributions", "contributions"),
         Binding("e", "export_svg", "svg"),
         Binding("E", "export_png", "png"),
         Binding("q", "quit", "quit"),
@@ -125,6 +127,7 @@ class GatescopeApp(App[None]):
         self.result: MatchResult | None = None
         self.tracks: list[features.Track] = []
         self.explainer = ExplainModel(model if model is not None else self.source.data.meta.get("model"))
+        self.contributing = False  # the text coloured by each token's contribution to the cursor's unit (w)
 
     def _open_on(self, where: str) -> None:
         """Start on a quantity or unit, given by name; GatescopeError when the trace has no such thing."""
@@ -233,6 +236,8 @@ class GatescopeApp(App[None]):
                       (chosen.start, chosen.stop), window, columns, indent)
         span = None if chosen is None else (chosen.start, chosen.stop)
         self.query_one(TextView).show(self.name_shown, unit, row, span)
+        if self.contributing:
+            self._colour_by_contributions(unit, row)
         sequence = self.source.sequence_of(row)
         self.query_one(SequenceList).highlight(sequence)
         self.query_one("#status", Static).update(self._status(unit, row, sequence), layout=False)
@@ -529,6 +534,26 @@ class GatescopeApp(App[None]):
         ids = self.source.data.token_ids
         self.push_screen(ExplainScreen(self.explainer, None if ids is None else ids[first:stop],
                                        f"{self.name_shown}:{self.heatmap.unit}", row - first, first), self._explained)
+
+    def action_toggle_contributions(self) -> None:
+        """Colour the text by each token's contribution to the cursor's unit and step (needs the model)."""
+        self.contributing = not self.contributing
+        if not self.contributing:
+            self.query_one(TextView).colour_by(None)
+        self._update_views()
+
+    def _colour_by_contributions(self, unit: int, row: int) -> None:
+        first, stop = self.source.sequence_rows(self.source.sequence_of(row))
+        ids = self.source.data.token_ids
+        try:
+            values = self.explainer.contributions(None if ids is None else ids[first:stop],
+                                                  f"{self.name_shown}:{unit}", row - first)
+        except GatescopeError as exc:
+            self.contributing = False
+            self.notify(f"cannot colour by contribution: {exc}", severity="error")
+            return
+        styles = contribution_styles(values)
+        self.query_one(TextView).colour_by({first + t: style for t, style in enumerate(styles)})
 
     def _explained(self, choice: tuple[str, int] | None) -> None:
         if choice is not None:

@@ -27,6 +27,13 @@ class Scale(ColorScale):
         self.fg_styles = tuple(Style(color=color) for color in self.colors)
 
 
+def contribution_styles(values: list[float]) -> list[Style]:
+    """Text styles of contributions (a decomposition's), on the diverging scale symmetric about 0."""
+    from gatescope.display.colorscale import signed_colors
+
+    return [_on_background(color) for color in signed_colors(values)]
+
+
 def _on_background(color: str) -> Style:
     """``color`` as background with a readable foreground (black on light colours, else white)."""
     return Style(color="black" if is_light(color) else "white", bgcolor=color)

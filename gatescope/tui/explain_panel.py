@@ -31,22 +31,42 @@ class ExplainModel:
         self.path = None if path is None else Path(path)
         self._model = None
 
+    def _loaded(self, token_ids: Any, what: str):
+        from gatescope.checkpoints.loader import load
+
+        if self.path is None:
+            raise GatescopeError(f"{what} needs the model: browse TRACE --model MODEL (the trace names none)")
+        if token_ids is None:
+            raise GatescopeError(f"the trace holds no token ids: {what} needs the model's input")
+        if self._model is None:
+            self._model = load(self.path)
+        return self._model
+
     def explain(self, token_ids: Any, unit: str, at: int, top: int = 5):
         """The `StepExplanation` of ``unit`` at step ``at`` of the sequence ``token_ids`` (numpy [T])."""
         import torch
 
         from gatescope.analysis.explain import explain
-        from gatescope.checkpoints.loader import load
 
-        if self.path is None:
-            raise GatescopeError("explain needs the model: browse TRACE --model MODEL (the trace names none)")
-        if token_ids is None:
-            raise GatescopeError("the trace holds no token ids: explain needs the model's input")
-        if self._model is None:
-            self._model = load(self.path)
+        model = self._loaded(token_ids, "explain")
         ids = torch.as_tensor(token_ids, dtype=torch.long)[None]  # (1, T)
         with torch.no_grad():
-            return explain(self._model, ids, unit, at, top=top)
+            return explain(model, ids, unit, at, top=top)
+
+    def contributions(self, token_ids: Any, unit: str, at: int) -> list[float]:
+        """Each token's contribution to ``unit`` ("name:index") at step ``at``, by GCD (one pass a token, so
+        any length; gatescope.analysis.decomposition)."""
+        import torch
+
+        from gatescope.analysis.decomposition import decompose
+        from gatescope.names import parse_unit
+
+        model = self._loaded(token_ids, "colouring by contribution")
+        name, index = parse_unit(unit)
+        result = decompose(model, torch.as_tensor(token_ids, dtype=torch.long), "gcd")
+        if name not in result.quantities:
+            raise GatescopeError(f"no decomposition of {name}: it has {', '.join(result.quantities)}")
+        return result.quantities[name][1:, at, index].tolist()  # the tokens' parts, constants left out
 
 
 class ExplainScreen(ModalScreen[tuple[str, int] | None]):

@@ -48,6 +48,7 @@ is magenta. The **text view** colours each token of the sequence by the cursor's
 | Tab | move between heatmap, sequences and ranked units |
 | Enter | (sequences, ranked units) go to the selected one |
 | x | explain the cursor's unit at its token, term by term (needs the model: `browse --model`); Enter on an upstream unit goes there |
+| W | colour the text by each token's contribution to the cursor's unit at its token (GCD, needs the model); W again: by the unit's values |
 | e | save the screen as SVG |
 | E | save the visible heatmap as PNG |
 | Ctrl+P | command palette |

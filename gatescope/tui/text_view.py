@@ -51,6 +51,12 @@ class TextView(Widget):
         self._lines: list[list[Placed]] = []
         self._styles: dict[int, Style] = {}
         self._key: tuple | None = None
+        self.contributions: dict[int, Style] | None = None  # row -> style, when coloured by a decomposition
+
+    def colour_by(self, contributions: dict[int, Style] | None) -> None:
+        """Colour the tokens by these styles (a decomposition's contributions) instead of the unit's values."""
+        self.contributions, self._key = contributions, None
+        self.refresh()
 
     def show(self, quantity: str, unit: int, row: int, span: tuple[int, int] | None = None) -> None:
         relayout = not self.quantity or self.source.sequence_of(row) != self.source.sequence_of(self.row)
@@ -87,6 +93,7 @@ class TextView(Widget):
             scale = self.source.scale(self.quantity)
             levels = scale.levels(self.source.column(self.quantity, rows[0], rows[-1] + 1, self.unit))
             self._styles = {row: scale.text_styles[levels[row - rows[0]]] for row in rows}
+            self._styles |= self.contributions or {}
 
     def _wrap(self, first: int, start: int, stop: int, width: int, height: int) -> list[list[Placed]]:
         """Lay tokens from row ``first`` out in lines of ``width`` cells until ``2 * height`` lines."""

@@ -190,3 +190,17 @@ def test_negative_counts_are_usage_errors(trace_file, capsys, args):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Invalid value for '--" in err and "Traceback" not in err
+
+
+def test_decompose_prints_each_tokens_share_of_the_logit_difference(capsys):
+    model = "sample_models/agreement_lstm.safetensors"
+    args = ["analyze", "decompose", model, "--text", "the boys near the car", "--correct", "greet", "--wrong", "greets"]
+    out = json.loads(run([*args, "--json"], capsys).out)
+    assert out["tokens"] == ["the", "boys", "near", "the", "car"] and out["parts"][0] == "constants"
+    assert out["method"] == "shapley" and out["check"] < 1e-5
+    assert abs(sum(out["contributions"]) - out["total"]) < 1e-4
+    gcd = json.loads(run([*args, "--method", "gcd", "--json"], capsys).out)
+    assert abs(sum(gcd["contributions"]) + gcd["interaction"] - gcd["total"]) < 1e-4
+    table = run([*args, "--method", "cd"], capsys).out
+    assert "(interaction)" in table and "boys" in table
+    assert "--samples is for --method shapley" in fails([*args, "--method", "gcd", "--samples", "4"], capsys)

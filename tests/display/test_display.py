@@ -403,3 +403,22 @@ def test_a_short_sentence_spreads_over_the_plots_and_a_long_one_sets_the_width()
     long_trace = Trace({"rnn.l0.fwd.h": torch.zeros(60, 4)}, [0, 60], token_ids=torch.zeros(60, dtype=torch.long),
                        meta={"vocab": ["greets"], "tokenizer": "word"})
     assert float(parse(show(long_trace, unit="rnn.l0.fwd.h:1").svg).get("width")) > float(root.get("width"))
+
+
+def test_a_decomposition_is_shown_as_tokens_coloured_by_their_contribution():
+    import torch
+
+    from gatescope.analysis.decomposition import decompose
+
+    model = gatescope.load("sample_models/agreement_lstm.safetensors")
+    result = decompose(model, torch.tensor(model.encode("the boys near the car")), "gcd")
+    greet, greets = model.vocab.index["greet"], model.vocab.index["greets"]
+    figure = gatescope.show(result, correct=greet, wrong=greets)
+    html = figure._repr_html_()
+    parts = result.logit_difference(-1, greet, greets)
+    assert ">boys</text>" in html and f"boys: {float(parts[2]):+.4f}" in html and "interaction" in html
+    assert "#67001f" in html or "#053061" in html  # the largest |contribution| takes an end of the scale
+    unit = gatescope.show(result, "rnn.l0.fwd.h:69", at=3)
+    assert "rnn.l0.fwd.h:69 at step 3" in unit._repr_html_()
+    with pytest.raises(gatescope.GatescopeError, match="give correct= and wrong="):
+        gatescope.show(result)

@@ -268,3 +268,23 @@ def test_the_char_report_shows_every_feature_on_every_heldout_file(results):
     string = code["units"]["in_string"]["top"][0]
     assert f"in_string `{string['unit']}`: {string['heldout_against']['code']:.3f} against code, " \
            f"{string['heldout_against']['in_comment']:.3f} against comments" in text
+
+
+def test_default_reasoning_section_is_what_the_pipeline_computes():
+    """The default-reasoning numbers in docs/findings.json are those of the function the pipeline runs,
+    on the agreement LSTM (the GRU's take as long again), and their block renders the verdict."""
+    import gatescope
+    from gatescope.findings.default_reasoning import default_reasoning
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path, read_stimuli
+
+    results = json.loads((ROOT / "docs" / "findings.json").read_text())
+    stored = results["agreement"][0]["default_reasoning"]
+    model = gatescope.load(ROOT / "sample_models" / "agreement_lstm.safetensors")
+    items = [it for it in read_stimuli(bundled_stimuli_path()) if it.condition == "nounpp_SS"]
+    fresh = default_reasoning(model, items, conditions=("nounpp_SS",))
+    got, want = fresh["by_condition"]["nounpp_SS"], stored["by_condition"]["nounpp_SS"]
+    assert got["total"] == pytest.approx(want["total"], abs=1e-4)
+    for method in ("gcd", "shapley"):
+        assert got[method] == pytest.approx(want[method], abs=1e-4)
+    block = findings_report.BLOCKS["default-reasoning"](results)
+    assert "| agreement_gru | plural | gcd |" in block and "singular works as a default" in block

@@ -50,3 +50,28 @@ async def test_without_a_model_the_panel_says_how_to_give_one(tmp_path):
         assert "cannot explain" in str(app.screen.query_one("#explain-body", Static).render())
         await pilot.press("escape")
         assert not isinstance(app.screen, ExplainScreen)
+
+
+@sync
+async def test_shift_w_colours_the_text_by_each_tokens_contribution_to_the_cursor_unit(tmp_path):
+    import gatescope
+    from gatescope.analysis.decomposition import decompose
+    from gatescope.tui.colors import contribution_styles
+    from gatescope.tui.text_view import TextView
+
+    model, trace = _traced(tmp_path)
+    app = GatescopeApp(trace, start="rnn.l0.fwd.c:3")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.heatmap.move_to(3, 4)
+        await pilot.press("W")
+        await settle(pilot)
+        view = app.query_one(TextView)
+        loaded = gatescope.load(model)
+        ids = loaded.encode("the boys near the car greet")
+        import torch
+        expected = decompose(loaded, torch.tensor(ids), "gcd").quantities["rnn.l0.fwd.c"][1:, 4, 3].tolist()
+        assert view.contributions == dict(enumerate(contribution_styles(expected)))
+        await pilot.press("W")
+        await settle(pilot)
+        assert view.contributions is None
