@@ -167,8 +167,11 @@ def saturation_report(trace: Trace) -> dict[str, dict[str, float | int]]:
     the time (summarising gatescope.analysis.dynamics.saturation's per-unit table)."""
     from gatescope.analysis.dynamics import saturation
 
+    gates = sorted({parse_name(n).kind for n in trace.names} & SIGMOID_KINDS)
+    if not gates:  # a plain RNN: no gate to saturate
+        return {}
     units: dict[str, list[dict]] = {}
-    for row in saturation(trace, kinds=sorted({parse_name(n).kind for n in trace.names} & SIGMOID_KINDS)):
+    for row in saturation(trace, kinds=gates):
         units.setdefault(row["name"], []).append(row)
     report = {}
     for name, rows in units.items():

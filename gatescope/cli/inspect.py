@@ -144,12 +144,12 @@ def print_report(report: dict[str, Any]) -> None:
                     "module", "cell", "in->hid", "proj", "bias", "params", "time min", "median", "max")
     for module in report["modules"]:
         for layer in module["layers"]:
-            ts = layer["timescale"]
+            ts = layer["timescale"] or {}  # None without a forget or update gate (a plain RNN)
             modules.add_row(
                 f"{module['name']} l{layer['layer']} {layer['direction']}", module["cell"],
                 f"{layer['input_size']}->{module['hidden_size']}", str(module["proj_size"] or "-"),
                 "yes" if module["bias"] else "no", f"{layer['parameters']:,}",
-                _num(ts["min"]), _num(ts["median"]), _num(ts["max"]),
+                _num(ts.get("min")), _num(ts.get("median")), _num(ts.get("max")),
             )
     console.print(modules)
 

@@ -25,15 +25,17 @@ def samples() -> None:
 
 @samples.command("train")
 @click.option("--only", "only", multiple=True, metavar="NAME",
-              help="Train only this model (repeatable): agreement_lstm, agreement_gru, agreement_lstm_2x650 "
-                   "(not bundled: about 25 minutes on one core), pysource_lstm.")
+              help="Train only this model (repeatable): agreement_lstm, agreement_gru, agreement_rnn, "
+                   "agreement_lstm_peephole, agreement_lstm_coupled, agreement_lstm_2x650 (not bundled: about 25 "
+                   "minutes on one core), pysource_lstm.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder to write the checkpoints to (default: the bundled sample_models folder).")
 def train(only: tuple[str, ...], out_dir: str | None) -> None:
     """Retrain sample models from scratch, reproducibly.
 
     Seeds, thread count and data order are fixed; the full set took 11 minutes on a 2-core CPU (the char model 10.6),
-    plus about 21 minutes for agreement_lstm_2x650 on a free core (39.5 on a shared one)."""
+    plus 4.5 for the plain RNN and the peephole and coupled LSTMs (shared CPU) and about 21 minutes for
+    agreement_lstm_2x650 on a free core (39.5 on a shared one)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -92,14 +94,17 @@ def stimuli(output: Path, draw: str, per_condition: int, conditions: str, seed: 
 def list_(as_json: bool) -> None:
     """Show the bundled sample models and their metrics."""
     from gatescope.checkpoints.loader import read_header
+    from gatescope.kinds import cell_type_of
 
     rows = []
     for path in sorted(_default_dir().glob("*.safetensors")):
         _, meta = read_header(path)
         training = meta.get("training", {})
+        variant = next(iter(meta.get("cells", {}).values()), None)  # a variant cell: "LSTM (peepholes)"
         rows.append({
             "name": path.stem, "file": str(path), "size_bytes": path.stat().st_size,
-            "tokenizer": meta.get("tokenizer"), "cell": training.get("cell"),
+            "tokenizer": meta.get("tokenizer"),
+            "cell": cell_type_of(variant).describe() if variant else training.get("cell"),
             "hidden_size": training.get("hidden_size"), "num_layers": training.get("num_layers"),
             "train_time_s": training.get("time_s"), "metrics": meta.get("metrics", {}),
         })

@@ -229,8 +229,11 @@ def default_reasoning(results: dict[str, Any]) -> list[str]:
 
 
 def _agreement_models(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every agreement model with accuracies: the number-unit models, the other cells compared, the 2x650."""
     large = results.get("agreement_large")
-    return [*results.get("agreement", []), *([large] if large else [])]
+    first = results.get("agreement", [])
+    cells = [m for m in results.get("agreement_cells", []) if m["model"] not in {f["model"] for f in first}]
+    return [*first, *cells, *([large] if large else [])]
 
 
 def accuracy_tables(results: dict[str, Any]) -> list[str]:
@@ -270,6 +273,51 @@ def accuracy_tables(results: dict[str, Any]) -> list[str]:
         where = ("below 0.995 on " + ", ".join(f"{c} {v:.3f}" for v, c in worst[:6]) if worst
                  else "at 0.995 or above in every condition: these stimuli do not find where it breaks")
         lines.append(f"- {_stem(m)} ({m['cell']}, {m['hidden_size']} units): {where}.")
+    return lines
+
+
+def cell_comparison(results: dict[str, Any]) -> list[str]:
+    """The cells side by side: size, held-out loss, the bundled stimuli's hardest figures, NounPP chains."""
+    cells = results.get("agreement_cells", [])
+    if not cells:
+        return []
+    distances = list(cells[0]["chains"])
+    lines = ["**The cells compared.** Each model below is an embedding of 32, one recurrent layer and a decoder, "
+             "trained on the same grammar with the same budget (Adam, 3000 steps of 64 sentences; `gatescope samples "
+             "train`). The plain RNN is the seed's h = tanh(W x + b + U h + b'); the peephole LSTM (Gers & "
+             "Schmidhuber 2000; Greff et al. 2017's \"vanilla\" LSTM) and the coupled one (f = 1 - i, their CIFG) "
+             "each differ from agreement_lstm in that one respect. Accuracy on the bundled stimuli (all items; the "
+             "incongruent ones; the worst condition) and its lowest per distance:", "",
+             "| model | cell | units | parameters | held-out loss | training | bundled: all / incongruent | "
+             "worst condition | worst distance |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    from gatescope.inputs.stimuli.agreement import is_incongruent
+
+    for m in cells:
+        by = m["accuracy_by_condition"]
+        inc = [v for c, v in by.items() if is_incongruent(c)]
+        worst_c = min(by, key=lambda c: by[c])
+        dist = m["accuracy_by_distance"]
+        worst_d = min(dist, key=lambda d: dist[d])
+        worst = (f"{worst_c} {by[worst_c]:.3f}" if by[worst_c] < 1 else "none below 1.000",
+                 f"{worst_d}: {dist[worst_d]:.3f}" if dist[worst_d] < 1 else "none below 1.000")
+        lines.append(f"| {_stem(m)} | {m['cell']} | {m['hidden_size']} | {m['parameters']:,} | "
+                     f"{m['heldout_loss']:.4f} | {m['training']['time_s']:.0f} s | {sum(by.values()) / len(by):.3f} / "
+                     f"{sum(inc) / len(inc):.3f} | {worst[0]} | {worst[1]} |")
+    lines += ["", "Beyond the grammar: incongruent NounPP chains (\"the boy near the cars behind the dogs ... greets\", "
+              "every attractor in the other number; 400 items a length, held-out subject-verb pairs; "
+              "`gatescope.inputs.stimuli.agreement.chain_items`). The training grammar's longest subject-verb span is "
+              "12 tokens; accuracy, then the mean logit difference of the correct over the wrong verb:", "",
+              "| distance | " + " | ".join(_stem(m) for m in cells) + " |", "| --- |" + " --- |" * len(cells)]
+    for d in distances:
+        lines.append(f"| {d} | " + " | ".join(f"{m['chains'][d]['accuracy']:.3f} ({m['chains'][d]['mean_logit_diff']:+.1f})"
+                                            for m in cells) + " |")
+    lines.append("")
+    for m in cells:
+        chain = [m["chains"][d]["accuracy"] for d in distances]
+        broken = [d for d in distances if m["chains"][d]["accuracy"] < 0.95]
+        where = (f"falls below 0.95 at distance {broken[0]}" if broken
+                 else f"at {min(chain):.3f} or above up to distance {distances[-1]}")
+        lines.append(f"- {_stem(m)} ({m['cell']}): {where}.")
     return lines
 
 
@@ -409,6 +457,7 @@ def _first_table(lines: list[str]) -> list[str]:
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "agreement-accuracy": lambda r: _join(accuracy_tables(r)),
     "number-units-2x650": lambda r: _join(large_model(r)),
+    "cell-comparison": lambda r: _join(cell_comparison(r)),
     "number-units": lambda r: _join(number_units(r), scope(r), independent_sets(r), gate_profile(r)),
     "default-reasoning": lambda r: _join(default_reasoning(r)),
     "number-units-summary": lambda r: _join(_first_table(number_units(r)), _first_table(independent_sets(r))),
@@ -418,7 +467,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def report(results: dict[str, Any]) -> str:
     """The whole findings document as Markdown (what `gatescope findings` prints and writes)."""
-    names = (("agreement-accuracy", "number-units", "default-reasoning", "number-units-2x650")
+    names = (("agreement-accuracy", "cell-comparison", "number-units", "default-reasoning", "number-units-2x650")
              if results.get("agreement") else ())
     body = [BLOCKS[name](results).splitlines() for name in (*names, "string-unit")]
     return _join(["## Findings"], *body) + "\n"

@@ -16,7 +16,12 @@
    highest) ablated alone on incongruent NounPP (a unit "carries number" when that costs >= 5 points,
    re-measured on all items), sets of the top k against random sets, and the gate profile (i f g o c h)
    of the unit whose ablation costs most. Skipped, in one line, when the model is not there.
-4. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
+4. The cells compared (the seed's claim that a plain RNN loses what an LSTM keeps; Greff et al. 2017's
+   finding that the LSTM's variants perform about alike): the plain tanh RNN, the peephole and the
+   coupled-gate LSTM beside the LSTM and GRU, by accuracy per construction and distance on the bundled
+   stimuli and on NounPP chains of up to 18 PPs (`gatescope.inputs.stimuli.agreement.chain_items`), far
+   past the subject-verb spans of the training grammar.
+5. The char LSTM on Python source (Karpathy et al. 2015's quote, comment, bracket and indent cells):
    for each code feature rank c and h units on training files (ROC AUC for ``in_string`` and
    ``in_comment``, Pearson r for ``bracket_depth`` and ``indent_level``), report the best unit's score
    on the held-out stdlib files (pooled, per file, and for the binary features against code and
@@ -58,6 +63,9 @@ LAKRETZ = ("the boy near the car greets", "the boy near the cars greets",
            "the boys near the car greet", "the boys near the cars greet")
 STIMULUS_FEATURES = ("subject_number", "in_attractor", "is_verb")
 AGREEMENT_MODELS = ("agreement_lstm", "agreement_gru")
+# the cell comparison (accuracy only): the seed's plain RNN and two of Greff et al. 2017's LSTM variants
+CELL_MODELS = ("agreement_rnn", "agreement_lstm_peephole", "agreement_lstm_coupled")
+CHAIN_PPS = (1, 2, 3, 4, 6, 9, 12, 18)  # NounPP chains: distance 3 to 54, the grammar's spans end at 12
 LARGE_MODEL = "agreement_lstm_2x650"
 # the ranking trace holds Lakretz et al.'s conditions and ObjRC (2,520 items; the docs' sequence
 # numbers refer to it: NounPP SS starts at 920), not every construction: it stays a few hundred MB
@@ -309,6 +317,37 @@ def accuracy_findings(model: torch.nn.Module, items: Sequence[Any]) -> dict[str,
             "accuracy_by_distance": {str(d): r["accuracy"] for d, r in result["by_distance"].items()},
             "accuracy_by_distance_incongruent": {str(d): r["accuracy"]
                                                  for d, r in result["by_distance_incongruent"].items()}}
+
+
+def chain_findings(model: torch.nn.Module, pps: Sequence[int] = CHAIN_PPS) -> dict[str, dict[str, float]]:
+    """Accuracy and mean logit difference (correct - wrong verb) on incongruent NounPP chains of each length
+    in ``pps`` (200 SP and 200 PS items each): ``{"3": {"accuracy", "mean_logit_diff"}, ...}`` by distance."""
+    from gatescope.inputs.stimuli.agreement import chain_items
+
+    out = {}
+    for k in pps:
+        result = evaluate_agreement(model, chain_items(k))
+        out[str(3 * k)] = {"accuracy": result["accuracy"], "mean_logit_diff": result["mean_logit_diff"]}
+    return out
+
+
+def cell_findings(model_path: Path, stage: Stage = no_stage) -> dict[str, Any]:
+    """One model of the cell comparison: its cell, size, training and held-out loss, accuracy on the bundled
+    stimuli (`accuracy_findings`) and on NounPP chains (`chain_findings`)."""
+    from gatescope.inputs.stimuli.agreement import bundled_stimuli_path
+    from gatescope.kinds import cell_type_of
+
+    name = model_path.stem
+    model = gatescope.load(model_path).eval()
+    info = model.modules_info[0]
+    with stage(f"{name}: accuracy on the bundled stimuli and on NounPP chains"):
+        accuracy = accuracy_findings(model, read_stimuli(bundled_stimuli_path()))
+        chains = chain_findings(model)
+    training = model.metadata["training"]
+    return {"model": model_path.name, "cell": cell_type_of(info).describe(), "hidden_size": info["hidden_size"],
+            "parameters": sum(p.numel() for n, p in model.named_parameters() if n.startswith("rnn.")),
+            "training": {k: training.get(k) for k in ("steps", "batch_size", "lr", "time_s")},
+            "heldout_loss": model.metadata["metrics"].get("heldout_loss"), **accuracy, "chains": chains}
 
 
 def _profile(trace: Trace, unit: str) -> dict[str, list[list[float]]]:
@@ -580,6 +619,12 @@ def run_findings(out: Path, draws: int = 20, only: str | None = None, stage: Sta
             save = out / f"{stem}.trace.safetensors" if save_traces else None
             results["agreement"].append(agreement_findings(path, out / f"number_unit_{stem}.png", draws=draws,
                                                            save_trace=save, stage=stage))
+        results["agreement_cells"] = []
+        for stem in (*AGREEMENT_MODELS, *CELL_MODELS):
+            path = sample_models.path(f"{stem}.safetensors")
+            if not path.exists():
+                raise GatescopeError(f"the sample model {path} is missing: gatescope samples train --only {stem}")
+            results["agreement_cells"].append(cell_findings(path, stage=stage))
         path = large_model_path(large_model, say)
         if path is not None:
             results["agreement_large"] = large_findings(path, out / f"number_unit_{path.stem}.png",

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from gatescope.inputs.stimuli.agreement import (
     read_stimuli,
     training_corpus,
 )
+from gatescope.recorder.variants import cells_metadata
 from gatescope.samples import data
 from gatescope.samples.model import LanguageModel
 from gatescope.validation.safetensors import META_KEY
@@ -58,7 +59,7 @@ class SampleConfig:
 
     name: str             # file stem in sample_models/
     corpus: str           # "agreement" (word grammar) or "pysource" (stdlib chars)
-    cell: str             # "LSTM" or "GRU"
+    cell: str             # "LSTM", "GRU" or "RNN" (tanh)
     embedding_size: int
     hidden_size: int
     num_layers: int
@@ -69,6 +70,7 @@ class SampleConfig:
     bptt: int = 0         # char models: truncated-BPTT length
     threads: int = 1      # torch.set_num_threads, fixed for bitwise reproducibility
     lexicon: str = "small"  # agreement models: "small" or "large" (gatescope.inputs.stimuli.agreement.LEXICONS)
+    cell_options: dict = field(default_factory=dict)  # a variant's keyword arguments (gatescope.recorder.variants)
 
 
 SAMPLES: dict[str, SampleConfig] = {
@@ -78,6 +80,15 @@ SAMPLES: dict[str, SampleConfig] = {
                      lr=3e-3, seed=1),
         SampleConfig("agreement_gru", "agreement", "GRU", 32, 64, 1, steps=3000, batch_size=64,
                      lr=3e-3, seed=2),
+        # the seed's baseline, a plain tanh RNN: agreement_lstm's units and budget, about agreement_gru's parameters
+        SampleConfig("agreement_rnn", "agreement", "RNN", 32, 128, 1, steps=3000, batch_size=64,
+                     lr=3e-3, seed=5),
+        # two of Greff et al. 2017's LSTM variants, each one change from agreement_lstm: peepholes (their
+        # "vanilla" LSTM; Gers & Schmidhuber 2000) and coupled input and forget gates, f = 1 - i (their CIFG)
+        SampleConfig("agreement_lstm_peephole", "agreement", "LSTM", 32, 128, 1, steps=3000, batch_size=64,
+                     lr=3e-3, seed=6, cell_options={"peepholes": True}),
+        SampleConfig("agreement_lstm_coupled", "agreement", "LSTM", 32, 128, 1, steps=3000, batch_size=64,
+                     lr=3e-3, seed=7, cell_options={"coupling": "forget_from_input"}),
         # Gulordava et al. 2018's shape (embedding 650, 2 x 650 LSTM) on the large lexicon, sized
         # to train in under 30 minutes on one core (3,700 tokens/s measured: batch 64, ~0.36 s/step)
         SampleConfig("agreement_lstm_2x650", "agreement", "LSTM", 650, 650, 2, steps=3500, batch_size=64,
@@ -115,7 +126,8 @@ def _train_agreement(config: SampleConfig, progress: Progress | None) -> tuple[L
     """A word LM on the agreement grammar; metrics on held-out grammar sentences and bundled stimuli."""
     lexicon = LEXICONS[config.lexicon]
     vocab = data.word_vocabulary(lexicon)
-    model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers)
+    model = LanguageModel(config.cell, len(vocab), config.embedding_size, config.hidden_size, config.num_layers,
+                          config.cell_options)
     stream = data.word_batches(vocab, config.batch_size, config.seed, lexicon)
 
     def closures():
@@ -214,6 +226,7 @@ def train_sample(config: SampleConfig, out_dir: str | Path, progress: Progress |
     metadata = {
         "format": "gatescope.model", "version": 1,
         **meta,
+        **cells_metadata(model),  # what a variant cell computes, beyond what its tensor names say
         "roles": {"embedding": "embedding.weight", "recurrent": ["rnn"], "decoder": "decoder"},
         "training": {**asdict(config), "torch": torch.__version__, "time_s": round(seconds, 1)},
         "metrics": metrics,

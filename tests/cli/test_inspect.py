@@ -257,3 +257,18 @@ def test_a_report_written_to_a_pipe_is_not_wrapped_mid_sentence(capsys):
     assert len(chain) > 80 and chain.endswith("word tokens")  # one line, not cut at 80 columns
     assert any(line.startswith("Gates (bias = b_ih + b_hh; radius =") and line.endswith("matrix)")
                for line in out.splitlines())
+
+
+def test_a_plain_rnn_has_no_timescale_and_no_gate_to_saturate(capsys):
+    """The seed's plain tanh RNN (the bundled agreement_rnn): no forget or update gate, so no timescale
+    and no saturation table, and the report still prints."""
+    from gatescope import sample_models
+
+    path = sample_models.path("agreement_rnn.safetensors")
+    report = inspect_json(capsys, path, "--text", "the boy near the cars greets")
+    layer = report["modules"][0]["layers"][0]
+    assert report["modules"][0]["cell"] == "RNN" and layer["timescale"] is None and list(layer["gates"]) == ["h"]
+    assert report["trace"] == {"sequences": 1, "tokens": 6} and report["saturation"] == {}
+    main(["inspect", str(path), "--text", "the boy near the cars greets", "--no-tui"])
+    out = capsys.readouterr().out
+    assert "rnn l0 fwd  RNN" in out and "Gate saturation" not in out

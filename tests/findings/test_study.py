@@ -159,6 +159,10 @@ def test_the_2x650_section_without_the_model_is_one_line(tmp_path, results):
 def test_accuracy_tables_show_every_model_per_construction_and_distance(results):
     text = findings_report.BLOCKS["agreement-accuracy"](results)
     models = results["agreement"] + ([results["agreement_large"]] if "agreement_large" in results else [])
+    models += [m for m in results["agreement_cells"] if m["model"] not in {r["model"] for r in models}]
+    header = next(line for line in text.splitlines() if line.startswith("| distance |"))
+    assert header.split(" | ")[1:4] == ["agreement_lstm", "agreement_gru", "agreement_rnn"]  # the cells compared
+    assert len(models) == header.count(" | ")
     for res in models:
         gru = res["accuracy_by_condition"]
         cells = "/".join(f"{gru[f'nested_{n}']:.3f}" for n in ("SS", "SP", "PS", "PP"))
@@ -166,6 +170,32 @@ def test_accuracy_tables_show_every_model_per_construction_and_distance(results)
         nine = f"{res['accuracy_by_distance']['9']:.3f} / {res['accuracy_by_distance_incongruent']['9']:.3f}"
         assert "| 9 | " in text and nine in text
     assert "| nounpp3: the boy" in text and "| 9 | SS/SP/PS/PP |" in text
+
+
+def test_the_cell_comparison_shows_every_cell_on_the_bundled_items_and_the_chains(results):
+    text = findings_report.BLOCKS["cell-comparison"](results)
+    cells = results["agreement_cells"]
+    assert [m["model"] for m in cells] == [f"{n}.safetensors" for n in (*findings.AGREEMENT_MODELS,
+                                                                       *findings.CELL_MODELS)]
+    for m in cells:
+        assert f"| {m['model'].removesuffix('.safetensors')} | {m['cell']} | {m['hidden_size']} | " in text
+        assert list(m["chains"]) == [str(3 * k) for k in findings.CHAIN_PPS]
+    chain_rows = [line for line in text.splitlines() if line.startswith("| 54 |")]
+    assert len(chain_rows) == 1 and chain_rows[0].count("(") == len(cells)
+    broken = {**cells[2], "chains": {**cells[2]["chains"], "27": {"accuracy": 0.5, "mean_logit_diff": 0.0}}}
+    lines = findings_report.cell_comparison({"agreement_cells": [broken]})
+    assert lines[-1] == "- agreement_rnn (RNN): falls below 0.95 at distance 27."
+
+
+def test_cell_findings_run_on_a_tiny_rnn(tmp_path):
+    from gatescope.samples import train
+
+    path = train.train_all(tmp_path, only=["agreement_rnn"], steps=2, hidden_size=6, embedding_size=4)[0]
+    res = findings.cell_findings(path)
+    assert res["cell"] == "RNN" and res["hidden_size"] == 6
+    assert res["parameters"] == 6 * (4 + 6 + 2)  # W, U and two biases
+    assert res["training"]["steps"] == 2 and set(res["chains"]) == {str(3 * k) for k in findings.CHAIN_PPS}
+    assert all(0 <= c["accuracy"] <= 1 for c in res["chains"].values()) and "nested_SP" in res["accuracy_by_condition"]
 
 
 @pytest.mark.slow

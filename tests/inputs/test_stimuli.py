@@ -21,6 +21,7 @@ from gatescope.inputs.stimuli.agreement import (
     VERB_PL,
     VERB_SG,
     bundled_stimuli_path,
+    chain_items,
     distance,
     generate_stimuli,
     is_heldout_pair,
@@ -188,6 +189,26 @@ def test_bundled_stimuli_are_the_generator_output(tmp_path):
     assert [(i.prefix, i.correct, i.wrong, i.condition) for i in items] == [
         (s.prefix, s.correct, s.wrong, s.condition) for s in generate_stimuli()
     ]
+
+
+def test_pp_chains_put_every_attractor_in_the_other_number_between_a_heldout_pair():
+    items = chain_items(6, per_condition=50, seed=3)
+    assert [i.condition for i in items] == ["pp6_SP"] * 50 + ["pp6_PS"] * 50
+    assert len({i.prefix for i in items}) == 100 and items == chain_items(6, per_condition=50, seed=3)
+    for item in items:
+        words = item.prefix.split()
+        assert len(words) == 2 + 3 * 6  # "the N" + six "P the N": distance 18
+        subject, pps = words[1], [words[i:i + 3] for i in range(2, len(words), 3)]
+        plural = item.condition.endswith("PS")
+        assert (subject in NOUN_PL) == plural and (item.correct in VERB_PL) == plural
+        assert {item.correct, item.wrong} in ({VERB_SG[k], VERB_PL[k]} for k in range(len(VERB_SG)))
+        assert all(p in LEXICON["prep"] and d == "the" and (n in NOUN_SG) == plural for p, d, n in pps)
+        lemmas = [(NOUN_SG + NOUN_PL).index(n) % len(NOUN_SG) for n in [subject] + [pp[2] for pp in pps]]
+        assert len(set(lemmas)) == len(lemmas)  # the attractors are other nouns than the subject, all distinct
+        verb = (VERB_SG + VERB_PL).index(item.correct) % len(VERB_SG)
+        assert is_heldout_pair(lemmas[0], verb)
+    with pytest.raises(GatescopeError, match="a chain has 1 to 19 PPs"):
+        chain_items(20)
 
 
 def test_each_condition_has_its_items_and_simple_one_per_heldout_pair():

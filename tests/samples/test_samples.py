@@ -98,8 +98,10 @@ def test_samples_list_shows_the_bundled_models(capsys):
     main(["samples", "list", "--json"])
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {n for n in train.SAMPLES if sample_models.path(f"{n}.safetensors").exists()}
-    assert {"agreement_lstm", "agreement_gru", "pysource_lstm"} <= set(rows)
+    assert {"agreement_lstm", "agreement_gru", "agreement_rnn", "agreement_lstm_peephole", "agreement_lstm_coupled",
+            "pysource_lstm"} <= set(rows)
     assert rows["agreement_gru"]["cell"] == "GRU" and rows["pysource_lstm"]["tokenizer"] == "char"
+    assert rows["agreement_rnn"]["cell"] == "RNN" and rows["agreement_lstm_coupled"]["cell"] == "LSTM (coupling=forget_from_input)"
     for row in rows.values():
         assert row["size_bytes"] < 4 * 2**20, "a few MB at most"
     main(["samples", "list"])
@@ -111,7 +113,8 @@ def test_samples_list_shows_the_bundled_models(capsys):
 
 # --- the shipped checkpoints -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["agreement_lstm", "agreement_gru"])
+@pytest.mark.parametrize("name", ["agreement_lstm", "agreement_gru", "agreement_rnn", "agreement_lstm_peephole",
+                                  "agreement_lstm_coupled"])
 def test_agreement_metrics_in_the_metadata_are_remeasured(name):
     model = gatescope.load(sample_models.path(f"{name}.safetensors"))
     meta = model.metadata
@@ -123,6 +126,27 @@ def test_agreement_metrics_in_the_metadata_are_remeasured(name):
     assert meta["metrics"]["agreement_by_distance"] == {str(d): round(r["accuracy"], 4)
                                                         for d, r in result["by_distance"].items()}
     assert meta["metrics"]["nounpp_incongruent_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("name, cell, kinds", [
+    ("agreement_rnn", "RNN", ["h"]),
+    ("agreement_lstm_peephole", "LSTM (peepholes)", ["i", "f", "g", "o", "c", "h"]),
+    ("agreement_lstm_coupled", "LSTM (coupling=forget_from_input)", ["i", "f", "g", "o", "c", "h"]),
+])
+def test_the_cell_samples_load_as_the_cell_they_were_trained_as(name, cell, kinds):
+    """A plain RNN from torch's names alone; a peephole LSTM from its peephole weights; the coupled one from the
+    metadata it was saved with (its f is 1 - i, recorded as such)."""
+    from gatescope.kinds import cell_type_of
+
+    model = gatescope.load(sample_models.path(f"{name}.safetensors"))
+    assert cell_type_of(model.modules_info[0]).describe() == cell
+    assert model.metadata["training"]["cell_options"] == {"RNN": {}, "LSTM (peepholes)": {"peepholes": True}}.get(
+        cell, {"coupling": "forget_from_input"})
+    with torch.no_grad(), gatescope.record(model) as rec:
+        model(torch.tensor([model.encode("the boys near the car greet")]))
+    assert [n.rsplit(".", 1)[1] for n in rec.trace.names] == kinds
+    if "coupling" in cell:
+        assert torch.allclose(rec.trace["rnn.l0.fwd.f"], 1 - rec.trace["rnn.l0.fwd.i"])
 
 
 @pytest.fixture(scope="module")

@@ -277,9 +277,8 @@ def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, r
     elif structure == "namepp":
         words = subj + [rng.choice(lexicon.preps), rng.choice(NAME)]
     elif structure in ("nounpp", "nounpp2", "nounpp3"):
-        words = subj
-        for a in attractors({"nounpp": 1, "nounpp2": 2, "nounpp3": 3}[structure]):
-            words = words + [rng.choice(lexicon.preps), "the", noun(a, a_num)]
+        words = subj + _pp_chain(attractors({"nounpp": 1, "nounpp2": 2, "nounpp3": 3}[structure]), a_num, rng,
+                                 lexicon)
     elif structure == "longpp":
         words = subj + [rng.choice(lexicon.preps), "the", *rng.sample(ADJ, 2), noun(attractors(1)[0], a_num)]
     elif structure == "objrc":
@@ -303,6 +302,39 @@ def make_stimulus(structure: str, subject: int, verb_lemma: int, numbers: str, r
         v = rng.choice([i for i in _training_verbs(subject, verb_lemma) if i in lexicon.verbs])
         words = subj + [verb(v, s_num), "the", noun(attractors(1)[0], a_num), "and"]
     return labelled(words, verb(verb_lemma, s_num), verb(verb_lemma, other(s_num)), f"{structure}_{numbers}")
+
+
+def _pp_chain(nouns: list[int], number: str, rng: random.Random, lexicon: LexiconPart) -> list[str]:
+    """One PP per noun lemma, all in ``number``: "near the cars behind the dogs"."""
+    return [w for a in nouns for w in (rng.choice(lexicon.preps), "the", noun(a, number))]
+
+
+def chain_items(pps: int, per_condition: int = 200, seed: int = 0,
+                numbers: tuple[str, ...] = ("SP", "PS")) -> list[AgreementItem]:
+    """NounPP items with ``pps`` prepositional phrases between subject and verb, every attractor in the
+    second number of ``numbers``' entries: "the boy near the cars behind the dogs ... greets", distance
+    ``3 * pps``. Past three PPs no training sentence is this long between subject and verb (the grammar stops
+    at three PPs, each with at most two adjectives: 12 tokens), so these measure how far a model carries the
+    subject's number beyond its training. Held-out subject-verb pairs, distinct attractor nouns, distinct
+    items; conditions are named ``pp{pps}_{numbers}`` (not gatescope's conditions: no distance is derived)."""
+    if not 1 <= pps < len(NOUN_SG):
+        raise GatescopeError(f"a chain has 1 to {len(NOUN_SG) - 1} PPs (one attractor noun each), not {pps}")
+    rng = random.Random(seed)
+    pairs = [(n, v) for n in range(len(NOUN_SG)) for v in range(len(VERB_SG)) if is_heldout_pair(n, v)]
+    items: list[AgreementItem] = []
+    for pattern in numbers:
+        s_num, a_num = pattern[0], pattern[1:] or pattern[0]
+        seen: set[str] = set()
+        for _ in range(per_condition * 50):
+            if len(seen) == per_condition:
+                break
+            n, v = rng.choice(pairs)
+            attractors = rng.sample([i for i in range(len(NOUN_SG)) if i != n], pps)
+            prefix = " ".join(["the", noun(n, s_num), *_pp_chain(attractors, a_num, rng, FULL_LEXICON)])
+            if prefix not in seen:
+                seen.add(prefix)
+                items.append(AgreementItem(prefix, verb(v, s_num), verb(v, other(s_num)), f"pp{pps}_{pattern}"))
+    return items
 
 
 def labelled(prefix: list[str], correct: str, wrong: str, condition: str) -> Stimulus:
