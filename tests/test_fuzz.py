@@ -493,8 +493,18 @@ def test_random_mutations_long_campaign(bases, tmp_path):
 
 
 # -- through the command line ----------------------------------------------------------------------------
+def keras_cli_cases(folder: Path) -> list[tuple[str, list[str]]]:
+    """(what, argv) converting and inspecting the hostile Keras files (HDF5 links, bombs); built with h5py."""
+    out = str(folder / "out.safetensors")
+    cases = []
+    for what, path in {**hdf5_recipes(folder), **zip_recipes(folder)}.items():
+        cases.append((f"convert {what}", ["convert", str(path), "-o", out]))
+        cases.append((f"inspect {what}", ["inspect", str(path)]))
+    return cases
+
+
 def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
-    """(what, argv) for the command line; every one of them must be refused in one line."""
+    """(what, argv) for the command line but the Keras files; every one of them must be refused in one line."""
     special = special_files(folder, bases["lm"])
     texts = {name: path for name, (path, bad) in text_recipes(folder).items() if bad}
     lm, trace = str(bases["lm"]), str(bases["lm_trace"])
@@ -528,7 +538,7 @@ def cli_cases(bases, folder: Path) -> list[tuple[str, list[str]]]:
     for what in ("a FIFO with no writer", "/dev/zero", "a link to /dev/zero", "a folder"):
         cases.append((f"convert --vocab {what}", ["convert", lm, "-o", out, "--vocab", str(special[what])]))
     cases.append(("convert --vocab deep.json", ["convert", lm, "-o", out, "--vocab", str(folder / "deep.json")]))
-    for what, path in {**hdf5_recipes(folder), **zip_recipes(folder), **hostile_metadata(folder, bases)}.items():
+    for what, path in hostile_metadata(folder, bases).items():
         cases.append((f"convert {what}", ["convert", str(path), "-o", out]))
         cases.append((f"inspect {what}", ["inspect", str(path)]))
     cases.append(("trace -o /dev/null", ["trace", lm, "--text", "the boy", "-o", "/dev/null"]))
@@ -603,12 +613,21 @@ def symlinked_shards(folder: Path, trace: Path) -> dict[str, Path]:
     return cases
 
 
-def test_files_pointing_elsewhere_and_bombs_are_refused(bases, tmp_path):
-    """HDF5 links, external storage and virtual datasets, HDF5 and zip bombs, deep JSON, linked shards."""
+def test_keras_files_pointing_elsewhere_and_bombs_are_refused(tmp_path):
+    """HDF5 links, external storage and virtual datasets, HDF5 and zip bombs, deep JSON in a .keras archive."""
+    pytest.importorskip("h5py", reason="the hostile Keras files are written with h5py (the formats extra)")
     tally = Tally()
     for name, path in {**hdf5_recipes(tmp_path), **zip_recipes(tmp_path)}.items():
         outcome, detail, seconds = attempt(lambda: use_checkpoint(path), must_refuse=True)
         tally.add("keras", name, outcome, detail, seconds)
+    print(tally.summary())
+    assert not tally.failures, "\n".join(tally.failures)
+    assert tally.slowest < 3.0  # as the other recipes: a bomb is refused before it is inflated
+
+
+def test_linked_shards_and_sparse_graphs_are_refused(bases, tmp_path):
+    """Shards of a trace folder that link elsewhere, and a 2 GB ONNX file of no blocks."""
+    tally = Tally()
     for name, path in symlinked_shards(tmp_path, bases["lm_trace"]).items():
         outcome, detail, seconds = attempt(lambda: use_trace_file(path), must_refuse=True)
         tally.add("shards", name, outcome, detail, seconds)
@@ -635,9 +654,10 @@ def check_cli(tally: Tally, what: str, code: int, err: str, seconds: float, esca
         tally.add("cli", what, "refused", "", seconds)
 
 
-def test_command_line_refuses_in_one_line(bases, tmp_path, capsys):
+def refused_in_one_line(cases: list[tuple[str, list[str]]], capsys) -> Tally:
+    """Run each (what, argv) in this process; tally how the command line ended."""
     tally = Tally()
-    for what, argv in cli_cases(bases, tmp_path):
+    for what, argv in cases:
         escaped, code = None, 0
 
         def run():
@@ -648,18 +668,32 @@ def test_command_line_refuses_in_one_line(bases, tmp_path, capsys):
         if outcome not in ("accepted", "refused"):
             escaped = detail
         check_cli(tally, what, code, capsys.readouterr().err, seconds, escaped)
-    assert not (tmp_path / "out.safetensors").exists()
     print(tally.summary())
+    return tally
+
+
+def test_command_line_refuses_in_one_line(bases, tmp_path, capsys):
+    tally = refused_in_one_line(cli_cases(bases, tmp_path), capsys)
+    assert not (tmp_path / "out.safetensors").exists()
     assert not tally.failures, "\n".join(tally.failures)
     assert sum(tally.counts.values()) >= 40
+
+
+def test_command_line_refuses_hostile_keras_files_in_one_line(tmp_path, capsys):
+    pytest.importorskip("h5py", reason="the hostile Keras files are written with h5py (the formats extra)")
+    tally = refused_in_one_line(keras_cli_cases(tmp_path), capsys)
+    assert not (tmp_path / "out.safetensors").exists()
+    assert not tally.failures, "\n".join(tally.failures)
+    assert sum(tally.counts.values()) == 2 * len({**hdf5_recipes(tmp_path), **zip_recipes(tmp_path)})
 
 
 @pytest.mark.slow
 def test_command_line_in_fresh_processes(bases, tmp_path):
     """The same cases as real processes: what a user sees on stderr, with the real exit status."""
+    pytest.importorskip("h5py", reason="the hostile Keras files are written with h5py (the formats extra)")
     tally = Tally()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for what, argv in cli_cases(bases, tmp_path):
+    for what, argv in cli_cases(bases, tmp_path) + keras_cli_cases(tmp_path):
         try:
             done = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", *argv],
                                   capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)

@@ -9,7 +9,7 @@
   1 / (1 - f) steps (the LSTM forget gate f; for a GRU, the update gate z weighs the previous
   state). From a trace: the mean gate per unit; from weights: the gate at zero input and state, the
   biases through the cell type's gate activation (sigmoid(b_i + b_h) for torch's cells, as in chrono
-  initialisation, Tallec & Ollivier 2018), computed once in gatescope.analysis.weights.
+  initialisation, Tallec & Ollivier 2018), computed once in gatescope.analysis.timescale.
 - Gate profile: the values of one unit's gates and states along chosen sentences, one panel per
   kind, one line per sentence; the picture of Lakretz et al. 2019 Fig. 1 (c~ = g, i, f, c, o of
   the number units across "the boy(s) near the car(s) greet(s)"). Saved as PNG or SVG with
@@ -34,6 +34,7 @@ from gatescope.analysis.selection import (
     unit_row,
 )
 from gatescope.analysis.table import Table
+from gatescope.analysis.timescale import memory_at_rest, timescale_of
 from gatescope.display.plot_text import plain
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write
@@ -48,7 +49,6 @@ from gatescope.kinds import (
     module_directions,
 )
 from gatescope.names import format_name, format_unit, parse_name
-from gatescope.analysis.weights import memory_at_rest, timescale_of
 from gatescope.recorder.engine import layer_weights
 from gatescope.recorder.recordable import find_recurrent, is_cell, packaged_of
 from gatescope.saturation import HIGH, LOW

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from gatescope.checkpoints.loader import LoadedModel
+from gatescope.analysis.timescale import memory_at_rest, timescale_of
 from gatescope.kinds import DIRECTIONS, SIGMOID_KINDS, CellType, cell_type_of, param_suffix
-from gatescope.recorder.activations import apply
 from gatescope.names import parse_name
 from gatescope.traces.trace import Trace
 
@@ -116,27 +116,6 @@ def _layer_report(
         },
         "warnings": warnings,
     }
-
-
-def memory_at_rest(ctype: CellType, bias: torch.Tensor, hidden: int) -> torch.Tensor | None:
-    """The memory gate's value at zero input and state (H,), as the cell type computes it, from the summed
-    biases (G*H,); None for a cell without a memory gate (the plain RNN)."""
-    gate = ctype.memory_gate
-    if gate is None:
-        return None
-    coupled = ctype.coupled is not None and ctype.coupled[0] == gate
-    source = ctype.coupled[1] if coupled else gate  # a coupled forget gate is 1 minus the input gate
-    pre = bias[ctype.rows(source, hidden)] + (ctype.forget_bias if source == "f" else 0.0)
-    if ctype.clip is not None:
-        pre = pre.clamp(-ctype.clip, ctype.clip)
-    value = apply(ctype.gate_activation, pre)
-    return 1 - value if coupled else value
-
-
-def timescale_of(keep: torch.Tensor) -> torch.Tensor:
-    """The time constant 1 / (1 - keep) in steps of a unit that keeps the fraction ``keep`` of its memory per
-    step; infinite where it keeps all of it."""
-    return torch.where(keep >= 1, torch.inf, 1.0 / (1.0 - keep))
 
 
 def _finite(value: torch.Tensor) -> float | None:

@@ -545,11 +545,11 @@ def decompose(model_path, text, correct, wrong, method, samples, as_json):
     import torch
 
     from gatescope.analysis.decomposition import logit_difference_summary
-    from gatescope.cli.trace import load_to_edit
+    from gatescope.cli.trace import load_language_model
 
     if samples is not None and method != "shapley":
         raise GatescopeError("--samples is for --method shapley")
-    model = load_to_edit(model_path)
+    model = load_language_model(model_path)
     ids = torch.tensor(model.encode(text))  # (T,); empty text or no vocabulary: a GatescopeError
     report = logit_difference_summary(model, ids, _token_id(model.vocab, correct), _token_id(model.vocab, wrong),
                                       method, samples)
