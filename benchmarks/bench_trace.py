@@ -30,7 +30,8 @@ from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope.checkpoints.loader import load
-from gatescope.runs.trace import STORAGE_NAMES, RunOptions, _storage, record_inputs, write_inputs
+from gatescope.runs.trace import RunOptions, record_inputs, write_inputs
+from gatescope.traces.trace import STORAGE_NAMES, storage_rows
 from gatescope.traces.file import TraceWriter
 from gatescope.inputs import corpus as corpora
 from gatescope.inputs.features import stimuli_corpus
@@ -81,7 +82,7 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
             widths = {n: part[n].shape[1] for n in part.names}
             writer = TraceWriter(path, widths, STORAGE_NAMES[dtypes[d]], corpus.offsets, True, part.meta)
             for n in part.names:
-                writer.write(n, 0, _storage(part[n]))
+                writer.write(n, 0, storage_rows(part[n]))
             writer.write("token_ids", 0, part.token_ids.numpy())
             writer.close()
 
