@@ -7,8 +7,9 @@ left out):
 * the char model (pysource_lstm) over gatescope's own top-level modules, one sequence a line (``--file``).
 
 Phases, each timed on its own: ``load`` (the checkpoint), ``corpus`` (reading and tokenising, once),
-``forward`` (the model's plain forward over the same batches, logits and all),
-``recurrent`` (the embedding and the recurrent module only: what the trace needs of the forward),
+``forward`` (the model's plain forward, logits and all, over batches in corpus order, as a user's loop
+would run it), ``recurrent`` (the embedding and the recurrent module only, what the trace needs of the
+forward, over the batches the trace runs: longest first, gatescope.runs.chunks.plan),
 ``write`` (the trace file's bytes alone, written from memory by the same TraceWriter, float32 and
 float16), and ``trace`` (record every gate + convert to the storage dtype + write the file:
 `write_inputs`) in float32 and float16. Ratios are to ``forward``, and the trace's to its floor,
@@ -30,6 +31,7 @@ from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope.checkpoints.loader import load
+from gatescope.runs.chunks import plan
 from gatescope.runs.trace import RunOptions, record_inputs, write_inputs
 from gatescope.traces.trace import STORAGE_NAMES, storage_rows
 from gatescope.traces.file import TraceWriter
@@ -56,6 +58,9 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
     corpus = make_corpus(model)
     read = time.perf_counter() - start
     batches = list(corpus.batches(batch_size))
+    planned = [corpus.padded(group) for group in plan(corpus.lengths, batch_size, False)]
+    padding = {k: sum(x.shape[0] * x.shape[1] for x, _ in b) / corpus.num_tokens
+               for k, b in (("corpus order", batches), ("longest first", planned))}
     rnn = model.get_submodule(model.recurrent_names[0])
 
     def forward() -> None:
@@ -63,7 +68,7 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
             model(x, lengths)
 
     def recurrent() -> None:
-        for x, lengths in batches:
+        for x, lengths in planned:
             x = model.embedding(x)  # (B, T, E)
             rnn(x if lengths is None else pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
 
@@ -99,7 +104,8 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
     times = {k: min(v) for k, v in rounds.items()}
     tokens = corpus.num_tokens
     print(f"{name}: {corpus.num_sequences} sequences, {tokens} tokens, batch {batch_size}; "
-          f"load {loaded:.2f}s, corpus read and tokenised once {read:.2f}s; float16 file {size / 1e6:.0f} MB")
+          f"load {loaded:.2f}s, corpus read and tokenised once {read:.2f}s; float16 file {size / 1e6:.0f} MB; "
+          f"steps computed per token: {', '.join(f'{v:.2f} in {k}' for k, v in padding.items())}")
     for phase, seconds in times.items():
         ratio = seconds / times["forward"]
         floor = ""

@@ -9,10 +9,11 @@ state the previous chunk left (`gatescope.checkpoints.loader.ChainState`: h, c, 
 module returns), and its quantities go to the file or the analysis before the next chunk runs. A
 recurrent step depends only on its input and the state before it, so the values equal an unchunked run.
 
-Batches (`plan`): sequences up to ``chunk_steps`` long are batched in the corpus's order, as before;
-longer ones are batched with each other by length, longest first, so that one long file never pads
-short ones to its length, and a batch of long sequences shrinks (as a PackedSequence does) when the
-shorter ones end: every chunk runs the sequences still going, a prefix of the batch.
+Batches (`plan`): the sequences are batched longest first, so that a batch pads little (a corpus of lines
+of source, whose lengths vary tenfold, in corpus order would compute twice its tokens) and one long file
+never pads short ones to its length; a chunked batch shrinks (as a PackedSequence does) when its shorter
+sequences end: every chunk runs the sequences still going, a prefix of the batch. Each chunk's rows are
+placed at their sequences' rows (`placements`), so the trace keeps the corpus's order.
 
 A bidirectional layer reads its sequence from the end as well as from the start: its backward direction
 at step t needs every later step, so no chunk can be run before the whole sequence is read. A model
@@ -46,15 +47,13 @@ def chunked(model, chunk_steps: int) -> int:
     return 0 if bidirectional else chunk_steps
 
 
-def plan(lengths: Sequence[int], batch_size: int, chunk_steps: int, equal_lengths: bool) -> list[list[int]]:
-    """Groups of sequence indices, each one batch: sequences up to ``chunk_steps`` long (all, when it is 0)
-    in corpus order, ``batch_size`` at most; then the longer ones, longest first, ``batch_size`` at most.
-    ``equal_lengths`` (a model that steps a cell) also ends a group where the length changes."""
+def plan(lengths: Sequence[int], batch_size: int, equal_lengths: bool) -> list[list[int]]:
+    """Groups of sequence indices, each one batch of ``batch_size`` at most: the sequences longest first (in
+    corpus order among equals), so that a batch pads little. ``equal_lengths`` (a model that steps a cell)
+    also ends a group where the length changes."""
     lengths = [int(n) for n in lengths]
-    short = [s for s, n in enumerate(lengths) if not chunk_steps or n <= chunk_steps]
-    long = sorted((s for s, n in enumerate(lengths) if chunk_steps and n > chunk_steps), key=lambda s: -lengths[s])
-    size = lambda s: lengths[s]  # noqa: E731
-    return [*batch_groups(short, batch_size, size, equal_lengths), *batch_groups(long, batch_size, size, equal_lengths)]
+    order = sorted(range(len(lengths)), key=lambda s: -lengths[s])  # stable: corpus order among equals
+    return list(batch_groups(order, batch_size, lambda s: lengths[s], equal_lengths))
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def _record(model, x: torch.Tensor, lengths: torch.Tensor | None, options, state
 def batches(corpus, options, chunk_steps: int, equal_lengths: bool
             ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """(sequence indices, padded batch [B, T(, F)], lengths [B] or None) of `plan` over a corpus in memory."""
-    for group in plan(corpus.lengths, options.batch_size, chunk_steps, equal_lengths):
+    for group in plan(corpus.lengths, options.batch_size, equal_lengths):
         x, lengths = corpus.padded(group)
         yield np.asarray(group), x, lengths
 

@@ -31,10 +31,9 @@ def traced(model, chunk_steps: int, batch_size: int = 3, data=None):
     return record_inputs(model, data or corpus(), RunOptions(batch_size, progress=False, chunk_steps=chunk_steps))
 
 
-def test_plan_batches_short_sequences_in_order_and_long_ones_by_length():
-    assert chunks.plan(LENGTHS, 3, 7, False) == [[1, 3, 6], [5, 0, 4], [2]]
-    assert chunks.plan(LENGTHS, 3, 0, False) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert chunks.plan([9, 9, 8, 9], 4, 4, True) == [[0, 1, 3], [2]]  # a stepped cell: equal lengths only
+def test_plan_batches_longest_first_in_corpus_order_among_equals():
+    assert chunks.plan(LENGTHS, 3, False) == [[5, 0, 4], [2, 1, 3], [6]]
+    assert chunks.plan([9, 9, 8, 9], 4, True) == [[0, 1, 3], [2]]  # a stepped cell: equal lengths only
 
 
 @pytest.mark.parametrize("kwargs", [{"cell": "LSTM", "num_layers": 2}, {"cell": "GRU", "num_layers": 2},
