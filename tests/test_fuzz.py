@@ -53,7 +53,7 @@ from gatescope.cli import main
 from gatescope.errors import GatescopeError
 from gatescope.files import atomic_write, remove_stale_temporaries
 
-MUTATIONS = 1600  # random mutations per run: trace and checkpoint bases alike (the slow campaign: 10x)
+MUTATIONS = 800  # random mutations per run: trace and checkpoint bases alike (the slow campaign: 20x)
 
 
 # -- the valid files everything starts from ------------------------------------------------------------
@@ -487,7 +487,7 @@ def test_random_mutations_of_valid_files(bases, tmp_path):
 
 @pytest.mark.slow
 def test_random_mutations_long_campaign(bases, tmp_path):
-    tally = campaign(bases, tmp_path, 10 * MUTATIONS, seed=1000)
+    tally = campaign(bases, tmp_path, 20 * MUTATIONS, seed=1000)
     print(tally.summary())
     assert not tally.failures, "\n".join(tally.failures[:40])
 

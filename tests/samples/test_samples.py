@@ -36,6 +36,7 @@ def smoke(tmp_path_factory):
     return out, paths, [w for w in caught if issubclass(w.category, GatescopeWarning)]
 
 
+@pytest.mark.slow  # trains every sample for 3 steps (4 s of CPU); test_retraining_reproduces_the_tensors stays
 def test_smoke_run_writes_loadable_checkpoints(smoke):
     out, paths, _ = smoke
     assert [p.name for p in paths] == [f"{n}.safetensors" for n in train.SAMPLES]
@@ -52,6 +53,7 @@ def test_smoke_run_writes_loadable_checkpoints(smoke):
         assert not list(out.glob("*.tmp")), "no temporary file is left behind"
 
 
+@pytest.mark.slow  # the smoke run's training, shared with the test above
 def test_training_warns_of_nothing(smoke):
     """The char vocabulary maps rarer characters to <unk> by definition: no unknown-token warning."""
     assert [str(w.message) for w in smoke[2]] == []

@@ -15,6 +15,7 @@ from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.source import TraceSource
 
 
+@pytest.mark.slow  # four prompts in a running app (3 s of CPU); the parsers' own tests below stay
 @sync
 async def test_prompts_answer_a_superscript_digit_in_the_status_line():
     app = GatescopeApp(word_trace(), start=FIRST)

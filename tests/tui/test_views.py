@@ -219,6 +219,7 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
         assert not isinstance(app.screen, CompareScreen)
 
 
+@pytest.mark.slow  # 2 s of CPU; the split view's other tests and snapshot stay in the default run
 @sync
 async def test_the_split_view_opens_at_the_top_over_the_whole_width_and_shows_hidden_units():
     trace = word_trace(hidden=60)
