@@ -36,7 +36,7 @@ def smoke(tmp_path_factory):
     return out, paths, [w for w in caught if issubclass(w.category, GatescopeWarning)]
 
 
-@pytest.mark.slow  # trains every sample for 3 steps (4 s of CPU); test_retraining_reproduces_the_tensors stays
+@pytest.mark.slow  # trains every sample for 3 steps (4 s of CPU); the retraining test below stays
 def test_smoke_run_writes_loadable_checkpoints(smoke):
     out, paths, _ = smoke
     assert [p.name for p in paths] == [f"{n}.safetensors" for n in train.SAMPLES]
@@ -59,10 +59,10 @@ def test_training_warns_of_nothing(smoke):
     assert [str(w.message) for w in smoke[2]] == []
 
 
-def test_retraining_reproduces_the_tensors(smoke, tmp_path):
-    out, *_ = smoke
-    again = train.train_all(tmp_path, only=["agreement_gru"], **TINY)[0]
-    first, second = load_file(out / "agreement_gru.safetensors"), load_file(again)
+def test_retraining_reproduces_the_tensors(tmp_path):
+    once = train.train_all(tmp_path / "once", only=["agreement_gru"], **TINY)[0]
+    again = train.train_all(tmp_path / "again", only=["agreement_gru"], **TINY)[0]
+    first, second = load_file(once), load_file(again)
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
