@@ -14,12 +14,14 @@ fails when a module reads a path another way.
 Writing: every file gatescope writes (traces, checkpoints, tables, figures) goes to a temporary
 file ``.{name}.XXXX.tmp`` in the destination's folder and is renamed into place only once
 complete, so an error or an interrupt never leaves a half-written file behind. The writer holds a
-lock on its temporary file; a temporary file of that naming that nobody holds a lock on was left
-by a killed writer, and the next write to the same path removes it (and so for the temporary
-folders of gatescope.folders).
+lock on its temporary file (`hold`); a temporary file of that naming that nobody holds a lock on was
+left by a killed writer, and the next write to the same path removes it (`remove_stale_temporaries`;
+and so for the temporary folders of gatescope.folders, and for the ``.{name}.XXXX.old`` folder that
+holds the output a folder replaces while the new one is moved in).
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
@@ -39,9 +41,15 @@ except ImportError:  # pragma: no cover (Windows: no locks, so no temporary file
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 # Read once, at import: os.umask can only be read by setting it, which is not thread-safe, and
-# exports are written from worker threads. Saved files get the usual 0o666 & ~umask.
+# exports are written from worker threads.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def usual_mode(folder: bool = False) -> int:
+    """The mode a file (or folder) the user creates gets: 0o666 (0o777) less the umask; gatescope's temporary
+    files and folders are created private and get this as they are moved into place."""
+    return (0o777 if folder else 0o666) & ~_UMASK
 
 
 def _not_regular(mode: int) -> str | None:
@@ -94,7 +102,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "in use" for remove_stale_temporaries
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600
+        os.chmod(tmp, usual_mode())  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,28 +112,59 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def temporaries(path: Path, suffix: str = ".tmp") -> list[Path]:
+    """The files and folders ``.{name}.XXXX{suffix}`` next to ``path``, as tempfile names them for it (XXXX holds
+    no dot, so those of ``{name}.more`` are not among them)."""
+    start = f".{path.name}."
+    try:
+        found = path.parent.glob(f"{glob.escape(start)}*{suffix}")
+        return sorted(p for p in found if "." not in p.name[len(start):-len(suffix)])
+    except OSError:
+        return []
+
+
+@contextmanager
+def hold(path: Path) -> Iterator[None]:
+    """Lock the temporary file or folder ``path`` while the block runs: in use, for `remove_stale_temporaries`."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove ``.{name}.*.tmp`` files and folders next to ``path`` that no writer holds (left by a killed one)."""
+    """Remove the temporary files and folders next to ``path`` that no writer holds (left by a killed one).
+
+    ``.{name}.XXXX.tmp``: a file or folder being written, removed. ``.{name}.XXXX.old``: a folder holding, as
+    ``replaced``, the output that gatescope.folders.publish was replacing when it was killed: put back at
+    ``path`` if nothing is there (the new output never arrived), else removed.
+    """
     removed: list[Path] = []
     if fcntl is None:
         return removed
-    try:
-        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
-    except OSError:
-        return removed
-    for candidate in candidates:
+    for candidate in temporaries(path) + temporaries(path, ".old"):
         try:
             fd = os.open(candidate, os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             continue
         try:
             mode = os.fstat(fd).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            old = candidate.suffix == ".old"
+            if not (stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and not old)):
                 continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             continue  # a live writer holds it
         else:
+            replaced = candidate / "replaced"
+            if old and os.path.lexists(replaced) and not os.path.lexists(path):
+                try:
+                    os.replace(replaced, path)
+                except OSError:
+                    continue  # kept: the only copy of that output
             if stat.S_ISDIR(mode):
                 shutil.rmtree(candidate, ignore_errors=True)
             else:

@@ -24,7 +24,6 @@ ALLOWED = {  # module -> (what it opens, why that is not a user's path read anot
     "inputs/corpus.py": ("safe_open(", "after check_regular; the rust reader bounds the header"),
     "inputs/stimuli/agreement.py": ("open(", "writes gatescope's own stimuli file (inside atomic_write)"),
     "runs/chunks.py": ("open(", "/proc/meminfo"),
-    "folders.py": ("os.open(", "the temporary folder it just made, opened to hold its lock"),
     "tui/pages.py": ("open(", "/proc/self/maps"),
     "traces/file.py": ("np.memmap(|open(", "maps a file validate_trace checked; writes a trace"),
     "validation/text.py": ("np.memmap(", "maps a .npy whose header npy_header checked"),

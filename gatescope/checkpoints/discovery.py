@@ -54,7 +54,7 @@ class RecurrentSpec:
 
     name: str  # submodule path in the LoadedModel, e.g. "encoder.rnn" ("lstm" for a bare state dict)
     prefix: str  # key prefix in the file, e.g. "encoder.rnn." ("" for a bare state dict)
-    cell: str  # LSTM, GRU, LSTMCell or GRUCell
+    cell: str  # LSTM, GRU, RNN, LSTMCell, GRUCell or RNNCell
     input_size: int
     hidden_size: int
     num_layers: int

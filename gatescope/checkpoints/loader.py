@@ -16,8 +16,8 @@ with all its recurrent modules, so it can be described from its weights, but run
 GatescopeError saying what was found and how to run it (record() on the user's own module, or
 metadata roles that name the chain).
 
-Files in other formats (torch state dicts, Keras, ONNX) are converted to the same torch names and
-metadata by gatescope.checkpoints.formats, at one dispatch point (`_open`).
+Files in the other formats gatescope reads (gatescope.checkpoints.formats.FORMATS) are converted to the same
+torch names and metadata by gatescope.checkpoints.formats, at one dispatch point (`_open`).
 """
 from __future__ import annotations
 
@@ -459,7 +459,8 @@ def load(
     """Load a checkpoint as a runnable `LoadedModel` (in eval mode).
 
     Args:
-        path: a safetensors file, or a torch, Keras, ONNX or fastai file (converted as it is read).
+        path: a safetensors file, or a file in another format gatescope reads (torch, fastai,
+            TorchScript, Keras, ONNX, madmom: converted as it is read).
         device: where to put the parameters (default: the CPU).
         dtype: the parameters' dtype; by default float32 for half-precision weights on the CPU
             (which computes half precision slowly or not at all), else the stored dtype.

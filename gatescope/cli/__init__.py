@@ -37,7 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("analyze", "analyze", "Find and test the units that track a feature."),
     "samples": ("samples", "samples", "Train or list the bundled sample models."),
     "findings": ("findings", "findings", "Reproduce the docs' findings on the sample models."),
-    "convert": ("convert", "convert", "Convert a torch, Keras, ONNX or fastai checkpoint to safetensors."),
+    "convert": ("convert", "convert",
+                "Convert a torch, fastai, TorchScript, Keras, ONNX or madmom checkpoint to safetensors."),
 }
 
 

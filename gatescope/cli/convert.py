@@ -1,7 +1,7 @@
 """`gatescope convert IN -o OUT.safetensors`: any checkpoint gatescope reads, as a torch-named safetensors file.
 
-The input is any format gatescope.checkpoints.formats reads (torch state dicts, fastai's AWD-LSTM, Keras 3,
-ONNX) or a safetensors file; the output holds the tensors under torch.nn's names and the gatescope
+The input is any format gatescope.checkpoints.formats reads (torch state dicts, fastai's AWD-LSTM, TorchScript
+archives, Keras, ONNX, madmom) or a safetensors file; the output holds the tensors under torch.nn's names and the gatescope
 metadata (docs/architecture.md "Checkpoint metadata"), merged from the input's own, the reader's
 (roles, reset_before) and the options (--vocab, --tokenizer, --unk, --eos, --roles). The result is
 loaded before it is renamed into place, so a file that would not load is never written.

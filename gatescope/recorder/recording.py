@@ -1,14 +1,20 @@
 """record(): capture every gate of every recurrent module in any nn.Module, and edit them.
 
-Inside ``with gatescope.record(model) as rec:`` each torch.nn.LSTM / GRU / LSTMCell / GRUCell (and
-gatescope's own LSTM / GRU) found in ``model.named_modules()`` runs through gatescope's engine, which
-computes the same outputs as torch's kernel while handing every quantity to the recording. No model
-code changes; the originals are restored when the block ends.
+Inside ``with gatescope.record(model) as rec:`` every recurrent module found in ``model.named_modules()``
+(gatescope.recorder.recordable says which, `find_recurrent`) is recorded, its forward replaced for the
+block; no model code changes, and the originals are restored when the block ends:
 
-Another package's recurrent module (gatescope.recorder.packaged: xlstm's sLSTM and mLSTM, minGRU-pytorch's
-minGRU and minLSTM) runs its own forward with gatescope's taps in it instead. A kind such a cell records
-only on request (the mLSTM's matrix memory) is kept only when ``kinds`` or ``names`` ask for it, and its
-size is said (a GatescopeWarning) before anything is recorded.
+- torch.nn.LSTM / GRU / RNN and the cells LSTMCell / GRUCell / RNNCell, and the modules that subclass them
+  (gatescope's drop-in LSTM / GRU / RNN and ResetBeforeGRU, gatescope.recorder.rnn; VariantLSTM / GRU / RNN,
+  gatescope.recorder.variants: other activations, clipping, peepholes, coupled gates, a learned h0), run
+  through gatescope's engine, which computes what the module's own forward computes (torch's kernel's
+  outputs, for torch's modules) while handing every quantity to the recording;
+- another package's recurrent module (`recordable.PACKAGED`, gatescope.recorder.packaged: the xlstm
+  package's sLSTM and mLSTM layers, large mLSTM included, minGRU-pytorch's minGRU and minLSTM) runs its own
+  forward with gatescope's taps in it. A kind such a cell records only on request (the mLSTM's matrix
+  memory) is kept only when ``kinds`` or ``names`` ask for it, and its size is said (a GatescopeWarning)
+  before anything is recorded;
+- any other module that declares a ``cell_type`` and a ``forward_observed`` runs that, with the taps.
 
 Every recorded quantity is also a hook point in the sense of TransformerLens's HookPoint
 (gatescope.recorder.hooks): `Intervention` (set, scale, add or patch chosen units at chosen timesteps, as

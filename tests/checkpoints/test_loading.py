@@ -212,3 +212,15 @@ def test_an_embedding_then_a_projection_then_an_lstm_is_run_exactly(tmp_path, ca
     with pytest.warns(GatescopeWarning, match="proj_in is taken as a Linear"):
         model = gatescope.load(path)
     assert model.unused == [] and model.input_projection_name == "proj_in" and model.embedding_name == "emb"
+
+
+def test_the_list_of_formats_names_every_reader_module_and_its_docstring_each():
+    from pathlib import Path
+
+    from gatescope.checkpoints import formats
+
+    helpers = {"__init__", "converted", "onnx_graph", "onnx_zeros"}  # the readers' record, ONNX's nodes and zeros
+    readers = {path.stem for path in Path(formats.__file__).parent.glob("*.py")} - helpers
+    listed = [module for _, modules, _ in formats.FORMATS for module in modules]
+    assert sorted(listed) == sorted(readers)
+    assert [m for m in listed if f"`{m}`" not in formats.__doc__] == []

@@ -17,6 +17,7 @@ from tests.format_fixtures import (
 from safetensors.torch import save_file
 
 import gatescope
+from gatescope.errors import GatescopeError
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'gatescope[formats]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'gatescope[formats]')")
@@ -126,3 +127,57 @@ def test_what_gatescope_does_not_compute_is_refused(tmp_path, capsys):
 def test_a_damaged_onnx_file_is_a_one_line_error(tmp_path):
     for damaged in each_truncation(gru_graph(tmp_path / "gru.onnx", 0), tmp_path):
         assert_loads_or_one_line(damaged)
+
+
+def stacked_lstm_with_initial_state(path, batch=1, differ=False):
+    """A hand-built two-layer bidirectional ONNX LSTM (/rnn/LSTM, /rnn/LSTM_1) over X (T, batch, 3), hidden 4:
+    the first layer starts from a stored initial_h and initial_c, the second from a stored initial_h alone."""
+    rng = np.random.default_rng(2)
+    values = {}
+    for layer, width in ((0, 3), (1, 8)):
+        values |= {f"W{layer}": rng.normal(0, 0.5, (2, 16, width)), f"R{layer}": rng.normal(0, 0.5, (2, 16, 4)),
+                   f"B{layer}": rng.normal(0, 0.5, (2, 32)), f"H{layer}": rng.normal(0, 0.8, (2, 1, 4)).repeat(batch, 1)}
+    values["C0"] = rng.normal(0, 0.8, (2, 1, 4)).repeat(batch, 1)
+    if differ:
+        values["H0"][:, -1] += 1
+    nodes = [helper.make_node("LSTM", ["X", "W0", "R0", "B0", "", "H0", "C0"], ["Y0"], name="/rnn/LSTM",
+                              hidden_size=4, direction="bidirectional"),
+             helper.make_node("Transpose", ["Y0"], ["T0"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["T0", "shape"], ["X1"]),
+             helper.make_node("LSTM", ["X1", "W1", "R1", "B1", "", "H1"], ["Y1"], name="/rnn/LSTM_1",
+                              hidden_size=4, direction="bidirectional"),
+             helper.make_node("Transpose", ["Y1"], ["T1"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["T1", "shape"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "lstm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", batch, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in values.items()]
+        + [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    return path
+
+
+def test_a_stored_initial_state_is_the_modules_learned_one_as_onnxruntime_runs_it(tmp_path, capsys):
+    path = stacked_lstm_with_initial_state(tmp_path / "h0.onnx")
+    x = np.random.default_rng(3).normal(size=(5, 1, 3)).astype(np.float32)
+    (expected,) = ort.InferenceSession(str(path)).run(None, {"X": x})  # (T, 1, 2 * 4)
+    model = gatescope.load(path)
+    assert model.initial_states == {"rnn": {"h": "rnn.h0", "c": "rnn.c0"}}
+    assert not model.rnn.c0[2:].any()  # the second layer's node stores no initial_c: zeros
+    with torch.no_grad():
+        got = model(torch.as_tensor(x).transpose(0, 1).repeat(2, 1, 1))  # every sequence from the one state
+    for sequence in got:
+        torch.testing.assert_close(sequence, torch.as_tensor(expected[:, 0]), **TOL)
+    out, _, _ = convert_round_trip(tmp_path, capsys, path)
+    with torch.no_grad():
+        torch.testing.assert_close(gatescope.load(out)(torch.as_tensor(x).transpose(0, 1)), got[:1], **TOL)
+
+
+def test_a_stored_initial_state_that_differs_across_the_batch_is_refused(tmp_path, capsys):
+    path = stacked_lstm_with_initial_state(tmp_path / "h0.onnx", batch=2, differ=True)
+    report = inspect_json(capsys, path)  # the nodes are listed; as one chain it is refused
+    assert report["chain"].endswith(
+        "LSTM node /rnn/LSTM stores an initial_h that differs across its batch of 2: a state for each sequence, "
+        "where gatescope runs every sequence from one learned initial state")
+    with pytest.raises(GatescopeError, match="differs across its batch of 2"):
+        gatescope.load(path)

@@ -250,6 +250,15 @@ def test_the_help_of_commands_taking_a_checkpoint_lists_the_formats_read(capsys)
         assert " ".join(READABLE.split()) in " ".join(capsys.readouterr().out.split()), command
 
 
+def test_the_convert_command_names_every_format_read():
+    from gatescope.checkpoints.formats import FORMATS
+    from gatescope.cli import COMMANDS
+    from gatescope.cli import convert
+
+    for text in (COMMANDS["convert"][2], convert.__doc__):
+        assert [name for name, _, _ in FORMATS if name not in text] == []
+
+
 def test_a_report_written_to_a_pipe_is_not_wrapped_mid_sentence(capsys):
     main(["inspect", "--no-tui"])  # capsys: stdout is not a terminal
     out = capsys.readouterr().out

@@ -7,13 +7,16 @@ that need gatescope.recorder.rnn.ResetBeforeGRU rather than torch's class), and 
 changed on the way. So the loader
 (gatescope.checkpoints.loader, through `open_checkpoint`) and `gatescope convert` treat every format alike.
 
-One module per format:
+One module per format (`FORMATS`, the one list of what gatescope reads):
 
-- `torch_state`: ``.pt`` / ``.pth`` / ``.bin`` state dicts, read with ``torch.load(weights_only=True)``
+- `torch_state`: ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` state dicts, read with ``torch.load(weights_only=True)``
   (torch's restricted unpickler, which builds only tensors and plain containers, never user code);
-  fastai's AWD-LSTM layout is recognised there (`awd_lstm`).
-- `keras`: Keras 3 ``.keras`` archives and ``.weights.h5`` files, read with h5py.
-- `onnx`: ONNX graphs with LSTM / GRU / RNN nodes, read with the onnx package.
+  fastai's AWD-LSTM layout is recognised there (`awd_lstm`), and TorchScript archives are handed to
+  `torchscript`, which reads their weights with a restricted unpickler and never their code.
+- `keras`: Keras 3 ``.keras`` archives and ``.weights.h5`` files, and Keras 2 ``.h5`` / ``.hdf5`` files, read
+  with h5py.
+- `onnx`: ONNX graphs with LSTM / GRU / RNN nodes, read with the onnx package (`onnx_graph` finds the nodes,
+  `onnx_zeros` tells the values that are always zero).
 - `madmom`: madmom's pickled networks (``.pkl``), read by a restricted unpickler that admits madmom's layer
   classes as plain records and numpy's arrays, nothing else (madmom is never imported).
 
@@ -44,9 +47,20 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 ONNX_SUFFIXES = (".onnx",)
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MADMOM_MARK = b"madmom.ml.nn"  # the module of the first class a madmom model's pickle names
-# what the command line's help and its errors say gatescope reads: this list is the one place
-READABLE = (f"safetensors, torch state dicts ({' '.join(TORCH_SUFFIXES)}; fastai AWD-LSTM too), "
-            f"Keras ({' '.join(KERAS_SUFFIXES)}), ONNX ({' '.join(ONNX_SUFFIXES)}), madmom (.pkl)")
+# What gatescope reads, the one list: (name, the modules here that read it, what the help adds). READABLE,
+# which the command line's help and errors quote, is made from it; the convert command's one-line help
+# and gatescope.cli.convert name every format in it (tests/cli/test_inspect.py holds them to it, and
+# tests/checkpoints/test_loading.py holds it to the modules here).
+FORMATS = (
+    ("safetensors", (), ""),
+    ("torch", ("torch_state",), f"state dicts: {' '.join(TORCH_SUFFIXES)}"),
+    ("fastai", ("awd_lstm",), "AWD-LSTM state dicts"),
+    ("TorchScript", ("torchscript",), "torch.jit.save archives, weights only"),
+    ("Keras", ("keras",), " ".join(KERAS_SUFFIXES)),
+    ("ONNX", ("onnx",), " ".join(ONNX_SUFFIXES)),
+    ("madmom", ("madmom",), ".pkl"),
+)
+READABLE = ", ".join(f"{name} ({detail})" if detail else name for name, _, detail in FORMATS)
 
 
 def not_a_checkpoint(path: Path) -> GatescopeError | None:

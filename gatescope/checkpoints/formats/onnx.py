@@ -23,8 +23,15 @@ consumed in order by the activations that read them, with onnxruntime's defaults
 spec's 1.0); ``clip`` on every pre-activation after bias and peephole; ``input_forget=1`` as f = 1 - i (the
 forget gate's W, R, B and P rows are not read).
 
-Refused with a one-line error: the two directions of a node with different activations, a non-zero
-initial state stored in the file.
+An ``initial_h`` / ``initial_c`` stored in the file (an initializer or a Constant) that is not all zeros is a
+learned initial state: [D, batch, H], the same for every sequence of the batch (a graph made for batch 1
+stores one), it becomes the module's ``h0`` / ``c0`` [L * D, H] (zeros for the layers whose node has none),
+named in the metadata roles (``initial_state``: gatescope.checkpoints.initial_state), and the model runs
+every sequence from it, as onnxruntime runs the graph. One fed as a graph input or computed in the graph is said in a
+note: read as a checkpoint, that model starts from zeros.
+
+Refused with a one-line error: the two directions of a node with different activations, a stored initial
+state whose rows differ across the batch (a state per sequence, not one learned state).
 """
 from __future__ import annotations
 
@@ -143,6 +150,17 @@ class _Module:
     cell: CellType
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     layers: int = 0
+    states: list[dict[str, np.ndarray]] = field(default_factory=list)  # each layer's stored h / c [D, H]
+
+    def initial_states(self) -> dict[str, np.ndarray]:
+        """h / c -> [L * D, H], torch's h0 layout, zeros for the layers whose node stores none."""
+        out = {}
+        for kind in ("h", "c"):
+            given = [layer.get(kind) for layer in self.states]
+            like = next((g for g in given if g is not None), None)
+            if like is not None:
+                out[kind] = np.concatenate([np.zeros_like(like) if g is None else g for g in given])
+        return out
 
 
 def read(path: Path) -> Converted:
@@ -249,6 +267,9 @@ class _Reader:
         for module in modules:
             tensors.update({f"{module.name}.{k}": v for k, v in module.tensors.items()})
             roles["recurrent"].append(module.name)
+            if states := module.initial_states():
+                tensors.update({f"{module.name}.{kind}0": v for kind, v in states.items()})
+                roles.setdefault("initial_state", {})[module.name] = {k: f"{module.name}.{k}0" for k in states}
         metadata: dict[str, Any] = {"roles": roles}
         cells = {m.name: {"cell": m.op, **m.cell.info()} for m in modules if m.cell != CELL_TYPES[m.op]}
         if cells:
@@ -311,9 +332,10 @@ class _Reader:
             cell = node_cell(op, attrs, peepholes=p is not None)
         except ValueError as exc:
             raise self.fail(node, str(exc)) from None
+        stored = {}  # the initial states stored in the file, not all zeros
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             if inputs[index] in self.values and np.any(self.values[inputs[index]]):
-                raise self.fail(node, f"starts from a non-zero {label} stored in the file; gatescope starts from zeros")
+                stored[label] = self.values[inputs[index]]
             if inputs[index] in self.inputs:
                 self.notes.append(f"{node.name or op}: {label} is an input of the graph; gatescope starts from zeros")
             elif inputs[index] and inputs[index] not in self.values and not always_zero(self.graph, inputs[index]):
@@ -344,6 +366,19 @@ class _Reader:
             end = f"_l{module.layers}{suffix}"
             module.tensors.update({f"{k}{end}": v for k, v in tensors.items()})
         module.layers += 1
+        module.states.append({label[-1]: self._initial_state(node, label, value, directions, hidden).astype(w.dtype)
+                              for label, value in stored.items()})
+
+    def _initial_state(self, node, label: str, value: np.ndarray, directions: int, hidden: int) -> np.ndarray:
+        """A stored ``initial_h`` / ``initial_c`` [D, batch, H] as the one learned state [D, H] it is."""
+        if value.ndim != 3 or value.shape[::2] != (directions, hidden) or not np.issubdtype(value.dtype, np.floating):
+            raise self.fail(node, f"has an {label} of {value.dtype} {list(value.shape)}; expected float "
+                                  f"[{directions}, batch, {hidden}]")
+        if not np.array_equal(value, np.broadcast_to(value[:, :1], value.shape), equal_nan=True):
+            raise self.fail(node, f"stores an {label} that differs across its batch of {value.shape[1]}: a state "
+                                  "for each sequence, where gatescope runs every sequence from one learned "
+                                  "initial state")
+        return value[:, 0]
 
     def _module_for(self, node, modules, op, hidden, direction, cell, width) -> _Module:
         """The previous module when this node is its next layer (same scope, cell and sizes), else a new one."""
