@@ -158,6 +158,18 @@ async def test_a_ranking_file_fills_the_panel_and_names_its_source(tmp_path):
         assert "units.json ranks no unit of rnn.l1.fwd.c" in str(ranked.query_one("#rank-status").render())
 
 
+@sync
+async def test_a_ranking_file_whose_best_unit_is_far_down_opens_with_it_in_view(tmp_path):
+    path = tmp_path / "units.json"
+    path.write_text(json.dumps([{"unit": "rnn.l0.fwd.c:150", "score": 0.9, "metric": "auc"}]))
+    app = GatescopeApp(word_trace(hidden=160), ranking=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        heatmap = app.query_one(Heatmap)
+        top, height = heatmap.scroll_offset.y, heatmap.scrollable_content_region.height
+        assert heatmap.unit == 150 and top <= 150 // 2 < top + height - 1  # two units a line, under the ruler
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not JSON"),
     ("[]", "is not a non-empty JSON list"),
