@@ -10,7 +10,6 @@ so the docs quote exactly one run.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +109,13 @@ def _logged_stage(description: str) -> Iterator[None]:
     _release_freed_memory()
 
 
+def _document(results: dict[str, Any]) -> str:
+    """The text of a findings JSON document, findings.json and --json alike: strict JSON, one space an indent."""
+    from gatescope.analysis.table import json_text
+
+    return json_text(results, indent=1) + "\n"
+
+
 def _read_results(path: Path) -> dict[str, Any]:
     results = read_json(path, "findings JSON document", 64 << 20, "a findings JSON document")  # the door
     if not isinstance(results, dict) or not ({"agreement", "code"} & results.keys()):
@@ -191,14 +197,13 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
                 results = run_findings(tmp, draws=draws, only=only, stage=stage, save_traces=not no_traces,
                                        large_model=large_model,
                                        say=lambda line: click.echo(f"gatescope: warning: {line}", err=True))
-            results = jsonable(results)
-            text = json.dumps(results, indent=1, allow_nan=False)
-            (tmp / "findings.json").write_text(text + "\n")
+            results = jsonable(results)  # the report reads null where findings.json has it, not NaN
+            (tmp / "findings.json").write_text(_document(results))
             (tmp / "findings.md").write_text(findings_report.report(results))
             _publish(tmp, out_dir, force)
     if json_path is not None:
-        text = json.dumps(results, indent=1, allow_nan=False)
-        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+        text = _document(results)
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
     for path in update:
         names = findings_report.update_markdown(path, results)
         click.echo(f"updated {path}: {', '.join(names)}", err=True)

@@ -6,7 +6,6 @@ retraining writes the same tensors, only the recorded training time differs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -109,7 +108,9 @@ def list_(as_json: bool) -> None:
             "train_time_s": training.get("time_s"), "metrics": meta.get("metrics", {}),
         })
     if as_json:
-        click.echo(json.dumps(rows))
+        from gatescope.cli.output import print_json
+
+        print_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
