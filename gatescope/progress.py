@@ -1,11 +1,24 @@
-"""A rich progress bar on stderr for the analyses' long loops (off unless asked for)."""
+"""Progress on stderr, the one place that builds gatescope's rich progress displays: a bar for the analyses' long
+loops (`counter`, `track`), one in tokens for runs over a corpus (`token_progress`), a bar for each of several
+tasks (`task_bars`: retraining the sample models) and one line for each stage of a long job (`stages`: a live
+display on a terminal, a plain line with its wall and CPU time in a log)."""
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def _display(*columns: Any, transient: bool = False, enabled: bool = True) -> Any:
+    """A rich Progress on stderr with these columns (a no-op display when not ``enabled``)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), transient=transient, disable=not enabled)
 
 
 class Counter:
@@ -30,12 +43,11 @@ def counter(total: int | None, description: str, unit: str = "", enabled: bool =
     if not enabled:
         yield Counter()
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with _display(*columns, transient=True) as progress:
         yield Counter(progress, progress.add_task(description, total=total))
 
 
@@ -50,8 +62,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
 @contextmanager
 def token_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
     """A rich bar on stderr over ``total`` tokens with tokens/s; yields ``advance(tokens)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
     class Rate(ProgressColumn):
@@ -60,6 +71,60 @@ def token_progress(total: int, description: str, enabled: bool) -> Iterator[Call
 
     columns = (TextColumn(description), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
                Rate(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+    with _display(*columns, enabled=enabled) as bar:
         task = bar.add_task(description, total=total)
         yield lambda tokens: bar.advance(task, tokens)
+
+
+@contextmanager
+def task_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Bars on stderr, one a task, each kept when done with its count and time; yields ``start(description)``,
+    which adds a bar and returns its ``update(done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    with _display(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bars:
+
+        def start(description: str) -> Callable[[int, int], None]:
+            task = bars.add_task(description, total=None)
+            return lambda done, total: bars.update(task, completed=done, total=total)
+
+        yield start
+
+
+Stage = Callable[[str], AbstractContextManager[None]]
+
+
+@contextmanager
+def stages(job: str, enabled: bool) -> Iterator[Stage]:
+    """One line a stage on stderr; yields ``stage(description)``, a context manager around each stage's work. On
+    a terminal a live display (a spinner, then "done" and the stage's time); otherwise (a log file, a pipe, CI) a
+    plain line as each stage ends, ``JOB: DESCRIPTION: 12.3 s (CPU 20.1 s)``. Nothing when not ``enabled``."""
+    if enabled and not sys.stderr.isatty():
+        yield _logged(job)
+        return
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(finished_text="[green]done"), TextColumn("{task.description}"), TimeElapsedColumn())
+    with _display(*columns, enabled=enabled) as progress:
+
+        @contextmanager
+        def stage(description: str) -> Iterator[None]:
+            task = progress.add_task(description, total=1)
+            yield
+            progress.update(task, completed=1)
+            progress.stop_task(task)
+
+        yield stage
+
+
+def _logged(job: str) -> Stage:
+    """Stages written as one line each when they end, with their wall and CPU time."""
+
+    @contextmanager
+    def stage(description: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        print(f"{job}: {description}: {time.perf_counter() - wall:.1f} s (CPU {time.process_time() - cpu:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    return stage

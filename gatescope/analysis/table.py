@@ -51,7 +51,7 @@ class Table(Sequence[dict[str, Any]]):
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int | None = None) -> str:
         """A JSON list of row objects (NaN -> null); also written atomically to ``path`` when given."""
-        text = json.dumps(jsonable(self.to_records()), indent=indent, allow_nan=False)
+        text = json_text(self.to_records(), indent)
         if path is not None:
             atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         return text
@@ -89,6 +89,11 @@ class Table(Sequence[dict[str, Any]]):
         from gatescope.display.tables import table_html
 
         return table_html(self.columns, self.rows, f"Table: {len(self)} rows")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``value`` as strict JSON: every non-finite float null (`jsonable`), never the ``NaN`` JSON parsers refuse."""
+    return json.dumps(jsonable(value), indent=indent, allow_nan=False)
 
 
 def jsonable(value: Any) -> Any:

@@ -7,7 +7,6 @@ score the next word (not one runnable chain, no vocabulary, no decoder over the 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -55,7 +54,9 @@ def agreement(model: str, stimuli_path: str | None, ablate: str | None, by: tupl
                    "gatescope does not know, so no distance between subject and verb: they are left out of "
                    "the per-distance accuracy", err=True)
     if as_json:
-        click.echo(json.dumps(result))
+        from gatescope.cli.output import print_json
+
+        print_json(result)
     else:
         _print_table(result, model)
         _print_breakdown(result, fields)

@@ -12,12 +12,11 @@ the corpus in one pass (gatescope.runs.stream), under torchrun on several proces
 """
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 import click
 
+from gatescope.cli.output import print_json, print_table
 from gatescope.errors import GatescopeError, shown
 from gatescope.runs import CHUNK_STEPS
 
@@ -100,38 +99,6 @@ def _labels(feature: str | None, labels_file: str | None) -> dict[str, Any]:
     return {"feature": feature} if feature is not None else {"labels": labels_file}
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.2g}" if abs(value) < 1e-2 and value != 0 else f"{value:.3f}"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    if isinstance(value, dict):
-        return " ".join(f"{k}:{_fmt(v)}" for k, v in value.items())
-    return str(value).replace("\n", "\\n").replace("\t", "\\t")  # char traces: keep rows on one line
-
-
-def _show(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    from rich.table import Table as RichTable
-
-    from gatescope.cli import report_console
-
-    table = RichTable(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column in ("unit", "name", "token"))
-    for row in rows:
-        table.add_row(*(_fmt(row.get(c)) for c in columns))
-    report_console().print(table)
-
-
-def _emit_json(data: Any) -> None:
-    """Print ``data`` as strict JSON (NaN, e.g. no random draws, as null)."""
-    from gatescope.analysis.table import jsonable
-
-    click.echo(json.dumps(jsonable(data), allow_nan=False))
-
-
 def _numbers(text: str, option: str, what: str) -> list[int]:
     """A comma-separated list of integers; anything else is a one-line error naming the option."""
     from gatescope.numbers import whole_numbers
@@ -212,11 +179,11 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
         table.to_csv(csv_path)
     shown = table if top == 0 else table.head(top)
     if as_json:
-        click.echo(shown.to_json())
+        print_json(shown.to_records())
         return
     value_cols = [c for c in ("corr", "eta2", "auc", "auc_bound") if c in table.columns]
     extra = [c for c in ("probe", "p_value", "p_fwer") if c in table.columns]
-    _show(shown.rows, ["unit", "score", *value_cols, "mi", *extra],
+    print_table(shown.rows, ["unit", "score", *value_cols, "mi", *extra],
           f"units by {table[0]['metric']} ({table[0]['n']} labelled tokens)")
 
 
@@ -254,9 +221,9 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
                               run=_run_options(batch_size, chunk_steps, as_json), device=device, distributed=distributed)
         click.echo("streamed probes: no top-k curve", err=True)
         if as_json:
-            click.echo(table.to_json())
+            print_json(table.to_records())
             return
-        _show(table.rows, ["name", "baseline", "score", "control", "selectivity", "n_train", "n_test"],
+        print_table(table.rows, ["name", "baseline", "score", "control", "selectivity", "n_train", "n_test"],
               "probes (held-out accuracy, or R² for continuous labels)")
         for r in table.rows:
             click.echo(f"{r['name']}: top units {', '.join(r['top_units'][:3])}")
@@ -264,11 +231,11 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
     table = probe_units(load_trace(trace), kinds=kinds, epochs=epochs, l1=l1, l2=l2, control=control, seed=seed,
                         progress=not as_json, **_labels(feature, labels_file))
     if as_json:
-        click.echo(table.to_json())
+        print_json(table.to_records())
         return
     rows = [r | {"curve": " ".join(f"{k}:{v:.2f}" for k, v in r["curve"].items()), "top_units": r["top_units"][:3]}
             for r in table.rows]
-    _show(rows, ["name", "baseline", "score", "control", "selectivity", "k95"],
+    print_table(rows, ["name", "baseline", "score", "control", "selectivity", "k95"],
           "probes (held-out accuracy, or R² for continuous labels)")
     for r in rows:
         click.echo(f"{r['name']}: top-k curve {r['curve']}; top units {', '.join(r['top_units'])}")
@@ -314,14 +281,14 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, c
     rows = sorted(table.rows, key=lambda r: -(r["left"] + r["right"]))
     rows = rows if top == 0 else rows[:top]
     if as_json:
-        _emit_json({"saturation": rows, "timescales": scales.to_records() if scales is not None else []})
+        print_json({"saturation": rows, "timescales": scales.to_records() if scales is not None else []})
         return
     summary = saturation_summary(table, "name")
-    _show(summary.rows, summary.columns, f"mean saturation (< {low}, > {high})")
-    _show(rows, ["unit", "left", "right", "mean"], "most saturated units")
+    print_table(summary.rows, summary.columns, f"mean saturation (< {low}, > {high})")
+    print_table(rows, ["unit", "left", "right", "mean"], "most saturated units")
     if scales is not None:
         longest = sorted(scales.rows, key=lambda r: -r["timescale"])[: top or None]
-        _show(longest, ["unit", "mean", "timescale"], "longest timescales 1/(1 - mean gate), in steps")
+        print_table(longest, ["unit", "mean", "timescale"], "longest timescales 1/(1 - mean gate), in steps")
 
 
 @analyze.command(short_help="Ablate units; agreement accuracy vs random sets.")
@@ -408,7 +375,7 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
         result["greedy"] = causal.greedy_search(metric, every, k, edit=edit, baseline=baseline,
                                                 progress=not as_json).to_records()
     if as_json:
-        _emit_json(result)
+        print_json(result)
         return
     click.echo(f"{metric.name} on {', '.join(wanted) if wanted else 'all items'} of {drawn}: {baseline:.3f} unablated")
     if result["set"]:
@@ -417,9 +384,9 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
                    f"{len(s['random_harms'])} random sets of {len(s['units'])}: drop {s['random_mean']:+.3f} "
                    f"± {s['random_std']:.3f}")
     if result["sweep"]:
-        _show(result["sweep"], ["unit", "value", "harm"], "single units, most harmful first")
+        print_table(result["sweep"], ["unit", "value", "harm"], "single units, most harmful first")
     if result["greedy"]:
-        _show(result["greedy"], ["size", "added", "value", "harm"], "greedy set search")
+        print_table(result["greedy"], ["size", "added", "value", "harm"], "greedy set search")
 
 
 @analyze.command(short_help="Find spans where selected units are on (LSTMVis).")
@@ -447,14 +414,14 @@ def match(trace, quantity, start, stop, sequence, threshold, unit_list, top, inc
     selection = select(tr, quantity, start, stop, threshold, units_given)
     table = match_spans(tr, selection, top=top, include_self=include_self)
     if as_json:
-        _emit_json({"selection": {"name": selection.name, "units": list(selection.units), "start": selection.start,
+        print_json({"selection": {"name": selection.name, "units": list(selection.units), "start": selection.start,
                                   "stop": selection.stop, "threshold": selection.threshold},
                     "matches": table.to_records()})
         return
     span = f"{selection.start}:{selection.stop}"
     click.echo(f"selected {len(selection.units)} unit(s) of {quantity} on over rows {span}: "
                f"{', '.join(map(str, selection.units))}")
-    _show(table.rows, ["rank", "start", "sequence", "position", "matched", "score", "text"], "matches")
+    print_table(table.rows, ["rank", "start", "sequence", "position", "matched", "score", "text"], "matches")
 
 
 @analyze.command(short_help="Draw a unit's gates along sentences (PNG/SVG).")
@@ -521,11 +488,11 @@ def attribute(model_path, text, correct, wrong, quantity, steps, top, as_json):
         "unit_total": float(per_unit.sum()), "unit_delta": float(unit_delta[0]),
     }
     if as_json:
-        _emit_json(result)
+        print_json(result)
         return
     click.echo(f"logit({correct}) - logit({wrong}) after {text!r}: {value:.3f}")
-    _show(result["tokens"], ["token", "attribution"], f"tokens vs token id 0 (sum {float(tokens[0].sum()):.3f})")
-    _show(result["units"], ["unit", "attribution"], f"units of {quantity} (all: {result['unit_total']:.3f})")
+    print_table(result["tokens"], ["token", "attribution"], f"tokens vs token id 0 (sum {float(tokens[0].sum()):.3f})")
+    print_table(result["units"], ["unit", "attribution"], f"units of {quantity} (all: {result['unit_total']:.3f})")
 
 
 @analyze.command(short_help="Each token's share of a logit difference (Shapley, GCD, CD).")
@@ -554,7 +521,7 @@ def decompose(model_path, text, correct, wrong, method, samples, as_json):
     report = logit_difference_summary(model, ids, _token_id(model.vocab, correct), _token_id(model.vocab, wrong),
                                       method, samples)
     if as_json:
-        _emit_json(report)
+        print_json(report)
         return
     errors = report.get("sampling_error")
     rows = [{"part": p, "contribution": c} | ({"sampling error": errors[k]} if errors else {})
@@ -562,5 +529,5 @@ def decompose(model_path, text, correct, wrong, method, samples, as_json):
     if "interaction" in report:
         rows.append({"part": "(interaction)", "contribution": report["interaction"]})
     click.echo(f"{method}: logit({correct}) - logit({wrong}) after {text!r} = {report['total']:.3f}")
-    _show(rows, ["part", "contribution"] + (["sampling error"] if errors else []),
+    print_table(rows, ["part", "contribution"] + (["sampling error"] if errors else []),
           f"parts add up to within {report['check']:.1e}")

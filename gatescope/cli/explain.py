@@ -6,11 +6,11 @@ term by name; ``--svg FILE`` also writes the seed's cell diagram with the values
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from gatescope.cli.output import print_json
 from gatescope.cli.trace import input_options, one_input
 
 
@@ -56,6 +56,6 @@ def explain(model: Path, texts, files, whole, ids, ids_files, input_paths, stric
         svg_path.parent.mkdir(parents=True, exist_ok=True)  # the folder it names is made, as a newcomer expects
         result.figure().save(svg_path)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        print_json(result.to_dict(), indent=2)
     else:
         click.echo(result.render())

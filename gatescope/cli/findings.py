@@ -10,7 +10,6 @@ so the docs quote exactly one run.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import click
 
 from gatescope.errors import GatescopeError
+from gatescope.progress import Stage, stages
 from gatescope.validation.text import read_json
 
 OUTPUTS = ("findings.json", "findings.md")
@@ -70,44 +70,26 @@ def _release_freed_memory(first: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def _stages(enabled: bool) -> Iterator[Any]:
-    """One line per stage on stderr: on a terminal a live rich display (spinner, then its time); otherwise
-    (a log file, a pipe, CI) a plain line as each stage ends, with its wall and CPU time."""
-    import sys
-
-    if enabled and not sys.stderr.isatty():
-        _release_freed_memory(first=True)
-        yield _logged_stage
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(finished_text="[green]done"), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=console, disable=not enabled) as progress:
+def _stages(enabled: bool) -> Iterator[Stage]:
+    """The study's stages shown on stderr, one line each (gatescope.progress.stages), freed memory handed back
+    after each."""
+    _release_freed_memory(first=True)
+    with stages("gatescope findings", enabled) as shown:
 
         @contextlib.contextmanager
         def stage(description: str) -> Iterator[None]:
-            task = progress.add_task(description, total=1)
-            yield
-            progress.update(task, completed=1)
-            progress.stop_task(task)
+            with shown(description):
+                yield
             _release_freed_memory()
 
-        _release_freed_memory(first=True)
         yield stage
 
 
-@contextlib.contextmanager
-def _logged_stage(description: str) -> Iterator[None]:
-    """A stage written as one line when it ends: ``gatescope findings: DESCRIPTION: 12.3 s (CPU 20.1 s)``."""
-    import time
+def _document(results: dict[str, Any]) -> str:
+    """The text of a findings JSON document, findings.json and --json alike: strict JSON, one space an indent."""
+    from gatescope.analysis.table import json_text
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    click.echo(f"gatescope findings: {description}: {time.perf_counter() - wall:.1f} s "
-               f"(CPU {time.process_time() - cpu:.1f} s)", err=True)
-    _release_freed_memory()
+    return json_text(results, indent=1) + "\n"
 
 
 def _read_results(path: Path) -> dict[str, Any]:
@@ -191,14 +173,13 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
                 results = run_findings(tmp, draws=draws, only=only, stage=stage, save_traces=not no_traces,
                                        large_model=large_model,
                                        say=lambda line: click.echo(f"gatescope: warning: {line}", err=True))
-            results = jsonable(results)
-            text = json.dumps(results, indent=1, allow_nan=False)
-            (tmp / "findings.json").write_text(text + "\n")
+            results = jsonable(results)  # the report reads null where findings.json has it, not NaN
+            (tmp / "findings.json").write_text(_document(results))
             (tmp / "findings.md").write_text(findings_report.report(results))
             _publish(tmp, out_dir, force)
     if json_path is not None:
-        text = json.dumps(results, indent=1, allow_nan=False)
-        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+        text = _document(results)
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
     for path in update:
         names = findings_report.update_markdown(path, results)
         click.echo(f"updated {path}: {', '.join(names)}", err=True)

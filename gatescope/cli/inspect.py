@@ -6,7 +6,6 @@ Fei-Fei 2015 (fraction of time a gate is < 0.1 or > 0.9).
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +15,7 @@ import click
 
 from gatescope.checkpoints.formats import CONVERTED_KEY
 from gatescope.cli import report_console, with_formats
+from gatescope.cli.output import print_json
 from gatescope.cli.trace import input_options, is_onnx, onnx_run_options, one_input, record_onnx
 from gatescope.runs.trace import RunOptions, counted, record_inputs
 from gatescope.errors import GatescopeError
@@ -309,7 +309,7 @@ def inspect(
     else:
         report, trace = build_report(path, texts, ids, one_input(input_paths), device, files, whole, ids_files, strict)
     if as_json:
-        click.echo(json.dumps(report, indent=2, allow_nan=False))
+        print_json(report, indent=2)
         return
     (print_onnx_report if "onnx" in report else print_report)(report)
     if trace is not None and not no_tui and sys.stdout.isatty():

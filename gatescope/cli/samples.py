@@ -6,7 +6,6 @@ retraining writes the same tensors, only the recorded training time differs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -37,27 +36,15 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
     plus 4.5 for the plain RNN and the peephole and coupled LSTMs (shared CPU) and about 21 minutes for
     agreement_lstm_2x650 on a free core (39.5 on a shared one)."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
 
+    from gatescope.progress import task_bars
     from gatescope.samples.train import train_all
 
     out = Path(out_dir) if out_dir else _default_dir()
     names = [n.strip() for name in only for n in name.split(",") if n.strip()]
+    with task_bars() as start:
+        paths = train_all(out, names or None, progress=start)
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-
-        def callback(name: str):
-            task = progress.add_task(name, total=None)
-            return lambda done, total: progress.update(task, completed=done, total=total)
-
-        paths = train_all(out, names or None, progress=callback)
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -109,7 +96,9 @@ def list_(as_json: bool) -> None:
             "train_time_s": training.get("time_s"), "metrics": meta.get("metrics", {}),
         })
     if as_json:
-        click.echo(json.dumps(rows))
+        from gatescope.cli.output import print_json
+
+        print_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
