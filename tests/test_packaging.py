@@ -25,32 +25,28 @@ def run_python(code: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_core_imports_stay_light():
-    code = (
-        "import sys, gatescope, gatescope.checkpoints.loader, gatescope.recorder.recording, gatescope.traces.trace, gatescope.recorder.rnn; "
-        "heavy = [m for m in ('textual', 'matplotlib', 'gatescope.analysis', 'gatescope.tui', 'captum') if m in sys.modules]; "
-        "print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    run_python(code)
-
-
-def test_import_gatescope_is_light_and_record_stays_the_function():
-    code = (
-        "import sys, gatescope; assert 'torch' not in sys.modules, 'import gatescope imported torch'; "
-        "import gatescope.recorder.recording; assert callable(gatescope.record), gatescope.record; "
-        "assert sorted(gatescope.__all__) == sorted(n for n in gatescope.__all__ if getattr(gatescope, n, None))"
-    )
-    run_python(code)
-
-
-def test_loading_a_checkpoint_initialises_nothing_and_imports_no_compiler():
-    # the modules are built on the meta device and filled from the file; torch's initialisers there
-    # would import torch._dynamo, seconds of every command's start
-    code = (
-        "import sys, torch; from gatescope.checkpoints.loader import load; from gatescope.sample_models import path; "
-        "model = load(path()); assert 'torch._dynamo' not in sys.modules, 'load imported torch._dynamo'; "
-        "assert all(p.device.type == 'cpu' and torch.isfinite(p).all() for p in model.parameters())"
-    )
+def test_imports_stay_light_in_a_fresh_interpreter():
+    """One interpreter, the imports in the order a command makes them (each start of torch costs a second):
+    `import gatescope` imports no torch and keeps `gatescope.record` the function; the core imports neither
+    Textual, matplotlib, captum nor the analysis layer; loading a checkpoint initialises nothing (the modules
+    are built on the meta device and filled from the file; torch's initialisers there would import
+    torch._dynamo, seconds of every command's start)."""
+    code = """
+import sys
+import gatescope
+assert 'torch' not in sys.modules, 'import gatescope imported torch'
+import gatescope.checkpoints.loader, gatescope.recorder.recording, gatescope.traces.trace, gatescope.recorder.rnn
+assert callable(gatescope.record), gatescope.record
+heavy = [m for m in ('textual', 'matplotlib', 'gatescope.analysis', 'gatescope.tui', 'captum') if m in sys.modules]
+assert not heavy, f'the core imported {heavy}'
+import torch
+from gatescope.checkpoints.loader import load
+from gatescope.sample_models import path
+model = load(path())
+assert 'torch._dynamo' not in sys.modules, 'load imported torch._dynamo'
+assert all(p.device.type == 'cpu' and torch.isfinite(p).all() for p in model.parameters())
+assert sorted(gatescope.__all__) == sorted(n for n in gatescope.__all__ if getattr(gatescope, n, None))  # last: it imports what the lazy names name
+"""
     run_python(code)
 
 
