@@ -217,9 +217,10 @@ def record_graph(
     by onnxruntime (the nodes after it, recurrent or not, see the edit). The trace's metadata ``onnx``
     lists each node recorded with its largest difference from onnxruntime (of the unedited node).
 
-    Returns a `GraphRecording`. Raises GatescopeError when a node's recording differs from onnxruntime's
-    by more than `MAX_DIFFERENCE`, when the chosen nodes saw different sequences, or when nothing can be
-    recorded."""
+    Returns a `GraphRecording`. Raises GatescopeError when a kind is unknown or computed by none of the
+    chosen nodes (or none that the input runs: `check_kinds`), when a node's recording differs from
+    onnxruntime's by more than `MAX_DIFFERENCE`, when the chosen nodes saw different sequences, or when
+    nothing can be recorded."""
     entries = chosen_nodes(graph, modules)
     _check_kinds(kinds, entries)
     edits = _edits_by_node(entries, interventions)
