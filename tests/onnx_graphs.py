@@ -3,7 +3,8 @@
 Built with onnx.helper or torch.onnx.export: a convolutional front-end, an STFT done as a Conv1d with
 padding, an If whose branches hold LSTMs (a voice detector's shape: the sample rate picks the branch, h
 and c are graph inputs and outputs), weights behind Unsqueeze, initial states computed in the graph, a
-bidirectional GRU behind a Gather embedding with a tag head, a Loop that decodes step by step.
+bidirectional GRU behind a Gather embedding with a tag head, a Loop that decodes step by step, an LSTM
+and a GRU side by side or in the two branches of an If.
 
 `onnx_lstm` / `onnx_gru` compute every gate of a node from its inputs by the ONNX operator spec
 (onnx/defs/rnn/defs.cc: LSTM gates i, o, f, c in W / R / B; GRU z, r, h), in numpy, one step at a time:
@@ -189,6 +190,25 @@ def decoder_loop(path: Path, steps: int = 5) -> Path:
                                                   value("c0", FLOAT, [1, "B", hidden])],
                               [value("ys"), value("c_last")], inits)
     return save(graph, path)
+
+
+def lstm_and_gru(path: Path, branched: bool = False) -> Path:
+    """X [T, B, 3] into an LSTM /lstm/LSTM and a GRU /gru/GRU (hidden 2): both at the top level, or, ``branched``,
+    one in each branch of an If on the bool input ``use_lstm`` (then: the LSTM)."""
+    rng = np.random.default_rng(1)
+    nodes, inits = {}, {}
+    for op, gates in (("LSTM", 4), ("GRU", 3)):
+        inits[op] = [tensor(f"{op}.W", (1, gates * 2, 3), rng), tensor(f"{op}.R", (1, gates * 2, 2), rng)]
+        nodes[op] = helper.make_node(op, ["X", f"{op}.W", f"{op}.R"], [f"{op}.Y"], hidden_size=2,
+                                     name=f"/{op.lower()}/{op}")
+    x = value("X", FLOAT, ["T", "B", 3])
+    if not branched:
+        graph = helper.make_graph(list(nodes.values()), "pair", [x], [value(f"{op}.Y") for op in nodes],
+                                  inits["LSTM"] + inits["GRU"])
+        return save(graph, path)
+    then, other = (helper.make_graph([nodes[op]], op, [], [value(f"{op}.Y")], inits[op]) for op in nodes)
+    pick = helper.make_node("If", ["use_lstm"], ["Y"], then_branch=then, else_branch=other, name="/pick/If")
+    return save(helper.make_graph([pick], "branched", [x, value("use_lstm", BOOL, [])], [value("Y")]), path)
 
 
 def single_node(path: Path, op: str = "LSTM", inputs=("X", "W", "R", "B"), outputs=("Y", "Y_h", "Y_c"),

@@ -100,8 +100,9 @@ def list_(as_json: bool) -> None:
 
         print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from gatescope.cli import report_console
 
     table = Table(title="Bundled sample models")
     for column in ("model", "cell", "tokenizer", "size", "train time"):
@@ -110,8 +111,7 @@ def list_(as_json: bool) -> None:
     for row in rows:
         table.add_row(row["name"], f"{row['cell']} {row['num_layers']}x{row['hidden_size']}", row["tokenizer"],
                       f"{row['size_bytes'] / 1024:.0f} KiB", f"{row['train_time_s']} s", _headline(row["metrics"]))
-    console = Console()
-    console.print(table)
+    report_console().print(table)
     from gatescope.samples.train import SAMPLES
 
     for name in SAMPLES:  # the ones that are reproduced, not shipped

@@ -34,6 +34,7 @@ from gatescope.names import format_name, parse_name
 from gatescope.recorder.interventions import Intervention
 from gatescope.recorder.recordable import module_info
 from gatescope.runs.onnx_run import name_outputs, run_nodes
+from gatescope.runs.trace import check_kinds
 from gatescope.traces.trace import Trace
 
 
@@ -216,10 +217,12 @@ def record_graph(
     by onnxruntime (the nodes after it, recurrent or not, see the edit). The trace's metadata ``onnx``
     lists each node recorded with its largest difference from onnxruntime (of the unedited node).
 
-    Returns a `GraphRecording`. Raises GatescopeError when a node's recording differs from onnxruntime's
-    by more than `MAX_DIFFERENCE`, when the chosen nodes saw different sequences, or when nothing can be
-    recorded."""
+    Returns a `GraphRecording`. Raises GatescopeError when a kind is unknown or computed by none of the
+    chosen nodes (or none that the input runs: `check_kinds`), when a node's recording differs from
+    onnxruntime's by more than `MAX_DIFFERENCE`, when the chosen nodes saw different sequences, or when
+    nothing can be recorded."""
     entries = chosen_nodes(graph, modules)
+    _check_kinds(kinds, entries)
     edits = _edits_by_node(entries, interventions)
     if edits and chunking is not None:
         raise GatescopeError("interventions apply to one run; a chunked run cannot take them")
@@ -249,6 +252,7 @@ def record_graph(
     recorded = [k for k in range(len(entries)) if all(k in run for run in runs)]
     if not recorded:
         raise GatescopeError("no recurrent node ran on this input (they sit in If branches it does not take)")
+    _check_kinds(kinds, [entries[k] for k in recorded], "module this input runs")
     joined = {k: _join([run[k] for run in runs]) for k in recorded}
     values, lengths = _aligned(entries, joined)
     if kinds is not None:
@@ -280,6 +284,16 @@ def _edits_by_node(entries: Sequence[RecurrentNode], interventions: Sequence[Int
                                  f"(the nodes: {known})")
         by_node.setdefault(k, []).append(intervention)
     return by_node
+
+
+def _check_kinds(kinds: Sequence[str] | None, entries: Sequence[RecurrentNode],
+                 selected: str = "selected module") -> None:
+    """`check_kinds` over the modules of ``entries`` (a module's nodes are its layers)."""
+    modules = dict.fromkeys(entry.name for entry in entries)
+    of = {name: [entry for entry in entries if entry.name == name] for name in modules}
+    computed = {name: tuple(dict.fromkeys(k for entry in of[name] for k in entry.kinds)) for name in modules}
+    cells = {name: "/".join(dict.fromkeys(entry.op for entry in of[name])) for name in modules}
+    check_kinds(kinds, computed, cells, selected)
 
 
 def chosen_nodes(graph: Graph, modules: Sequence[str] | None) -> list[RecurrentNode]:

@@ -8,7 +8,7 @@ the model has. `gatescope trace` and `gatescope inspect` run their inputs throug
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,26 +30,34 @@ def check_selection(model, modules: Sequence[str] | None, kinds: Sequence[str] |
     """Raise GatescopeError, naming what the model has, unless every module and kind selected is
     recorded: a module of the model's chain, a kind that at least one selected module computes."""
     have = {info["name"]: info for info in model.modules_info if info["name"] in model.recurrent_names}
-
-    def described(name: str) -> str:
-        info = have[name]
-        return f"{name} ({info['cell']}: {' '.join(cell_type(info['cell']).kinds_for(info['proj_size']))})"
-
+    cells = {name: info["cell"] for name, info in have.items()}
+    computed = {name: cell_type(info["cell"]).kinds_for(info["proj_size"]) for name, info in have.items()}
     unknown = [m for m in modules or () if m not in have]
     if unknown:
         raise GatescopeError(f"--modules {', '.join(unknown)}: no such recurrent module in the chain; "
-                             f"the model has: {', '.join(described(n) for n in have)}")
-    selected = list(modules or have)
+                             f"the model has: {described(computed, cells)}")
+    check_kinds(kinds, {name: computed[name] for name in modules or have}, cells)
+
+
+def check_kinds(kinds: Sequence[str] | None, computed: Mapping[str, Sequence[str]], cells: Mapping[str, str],
+                selected: str = "selected module") -> None:
+    """Raise GatescopeError unless every kind of ``kinds`` is one gatescope knows and one that at least one
+    module of ``computed`` (each selected module's name -> the kinds it computes) computes; the message
+    names each of those modules with its cell (``cells``: module name -> cell name) and kinds.
+    ``selected`` says what the modules are (``selected module``)."""
     bad = [k for k in kinds or () if k not in KINDS]
     if bad:
-        raise GatescopeError(f"--kinds {', '.join(bad)}: unknown kind(s); LSTM has i f g o c h (m with proj_size), "
-                             "GRU r z n h")
-    recorded = {k for name in selected for k in cell_type(have[name]["cell"]).kinds_for(have[name]["proj_size"])}
+        raise GatescopeError(f"--kinds {', '.join(bad)}: unknown kind(s); {described(computed, cells)}")
+    recorded = {k for names in computed.values() for k in names}
     missing = [k for k in kinds or () if k not in recorded]
     if missing:
         raise GatescopeError(f"--kinds {', '.join(missing)}: not computed by "
-                             f"{'any selected module' if len(selected) > 1 else 'the selected module'}; "
-                             f"{', '.join(described(n) for n in selected)}")
+                             f"{'any ' if len(computed) > 1 else 'the '}{selected}; {described(computed, cells)}")
+
+
+def described(computed: Mapping[str, Sequence[str]], cells: Mapping[str, str]) -> str:
+    """``rnn (LSTM: i f g o c h), dec (GRU: r z n h)``: each module with its cell and the kinds it computes."""
+    return ", ".join(f"{name} ({cells[name]}: {' '.join(kinds)})" for name, kinds in computed.items())
 
 
 @dataclass(frozen=True)

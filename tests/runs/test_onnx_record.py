@@ -280,6 +280,55 @@ def test_command_line_inputs_are_checked_in_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("op", "kinds", "match"),
+    [
+        ("LSTM", "q", "--kinds q: unknown kind(s); rnn (LSTM: i f g o c h)"),
+        ("LSTM", "h,r", "--kinds r: not computed by the selected module; rnn (LSTM: i f g o c h)"),
+        ("GRU", "c", "--kinds c: not computed by the selected module; rnn (GRU: r z n h)"),
+        ("RNN", "i,f", "--kinds i, f: not computed by the selected module; rnn (RNN: h)"),
+    ],
+)
+def test_a_kind_no_node_records_is_refused_and_nothing_written(tmp_path, capsys, op, kinds, match):
+    from tests.onnx_graphs import single_node
+
+    path = single_node(tmp_path / "one.onnx", op, outputs=("Y", "Y_h", "Y_c") if op == "LSTM" else ("Y", "Y_h"))
+    np.save(tmp_path / "x.npy", RNG.normal(size=(4, 2, 3)).astype(np.float32))
+    out = tmp_path / "t.safetensors"
+    fails(capsys, "trace", path, "--input", tmp_path / "x.npy", "--kinds", kinds, "-o", out, match=match)
+    assert not out.exists()
+
+
+def test_kinds_are_checked_against_the_selected_nodes_together(tmp_path, capsys):
+    from tests.onnx_graphs import lstm_and_gru
+
+    path = lstm_and_gru(tmp_path / "pair.onnx")
+    np.save(tmp_path / "x.npy", RNG.normal(size=(4, 2, 3)).astype(np.float32))
+    given = [path, "--input", tmp_path / "x.npy"]
+    out = tmp_path / "t.safetensors"
+    fails(capsys, "trace", *given, "--kinds", "m", "-o", out,
+          match="--kinds m: not computed by any selected module; lstm (LSTM: i f g o c h), gru (GRU: r z n h)")
+    fails(capsys, "trace", *given, "--modules", "gru", "--kinds", "r,c", "-o", out,
+          match="--kinds c: not computed by the selected module; gru (GRU: r z n h)")
+    assert not out.exists()
+    cli(capsys, "trace", *given, "--kinds", "c,r", "-o", out)  # each kind from the node that computes it
+    assert sorted(load_trace(out).names) == ["gru.l0.fwd.r", "lstm.l0.fwd.c"]
+
+
+def test_a_kind_only_a_branch_not_taken_computes_is_refused(tmp_path):
+    from tests.onnx_graphs import lstm_and_gru
+
+    from gatescope.errors import GatescopeError
+
+    graph = read_graph(lstm_and_gru(tmp_path / "branched.onnx", branched=True))
+    x = RNG.normal(size=(4, 2, 3)).astype(np.float32)
+    with pytest.raises(GatescopeError) as refused:
+        record_graph(graph, {"X": x, "use_lstm": np.array(True)}, kinds=["h", "r"])
+    assert str(refused.value) == "--kinds r: not computed by the module this input runs; lstm (LSTM: i f g o c h)"
+    taken = record_graph(graph, {"X": x, "use_lstm": np.array(False)}, kinds=["h", "r"]).trace
+    assert sorted(taken.names) == ["gru.l0.fwd.h", "gru.l0.fwd.r"]
+
+
 @pytest.mark.slow
 def test_torch_dynamo_export_with_external_data(tmp_path, capsys):
     """torch.onnx.export(dynamo=True) writes the weights to model.onnx.data beside the model."""

@@ -106,9 +106,12 @@ def test_samples_list_shows_the_bundled_models(capsys):
     assert rows["agreement_rnn"]["cell"] == "RNN" and rows["agreement_lstm_coupled"]["cell"] == "LSTM (coupling=forget_from_input)"
     for row in rows.values():
         assert row["size_bytes"] < 4 * 2**20, "a few MB at most"
-    main(["samples", "list"])
+    main(["samples", "list"])  # capsys: stdout is not a terminal
     out = capsys.readouterr().out
-    assert "agreement_lstm" in out
+    coupled = next(line for line in out.splitlines() if "agreement_lstm_coupled" in line)
+    row = rows["agreement_lstm_coupled"]  # one line, whole, not wrapped or cut at 80 columns
+    assert f"{row['cell']} {row['num_layers']}x{row['hidden_size']}" in coupled
+    assert coupled.rstrip(" │").endswith(f"held-out loss {row['metrics']['heldout_loss']}") and len(coupled) > 80
     if "agreement_lstm_2x650" not in rows:  # reproduced, not shipped: the list says how to get it
         assert "agreement_lstm_2x650: not bundled; gatescope samples train --only agreement_lstm_2x650" in out
 

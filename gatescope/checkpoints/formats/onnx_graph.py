@@ -32,6 +32,7 @@ import numpy as np
 from gatescope.checkpoints.formats.onnx_zeros import always_zero
 from gatescope.errors import GatescopeError
 from gatescope.files import open_regular
+from gatescope.kinds import cell_type
 from gatescope.validation.limits import MAX_NAME_CHARS
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -61,6 +62,11 @@ class RecurrentNode:
     @property
     def op(self) -> str:
         return self.node.op_type
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds its recording holds (a recordable node's): its family's, with no projection (ONNX has none)."""
+        return cell_type(self.op).kinds_for(proj_size=0)
 
     @property
     def node_name(self) -> str:
