@@ -64,6 +64,7 @@ def test_reading_a_trace_file_needs_no_torch(tmp_path):
     run_python(code)
 
 
+@pytest.mark.slow  # builds the wheel (1.5 s of CPU)
 def test_wheel_carries_sample_models_and_data(tmp_path):
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
     subprocess.run(

@@ -268,6 +268,7 @@ def test_a_code_unit_is_scored_against_each_kind_of_character_outside_its_featur
     assert findings._against(no_comment, "rnn.l0.fwd.c:0", "in_string", True)["in_comment"] is None
 
 
+@pytest.mark.slow  # 2 s of CPU: scores the char model on its held-out files
 def test_bits_per_char_agrees_with_the_metric_training_recorded():
     """Measured by another route (the loaded model, each whole file at once) than the trainer's (the
     training module, 1024-character pieces carrying the state)."""

@@ -118,8 +118,8 @@ def test_samples_list_shows_the_bundled_models(capsys):
 
 # --- the shipped checkpoints -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["agreement_lstm", "agreement_gru", "agreement_rnn", "agreement_lstm_peephole",
-                                  "agreement_lstm_coupled"])
+@pytest.mark.parametrize("name", ["agreement_lstm", "agreement_gru", *(  # the family: 3 s of CPU, with CI's slow tests
+    pytest.param(n, marks=pytest.mark.slow) for n in ("agreement_rnn", "agreement_lstm_peephole", "agreement_lstm_coupled"))])
 def test_agreement_metrics_in_the_metadata_are_remeasured(name):
     model = gatescope.load(sample_models.path(f"{name}.safetensors"))
     meta = model.metadata

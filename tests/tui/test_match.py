@@ -170,6 +170,7 @@ async def test_a_selection_with_no_unit_on_says_so():
         assert status.startswith("no unit of rnn.l0.fwd.h is above 0.3 over all of rows 0:5")
 
 
+@pytest.mark.slow  # 1 s of CPU; the threshold keys test covers the selection itself
 @sync
 async def test_the_selection_plot_draws_the_units_against_the_threshold():
     trace = planted_trace()

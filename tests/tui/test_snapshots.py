@@ -5,6 +5,7 @@ look at the SVGs in tests/tui/__snapshots__/ before committing them.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 from tests.tui.test_app import SIZE, settle, word_trace
 from tests.tui.test_match import planted_trace
@@ -44,6 +45,7 @@ def test_cell_state_of_layer_two_ranked_by_saturation(snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+@pytest.mark.slow  # 2 s of CPU; the help screen is also opened by the key-binding tests
 def test_help_screen(snap_compare):
     app = GatescopeApp(word_trace())
     assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle("question_mark"))
@@ -54,6 +56,7 @@ def test_narrow_terminal_hides_the_side_panel(snap_compare):
     assert snap_compare(app, terminal_size=(70, 22), run_before=keys_then_settle("pagedown", "g"))
 
 
+@pytest.mark.slow  # 1 s of CPU; test_app checks NaN values and traces without a vocabulary by value
 def test_char_trace_without_vocabulary_and_with_nan(snap_compare):
     """No vocabulary: the ruler and text show token ids; NaN cells are grey."""
     g = torch.Generator().manual_seed(3)
