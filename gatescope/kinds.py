@@ -382,6 +382,16 @@ LSTM_PROJ_KINDS = LSTM.kinds_for(1)
 GRU_KINDS = GRU.kinds
 
 
+def kinds_by_cell() -> str:
+    """Every cell type's kinds in one line, for help texts and errors: ``LSTM i f g o c h (m with proj_size);
+    GRU r z n h; ...``."""
+    parts = []
+    for cell in CELL_TYPES.values():
+        extra = [k for k in cell.kinds_for(proj_size=1) if k not in cell.kinds]
+        parts.append(f"{cell.name} {' '.join(cell.kinds)}" + (f" ({' '.join(extra)} with proj_size)" if extra else ""))
+    return "; ".join(parts)
+
+
 def cell_type(name: str) -> CellType:
     """The family of a module class name: ``LSTM``, ``GRU``, ``RNN``, or their ``...Cell`` (torch's or gatescope's)."""
     base = name[: -len("Cell")] if name.endswith("Cell") else name

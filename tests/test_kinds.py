@@ -126,3 +126,17 @@ def test_head_of_reads_the_heads_of_a_module_description():
     assert head_of(mlstm, "f", 1) == (1, 0)
     assert head_of(mlstm, "v", 1024 + 33) == (1, 33)  # head 1, row 1, column 1 of its 32 x 32 memory
     assert head_of({"cell": "LSTM", "hidden_size": 8}, "h", 3) is None
+
+
+def test_the_kinds_line_of_help_and_errors_names_every_cell_and_kind():
+    import gatescope
+    from gatescope.errors import GatescopeError
+    from gatescope.kinds import CELL_TYPES, kinds_by_cell
+    from torch import nn
+
+    line = kinds_by_cell()
+    for name, cell in CELL_TYPES.items():
+        assert f"{name} {' '.join(cell.kinds)}" in line
+    assert "LSTM i f g o c h (m with proj_size);" in line
+    with pytest.raises(GatescopeError, match=r"unknown kind\(s\) q: LSTM i f g o c h"):
+        gatescope.record(nn.LSTM(2, 3), kinds=["q"])

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from gatescope.errors import GatescopeError
-from gatescope.kinds import ALL_KINDS
+from gatescope.kinds import ALL_KINDS, kinds_by_cell
 from gatescope.names import UnitName, check_unit_indices, format_unit, parse_name, parse_unit
 from gatescope.traces.trace import Trace
 
@@ -27,7 +27,7 @@ def parse_kinds(kinds: str | Iterable[str] | None) -> tuple[str, ...] | None:
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
-        raise GatescopeError(f"unknown kind(s) {', '.join(unknown) or '(none)'}; kinds are {','.join(ALL_KINDS)}")
+        raise GatescopeError(f"unknown kind(s) {', '.join(unknown) or '(none)'}: {kinds_by_cell()}")
     return kinds
 
 

@@ -23,6 +23,7 @@ from gatescope.errors import GatescopeError
 from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
+from gatescope.kinds import kinds_by_cell
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
 from gatescope.validation.limits import MAX_WHOLE_BYTES
 
@@ -182,7 +183,7 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
 @click.option("--modules", multiple=True, metavar="NAMES",
               help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
 @click.option("--kinds", multiple=True, metavar="KINDS",
-              help="Quantities to record, e.g. i,f,c,h (LSTM i f g o c h m; GRU r z n h; default all).")
+              help=f"Quantities to record, e.g. i,f,c,h (default all): {kinds_by_cell()}.")
 @click.option("--shard-tokens", type=click.IntRange(min=1), metavar="N",
               help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
 @onnx_run_options

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from gatescope.errors import GatescopeError, GatescopeWarning
-from gatescope.kinds import ALL_KINDS, CELL_TYPES
+from gatescope.kinds import ALL_KINDS, kinds_by_cell
 from gatescope.names import format_name, parse_name
 from gatescope.recorder import engine
 from gatescope.recorder.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
@@ -116,8 +116,7 @@ class Recording:
         if kinds is not None:
             bad = sorted(set(kinds) - set(ALL_KINDS))
             if bad:
-                cells = ", ".join(f"{c.name} has {' '.join(c.kinds)}" for c in CELL_TYPES.values())
-                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: {cells} (an LSTM with proj_size also m)")
+                raise GatescopeError(f"unknown kind(s) {', '.join(bad)}: {kinds_by_cell()}")
         self.kinds = None if kinds is None else frozenset(kinds)
         self.widths = {n: w for path, module in self.targets.items()  # every recordable name -> units
                        for n, w in module_quantities(path, module).items()}
