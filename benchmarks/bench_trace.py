@@ -9,7 +9,7 @@ left out):
 Phases, each timed on its own: ``load`` (the checkpoint), ``corpus`` (reading and tokenising, once),
 ``forward`` (the model's plain forward, logits and all, over batches in corpus order, as a user's loop
 would run it), ``recurrent`` (the embedding and the recurrent module only, what the trace needs of the
-forward, over the batches the trace runs: gatescope.runs.chunks.plan),
+forward, over the batches the trace runs: longest first, gatescope.runs.chunks.plan),
 ``write`` (the trace file's bytes alone, written from memory by the same TraceWriter, float32 and
 float16), and ``trace`` (record every gate + convert to the storage dtype + write the file:
 `write_inputs`) in float32 and float16. Ratios are to ``forward``, and the trace's to its floor,
@@ -31,7 +31,6 @@ from gatescope.sample_models import path as sample_path
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from gatescope.checkpoints.loader import load
-from gatescope.runs import CHUNK_STEPS
 from gatescope.runs.chunks import plan
 from gatescope.runs.trace import RunOptions, record_inputs, write_inputs
 from gatescope.traces.trace import STORAGE_NAMES, storage_rows
@@ -59,9 +58,9 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
     corpus = make_corpus(model)
     read = time.perf_counter() - start
     batches = list(corpus.batches(batch_size))
-    planned = [corpus.padded(group) for group in plan(corpus.lengths, batch_size, CHUNK_STEPS, False)]
+    planned = [corpus.padded(group) for group in plan(corpus.lengths, batch_size, False)]
     padding = {k: sum(x.shape[0] * x.shape[1] for x, _ in b) / corpus.num_tokens
-               for k, b in (("corpus order", batches), ("the trace's batches", planned))}
+               for k, b in (("corpus order", batches), ("longest first", planned))}
     rnn = model.get_submodule(model.recurrent_names[0])
 
     def forward() -> None:

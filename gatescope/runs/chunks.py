@@ -9,10 +9,9 @@ state the previous chunk left (`gatescope.checkpoints.loader.ChainState`: h, c, 
 module returns), and its quantities go to the file or the analysis before the next chunk runs. A
 recurrent step depends only on its input and the state before it, so the values equal an unchunked run.
 
-Batches (`plan`): sequences up to ``chunk_steps`` long are batched in the corpus's order; longer ones with
-each other, longest first, so that one long file never pads short ones to its length. Where the corpus's
-order would pad a lot (lines of source, whose lengths vary tenfold, computed twice their tokens), every
-sequence is batched longest first. A chunked batch shrinks (as a PackedSequence does) when its shorter
+Batches (`plan`): the sequences are batched longest first, so that a batch pads little (a corpus of lines
+of source, whose lengths vary tenfold, in corpus order would compute twice its tokens) and one long file
+never pads short ones to its length; a chunked batch shrinks (as a PackedSequence does) when its shorter
 sequences end: every chunk runs the sequences still going, a prefix of the batch. Each chunk's rows are
 placed at their sequences' rows (`placements`), so the trace keeps the corpus's order.
 
@@ -39,8 +38,6 @@ from gatescope.runs import CHUNK_STEPS
 # float32 copies of a recorded quantity alive at once while a chunk is recorded: the engine's (T, B, H),
 # its rows in sequence order, the storage dtype's copy and the gate pre-activations beside them
 WORKING_COPIES = 4
-# batch longest first when the corpus's order would compute more than this many times the steps (`plan`)
-SORT_GAIN = 1.1
 
 
 def chunked(model, chunk_steps: int) -> int:
@@ -50,27 +47,13 @@ def chunked(model, chunk_steps: int) -> int:
     return 0 if bidirectional else chunk_steps
 
 
-def plan(lengths: Sequence[int], batch_size: int, chunk_steps: int, equal_lengths: bool) -> list[list[int]]:
-    """Groups of sequence indices, each one batch of ``batch_size`` at most.
-
-    In the corpus's order where that pads little: the sequences up to ``chunk_steps`` long (all, when it is
-    0) as they come, then the longer ones longest first (a chunked batch must be). Longest first throughout
-    when the corpus's order would compute more than `SORT_GAIN` times the steps (lengths that vary from one
-    sequence to the next): a batch of consecutive sequences writes its rows in one piece, a sorted one a
-    piece per sequence, which costs more than a little padding. ``equal_lengths`` (a model that steps a cell)
+def plan(lengths: Sequence[int], batch_size: int, equal_lengths: bool) -> list[list[int]]:
+    """Groups of sequence indices, each one batch of ``batch_size`` at most: the sequences longest first (in
+    corpus order among equals), so that a batch pads little. ``equal_lengths`` (a model that steps a cell)
     also ends a group where the length changes."""
     lengths = [int(n) for n in lengths]
-    size = lambda s: lengths[s]  # noqa: E731
-    short = [s for s, n in enumerate(lengths) if not chunk_steps or n <= chunk_steps]
-    long = sorted((s for s, n in enumerate(lengths) if chunk_steps and n > chunk_steps), key=lambda s: -lengths[s])
-    in_order = [*batch_groups(short, batch_size, size, equal_lengths), *batch_groups(long, batch_size, size, equal_lengths)]
     order = sorted(range(len(lengths)), key=lambda s: -lengths[s])  # stable: corpus order among equals
-    longest_first = list(batch_groups(order, batch_size, size, equal_lengths))
-
-    def steps(groups: list[list[int]]) -> int:  # rows computed, padding included
-        return sum(len(g) * max(lengths[s] for s in g) for g in groups)
-
-    return longest_first if steps(in_order) > SORT_GAIN * steps(longest_first) else in_order
+    return list(batch_groups(order, batch_size, lambda s: lengths[s], equal_lengths))
 
 
 @dataclass(frozen=True)
@@ -117,7 +100,7 @@ def _record(model, x: torch.Tensor, lengths: torch.Tensor | None, options, state
 def batches(corpus, options, chunk_steps: int, equal_lengths: bool
             ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """(sequence indices, padded batch [B, T(, F)], lengths [B] or None) of `plan` over a corpus in memory."""
-    for group in plan(corpus.lengths, options.batch_size, chunk_steps, equal_lengths):
+    for group in plan(corpus.lengths, options.batch_size, equal_lengths):
         x, lengths = corpus.padded(group)
         yield np.asarray(group), x, lengths
 

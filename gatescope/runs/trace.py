@@ -88,7 +88,7 @@ def _chunks(model, corpus: Corpus, options: RunOptions) -> Iterator[tuple[np.nda
     equal_lengths = any(info["cell"].endswith("Cell") for info in model.modules_info)
     chunk_steps = chunked(model, options.chunk_steps)
     lengths = corpus.lengths
-    groups = plan(lengths, options.batch_size, chunk_steps, equal_lengths)
+    groups = plan(lengths, options.batch_size, equal_lengths)
     storage = torch.empty((), dtype=options.dtype).element_size()
     kept = options.record(model).kept
     for group in {(len(g), int(lengths[g].max())) for g in groups}:  # (batch, steps): refused before any run
