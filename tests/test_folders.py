@@ -11,7 +11,7 @@ from gatescope.errors import GatescopeError
 from gatescope.files import hold, remove_stale_temporaries, temporaries
 from gatescope.folders import publish, temporary_folder
 
-pytest.importorskip("fcntl")  # without locks no leftover is judged stale
+pytest.importorskip("fcntl", reason="without file locks (Windows) no leftover is judged stale")
 
 
 def _output(tmp_path: Path, text: str) -> Path:

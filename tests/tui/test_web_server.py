@@ -18,7 +18,7 @@ from tests.tui.test_app import word_trace
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's children from /proc"),
 ]
-aiohttp = pytest.importorskip("aiohttp")
+aiohttp = pytest.importorskip("aiohttp", reason="the web view needs textual-serve (the web extra), which brings aiohttp")
 pytest.importorskip("textual_serve", reason="needs textual-serve (pip install 'gatescope[web]')")
 
 
