@@ -272,6 +272,7 @@ class Roles:
     unused: tuple[str, ...] = ()  # tensors of the file the runnable model does not use, not declared outside it
     refusal: str | None = None  # why the model cannot run as one chain (None: it can)
     outside: tuple[str, ...] = ()  # tensors the metadata role "outside" declares outside the chain
+    decoder_alike: tuple[str, ...] = ()  # other Linears the decoder guess could not tell from the one it took
 
 
 def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, Any]) -> Roles:
@@ -301,12 +302,13 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
     else:
         chain = _guess_chain(specs, shapes[embedding][1] if embedding else None)
 
+    decoder_alike: tuple[str, ...] = ()
     if "decoder" in roles:
         decoder = _role_key(shapes, roles["decoder"], "decoder")
         decoder = decoder.removesuffix(".weight") if decoder else None
     else:
         candidates = [k for k in free if k != embedding and shapes[k][1] == chain[-1].output_size]
-        decoder = _guess_decoder(shapes, candidates)
+        decoder, decoder_alike = _guess_decoder(shapes, candidates)
 
     free = [k for k in free if k not in (embedding, f"{decoder}.weight")]
     if "input" in roles:
@@ -331,7 +333,7 @@ def resolve_roles(shapes: Shapes, specs: list[RecurrentSpec], roles: dict[str, A
     unused = tuple(k for k in shapes if k not in chain_keys and k not in outside)
     refusal = None if "recurrent" in roles else _refusal(shapes, specs, chain, unused, embedding)
     return Roles(embedding, chain, decoder, decoder_bias, projection, projection_bias,
-                 projection is not None and "input" not in roles, unused, refusal, outside)
+                 projection is not None and "input" not in roles, unused, refusal, outside, decoder_alike)
 
 
 def _outside(shapes: Shapes, value: Any, chain_keys: set[str]) -> tuple[str, ...]:
@@ -421,13 +423,18 @@ def _guess_embedding(shapes: Shapes, free: list[str], widths: set[int]) -> str |
     return min(candidates, key=lambda k: not named_like_embedding(k), default=None)
 
 
-def _guess_decoder(shapes: Shapes, candidates: list[str]) -> str | None:
-    """The output Linear: named like one (decoder, out, fc, ...) and with a bias if possible."""
+def _guess_decoder(shapes: Shapes, candidates: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """The output Linear: named like one (decoder, out, fc, ...) and with a bias if possible, the shortest
+    name among those alike (``decoder`` before ``aux_decoder``); and the other candidates that rank as well
+    (a second head), which the guess cannot tell from it."""
     def rank(k: str) -> tuple[bool, bool]:
         return (not any(h in k.lower() for h in _DECODER_HINTS), not _has_bias(shapes, k))
 
-    best = min(candidates, key=rank, default=None)
-    return best.removesuffix(".weight") if best else None
+    best = min(candidates, key=lambda k: (rank(k), len(k)), default=None)
+    if best is None:
+        return None, ()
+    alike = tuple(k.removesuffix(".weight") for k in candidates if k != best and rank(k) == rank(best))
+    return best.removesuffix(".weight"), alike
 
 
 def _guess_projection(shapes: Shapes, free: list[str], embedding: str | None, width: int) -> str | None:

@@ -556,6 +556,10 @@ def _load_warnings(roles: Roles, shapes: Shapes) -> list[str]:
         messages.append(f"{len(roles.unused)} {noun} not used by the runnable model: {shown}{more}; its recurrent "
                         "stack runs, its outputs (logits) are refused until the unused tensors are declared "
                         "outside the chain (gatescope convert --roles outside=NAME)")
+    if roles.decoder_alike:
+        messages.append(f"{roles.decoder} is taken as the decoder; {', '.join(roles.decoder_alike)} "
+                        f"{'fits' if len(roles.decoder_alike) == 1 else 'fit'} as well: name the one the model "
+                        "uses (gatescope convert --roles decoder=NAME)")
     if roles.guessed_projection:
         messages.append(
             f"{roles.input_projection} is taken as a Linear applied straight before {roles.recurrent[0].name} "

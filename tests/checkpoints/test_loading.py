@@ -119,6 +119,24 @@ def test_an_unused_tensor_is_listed_and_warned_about(tmp_path, capsys):
         assert gatescope.load(tmp_path / "aux.safetensors").unused == ["aux_head.weight"]
 
 
+def test_a_second_head_the_decoder_guess_cannot_tell_apart_is_named_with_the_fix(tmp_path, capsys):
+    _, path = language_model(tmp_path, metadata=word_metadata())
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    tensors["aux_decoder.weight"] = torch.zeros_like(tensors["decoder.weight"])  # a second head, as wide
+    tensors["aux_decoder.bias"] = torch.zeros_like(tensors["decoder.bias"])
+    save_file(tensors, str(tmp_path / "heads.safetensors"), metadata=meta)
+    with pytest.warns(GatescopeWarning) as caught:
+        model = gatescope.load(tmp_path / "heads.safetensors")
+    said = " | ".join(str(w.message) for w in caught)
+    assert sorted(model.unused) == ["aux_decoder.bias", "aux_decoder.weight"]  # the shorter name is taken
+    assert ("decoder is taken as the decoder; aux_decoder fits as well: name the one the model uses "
+            "(gatescope convert --roles decoder=NAME)") in said, said
+
+
 def test_time_series_input_projection_is_run_and_shapes_are_reported(tmp_path, capsys):
     torch.manual_seed(3)
     reference = Series().eval()
