@@ -177,3 +177,22 @@ def test_anything_but_madmoms_classes_is_refused(madmom_names, tmp_path, capsys)
     other.layers[0].cell.bias = np.zeros(3, dtype=object)
     path.write_bytes(pickle.dumps(other, protocol=2))
     assert "Cell.bias is object [3]; expected float" in fails(capsys, "inspect", path, "--json")
+
+
+class DeclaredArray:
+    """Pickles as numpy's own array reconstruction, declaring a shape and no data."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, self.shape, b"b")
+
+
+def test_a_declared_array_larger_than_the_file_is_refused_before_it_is_allocated(madmom_names, tmp_path, capsys):
+    net = network(madmom_names, "lstm", np.random.default_rng(0))
+    net.layers[0].cell.bias = DeclaredArray((1 << 40,))  # a terabyte, declared by a file of a few KB
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(pickle.dumps(net, protocol=2))
+    err = fails(capsys, "inspect", path, "--json")
+    assert "declares a numpy array of 1,099,511,627,776 bytes, more than the file's" in err and err.count("\n") == 1

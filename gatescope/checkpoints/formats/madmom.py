@@ -28,6 +28,8 @@ Each recurrent layer becomes its own module ``layers.K`` (K its index in ``layer
 from __future__ import annotations
 
 import io
+import math
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
         super().__init__(file, encoding="latin1")  # Python 2's pickles hold numpy's bytes as str
         self.path = path
+        self.limit = os.fstat(file.fileno()).st_size  # what any array of the pickle can hold at most
         self.records = {key: _record_class(key[1]) for key in LAYER_CLASSES}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -98,7 +101,7 @@ class _Unpickler(pickle.Unpickler):
         if module == "madmom.ml.nn.activations" and name in ACTIVATIONS:
             return ActivationName(name)
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
-            return _ndarray_reconstruct
+            return self._ndarray_reconstruct
         if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
             return getattr(np, name)
         if (module, name) in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
@@ -110,6 +113,21 @@ class _Unpickler(pickle.Unpickler):
         raise GatescopeError(f"{self.path}: the pickle asks for {module}.{name}, which is not one of madmom's "
                              "network classes; gatescope unpickles nothing else")
 
+    def _ndarray_reconstruct(self, subtype: type, shape: Any, dtype: Any) -> np.ndarray:
+        """numpy's ``_reconstruct`` for a plain ndarray (its data arrive with __setstate__, which checks that
+        they fill the array): an empty array as numpy pickles it, or one no larger than the file, so that a
+        declared shape cannot allocate memory the file does not hold."""
+        if subtype is not np.ndarray:
+            raise GatescopeError(f"{self.path}: a numpy array subclass in the pickle")
+        try:
+            size = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError):
+            raise GatescopeError(f"{self.path}: a numpy array of shape {shape!r} and dtype {dtype!r}") from None
+        if size > self.limit:
+            raise GatescopeError(f"{self.path}: the pickle declares a numpy array of {size:,} bytes, more than the "
+                                 f"file's {self.limit:,}")
+        return np.ndarray.__new__(np.ndarray, shape, dtype)
+
 
 def _latin1(text: Any, encoding: str = "latin1") -> bytes:
     """``_codecs.encode(text, "latin1")``: bytes as Python 3 pickles them at protocol 2."""
@@ -118,11 +136,6 @@ def _latin1(text: Any, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-def _ndarray_reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
-    """numpy's ``_reconstruct`` for a plain ndarray (its data arrive with __setstate__)."""
-    if subtype is not np.ndarray:
-        raise GatescopeError("a numpy array subclass in the pickle")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 def read(path: Path) -> Converted:
