@@ -157,3 +157,34 @@ def test_a_shard_or_index_linked_out_of_the_folder_is_refused(tmp_path):
     (tmp_path / "dir" / "index.json").symlink_to(tmp_path / "elsewhere" / "index.json")
     with pytest.raises(GatescopeError, match="the sharded trace index is a symbolic link to .*outside the folder"):
         load_trace(tmp_path / "dir")
+
+
+@pytest.mark.slow  # a real trace process, killed: 5-10 s
+def test_a_sharded_trace_killed_mid_run_leaves_no_folder_and_the_next_run_cleans_up(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "sample_models" / "agreement_lstm.safetensors"
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("the boy near the cars greets the girls\n" * 20_000)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "gatescope", "trace", str(model), "--file", str(corpus), "--shard-tokens",
+            "4000", "-o", str(out)]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.glob(".run.*.tmp/*.safetensors")) and child.poll() is None:
+            assert time.monotonic() < deadline, "no shard written within a minute"
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode != 0, "the run ended before it could be killed: give it more lines"
+    (leftover,) = tmp_path.glob(".run.*.tmp")
+    assert not out.exists() and any(leftover.glob("*.safetensors"))  # shards written, nothing published
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert (out / "index.json").is_file() and not leftover.exists() and not list(tmp_path.glob(".run.*"))
+    assert load_trace(out).num_tokens == 20_000 * 8  # eight words a line
