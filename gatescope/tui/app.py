@@ -181,8 +181,9 @@ class GatescopeApp(App[None]):
         ranked = self.query_one(RankedUnits)
         best_feature = self.start_unit is None and self.file_ranking is None
         ranked.show(self.name_shown, rank=not best_feature)
-        if self.start_unit is not None:  # once the heatmap knows its size, so that the unit is scrolled into view
-            self.call_after_refresh(self.heatmap.move_to, self.start_unit, 0)
+        if self.start_unit is not None:
+            self.heatmap.move_to(self.start_unit, 0)  # the cursor at once, then in view once the heatmap has a size
+            self.call_after_refresh(lambda: self.heatmap.move_to(self.heatmap.unit, self.heatmap.row))
         if best_feature:
             ranked.rank_best_feature()
         if self.source.data.features or self.source.data.meta.get("lexicon"):

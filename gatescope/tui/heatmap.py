@@ -186,7 +186,7 @@ class Heatmap(ScrollView, can_focus=True):
             self._strips.clear()
             self._update_virtual_size()
             self.refresh()
-            self.call_after_refresh(self.move_to, self.unit, self.row)  # scroll back to the cursor
+            self.call_after_refresh(lambda: self.move_to(self.unit, self.row))  # back to the cursor, where it is then
 
     # -- what is shown -------------------------------------------------------------------
     def show(self, layer: Layer, kind: str) -> None:
