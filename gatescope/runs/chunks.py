@@ -5,7 +5,7 @@ whole file read as one sequence (``gatescope trace --file a.py --whole``), a boo
 would need memory in proportion to batch x longest sequence x every quantity. Here a sequence longer than
 ``chunk_steps`` is run ``chunk_steps`` steps at a time (a batch of B such sequences ``chunk_steps // B`` steps
 of each, so that a chunk always holds about ``chunk_steps`` rows): each chunk is one recorded call of the model from the
-state the previous chunk left (`gatescope.checkpoints.loader.ChainState`: h, c, or whatever state each
+state the previous chunk left (`gatescope.checkpoints.chain.ChainState`: h, c, or whatever state each
 module returns), and its quantities go to the file or the analysis before the next chunk runs. A
 recurrent step depends only on its input and the state before it, so the values equal an unchunked run.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gatescope.checkpoints.loader import ChainState
+from gatescope.checkpoints.chain import ChainState
 from gatescope.errors import GatescopeError
 from gatescope.inputs.corpus import batch_groups
 from gatescope.runs import CHUNK_STEPS

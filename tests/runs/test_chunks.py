@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from gatescope.checkpoints.loader import ChainState, load
+from gatescope.checkpoints.chain import ChainState
+from gatescope.checkpoints.loader import load
 from gatescope.inputs.corpus import from_sequences
 from gatescope.runs import chunks
 from gatescope.runs.trace import RunOptions, record_inputs
