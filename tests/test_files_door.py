@@ -27,7 +27,7 @@ ALLOWED = {  # module -> (what it opens, why that is not a user's path read anot
     "tui/pages.py": ("open(", "/proc/self/maps"),
     "traces/file.py": ("np.memmap(|open(", "maps a file validate_trace checked; writes a trace"),
     "validation/text.py": ("np.memmap(", "maps a .npy whose header npy_header checked"),
-    "findings/study.py": (".read_text(", "the bundled standard-library corpus, not a user's path"),
+    "findings/code.py": (".read_text(", "the bundled standard-library corpus, not a user's path"),
     "samples/data.py": (".read_text(", "the bundled sample corpus"),
 }
 

@@ -14,6 +14,7 @@ import torch
 import gatescope
 from gatescope.cli import main
 from gatescope.errors import GatescopeError
+from gatescope.findings import code as code_findings
 from gatescope.findings import report as findings_report
 from gatescope.findings import study as findings
 from gatescope.inputs.stimuli.agreement import (
@@ -235,18 +236,18 @@ def test_code_units_are_scored_per_file_against_an_independent_computation():
     c[:, 1] = torch.from_numpy(-depth + rng.normal(scale=0.5, size=n).astype(np.float32))  # low where deep
     c[:45, 2] = torch.from_numpy(np.round(string[:45] + rng.normal(scale=0.6, size=45), 1))  # ties included
     trace = Trace({"rnn.l0.fwd.c": c}, [0, 40, 70, n], features={"in_string": string, "bracket_depth": depth})
-    aucs = findings._per_file_scores(trace, "rnn.l0.fwd.c:2", "in_string", "auc", lengths)
+    aucs = code_findings._per_file_scores(trace, "rnn.l0.fwd.c:2", "in_string", "auc", lengths)
     assert aucs[2] is None
     for got, (start, stop) in zip(aucs[:2], [(0, 40), (40, 70)]):
         assert got == pytest.approx(_pairwise_auc(c[start:stop, 2].numpy(), string[start:stop]), abs=1e-12)
-    corrs = findings._per_file_scores(trace, "rnn.l0.fwd.c:1", "bracket_depth", "corr", lengths)
+    corrs = code_findings._per_file_scores(trace, "rnn.l0.fwd.c:1", "bracket_depth", "corr", lengths)
     for got, (start, stop) in zip(corrs, [(0, 40), (40, 70), (70, n)]):
         assert got == pytest.approx(np.corrcoef(c[start:stop, 1].numpy(), depth[start:stop])[0, 1], abs=1e-6)
     # a depth has 4 integer values, so ranking would treat it as categorical: the code features rank it by r
-    ranked = findings._rank_feature(trace, "bracket_depth", permutations=0)
+    ranked = code_findings._rank_feature(trace, "bracket_depth", permutations=0)
     assert ranked[0]["unit"] == "rnn.l0.fwd.c:1" and ranked[0]["metric"] == "corr" and ranked[0]["corr"] < -0.8
-    assert findings._oriented(ranked[0]["corr"], False, "corr") == -ranked[0]["corr"]
-    assert findings._oriented(0.2, False, "auc") == pytest.approx(0.8)
+    assert code_findings._oriented(ranked[0]["corr"], False, "corr") == -ranked[0]["corr"]
+    assert code_findings._oriented(0.2, False, "auc") == pytest.approx(0.8)
 
 
 def test_a_code_unit_is_scored_against_each_kind_of_character_outside_its_feature():
@@ -257,15 +258,15 @@ def test_a_code_unit_is_scored_against_each_kind_of_character_outside_its_featur
     prose = torch.from_numpy((kind > 0) + rng.normal(scale=0.8, size=n).astype(np.float32))  # strings and comments
     c = torch.stack([prose, -prose], 1).float()  # (N, 2): the second unit is low inside prose
     trace = Trace({"rnn.l0.fwd.c": c}, [0, n], features={"in_string": string, "in_comment": comment})
-    got = findings._against(trace, "rnn.l0.fwd.c:0", "in_string", True)
+    got = code_findings._against(trace, "rnn.l0.fwd.c:0", "in_string", True)
     x = c[:, 0].numpy()
     assert got["code"] == pytest.approx(_pairwise_auc(x[kind != 2], string[kind != 2]), abs=1e-12)
     assert got["in_comment"] == pytest.approx(_pairwise_auc(x[kind != 0], string[kind != 0]), abs=1e-12)
     assert got["code"] > 0.7 and 0.3 < got["in_comment"] < 0.7  # a prose unit: strings apart from code only
-    low = findings._against(trace, "rnn.l0.fwd.c:1", "in_comment", False)  # oriented like the chosen unit
+    low = code_findings._against(trace, "rnn.l0.fwd.c:1", "in_comment", False)  # oriented like the chosen unit
     assert low["code"] == pytest.approx(_pairwise_auc(x[kind != 1], comment[kind != 1]), abs=1e-12)
     no_comment = Trace({"rnn.l0.fwd.c": c}, [0, n], features={"in_string": string, "in_comment": 0 * comment})
-    assert findings._against(no_comment, "rnn.l0.fwd.c:0", "in_string", True)["in_comment"] is None
+    assert code_findings._against(no_comment, "rnn.l0.fwd.c:0", "in_string", True)["in_comment"] is None
 
 
 @pytest.mark.slow  # 2 s of CPU: scores the char model on its held-out files
@@ -275,8 +276,8 @@ def test_bits_per_char_agrees_with_the_metric_training_recorded():
     from gatescope import sample_models
     from gatescope.samples.data import stdlib_files
 
-    model = gatescope.load(sample_models.path(f"{findings.CODE_MODEL}.safetensors")).eval()
-    bits = findings.bits_per_char(model, stdlib_files(heldout=True))
+    model = gatescope.load(sample_models.path(f"{code_findings.CODE_MODEL}.safetensors")).eval()
+    bits = code_findings.bits_per_char(model, stdlib_files(heldout=True))
     assert list(bits) == [*model.metadata["heldout_files"], "pooled"]
     assert bits["pooled"] == pytest.approx(model.metadata["metrics"]["heldout_loss_bits_per_char"], abs=1e-3)
     assert min(bits.values()) < bits["pooled"] < max(bits.values())
@@ -285,7 +286,7 @@ def test_bits_per_char_agrees_with_the_metric_training_recorded():
 def test_the_char_report_shows_every_feature_on_every_heldout_file(results):
     code = results["code"]
     text = findings_report.report(results)
-    assert set(code["units"]) == set(findings.CODE_FEATURES)
+    assert set(code["units"]) == set(code_findings.CODE_FEATURES)
     assert f"at {code['bits_per_char']:.3f} bits per character" in text
     for feature, res in code["units"].items():
         best = res["top"][0]
