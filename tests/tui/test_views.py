@@ -235,12 +235,16 @@ async def test_the_split_view_compares_two_sequences_with_the_same_scale():
 @sync
 async def test_the_split_view_opens_at_the_top_over_the_whole_width_and_shows_hidden_units():
     trace = word_trace(hidden=60)
+
+    async def split_view(pilot) -> PairView:
+        await settle(pilot)
+        await pilot.press("C", "1", "enter")  # compare with sequence 1
+        await settle(pilot)
+        return pilot.app.screen.query_one(PairView)
+
     app = GatescopeApp(trace, start="rnn.l0.fwd.h:2")
     async with app.run_test(size=(200, 50)) as pilot:
-        await settle(pilot)
-        await pilot.press("C", "1", "enter")
-        await settle(pilot)
-        pair = app.screen.query_one(PairView)
+        pair = await split_view(pilot)
         assert pair.first_unit == 0  # unit 2 is on the first page: units 0-1 are not scrolled away
         assert pair.columns.total == pair.size.width - pair.gutter_width  # 7 positions over all 200 columns
         title = "".join(s.text for s in pair.render_line(0))
@@ -253,10 +257,7 @@ async def test_the_split_view_opens_at_the_top_over_the_whole_width_and_shows_hi
         assert "B = sequence 1" in title  # the long first line does not wrap over the second
     app = GatescopeApp(trace, start="rnn.l0.fwd.h:51")
     async with app.run_test(size=(200, 50)) as pilot:
-        await settle(pilot)
-        await pilot.press("C", "1", "enter")
-        await settle(pilot)
-        pair = app.screen.query_one(PairView)
+        pair = await split_view(pilot)
         assert pair.first_unit <= 50 < pair.first_unit + 2 * pair.unit_lines  # a unit further down is in view
 
 
