@@ -25,8 +25,10 @@ roundoff u = 2^-24), in different orders. With the magnitude bound A_t = f_t A_{
 earlier term, carried by the product of later f <= 1, is at most A_t): a tolerance relative to the size
 the cell state can have reached, growing with the steps since the chunk's start, taken twice for the
 rounding of A itself. The same bound goes through o tanh(.) (both at most 1 in slope) to h, plus
-ACTIVATION_TOLERANCE for oneDNN's vectorised tanh and sigmoid against torch's. A wrong layout puts
-other gates (or padding) where i, f, g, o should be, and misses by far more, from the first steps on.
+ACTIVATION_TOLERANCE for oneDNN's vectorised tanh and sigmoid against the check's own (tanh(x) taken as
+2 sigmoid(2x) - 1, within 2e-7 of the exact value, and six times faster than torch's tanh on the CPU).
+A wrong layout puts other gates (or padding) where i, f, g, o should be, and misses by far more, from
+the first steps on.
 """
 from __future__ import annotations
 
@@ -69,8 +71,7 @@ def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tenso
     steps, batch = x.shape[:2]
     hidden = c0.shape[-1]
     has_bias = w.bias_ih is not None
-    zeros = x.new_zeros(4 * hidden)
-    b_ih, b_hh = (w.bias_ih.detach(), w.bias_hh.detach()) if has_bias else (zeros, zeros)
+    b_ih, b_hh = (w.bias_ih.detach(), w.bias_hh.detach()) if has_bias else (x.new_zeros(4 * hidden),) * 2
     with torch.enable_grad():  # the primitive returns its workspace only under grad mode; nothing requires grad
         out, _, c_n, workspace = torch.ops.aten.mkldnn_rnn_layer(
             x.detach().contiguous(), w.weight_ih.detach(), w.weight_hh.detach(), b_ih, b_hh,
@@ -89,15 +90,17 @@ def lstm_gates(x: Tensor, h0: Tensor, c0: Tensor, w: CellWeights) -> tuple[Tenso
     previous = torch.stack([c0, c0.abs()])  # (2, B, H)
     for t in range(steps):  # one fused kernel per step for both
         previous = state[:, t].addcmul_(f[t], previous)
-    c, tolerance = state[0], state[1]
-    since = torch.arange(1, steps + 1, dtype=torch.float32).mul_(ROUNDING).view(steps, 1, 1)  # (T, 1, 1)
-    tolerance.mul_(since).add_(ACTIVATION_TOLERANCE)  # (T, B, H), in place of A: 8u (t + 1) A_t + activations
-    if not (_within(out, tolerance, o, c.tanh()) and _within(c_n, tolerance[-1], c[-1])):
+    c, bound = state[0], state[1]
+    rounding = torch.arange(1, steps + 1, dtype=torch.float32).mul_(ROUNDING).view(steps, 1, 1)  # (T, 1, 1): 8u (t + 1)
+    tanh_c = torch.mul(c, 2).sigmoid_().mul_(2).sub_(1)  # (T, B, H): tanh(c) = 2 sigmoid(2c) - 1
+    if not (_within(out, bound, rounding, o, tanh_c) and _within(c_n, bound[-1], rounding[-1], c[-1])):
         return out, None
     return out, {"i": i, "f": f, "g": g, "o": o, "c": c, "h": out}
 
 
-def _within(expected: Tensor, tolerance: Tensor, a: Tensor, b: Tensor | None = None) -> bool:
-    """Whether ``a`` (times ``b``, when given) equals ``expected`` within ``tolerance`` everywhere."""
+def _within(expected: Tensor, bound: Tensor, rounding: Tensor, a: Tensor, b: Tensor | None = None) -> bool:
+    """Whether ``a`` (times ``b``, when given) equals ``expected`` within ``rounding * bound +
+    ACTIVATION_TOLERANCE`` everywhere (a NaN anywhere: not within)."""
     diff = torch.addcmul(expected, a, b, value=-1) if b is not None else expected - a
-    return bool((diff.abs_() <= tolerance).all())
+    excess = diff.abs_().addcmul_(bound, rounding, value=-1)  # |diff| - 8u (t + 1) A_t
+    return bool(excess.max() <= ACTIVATION_TOLERANCE)  # max propagates NaN; one reduction, no mask

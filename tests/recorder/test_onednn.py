@@ -105,6 +105,20 @@ def test_a_long_sequence_with_large_cell_values_takes_the_route_and_a_wrong_layo
         torch.testing.assert_close(rec.trace[name][rec.trace.sequence(1)], values, rtol=1e-4, atol=ATOL)
 
 
+def test_a_nan_in_the_workspace_is_never_within_the_tolerance():
+    expected = torch.zeros(3, 2, 4)
+    bound = torch.full((3, 2, 4), 1000.0)  # |c| up to 1000: 8u (t + 1) 1000 = 4.8e-4 (t + 1) allowed
+    rounding = torch.arange(1, 4, dtype=torch.float32).mul_(onednn.ROUNDING).view(3, 1, 1)
+    assert onednn._within(expected, bound, rounding, expected + 4e-4)
+    assert not onednn._within(expected, bound, rounding, expected + 2e-3)  # beyond the first step's
+    assert onednn._within(expected, bound * 0, rounding, expected + 9e-6)  # the activations' tolerance alone
+    assert not onednn._within(expected, bound * 0, rounding, expected + 2e-5)
+    off = expected.clone()
+    off[1, 0, 2] = float("nan")
+    assert not onednn._within(expected, bound, rounding, off)
+    assert not onednn._within(expected, bound, rounding, torch.ones_like(off), off)
+
+
 def test_the_route_stays_out_of_what_it_cannot_do(calls):
     torch.manual_seed(2)
     projected = nn.LSTM(4, 6, proj_size=3)
