@@ -140,8 +140,8 @@ class TraceWriter:
         header["__metadata__"] = {META_KEY: json.dumps({**meta, "format": FORMAT, "format_version": FORMAT_VERSION})}
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes
-        self._file = open(path, "wb")
-        self._file.write(struct.pack("<Q", len(raw)) + raw)
+        self._file = open(path, "wb", buffering=0)  # positioned writes only (os.pwrite): no seek, no buffer
+        _put(self._file.fileno(), memoryview(struct.pack("<Q", len(raw)) + raw), 0)
         self._data_start = 8 + len(raw)
         self._file.truncate(self._data_start + cursor)
         self.write("offsets", 0, np.asarray(offsets, dtype="<i8"))
@@ -153,11 +153,17 @@ class TraceWriter:
         at = begin + start * row_bytes
         if data.nbytes % row_bytes or at + data.nbytes > end:
             raise ValueError(f"{name}: {data.nbytes} bytes at row {start} do not fit the tensor")
-        self._file.seek(self._data_start + at)
-        self._file.write(data)
+        _put(self._file.fileno(), data, self._data_start + at)
 
     def close(self) -> None:
         self._file.close()
+
+
+def _put(fd: int, data: memoryview, at: int) -> None:
+    """Write all of ``data`` at byte ``at`` of the file (pwrite may write part of a large block)."""
+    while data:
+        done = os.pwrite(fd, data, at)
+        data, at = data[done:], at + done
 
 INDEX = "index.json"
 SHARDED_FORMAT = "gatescope.trace.sharded"

@@ -197,6 +197,23 @@ def test_trace_writer_refuses_rows_that_do_not_fit(tmp_path):
     assert back["rnn.l0.fwd.h"].tolist() == [[0, 0], [1, 1], [1, 1]]
 
 
+def test_trace_writer_finishes_a_block_the_system_wrote_in_part(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+
+    from gatescope.traces.file import TraceWriter
+
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real(fd, data[:7], at))  # 7 bytes a call at most
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    writer = TraceWriter(tmp_path / "w.safetensors", {"rnn.l0.fwd.h": 3}, "F32", np.array([0, 4]), False, {})
+    writer.write("rnn.l0.fwd.h", 0, rows)
+    writer.close()
+    monkeypatch.undo()
+    assert load_trace(tmp_path / "w.safetensors")["rnn.l0.fwd.h"].numpy().tolist() == rows.tolist()
+
+
 def test_the_trace_follows_the_mapping_protocol():
     trace = _trace()
     assert "rnn.l0.fwd.h" in trace and "rnn.l9.fwd.h" not in trace and 3 not in trace
