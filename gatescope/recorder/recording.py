@@ -221,10 +221,9 @@ class Recording:
         else:
             by_sequence = values.detach().transpose(0, 1)  # (B, T, H)
         batch, steps = by_sequence.shape[:2]
-        if lengths is None:
-            lengths = torch.full((batch,), steps, dtype=torch.int64)
-        buffer.rows.append(_to_rows(by_sequence, lengths).to(self.dtype))
-        buffer.lengths.append(lengths.cpu())
+        buffer.rows.append(_to_rows(by_sequence, lengths, self.dtype))
+        whole = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths.cpu()
+        buffer.lengths.append(whole)
         buffer.calls.append(len(self._ids) - 1)
         buffer.graph.append(graph)
         self._trace = None
@@ -256,6 +255,17 @@ class Recording:
         if self._trace is None:
             self._trace = self._assemble()
         return self._trace
+
+    def take(self) -> Trace:
+        """The trace of what was recorded since the block opened or since the last ``take()``; the recording
+        then starts afresh. A run over many batches keeps one block open and takes each batch's trace, so
+        that the recording's set-up (finding the modules, checking the selection, the hooks) is paid once."""
+        trace = self.trace
+        self._buffers = {name: _Buffer() for name in self._buffers}
+        self._ids.clear()
+        self._unaligned = False
+        self._trace = None
+        return trace
 
     def _assemble(self) -> Trace:
         names = [n for n, buffer in self._buffers.items() if buffer.rows]
@@ -502,22 +512,32 @@ def _joined(rows: list[Tensor]) -> Tensor:
     return rows[0] if len(rows) == 1 else torch.cat(rows)
 
 
-def _to_rows(by_sequence: Tensor, lengths: Tensor) -> Tensor:
-    """(B, T, H) values -> (sum of lengths, H) rows, sequence by sequence (padding dropped).
+def _to_rows(by_sequence: Tensor, lengths: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
+    """(B, T, H) values -> (sum of lengths, H) rows in ``dtype`` (default: the values' own), sequence by
+    sequence, padding dropped; ``lengths`` None: every sequence has all T steps.
 
     The engine hands over time-major values, so ``by_sequence`` is most often the (B, T, H) view of a
-    contiguous (T, B, H): its rows are then gathered from that memory as it lies, by their flat row numbers
-    (2-4 times faster than a boolean mask over the strided view)."""
-    batch, steps = by_sequence.shape[:2]
-    if bool((lengths == steps).all()):
-        return by_sequence.reshape(batch * steps, by_sequence.shape[-1])  # explicit: B may be 0
+    contiguous (T, B, H): with every sequence whole, one copy both reorders the rows and converts them to
+    the storage dtype; otherwise the rows are gathered from that memory as it lies, by their flat row
+    numbers (2-4 times faster than a boolean mask over the strided view), after any narrowing conversion,
+    so that the gather moves the narrower values."""
+    batch, steps, width = by_sequence.shape
+    dtype = dtype or by_sequence.dtype
+    if lengths is None or bool((lengths == steps).all()):
+        if by_sequence.is_contiguous() and dtype == by_sequence.dtype:
+            return by_sequence.view(batch * steps, width)  # explicit: B may be 0
+        rows = torch.empty((batch, steps, width), dtype=dtype, device=by_sequence.device)
+        return rows.copy_(by_sequence).view(batch * steps, width)
     valid = torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (B, T), row order b then t
     valid = valid.to(by_sequence.device)
     time_major = by_sequence.transpose(0, 1)  # (T, B, H)
     if not time_major.is_contiguous():
-        return by_sequence[valid]  # one gather, whatever the layout
+        return by_sequence[valid].to(dtype)  # one gather, whatever the layout
     b, t = valid.nonzero(as_tuple=True)  # (rows,) each, b then t
-    return time_major.reshape(steps * batch, -1).index_select(0, t * batch + b)  # (rows, H)
+    flat = time_major.view(steps * batch, width)  # (T * B, H)
+    if dtype.itemsize < flat.dtype.itemsize:
+        flat = flat.to(dtype)
+    return flat.index_select(0, t * batch + b).to(dtype)  # (rows, H)
 
 
 def record(

@@ -66,16 +66,17 @@ class Chunk:
     trace: object  # gatescope.traces.trace.Trace
 
 
-def run_batch(model, x: torch.Tensor, lengths: torch.Tensor | None, options, chunk_steps: int) -> Iterator[Chunk]:
-    """Record ``model`` over the padded batch x [B, T(, F)] with ``lengths`` [B] (None: all T); when T exceeds
-    ``chunk_steps`` (not 0), in chunks of ``chunk_steps`` rows (``chunk_steps // B`` steps of each sequence)
-    with the state carried, the batch sorted longest first.
+def run_batch(model, rec, x: torch.Tensor, lengths: torch.Tensor | None, chunk_steps: int) -> Iterator[Chunk]:
+    """Record ``model`` over the padded batch x [B, T(, F)] with ``lengths`` [B] (None: all T), inside the open
+    recording ``rec`` (`RunOptions.record`, one block for the whole run); when T exceeds ``chunk_steps``
+    (not 0), in chunks of ``chunk_steps`` rows (``chunk_steps // B`` steps of each sequence) with the state
+    carried, the batch sorted longest first.
 
     Yields each chunk's recording before the next runs."""
     batch, steps = x.shape[:2]
     full = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths.cpu()
     if not chunk_steps or steps <= chunk_steps:
-        yield Chunk(0, full, _record(model, x, lengths, options, None))
+        yield Chunk(0, full, _record(model, rec, x, lengths, None))
         return
     if bool((full[1:] > full[:-1]).any()):
         raise ValueError("a chunked batch must be sorted longest first")
@@ -87,14 +88,14 @@ def run_batch(model, x: torch.Tensor, lengths: torch.Tensor | None, options, chu
         part = (full[:active] - start).clamp(max=every)  # (B',)
         piece = x[:active, start:start + int(part.max())]
         given = None if bool((part == part[0]).all()) else part
-        yield Chunk(start, part, _record(model, piece, given, options, state))
+        yield Chunk(start, part, _record(model, rec, piece, given, state))
 
 
-def _record(model, x: torch.Tensor, lengths: torch.Tensor | None, options, state: ChainState | None):
+def _record(model, rec, x: torch.Tensor, lengths: torch.Tensor | None, state: ChainState | None):
     device = next(model.parameters()).device
-    with torch.no_grad(), options.record(model) as rec:
+    with torch.no_grad():
         model(x.to(device), lengths, decode=False, state=state)
-    return rec.trace
+    return rec.take()
 
 
 def batches(corpus, options, chunk_steps: int, equal_lengths: bool

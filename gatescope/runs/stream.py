@@ -147,13 +147,13 @@ def stream_analysis(world: World, model, stream: CorpusStream, analysis, options
     has_cells = any(info["cell"].endswith("Cell") for info in model.modules_info)
     chunk_steps = chunked(model, options.chunk_steps)
     try:
-        check_memory(model, options.record(model).kept, 4, min(options.batch_size, stream.sequences),
-                     stream.longest, chunk_steps)
-        with token_progress(stream.tokens, description, options.progress and world.main) as advance:
+        rec = options.record(model)
+        check_memory(model, rec.kept, 4, min(options.batch_size, stream.sequences), stream.longest, chunk_steps)
+        with token_progress(stream.tokens, description, options.progress and world.main) as advance, rec:
             batches = stream.batches(options.batch_size, has_cells, chunk_steps)
             for k, (x, lengths, rows) in enumerate(batches):
                 if world.owns(k):  # a long line alone, in chunks: each chunk's rows follow the last's
-                    for chunk in run_batch(model, x, lengths, options, chunk_steps):
+                    for chunk in run_batch(model, rec, x, lengths, chunk_steps):
                         part = chunk.trace
                         # statistics are kept on the CPU: a batch recorded on a GPU comes over once
                         analysis.update({name: part[name].to("cpu") for name in part.names},

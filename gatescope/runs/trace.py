@@ -90,12 +90,12 @@ def _chunks(model, corpus: Corpus, options: RunOptions) -> Iterator[tuple[np.nda
     lengths = corpus.lengths
     groups = plan(lengths, options.batch_size, equal_lengths)
     storage = torch.empty((), dtype=options.dtype).element_size()
-    kept = options.record(model).kept
+    rec = options.record(model)
     for group in {(len(g), int(lengths[g].max())) for g in groups}:  # (batch, steps): refused before any run
-        check_memory(model, kept, storage, *group, chunk_steps)
-    with token_progress(corpus.num_tokens, "tracing", options.progress) as advance:
+        check_memory(model, rec.kept, storage, *group, chunk_steps)
+    with token_progress(corpus.num_tokens, "tracing", options.progress) as advance, rec:
         for group, x, batch_lengths in batches(corpus, options, chunk_steps, equal_lengths):
-            for chunk in run_batch(model, x, batch_lengths, options, chunk_steps):
+            for chunk in run_batch(model, rec, x, batch_lengths, chunk_steps):
                 yield group, chunk
                 advance(int(chunk.lengths.sum()))
 

@@ -95,6 +95,25 @@ def test_successive_calls_append_sequences_and_filters_apply():
     }
 
 
+def test_take_gives_each_calls_trace_and_starts_afresh():
+    torch.manual_seed(0)
+    model = TinyLM("LSTM", num_layers=2).eval()
+    first, second = torch.randint(0, 11, (2, 5)), torch.randint(0, 11, (3, 4))
+    with torch.no_grad(), record(model, kinds=["c", "h"], dtype=torch.float16) as rec:
+        model(first)
+        taken = [rec.take()]
+        model(second)
+        taken.append(rec.take())
+        assert rec.take().num_tokens == 0  # nothing since the last take
+    for ids, part in zip((first, second), taken):
+        with torch.no_grad(), record(model, kinds=["c", "h"], dtype=torch.float16) as alone:
+            model(ids)
+        assert part.names == alone.trace.names and torch.equal(part.offsets, alone.trace.offsets)
+        assert torch.equal(part.token_ids, ids.reshape(-1)) and part.meta == alone.trace.meta
+        for name in part.names:
+            assert torch.equal(part[name], alone.trace[name]), name
+
+
 def test_recording_restores_the_model():
     model = TinyLM("GRU")
     with record(model):
@@ -726,3 +745,11 @@ def test_rows_are_each_sequences_steps_in_order_whatever_the_layout(time_major):
     by_sequence = values.transpose(0, 1) if time_major else values.reshape(4, 5, 3)
     expected = torch.cat([by_sequence[b, :n] for b, n in enumerate(lengths.tolist())])
     assert torch.equal(_to_rows(by_sequence, lengths), expected)
+    for dtype in (torch.float16, torch.bfloat16):  # the storage dtype, converted on the way
+        assert torch.equal(_to_rows(by_sequence, lengths, dtype), expected.to(dtype))
+    whole = torch.cat(list(by_sequence))  # every sequence all T steps (lengths None or all T)
+    for given in (None, torch.full((4,), 5)):
+        for dtype in (None, torch.float16):
+            rows = _to_rows(by_sequence, given, dtype)
+            assert rows.dtype == (dtype or torch.float32) and torch.equal(rows, whole.to(rows.dtype))
+    assert _to_rows(torch.empty(0, 5, 3), None, torch.float16).shape == (0, 3)
