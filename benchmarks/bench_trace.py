@@ -76,12 +76,11 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
     held = {d: record_inputs(model, corpus, RunOptions(batch_size, dtype=dtype, progress=False))
             for d, dtype in dtypes.items()}
     with tempfile.TemporaryDirectory() as folder:
-        path = str(Path(folder) / "t.safetensors")
 
-        def trace(dtype: torch.dtype) -> None:
-            write_inputs(path, model, corpus, RunOptions(batch_size, dtype=dtype, progress=False))
+        def trace(dtype: torch.dtype, path: Path) -> None:
+            write_inputs(str(path), model, corpus, RunOptions(batch_size, dtype=dtype, progress=False))
 
-        def write(d: str) -> None:
+        def write(d: str, path: Path) -> None:
             """The same file's bytes from memory: what any trace must pay to reach the disk."""
             part = held[d]
             widths = {n: part[n].shape[1] for n in part.names}
@@ -91,16 +90,20 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
             writer.write("token_ids", 0, part.token_ids.numpy())
             writer.close()
 
-        phases = {"forward": forward, "recurrent": recurrent,
-                  **{f"write {d}": (lambda d=d: write(d)) for d in dtypes},
-                  **{f"trace {d}": (lambda d=d: trace(dtypes[d])) for d in dtypes}}
+        phases = {"forward": lambda path: forward(), "recurrent": lambda path: recurrent(),
+                  **{f"write {d}": (lambda path, d=d: write(d, path)) for d in dtypes},
+                  **{f"trace {d}": (lambda path, d=d: trace(dtypes[d], path)) for d in dtypes}}
         with torch.no_grad():
             rounds = {phase: [] for phase in phases}
             for _ in range(repeats):  # interleaved, so that a shared machine's noise falls on all alike
                 for phase, fn in phases.items():
-                    rounds[phase].append(best(fn, 1))
-        trace(torch.float16)
-        size = Path(path).stat().st_size
+                    # a new file each time, as `gatescope trace` writes one (rewriting an old one would
+                    # add the file system's cost of truncating it), removed outside the timing
+                    path = Path(folder) / "t.safetensors"
+                    rounds[phase].append(best(lambda: fn(path), 1))
+                    path.unlink(missing_ok=True)
+        trace(torch.float16, Path(folder) / "t.safetensors")
+        size = (Path(folder) / "t.safetensors").stat().st_size
     times = {k: min(v) for k, v in rounds.items()}
     tokens = corpus.num_tokens
     print(f"{name}: {corpus.num_sequences} sequences, {tokens} tokens, batch {batch_size}; "
