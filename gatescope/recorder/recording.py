@@ -259,7 +259,9 @@ class Recording:
     def take(self) -> Trace:
         """The trace of what was recorded since the block opened or since the last ``take()``; the recording
         then starts afresh. A run over many batches keeps one block open and takes each batch's trace, so
-        that the recording's set-up (finding the modules, checking the selection, the hooks) is paid once."""
+        that the recording's set-up (finding the modules, checking the selection, the hooks) is paid once.
+        A cell recorded on its own ends its sequence here, as at the end of the block."""
+        self._flush_cells()
         trace = self.trace
         self._buffers = {name: _Buffer() for name in self._buffers}
         self._ids.clear()

@@ -112,6 +112,17 @@ def test_take_gives_each_calls_trace_and_starts_afresh():
         assert torch.equal(part.token_ids, ids.reshape(-1)) and part.meta == alone.trace.meta
         for name in part.names:
             assert torch.equal(part[name], alone.trace[name]), name
+    cell = nn.LSTMCell(3, 4)  # a cell recorded on its own: its steps so far are one sequence at take()
+    steps = torch.randn(5, 2, 3)
+    with torch.no_grad(), record(cell, kinds=["h"]) as rec:
+        state = None
+        for t, x in enumerate(steps):
+            state = cell(x, state)
+            taken = {2: 3, 4: 2}.get(t)  # steps since the last take
+            if taken:
+                part = rec.take()
+                assert part.offsets.tolist() == [0, taken, 2 * taken]
+                assert torch.equal(part["lstmcell.l0.fwd.h"][part.sequence(1)][-1], state[0][1])
 
 
 def test_recording_restores_the_model():
