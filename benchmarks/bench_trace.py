@@ -12,10 +12,10 @@ would run it), ``recurrent`` (the embedding and the recurrent module only, what 
 forward, over the batches the trace runs: longest first, gatescope.runs.chunks.plan),
 ``write`` (the trace file's bytes alone, written from memory by the same TraceWriter, float32 and
 float16), and ``trace`` (record every gate + convert to the storage dtype + write the file:
-`write_inputs`) in float32 and float16. Ratios are to ``forward``, and the trace's to its floor,
-``recurrent + write`` of the same dtype (target: at most 1.5x, aim 1.2x); all in the same run, the
-phases interleaved round by round so that a shared machine's noise falls on all alike; the best round
-of each is kept. The header gives the load average.
+`write_inputs`) in float32 and float16; every file is a new one, as `gatescope trace` writes. Ratios
+are to ``forward``, and the trace's to its floor, ``recurrent + write`` of the same dtype (target: at
+most 1.5x, aim 1.2x); all in the same run, the phases interleaved round by round so that a shared
+machine's noise falls on all alike; the best round of each is kept. The header gives the load average.
 Usage: python benchmarks/bench_trace.py [--threads 1] [--repeats 3]
 """
 from __future__ import annotations
