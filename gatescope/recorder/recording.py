@@ -519,10 +519,11 @@ def _to_rows(by_sequence: Tensor, lengths: Tensor | None, dtype: torch.dtype | N
     sequence, padding dropped; ``lengths`` None: every sequence has all T steps.
 
     The engine hands over time-major values, so ``by_sequence`` is most often the (B, T, H) view of a
-    contiguous (T, B, H): with every sequence whole, one copy both reorders the rows and converts them to
-    the storage dtype; otherwise the rows are gathered from that memory as it lies, by their flat row
-    numbers (2-4 times faster than a boolean mask over the strided view), after any narrowing conversion,
-    so that the gather moves the narrower values."""
+    (T, B, H) whose rows lie at a fixed stride (contiguous, or a gate's columns of oneDNN's workspace): with
+    every sequence whole, one copy both reorders the rows and converts them to the storage dtype;
+    otherwise the rows are gathered from that memory as it lies, by their flat row numbers (2-4 times
+    faster than a boolean mask over the strided view), after any narrowing conversion, so that the
+    gather moves the narrower values."""
     batch, steps, width = by_sequence.shape
     dtype = dtype or by_sequence.dtype
     if lengths is None or bool((lengths == steps).all()):
@@ -531,15 +532,14 @@ def _to_rows(by_sequence: Tensor, lengths: Tensor | None, dtype: torch.dtype | N
         rows = torch.empty((batch, steps, width), dtype=dtype, device=by_sequence.device)
         return rows.copy_(by_sequence).view(batch * steps, width)
     valid = torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (B, T), row order b then t
-    valid = valid.to(by_sequence.device)
-    time_major = by_sequence.transpose(0, 1)  # (T, B, H)
-    if not time_major.is_contiguous():
-        return by_sequence[valid].to(dtype)  # one gather, whatever the layout
-    b, t = valid.nonzero(as_tuple=True)  # (rows,) each, b then t
-    flat = time_major.view(steps * batch, width)  # (T * B, H)
+    b, t = valid.to(by_sequence.device).nonzero(as_tuple=True)  # (rows,) each, b then t
+    if by_sequence.is_contiguous():  # rows already in sequence order (a cell's stacked steps)
+        flat, index = by_sequence.view(batch * steps, width), b * steps + t
+    else:  # time-major memory, (T * B, H) rows at a fixed stride: a view (a copy for any other layout)
+        flat, index = by_sequence.transpose(0, 1).flatten(0, 1), t * batch + b
     if dtype.itemsize < flat.dtype.itemsize:
         flat = flat.to(dtype)
-    return flat.index_select(0, t * batch + b).to(dtype)  # (rows, H)
+    return flat.index_select(0, index).to(dtype)  # (rows, H)
 
 
 def record(

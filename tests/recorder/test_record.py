@@ -747,13 +747,17 @@ def test_gradients_through_a_cell_whose_batch_shrinks():
     assert torch.allclose(grads["cell.l0.fwd.z"][0, 2], (ys[0] - ys[1]) / (2 * eps), atol=1e-3)
 
 
-@pytest.mark.parametrize("time_major", [True, False])
-def test_rows_are_each_sequences_steps_in_order_whatever_the_layout(time_major):
+@pytest.mark.parametrize("layout", ["time major", "a workspace's columns", "by sequence"])
+def test_rows_are_each_sequences_steps_in_order_whatever_the_layout(layout):
     from gatescope.recorder.recording import _to_rows
 
     values = torch.randn(5, 4, 3)  # (T, B, H) as the engine hands them over, or (B, T, H) contiguous
     lengths = torch.tensor([5, 2, 0, 4])
-    by_sequence = values.transpose(0, 1) if time_major else values.reshape(4, 5, 3)
+    by_sequence = {
+        "time major": lambda: values.transpose(0, 1),
+        "a workspace's columns": lambda: torch.randn(5, 4, 8)[..., 2:5].transpose(0, 1),  # rows 8 apart
+        "by sequence": lambda: values.reshape(4, 5, 3),
+    }[layout]()
     expected = torch.cat([by_sequence[b, :n] for b, n in enumerate(lengths.tolist())])
     assert torch.equal(_to_rows(by_sequence, lengths), expected)
     for dtype in (torch.float16, torch.bfloat16):  # the storage dtype, converted on the way
