@@ -58,6 +58,7 @@ from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, modu
     on_request,
     packaged_of,
 )
+from gatescope.recorder.rows import joined, pad_shrinking, to_rows
 from gatescope.traces.trace import Trace
 
 Hook = Edit  # ``fn(value [B, H], step) -> Tensor | None``: the mapping form of ``hooks``
@@ -221,7 +222,7 @@ class Recording:
         else:
             by_sequence = values.detach().transpose(0, 1)  # (B, T, H)
         batch, steps = by_sequence.shape[:2]
-        buffer.rows.append(_to_rows(by_sequence, lengths, self.dtype))
+        buffer.rows.append(to_rows(by_sequence, lengths, self.dtype))
         whole = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths.cpu()
         buffer.lengths.append(whole)
         buffer.calls.append(len(self._ids) - 1)
@@ -237,7 +238,7 @@ class Recording:
         for name, buffer in self._buffers.items():
             if buffer.pending:
                 steps, buffer.pending = buffer.pending, []
-                values, lengths = _pad_shrinking([s.detach() for s in steps], name)
+                values, lengths = pad_shrinking([s.detach() for s in steps], name)
                 # rows are in the order the cell saw them, which need not be the input's
                 self._unaligned |= lengths is not None
                 self._sink(name, values, lengths, steps)
@@ -283,7 +284,7 @@ class Recording:
                     "record them separately with modules=[...]"
                 )
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        tensors = {name: _joined(self._buffers[name].rows) for name in names}
+        tensors = {name: joined(self._buffers[name].rows) for name in names}
         return Trace(tensors, offsets, token_ids=self._token_ids(names[0]), meta=meta)
 
     def gradients(self, output: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -317,9 +318,9 @@ class Recording:
                     continue
                 g = [torch.zeros_like(t) if d is None else d for t, d in zip(call, grads[k : k + len(call)])]
                 k += len(call)
-                by_step, _ = _pad_shrinking(g, name)  # T x (B, H), or (T, B, H) for a shrinking batch
+                by_step, _ = pad_shrinking(g, name)  # T x (B, H), or (T, B, H) for a shrinking batch
                 by_sequence = torch.stack(by_step, dim=1) if isinstance(by_step, list) else by_step.transpose(0, 1)
-                chunks.append(_to_rows(by_sequence, lengths))
+                chunks.append(to_rows(by_sequence, lengths))
             out[name] = torch.cat(chunks)
         return out
 
@@ -352,7 +353,7 @@ class Recording:
                 layout = "[B, T]" if batch_first or batch_first is None else "[T, B]"
                 return _no_ids(f"the model's integer input has shape {given}, read as {layout}, but {name} saw "
                                f"{batch} sequence(s) of up to {longest} steps; pass record(..., batch_first=...)")
-            pieces.append(_to_rows(ids[:, :longest, None].cpu(), lengths)[:, 0])  # (sum of lengths,)
+            pieces.append(to_rows(ids[:, :longest, None].cpu(), lengths)[:, 0])  # (sum of lengths,)
         return torch.cat(pieces).to(torch.int64) if pieces else None
 
     def _vocab_meta(self) -> dict[str, Any]:
@@ -488,58 +489,6 @@ def _join_graph(value: Tensor, step: int) -> Tensor | None:
     """With grad enabled, a recorded value outside the graph (a frozen model) becomes a leaf of it, so
     that gradients with respect to it exist; a value already in the graph is left as it is."""
     return None if value.requires_grad else value.detach().requires_grad_()
-
-
-def _pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tensor", Tensor | None]:
-    """Steps [(B_t, H)] with B_t never growing -> the steps themselves (equal batches) or a padded
-    (T, B, H) tensor and each row's length."""
-    sizes = [s.shape[0] for s in steps]
-    if len(set(sizes)) == 1:
-        return steps, None
-    if any(b > a for a, b in zip(sizes, sizes[1:])):
-        raise GatescopeError(
-            f"{what}: the batch grew from one step to the next ({sizes}); record a cell whose batch only "
-            "shrinks as sequences end (rows still running first), or one sequence at a time"
-        )
-    batch = torch.tensor(sizes)
-    lengths = (batch.unsqueeze(0) > torch.arange(sizes[0]).unsqueeze(1)).sum(1)  # (B,)
-    padded = steps[0].new_zeros(len(steps), sizes[0], steps[0].shape[1])
-    for t, value in enumerate(steps):
-        padded[t, : value.shape[0]] = value
-    return padded, lengths
-
-
-def _joined(rows: list[Tensor]) -> Tensor:
-    """The rows of every call, one after another (a single call's as they are: no copy)."""
-    return rows[0] if len(rows) == 1 else torch.cat(rows)
-
-
-def _to_rows(by_sequence: Tensor, lengths: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
-    """(B, T, H) values -> (sum of lengths, H) rows in ``dtype`` (default: the values' own), sequence by
-    sequence, padding dropped; ``lengths`` None: every sequence has all T steps.
-
-    The engine hands over time-major values, so ``by_sequence`` is most often the (B, T, H) view of a
-    (T, B, H) whose rows lie at a fixed stride (contiguous, or a gate's columns of oneDNN's workspace): with
-    every sequence whole, one copy both reorders the rows and converts them to the storage dtype;
-    otherwise the rows are gathered from that memory as it lies, by their flat row numbers (2-4 times
-    faster than a boolean mask over the strided view), after any narrowing conversion, so that the
-    gather moves the narrower values."""
-    batch, steps, width = by_sequence.shape
-    dtype = dtype or by_sequence.dtype
-    if lengths is None or bool((lengths == steps).all()):
-        if by_sequence.is_contiguous() and dtype == by_sequence.dtype:
-            return by_sequence.view(batch * steps, width)  # explicit: B may be 0
-        rows = torch.empty((batch, steps, width), dtype=dtype, device=by_sequence.device)
-        return rows.copy_(by_sequence).view(batch * steps, width)
-    valid = torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (B, T), row order b then t
-    b, t = valid.to(by_sequence.device).nonzero(as_tuple=True)  # (rows,) each, b then t
-    if by_sequence.is_contiguous():  # rows already in sequence order (a cell's stacked steps)
-        flat, index = by_sequence.view(batch * steps, width), b * steps + t
-    else:  # time-major memory, (T * B, H) rows at a fixed stride: a view (a copy for any other layout)
-        flat, index = by_sequence.transpose(0, 1).flatten(0, 1), t * batch + b
-    if dtype.itemsize < flat.dtype.itemsize:
-        flat = flat.to(dtype)
-    return flat.index_select(0, index).to(dtype)  # (rows, H)
 
 
 def record(

@@ -749,7 +749,7 @@ def test_gradients_through_a_cell_whose_batch_shrinks():
 
 @pytest.mark.parametrize("layout", ["time major", "a workspace's columns", "by sequence"])
 def test_rows_are_each_sequences_steps_in_order_whatever_the_layout(layout):
-    from gatescope.recorder.recording import _to_rows
+    from gatescope.recorder.rows import to_rows
 
     values = torch.randn(5, 4, 3)  # (T, B, H) as the engine hands them over, or (B, T, H) contiguous
     lengths = torch.tensor([5, 2, 0, 4])
@@ -759,12 +759,12 @@ def test_rows_are_each_sequences_steps_in_order_whatever_the_layout(layout):
         "by sequence": lambda: values.reshape(4, 5, 3),
     }[layout]()
     expected = torch.cat([by_sequence[b, :n] for b, n in enumerate(lengths.tolist())])
-    assert torch.equal(_to_rows(by_sequence, lengths), expected)
+    assert torch.equal(to_rows(by_sequence, lengths), expected)
     for dtype in (torch.float16, torch.bfloat16):  # the storage dtype, converted on the way
-        assert torch.equal(_to_rows(by_sequence, lengths, dtype), expected.to(dtype))
+        assert torch.equal(to_rows(by_sequence, lengths, dtype), expected.to(dtype))
     whole = torch.cat(list(by_sequence))  # every sequence all T steps (lengths None or all T)
     for given in (None, torch.full((4,), 5)):
         for dtype in (None, torch.float16):
-            rows = _to_rows(by_sequence, given, dtype)
+            rows = to_rows(by_sequence, given, dtype)
             assert rows.dtype == (dtype or torch.float32) and torch.equal(rows, whole.to(rows.dtype))
-    assert _to_rows(torch.empty(0, 5, 3), None, torch.float16).shape == (0, 3)
+    assert to_rows(torch.empty(0, 5, 3), None, torch.float16).shape == (0, 3)
