@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from gatescope.checkpoints.chain import ChainState
 from gatescope.errors import GatescopeError
 from gatescope.inputs.corpus import batch_groups
 from gatescope.runs import CHUNK_STEPS
+
+if TYPE_CHECKING:
+    from gatescope.recorder.recording import Recording
 
 # float32 copies of a recorded quantity alive at once while a chunk is recorded: the engine's (T, B, H),
 # its rows in sequence order, the storage dtype's copy and the gate pre-activations beside them
@@ -66,7 +70,7 @@ class Chunk:
     trace: object  # gatescope.traces.trace.Trace
 
 
-def run_batch(model, rec, x: torch.Tensor, lengths: torch.Tensor | None, chunk_steps: int) -> Iterator[Chunk]:
+def run_batch(model, rec: Recording, x: torch.Tensor, lengths: torch.Tensor | None, chunk_steps: int) -> Iterator[Chunk]:
     """Record ``model`` over the padded batch x [B, T(, F)] with ``lengths`` [B] (None: all T), inside the open
     recording ``rec`` (`RunOptions.record`, one block for the whole run); when T exceeds ``chunk_steps``
     (not 0), in chunks of ``chunk_steps`` rows (``chunk_steps // B`` steps of each sequence) with the state
@@ -91,7 +95,7 @@ def run_batch(model, rec, x: torch.Tensor, lengths: torch.Tensor | None, chunk_s
         yield Chunk(start, part, _record(model, rec, piece, given, state))
 
 
-def _record(model, rec, x: torch.Tensor, lengths: torch.Tensor | None, state: ChainState | None):
+def _record(model, rec: Recording, x: torch.Tensor, lengths: torch.Tensor | None, state: ChainState | None):
     device = next(model.parameters()).device
     with torch.no_grad():
         model(x.to(device), lengths, decode=False, state=state)

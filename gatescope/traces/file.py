@@ -165,6 +165,7 @@ def _put(fd: int, data: memoryview, at: int) -> None:
         done = os.pwrite(fd, data, at)
         data, at = data[done:], at + done
 
+
 INDEX = "index.json"
 SHARDED_FORMAT = "gatescope.trace.sharded"
 SHARDED_VERSION = 1

@@ -105,7 +105,7 @@ def test_a_long_sequence_with_large_cell_values_takes_the_route_and_a_wrong_layo
         torch.testing.assert_close(rec.trace[name][rec.trace.sequence(1)], values, rtol=1e-4, atol=ATOL)
 
 
-def test_a_nan_in_the_workspace_is_never_within_the_tolerance():
+def test_the_check_allows_rounding_that_grows_with_the_bound_and_never_a_nan():
     expected = torch.zeros(3, 2, 4)
     bound = torch.full((3, 2, 4), 1000.0)  # |c| up to 1000: 8u (t + 1) 1000 = 4.8e-4 (t + 1) allowed
     rounding = torch.arange(1, 4, dtype=torch.float32).mul_(onednn.ROUNDING).view(3, 1, 1)
