@@ -172,9 +172,14 @@ class Trace(Mapping[str, torch.Tensor]):
     # -- the file ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the trace to ``path`` atomically (a temporary file in the same folder, then rename), by the
-        writer `gatescope trace` streams with (gatescope.traces.file.TraceWriter), a block of rows at a time."""
+        writer `gatescope trace` streams with (gatescope.traces.file.TraceWriter), a block of rows at a time.
+        A trace without a token (a block in which no forward ran, or a batch of empty sequences) is refused:
+        the file format holds at least one, so such a file could not be read back."""
         from gatescope.traces.file import TraceWriter
 
+        if self.num_tokens == 0:
+            raise GatescopeError(f"{path}: the trace holds no tokens ({self.num_sequences} sequences; did a forward "
+                                 "run inside the record block?); a trace file holds at least one; nothing written")
         widths = {name: int(t.shape[1]) for name, t in self._tensors.items()}
         dtypes = {name: _storage_name(t.dtype, name) for name, t in self._tensors.items()}
         features = {name: _storage_name(values.dtype, name) for name, values in self.features.items()}

@@ -145,6 +145,24 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         _trace().save(tmp_path / "no" / "t.safetensors")
 
 
+def test_a_trace_without_a_token_is_refused_before_anything_is_written(tmp_path):
+    """The format holds at least one token: saving an empty recording must not write a file that
+    load_trace then refuses."""
+    from torch import nn
+
+    from gatescope import record
+
+    lstm = nn.LSTM(5, 7, batch_first=True)
+    with torch.no_grad(), record(lstm) as empty_batch:
+        lstm(torch.randn(0, 3, 5))
+    with record(lstm) as no_forward:
+        pass
+    for trace in (empty_batch.trace, no_forward.trace):
+        with pytest.raises(GatescopeError, match="holds no tokens.*nothing written"):
+            trace.save(tmp_path / "t.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
 def test_loaded_names_keep_the_recorded_order_and_files_get_the_usual_mode(tmp_path):
     from torch import nn
 
