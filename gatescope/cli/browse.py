@@ -65,8 +65,9 @@ def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Pa
         serve(trace, export_dir, ranking, 8000 if port is None else port,
               MAX_SESSIONS if max_sessions is None else max_sessions)
         return
-    if WEB_DRIVER not in os.environ and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise GatescopeError("gatescope browse needs a terminal (stdin and stdout are not both one); "
+    if WEB_DRIVER not in os.environ and not all(f.isatty() for f in (sys.stdin, sys.stdout, sys.stderr)):
+        # Textual draws on stderr: redirected, the screen would go into the file and the terminal stay blank
+        raise GatescopeError("gatescope browse needs a terminal (stdin, stdout and stderr are not all one); "
                              "use --web to open it in a web browser, or `gatescope analyze` for text output")
     from gatescope.tui.app import GatescopeApp
 

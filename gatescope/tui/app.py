@@ -419,10 +419,14 @@ class GatescopeApp(App[None]):
     def _sequence_number(self, answer: str) -> int | None:
         """The sequence a prompt's answer names, or None (and the reason shown)."""
         number = whole_number(answer)
-        if number is None or not 0 <= number < self.source.num_sequences:
-            self.notify(f"no sequence {answer}: the trace has {self.source.num_sequences}", severity="error")
-            return None
-        return number
+        if number is None:
+            self.notify(f"not a sequence number: {answer!r} (a whole number, "
+                        f"0..{self.source.num_sequences - 1})", severity="error")
+        elif not 0 <= number < self.source.num_sequences:
+            self.notify(f"no sequence {number}: the trace has {self.source.num_sequences}", severity="error")
+        else:
+            return number
+        return None
 
     @on(UnitChosen)
     def _unit_chosen(self, event: UnitChosen) -> None:

@@ -31,7 +31,7 @@ async def test_prompts_answer_a_superscript_digit_in_the_status_line():
         await pilot.press("u", "minus", "1", "enter")
         assert heatmap.unit == 0
     assert notes[:2] == ["not a unit name: '\u00b2' (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)",
-                         "no sequence \u00b2: the trace has 5"], notes
+                         "not a sequence number: '\u00b2' (a whole number, 0..4)"], notes
 
 
 def test_token_search_without_a_vocabulary_reads_typed_ids_as_numbers():

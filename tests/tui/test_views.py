@@ -3,6 +3,7 @@ view, opening defaults, rankings from a file, Tab order, and `browse` without a 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -200,8 +201,25 @@ def test_browse_without_a_terminal_exits_with_one_line(tmp_path):
                              str(tmp_path / "t.safetensors")], stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == ("gatescope: error: gatescope browse needs a terminal (stdin and stdout are not both "
-                             "one); use --web to open it in a web browser, or `gatescope analyze` for text output\n")
+    assert result.stderr == ("gatescope: error: gatescope browse needs a terminal (stdin, stdout and stderr are not "
+                             "all one); use --web to open it in a web browser, or `gatescope analyze` for text output\n")
+
+
+def test_browse_with_stderr_redirected_says_so_instead_of_drawing_into_the_file(tmp_path):
+    """Textual draws on stderr: with only stderr redirected (``2>log``) the screen would go into the log
+    and the terminal stay blank, so that is refused too."""
+    word_trace().save(tmp_path / "t.safetensors")
+    main, terminal = os.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-c", "from gatescope.cli import main; main()", "browse",
+                                 str(tmp_path / "t.safetensors")], stdin=terminal, stdout=terminal,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert result.returncode == 1
+    assert result.stderr.startswith("gatescope: error: gatescope browse needs a terminal (stdin, stdout and stderr")
+    assert result.stderr.count("\n") == 1
 
 
 @sync
