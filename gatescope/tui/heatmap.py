@@ -173,6 +173,8 @@ class Heatmap(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._set_width(self.width_asked)
+        # a shorter view (the match panels opened under it, a smaller terminal) keeps the cursor's unit in it
+        self.call_after_refresh(self._scroll_into_view, False)
 
     def _set_width(self, width: int) -> None:
         """Columns at least ``width`` wide; a trace narrower than the view is spread over it (unless zoomed)."""

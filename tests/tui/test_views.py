@@ -171,6 +171,20 @@ async def test_a_ranking_file_whose_best_unit_is_far_down_opens_with_it_in_view(
         assert heatmap.unit == 150 and top <= 150 // 2 < top + height - 1  # two units a line, under the ruler
 
 
+@sync
+async def test_the_cursor_stays_in_view_when_the_heatmap_grows_shorter():
+    """A view made shorter (the match panels opening under it, a smaller terminal) scrolls to keep the
+    cursor's unit on screen, as a view made narrower keeps its token."""
+    app = GatescopeApp(word_trace(hidden=160), start="rnn.l0.fwd.c:150")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        heatmap = app.query_one(Heatmap)
+        await pilot.resize_terminal(SIZE[0], 14)
+        await settle(pilot)
+        top = heatmap.scroll_offset.y
+        assert heatmap.unit == 150 and top <= 150 // 2 < top + heatmap.data_height, (top, heatmap.data_height)
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not JSON"),
     ("[]", "is not a non-empty JSON list"),
