@@ -108,7 +108,7 @@ def heatmap_figure(values: np.ndarray, figure: HeatmapFigure) -> Figure:
     if figure.start <= figure.cursor_row < figure.stop:
         ax.axvline(figure.cursor_row - figure.start, color=CURSOR_COLOR, linewidth=0.8, linestyle=":")
     ax.set_ylabel("unit")
-    ax.set_title(plain(figure.title), fontsize=9)
+    ax.set_title(plain(figure.title), fontsize=9, wrap=True)  # a few tokens make a figure narrower than its title
     fig.colorbar(image, ax=ax, label="tanh(c)" if figure.kind == "c" else figure.kind)
     return fig
 

@@ -264,6 +264,22 @@ def test_png_figure_draws_the_values_on_the_browser_scale(kind):
         heatmap_figure(np.empty((0, 3)), shown)
 
 
+def test_png_title_stays_inside_a_figure_narrower_than_it():
+    """Six tokens make a figure four inches wide, narrower than its title: the title wraps instead of
+    running off the image's left edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from gatescope.tui.export import HeatmapFigure, heatmap_figure
+
+    tokens = ["the", "boys", "near", "the", "car", "greet"]
+    shown = HeatmapFigure("rnn.l0.fwd.c", "c", list(range(56)), 0, tokens, [0], 12, 4)
+    fig = heatmap_figure(np.zeros((6, 56), dtype=np.float32), shown)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    title = fig.axes[0].title.get_window_extent(canvas.get_renderer())
+    assert 0 <= title.x0 < title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1, (title, fig.bbox)
+
+
 @pytest.mark.parametrize("label, message", [
     ("rows", r"rnn.l0.fwd.h has shape \(30, 9\); expected \[31, hidden\]"),
     ("name", "rnn.layer0.h"),
