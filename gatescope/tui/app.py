@@ -35,7 +35,7 @@ from gatescope.numbers import whole_number
 from gatescope.tui import export, features, matching
 from gatescope.tui.arrays import trace_file
 from gatescope.tui.commands import BrowserCommands
-from gatescope.tui.compare import CompareScreen
+from gatescope.tui.compare import CompareScreen, PairView
 from gatescope.tui.explain_panel import ExplainModel, ExplainScreen
 from gatescope.tui.heatmap import Heatmap
 from gatescope.tui.help_screen import HelpScreen
@@ -584,7 +584,12 @@ class GatescopeApp(App[None]):
 
     # -- export ------------------------------------------------------------------------------------
     def action_export_svg(self) -> None:
-        path = self.export_dir / f"gatescope-{self.name_shown}-u{self.heatmap.unit}-r{self.heatmap.row}.svg"
+        if isinstance(self.screen, CompareScreen):  # the split view's own name, not the main view's cursor
+            (a, b), unit = self.screen.pair, self.screen.query_one(PairView).unit
+            stem = f"gatescope-{self.screen.quantity}-u{unit}-compare-s{a}-s{b}"
+        else:
+            stem = f"gatescope-{self.name_shown}-u{self.heatmap.unit}-r{self.heatmap.row}"
+        path = self.export_dir / f"{stem}.svg"
         try:
             export.save_svg(self.export_screenshot(simplify=True), path)
         except (GatescopeError, OSError) as exc:

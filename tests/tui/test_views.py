@@ -237,6 +237,19 @@ def test_browse_with_stderr_redirected_says_so_instead_of_drawing_into_the_file(
 
 
 @sync
+async def test_a_screenshot_of_the_split_view_is_named_for_it_not_for_the_main_view(tmp_path):
+    app = GatescopeApp(word_trace(), export_dir=tmp_path, start="rnn.l0.fwd.h:2")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e", "C", "1", "enter")
+        await settle(pilot)
+        await pilot.press("e")
+        names = sorted(p.name for p in tmp_path.glob("*.svg"))
+        assert names == ["gatescope-rnn.l0.fwd.h-u2-compare-s0-s1.svg", "gatescope-rnn.l0.fwd.h-u2-r0.svg"]
+        assert "B = sequence 1" in (tmp_path / names[0]).read_text().replace("&#160;", " ")
+
+
+@sync
 async def test_the_split_view_compares_two_sequences_with_the_same_scale():
     trace = word_trace()
     app = GatescopeApp(trace, start="rnn.l0.fwd.h:0")
