@@ -158,6 +158,7 @@ class Recording:
         }
         self._ids: list[Tensor | None] = []  # per root call: its integer input, if any
         self._steps: dict[str, int] = defaultdict(int)  # cell path -> steps seen in this root call
+        self._last_h: dict[str, Tensor] = {}  # cell path -> the h its last step returned (B, H), this root call
         self._unaligned = False  # a cell's batch shrank: rows may not follow the input's batch order
         self._trace: Trace | None = None
         self._handles: list | None = None
@@ -243,6 +244,28 @@ class Recording:
                 self._unaligned |= lengths is not None
                 self._sink(name, values, lengths, steps)
         self._steps.clear()
+        self._last_h.clear()
+
+    def _check_rows_still_running(self, path: str, input: Tensor, hx) -> None:
+        """Refuse a cell's step whose batch shrank other than by its last rows: a shrinking batch is read
+        as its first B_t rows still running (sequences sorted longest first, as in a PackedSequence), which
+        holds when the state passed in is the previous step's first B_t rows of h. Rows chosen otherwise
+        (a mask over unsorted lengths) would glue one sequence's steps to another's."""
+        last = self._last_h.get(path)
+        rows = input.shape[0] if input.dim() == 2 else None
+        if last is None or rows is None or last.dim() != 2 or rows >= last.shape[0]:
+            return
+        state = hx[0] if isinstance(hx, (tuple, list)) else hx  # an LSTMCell's (h, c); a GRUCell's h
+        if state is not None and state.shape == last[:rows].shape:
+            state, kept = state.detach(), last[:rows]
+            if bool(((state == kept) | (state.isnan() & kept.isnan())).all()):
+                return
+        raise GatescopeError(
+            f"{path}: at step {self._steps[path]} the batch shrank from {last.shape[0]} to {rows} rows, but the state "
+            f"passed in is not the first {rows} rows of the step before: a cell's shrinking batch is read as its first "
+            "rows still running (sequences sorted longest first, as in a PackedSequence), so sort them so, or "
+            "record one sequence at a time"
+        )
 
     # -- the result ------------------------------------------------------------------------
     @property
@@ -429,9 +452,13 @@ def _forward(module: nn.Module, *args, **kwargs):
     if not is_cell(module):
         return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
+    for recording, path in active:
+        recording._check_rows_still_running(path, input, hx)
     out = engine.run_cell(module, input, hx, observer)
+    h = out[0] if isinstance(out, tuple) else out  # (B, H)
     for recording, path in active:
         recording._steps[path] += 1
+        recording._last_h[path] = h.detach()
     return out
 
 

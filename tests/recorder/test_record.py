@@ -356,6 +356,40 @@ def test_cells_with_a_shrinking_batch_record_each_sequence_to_its_length():
         assert torch.allclose(rec.trace["cell.l0.fwd.h"][rec.trace.sequence(b)][-1], h, atol=ATOL)
 
 
+def test_a_cell_batch_that_loses_other_than_its_last_rows_is_refused_not_glued():
+    """A mask over unsorted lengths keeps rows 1 and 2 where row 0 ended: read as a shrinking batch's first
+    rows, sequence 0 would get sequence 1's later steps. The state handed in tells them apart."""
+    torch.manual_seed(4)
+    cell = nn.LSTMCell(5, 7)
+    x = torch.randn(3, 5, 5)  # (B, T, I)
+    lengths = torch.tensor([2, 5, 3])
+    with pytest.raises(GatescopeError, match="at step 2 the batch shrank from 3 to 2 rows, but the state passed in "
+                                             "is not the first 2 rows"), torch.no_grad(), record(cell):
+        h, c = torch.zeros(3, 7), torch.zeros(3, 7)
+        for t in range(5):
+            running = lengths > t
+            h_t, c_t = cell(x[running, t], (h[running], c[running]))
+            h, c = h.clone(), c.clone()
+            h[running], c[running] = h_t, c_t
+    order = lengths.argsort(descending=True)  # the same loop over the sequences sorted longest first
+    with torch.no_grad(), record(cell) as rec:
+        h, c = torch.zeros(3, 7), torch.zeros(3, 7)
+        for t in range(5):
+            running = int((lengths > t).sum())
+            h_t, c_t = cell(x[order[:running], t], (h[:running], c[:running]))
+            h, c = h.clone(), c.clone()
+            h[:running], c[:running] = h_t, c_t
+    assert rec.trace.offsets.tolist() == [0, 5, 8, 10]
+    for row, b in enumerate(order.tolist()):  # each sequence alone, through torch's own cell
+        h, c, expected = torch.zeros(7), torch.zeros(7), []
+        with torch.no_grad():
+            for t in range(int(lengths[b])):
+                h, c = cell(x[b, t], (h, c))
+                expected.append(h)
+        torch.testing.assert_close(rec.trace["lstmcell.l0.fwd.h"][rec.trace.sequence(row)], torch.stack(expected),
+                                   atol=ATOL, rtol=0)
+
+
 def test_steps_from_a_start_on_have_no_horizon():
     torch.manual_seed(9)
     model = TinyLM("GRU").eval()
