@@ -26,7 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -67,9 +67,21 @@ def _not_regular(mode: int) -> str | None:
     return "not a regular file"
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail now, before any work, if ``path`` cannot be written (folder missing, read-only, a folder, a device)."""
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (an output that would overwrite an input): links followed as far
+    as they lead, so a symlink loop is compared as the path it stops at, not an error (Path.resolve raises)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_writable(path: str | os.PathLike,
+                   inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> Path:
+    """Fail now, before any work, if ``path`` cannot be written (folder missing, read-only, a folder, a device)
+    or is one of the command's ``inputs`` ((role, path) pairs such as ("--labels", "labels.txt"); a path of
+    None is an input not given), which the write would replace."""
     path = Path(path)
+    for role, given in inputs:
+        if given is not None and same_file(given, path):
+            raise GatescopeError(f"the output {path} is the {role} file; choose another path")
     if path.is_dir():
         raise GatescopeError(f"cannot write {path}: it is a folder")
     try:

@@ -160,8 +160,9 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
     _check_mode(ctx, corpus, ("grid_bins", "feature_from", "code_features"),
                 permutations="needs the whole trace at once; a streamed ranking has no p-values",
                 seed="applies to the permutations, which a streamed ranking does not draw")
-    if csv_path:
-        check_writable(csv_path)  # before the work, not after
+    if csv_path:  # before the work, not after
+        check_writable(csv_path, [("TRACE" if corpus is None else "MODEL", trace), ("--labels", labels_file),
+                                  ("--feature-from", feature_from), ("--file", corpus)])
     if corpus is not None:
         from gatescope.runs.stream import stream_units
 
@@ -438,7 +439,7 @@ def profile(trace, unit, sequences, kinds, title, out):
     from gatescope.files import check_writable
     from gatescope.traces.trace import load_trace
 
-    check_writable(out)
+    check_writable(out, [("TRACE", trace)])
     seqs = _numbers(sequences, "--sequences", "sequence numbers such as 0,1,2")
     path = plot_gate_profile(load_trace(trace), unit, seqs, out, kinds=parse_kinds(kinds) if kinds else None,
                              title=title)

@@ -160,13 +160,10 @@ def convert(source: Path, output: Path, vocab_path: Path | None, tokenizer: str 
 
     from gatescope.checkpoints.formats import META_KEY
     from gatescope.checkpoints.loader import load
-    from gatescope.cli.trace import same_file
 
     if output.suffix != ".safetensors":
         raise GatescopeError(f"the output {output} must be a .safetensors file")
-    if same_file(output, source):
-        raise GatescopeError(f"the output {output} is the input; write a new file")
-    check_writable(output)
+    check_writable(output, [("input", source), ("--vocab", vocab_path)])
     roles = parse_roles(role_values)
     vocab = read_vocab(vocab_path) if vocab_path is not None else None
     tensors, metadata, read_as, notes = read_source(source)

@@ -41,8 +41,12 @@ def explain(model: Path, texts, files, whole, ids, ids_files, input_paths, stric
     from gatescope.analysis.explain import explain as explain_step
     from gatescope.checkpoints.loader import load
     from gatescope.errors import GatescopeError
+    from gatescope.files import check_writable
     from gatescope.inputs import corpus as corpora
 
+    if svg_path is not None and svg_path.parent.is_dir():  # a folder still to be made holds no input
+        check_writable(svg_path, [("model", model), ("--input", one_input(input_paths))]
+                       + [("--file", f) for f in files] + [("--ids-file", f) for f in ids_files])
     lm = load(model, device=device)
     lm.check_runnable()
     inputs = corpora.gather(lm, texts, ids, files, whole, ids_files, one_input(input_paths), strict)

@@ -160,7 +160,8 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
     if update and only is not None and from_json is None:
         raise GatescopeError("--update needs every finding: drop --only (the blocks of the other part would be lost)")
     if json_path is not None:
-        check_writable(json_path)  # before minutes of work, not after
+        # before minutes of work, not after
+        check_writable(json_path, [("--from-json", from_json), ("--model", large_model)] + [("--update", u) for u in update])
     if from_json is not None:
         results = _read_results(from_json)
     else:

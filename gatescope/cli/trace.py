@@ -12,7 +12,6 @@ naming what the model has. The run helpers here are shared with `inspect`.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -26,12 +25,6 @@ from gatescope.inputs import corpus as corpora
 from gatescope.kinds import kinds_by_cell
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
 from gatescope.validation.limits import MAX_WHOLE_BYTES
-
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether two paths name the same file (an output that would overwrite an input): links followed as far
-    as they lead, so a symlink loop is compared as the path it stops at, not an error (Path.resolve raises)."""
-    return os.path.realpath(a) == os.path.realpath(b)
-
 
 def split_list(values: tuple[str, ...]) -> list[str] | None:
     """Repeatable, comma-separated option values -> a list (None when none given)."""
@@ -244,14 +237,11 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         if summary:
             click.echo(summary)
         return
-    check_writable(output)
     features = [parse_feature_option(value) for value in feature_files]
     inputs = [("model", model), ("--input", input_path), ("--stimuli", stimuli_path)]
     inputs += [("--file", f) for f in files] + [("--ids-file", f) for f in ids_files]
     inputs += [("--feature", path) for _, path in features]
-    for role, given in inputs:
-        if given is not None and same_file(given, output):
-            raise GatescopeError(f"the output {output} is the {role} file; choose another path")
+    check_writable(output, inputs)
     loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
     modules, kinds = split_list(modules), split_list(kinds)
@@ -282,10 +272,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
 
 def trace_onnx(model: Path, output: Path, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype) -> None:
     """`trace` of an ONNX graph over its own inputs."""
-    check_writable(output)
-    for given in [model] + [value.partition("=")[2] or value for value in input_paths]:
-        if same_file(given, output):
-            raise GatescopeError(f"the output {output} is an input file; choose another path")
+    check_writable(output, [("model", model)] + [("--input", value.partition("=")[2] or value) for value in input_paths])
     meta = {"model": str(model), "input": ", ".join(input_paths)}
     _, recording = record_onnx(model, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype, meta)
     trace = recording.trace

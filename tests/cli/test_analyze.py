@@ -79,6 +79,26 @@ def test_units_errors(trace_file, capsys):
     assert "does not exist" in fails(["analyze", "units", t, "--feature", "label", "--csv", str(missing)], capsys)
 
 
+def test_an_output_that_names_an_input_is_refused_before_the_work(trace_file, capsys, tmp_path):
+    """--csv and -o overwrote whatever they named, the trace or the labels included; as `trace -o` does,
+    every output that names one of the command's inputs is refused, and the input is left as it was."""
+    t = str(trace_file / "t.safetensors")
+    labels = trace_file / "labels.txt"
+    before = (trace_file / "t.safetensors").read_bytes(), labels.read_bytes()
+    assert "the output " + t + " is the TRACE file; choose another path" in fails(
+        ["analyze", "units", t, "--feature", "label", "--permutations", "0", "--csv", t], capsys)
+    assert "is the --labels file" in fails(
+        ["analyze", "units", t, "--labels", str(labels), "--permutations", "0", "--csv", str(labels)], capsys)
+    assert "is the TRACE file" in fails(["analyze", "profile", t, "--unit", "rnn.l0.fwd.h:2", "-o", t], capsys)
+    (tmp_path / "link.csv").symlink_to(labels)  # through a link, too
+    assert "is the --labels file" in fails(
+        ["analyze", "units", t, "--labels", str(labels), "--csv", str(tmp_path / "link.csv")], capsys)
+    assert ((trace_file / "t.safetensors").read_bytes(), labels.read_bytes()) == before
+    model = str(sample_models.path("agreement_lstm.safetensors"))
+    assert "is the model file" in fails(["explain", model, "--text", "the boys", "--unit", "rnn.l0.fwd.c:1",
+                                         "--at", "1", "--svg", model], capsys)
+
+
 def test_probe_saturation_match_profile(trace_file, capsys):
     t = str(trace_file / "t.safetensors")
     probes = json.loads(run(["analyze", "probe", t, "--feature", "label", "--kinds", "h", "--epochs", "3",
