@@ -189,9 +189,14 @@ def _saturation_table(report: dict[str, Any]):
         "quantity", "left", "right", "units left", "units right",
     )
     for name, s in report["saturation"].items():
-        saturation.add_row(name, f"{s['left']:.3f}", f"{s['right']:.3f}",
+        saturation.add_row(name, _fraction(s["left"]), _fraction(s["right"]),
                            f"{s['units_mostly_left']}/{s['units']}", f"{s['units_mostly_right']}/{s['units']}")
     return saturation
+
+
+def _fraction(value: float | None) -> str:
+    """A saturation fraction, or ``n/a`` where none could be measured (the gates are NaN: the report warns)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def build_onnx_report(path: Path, input_paths: tuple[str, ...], chunk: int | None, chunk_axis: int,

@@ -14,6 +14,7 @@ from tests.checkpoint_fixtures import (
     save,
     word_metadata,
 )
+from tests.cli_helpers import cli
 from safetensors.torch import save_file
 from torch import nn
 
@@ -113,6 +114,23 @@ def test_warnings_for_non_finite_weights_and_a_large_spectral_radius(tmp_path, c
     gates = report["modules"][0]["layers"][0]["gates"]
     assert gates["r"]["bias_mean"] is None and gates["r"]["weight_ih_norm"] is None
     assert gates["z"]["bias_mean"] is not None
+
+
+def test_the_text_report_of_a_model_whose_gates_are_nan_says_n_a_instead_of_crashing(tmp_path, capsys):
+    """NaN biases make every gate NaN over the sample text: its saturation cannot be measured (None in the
+    JSON), and the text report, which printed half its tables and then a traceback, shows n/a."""
+    from safetensors import safe_open
+
+    from gatescope import sample_models
+
+    source = sample_models.path("agreement_lstm.safetensors")
+    with safe_open(str(source), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["rnn.bias_ih_l0"][:] = float("nan")
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=metadata)
+    printed = cli(capsys, "inspect", tmp_path / "nan.safetensors", "--no-tui")
+    assert "Gate saturation" in printed.out and "n/a" in printed.out and "Traceback" not in printed.err
+    assert "rnn.bias_ih_l0 holds 512 NaN and 0 infinite values" in printed.out + printed.err
 
 
 def test_saturation_from_the_metadata_sample_text_matches_a_hand_loop(tmp_path, capsys):
