@@ -114,3 +114,25 @@ def test_spans_batches_and_refusals():
     rnn = TinyLM("RNN")
     with pytest.raises(GatescopeError, match="LSTM and GRU layers; rnn is RNN"):
         decompose(rnn, ids)
+    peephole = gatescope.load("sample_models/agreement_lstm_peephole.safetensors")
+    with pytest.raises(GatescopeError, match=r"LSTM and GRU layers; rnn is LSTM \(peepholes\)"):
+        decompose(peephole, ids)  # the variant named, not the LSTM it is not
+
+
+def test_a_run_larger_than_memory_is_one_line(monkeypatch):
+    """Parts x tokens copies of the run: 4,000 tokens asked torch's allocator for 147 GB, and its error came
+    out as a traceback. Whatever the allocator refuses is a GatescopeError saying what grows and what to do."""
+    import sys
+
+    module = sys.modules["gatescope.analysis.decomposition.decompose"]  # the package's name is the function
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 147462144000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(module, "run_layer", refused)
+    with pytest.raises(GatescopeError, match="decomposing 4 tokens needs more memory than there is.*fewer parts"):
+        decompose(_model("LSTM", {}), torch.tensor([3, 1, 4, 1]), "gcd")
+    monkeypatch.setattr(module, "run_layer", lambda *a: (_ for _ in ()).throw(RuntimeError("another failure")))
+    with pytest.raises(RuntimeError, match="another failure"):  # any other error stays what it is
+        decompose(_model("LSTM", {}), torch.tensor([3, 1, 4, 1]), "gcd")

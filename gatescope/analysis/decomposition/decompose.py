@@ -108,7 +108,7 @@ def _chain(model: nn.Module) -> _Chain:
     for name, module in recurrent:
         cell = module_cell_type(module)
         if cell not in (LSTM, GRU, GRU_RESET_BEFORE) or not isinstance(module, (nn.LSTM, nn.GRU)):
-            raise GatescopeError(f"decompose handles LSTM and GRU layers; {name or 'the module'} is {cell.name}")
+            raise GatescopeError(f"decompose handles LSTM and GRU layers; {name or 'the module'} is {cell.describe()}")
         if getattr(module, "proj_size", 0):
             raise GatescopeError(f"decompose does not handle an LSTM with a projection (proj_size="
                                  f"{module.proj_size} in {name or 'the module'})")
@@ -142,7 +142,22 @@ def decompose(model: nn.Module, ids: Tensor, method: str = "shapley", parts: Seq
               num_samples: int | None = None, seed: int = 0) -> Decomposition:
     """Each part's contribution to every gate, state and logit of ``model`` on ``ids`` ([T], or [B, T]
     sequences of one length). ``parts``: spans of positions (an int or a list of them each); by default
-    each token. The constants part always comes first."""
+    each token. The constants part always comes first.
+
+    Every part carries its own copy of the whole run (float64), so memory grows with parts x tokens: by
+    default with the square of the length. A run the machine cannot hold is a one-line GatescopeError."""
+    try:
+        return _decompose(model, ids, method, parts, num_samples, seed)
+    except RuntimeError as exc:  # torch's allocators: the CPU's "can't allocate memory", CUDA's OutOfMemoryError
+        if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)):
+            raise
+        raise GatescopeError(f"decomposing {ids.shape[-1]} tokens needs more memory than there is: every part "
+                             "carries its own copy of the run, so memory grows with parts x tokens; give fewer "
+                             "parts (spans) or a shorter input") from None
+
+
+def _decompose(model: nn.Module, ids: Tensor, method: str, parts: Sequence[Span] | None, num_samples: int | None,
+               seed: int) -> Decomposition:
     if method not in METHODS:
         raise GatescopeError(f"unknown decomposition method {method!r}; choose one of: {', '.join(METHODS)}")
     if num_samples is not None and (method != "shapley" or num_samples < 1):
@@ -157,8 +172,8 @@ def decompose(model: nn.Module, ids: Tensor, method: str = "shapley", parts: Seq
     count = len(spans)
     if method == "shapley" and num_samples is None and count > shapley.MAX_EXACT_PARTS:
         raise GatescopeError(f"exact Shapley values over {count} parts take 2**{count} evaluations of every "
-                             f"nonlinearity; at most {shapley.MAX_EXACT_PARTS} parts: pass num_samples= for "
-                             "sampled values, or fewer parts")
+                             f"nonlinearity; at most {shapley.MAX_EXACT_PARTS} parts: pass num_samples= (on the command line, "
+                             "--samples) for sampled values, or fewer parts")
     actual = _actual(model, chain, ids)
     dtype = torch.float64
     embedded = chain.embedding(ids).detach().to(dtype)  # (B, T, E)
