@@ -645,8 +645,8 @@ def check_cli(tally: Tally, what: str, code: int, err: str, seconds: float, esca
     lines = err.splitlines()
     if escaped is not None:
         tally.add("cli", what, "traceback", escaped, seconds)
-    elif code == 2 and ("Error:" in err) and "Traceback" not in err:  # click's usage error: a bad argument
-        tally.add("cli", what, "refused", "", seconds)
+    elif code == 2 and len(lines) == 1 and lines[0].startswith("gatescope: error: ") and "--help)" in lines[0]:
+        tally.add("cli", what, "refused", "", seconds)  # a usage error (a bad argument): one line, status 2
     elif code != 1 or len(lines) != 1 or not lines[0].startswith("gatescope: error: ") or \
             not is_one_line(lines[0].removeprefix("gatescope: error: ")):
         tally.add("cli", what, "multiline" if code == 1 else "accepted-bad", f"exit {code}: {err[:300]!r}", seconds)

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module of this package and is imported only when
 it runs, so `gatescope --help` starts fast and the core never pays for Textual or
 matplotlib. A `GatescopeError` (bad input) is printed as one line on stderr with
-exit status 1, never as a traceback (line breaks and control characters in it escaped); a
+exit status 1, never as a traceback (line breaks and control characters in it escaped); click's
+usage errors (an unknown option, a value out of its range) as the same one line with status 2; a
 `GatescopeWarning` (a tensor not used, a word mapped to the unknown token) as
 ``gatescope: warning: ...`` on stderr, every time it is issued. SIGTERM ends a command as Ctrl+C does,
 by unwinding it (exit status 143), so the temporary files and folders of what it was writing are removed
@@ -156,12 +157,17 @@ def _main(argv: list[str] | None) -> None:
     except click.exceptions.Abort:
         click.echo("gatescope: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group named alone (`gatescope analyze`): its help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error (an unknown option, a value out of range): status 2
         message = exc.format_message()
         if isinstance(exc, click.NoSuchOption):
             message += _taken_by(exc.option_name)
-        exc.format_message = lambda: one_line(message)  # click quotes most values; this covers the rest
-        exc.show()
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            message += f" (see {context.command_path} --help)"
+        click.echo(f"gatescope: error: {one_line(message)}", err=True)  # click quotes most values; this covers the rest
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

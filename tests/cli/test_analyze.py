@@ -209,7 +209,8 @@ def test_negative_counts_are_usage_errors(trace_file, capsys, args):
         main(["analyze", args[0], str(trace_file / "t.safetensors"), *args[1:]])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Invalid value for '--" in err and "Traceback" not in err
+    assert err.startswith("gatescope: error: Invalid value for '--") and err.count("\n") == 1
+    assert err.endswith(f"(see gatescope analyze {args[0]} --help)\n")
 
 
 def test_decompose_prints_each_tokens_share_of_the_logit_difference(capsys):
