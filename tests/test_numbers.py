@@ -1,7 +1,7 @@
-"""gatescope.numbers: the one reader of typed whole numbers."""
+"""gatescope.numbers: the one reader of typed numbers, and the command line's number options that read through it."""
 from __future__ import annotations
 
-from gatescope.numbers import whole_number, whole_numbers
+from gatescope.numbers import decimal_number, whole_number, whole_numbers
 
 
 def test_whole_numbers_are_ascii_digits_with_an_optional_sign():
@@ -10,3 +10,38 @@ def test_whole_numbers_are_ascii_digits_with_an_optional_sign():
         assert whole_number(text) is None, text
     assert whole_numbers("3,17 4") == [3, 17, 4] and whole_numbers("") == []
     assert whole_numbers("3 \u00b2") is None
+
+
+def test_decimal_numbers_are_finite_ascii_decimals():
+    texts = ("0", "0.3", "-1e-4", "+2.", ".5", "1E3")
+    assert [decimal_number(t) for t in texts] == [0.0, 0.3, -1e-4, 2.0, 0.5, 1000.0]
+    for text in ("nan", "inf", "-Infinity", "1e999", "\u0663", "1_0", "\uff15", " 1", "", ".", "1e", "0x1p3"):
+        assert decimal_number(text) is None, text  # float() takes all but the last five
+
+
+def test_number_options_read_ascii_numbers_and_keep_their_ranges(capsys):
+    """click's INT and FLOAT took other scripts' digits, underscores, nan and inf (`--at ٣` explained step 3)."""
+    import pytest
+
+    from gatescope.cli import main
+
+    model = "sample_models/agreement_lstm.safetensors"
+    cases = [
+        (["explain", model, "--text", "the boys near the car", "--unit", "rnn.l0.fwd.c:1", "--at", "\u0663"],
+         "Invalid value for '--at': '\u0663' is not a whole number"),
+        (["trace", model, "--text", "the boys", "--batch-size", "1_000", "-o", "x.safetensors"],
+         "'1_000' is not a whole number"),
+        (["trace", model, "--text", "the boys", "--batch-size", "0", "-o", "x.safetensors"],
+         "0 is not in the range x>=1"),
+        (["analyze", "saturation", model, "--low", "nan"], "'nan' is not a finite decimal number"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err
+    for value in ("nan", "inf", "\u0663", "1_0"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["analyze", "ablate", model, "--units", "3", "--value", value])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and "--value must be zero, mean or a finite number" in err, err

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from gatescope.cli.params import WholeNumber
+
 
 @click.command("agreement")
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -23,7 +25,7 @@ import click
               help="Break accuracy (and, with --ablate, the drop) down by a field, with 95% intervals: condition, "
                    "structure, distance, subject, attractor, preposition, verb, pair (held-out or training subject-"
                    "verb pair), or a column of the stimuli file (repeatable, comma-separated).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-size", default=256, show_default=True, type=WholeNumber(min=1),
               help="Items run through the model at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def agreement(model: str, stimuli_path: str | None, ablate: str | None, by: tuple[str, ...], batch_size: int,

@@ -17,12 +17,13 @@ from typing import Any
 import click
 
 from gatescope.cli.output import print_json, print_table
+from gatescope.cli.params import DecimalNumber, WholeNumber
 from gatescope.errors import GatescopeError, shown
 from gatescope.runs import CHUNK_STEPS
 
 TRACE = click.Path()  # a trace file, or a sharded trace's folder
-COUNT = click.IntRange(min=0)  # --top, --draws, --permutations: a negative count is a usage error
-POSITIVE = click.IntRange(min=1)
+COUNT = WholeNumber(min=0)  # --top, --draws, --permutations: a negative count is a usage error
+POSITIVE = WholeNumber(min=1)
 
 
 def _labels_options(f):
@@ -56,7 +57,7 @@ def _corpus_options(f):
     f = click.option("--distributed", is_flag=True,
                      help="With --file: split the corpus over torchrun's processes (implied under torchrun).")(f)
     f = click.option("--device", default="cpu", show_default=True, help="With --file: where to run the model.")(f)
-    f = click.option("--chunk-steps", type=click.IntRange(min=0), default=CHUNK_STEPS, show_default=True,
+    f = click.option("--chunk-steps", type=WholeNumber(min=0), default=CHUNK_STEPS, show_default=True,
                      help="With --file: a longer line runs this many steps at a time, its state carried "
                           "(0: whole).")(f)
     f = click.option("--batch-size", type=POSITIVE, default=64, show_default=True,
@@ -132,10 +133,10 @@ def analyze() -> None:
               help="Ranking metric; auto = auc (binary labels), mi (categorical), corr (continuous).")
 @click.option("--top", type=COUNT, default=20, show_default=True, help="Units to report (0 = all).")
 @click.option("--permutations", type=COUNT, default=1000, show_default=True, help="Label shuffles for p-values.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
+@click.option("--seed", type=WholeNumber(), default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the full ranking as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, best first.")
-@click.option("--grid-bins", type=click.IntRange(min=2), default=2048, show_default=True,
+@click.option("--grid-bins", type=WholeNumber(min=2), default=2048, show_default=True,
               help="With --file: histogram bins per unit over its kind's range (AUC and MI; see auc_bound).")
 @_stream_label_options
 @_corpus_options
@@ -193,11 +194,11 @@ def units(ctx, trace, feature, labels_file, kinds, metric, top, permutations, se
 @_labels_options
 @_kinds_option(None, "Comma-separated kinds to probe; default all recorded.")
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True)
-@click.option("--l1", type=float, default=1e-3, show_default=True, help="L1 penalty (elastic net with --l2).")
-@click.option("--l2", type=float, default=1e-4, show_default=True)
+@click.option("--l1", type=DecimalNumber(), default=1e-3, show_default=True, help="L1 penalty (elastic net with --l2).")
+@click.option("--l2", type=DecimalNumber(), default=1e-4, show_default=True)
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Train on a control task (random label per token type) and report selectivity.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
+@click.option("--seed", type=WholeNumber(), default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one entry per layer and kind.")
 @_stream_label_options
 @_corpus_options
@@ -245,8 +246,8 @@ def probe(ctx, trace, feature, labels_file, kinds, epochs, l1, l2, control, seed
 @analyze.command(short_help="Gate saturation per unit and forget-gate timescales.")
 @click.argument("trace", type=TRACE)
 @_kinds_option(None, "Comma-separated kinds; default the sigmoid gates (i,f,o / r,z).")
-@click.option("--low", type=float, default=0.1, show_default=True, help="Left-saturated below this.")
-@click.option("--high", type=float, default=0.9, show_default=True, help="Right-saturated above this.")
+@click.option("--low", type=DecimalNumber(), default=0.1, show_default=True, help="Left-saturated below this.")
+@click.option("--high", type=DecimalNumber(), default=0.9, show_default=True, help="Right-saturated above this.")
 @click.option("--top", type=COUNT, default=20, show_default=True, help="Most saturated units to list (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: per-unit rows and forget-gate timescales.")
 @_corpus_options
@@ -311,7 +312,7 @@ def saturation(ctx, trace, kinds, low, high, top, as_json, corpus, batch_size, c
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Also ablate units one at a time.")
 @click.option("--greedy", is_flag=True, help="Also grow the most harmful set of --k units greedily.")
 @click.option("--top", type=COUNT, default=10, show_default=True, help="Sweep results to report (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
+@click.option("--seed", type=WholeNumber(), default=0, show_default=True, help="Random seed (shuffles, splits, draws).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: baseline, set, sweep, greedy.")
 def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds, k, value, draws, sweep, greedy,
            top, seed, as_json):
@@ -323,16 +324,17 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     from gatescope.analysis.selection import parse_kinds
     from gatescope.cli.trace import load_language_model
     from gatescope.inputs.stimuli.agreement import CONDITIONS, AgreementItem, random_draw, read_stimuli
+    from gatescope.numbers import decimal_number
 
     if unit_list is not None and top_from:
         raise GatescopeError("give --units or --top-from, not both")
     if top_from and not feature:
         raise GatescopeError("--top-from needs --feature NAME (the label to rank units by)")
     if value not in ("zero", "mean"):
-        try:
-            value = float(value)
-        except ValueError:
-            raise GatescopeError(f"--value must be zero, mean or a number, not {value!r}") from None
+        number = decimal_number(value)
+        if number is None:
+            raise GatescopeError(f"--value must be zero, mean or a finite number, not {shown(value)}")
+        value = number
     if value == "mean" and not top_from:
         raise GatescopeError("--value mean takes the means from the --top-from trace; give one")
     model = load_language_model(model_path)
@@ -393,10 +395,11 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
 @analyze.command(short_help="Find spans where selected units are on (LSTMVis).")
 @click.argument("trace", type=TRACE)
 @click.option("--name", "quantity", required=True, help="The quantity to select in, e.g. rnn.l0.fwd.h.")
-@click.option("--start", type=int, required=True, help="First row of the selected span.")
-@click.option("--stop", type=int, required=True, help="Row after the span's last.")
-@click.option("--sequence", type=int, help="Count --start/--stop within this sequence instead of the whole trace.")
-@click.option("--threshold", type=float, default=0.3, show_default=True, help="A unit is on above this.")
+@click.option("--start", type=WholeNumber(), required=True, help="First row of the selected span.")
+@click.option("--stop", type=WholeNumber(), required=True, help="Row after the span's last.")
+@click.option("--sequence", type=WholeNumber(),
+              help="Count --start/--stop within this sequence instead of the whole trace.")
+@click.option("--threshold", type=DecimalNumber(), default=0.3, show_default=True, help="A unit is on above this.")
 @click.option("--units", "unit_list", help="Comma-separated unit indices to match (default: those on over the span).")
 @click.option("--top", type=POSITIVE, default=20, show_default=True, help="Matches to report.")
 @click.option("--include-self", is_flag=True, help="Allow matches overlapping the selection.")
@@ -441,6 +444,8 @@ def profile(trace, unit, sequences, kinds, title, out):
 
     check_writable(out, [("TRACE", trace)])
     seqs = _numbers(sequences, "--sequences", "sequence numbers such as 0,1,2")
+    if any(s < 0 for s in seqs):  # as a unit index: never counted from the end
+        raise GatescopeError(f"--sequences takes sequence numbers 0 or more; got {shown(sequences)}")
     path = plot_gate_profile(load_trace(trace), unit, seqs, out, kinds=parse_kinds(kinds) if kinds else None,
                              title=title)
     click.echo(f"wrote {path}", err=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gatescope.cli.params import WholeNumber
 from gatescope.tui.web import MAX_SESSIONS  # (no textual-serve import until --web runs)
 
 WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind a web page
@@ -28,8 +29,8 @@ WEB_DRIVER = "TEXTUAL_DRIVER"  # set by textual-serve for the app it runs behind
 )
 @click.option("--web", is_flag=True, help="Serve the browser to a web browser on 127.0.0.1 (textual-serve), at a "
               "URL with a secret token.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port for --web (default 8000).")
-@click.option("--max-sessions", type=click.IntRange(1, 100), default=None,
+@click.option("--port", type=WholeNumber(1, 65535), default=None, help="Port for --web (default 8000).")
+@click.option("--max-sessions", type=WholeNumber(1, 100), default=None,
               help=f"Pages --web serves at once, each its own process (default {MAX_SESSIONS}).")
 def browse(trace: Path, export_dir: Path | None, ranking: Path | None, model: Path | None, web: bool,
            port: int | None, max_sessions: int | None) -> None:

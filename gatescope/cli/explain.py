@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from gatescope.cli.output import print_json
+from gatescope.cli.params import WholeNumber
 from gatescope.cli.trace import input_options, one_input
 
 
@@ -19,9 +20,9 @@ from gatescope.cli.trace import input_options, one_input
 @input_options
 @click.option("--unit", required=True, metavar="NAME:INDEX",
               help="The unit, by any of its quantities, e.g. rnn.l0.fwd.c:69 (the cell's unit 69 at every gate).")
-@click.option("--at", "at", required=True, type=click.IntRange(min=0), metavar="STEP",
+@click.option("--at", "at", required=True, type=WholeNumber(min=0), metavar="STEP",
               help="The step to explain: the 0-based position of the token in the sequence.")
-@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--top", type=WholeNumber(min=0), default=5, show_default=True,
               help="How many upstream units each term lists.")
 @click.option("--json", "as_json", is_flag=True, help="Print every term as JSON instead of the drawing.")
 @click.option("--svg", "svg_path", type=click.Path(path_type=Path), metavar="FILE",

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from gatescope.cli.params import WholeNumber
 from gatescope.errors import GatescopeError
 from gatescope.progress import Stage, stages
 from gatescope.validation.text import read_json
@@ -105,7 +106,7 @@ def _read_results(path: Path) -> dict[str, Any]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the figures as JSON to this file.")
 @click.option("--force", is_flag=True, help="Write into a non-empty --out folder, replacing the files it writes.")
-@click.option("--draws", type=click.IntRange(2, 1000), default=20, show_default=True,
+@click.option("--draws", type=WholeNumber(2, 1000), default=20, show_default=True,
               help="Random unit sets per set size, the baseline every ablation is compared with.")
 @click.option("--only", type=click.Choice(["agreement", "code"]), help="Run one part only.")
 @click.option("--no-traces", is_flag=True, help="Do not keep the traces (about 230 MB).")
@@ -161,7 +162,8 @@ def findings(out_dir: Path, json_path: Path | None, force: bool, draws: int, onl
         raise GatescopeError("--update needs every finding: drop --only (the blocks of the other part would be lost)")
     if json_path is not None:
         # before minutes of work, not after
-        check_writable(json_path, [("--from-json", from_json), ("--model", large_model)] + [("--update", u) for u in update])
+        check_writable(json_path, [("--from-json", from_json), ("--model", large_model)]
+                       + [("--update", u) for u in update])
     if from_json is not None:
         results = _read_results(from_json)
     else:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from gatescope.cli.params import WholeNumber
+
 
 def _default_dir() -> Path:
     from gatescope import sample_models
@@ -55,11 +57,11 @@ def train(only: tuple[str, ...], out_dir: str | None) -> None:
 @click.option("--draw", type=click.Choice(["held-out", "random"]), default="held-out", show_default=True,
               help="held-out: every (subject, verb) lemma pair one the training grammar never joins (the bundled "
                    "stimuli's draw); random: every pair of the lexicon equally likely, training pairs included.")
-@click.option("--per-condition", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--per-condition", type=WholeNumber(min=1), default=200, show_default=True,
               help="Items per condition (held-out: at most as many distinct items as the pairs allow).")
 @click.option("--conditions", default="nounpp_SS,nounpp_SP,nounpp_PS,nounpp_PP", show_default=True,
               help="Comma-separated conditions (e.g. nounpp_SP; `all` for every one).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The draw's seed.")
+@click.option("--seed", type=WholeNumber(min=0), default=0, show_default=True, help="The draw's seed.")
 def stimuli(output: Path, draw: str, per_condition: int, conditions: str, seed: int) -> None:
     """Write agreement stimuli (prefix, correct verb, wrong verb, condition) drawn from the sample models' lexicon.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from gatescope.cli import with_formats
+from gatescope.cli.params import WholeNumber
 from gatescope.errors import GatescopeError
 from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
@@ -47,7 +48,7 @@ def input_options(f):
         click.option("--whole", is_flag=True,
                      help="Each --file is one sequence (for char models: a source file read as one stream), "
                           f"read whole: at most {MAX_WHOLE_BYTES >> 20} MB a file unless --max-whole-mb says more."),
-        click.option("--max-whole-mb", type=click.IntRange(min=1), default=MAX_WHOLE_BYTES >> 20, show_default=True,
+        click.option("--max-whole-mb", type=WholeNumber(min=1), default=MAX_WHOLE_BYTES >> 20, show_default=True,
                      expose_value=False, callback=_set_whole_limit,
                      help="The largest --whole file read, in MB (a larger one is refused before it is read)."),
         click.option("--ids", "ids", multiple=True, metavar='"3 17 4"',
@@ -79,10 +80,10 @@ def one_input(input_paths: tuple[str, ...]) -> str | None:
 def onnx_run_options(f):
     """How an ONNX graph runs: chunk by chunk with its state carried (stateful models), shared by `trace` and `inspect`."""
     options = [
-        click.option("--chunk", type=click.IntRange(min=1), metavar="SIZE",
+        click.option("--chunk", type=WholeNumber(min=1), metavar="SIZE",
                      help="ONNX: run the first --input in chunks of SIZE along --chunk-axis, each chunk's --carry "
                           "outputs fed back as the next chunk's inputs (a stateful model, e.g. a voice detector)."),
-        click.option("--chunk-axis", type=int, default=1, show_default=True, metavar="AXIS",
+        click.option("--chunk-axis", type=WholeNumber(), default=1, show_default=True, metavar="AXIS",
                      help="ONNX: the axis of the first --input that --chunk cuts (its time axis)."),
         click.option("--carry", "carry", multiple=True, metavar="OUT=IN",
                      help="ONNX with --chunk: graph output OUT becomes graph input IN of the next chunk "
@@ -167,9 +168,9 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model: cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
               help="Storage dtype of the recorded values (float16/bfloat16 halve the file).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--batch-size", type=WholeNumber(min=1), default=64, show_default=True,
               help="Sequences run together.")
-@click.option("--chunk-steps", type=click.IntRange(min=0), default=CHUNK_STEPS, show_default=True,
+@click.option("--chunk-steps", type=WholeNumber(min=0), default=CHUNK_STEPS, show_default=True,
               help="A longer sequence (a --whole file) runs this many steps at a time, its recurrent state "
                    "carried exactly, each chunk written before the next: memory follows the chunk, not the "
                    "file (0: whole; a bidirectional model reads each sequence whole).")
@@ -177,7 +178,7 @@ def record_onnx(model: Path, input_paths, chunk, chunk_axis, carry, modules=None
               help="Recurrent modules to record, e.g. rnn or encoder.rnn (comma-separated or repeated; default all).")
 @click.option("--kinds", multiple=True, metavar="KINDS",
               help=f"Quantities to record, e.g. i,f,c,h (default all): {kinds_by_cell()}.")
-@click.option("--shard-tokens", type=click.IntRange(min=1), metavar="N",
+@click.option("--shard-tokens", type=WholeNumber(min=1), metavar="N",
               help="Write -o as a folder of trace files of at most N tokens each, plus index.json (with --file).")
 @onnx_run_options
 @click.option("--distributed", is_flag=True,
@@ -272,7 +273,8 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
 
 def trace_onnx(model: Path, output: Path, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype) -> None:
     """`trace` of an ONNX graph over its own inputs."""
-    check_writable(output, [("model", model)] + [("--input", value.partition("=")[2] or value) for value in input_paths])
+    check_writable(output, [("model", model)]
+                   + [("--input", value.partition("=")[2] or value) for value in input_paths])
     meta = {"model": str(model), "input": ", ".join(input_paths)}
     _, recording = record_onnx(model, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype, meta)
     trace = recording.trace

@@ -175,7 +175,7 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
                                      capsys)
     assert f"more than the model's {width} units" in fails(["analyze", "ablate", str(model), "--stimuli", str(stimuli),
                                                             "--greedy", "--k", str(width + 1)], capsys)
-    assert "--value must be zero, mean or a number" in fails(["analyze", "ablate", str(model), "--value", "half"],
+    assert "--value must be zero, mean or a finite number" in fails(["analyze", "ablate", str(model), "--value", "half"],
                                                              capsys)
 
 
@@ -225,3 +225,11 @@ def test_decompose_prints_each_tokens_share_of_the_logit_difference(capsys):
     table = run([*args, "--method", "cd"], capsys).out
     assert "(interaction)" in table and "boys" in table
     assert "--samples is for --method shapley" in fails([*args, "--method", "gcd", "--samples", "4"], capsys)
+
+
+def test_unit_and_sequence_lists_are_never_counted_from_the_end(trace_file, capsys, tmp_path):
+    t = str(trace_file / "t.safetensors")
+    assert "--sequences takes sequence numbers 0 or more; got '0,-1'" in fails(
+        ["analyze", "profile", t, "--unit", "rnn.l0.fwd.h:2", "--sequences", "0,-1", "-o", str(tmp_path / "p.png")],
+        capsys)
+    assert not (tmp_path / "p.png").exists()

@@ -215,8 +215,9 @@ def test_browse_without_a_terminal_exits_with_one_line(tmp_path):
                              str(tmp_path / "t.safetensors")], stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == ("gatescope: error: gatescope browse needs a terminal (stdin, stdout and stderr are not "
-                             "all one); use --web to open it in a web browser, or `gatescope analyze` for text output\n")
+    assert result.stderr == ("gatescope: error: gatescope browse needs a terminal (stdin, stdout and stderr are "
+                             "not all one); use --web to open it in a web browser, or `gatescope analyze` for text "
+                             "output\n")
 
 
 def test_browse_with_stderr_redirected_says_so_instead_of_drawing_into_the_file(tmp_path):

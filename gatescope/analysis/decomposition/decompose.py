@@ -172,8 +172,8 @@ def _decompose(model: nn.Module, ids: Tensor, method: str, parts: Sequence[Span]
     count = len(spans)
     if method == "shapley" and num_samples is None and count > shapley.MAX_EXACT_PARTS:
         raise GatescopeError(f"exact Shapley values over {count} parts take 2**{count} evaluations of every "
-                             f"nonlinearity; at most {shapley.MAX_EXACT_PARTS} parts: pass num_samples= (on the command line, "
-                             "--samples) for sampled values, or fewer parts")
+                             f"nonlinearity; at most {shapley.MAX_EXACT_PARTS} parts: pass num_samples= (on the command "
+                             "line, --samples) for sampled values, or fewer parts")
     actual = _actual(model, chain, ids)
     dtype = torch.float64
     embedded = chain.embedding(ids).detach().to(dtype)  # (B, T, E)
