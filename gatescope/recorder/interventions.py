@@ -113,6 +113,15 @@ class Intervention:
             return range(self.steps.start or 0, stop)
         return sorted(s for s in self.steps if s < steps)
 
+    def steps_shown(self) -> str:
+        """The steps as a user gave them, for messages: ``every step``, ``5 on``, ``5 to 8``, ``3, 10``."""
+        if self.steps is None:
+            return "every step"
+        if isinstance(self.steps, slice):
+            start = self.steps.start or 0
+            return f"{start} on" if self.steps.stop is None else f"{start} to {self.steps.stop - 1}"
+        return ", ".join(str(s) for s in sorted(self.steps))
+
     def constant(self) -> float | None:
         """The finite scalar this edit sets at every step from its first one on, or None when it is not
         such an edit (another op, a tensor of values, a last step, a set of steps)."""

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from gatescope.errors import GatescopeError, GatescopeWarning
 from gatescope.kinds import ALL_KINDS, kinds_by_cell
@@ -159,6 +160,7 @@ class Recording:
         self._ids: list[Tensor | None] = []  # per root call: its integer input, if any
         self._steps: dict[str, int] = defaultdict(int)  # cell path -> steps seen in this root call
         self._last_h: dict[str, Tensor] = {}  # cell path -> the h its last step returned (B, H), this root call
+        self._longest: dict[str, int] = {}  # torch-kind module path -> the most steps one of its calls ran
         self._unaligned = False  # a cell's batch shrank: rows may not follow the input's batch order
         self._trace: Trace | None = None
         self._handles: list | None = None
@@ -198,6 +200,28 @@ class Recording:
         for module in self.targets.values():
             _pop(module, self)
         self._flush_cells()
+        self._say_unapplied()
+
+    def _say_unapplied(self) -> None:
+        """Warn of each Intervention that changed nothing in the block: its module never ran, or its steps lie
+        beyond every sequence the module ran (an edit that silently did nothing would read as no effect). The
+        steps of another package's module are its own to count, so its edits are not judged here."""
+        for name, edits in self.edits.items():
+            path = parse_name(name).path
+            if not isinstance(self.targets[path], RECURRENT_TYPES):
+                continue
+            longest = self._longest.get(path)
+            for edit in edits:
+                if not isinstance(edit, Intervention):
+                    continue
+                if longest is None:
+                    why = f"{path} never ran in the block"
+                elif not len(edit.steps_within(longest)):
+                    why = f"its steps ({edit.steps_shown()}) lie beyond every sequence {path} ran ({longest} steps at most)"
+                else:
+                    continue
+                # level 3: the with statement's line (this method, __exit__, the block)
+                warnings.warn(f"intervention on {name} changed nothing: {why}", GatescopeWarning, stacklevel=3)
 
     def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = args[0] if args else next(iter(kwargs.values()), None)
@@ -450,6 +474,9 @@ def _forward(module: nn.Module, *args, **kwargs):
         return module.forward_observed(observer_for, *args, **kwargs)
     input, hx = _input_and_state(*args, **kwargs)
     if not is_cell(module):
+        steps = _steps_of(module, input)
+        for recording, path in active:
+            recording._longest[path] = max(recording._longest.get(path, 0), steps)
         return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
     for recording, path in active:
@@ -459,7 +486,17 @@ def _forward(module: nn.Module, *args, **kwargs):
     for recording, path in active:
         recording._steps[path] += 1
         recording._last_h[path] = h.detach()
+        recording._longest[path] = max(recording._longest.get(path, 0), recording._steps[path])
     return out
+
+
+def _steps_of(module: nn.Module, input) -> int:
+    """The steps a call of a torch-kind layer runs (0 for an input torch will refuse)."""
+    if isinstance(input, PackedSequence):
+        return len(input.batch_sizes)
+    if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+        return 0
+    return input.shape[1] if input.dim() == 3 and module.batch_first else input.shape[0]
 
 
 def _observer_for(active: list[tuple[Recording, str]], graph: bool) -> engine.ObserverFor:

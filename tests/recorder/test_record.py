@@ -1,12 +1,14 @@
 """record(): recorded gates equal an independent reference computation (tests/reference.py),
 interventions change later steps exactly as the reference loop does, gradients flow."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatescope
-from gatescope import GatescopeError, Intervention, Trace, record
+from gatescope import GatescopeError, GatescopeWarning, Intervention, Trace, record
 from tests.reference import reference_run
 
 ATOL = 1e-5
@@ -388,6 +390,33 @@ def test_a_cell_batch_that_loses_other_than_its_last_rows_is_refused_not_glued()
                 expected.append(h)
         torch.testing.assert_close(rec.trace["lstmcell.l0.fwd.h"][rec.trace.sequence(row)], torch.stack(expected),
                                    atol=ATOL, rtol=0)
+
+
+def test_an_intervention_that_changed_nothing_is_said_when_the_block_ends():
+    """Steps beyond every sequence, or a module that never ran: the edit did nothing, and a result without
+    it would read as "no effect". An edit that reached one call of the block is not warned of."""
+    torch.manual_seed(4)
+    lstm = nn.LSTM(5, 7, batch_first=True)
+    late = Intervention("lstm.l0.fwd.h", units=[0], steps=[10])
+    with pytest.warns(GatescopeWarning, match=r"intervention on lstm.l0.fwd.h changed nothing: its steps \(10\) lie "
+                                              r"beyond every sequence lstm ran \(4 steps at most\)"):
+        with torch.no_grad(), record(lstm, interventions=[late]):
+            lstm(torch.randn(2, 4, 5))
+    with pytest.warns(GatescopeWarning, match="changed nothing: lstm never ran in the block"):
+        with record(lstm, interventions=[Intervention("lstm.l0.fwd.c", steps=slice(2, None))]):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GatescopeWarning)
+        with torch.no_grad(), record(lstm, interventions=[late]) as rec:
+            lstm(torch.randn(2, 4, 5))
+            lstm(torch.randn(1, 11, 5))  # the second call reaches step 10
+        assert rec.trace["lstm.l0.fwd.h"][rec.trace.sequence(2)][10, 0] == 0
+        cell = nn.GRUCell(3, 4)
+        with torch.no_grad(), record(cell, interventions=[Intervention("grucell.l0.fwd.h", steps=[2])]):
+            h = torch.zeros(1, 4)
+            for _ in range(3):  # a cell's steps are counted call by call
+                h = cell(torch.randn(1, 3), h)
+        assert h.abs().max() == 0
 
 
 def test_steps_from_a_start_on_have_no_horizon():

@@ -3,12 +3,14 @@ step, and past it for an h ablation (folded into W_hh); every value equals the s
 independent reference loop's, and the fused kernel is really used where the edits allow. At small batch
 the edited runs step in the TorchScript-compiled loop, their Interventions as affine maps; at larger batch
 in the step route's own loop: both are checked."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gatescope import Intervention, record
+from gatescope import GatescopeWarning, Intervention, record
 from gatescope.recorder import engine, onednn
 from gatescope.recorder.interventions import split
 from tests.reference import reference_run
@@ -75,8 +77,15 @@ def reference_edit(edits):
 
 def run(module, x, lengths, hx, edits, route):
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    with torch.no_grad(), record(module, interventions=edits, route=route) as rec:
-        out, state = module(packed, hx)
+    past_the_end = [e for e in edits if not len(e.steps_within(x.shape[1]))]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with torch.no_grad(), record(module, interventions=edits, route=route) as rec:
+            out, state = module(packed, hx)
+    # an edit that changed nothing is said, on every route (and nothing else is)
+    assert [str(w.message) for w in said if w.category is GatescopeWarning] == [
+        f"intervention on {e.name} changed nothing: its steps ({e.steps_shown()}) lie beyond every sequence lstm ran "
+        f"({x.shape[1]} steps at most)" for e in past_the_end]
     return out, state, rec.trace
 
 
