@@ -19,7 +19,7 @@ import click
 
 from gatescope.cli import with_formats
 from gatescope.cli.params import WholeNumber
-from gatescope.errors import GatescopeError
+from gatescope.errors import GatescopeError, shown
 from gatescope.runs import CHUNK_STEPS
 from gatescope.files import atomic_write, check_writable
 from gatescope.inputs import corpus as corpora
@@ -27,9 +27,12 @@ from gatescope.kinds import kinds_by_cell
 from gatescope.runs.trace import DTYPES, RunOptions, check_selection, counted, write_inputs
 from gatescope.validation.limits import MAX_WHOLE_BYTES
 
-def split_list(values: tuple[str, ...]) -> list[str] | None:
-    """Repeatable, comma-separated option values -> a list (None when none given)."""
+def split_list(values: tuple[str, ...], option: str) -> list[str] | None:
+    """Repeatable, comma-separated option values -> a list (None when none given; an option given but naming
+    nothing, such as ``--kinds ""``, is an error rather than "all")."""
     items = [item for value in values for item in value.replace(",", " ").split()]
+    if values and not items:
+        raise GatescopeError(f"{option} {shown(' '.join(values))} names nothing; leave the option out for all")
     return items or None
 
 
@@ -221,7 +224,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
                                  "--stimuli, --code-features and sharding do not apply")
         if device != "cpu":
             raise GatescopeError(f"--device {device}: an ONNX graph runs in onnxruntime on the CPU here")
-        trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, split_list(modules), split_list(kinds), dtype)
+        trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, split_list(modules, "--modules"), split_list(kinds, "--kinds"), dtype)
         return
     if chunk is not None or carry:
         raise GatescopeError("--chunk and --carry run an ONNX graph on its own inputs (--input)")
@@ -232,7 +235,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         others = (texts, ids, ids_files, input_path, whole, strict, feature_files, stimuli_path, code_features)
         if any(others) or len(files) != 1:
             raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
-        options = RunOptions(batch_size, split_list(modules), split_list(kinds), DTYPES[dtype],
+        options = RunOptions(batch_size, split_list(modules, "--modules"), split_list(kinds, "--kinds"), DTYPES[dtype],
                              meta={"model": str(model)}, chunk_steps=chunk_steps)
         summary = trace_sharded(model, output, files[0], device, options, shard_tokens, distributed)
         if summary:
@@ -245,7 +248,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     check_writable(output, inputs)
     loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
-    modules, kinds = split_list(modules), split_list(kinds)
+    modules, kinds = split_list(modules, "--modules"), split_list(kinds, "--kinds")
     check_selection(loaded, modules, kinds)
     if stimuli_path is not None:
         if texts or files or ids or ids_files or input_path:

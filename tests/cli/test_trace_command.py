@@ -130,6 +130,8 @@ def no_output_left(tmp_path):
         (["--ids", "1 x"], "--ids '1 x': 'x' is not a token id (an integer)"),
         (["--ids", "3 10"], "--ids '3 10': token id 10 is outside the vocabulary 0..9"),
         (["--ids", "3", "--kinds", "q"], "--kinds q: unknown kind(s); rnn (LSTM: i f g o c h)"),
+        (["--ids", "3", "--kinds", ""], "--kinds '' names nothing; leave the option out for all"),  # not "all"
+        (["--ids", "3", "--modules", " , "], "--modules ' , ' names nothing"),
         (["--ids", "3", "--modules", "lstm"], "--modules lstm: no such recurrent module in the chain; "
                                               "the model has: rnn (LSTM: i f g o c h)"),
         (["--ids", "3", "--device", "gpu0"], "unknown device 'gpu0'"),
