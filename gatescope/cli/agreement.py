@@ -17,8 +17,9 @@ from gatescope.cli.params import WholeNumber
 @click.command("agreement")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--stimuli", "stimuli_path", type=click.Path(dir_okay=False), default=None,
-              help="Stimuli TSV: prefix<TAB>correct verb<TAB>wrong verb<TAB>condition, no header "
-                   "(default: the bundled held-out stimuli).")
+              help="Stimuli TSV: prefix<TAB>correct verb<TAB>wrong verb<TAB>condition; further columns (for --by) "
+                   "need a first line naming every column: prefix, correct, wrong, condition, ... (default: the "
+                   "bundled held-out stimuli).")
 @click.option("--ablate", default=None, metavar="UNIT[,UNIT...]",
               help="Hold these units at zero at every step, e.g. rnn.l0.fwd.h:37,rnn.l0.fwd.h:12.")
 @click.option("--by", "by", multiple=True, metavar="FIELD",

@@ -383,9 +383,10 @@ def ablate(model_path, stimuli, conditions, unit_list, top_from, feature, kinds,
     click.echo(f"{metric.name} on {', '.join(wanted) if wanted else 'all items'} of {drawn}: {baseline:.3f} unablated")
     if result["set"]:
         s = result["set"]
-        click.echo(f"set {', '.join(s['units'])}: {s['value']:.3f} (drop {s['harm']:+.3f}); "
-                   f"{len(s['random_harms'])} random sets of {len(s['units'])}: drop {s['random_mean']:+.3f} "
-                   f"± {s['random_std']:.3f}")
+        draws = len(s["random_harms"])
+        against = (f"{draws} random set{'s' if draws != 1 else ''} of {len(s['units'])}: drop "
+                   f"{s['random_mean']:+.3f} ± {s['random_std']:.3f}" if draws else "no random sets (--draws 0)")
+        click.echo(f"set {', '.join(s['units'])}: {s['value']:.3f} (drop {s['harm']:+.3f}); {against}")
     if result["sweep"]:
         print_table(result["sweep"], ["unit", "value", "harm"], "single units, most harmful first")
     if result["greedy"]:

@@ -163,6 +163,9 @@ def test_ablate_on_the_sample_lstm(tmp_path, capsys):
                  "--no-sweep", "--json"], capsys).out
     strict = json.loads(alone, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert strict["set"]["random_mean"] is None and strict["set"]["random_harms"] == []
+    said = run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--units", "rnn.l0.fwd.h:1", "--draws", "0",
+                "--no-sweep"], capsys).out
+    assert "no random sets (--draws 0)" in said and "nan" not in said  # the text, as the JSON's null
     greedy = json.loads(run(["analyze", "ablate", str(model), "--stimuli", str(stimuli), "--no-sweep", "--greedy",
                              "--k", "1", "--json"], capsys).out)
     assert greedy["set"] is None and greedy["sweep"] == [] and greedy["greedy"][0]["size"] == 1
