@@ -427,6 +427,8 @@ def gather(
         return corpus
     if whole and not files:
         raise GatescopeError("--whole reads each --file as one sequence; give --file")
+    if (texts or files or ids or ids_files) and not model.takes_ids:
+        raise _floats_only(model, "text or token ids")  # before a vocabulary is asked for, which would not help
     parts = []
     if texts or files:
         tokenizer = Tokenizer(model.vocab, strict)
@@ -452,9 +454,13 @@ def check(model, corpus: Corpus) -> None:
         raise GatescopeError(f"this model takes token ids (it has {model.input_description()}); --input "
                              f"{corpus.description} gives float inputs: use --text, --file, --ids or --ids-file")
     if not corpus.is_float and not model.takes_ids:
-        raise GatescopeError(f"this model has no embedding and takes float inputs [time, {model.input_size}] "
-                             "(--input .safetensors, .npy, .csv or .tsv), not token ids")
+        raise _floats_only(model, "token ids")
     if corpus.is_float and corpus.values.shape[1] != model.input_size:
         raise GatescopeError(f"--input {corpus.description} has {corpus.values.shape[1]} features a step; "
                              f"this model takes {model.input_size} ({model.input_description()})")
 
+
+def _floats_only(model, given: str) -> GatescopeError:
+    """The error for ``given`` input to ``model``, which has no embedding."""
+    return GatescopeError(f"this model has no embedding and takes float inputs [time, {model.input_size}] "
+                          f"(--input .safetensors, .npy, .csv or .tsv), not {given}")

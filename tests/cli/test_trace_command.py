@@ -184,7 +184,9 @@ def test_bad_float_inputs(tmp_path, capsys):
     fails(capsys, model, "--input", tmp_path / "int.safetensors", "-o", out, match="tensor x is int64 [2, 4, 3]; expected floats")
     fails(capsys, model, "--input", tmp_path / "int.safetensors", "--ids", "1", "-o", out, match="cannot be combined")
     fails(capsys, model, "--ids", "1", "-o", out, match="takes float inputs")
-    fails(capsys, model, "--text", "the", "-o", out, match="no vocabulary")
+    fails(capsys, model, "--text", "the", "-o", out,  # not "add a vocabulary": no vocabulary would help
+          match="this model has no embedding and takes float inputs [time, 3] (--input .safetensors, .npy, .csv or "
+                ".tsv), not text or token ids")
     assert not out.exists()
 
 
