@@ -28,6 +28,8 @@ from gatescope.kinds import (  # noqa: E402,F401
     CellType,
 )
 
+MAX_UNITS = 10**9  # a unit index at or past this is out of range in any model (and a layer index has 9 digits at most)
+
 # ASCII digits only, and few of them: int() refuses "²" and numbers beyond Python's int-string limit
 _NAME = re.compile(
     rf"^(?P<path>.+)\.l(?P<layer>[0-9]{{1,9}})\.(?P<direction>{'|'.join(DIRECTIONS)})\.(?P<kind>[a-z])$"
@@ -124,8 +126,10 @@ def check_unit_indices(name: str, indices: Iterable[int], width: int, where: str
 def parse_unit(unit: str) -> UnitName:
     """Split ``"rnn.l1.fwd.h:37"`` into ("rnn.l1.fwd.h", 37); malformed input raises GatescopeError."""
     name, sep, index = unit.strip().rpartition(":")
-    number = whole_number(index) if len(index) <= 9 else None
+    number = whole_number(index)
     if not sep or number is None or number < 0:
         raise GatescopeError(f"not a unit name: {shown(unit)} (expected QUANTITY:INDEX, e.g. rnn.l1.fwd.h:37)")
+    if number >= MAX_UNITS:
+        raise GatescopeError(f"unit {shown(unit)}: the index is out of range (no layer has {MAX_UNITS:,} units)")
     parse_name(name)
     return UnitName(name, number)

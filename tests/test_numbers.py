@@ -45,3 +45,17 @@ def test_number_options_read_ascii_numbers_and_keep_their_ranges(capsys):
             main(["analyze", "ablate", model, "--units", "3", "--value", value])
         err = capsys.readouterr().err
         assert exit_info.value.code == 1 and "--value must be zero, mean or a finite number" in err, err
+
+
+def test_a_unit_index_too_large_for_any_model_is_out_of_range_not_malformed():
+    import pytest
+
+    from gatescope.errors import GatescopeError
+    from gatescope.names import parse_unit
+
+    assert parse_unit("rnn.l0.fwd.h:37") == ("rnn.l0.fwd.h", 37)
+    with pytest.raises(GatescopeError, match=r"the index is out of range \(no layer has 1,000,000,000 units\)"):
+        parse_unit("rnn.l0.fwd.h:99999999999999999999999")
+    for malformed in ("rnn.l0.fwd.h:x", "rnn.l0.fwd.h:\u00b2", "rnn.l0.fwd.h:-1", "rnn.l0.fwd.h:" + "9" * 5000):
+        with pytest.raises(GatescopeError, match="not a unit name"):
+            parse_unit(malformed)
