@@ -61,7 +61,8 @@ class MatchPanel(Vertical):
                      f"{chosen.start}:{chosen.stop}: lower the threshold ([) or add units (a)")
             features.update("")
             return
-        self.say(f"{len(result.starts):,} of {result.candidates:,} candidate spans · {len(chosen.units)} units "
+        units = len(chosen.units)
+        self.say(f"{len(result.starts):,} of {result.candidates:,} candidate spans · {units} unit{'s' * (units != 1)} "
                  f"> {chosen.threshold:g} over {chosen.length} tokens")
         features.update("\n".join(result.summaries))
         features.display = bool(result.summaries)
