@@ -279,16 +279,16 @@ class GatescopeApp(App[None]):
             f"  row {row}  seq {sequence} pos {row - start}  token {token!r}  ",
             ("value ", "dim"), ("nan" if math.isnan(value) else f"{value:+.4f}", "bold"), "   ",
         )
+        chosen = self.selection
+        if chosen is not None:  # before the colour scale, which a narrow line cuts first
+            threshold = "…" if chosen.threshold is None else f"{chosen.threshold:g}"
+            units = "…" if chosen.found is None else str(len(chosen.units))
+            text.append(f"span {chosen.start}:{chosen.stop}  threshold {threshold}  units {units}   ", "bold")
         scale = self.source.scale(self.name_shown)
         text.append(f"{'' if scale.range.bounded else f'tanh {self.kind} '}{scale.low:g} ", "dim")
         for style in scale.text_styles[:-1]:
             text.append(" ", style)
         text.append(f" {scale.high:g}", "dim")
-        chosen = self.selection
-        if chosen is not None:
-            threshold = "…" if chosen.threshold is None else f"{chosen.threshold:g}"
-            units = "…" if chosen.found is None else str(len(chosen.units))
-            text.append(f"   span {chosen.start}:{chosen.stop}  threshold {threshold}  units {units}", "bold")
         return text
 
     @on(SequenceChosen)
