@@ -77,20 +77,25 @@ class MatchPanel(Vertical):
                     for i, header in enumerate(("#", "seq:pos", "score")))
         room = max(self.size.width - fixed - 3, 8)
         for rank, where, score, start in rows:
-            text = self.in_context(start, start + chosen.length)
-            text.truncate(room, overflow="ellipsis")
-            table.add_row(rank, where, score, text, key=str(start))
+            table.add_row(rank, where, score, self.in_context(start, start + chosen.length, room), key=str(start))
 
-    def in_context(self, start: int, stop: int) -> Text:
-        """The span's tokens, highlighted, with ``context`` tokens of its sequence either side."""
+    def in_context(self, start: int, stop: int, width: int | None = None) -> Text:
+        """The span's tokens, highlighted, with ``context`` tokens of its sequence either side; in ``width``
+        cells, the context before is cut first (from its start, with "…"), so the span itself stays in view."""
         first, last = self.source.sequence_rows(self.source.sequence_of(start))
         before = self.source.tokens(max(first, start - self.context), start)
         after = self.source.tokens(stop, min(last, stop + self.context))
         join = self.source.join
         gap = "" if self.source.tokenizer == "char" else " "
-        text = Text(join(before) + (gap if before else ""), style=CONTEXT)
-        text.append(join(self.source.tokens(start, stop)), style=SPAN)
+        left, span = join(before) + (gap if before else ""), join(self.source.tokens(start, stop))
+        if width is not None and len(left) + len(span) > width:
+            keep = width - len(span) - 1 - bool(after)  # the cells for the context before: one "…" each end
+            left = "…" + left[len(left) - keep:] if keep > 0 else ""
+        text = Text(left, style=CONTEXT)
+        text.append(span, style=SPAN)
         text.append((gap if after else "") + join(after), style=CONTEXT)
+        if width is not None:
+            text.truncate(width, overflow="ellipsis")
         return text
 
     @on(DataTable.RowSelected, "#match-table")

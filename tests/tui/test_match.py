@@ -235,3 +235,18 @@ def test_the_vocabulary_class_is_a_track_when_the_metadata_has_a_lexicon():
     tokens = trace.tokens()
     expected = [0 if w in lexicon["noun"] else 1 if w in lexicon["verb"] else -1 for w in tokens]
     assert track.category(track.values).tolist() == expected
+
+
+def test_a_match_in_a_narrow_column_keeps_its_span_and_cuts_the_context_before():
+    """'the boys near the car greet', span 'car greet': in 14 cells the three tokens before it gave way to the
+    span; now the context before is cut from its start, so the matched tokens stay in view."""
+    from gatescope.tui.arrays import trace_file
+    from gatescope.tui.source import TraceSource
+    from tests.tui.test_app import word_trace
+
+    trace = word_trace()
+    panel = MatchPanel(TraceSource(trace_file(trace)))
+    start = trace.sequence(3).start + 4  # 'car greet' of sequence 3
+    assert panel.in_context(start, start + 2).plain == "boys near the car greet <eos>"
+    assert panel.in_context(start, start + 2, 14).plain == "…he car greet…"  # 14 cells, the span whole
+    assert panel.in_context(start, start + 2, 5).plain == "car …"  # the span alone is too long: cut at its end
