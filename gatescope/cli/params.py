@@ -7,6 +7,7 @@ keep click's ranges (``[x>=1]`` in the help, "0 is not in the range x>=1" as the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,25 +15,30 @@ import click
 from gatescope.numbers import decimal_number, whole_number
 
 
-class WholeNumber(click.IntRange):
+class _ReadAsGatescopeDoes:
+    """A click number type whose text ``read`` (of gatescope.numbers) reads, or refuses as not ``wanted``."""
+
+    read: Callable[[str], float | None]
+    wanted: str
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            number = type(self).read(value)
+            if number is None:
+                self.fail(f"{value!r} is not {self.wanted}", param, ctx)
+            value = number
+        return super().convert(value, param, ctx)
+
+
+class WholeNumber(_ReadAsGatescopeDoes, click.IntRange):
     """An integer option: ASCII digits and an optional sign, within ``min`` and ``max`` when given."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            number = whole_number(value)
-            if number is None:
-                self.fail(f"{value!r} is not a whole number (ASCII digits 0-9 and a sign)", param, ctx)
-            value = number
-        return super().convert(value, param, ctx)
+    read = staticmethod(whole_number)
+    wanted = "a whole number (ASCII digits 0-9 and a sign)"
 
 
-class DecimalNumber(click.FloatRange):
+class DecimalNumber(_ReadAsGatescopeDoes, click.FloatRange):
     """A number option: a finite decimal in ASCII (``0.3``, ``-1e-4``), within ``min`` and ``max`` when given."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            number = decimal_number(value)
-            if number is None:
-                self.fail(f"{value!r} is not a finite decimal number (ASCII, such as 0.3 or 1e-4)", param, ctx)
-            value = number
-        return super().convert(value, param, ctx)
+    read = staticmethod(decimal_number)
+    wanted = "a finite decimal number (ASCII, such as 0.3 or 1e-4)"
