@@ -16,7 +16,9 @@ float16), and ``trace`` (record every gate + convert to the storage dtype + writ
 are to ``forward``, and the trace's to its floor, ``recurrent + write`` of the same dtype (target: at
 most 1.5x, aim 1.2x); all in the same run, the phases interleaved round by round so that a shared
 machine's noise falls on all alike; the best round of each is kept. The header gives the load average.
-Usage: python benchmarks/bench_trace.py [--threads 1] [--repeats 3]
+With ``--device cuda`` the models run on the GPU (every phase synchronised before its clock stops; the
+recurrent floor is cuDNN's forward), the trace's file still written from the host.
+Usage: python benchmarks/bench_trace.py [--threads 1] [--repeats 3] [--device cuda]
 """
 from __future__ import annotations
 
@@ -41,24 +43,29 @@ from gatescope.inputs.features import stimuli_corpus
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def best(fn, repeats: int) -> float:
+def best(fn, repeats: int, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return min(times)
 
 
-def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
+def run(name: str, make_corpus, repeats: int, batch_size: int, device: torch.device) -> None:
     start = time.perf_counter()
-    model = load(sample_path(name + ".safetensors"))
+    model = load(sample_path(name + ".safetensors"), device=device)
     loaded = time.perf_counter() - start
     start = time.perf_counter()
     corpus = make_corpus(model)
     read = time.perf_counter() - start
-    batches = list(corpus.batches(batch_size))
-    planned = [corpus.padded(group) for group in plan(corpus.lengths, batch_size, False)]
+    batches = [(x.to(device), lengths) for x, lengths in corpus.batches(batch_size)]
+    planned = [(x.to(device), lengths) for x, lengths in (corpus.padded(group)
+                                                          for group in plan(corpus.lengths, batch_size, False))]
     padding = {k: sum(x.shape[0] * x.shape[1] for x, _ in b) / corpus.num_tokens
                for k, b in (("corpus order", batches), ("longest first", planned))}
     rnn = model.get_submodule(model.recurrent_names[0])
@@ -100,7 +107,7 @@ def run(name: str, make_corpus, repeats: int, batch_size: int) -> None:
                     # a new file each time, as `gatescope trace` writes one (rewriting an old one would
                     # add the file system's cost of truncating it), removed outside the timing
                     path = Path(folder) / "t.safetensors"
-                    rounds[phase].append(best(lambda: fn(path), 1))
+                    rounds[phase].append(best(lambda: fn(path), 1, device))
                     path.unlink(missing_ok=True)
         trace(torch.float16, Path(folder) / "t.safetensors")
         size = (Path(folder) / "t.safetensors").stat().st_size
@@ -123,17 +130,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch's intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="gatescope trace's default")
+    parser.add_argument("--device", default="cpu", help="where the models run (cuda: the GPU figures)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     load_avg = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; best of {args.repeats} interleaved "
-          f"rounds; load average {load_avg}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{where}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; best of {args.repeats} "
+          f"interleaved rounds; load average {load_avg}")
     stimuli = ROOT / "gatescope" / "inputs" / "stimuli" / "agreement_stimuli.tsv"
-    run("agreement_lstm", lambda model: stimuli_corpus(model, str(stimuli), False), args.repeats, args.batch_size)
+    run("agreement_lstm", lambda model: stimuli_corpus(model, str(stimuli), False), args.repeats, args.batch_size,
+        device)
     sources = sorted(str(p) for p in (ROOT / "gatescope").glob("*.py"))
     run("pysource_lstm", lambda model: corpora.gather(model, (), (), sources, False, (), None, False),
-        args.repeats, args.batch_size)
+        args.repeats, args.batch_size, device)
 
 
 if __name__ == "__main__":
