@@ -9,7 +9,7 @@ exist is a one-line error and never an edit silently dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -171,6 +171,24 @@ class Intervention:
 
     def __hash__(self) -> int:
         return hash((self._key(), None if isinstance(self.value, Tensor) else self.value))
+
+
+def unapplied(edits: Mapping[str, Sequence], longest: Mapping[str, int]) -> Iterator[str]:
+    """What to say of each Intervention among ``edits`` (quantity name -> its edits) that changed nothing, given
+    the most steps any call of each module ran (``longest``: module path -> steps; a module absent never ran):
+    its module never ran, or its steps lie beyond every sequence (an edit that silently did nothing would read
+    as no effect)."""
+    for name, fns in edits.items():
+        path = parse_name(name).path
+        steps = longest.get(path)
+        for edit in fns:
+            if not isinstance(edit, Intervention):
+                continue
+            if steps is None:
+                yield f"intervention on {name} changed nothing: {path} never ran in the block"
+            elif not len(edit.steps_within(steps)):
+                yield (f"intervention on {name} changed nothing: its steps ({edit.steps_shown()}) lie beyond every "
+                       f"sequence {path} ran ({steps} steps at most)")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from gatescope.kinds import ALL_KINDS, kinds_by_cell
 from gatescope.names import format_name, parse_name
 from gatescope.recorder import engine
 from gatescope.recorder.hooks import Edit, HookContext, Hooks, Selector, context_for, edits_of, select
-from gatescope.recorder.interventions import Intervention
+from gatescope.recorder.interventions import Intervention, unapplied
 from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, module_info, RECURRENT_TYPES: public here too)
     RECURRENT_TYPES,
     check_name,
@@ -59,7 +59,7 @@ from gatescope.recorder.recordable import (  # noqa: F401  (find_recurrent, modu
     on_request,
     packaged_of,
 )
-from gatescope.recorder.rows import joined, pad_shrinking, to_rows
+from gatescope.recorder.rows import check_still_running, joined, pad_shrinking, to_rows
 from gatescope.traces.trace import Trace
 
 Hook = Edit  # ``fn(value [B, H], step) -> Tensor | None``: the mapping form of ``hooks``
@@ -203,25 +203,13 @@ class Recording:
         self._say_unapplied()
 
     def _say_unapplied(self) -> None:
-        """Warn of each Intervention that changed nothing in the block: its module never ran, or its steps lie
-        beyond every sequence the module ran (an edit that silently did nothing would read as no effect). The
-        steps of another package's module are its own to count, so its edits are not judged here."""
-        for name, edits in self.edits.items():
-            path = parse_name(name).path
-            if not isinstance(self.targets[path], RECURRENT_TYPES):
-                continue
-            longest = self._longest.get(path)
-            for edit in edits:
-                if not isinstance(edit, Intervention):
-                    continue
-                if longest is None:
-                    why = f"{path} never ran in the block"
-                elif not len(edit.steps_within(longest)):
-                    why = f"its steps ({edit.steps_shown()}) lie beyond every sequence {path} ran ({longest} steps at most)"
-                else:
-                    continue
-                # level 3: the with statement's line (this method, __exit__, the block)
-                warnings.warn(f"intervention on {name} changed nothing: {why}", GatescopeWarning, stacklevel=3)
+        """Warn of each Intervention that changed nothing in the block (`interventions.unapplied`). The steps of
+        another package's module are its own to count, so its edits are not judged here."""
+        judged = {name: edits for name, edits in self.edits.items()
+                  if isinstance(self.targets[parse_name(name).path], RECURRENT_TYPES)}
+        for message in unapplied(judged, self._longest):
+            # level 3: the with statement's line (this method, __exit__, the block)
+            warnings.warn(message, GatescopeWarning, stacklevel=3)
 
     def _before_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = args[0] if args else next(iter(kwargs.values()), None)
@@ -269,27 +257,6 @@ class Recording:
                 self._sink(name, values, lengths, steps)
         self._steps.clear()
         self._last_h.clear()
-
-    def _check_rows_still_running(self, path: str, input: Tensor, hx) -> None:
-        """Refuse a cell's step whose batch shrank other than by its last rows: a shrinking batch is read
-        as its first B_t rows still running (sequences sorted longest first, as in a PackedSequence), which
-        holds when the state passed in is the previous step's first B_t rows of h. Rows chosen otherwise
-        (a mask over unsorted lengths) would glue one sequence's steps to another's."""
-        last = self._last_h.get(path)
-        rows = input.shape[0] if input.dim() == 2 else None
-        if last is None or rows is None or last.dim() != 2 or rows >= last.shape[0]:
-            return
-        state = hx[0] if isinstance(hx, (tuple, list)) else hx  # an LSTMCell's (h, c); a GRUCell's h
-        if state is not None and state.shape == last[:rows].shape:
-            state, kept = state.detach(), last[:rows]
-            if bool(((state == kept) | (state.isnan() & kept.isnan())).all()):
-                return
-        raise GatescopeError(
-            f"{path}: at step {self._steps[path]} the batch shrank from {last.shape[0]} to {rows} rows, but the state "
-            f"passed in is not the first {rows} rows of the step before: a cell's shrinking batch is read as its first "
-            "rows still running (sequences sorted longest first, as in a PackedSequence), so sort them so, or "
-            "record one sequence at a time"
-        )
 
     # -- the result ------------------------------------------------------------------------
     @property
@@ -480,7 +447,7 @@ def _forward(module: nn.Module, *args, **kwargs):
         return engine.run(module, input, hx, observer_for, route)
     observer = _observer(active, 0, "fwd", graph, cell=True)
     for recording, path in active:
-        recording._check_rows_still_running(path, input, hx)
+        check_still_running(path, recording._steps[path], recording._last_h.get(path), input, hx)
     out = engine.run_cell(module, input, hx, observer)
     h = out[0] if isinstance(out, tuple) else out  # (B, H)
     for recording, path in active:

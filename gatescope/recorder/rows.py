@@ -3,9 +3,10 @@ padding dropped (the row layout of docs/trace-format.md), in the storage dtype.
 
 The engine hands a recording each quantity time-major, (T, B, H) as torch's recurrent kernels lay out
 their outputs, or as T steps of a cell called in a loop, whose batch may shrink as sequences end (as in a
-PackedSequence). A trace holds them as (N, H) rows; `to_rows` reorders and converts in as few passes over
-the values as torch's operators allow, because a trace's time outside the kernel goes mostly to moving
-values through memory (docs/guide/performance.md).
+PackedSequence: its first rows still running, which `check_still_running` holds each step to). A trace
+holds them as (N, H) rows; `to_rows` reorders and converts in as few passes over the values as torch's
+operators allow, because a trace's time outside the kernel goes mostly to moving values through memory
+(docs/guide/performance.md).
 """
 from __future__ import annotations
 
@@ -32,6 +33,27 @@ def pad_shrinking(steps: list[Tensor], what: str) -> tuple["list[Tensor] | Tenso
     for t, value in enumerate(steps):
         padded[t, : value.shape[0]] = value
     return padded, lengths
+
+
+def check_still_running(path: str, step: int, last: Tensor | None, input: Tensor, hx) -> None:
+    """Refuse a cell's step whose batch shrank other than by its last rows. `pad_shrinking` reads a shrinking
+    batch as its first B_t rows still running (sequences sorted longest first, as in a PackedSequence), which
+    holds when the state passed in (``hx``) is the first B_t rows of ``last``, the h the cell's previous step
+    returned (None at a sequence's first step). Rows chosen otherwise (a mask over unsorted lengths) would
+    glue one sequence's steps to another's."""
+    rows = input.shape[0] if input.dim() == 2 else None
+    if last is None or rows is None or last.dim() != 2 or rows >= last.shape[0]:
+        return
+    state = hx[0] if isinstance(hx, (tuple, list)) else hx  # an LSTMCell's (h, c); a GRUCell's h
+    if state is not None and state.shape == last[:rows].shape:
+        state, kept = state.detach(), last[:rows]
+        if bool(((state == kept) | (state.isnan() & kept.isnan())).all()):
+            return
+    raise GatescopeError(
+        f"{path}: at step {step} the batch shrank from {last.shape[0]} to {rows} rows, but the state passed in is not "
+        f"the first {rows} rows of the step before: a cell's shrinking batch is read as its first rows still running "
+        "(sequences sorted longest first, as in a PackedSequence), so sort them so, or record one sequence at a time"
+    )
 
 
 def joined(rows: list[Tensor]) -> Tensor:
