@@ -200,7 +200,8 @@ class Recording:
         for module in self.targets.values():
             _pop(module, self)
         self._flush_cells()
-        self._say_unapplied()
+        if exc_info[0] is None:  # a block ended by an error has that to say, not what its edits missed
+            self._say_unapplied()
 
     def _say_unapplied(self) -> None:
         """Warn of each Intervention that changed nothing in the block (`interventions.unapplied`). The steps of

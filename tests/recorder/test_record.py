@@ -405,6 +405,10 @@ def test_an_intervention_that_changed_nothing_is_said_when_the_block_ends():
     with pytest.warns(GatescopeWarning, match="changed nothing: lstm never ran in the block"):
         with record(lstm, interventions=[Intervention("lstm.l0.fwd.c", steps=slice(2, None))]):
             pass
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="the forward failed"):
+        warnings.simplefilter("error", GatescopeWarning)  # a block ended by an error says that alone
+        with record(lstm, interventions=[late]):
+            raise RuntimeError("the forward failed")
     with warnings.catch_warnings():
         warnings.simplefilter("error", GatescopeWarning)
         with torch.no_grad(), record(lstm, interventions=[late]) as rec:
