@@ -216,6 +216,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     )
     from gatescope.runs.distributed import launched_by_torchrun
 
+    modules, kinds = split_list(modules, "--modules"), split_list(kinds, "--kinds")
     if input_paths and is_onnx(model):
         others = (texts, files, ids, ids_files, whole, feature_files, stimuli_path, code_features, shard_tokens,
                   distributed)
@@ -224,7 +225,7 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
                                  "--stimuli, --code-features and sharding do not apply")
         if device != "cpu":
             raise GatescopeError(f"--device {device}: an ONNX graph runs in onnxruntime on the CPU here")
-        trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, split_list(modules, "--modules"), split_list(kinds, "--kinds"), dtype)
+        trace_onnx(model, output, input_paths, chunk, chunk_axis, carry, modules, kinds, dtype)
         return
     if chunk is not None or carry:
         raise GatescopeError("--chunk and --carry run an ONNX graph on its own inputs (--input)")
@@ -235,8 +236,8 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
         others = (texts, ids, ids_files, input_path, whole, strict, feature_files, stimuli_path, code_features)
         if any(others) or len(files) != 1:
             raise GatescopeError("a sharded trace is written from one corpus: give --file (once, alone)")
-        options = RunOptions(batch_size, split_list(modules, "--modules"), split_list(kinds, "--kinds"), DTYPES[dtype],
-                             meta={"model": str(model)}, chunk_steps=chunk_steps)
+        options = RunOptions(batch_size, modules, kinds, DTYPES[dtype], meta={"model": str(model)},
+                             chunk_steps=chunk_steps)
         summary = trace_sharded(model, output, files[0], device, options, shard_tokens, distributed)
         if summary:
             click.echo(summary)
@@ -248,7 +249,6 @@ def trace(model: Path, output: Path, texts, files, whole, ids, ids_files, input_
     check_writable(output, inputs)
     loaded = load_checkpoint(model, device=device)
     loaded.check_runnable()
-    modules, kinds = split_list(modules, "--modules"), split_list(kinds, "--kinds")
     check_selection(loaded, modules, kinds)
     if stimuli_path is not None:
         if texts or files or ids or ids_files or input_path:

@@ -584,12 +584,12 @@ class GatescopeApp(App[None]):
 
     # -- export ------------------------------------------------------------------------------------
     def action_export_svg(self) -> None:
-        if isinstance(self.screen, CompareScreen):  # the split view's own name, not the main view's cursor
-            (a, b), unit = self.screen.pair, self.screen.query_one(PairView).unit
-            stem = f"gatescope-{self.screen.quantity}-u{unit}-compare-s{a}-s{b}"
+        screen = self.screen
+        if isinstance(screen, CompareScreen):
+            name = export.screenshot_name(screen.quantity, screen.query_one(PairView).unit, pair=screen.pair)
         else:
-            stem = f"gatescope-{self.name_shown}-u{self.heatmap.unit}-r{self.heatmap.row}"
-        path = self.export_dir / f"{stem}.svg"
+            name = export.screenshot_name(self.name_shown, self.heatmap.unit, self.heatmap.row)
+        path = self.export_dir / name
         try:
             export.save_svg(self.export_screenshot(simplify=True), path)
         except (GatescopeError, OSError) as exc:

@@ -5,7 +5,8 @@ after Textual's web font, so that it renders offline (no font download) without 
 shifting; the PNG is drawn with matplotlib (imported here, lazily, only when a figure is asked
 for) on the same scales as the terminal (viridis 0..1 for gates, RdBu -1..1 for tanh-range
 values, tanh(c) for c), with the cursor's unit and the sequence boundaries marked. The PNG's
-file name and title give the same ranges, first and last inclusive. Both are written all or
+file name and title give the same ranges, first and last inclusive; a screenshot is named for the view and
+its cursor (`screenshot_name`). Both are written all or
 nothing (gatescope.files.atomic_write).
 """
 from __future__ import annotations
@@ -36,6 +37,14 @@ def with_font_fallback(svg: str) -> str:
     The @font-face rules that name Fira Code are kept as they are; only the text's font-family changes.
     """
     return re.sub(r"font-family:\s*Fira Code,\s*monospace;", f"font-family: {MONOSPACE};", svg)
+
+
+def screenshot_name(quantity: str, unit: int, row: int | None = None, pair: tuple[int, int] | None = None) -> str:
+    """``gatescope-rnn.l0.fwd.c-u12-r4.svg`` for the main view at its cursor; the split view of sequences A and
+    B (``pair``) is named for them, ``gatescope-rnn.l0.fwd.c-u12-compare-s0-s1.svg``, so that neither replaces
+    the other's file."""
+    where = f"compare-s{pair[0]}-s{pair[1]}" if pair is not None else f"r{row}"
+    return f"gatescope-{quantity}-u{unit}-{where}.svg"
 
 
 def save_svg(svg: str, path: Path) -> Path:
